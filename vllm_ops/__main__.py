@@ -1,0 +1,3 @@
+from vllm_ops.cli import main
+
+raise SystemExit(main())
