@@ -55,6 +55,7 @@ class ModelSpec:
     head_dim: int
     vocab_size: int
     max_position_embeddings: int
+    max_model_len: int | None = None           # vLLM's default context (rope_scaling applied; see models/config.py)
     tie_word_embeddings: bool = False
     torch_dtype: str = "bfloat16"              # checkpoint dtype from config.json
     moe: MoE | None = None
@@ -84,8 +85,32 @@ class ModelSpec:
             return sum(1 for t in self.layer_types if t.startswith("sliding"))
         return 0
 
+    def kv_bytes_per_token(self, dtype_bytes: int = 2) -> int:
+        """KV-cache bytes per token over all layers (no sliding-window savings):
+        2 (K and V) x layers x kv_heads x head_dim x dtype_bytes; MLA caches one latent
+        (kv_lora_rank + qk_rope_head_dim) per layer."""
+        if self.mla is not None:
+            return self.num_layers * (self.mla.kv_lora_rank + self.mla.qk_rope_head_dim) * dtype_bytes
+        return 2 * self.num_layers * self.num_kv_heads * self.head_dim * dtype_bytes
+
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         if self.quantization is not None:
             d["quantization"].pop("raw", None)
         return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "ModelSpec":
+        d = dict(d)
+        if d.get("moe") is not None:
+            d["moe"] = MoE(**d["moe"])
+        if d.get("mla") is not None:
+            d["mla"] = MLA(**d["mla"])
+        if d.get("quantization") is not None:
+            q = dict(d["quantization"])
+            q["modules_not_converted"] = tuple(q.get("modules_not_converted") or ())
+            d["quantization"] = Quantization(**q)
+        for k in ("layer_types", "notes"):
+            if d.get(k) is not None:
+                d[k] = tuple(d[k])
+        return cls(**d)
