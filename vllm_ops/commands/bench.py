@@ -1,0 +1,100 @@
+"""`vllm-ops bench`: load-test a running vLLM server level by level."""
+from __future__ import annotations
+
+import argparse
+import os
+
+
+def _ints(text: str) -> list[int]:
+    try:
+        vals = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a comma-separated list of integers: {text!r}") from None
+    if not vals or any(v < 1 for v in vals):
+        raise argparse.ArgumentTypeError("levels must be integers ≥ 1")
+    return vals
+
+
+def _rates(text: str) -> list[float]:
+    try:
+        vals = [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a comma-separated list of numbers: {text!r}") from None
+    if not vals or any(v <= 0 for v in vals):
+        raise argparse.ArgumentTypeError("request rates must be > 0 ('inf' sends all at once)")
+    return vals
+
+
+def configure(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--url", default=None,
+                   help="server root, http://host:port (default: VLLM_BASE_URL without /v1, "
+                        "else http://localhost:8000)")
+    p.add_argument("--model", default=None, help="served model or adapter name (default: the base model)")
+    lv = p.add_mutually_exclusive_group()
+    lv.add_argument("--concurrency", type=_ints, default=None, metavar="N,N,...",
+                    help="concurrency levels (default 1,4,16,64)")
+    lv.add_argument("--request-rate", type=_rates, default=None, metavar="R,R,...",
+                    help="Poisson request rates per second instead of concurrency levels")
+    p.add_argument("--num-prompts", type=int, default=100, help="requests per level (default 100)")
+    p.add_argument("--input-len", type=int, default=128, help="prompt tokens (default 128)")
+    p.add_argument("--output-len", type=int, default=128, help="output tokens, fixed with ignore_eos (default 128)")
+    p.add_argument("--dataset", default=None, metavar="FILE",
+                   help="prompts from a file (JSONL/JSON with prompt/text, ShareGPT, or text lines)")
+    p.add_argument("--plan", default=None, metavar="PLAN.json",
+                   help="a `vllm-ops plan --json` file to compare the saturation with")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", action="store_true", help="print one JSON document on stdout")
+    p.add_argument("--plot", default=None, metavar="FILE.png",
+                   help="write a PNG chart (matplotlib; a terminal chart without it)")
+    p.add_argument("--api-key-env", default="VLLM_API_KEY", metavar="VAR",
+                   help="environment variable holding the API key (default VLLM_API_KEY)")
+    p.add_argument("--quiet", action="store_true", help="no progress on stderr")
+
+
+def default_root_url(url: str | None) -> str:
+    if url:
+        return url.rstrip("/")
+    env = os.environ.get("VLLM_BASE_URL")
+    if env:
+        from vllm_ops.client._base import split_urls
+
+        return split_urls(env)[0]
+    return "http://localhost:8000"
+
+
+def run(args: argparse.Namespace) -> int:
+    from vllm_ops import output
+    from vllm_ops.errors import BadInput
+    from vllm_ops.loadtest.bench import plan_limits_for, run_bench
+    from vllm_ops.loadtest.report import PlanLimits
+
+    for flag in ("num_prompts", "input_len", "output_len"):
+        if getattr(args, flag) < 1:
+            raise BadInput(f"--{flag.replace('_', '-')} must be at least 1")
+    url = default_root_url(args.url)
+    plan = PlanLimits.load(args.plan) if args.plan else plan_limits_for(url)
+    progress = output.Progress(quiet=args.quiet)
+    report = run_bench(url, model=args.model,
+                       concurrency=args.concurrency or [1, 4, 16, 64],
+                       request_rates=args.request_rate,
+                       num_prompts=args.num_prompts, input_len=args.input_len,
+                       output_len=args.output_len, dataset=args.dataset, plan=plan,
+                       api_key=os.environ.get(args.api_key_env) or None, seed=args.seed,
+                       progress=progress)
+    if args.plot:
+        from vllm_ops.loadtest.plot import have_matplotlib, save_png, terminal_chart
+
+        if have_matplotlib():
+            save_png(report, args.plot)
+            output.info(f"chart written to {args.plot}")
+        else:
+            output.warn("matplotlib is not installed (pip install 'vllm-ops[plot]'): terminal chart instead")
+            output.info(terminal_chart(report))
+    if args.json:
+        output.print_json(report.to_dict())
+    else:
+        from vllm_ops.loadtest.plot import terminal_chart
+
+        report.print_table()
+        print(terminal_chart(report))
+    return 0 if report.ok else 1

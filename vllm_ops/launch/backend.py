@@ -1,0 +1,111 @@
+"""Launch backends: how a vLLM process is started, watched and stopped.
+
+:class:`LaunchBackend` is the protocol; :class:`ProcessBackend` runs vLLM as a local process in
+its own session (so its process group holds the API server, the engine core and every worker,
+and stopping kills them all). A Docker backend can implement the same four methods.
+"""
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from vllm_ops.errors import RuntimeFailure
+from vllm_ops.launch import procs
+from vllm_ops.launch.state import Deployment, redact_env
+
+
+@dataclass
+class LaunchSpec:
+    """Everything needed to start one vLLM server."""
+    name: str
+    argv: list[str]
+    env_added: dict[str, str]            # variables vllm-ops sets on top of its own environment
+    log_path: Path
+    port: int
+    host: str
+    served_name: str
+    model_id: str
+    vllm_version: str | None = None
+    plan: dict[str, Any] | None = None
+    env_removed: tuple[str, ...] = ()    # variables not passed on
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def environment(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if k not in self.env_removed}
+        env.update(self.env_added)
+        env.setdefault("PYTHONUNBUFFERED", "1")  # lines reach the log (and the progress) at once
+        return env
+
+
+class LaunchBackend(Protocol):
+    name: str
+
+    def start(self, spec: LaunchSpec) -> Deployment: ...
+
+    def alive(self, dep: Deployment) -> bool: ...
+
+    def exit_code(self, dep: Deployment) -> int | None: ...
+
+    def stop(self, dep: Deployment, grace: float = 20.0) -> bool: ...
+
+
+class ProcessBackend:
+    """vLLM as a local process: ``start_new_session=True``, stdout+stderr appended to the log."""
+    name = "process"
+
+    def __init__(self) -> None:
+        self._children: dict[int, subprocess.Popen] = {}
+
+    def start(self, spec: LaunchSpec) -> Deployment:
+        spec.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(spec.log_path, "ab") as log:
+            header = (f"=== vllm-ops launch {spec.name} {time.strftime('%Y-%m-%d %H:%M:%S')}: "
+                      f"{shlex.join(spec.argv)}\n")
+            log.write(header.encode())
+            log.flush()
+            try:
+                proc = subprocess.Popen(spec.argv, stdout=log, stderr=subprocess.STDOUT,
+                                        stdin=subprocess.DEVNULL, env=spec.environment(),
+                                        start_new_session=True, close_fds=True)
+            except OSError as exc:
+                raise RuntimeFailure(f"cannot start vLLM ({spec.argv[0]}): {exc.strerror}",
+                                     hint="check VLLM_OPS_VLLM") from exc
+        self._children[proc.pid] = proc
+        return Deployment(
+            name=spec.name, pid=proc.pid, pgid=proc.pid, port=spec.port, host=spec.host,
+            served_name=spec.served_name, model_id=spec.model_id, log_path=str(spec.log_path),
+            started_at=time.time(), backend=self.name, status="starting",
+            pid_start_ticks=procs.start_ticks(proc.pid), vllm_version=spec.vllm_version,
+            argv=list(spec.argv), env=redact_env(spec.env_added), plan=spec.plan)
+
+    def alive(self, dep: Deployment) -> bool:
+        child = self._children.get(dep.pid)
+        if child is not None:
+            return child.poll() is None
+        return procs.alive(dep.pid, dep.pid_start_ticks)
+
+    def exit_code(self, dep: Deployment) -> int | None:
+        child = self._children.get(dep.pid)
+        return child.poll() if child is not None else None
+
+    def stop(self, dep: Deployment, grace: float = 20.0) -> bool:
+        """Stop the whole process group; True when something had to be killed with SIGKILL."""
+        if not self.alive(dep) and not procs.group_members(dep.pgid):
+            self._reap(dep)
+            return False
+        killed = procs.stop_group(dep.pgid, grace)
+        self._reap(dep)
+        return killed
+
+    def _reap(self, dep: Deployment) -> None:
+        child = self._children.pop(dep.pid, None)
+        if child is not None:
+            try:
+                child.wait(5)
+            except subprocess.TimeoutExpired:  # pragma: no cover - killed above
+                pass

@@ -1,0 +1,312 @@
+"""Why a vLLM start failed, read from its log, and the concrete change that fixes it.
+
+One table, :data:`RULES`: (code, pattern, cause, fix builder). The first rule whose pattern
+matches the log wins, so specific rules come before general ones. A fix builder gets the match
+and a :class:`Context` (the flags vLLM was started with) and returns the advice line and, where
+a safe automatic change exists, a :class:`Change` that ``launch --auto-retry`` applies once.
+
+Messages were taken from real logs (tests/data/logs/, sources in tests/data/logs/sources.md)
+and from vLLM's source; several eras of wording are matched where they differ.
+"""
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable
+
+# Flags vLLM removed: flag → (version or change that removed it, number of values it took, advice)
+REMOVED_FLAGS: dict[str, tuple[str, int, str]] = {
+    "--swap-space": ("v0.18.0 (PR #36216)", 1,
+                     "V1 never swaps to CPU (preemption recomputes); drop it"),
+    "--disable-log-requests": ("PR #35723 (Mar 2026)", 0,
+                               "request logging is off by default now; drop it "
+                               "(--enable-log-requests turns it on)"),
+    "--guided-decoding-backend": ("v0.12.0 (PR #29326)", 1,
+                                  "use --structured-outputs-config '{\"backend\": \"...\"}'"),
+    "--guided-decoding-disable-fallback": ("v0.12.0 (PR #29326)", 0,
+                                           "use --structured-outputs-config"),
+    "--guided-decoding-disable-any-whitespace": ("v0.12.0 (PR #29326)", 0,
+                                                 "use --structured-outputs-config"),
+    "--guided-decoding-disable-additional-properties": ("v0.12.0 (PR #29326)", 0,
+                                                        "use --structured-outputs-config"),
+}
+
+
+@dataclass
+class Change:
+    """A change to the vLLM command: set flags (underscore names → value; None removes the
+    flag), remove raw tokens, or add environment variables."""
+    set_flags: dict[str, Any] = field(default_factory=dict)
+    remove_tokens: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
+    new_port: bool = False
+
+    def describe(self) -> str:
+        parts = []
+        for k, v in self.set_flags.items():
+            flag = "--" + k.replace("_", "-")
+            parts.append(f"remove {flag}" if v is None else
+                         (flag if v is True else f"{flag} {v}"))
+        if self.remove_tokens:
+            parts.append("remove " + " ".join(self.remove_tokens))
+        parts += [f"{k}={v}" for k, v in self.env.items()]
+        if self.new_port:
+            parts.append("another free port")
+        return ", ".join(parts)
+
+
+@dataclass
+class Diagnosis:
+    code: str
+    cause: str
+    fix: str
+    evidence: str                     # the log line that matched (trimmed)
+    change: Change | None = None      # what --auto-retry applies; None: no safe automatic change
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class Context:
+    """What the failed start was asked to do (flags in underscore form, as the plan holds them)."""
+    flags: dict[str, Any] = field(default_factory=dict)
+    gpus_available: int | None = None  # GPUs on the box (for a TP increase), None = unknown
+    is_moe: bool = False
+    stage: str | None = None           # the furthest startup stage the log reached
+
+    def get(self, name: str, default: Any = None) -> Any:
+        v = self.flags.get(name)
+        return default if v is None else v
+
+
+FixBuilder = Callable[[re.Match[str], Context], tuple[str, Change | None]]
+
+
+@dataclass(frozen=True)
+class Rule:
+    code: str
+    pattern: re.Pattern[str]
+    cause: str
+    fix: FixBuilder
+
+
+# ---------------------------------------------------------------- fix builders
+def _fix_unrecognized(m: re.Match[str], ctx: Context) -> tuple[str, Change | None]:
+    tokens = m.group(1).split()
+    advice, remove = [], []
+    i = 0
+    while i < len(tokens):
+        tok = tokens[i]
+        flag = tok.split("=", 1)[0]
+        if flag in REMOVED_FLAGS:
+            version, nvals, how = REMOVED_FLAGS[flag]
+            advice.append(f"{flag} was removed in vLLM {version}: {how}")
+            remove.append(tok)
+            if "=" not in tok:
+                remove += tokens[i + 1: i + 1 + nvals]
+                i += nvals
+        else:
+            advice.append(f"{tok} is not a flag of this vLLM (check `vllm serve --help`)")
+            remove.append(tok)
+        i += 1
+    return "; ".join(advice), Change(remove_tokens=remove)
+
+
+def _fix_max_model_len(m: re.Match[str], ctx: Context) -> tuple[str, Change | None]:
+    want, fits = int(m.group(1)), int(m.group(2))
+    new = _round_len(fits)
+    return (f"--max-model-len {new} (vLLM estimates {fits} tokens fit; asked for {want}), "
+            f"or raise --gpu-memory-utilization / add GPUs"), Change(set_flags={"max_model_len": new})
+
+
+def _fix_max_model_len_ratio(m: re.Match[str], ctx: Context) -> tuple[str, Change | None]:
+    want, need, have = int(m.group(1)), float(m.group(2)), float(m.group(3))
+    new = _round_len(int(want * have / need)) if need > 0 else 0
+    if new <= 0:
+        return "raise --gpu-memory-utilization or use more GPUs: no context length fits", None
+    return (f"--max-model-len {new} (the KV cache holds {have} of the {need} GiB "
+            f"{want} tokens need)"), Change(set_flags={"max_model_len": new})
+
+
+def _fix_old_kv_tokens(m: re.Match[str], ctx: Context) -> tuple[str, Change | None]:
+    want, fits = int(m.group(1)), int(m.group(2))
+    new = _round_len(fits)
+    return f"--max-model-len {new} (the KV cache holds {fits} tokens; asked for {want})", \
+        Change(set_flags={"max_model_len": new})
+
+
+def _round_len(n: int) -> int:
+    """Round a token count down to a multiple of 256 (of 16 below 1024)."""
+    step = 256 if n >= 1024 else 16
+    return max(step, n // step * step) if n >= step else n
+
+
+def _fix_sampler(m: re.Match[str], ctx: Context) -> tuple[str, Change | None]:
+    n = int(m.group(1))
+    half = max(1, n // 2)
+    return (f"--max-num-seqs {half} (the sampler warm-up with {n} sequences ran out of memory), "
+            f"or lower --gpu-memory-utilization"), Change(set_flags={"max_num_seqs": half})
+
+
+def _fix_load_oom(m: re.Match[str], ctx: Context) -> tuple[str, Change | None]:
+    tp = int(ctx.get("tensor_parallel_size", 1))
+    if ctx.gpus_available and ctx.gpus_available >= 2 * tp:
+        return (f"--tensor-parallel-size {2 * tp} (weights do not fit {tp} GPU(s)), "
+                f"or a quantized checkpoint / --quantization fp8"), \
+            Change(set_flags={"tensor_parallel_size": 2 * tp})
+    return (f"a quantized model or --quantization fp8 (halves bf16 weights), or more GPUs "
+            f"(--tensor-parallel-size {2 * tp})"), None
+
+
+def _fix_free_memory(m: re.Match[str], ctx: Context) -> tuple[str, Change | None]:
+    free, total, asked = float(m.group(1)), float(m.group(2)), float(m.group(3))
+    util = math.floor((free / total - 0.01) * 100) / 100 if total else 0.0
+    if util < 0.1:
+        return (f"free the GPU: only {free}/{total} GiB free (another process holds it; "
+                f"see nvidia-smi)"), None
+    return (f"--gpu-memory-utilization {util:.2f} (only {free} of {total} GiB free; asked for "
+            f"{asked}), or stop what else uses the GPU"), \
+        Change(set_flags={"gpu_memory_utilization": round(util, 2)})
+
+
+def _fix_heads(m: re.Match[str], ctx: Context) -> tuple[str, Change | None]:
+    heads, tp = int(m.group(1)), int(m.group(2))
+    ok = max(d for d in range(1, tp + 1) if heads % d == 0)
+    alt = tp // ok if tp % ok == 0 else None
+    advice = f"--tensor-parallel-size {ok} ({heads} heads divide by {ok}, not by {tp})"
+    if alt and alt > 1:
+        advice += f", with --pipeline-parallel-size {alt} to still use {tp} GPUs"
+        return advice, Change(set_flags={"tensor_parallel_size": ok, "pipeline_parallel_size": alt})
+    return advice, Change(set_flags={"tensor_parallel_size": ok})
+
+
+def _fix_no_kv_memory(m: re.Match[str], ctx: Context) -> tuple[str, Change | None]:
+    util = float(ctx.get("gpu_memory_utilization", 0.9))
+    new = min(0.95, round(util + 0.05, 2))
+    if new <= util:
+        return "weights and activations fill the budget: use more GPUs or a quantized model", None
+    return (f"--gpu-memory-utilization {new:.2f} (nothing was left for the KV cache), or more "
+            f"GPUs / a quantized model"), Change(set_flags={"gpu_memory_utilization": new})
+
+
+def _fix_port(m: re.Match[str], ctx: Context) -> tuple[str, Change | None]:
+    return "pick a free port (--port N) or stop what listens there", Change(new_port=True)
+
+
+def _fix_nccl(m: re.Match[str], ctx: Context) -> tuple[str, Change | None]:
+    return ("rerun with NCCL_DEBUG=INFO to see the cause; in containers give --ipc=host or a "
+            "large --shm-size; on boxes without working P2P set NCCL_P2P_DISABLE=1"), \
+        Change(env={"NCCL_P2P_DISABLE": "1"})
+
+
+def _fix_triton(m: re.Match[str], ctx: Context) -> tuple[str, Change | None]:
+    return ("clear the Triton cache (rm -rf ~/.triton/cache) and check that triton matches "
+            "torch; a stale or shared cache breaks the fused-MoE kernel compile (a fresh "
+            "TRITON_CACHE_DIR per server avoids it)"), \
+        Change(env={"TRITON_CACHE_DIR": "{state_dir}/triton-cache/{name}"})
+
+
+def _fix_cpu_kv(m: re.Match[str], ctx: Context) -> tuple[str, Change | None]:
+    avail = float(m.group(1))
+    new = max(1, int(avail * 0.5))
+    return (f"VLLM_CPU_KVCACHE_SPACE={new} (only {avail} GiB RAM free on the node)"), \
+        Change(env={"VLLM_CPU_KVCACHE_SPACE": str(new)})
+
+
+def _fix_cpu_head_dim(m: re.Match[str], ctx: Context) -> tuple[str, Change | None]:
+    return (f"the CPU attention kernel does not support head_dim={m.group(1)}: use a model with "
+            f"head_dim 32/64/80/96/112/128/..."), None
+
+
+def _fix_numa(m: re.Match[str], ctx: Context) -> tuple[str, Change | None]:
+    return ("set VLLM_CPU_OMP_THREADS_BIND to one core list per worker, e.g. '0|1'"), None
+
+
+def _fix_generic_oom(m: re.Match[str], ctx: Context) -> tuple[str, Change | None]:
+    if ctx.stage in (None, "process started", "weights loading"):
+        return _fix_load_oom(m, ctx)
+    seqs = ctx.get("max_num_seqs")
+    util = float(ctx.get("gpu_memory_utilization", 0.9))
+    new = round(max(0.5, util - 0.05), 2)
+    extra = f" or --max-num-seqs {int(seqs) // 2}" if seqs else ""
+    return (f"--gpu-memory-utilization {new:.2f} (out of memory after the KV cache was sized: "
+            f"activations or CUDA graphs need more room){extra}"), \
+        Change(set_flags={"gpu_memory_utilization": new})
+
+
+def _rule(code: str, pattern: str, cause: str, fix: FixBuilder, flags: int = 0) -> Rule:
+    return Rule(code, re.compile(pattern, flags), cause, fix)
+
+
+RULES: tuple[Rule, ...] = (
+    _rule("unrecognized-arguments", r"error: unrecognized arguments: (.+)",
+          "vLLM does not accept a flag it was given", _fix_unrecognized),
+    _rule("heads-not-divisible",
+          r"Total number of attention heads \((\d+)\) must be divisible by tensor parallel size \((\d+)\)",
+          "the model's attention heads do not divide by the tensor-parallel size", _fix_heads),
+    _rule("free-memory-below-utilization",
+          r"Free memory on device (?:\S+ )?\(([\d.]+)/([\d.]+) GiB\) on startup is less than "
+          r"desired GPU memory utilization \(([\d.]+)",
+          "less GPU memory is free than --gpu-memory-utilization asks for", _fix_free_memory),
+    _rule("kv-cache-too-small",
+          r"max seq len \((\d+)\)[^\n]*?estimated maximum model length is (\d+)",
+          "the KV cache cannot hold one request of --max-model-len tokens", _fix_max_model_len),
+    _rule("kv-cache-too-small",
+          r"max seq len \((\d+)\), \(([\d.]+) GiB KV cache is needed, which is larger than the "
+          r"available KV cache memory \(([\d.]+) GiB\)",
+          "the KV cache cannot hold one request of --max-model-len tokens", _fix_max_model_len_ratio),
+    _rule("kv-cache-too-small",
+          r"The model's max seq len \((\d+)\) is larger than the maximum number of tokens that "
+          r"can be stored in KV cache \((\d+)\)",
+          "the KV cache cannot hold one request of --max-model-len tokens", _fix_old_kv_tokens),
+    _rule("no-kv-cache-memory", r"No available memory for the cache blocks",
+          "weights and activation peak leave no memory for the KV cache", _fix_no_kv_memory),
+    _rule("sampler-warmup-oom",
+          r"out of memory occurred when warming up sampler with (\d+) dummy requests",
+          "the sampler warm-up (max-num-seqs × vocabulary logits) ran out of memory", _fix_sampler),
+    _rule("weights-oom", r"Failed to load model - not enough GPU memory",
+          "the weights do not fit the GPU memory", _fix_load_oom),
+    _rule("cpu-kv-cache-memory",
+          r"Available memory on node \d+ \(([\d.]+)/[\d.]+ GiB\) on kv cache allocation is less "
+          r"than requested memory for kv",
+          "the CPU KV cache asked for more RAM than the node has free", _fix_cpu_kv),
+    _rule("cpu-head-dim", r"Unsupported CPU attention configuration: head_dim=(\d+)",
+          "the CPU attention kernel does not support this head size", _fix_cpu_head_dim),
+    _rule("cpu-numa-binding", r"Not enough allowed NUMA nodes to bind threads",
+          "CPU workers cannot each get their own cores", _fix_numa),
+    _rule("port-in-use",
+          r"\[Errno 98\] (?:error while attempting to bind on address|Address already in use)",
+          "the port is already in use", _fix_port),
+    _rule("nccl-error", r"NCCL error|ncclSystemError|ncclInternalError|ncclUnhandledCudaError",
+          "NCCL (GPU-to-GPU communication) failed to initialise", _fix_nccl),
+    _rule("triton-moe-compile",
+          r"triton\.compiler\.errors\.\w+|PassManager::run failed|CompilationError|"
+          r"fused_moe\.py:\d+:\d+: error",
+          "compiling the Triton fused-MoE kernel failed", _fix_triton),
+    _rule("cuda-oom", r"(?:torch\.(?:cuda\.)?OutOfMemoryError|CUDA out of memory|CUDA error: out of memory)",
+          "the GPU ran out of memory", _fix_generic_oom),
+)
+
+
+def diagnose(log_text: str, ctx: Context | None = None) -> Diagnosis | None:
+    """The first rule that matches the log, with its fix; None when no rule knows the failure."""
+    ctx = ctx or Context()
+    for rule in RULES:
+        m = rule.pattern.search(log_text)
+        if not m:
+            continue
+        if rule.code == "triton-moe-compile" and not (ctx.is_moe or "fused_moe" in log_text):
+            continue
+        fix, change = rule.fix(m, ctx)
+        return Diagnosis(rule.code, rule.cause, fix, _evidence(log_text, m), change)
+    return None
+
+
+def _evidence(text: str, m: re.Match[str]) -> str:
+    start = text.rfind("\n", 0, m.start()) + 1
+    end = text.find("\n", m.start())
+    line = text[start: end if end >= 0 else len(text)].strip()
+    line = re.sub(r"^\((?:APIServer|EngineCore\w*|VllmWorker[^)]*|Worker[^)]*) pid=\d+\)\s*", "", line)
+    return line if len(line) <= 300 else line[:297] + "..."

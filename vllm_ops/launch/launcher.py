@@ -1,0 +1,486 @@
+"""Start vLLM from a Plan and wait until it is ready, in stages; diagnose a failed start.
+
+    launch(plan, LaunchOptions(...)) -> LaunchResult
+
+Stages: process running → ``/health`` 200 → ``/v1/models`` lists the served name → a
+validation request answers. While it starts, vLLM's log is read as it grows and the stages it
+passes (weights loading, memory profiling, KV cache sized, CUDA graph capture, API server up)
+go to ``progress``. When ready, the memory figures vLLM printed are stored beside the plan's
+prediction (state file and ``calibration.jsonl``). When the process dies or the readiness
+timeout passes, the log is diagnosed (:mod:`.diagnosis`), the process group is stopped, and
+:class:`LaunchFailed` carries the diagnosis; ``auto_retry`` applies its change once first.
+"""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Callable
+
+from vllm_ops.errors import BadInput, RuntimeFailure
+from vllm_ops.launch import calibration
+from vllm_ops.launch.backend import LaunchBackend, LaunchSpec, ProcessBackend
+from vllm_ops.launch.diagnosis import Change, Context, Diagnosis, diagnose
+from vllm_ops.launch.locate import VllmCommand
+from vllm_ops.launch.logparse import StartupLog
+from vllm_ops.launch.state import Deployment, StateStore, check_name, default_name
+
+# flags launch sets itself (never taken from plan.vllm_args)
+_OWN_FLAGS = {"model", "port", "host", "served_model_name", "api_key"}
+# flags whose default is True in vLLM: False must be spelled --no-<flag>
+_DEFAULT_TRUE = {"enable_prefix_caching", "enable_chunked_prefill"}
+# secrets given as flags move to vLLM's environment (never argv, never the state file)
+_SECRET_FLAGS = {"--api-key": "VLLM_API_KEY", "--hf-token": "HF_TOKEN"}
+
+
+class LaunchFailed(RuntimeFailure):
+    """vLLM did not become ready. ``diagnosis`` is set when the log said why."""
+
+    def __init__(self, message: str, *, diagnosis: Diagnosis | None = None,
+                 deployment: Deployment | None = None, hint: str | None = None):
+        super().__init__(message, hint=hint)
+        self.diagnosis = diagnosis
+        self.deployment = deployment
+
+
+@dataclass
+class LaunchOptions:
+    vllm: VllmCommand
+    vllm_version: str | None = None
+    name: str | None = None
+    port: int | None = None                  # overrides the plan's replica port
+    host: str | None = None                  # --host for vLLM (default: the plan's, else vLLM's)
+    env: dict[str, str] = field(default_factory=dict)
+    extra_args: list[str] = field(default_factory=list)   # after `--`; they win over the plan
+    ready_timeout: float | None = None       # None: from the model's weight bytes
+    validate: bool = True
+    auto_retry: bool = False
+    replica: int = 0
+    store: StateStore = field(default_factory=StateStore)
+    backend: LaunchBackend = field(default_factory=ProcessBackend)
+    stop_grace: float = 20.0
+    record_calibration: bool = True
+
+
+@dataclass
+class LaunchResult:
+    deployment: Deployment
+    predicted: dict[str, Any]
+    actual: dict[str, Any]
+    ready_s: float                           # start → ready
+    health_s: float | None                   # start → first /health 200
+    stage_times: dict[str, float]            # stage → seconds after start when first seen
+    retried: Diagnosis | None = None         # the failure fixed by --auto-retry, if any
+    calibration_path: str | None = None
+
+
+Progress = Callable[[str, str], None]
+
+
+# ------------------------------------------------------------------------------------ args
+def flag_args(flags: dict[str, Any]) -> list[str]:
+    """``{"max_model_len": 1024, "enforce_eager": True}`` → ``--max-model-len 1024 --enforce-eager``."""
+    out: list[str] = []
+    for key, value in flags.items():
+        if value is None or key in _OWN_FLAGS:
+            continue
+        flag = "--" + key.replace("_", "-")
+        if value is True:
+            out.append(flag)
+        elif value is False:
+            if key in _DEFAULT_TRUE:
+                out.append("--no-" + key.replace("_", "-"))
+        elif isinstance(value, (list, tuple)):
+            out += [flag, *[str(v) for v in value]]
+        elif isinstance(value, dict):
+            out += [flag, json.dumps(value, separators=(",", ":"))]
+        else:
+            out += [flag, str(value)]
+    return out
+
+
+def _flag_name(tok: str) -> str | None:
+    if not tok.startswith("--") or tok == "--":
+        return None
+    return tok[2:].split("=", 1)[0].replace("-", "_")
+
+
+def parse_flags(args: list[str]) -> dict[str, Any]:
+    """A loose parse of vLLM args (for diagnosis context): ``--a-b v`` → ``{"a_b": "v"}``."""
+    out: dict[str, Any] = {}
+    i = 0
+    while i < len(args):
+        name = _flag_name(args[i])
+        if name is None:
+            i += 1
+            continue
+        if "=" in args[i]:
+            out[name] = _num(args[i].split("=", 1)[1])
+            i += 1
+        elif i + 1 < len(args) and not args[i + 1].startswith("--"):
+            out[name] = _num(args[i + 1])
+            i += 2
+        else:
+            out[name] = True
+            i += 1
+    return out
+
+
+def _num(v: str) -> Any:
+    for conv in (int, float):
+        try:
+            return conv(v)
+        except ValueError:
+            pass
+    return v
+
+
+def strip_flags(args: list[str], names: set[str]) -> list[str]:
+    """``args`` without the flags in ``names`` (underscore form) and their values."""
+    out: list[str] = []
+    i = 0
+    while i < len(args):
+        name = _flag_name(args[i])
+        if name is not None and (name in names or name.removeprefix("no_") in names):
+            i += 1
+            if "=" not in args[i - 1]:
+                while i < len(args) and not args[i].startswith("--"):
+                    i += 1
+            continue
+        out.append(args[i])
+        i += 1
+    return out
+
+
+def remove_tokens(args: list[str], tokens: list[str]) -> list[str]:
+    """Drop each token once (e.g. ``--swap-space 4``)."""
+    out = list(args)
+    for tok in tokens:
+        if tok in out:
+            out.remove(tok)
+    return out
+
+
+def split_secrets(extra: list[str]) -> tuple[list[str], dict[str, str]]:
+    """Move ``--api-key K`` / ``--hf-token T`` out of argv into environment variables."""
+    out, env = [], {}
+    i = 0
+    while i < len(extra):
+        tok = extra[i]
+        key = tok.split("=", 1)[0]
+        if key in _SECRET_FLAGS:
+            if "=" in tok:
+                env[_SECRET_FLAGS[key]] = tok.split("=", 1)[1]
+                i += 1
+            elif i + 1 < len(extra):
+                env[_SECRET_FLAGS[key]] = extra[i + 1]
+                i += 2
+            else:
+                i += 1
+            continue
+        out.append(tok)
+        i += 1
+    return out, env
+
+
+# ------------------------------------------------------------------------------- helpers
+def port_free(port: int, host: str = "0.0.0.0") -> bool:
+    """True when a server could bind ``host:port`` (uvicorn binds with SO_REUSEADDR too)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def is_cpu_plan(plan: Any) -> bool:
+    hw = calibration.hardware_of(plan.hardware or {})
+    has_gpu = any((n.get("gpus") or []) for n in (plan.hardware or {}).get("nodes") or [])
+    return (not has_gpu) or "cpu" in str(plan.profile or "").lower() or hw["gpu_name"] == "cpu"
+
+
+def default_ready_timeout(plan: Any) -> float:
+    """120 s + 30 s per GiB of weights (all GPUs of a replica); twice that on CPU."""
+    flags = plan.vllm_args or {}
+    gpus = int(flags.get("tensor_parallel_size") or 1) * int(flags.get("pipeline_parallel_size") or 1)
+    weights = float(getattr(plan.memory, "weights_gib", 0.0) or 0.0) * gpus
+    timeout = 120.0 + 30.0 * weights
+    return timeout * 2 if is_cpu_plan(plan) else timeout
+
+
+def _http_get(url: str, api_key: str | None, timeout: float = 2.0) -> tuple[int, bytes]:
+    req = urllib.request.Request(url)
+    if api_key:
+        req.add_header("Authorization", f"Bearer {api_key}")
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, b""
+    except (urllib.error.URLError, OSError, ValueError):
+        return 0, b""
+
+
+# ----------------------------------------------------------------------------- the launch
+def build_spec(plan: Any, opts: LaunchOptions, flags_override: dict[str, Any] | None = None,
+               extra_override: list[str] | None = None,
+               env_override: dict[str, str] | None = None) -> LaunchSpec:
+    replicas = plan.replicas or []
+    if opts.replica >= max(1, len(replicas)):
+        raise BadInput(f"the plan has {len(replicas)} replica(s); no replica {opts.replica}")
+    replica = replicas[opts.replica] if replicas else None
+    port = int(opts.port or (replica.port if replica else 0) or 8000)
+    model = plan.model or {}
+    served = str(model.get("served_name") or model.get("id") or "model")
+    model_ref = str(model.get("path") or model.get("id") or "")
+    if not model_ref:
+        raise BadInput("the plan names no model (model.path / model.id)")
+    flags = dict(plan.vllm_args or {})
+    flags.update(flags_override or {})
+    host = opts.host or flags.get("host")
+    extra, secret_env = split_secrets(list(extra_override if extra_override is not None
+                                           else [*(plan.extra_args or []), *opts.extra_args]))
+    # arguments after `--` win over the plan's flags of the same name
+    plan_args = flag_args({k: v for k, v in flags.items()
+                           if k not in {n for n in parse_flags(extra)}})
+    own = ["--served-model-name", served, "--port", str(port)]
+    if host:
+        own += ["--host", str(host)]
+    argv = opts.vllm.argv(model_ref, [*own, *plan_args, *extra])
+    env = {str(k): str(v) for k, v in (plan.env or {}).items()}
+    if replica and replica.gpu_ids and not is_cpu_plan(plan):
+        env.setdefault("CUDA_VISIBLE_DEVICES", ",".join(str(g) for g in replica.gpu_ids))
+    env.update(opts.env)
+    env.update(secret_env)
+    env.update(env_override or {})
+    name = check_name(opts.name or default_name(served, port))
+    if opts.replica and not opts.name:
+        name = f"{name}-r{opts.replica}"
+    return LaunchSpec(name=name, argv=argv, env_added=env, log_path=opts.store.log_path(name),
+                      port=port, host=str(host or "0.0.0.0"), served_name=served,
+                      model_id=str(model.get("id") or model_ref), vllm_version=opts.vllm_version,
+                      plan=plan.to_dict() if hasattr(plan, "to_dict") else None,
+                      extra={"flags": {**flags, **parse_flags(extra)}, "extra": extra})
+
+
+def launch(plan: Any, opts: LaunchOptions, progress: Progress | None = None) -> LaunchResult:
+    """Start vLLM for ``plan`` and return once it is ready (see the module doc)."""
+    progress = progress or (lambda stage, detail="": None)
+    spec = build_spec(plan, opts)
+    try:
+        return _attempt(plan, spec, opts, progress)
+    except LaunchFailed as exc:
+        d = exc.diagnosis
+        if not (opts.auto_retry and d and d.change):
+            raise
+        progress("retry", f"{d.cause}; applying: {d.change.describe()}")
+        spec2 = _apply_change(plan, opts, spec, d.change)
+        result = _attempt(plan, spec2, opts, progress)
+        result.retried = d
+        return result
+
+
+def _apply_change(plan: Any, opts: LaunchOptions, spec: LaunchSpec, change: Change) -> LaunchSpec:
+    extra = remove_tokens(spec.extra["extra"], change.remove_tokens)
+    extra = strip_flags(extra, set(change.set_flags))
+    flags = {k: v for k, v in spec.extra["flags"].items() if k in (plan.vllm_args or {})}
+    flags.update(change.set_flags)
+    env = {k: v.format(state_dir=opts.store.root, name=spec.name) for k, v in change.env.items()}
+    new_opts = replace(opts, port=free_port() if change.new_port else spec.port, name=spec.name,
+                       extra_args=[])
+    return build_spec(plan, new_opts, flags_override=flags, extra_override=extra, env_override=env)
+
+
+def _attempt(plan: Any, spec: LaunchSpec, opts: LaunchOptions, progress: Progress) -> LaunchResult:
+    store, backend = opts.store, opts.backend
+    try:
+        old = store.load(spec.name)
+    except KeyError:
+        old = None
+    if old is not None and backend.alive(old):
+        raise BadInput(f"a deployment named {spec.name} is already running (pid {old.pid})",
+                       hint=f"vllm-ops stop {spec.name}, or pass --name")
+    if not port_free(spec.port, "0.0.0.0" if spec.host in ("", "0.0.0.0") else spec.host):
+        raise RuntimeFailure(f"port {spec.port} is already in use",
+                             hint="pick another with --port, or stop what listens there")
+    log_offset = spec.log_path.stat().st_size if spec.log_path.exists() else 0
+    timeout = opts.ready_timeout or default_ready_timeout(plan)
+
+    dep = backend.start(spec)
+    store.save(dep)
+    t0 = time.monotonic()
+    progress("process started", f"pid {dep.pid}, log {spec.log_path}")
+    try:
+        health_s, stage_times, log = _wait_ready(dep, spec, opts, backend, progress, t0,
+                                                  log_offset, timeout)
+    except LaunchFailed as exc:
+        exc.deployment = dep
+        backend.stop(dep, opts.stop_grace)
+        dep.status = "failed"
+        dep.diagnosis = exc.diagnosis.to_dict() if exc.diagnosis else None
+        store.save(dep)
+        raise
+    except BaseException:  # Ctrl-C / SIGTERM while starting: no orphans
+        backend.stop(dep, opts.stop_grace)
+        dep.status = "stopped"
+        store.save(dep)
+        raise
+    ready_s = time.monotonic() - t0
+    actual = log.figures.known()
+    predicted = {k: v for k, v in (plan.memory.__dict__ if plan.memory else {}).items() if v}
+    dep.status, dep.ready_at, dep.figures = "ready", time.time(), actual
+    dep.vllm_version = dep.vllm_version or actual.get("vllm_version")
+    store.save(dep)
+    cal_path = None
+    if opts.record_calibration and any(k in actual for k in calibration.FIGURES):
+        flags = spec.extra["flags"]
+        gpus = int(flags.get("tensor_parallel_size") or 1) * int(flags.get("pipeline_parallel_size") or 1)
+        rec = calibration.make_record(
+            model_id=spec.model_id,
+            hardware=calibration.hardware_of(plan.hardware or {}, None if is_cpu_plan(plan) else gpus),
+            vllm_version=opts.vllm_version or actual.get("vllm_version"),
+            flags=flags, predicted=predicted, actual=actual)
+        cal_path = str(calibration.append(rec, store.root))
+    return LaunchResult(deployment=dep, predicted=predicted, actual=actual, ready_s=ready_s,
+                        health_s=health_s, stage_times=stage_times, calibration_path=cal_path)
+
+
+def _wait_ready(dep: Deployment, spec: LaunchSpec, opts: LaunchOptions, backend: LaunchBackend,
+                progress: Progress, t0: float, log_offset: int,
+                timeout: float) -> tuple[float | None, dict[str, float], StartupLog]:
+    log = StartupLog()
+    stage_times: dict[str, float] = {"process started": 0.0}
+    root = f"http://127.0.0.1:{spec.port}"
+    api_key = spec.environment().get("VLLM_API_KEY")
+    health_s: float | None = None
+    models_ok = False
+    next_poll = 0.0
+    with open(spec.log_path, "rb") as f:
+        f.seek(log_offset)
+        pending = b""
+
+        def pump() -> None:
+            nonlocal pending
+            chunk = f.read()
+            if not chunk:
+                return
+            pending += chunk
+            *lines, pending = pending.split(b"\n")
+            for raw in lines:
+                stage = log.feed(raw.decode("utf-8", "replace"))
+                if stage and stage not in stage_times:
+                    now = time.monotonic() - t0
+                    stage_times[stage] = now
+                    progress(stage, raw.decode("utf-8", "replace").split("] ", 1)[-1][:120])
+
+        while True:
+            pump()
+            now = time.monotonic()
+            if not backend.alive(dep):
+                time.sleep(0.2)
+                pump()
+                if pending:
+                    log.feed(pending.decode("utf-8", "replace"))
+                raise _failure(f"vLLM exited before it was ready"
+                               f"{_status(backend.exit_code(dep))}", log, spec)
+            if now - t0 > timeout:
+                raise _failure(f"vLLM was not ready within {timeout:.0f} s", log, spec,
+                               hint_extra="raise --ready-timeout if it is only slow")
+            if now >= next_poll:
+                if health_s is None:
+                    status, _ = _http_get(root + "/health", api_key, timeout=1.0)
+                    if status == 200:
+                        health_s = time.monotonic() - t0
+                        stage_times.setdefault("health", health_s)
+                        progress("health", "/health answered 200")
+                if health_s is not None and not models_ok:
+                    status, body = _http_get(root + "/v1/models", api_key, timeout=5.0)
+                    if status == 200 and _lists(body, spec.served_name):
+                        models_ok = True
+                        stage_times["models"] = time.monotonic() - t0
+                        progress("models", f"/v1/models lists {spec.served_name}")
+                if models_ok:
+                    if opts.validate:
+                        _validate(root, spec.served_name, api_key, progress)
+                        stage_times["validated"] = time.monotonic() - t0
+                    pump()
+                    return health_s, stage_times, log
+                # poll fast once the log says the API server is coming up
+                next_poll = time.monotonic() + (0.1 if log.server_starting else 0.5)
+            time.sleep(0.05)
+
+
+def _status(code: int | None) -> str:
+    return f" (exit status {code})" if code is not None else ""
+
+
+def _lists(body: bytes, served: str) -> bool:
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return False
+    return any(m.get("id") == served for m in data.get("data") or [] if isinstance(m, dict))
+
+
+def _failure(message: str, log: StartupLog, spec: LaunchSpec, hint_extra: str = "") -> LaunchFailed:
+    ctx = Context(flags=spec.extra["flags"], stage=log.stage,
+                  is_moe=_is_moe(spec.plan))
+    d = diagnose(log.text(), ctx)
+    hint = f"log: {spec.log_path}" + (f"; {hint_extra}" if hint_extra and d is None else "")
+    if d is not None:
+        return LaunchFailed(f"{message}: {d.cause} — fix: {d.fix}", diagnosis=d, hint=hint)
+    return LaunchFailed(f"{message} (cause not recognised; last stage: {log.stage or 'none'})",
+                        hint=hint)
+
+
+def _is_moe(plan: dict[str, Any] | None) -> bool:
+    model = (plan or {}).get("model") or {}
+    return bool(model.get("is_moe") or model.get("num_experts") or model.get("moe"))
+
+
+def _validate(root: str, served: str, api_key: str | None, progress: Progress) -> None:
+    """One chat request through the bundled client (the validation suite's smallest check)."""
+    from vllm_ops.client import VLLMProvider
+
+    try:
+        with VLLMProvider(root + "/v1", api_key=api_key or "", model=served, timeout=60,
+                          max_retries=0) as llm:
+            r = llm.generate(messages=[{"role": "user", "content": "Say hi"}], max_tokens=4,
+                             temperature=0)
+    except Exception as exc:  # noqa: BLE001 — any client error means "not ready"
+        raise LaunchFailed(f"vLLM answers but a chat request failed: {exc}") from exc
+    progress("validated", f"chat request answered ({r.usage.completion_tokens if r.usage else '?'} tokens)")
+
+
+def stop(dep: Deployment, store: StateStore, backend: LaunchBackend | None = None,
+         grace: float = 20.0) -> bool:
+    """Stop a deployment's whole process group and mark it stopped. True if SIGKILL was needed."""
+    backend = backend or ProcessBackend()
+    killed = backend.stop(dep, grace)
+    dep.status = "stopped"
+    store.save(dep)
+    return killed
+
+
+def read_text_from(path: str | os.PathLike, offset: int = 0) -> str:
+    with open(path, "rb") as f:
+        f.seek(offset)
+        return f.read().decode("utf-8", "replace")
+
+
+__all__ = ["LaunchFailed", "LaunchOptions", "LaunchResult", "launch", "stop", "build_spec",
+           "flag_args", "parse_flags", "strip_flags", "split_secrets", "port_free",
+           "default_ready_timeout", "Path"]

@@ -1,0 +1,167 @@
+"""Deployment state on disk, so `status`, `logs` and `stop` work from another shell.
+
+Layout under the state directory (``VLLM_OPS_STATE_DIR``, default ``~/.local/state/vllm-ops``)::
+
+    deployments/<name>.json     one Deployment (written atomically: tmp file + os.replace)
+    logs/<name>.log             vLLM's stdout+stderr, appended across restarts of that name
+    calibration.jsonl           predicted-vs-actual memory records (launch.calibration)
+
+A state file never holds a secret: environment values whose names look secret are stored as
+``"***"`` and argv never carries one (keys travel to vLLM through its environment).
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from vllm_ops.errors import BadInput, MalformedFile
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+_SECRET = re.compile(r"KEY|TOKEN|SECRET|PASSWORD|CREDENTIAL", re.I)
+
+
+def default_state_dir() -> Path:
+    """``VLLM_OPS_STATE_DIR`` or ``~/.local/state/vllm-ops`` (same rule as ``OpsSettings.state_dir``;
+    read directly so the planner's calibration lookup does not import pydantic-settings)."""
+    env = os.environ.get("VLLM_OPS_STATE_DIR")
+    return Path(env).expanduser() if env else Path.home() / ".local" / "state" / "vllm-ops"
+
+
+def redact_env(env: dict[str, str]) -> dict[str, str]:
+    return {k: ("***" if _SECRET.search(k) else v) for k, v in env.items()}
+
+
+def check_name(name: str) -> str:
+    if not _NAME.match(name or ""):
+        raise BadInput(f"invalid deployment name {name!r}",
+                       hint="letters, digits, '.', '_' and '-', starting with a letter or digit")
+    return name
+
+
+def default_name(served_name: str, port: int) -> str:
+    """``<served-name>-<port>`` made safe for a file name (``Qwen/Qwen2.5-7B`` → ``Qwen2.5-7B-8000``)."""
+    base = served_name.rstrip("/").rsplit("/", 1)[-1]
+    base = re.sub(r"[^A-Za-z0-9._-]+", "-", base).strip("-.") or "vllm"
+    return f"{base}-{port}"
+
+
+@dataclass
+class Deployment:
+    name: str
+    pid: int
+    pgid: int
+    port: int
+    host: str
+    served_name: str
+    model_id: str
+    log_path: str
+    started_at: float                         # epoch seconds
+    backend: str = "process"
+    status: str = "starting"                  # starting | ready | failed | stopped
+    pid_start_ticks: int | None = None        # /proc/<pid>/stat field 22: guards against PID reuse
+    ready_at: float | None = None
+    vllm_version: str | None = None
+    argv: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)   # what vllm-ops added (secrets redacted)
+    plan: dict[str, Any] | None = None
+    figures: dict[str, Any] | None = None     # actual memory figures read from the log
+    diagnosis: dict[str, Any] | None = None
+
+    @property
+    def url(self) -> str:
+        host = "127.0.0.1" if self.host in ("", "0.0.0.0", "::") else self.host
+        return f"http://{host}:{self.port}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Deployment":
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+
+class StateStore:
+    """The deployments/logs/calibration files under one state directory."""
+
+    def __init__(self, root: str | os.PathLike | None = None):
+        self.root = Path(root).expanduser() if root else default_state_dir()
+        self.deployments = self.root / "deployments"
+        self.logs = self.root / "logs"
+
+    @property
+    def calibration_path(self) -> Path:
+        return self.root / "calibration.jsonl"
+
+    def path(self, name: str) -> Path:
+        return self.deployments / f"{check_name(name)}.json"
+
+    def log_path(self, name: str) -> Path:
+        return self.logs / f"{check_name(name)}.log"
+
+    def save(self, dep: Deployment) -> None:
+        self.deployments.mkdir(parents=True, exist_ok=True)
+        write_atomic(self.path(dep.name), json.dumps(dep.to_dict(), indent=2, default=str) + "\n")
+
+    def load(self, name: str) -> Deployment:
+        """The deployment called ``name``; KeyError when there is none, MalformedFile when its
+        state file cannot be read."""
+        p = self.path(name)
+        try:
+            text = p.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise KeyError(name) from None
+        try:
+            return Deployment.from_dict(json.loads(text))
+        except (ValueError, TypeError) as exc:
+            raise MalformedFile(f"state file {p} is corrupted ({type(exc).__name__})",
+                                hint=f"remove it: rm {p}") from None
+
+    def remove(self, name: str) -> None:
+        try:
+            self.path(name).unlink()
+        except FileNotFoundError:
+            pass
+
+    def names(self) -> list[str]:
+        if not self.deployments.is_dir():
+            return []
+        return sorted(p.stem for p in self.deployments.glob("*.json"))
+
+    def all(self) -> list[tuple[str, Deployment | None, str | None]]:
+        """Every state file: (name, deployment or None, error or None) — a corrupted file is
+        reported, not fatal."""
+        out: list[tuple[str, Deployment | None, str | None]] = []
+        for name in self.names():
+            try:
+                out.append((name, self.load(name), None))
+            except (MalformedFile, KeyError) as exc:
+                out.append((name, None, getattr(exc, "one_line", lambda: str(exc))()))
+        return out
+
+
+def write_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent))
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def uptime_s(dep: Deployment, now: float | None = None) -> float:
+    return max(0.0, (now or time.time()) - dep.started_at)

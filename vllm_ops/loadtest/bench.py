@@ -1,0 +1,179 @@
+"""``run_bench``: levels of streaming load against a vLLM server → :class:`BenchReport`.
+
+Every request is a streaming ``/v1/completions`` call through the bundled client with
+``ignore_eos: true`` and ``max_tokens = output_len`` (fixed output length) and
+``stream_options.include_usage`` (exact token counts). Prompts are random token-id lists of
+``input_len`` drawn from the server's own vocabulary (or a ``--dataset`` file). Between levels,
+``/metrics`` is read before and after (counter deltas) and sampled during the level (peak KV
+cache usage, longest queue, biggest batch).
+"""
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from typing import Any, Callable, Sequence
+
+from vllm_ops.errors import BadInput
+from vllm_ops.loadtest.generator import run_concurrency, run_rate, sample_while
+from vllm_ops.loadtest.prompts import (VOCAB_TEXT, load_dataset, random_token_prompts,
+                                       vocabulary_from_tokens)
+from vllm_ops.loadtest.report import BenchReport, PlanLimits, analyse
+from vllm_ops.loadtest.stats import ServerSide, summarize
+from vllm_ops.loadtest.streaming import astream_chunks
+
+Progress = Callable[[str, str], None]
+
+
+def _gauge_max(samples: Sequence[Any], name: str) -> float | None:
+    vals = [m.value(name) for m in samples]
+    vals = [v for v in vals if v is not None and not math.isnan(v)]
+    return max(vals) if vals else None
+
+
+def _delta(before: Any, after: Any, name: str) -> float | None:
+    if before is None or after is None:
+        return None
+    a, b = after.value(name), before.value(name)
+    return None if a is None or b is None else a - b
+
+
+async def arun_bench(url: str, *, model: str | None = None,
+                     concurrency: Sequence[int] | None = (1, 4, 16, 64),
+                     request_rates: Sequence[float] | None = None, num_prompts: int = 100,
+                     input_len: int = 128, output_len: int = 128, dataset: str | None = None,
+                     plan: PlanLimits | None = None, api_key: str | None = None, seed: int = 0,
+                     sample_interval: float = 0.25, timeout: float = 600.0,
+                     progress: Progress | None = None, provider: Any = None) -> BenchReport:
+    from vllm_ops.client import VLLMError, VLLMProvider
+
+    if request_rates:
+        levels: list[tuple[int | None, float | None]] = [(None, float(r)) for r in request_rates]
+        mode = "request_rate"
+    elif concurrency:
+        levels = [(int(c), None) for c in concurrency]
+        mode = "concurrency"
+    else:
+        raise BadInput("give --concurrency or --request-rate levels")
+    if any(c is not None and c < 1 for c, _ in levels) or any(r is not None and r <= 0 for _, r in levels):
+        raise BadInput("concurrency levels must be ≥ 1 and request rates > 0")
+    if num_prompts < 1 or output_len < 1 or (dataset is None and input_len < 1):
+        raise BadInput("num-prompts, input-len and output-len must be at least 1")
+    say = progress or (lambda stage, detail="": None)
+    top = max([c or 0 for c, _ in levels] + [num_prompts if mode == "request_rate" else 0, 1])
+    own = provider is None
+    llm = provider or VLLMProvider.from_root_url(url, api_key=api_key, model=model, max_retries=0,
+                                                 max_connections=top + 8, timeout=timeout)
+    try:
+        try:
+            version = await llm.aversion()
+        except VLLMError:
+            version = None
+        if model is None:
+            models = await llm.alist_models()
+            base = [m for m in models if m.parent is None] or models
+            if not base:
+                raise BadInput(f"{url} lists no models")
+            model = base[0].id
+        llm.model = model
+
+        prompt_lens: list[int] | None
+        if dataset:
+            prompts: list[Any] = load_dataset(dataset, num_prompts, seed)
+            prompt_lens = None
+        else:
+            tok = await llm.atokenize(VOCAB_TEXT, add_special_tokens=False)
+            vocab = vocabulary_from_tokens([tok.tokens])
+            prompts = random_token_prompts(vocab, num_prompts, input_len, seed)
+            prompt_lens = [input_len] * num_prompts
+
+        def stream(prompt: Any):
+            return astream_chunks(llm, prompt=prompt, endpoint="completions", model=model,
+                                  max_tokens=output_len, temperature=0.0, ignore_eos=True,
+                                  stream_options={"include_usage": True})
+
+        # one warm-up request (not timed): connections, the server's first-request costs
+        say("warm-up", f"{model} at {url}")
+        async for _ in stream(prompts[0]):
+            pass
+
+        report = BenchReport(url=url, model=model, input_len=input_len, output_len=output_len,
+                             num_prompts=num_prompts, mode=mode, dataset=dataset, version=version)
+        for c, r in levels:
+            label = f"concurrency {c}" if c is not None else f"rate {r:g}/s"
+            say("bench", f"{label}: {num_prompts} requests")
+            before = await _metrics_or_none(llm)
+            stop = asyncio.Event()
+            sampler = asyncio.create_task(sample_while(llm.ametrics, sample_interval, stop))
+            last = [0.0]
+
+            def tick(done: int, total: int, label: str = label) -> None:
+                now = time.monotonic()
+                if done == total or now - last[0] >= 2.0:
+                    last[0] = now
+                    say("bench", f"{label}: {done}/{total} done")
+
+            t0 = time.perf_counter()
+            if c is not None:
+                results = await run_concurrency(stream, prompts, c, prompt_lens=prompt_lens, progress=tick)
+            else:
+                results = await run_rate(stream, prompts, r, seed=seed, prompt_lens=prompt_lens, progress=tick)
+            duration = time.perf_counter() - t0
+            stop.set()
+            samples = await sampler
+            after = await _metrics_or_none(llm)
+            stats = summarize(results, concurrency=c, request_rate=r, duration_s=duration)
+            stats.server = ServerSide(
+                preemptions=_delta(before, after, "vllm:num_preemptions_total"),
+                prompt_tokens=_delta(before, after, "vllm:prompt_tokens_total"),
+                generation_tokens=_delta(before, after, "vllm:generation_tokens_total"),
+                peak_kv_cache_usage=_gauge_max(samples, "vllm:kv_cache_usage_perc"),
+                max_waiting=_gauge_max(samples, "vllm:num_requests_waiting"),
+                max_running=_gauge_max(samples, "vllm:num_requests_running"),
+                samples=len(samples))
+            report.levels.append(stats)
+            say("bench", f"{label}: {stats.request_throughput:.2f} req/s, "
+                         f"{stats.output_throughput:.1f} tok/s, {stats.failed} failed")
+        report.saturation = analyse(report.levels, input_len=input_len, output_len=output_len, plan=plan)
+        return report
+    finally:
+        if own:
+            await llm.aclose()
+
+
+async def _metrics_or_none(llm: Any) -> Any:
+    from vllm_ops.client import VLLMError
+
+    try:
+        return await llm.ametrics()
+    except VLLMError:
+        return None
+
+
+def run_bench(url: str, **kwargs: Any) -> BenchReport:
+    """Synchronous :func:`arun_bench`."""
+    return asyncio.run(arun_bench(url, **kwargs))
+
+
+def plan_limits_for(url: str) -> PlanLimits | None:
+    """The plan of a running deployment serving ``url`` (from ``vllm-ops launch`` state), if any."""
+    try:
+        from urllib.parse import urlparse
+
+        from vllm_ops.launch.state import default_state_dir
+    except Exception:  # noqa: BLE001 — the launch stage is optional here
+        return None
+    import json
+
+    port = urlparse(url).port
+    d = default_state_dir() / "deployments"
+    if port is None or not d.is_dir():
+        return None
+    for f in sorted(d.glob("*.json")):
+        try:
+            doc = json.loads(f.read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(doc, dict) and doc.get("port") == port and isinstance(doc.get("plan"), dict):
+            return PlanLimits.from_plan_dict(doc["plan"], source=str(f))
+    return None

@@ -1,0 +1,203 @@
+"""The bench report and the saturation analysis (pure).
+
+Saturation: throughput is read level by level; the server is *saturated* at the first level
+whose request throughput gains less than ``gain`` (10 %) over the previous level. The bound is
+read from the server's own metrics sampled during the levels:
+
+- ``kv_cache``: preemptions happened, or the KV cache was (nearly) full (peak usage ≥ 95 %);
+- ``max_num_seqs``: requests waited in vLLM's queue while the running batch was full
+  (peak running ≥ max_num_seqs, or waiting > 0 with the KV cache not full);
+- ``client_concurrency``: nothing ever waited in vLLM's queue: the load generator's own
+  concurrency limited the batch (the server had room for more).
+
+The plan (``plan.memory.kv_cache_tokens``, ``plan.memory.max_concurrency``,
+``plan.vllm_args.max_num_seqs``) gives the expected ceiling for this request length:
+``min(max_num_seqs, kv_cache_tokens // (input_len + output_len))``.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+from vllm_ops.loadtest.stats import LevelStats
+
+KV_FULL = 0.95
+
+
+@dataclass
+class PlanLimits:
+    max_num_seqs: int | None = None
+    kv_cache_tokens: int | None = None
+    max_concurrency: float | None = None        # the plan's, at max_model_len
+    max_model_len: int | None = None
+    source: str = ""
+
+    def expected_concurrency(self, input_len: int, output_len: int) -> float | None:
+        """The most requests of this length the server should run at once."""
+        bounds = []
+        if self.max_num_seqs:
+            bounds.append(float(self.max_num_seqs))
+        if self.kv_cache_tokens and input_len + output_len > 0:
+            bounds.append(float(self.kv_cache_tokens // (input_len + output_len)))
+        return min(bounds) if bounds else None
+
+    @classmethod
+    def from_plan_dict(cls, plan: dict, source: str = "") -> "PlanLimits":
+        mem = plan.get("memory") or {}
+        args = plan.get("vllm_args") or {}
+
+        def num(v: Any) -> Any:
+            return v if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+
+        mns = num(args.get("max_num_seqs"))
+        mml = num(args.get("max_model_len"))
+        return cls(max_num_seqs=int(mns) if mns else None,
+                   kv_cache_tokens=int(num(mem.get("kv_cache_tokens")) or 0) or None,
+                   max_concurrency=num(mem.get("max_concurrency")),
+                   max_model_len=int(mml) if mml else None, source=source)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "PlanLimits":
+        from vllm_ops.errors import BadInput, MalformedFile
+
+        p = Path(path)
+        try:
+            doc = json.loads(p.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise BadInput(f"plan file not found: {p}") from None
+        except (OSError, ValueError) as exc:
+            raise MalformedFile(f"{p}: not a JSON plan ({exc})") from None
+        if isinstance(doc, dict) and "plan" in doc and isinstance(doc["plan"], dict):
+            doc = doc["plan"]  # a deployment state file embeds its plan
+        if not isinstance(doc, dict) or ("memory" not in doc and "vllm_args" not in doc):
+            raise MalformedFile(f"{p}: not a vllm-ops plan (no memory / vllm_args)")
+        return cls.from_plan_dict(doc, source=str(p))
+
+
+@dataclass
+class Saturation:
+    saturated_at: str | None                    # label of the last level that still scaled
+    peak_request_throughput: float
+    peak_output_throughput: float
+    bound: str                                  # kv_cache | max_num_seqs | client_concurrency | unknown
+    reason: str
+    expected_concurrency: float | None = None
+    observed_max_running: float | None = None
+    plan: PlanLimits | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def analyse(levels: Sequence[LevelStats], *, input_len: int, output_len: int,
+            plan: PlanLimits | None = None, gain: float = 0.10) -> Saturation:
+    """Where throughput stopped scaling and which bound was hit (see the module doc)."""
+    if not levels:
+        return Saturation(None, 0.0, 0.0, "unknown", "no levels ran", plan=plan)
+    best = max(levels, key=lambda lv: lv.request_throughput)
+    saturated_at = None
+    for prev, cur in zip(levels, levels[1:]):
+        if prev.request_throughput > 0 and cur.request_throughput < prev.request_throughput * (1 + gain):
+            saturated_at = prev.label
+            break
+    srv = [lv.server for lv in levels]
+    preempt = sum(s.preemptions or 0 for s in srv)
+    kv_peak = max((s.peak_kv_cache_usage for s in srv if s.peak_kv_cache_usage is not None), default=None)
+    waiting = max((s.max_waiting for s in srv if s.max_waiting is not None), default=None)
+    running = max((s.max_running for s in srv if s.max_running is not None), default=None)
+    mns = plan.max_num_seqs if plan else None
+    expected = plan.expected_concurrency(input_len, output_len) if plan else None
+
+    if preempt > 0 or (kv_peak is not None and kv_peak >= KV_FULL):
+        bound = "kv_cache"
+        reason = (f"the KV cache ran full: {preempt:g} preemption(s), peak usage "
+                  f"{(kv_peak or 0) * 100:.0f}%")
+    elif waiting is not None and waiting > 0:
+        bound = "max_num_seqs"
+        full = f" = max_num_seqs {mns}" if mns and running is not None and running >= mns else ""
+        reason = (f"requests waited in vLLM's queue (up to {waiting:g}) while {running or 0:g} "
+                  f"ran{full}; the KV cache peaked at {(kv_peak or 0) * 100:.0f}%")
+    elif waiting is None and running is None:
+        bound = "unknown"
+        reason = "the server's /metrics gave no queue or batch figures"
+    else:
+        top = max((lv.concurrency or lv.max_in_flight) for lv in levels)
+        bound = "client_concurrency"
+        reason = (f"nothing waited in vLLM's queue: the load generator's concurrency (up to "
+                  f"{top}) limited the batch (peak running {running or 0:g})")
+    if expected is not None:
+        reason += f"; the plan expects up to {expected:g} concurrent requests of this length"
+        if mns:
+            reason += f" (max_num_seqs {mns}"
+            if plan and plan.kv_cache_tokens:
+                reason += f", KV cache {plan.kv_cache_tokens} tokens"
+            reason += ")"
+    return Saturation(saturated_at=saturated_at, peak_request_throughput=best.request_throughput,
+                      peak_output_throughput=max(lv.output_throughput for lv in levels),
+                      bound=bound, reason=reason, expected_concurrency=expected,
+                      observed_max_running=running, plan=plan)
+
+
+@dataclass
+class BenchReport:
+    url: str
+    model: str
+    input_len: int
+    output_len: int
+    num_prompts: int
+    mode: str                                   # "concurrency" | "request_rate"
+    levels: list[LevelStats] = field(default_factory=list)
+    saturation: Saturation | None = None
+    dataset: str | None = None
+    version: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return all(lv.failed == 0 for lv in self.levels)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"url": self.url, "model": self.model, "version": self.version, "mode": self.mode,
+                "input_len": self.input_len, "output_len": self.output_len,
+                "num_prompts": self.num_prompts, "dataset": self.dataset, "ok": self.ok,
+                "levels": [lv.to_dict() for lv in self.levels],
+                "saturation": self.saturation.to_dict() if self.saturation else None}
+
+    def print_table(self, console: Any = None) -> None:
+        from rich.table import Table
+
+        from vllm_ops.output import console as make_console
+
+        con = console or make_console()
+        t = Table(title=f"vllm-ops bench {self.url} ({self.model}, in {self.input_len} / out "
+                        f"{self.output_len} tokens, {self.num_prompts} prompts per level)",
+                  title_justify="left")
+        for col in ("level", "ok", "err", "req/s", "out tok/s", "TTFT p50/p90/p99 ms",
+                    "ITL p50/p99 ms", "E2E p50/p90/p99 ms", "KV peak", "max wait", "preempt"):
+            t.add_column(col, justify="right" if col != "level" else "left")
+        for lv in self.levels:
+            s = lv.server
+            t.add_row(lv.label, str(lv.completed), str(lv.failed), f"{lv.request_throughput:.2f}",
+                      f"{lv.output_throughput:.1f}", _pcts(lv.ttft_ms, 3), _pcts(lv.itl_ms, 2),
+                      _pcts(lv.e2e_ms, 3),
+                      "-" if s.peak_kv_cache_usage is None else f"{s.peak_kv_cache_usage * 100:.1f}%",
+                      "-" if s.max_waiting is None else f"{s.max_waiting:g}",
+                      "-" if s.preemptions is None else f"{s.preemptions:g}")
+        con.print(t)
+        for lv in self.levels:
+            for e in lv.errors:
+                con.print(f"[red]{lv.label} error:[/] {e}")
+        if self.saturation:
+            sat = self.saturation
+            where = f"saturated after {sat.saturated_at}" if sat.saturated_at else "still scaling at the last level"
+            con.print(f"peak {sat.peak_request_throughput:.2f} req/s, {sat.peak_output_throughput:.1f} "
+                      f"output tok/s; {where}; bound: [bold]{sat.bound}[/] — {sat.reason}")
+
+
+def _pcts(d: Any, n: int) -> str:
+    vals = (d.p50, d.p90, d.p99) if n == 3 else (d.p50, d.p99)
+    if d.count == 0:
+        return "-"
+    return "/".join(f"{v:.1f}" for v in vals)
+

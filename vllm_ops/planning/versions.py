@@ -1,0 +1,157 @@
+"""What changes with the vLLM version: ONE table of rules the memory model and the planner read.
+
+Each :class:`Rule` row applies from ``since`` (inclusive) until the next row of the same ``key``.
+``rules_for("0.25.0")`` folds the table into a :class:`VersionRules` for one version, and records
+every rule it used (with its source) so the plan can say what it assumed.
+
+Sources: vLLM 0.33.0 source notes (``shared/reference/vllm-api-and-memory.md`` §5–6), the measured
+vLLM 0.25.0 H100 runs (``shared/data/vllm-h100-runs.csv``) and the public startup logs in
+``shared/data/vllm-memory-calibration.csv`` (row numbers below).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+DEFAULT_VLLM_VERSION = "0.33.0"
+
+
+@dataclass(frozen=True)
+class Rule:
+    key: str
+    since: str                # first version the value applies to
+    value: Any
+    why: str
+
+
+# key                              since     value                     why
+RULES: tuple[Rule, ...] = (
+    # -- engine / model runner --------------------------------------------------------------
+    Rule("engine", "0.0.0", "V0", "V0 engine (vLLM < 0.8)"),
+    Rule("engine", "0.8.0", "V1", "V1 engine is the default from v0.8.0"),
+    # model runner used for dense (non-MoE) models; MoE models stayed on the V1 runner (measured 0.25.0)
+    Rule("dense_runner", "0.0.0", "v1", "dense models on the V1 GPU model runner"),
+    Rule("dense_runner", "0.25.0", "v2",
+         "dense models on Model Runner V2 (measured on 0.25.0: 'Using V2 Model Runner'; default in 0.33)"),
+    Rule("moe_runner", "0.0.0", "v1", "MoE models on the V1 GPU model runner (measured on 0.25.0)"),
+    # -- defaults -------------------------------------------------------------------------
+    Rule("gpu_memory_utilization", "0.0.0", 0.9, "default --gpu-memory-utilization 0.9"),
+    Rule("gpu_memory_utilization", "0.21.0", 0.92,
+         "default --gpu-memory-utilization 0.92 from v0.21.0 (PR #38284, with CUDA-graph memory profiling)"),
+    # V0: 256 seqs; batched tokens = max(max_model_len, 2048) unless chunked prefill (auto on > 32K)
+    Rule("batch_defaults", "0.0.0", "v0",
+         "V0 defaults: max_num_seqs 256; max_num_batched_tokens = max(max_model_len, 2048) without "
+         "chunked prefill (auto-enabled above 32K tokens, then 2048)"),
+    Rule("batch_defaults", "0.8.0", "hw",
+         "V1 hardware defaults (EngineArgs.get_batch_defaults): >=160 GiB 1024/16384; >=70 GiB and not "
+         "A100/GB10 1024/8192; others 256/2048"),
+    # -- memory accounting ------------------------------------------------------------------
+    # non-torch memory growth during the profile at TP=1 (NCCL/cuBLAS workspaces, attention buffers)
+    Rule("non_torch_tp1_gib", "0.0.0", 0.10, "non-torch growth ~0.1 GiB at TP1 (V0 logs, rows 21-32)"),
+    Rule("non_torch_tp1_gib", "0.8.0", 0.13, "non-torch growth 0.13 GiB at TP1 (V1 v0.11 H100 logs, rows 43-48)"),
+    Rule("non_torch_tp1_gib", "0.25.0", 0.22, "non-torch growth 0.22 GiB at TP1 (measured, H100 v0.25.0)"),
+    # per doubling of TP: 0.22 (TP1) -> 0.6 (TP4) in vllm PR #48601's H100 log
+    Rule("non_torch_per_tp_doubling_gib", "0.0.0", 0.19,
+         "non-torch grows ~0.19 GiB per doubling of TP (0.22 at TP1 -> 0.6 at TP4, vllm PR #48601 log)"),
+    # sampler term in the profiled activation peak, in fp32 (num_reqs x vocab) copies
+    Rule("sampler_copies_v1_runner", "0.0.0", 9.6,
+         "V0/V1-runner sampler profile: peak ~9.6 fp32 copies of num_reqs x vocab logits (sort values+int64 "
+         "indices, probs, masks, penalties; fits rows 1,22,23,31,43,47,48)"),
+    Rule("sampler_copies_v1_runner", "0.12.0", 2.9,
+         "V1-runner sampler profile ~2.9 fp32 copies of num_reqs x vocab (0.17.1 rows 53/58: activation + "
+         "non-torch 0.52 GiB at 256 seqs; changed between 0.11.0 and 0.17.1, assumed from 0.12.0)"),
+    Rule("sampler_copies_v2_runner", "0.0.0", 0.5,
+         "Model Runner V2 sampler profile adds ~0.5 fp32 copies of num_reqs x vocab on top of the forward "
+         "peak (fitted to the 0.25.0 H100 runs: 128 seqs -> 1.13 GiB, 1024 seqs -> 1.10 GiB)"),
+    # CUDA graphs
+    Rule("cudagraph_in_budget", "0.0.0", False,
+         "CUDA graphs are captured after KV sizing and sit outside the gpu-memory-utilization budget"),
+    Rule("cudagraph_in_budget", "0.21.0", True,
+         "V1 runner subtracts a CUDA-graph estimate from the budget (VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS=1, "
+         "default since v0.21.0); Model Runner V2 estimated 0 on 0.25.0 (graphs outside the budget)"),
+    Rule("cudagraph_max_capture", "0.0.0", "min(max_num_seqs,256)", "V0 captures batch sizes up to 256"),
+    Rule("cudagraph_max_capture", "0.8.0", "min(2*max_num_seqs,512)",
+         "V1 captures sizes up to min(2 x max_num_seqs, 512)"),
+    # sampler warm-up after the KV cache is allocated needs more than was profiled
+    Rule("warmup_unprofiled_copies", "0.0.0", 0.0,
+         "the sampler peak is fully profiled before the KV cache is sized"),
+    Rule("warmup_unprofiled_copies", "0.12.0", 6.7,
+         "the post-KV sampler warm-up allocates ~6.7 fp32 num_reqs x vocab copies beyond the profiled peak, "
+         "out of the memory left outside the budget (rows 53/54: RTX 3090 v0.17.1, identical flags once OK, "
+         "once OOM in 'sampler warm-up (256 dummy requests)')"),
+    Rule("warmup_unprofiled_copies", "0.21.0", 0.0,
+         "the sampler warm-up is covered by the profile (and graphs are estimated), so it only shrinks the "
+         "KV cache"),
+)
+
+
+def parse_version(v: str) -> tuple[int, ...]:
+    """"0.25.0" / "v0.7.3" / "0.6.6.post1" / "~0.11" → (0, 25, 0)."""
+    s = str(v).strip().lstrip("~v")
+    out: list[int] = []
+    for part in s.split("."):
+        num = ""
+        for ch in part:
+            if ch.isdigit():
+                num += ch
+            else:
+                break
+        if not num:
+            break
+        out.append(int(num))
+        if len(out) == 3:
+            break
+    if not out:
+        from vllm_ops.errors import BadInput
+
+        raise BadInput(f"bad vLLM version {v!r}", hint="like 0.33.0")
+    while len(out) < 3:
+        out.append(0)
+    return tuple(out)
+
+
+@dataclass
+class VersionRules:
+    version: str
+    values: dict[str, Any] = field(default_factory=dict)
+    used: dict[str, str] = field(default_factory=dict)     # key -> why
+
+    def __getitem__(self, key: str) -> Any:
+        return self.values[key]
+
+    def assumptions(self) -> list[str]:
+        return [f"vLLM {self.version}: {why}" for why in self.used.values()]
+
+
+_CACHE: dict[str, VersionRules] = {}
+
+
+def rules_for(version: str) -> VersionRules:
+    if version in _CACHE:
+        return _CACHE[version]
+    v = parse_version(version)
+    r = VersionRules(version=version)
+    for rule in RULES:
+        if parse_version(rule.since) <= v:
+            r.values[rule.key] = rule.value
+            r.used[rule.key] = rule.why
+    _CACHE[version] = r
+    return r
+
+
+def batch_defaults(rules: VersionRules, *, gpu_total_gib: float | None, gpu_name: str = "",
+                   max_model_len: int, cpu: bool = False, world_size: int = 1) -> tuple[int, int, str]:
+    """(max_num_seqs, max_num_batched_tokens, why) that vLLM picks when neither is set."""
+    if cpu:
+        return 128 * world_size, 2048 * world_size, "CPU backend defaults 128 x ws seqs, 2048 x ws tokens"
+    if rules["batch_defaults"] == "v0":
+        if max_model_len > 32768:
+            return 256, 2048, "V0: 256 seqs; chunked prefill (auto above 32K) with 2048 tokens"
+        return 256, max(max_model_len, 2048), "V0: 256 seqs; batched tokens = max(max_model_len, 2048)"
+    name = gpu_name.upper()
+    total = gpu_total_gib or 0.0
+    if total >= 160:
+        return 1024, 16384, f"{total:.0f} GiB GPU (>=160 GiB class): 1024 seqs / 16384 tokens"
+    if total >= 70 and "A100" not in name and "GB10" not in name:
+        return 1024, 8192, f"{total:.0f} GiB GPU (H100/H200 class): 1024 seqs / 8192 tokens"
+    return 256, 2048, f"{total:.0f} GiB GPU: 256 seqs / 2048 tokens"

@@ -1,0 +1,124 @@
+"""Quoting for each target format: every user-controlled string goes through one of these.
+
+    sh(s)            POSIX shell word (shlex.quote)
+    yaml_str(s)      a YAML double-quoted scalar (JSON string syntax is valid YAML)
+    compose_str(s)   yaml_str after Compose interpolation escaping ($ → $$)
+    k8s_str(s)       yaml_str after kubelet $(VAR) expansion escaping ($ → $$) for command/args/env
+    systemd_arg(s)   one ExecStart= word: C-escaped, double-quoted, % → %%, $ → $$
+    systemd_env(k,v) one Environment= assignment, double-quoted, % → %%
+    systemd_text(s)  free text in a unit (Description=): % → %%
+
+``check_text`` refuses strings no target can carry (newlines, other control characters).
+``systemd_split`` parses an ExecStart= line back (used to check rendered units).
+"""
+from __future__ import annotations
+
+import json
+import re
+import shlex
+
+from vllm_ops.errors import BadInput
+
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")   # everything but TAB
+_SYSTEMD_BARE = re.compile(r"^[A-Za-z0-9_./:=,+@-]+$")
+
+
+def check_text(value: object, what: str) -> str:
+    """A string every target can carry literally, or BadInput naming ``what``."""
+    s = str(value)
+    m = _CONTROL.search(s)
+    if m:
+        ch = {"\n": "a newline", "\r": "a carriage return", "\x00": "a NUL byte"}.get(
+            m.group(), f"control character {m.group()!r}")
+        raise BadInput(f"{what} holds {ch}: {s[:60]!r} cannot be rendered safely",
+                       hint="remove it; no deployment format can carry it literally")
+    return s
+
+
+def sh(value: object) -> str:
+    return shlex.quote(str(value))
+
+
+def yaml_str(value: object) -> str:
+    return json.dumps(str(value), ensure_ascii=True)
+
+
+def compose_str(value: object) -> str:
+    return yaml_str(str(value).replace("$", "$$"))
+
+
+def k8s_str(value: object) -> str:
+    return yaml_str(str(value).replace("$", "$$"))
+
+
+def _systemd_escape(s: str) -> str:
+    s = s.replace("\\", "\\\\").replace('"', '\\"').replace("\t", "\\t")
+    return s.replace("%", "%%")
+
+
+def systemd_arg(value: object) -> str:
+    s = str(value)
+    if s == ";":
+        return "\\;"
+    if s and _SYSTEMD_BARE.match(s):
+        return s
+    return '"' + _systemd_escape(s).replace("$", "$$") + '"'
+
+
+def systemd_env(key: str, value: object) -> str:
+    return '"' + _systemd_escape(f"{key}={value}") + '"'
+
+
+def systemd_text(value: object) -> str:
+    return str(value).replace("%", "%%")
+
+
+_C_ESCAPES = {"a": "\a", "b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t", "v": "\v",
+              "\\": "\\", '"': '"', "'": "'", "s": " ", ";": ";"}
+
+
+def systemd_split(line: str) -> list[str]:
+    """Split an ExecStart= value the way systemd does (quotes, C escapes, %% and $$).
+
+    Only what our renderer emits needs to round-trip; unknown escapes raise ValueError.
+    """
+    words: list[str] = []
+    i, n = 0, len(line)
+    while i < n:
+        while i < n and line[i] in " \t":
+            i += 1
+        if i >= n:
+            break
+        buf: list[str] = []
+        quote: str | None = None
+        while i < n:
+            c = line[i]
+            if quote is None and c in " \t":
+                break
+            if quote is None and c in "\"'":
+                quote = c
+            elif quote is not None and c == quote:
+                quote = None
+            elif c == "\\":
+                i += 1
+                esc = line[i] if i < n else ""
+                if esc not in _C_ESCAPES:
+                    raise ValueError(f"unknown escape \\{esc}")
+                buf.append(_C_ESCAPES[esc])
+            elif c == "%":
+                i += 1
+                if i >= n or line[i] != "%":
+                    raise ValueError("unescaped % (a specifier)")
+                buf.append("%")
+            elif c == "$":
+                i += 1
+                if i >= n or line[i] != "$":
+                    raise ValueError("unescaped $ (a variable)")
+                buf.append("$")
+            else:
+                buf.append(c)
+            i += 1
+        if quote is not None:
+            raise ValueError("unterminated quote")
+        words.append("".join(buf))
+    return words

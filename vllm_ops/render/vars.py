@@ -1,0 +1,304 @@
+"""Template variables computed from a :class:`~vllm_ops.planning.plan.Plan`.
+
+Every decision and every number is made here (or in the planner), never in a template: the
+templates only lay fields out and quote them. ``serve_args`` is the one place the vLLM argument
+list is built; every format uses it.
+"""
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from vllm_ops.errors import BadInput
+from vllm_ops.render.quoting import check_text
+
+# --- fixed deployment settings (not from the plan, but never written into a template) --------
+SECRET_ENV = ("HF_TOKEN", "VLLM_API_KEY")          # names only; values live in the env file
+SECRET_NAME = "vllm-secrets"                       # Kubernetes Secret holding SECRET_ENV
+HEALTH_PATH = "/health"
+HEALTH_INTERVAL_S = 30
+HEALTH_TIMEOUT_S = 5
+HEALTH_RETRIES = 5
+PROBE_PERIOD_S = 10
+LIVENESS_PERIOD_S = 30
+PROBE_FAILURES = 3
+RAY_PORT = 6379
+RAY_WAIT_S = 600                                   # how long the Ray head waits for its workers
+RESTART_SEC = 10
+STOP_TIMEOUT_S = 60
+NOFILE = 65536
+CPU_SHM = "4g"                                     # vllm-cpu containers: --shm-size
+HF_CACHE_CONTAINER = "/root/.cache/huggingface"
+VLLM_CACHE_CONTAINER = "/root/.cache/vllm"
+ENV_FILE_NAME = "vllm.env"
+SYSTEMD_ENV_FILE = "/etc/vllm/vllm.env"
+LB_IMAGE = "nginx:1.27-alpine"
+LB_WORKER_CONNECTIONS = 4096
+LB_KEEPALIVE = 64
+LB_MAX_BODY = "64m"
+LB_READ_TIMEOUT_S = 3600
+CPU_ENTRY = ("python", "-m", "vllm.entrypoints.openai.api_server")
+# start period: the port opens after download + load + profile + KV allocation + compile/graphs
+START_BASE_S = 180
+START_S_PER_GIB = 20
+START_MAX_S = 3600
+
+# flags whose vLLM default is on (or "auto"): False must be said as --no-<flag>
+_DEFAULT_ON = {"enable_prefix_caching", "enable_chunked_prefill", "async_scheduling"}
+# flags the renderer sets itself, per replica
+_RENDERER_FLAGS = {"model", "port"}
+_SECRET_FLAGS = {"api_key", "hf_token"}
+_ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+@dataclass(frozen=True)
+class ReplicaVars:
+    index: int
+    name: str                                  # service / unit name: "vllm" or "vllm-0"
+    gpu_ids: tuple[int, ...]
+    cuda_visible_devices: str                  # "0,1"
+    device_ids: tuple[str, ...]                # compose device_ids ("0", "1")
+    port: int
+    node: str | None
+    argv: tuple[str, ...]                      # what follows `vllm serve` (model first)
+    module_argv: tuple[str, ...]               # what follows `python -m ...api_server` (--model M ...)
+
+
+@dataclass(frozen=True)
+class RenderVars:
+    app: str                                   # DNS-1123 name, e.g. "vllm-qwen2-5-coder-7b-instruct"
+    model_id: str
+    served_name: str
+    model_path: str | None                     # a local model directory, mounted read-only
+    image: str
+    vllm_version: str
+    cpu: bool
+    env: tuple[tuple[str, str], ...]           # non-secret environment, sorted
+    secret_env: tuple[str, ...]
+    replicas: tuple[ReplicaVars, ...]
+    gpus_per_replica: int
+    lb_port: int                               # the one port clients use (replica 0's)
+    start_period_s: int
+    startup_failures: int                      # k8s startupProbe failureThreshold
+    pvc_size_gi: int
+    pvc_access_mode: str
+    multinode: bool
+    nnodes: int                                # nodes per replica (Ray / LeaderWorkerSet group size)
+    gpus_per_node: int
+    head_address: str                          # Ray head (plan.nodes[0] address) or ""
+    ray_argv: tuple[str, ...]                  # replica 0's argv with the Ray executor forced
+    exec_prefix: tuple[str, ...]               # ("vllm", "serve") or CPU_ENTRY
+    description: str
+    consts: dict[str, Any] = field(default_factory=dict)
+
+
+# ----------------------------------------------------------------------------------------------
+def is_cpu_plan(plan) -> bool:
+    hw = plan.hardware or {}
+    if hw.get("kind") == "cpu" or "vllm-openai-cpu" in (plan.image or ""):
+        return True
+    if (plan.env or {}).get("VLLM_TARGET_DEVICE") == "cpu":
+        return True
+    gpus = hw.get("gpu_count")
+    if gpus is None:
+        gpus = sum(len(n.get("gpus", ())) for n in hw.get("nodes", ()))
+    return gpus == 0 and all(not r.gpu_ids for r in plan.replicas)
+
+
+def _flag_words(name: str, value: Any) -> list[str]:
+    flag = "--" + name.replace("_", "-")
+    if value is None:
+        return []
+    if isinstance(value, bool):
+        if value:
+            return [flag]
+        return ["--no-" + name.replace("_", "-")] if name in _DEFAULT_ON else []
+    if isinstance(value, (list, tuple)):
+        return [flag, *(check_text(v, f"vLLM flag --{name}") for v in value)] if value else []
+    if isinstance(value, dict):
+        return [flag, json.dumps(value, separators=(",", ":"), sort_keys=True)]
+    if isinstance(value, float) and value.is_integer() and name not in ("gpu_memory_utilization",):
+        value = int(value)
+    return [flag, check_text(value, f"vLLM flag --{name}")]
+
+
+def serve_args(plan, replica=None, *, model_flag: bool = False,
+               overrides: dict[str, Any] | None = None) -> list[str]:
+    """The vLLM argument list for one replica: the model, then plan.vllm_args, then extra_args.
+
+    ``model_flag`` writes ``--model M`` (the api_server module) instead of a positional model
+    (``vllm serve M``). ``overrides`` replaces or adds flags (the Ray executor). Secrets are never
+    arguments: argv is visible to every user of the host.
+    """
+    model = model_target(plan)
+    args: list[str] = ["--model", model] if model_flag else [model]
+    vargs = dict(plan.vllm_args or {})
+    vargs.update(overrides or {})
+    for name in vargs:
+        if not isinstance(name, str) or not re.match(r"^[a-z][a-z0-9_-]*$", name):
+            raise BadInput(f"plan: vllm_args key {name!r} is not a vLLM flag name")
+        if name.replace("-", "_") in _SECRET_FLAGS:
+            raise BadInput(f"plan: vllm_args.{name} is a secret; it belongs in the env file, never in argv")
+    served = served_name(plan)
+    if "served_model_name" not in vargs and served != model:
+        args += ["--served-model-name", served]
+    for name, value in vargs.items():
+        if name.replace("-", "_") in _RENDERER_FLAGS:
+            continue
+        args += _flag_words(name.replace("-", "_"), value)
+    port = replica.port if replica is not None else vargs.get("port")
+    if port is not None:
+        args += ["--port", str(_int(port, "replica port"))]
+    for a in plan.extra_args or ():
+        if str(a).split("=", 1)[0] in ("--api-key",):
+            raise BadInput("plan: extra_args holds --api-key; set VLLM_API_KEY in the env file instead")
+        args.append(check_text(a, "extra argument"))
+    return args
+
+
+def model_target(plan) -> str:
+    m = plan.model or {}
+    target = m.get("path") or m.get("id")
+    if not target:
+        raise BadInput("plan: model.id is missing")
+    return check_text(target, "model name")
+
+
+def served_name(plan) -> str:
+    m = plan.model or {}
+    vn = (plan.vllm_args or {}).get("served_model_name")
+    if isinstance(vn, (list, tuple)) and vn:
+        vn = vn[0]
+    return check_text(vn or m.get("served_name") or m.get("id") or model_target(plan), "served model name")
+
+
+def _int(v: Any, what: str) -> int:
+    if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+        raise BadInput(f"plan: {what} must be a non-negative integer, got {v!r}")
+    return v
+
+
+def dns_name(text: str, prefix: str = "vllm") -> str:
+    """A DNS-1123 label (≤ 63 chars) from a model id: "Qwen/Qwen2.5-7B" → "vllm-qwen2-5-7b"."""
+    base = text.rstrip("/").split("/")[-1].lower()
+    base = re.sub(r"[^a-z0-9]+", "-", base).strip("-")
+    name = f"{prefix}-{base}" if base else prefix
+    return name[:63].rstrip("-")
+
+
+def pinned_image(plan, cpu: bool) -> str:
+    image = (plan.image or "").strip()
+    version = str(plan.vllm_version or "").strip().lstrip("v")
+    repo = "vllm/vllm-openai-cpu" if cpu else "vllm/vllm-openai"
+    if not image:
+        if not version:
+            raise BadInput("plan: neither image nor vllm_version is set; cannot pin the image")
+        image = f"{repo}:v{version}"
+    check_text(image, "image")
+    name, _, tag = image.rpartition(":") if ":" in image.split("/")[-1] else (image, "", "")
+    if not tag or tag.startswith("latest") or "@" in name:
+        if "@sha256:" in image:
+            return image                       # a digest pins it
+        raise BadInput(f"plan: image {image!r} is not pinned to a version",
+                       hint=f"use {repo}:v{version or '<version>'}")
+    if cpu and name == "vllm/vllm-openai":
+        image = f"vllm/vllm-openai-cpu:{tag}"
+    return image
+
+
+def _start_period(plan, gpus_per_replica: int) -> int:
+    weights = float(getattr(plan.memory, "weights_gib", 0.0) or 0.0) * max(gpus_per_replica, 1)
+    s = START_BASE_S + START_S_PER_GIB * weights
+    return int(min(START_MAX_S, math.ceil(s / 30) * 30))
+
+
+def _env(plan, cpu: bool) -> tuple[tuple[str, str], ...]:
+    out: dict[str, str] = {}
+    for k, v in (plan.env or {}).items():
+        k = check_text(k, "environment variable name")
+        if not _ENV_NAME_RE.match(k):
+            raise BadInput(f"plan: env name {k!r} is not a valid environment variable name")
+        if k.upper() in (*SECRET_ENV, "HUGGING_FACE_HUB_TOKEN"):
+            raise BadInput(f"plan: env.{k} is a secret; it belongs in the env file ({ENV_FILE_NAME}), never in a rendered file")
+        out[k] = check_text(v, f"environment variable {k}")
+    if cpu:
+        out.setdefault("VLLM_TARGET_DEVICE", "cpu")
+    return tuple(sorted(out.items()))
+
+
+def _parallel(plan) -> tuple[int, int]:
+    va = plan.vllm_args or {}
+    tp = _int(va.get("tensor_parallel_size", 1) or 1, "tensor_parallel_size")
+    pp = _int(va.get("pipeline_parallel_size", 1) or 1, "pipeline_parallel_size")
+    return tp, pp
+
+
+def _node_address(n: Any) -> str:
+    if isinstance(n, dict):
+        return str(n.get("address") or n.get("hostname") or n.get("name") or "")
+    return str(n or "")
+
+
+def build_vars(plan) -> RenderVars:
+    if not plan.replicas:
+        raise BadInput("plan: no replicas to render")
+    cpu = is_cpu_plan(plan)
+    tp, pp = _parallel(plan)
+    world = tp * pp
+    nodes = list(plan.nodes or [])
+    nnodes = max(1, len(nodes))
+    multinode = nnodes > 1
+    if multinode and world % nnodes:
+        raise BadInput(f"plan: {world} GPUs per replica (TP {tp} × PP {pp}) do not split over {nnodes} nodes")
+    gpus_per_node = 0 if cpu else world // nnodes
+    single = len(plan.replicas) == 1
+    replicas = []
+    for i, r in enumerate(plan.replicas):
+        ids = tuple(_int(g, "GPU id") for g in (r.gpu_ids or ()))
+        if not cpu and not multinode and ids and len(ids) != world:
+            raise BadInput(f"plan: replica {i} has {len(ids)} GPUs but TP × PP = {world}")
+        replicas.append(ReplicaVars(
+            index=i, name="vllm" if single else f"vllm-{i}", gpu_ids=ids,
+            cuda_visible_devices=",".join(map(str, ids)), device_ids=tuple(map(str, ids)),
+            port=_int(r.port, "replica port"), node=(check_text(r.node, "node") if r.node else None),
+            argv=tuple(serve_args(plan, r)), module_argv=tuple(serve_args(plan, r, model_flag=True)),
+        ))
+    ports = [r.port for r in replicas]
+    if len(set(ports)) != len(ports) and not multinode:
+        raise BadInput(f"plan: replicas share a port ({ports})")
+    pp_over = {"distributed_executor_backend": "ray", "pipeline_parallel_size": pp}
+    start = _start_period(plan, world)
+    m = plan.model or {}
+    path = m.get("path")
+    weights_total = float(getattr(plan.memory, "weights_gib", 0.0) or 0.0) * max(world, 1)
+    served = served_name(plan)
+    gpus_txt = "CPU (vllm-cpu)" if cpu else f"{world} GPU{'s' if world != 1 else ''} per replica"
+    return RenderVars(
+        app=dns_name(str(m.get("id") or model_target(plan))),
+        model_id=check_text(m.get("id") or model_target(plan), "model name"),
+        served_name=served,
+        model_path=check_text(path, "model path") if path else None,
+        image=pinned_image(plan, cpu),
+        vllm_version=check_text(plan.vllm_version or "", "vllm_version"),
+        cpu=cpu,
+        env=_env(plan, cpu),
+        secret_env=SECRET_ENV,
+        replicas=tuple(replicas),
+        gpus_per_replica=0 if cpu else world,
+        lb_port=replicas[0].port,
+        start_period_s=start,
+        startup_failures=math.ceil(start / PROBE_PERIOD_S),
+        pvc_size_gi=int(math.ceil(weights_total * 1.5 + 10)),
+        pvc_access_mode="ReadWriteOnce" if single and not multinode else "ReadWriteMany",
+        multinode=multinode,
+        nnodes=nnodes,
+        gpus_per_node=gpus_per_node,
+        head_address=check_text(_node_address(nodes[0]), "head node address") if nodes else "",
+        ray_argv=tuple(serve_args(plan, plan.replicas[0], overrides=pp_over)),
+        exec_prefix=CPU_ENTRY if cpu else ("vllm", "serve"),
+        description=f"vLLM {served} ({gpus_txt}, {len(replicas)} replica{'s' if len(replicas) != 1 else ''})",
+        consts={k: v for k, v in globals().items() if k.isupper() and not k.startswith("_")},
+    )

@@ -1,0 +1,321 @@
+"""The checks of ``vllm-ops validate``, each against a live server through the bundled client.
+
+Every check returns a :class:`CheckResult` (pass / fail / skip with its reason) and never raises:
+an unexpected error is a ``fail`` with its one-line message. Each check is written so that a
+server misbehaving in exactly its way makes it fail (``tests/support/proxy.py`` proves each).
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Awaitable, Callable
+
+from vllm_ops.client import NotFoundError, VLLMError, VLLMProvider, VLLMStatusError
+from vllm_ops.client._base import Req
+from vllm_ops.loadtest.stats import percentile
+from vllm_ops.loadtest.streaming import StreamState, astream_chunks
+from vllm_ops.validate import constraints
+from vllm_ops.validate.report import FAIL, PASS, SKIP, CheckResult
+
+REQUIRED_METRICS = (
+    "vllm:num_requests_running", "vllm:num_requests_waiting", "vllm:kv_cache_usage_perc",
+    "vllm:prompt_tokens_total", "vllm:generation_tokens_total",
+    "vllm:time_to_first_token_seconds", "vllm:inter_token_latency_seconds",
+    "vllm:e2e_request_latency_seconds", "vllm:num_preemptions_total",
+)
+PROMPT = "The capital of France is"
+TOKENIZE_TEXT = "Hello world! vLLM validate: 0123456789 {\"a\": 1}"
+
+
+class CheckFailed(Exception):
+    """Raised inside a check: a ``fail`` with this message."""
+
+
+class CheckSkipped(Exception):
+    """Raised inside a check: a ``skip`` with this reason."""
+
+
+@dataclass
+class Context:
+    llm: VLLMProvider
+    url: str
+    model: str | None
+    loras: dict[str, str] = field(default_factory=dict)   # name → path on the server
+    concurrency: int = 8
+    repeats: int = 3
+    make_adapter: bool = True
+
+
+async def run_check(name: str, fn: Callable[..., Awaitable[Any]], *args: Any) -> CheckResult:
+    """Run one check body: return value (detail, data) → pass; CheckFailed/any error → fail."""
+    t0 = time.perf_counter()
+    try:
+        out = await fn(*args)
+        detail, data = out if isinstance(out, tuple) else (out or "", {})
+        status = PASS
+    except CheckSkipped as exc:
+        status, detail, data = SKIP, str(exc), {}
+    except CheckFailed as exc:
+        status, detail, data = FAIL, str(exc), {}
+    except VLLMError as exc:
+        status, detail, data = FAIL, " ".join(str(exc).split())[:300], {}
+    except Exception as exc:  # noqa: BLE001 — a check never crashes the report
+        status, detail, data = FAIL, f"{type(exc).__name__}: {' '.join(str(exc).split())[:280]}", {}
+    return CheckResult(name, status, detail, (time.perf_counter() - t0) * 1000.0, data)
+
+
+def _ms(t0: float) -> float:
+    return round((time.perf_counter() - t0) * 1000.0, 1)
+
+
+# -- server basics -------------------------------------------------------------------------
+async def check_health(ctx: Context) -> Any:
+    if not await ctx.llm.ahealth():
+        raise CheckFailed("GET /health did not answer 200")
+    return "GET /health: 200"
+
+
+async def check_version(ctx: Context) -> Any:
+    from vllm_ops.client._base import parse_version
+
+    v = await ctx.llm.aversion()
+    if parse_version(v) is None:
+        raise CheckFailed(f"GET /version gave an unreadable version {v!r}")
+    return f"vLLM {v}", {"version": v}
+
+
+async def check_model_listed(ctx: Context) -> Any:
+    models = await ctx.llm.alist_models()
+    bases = [m.id for m in models if m.parent is None]
+    if ctx.model is None:
+        if not bases:
+            raise CheckFailed(f"GET /v1/models lists no base model ({[m.id for m in models]})")
+        ctx.model = bases[0]
+        ctx.llm.model = ctx.model
+        return f"serving {ctx.model}", {"models": [m.id for m in models]}
+    if ctx.model not in bases:
+        raise CheckFailed(f"{ctx.model!r} is not listed as a base model by GET /v1/models "
+                          f"(listed: {[m.id for m in models]})")
+    return f"{ctx.model} listed", {"models": [m.id for m in models]}
+
+
+def _detokenize_flow(llm: VLLMProvider, tokens: list[int], model: str | None):
+    resp = yield Req("POST", llm.root_url + "/detokenize", {"model": model, "tokens": tokens})
+    return resp.json().get("prompt")
+
+
+async def check_tokenize(ctx: Context) -> Any:
+    tok = await ctx.llm.atokenize(TOKENIZE_TEXT, model=ctx.model, add_special_tokens=False)
+    if not tok.tokens or tok.count != len(tok.tokens):
+        raise CheckFailed(f"/tokenize gave count {tok.count} for {len(tok.tokens)} tokens")
+    text = await ctx.llm._adrive(_detokenize_flow(ctx.llm, list(tok.tokens), ctx.model))
+    if text != TOKENIZE_TEXT:
+        raise CheckFailed(f"/tokenize then /detokenize gave {str(text)[:60]!r}, "
+                          f"not {TOKENIZE_TEXT!r}")
+    return f"{tok.count} tokens, round trip exact", {"count": tok.count}
+
+
+# -- generation ----------------------------------------------------------------------------
+async def _generate_fixed(ctx: Context, endpoint: str, max_tokens: int = 8) -> Any:
+    t0 = time.perf_counter()
+    r = await ctx.llm.agenerate(PROMPT, model=ctx.model, endpoint=endpoint, max_tokens=max_tokens,
+                                temperature=0.0, ignore_eos=True)
+    ms = _ms(t0)
+    if not r.choices:
+        raise CheckFailed("the answer has no choices")
+    if r.usage is None or r.usage.completion_tokens != max_tokens:
+        raise CheckFailed(f"asked for {max_tokens} tokens (ignore_eos), usage says "
+                          f"{r.usage.completion_tokens if r.usage else None}")
+    return f"{max_tokens} tokens in {ms:.0f} ms", {"latency_ms": ms, "text": r.content[:80]}
+
+
+async def check_chat(ctx: Context) -> Any:
+    return await _generate_fixed(ctx, "chat")
+
+
+async def check_completion(ctx: Context) -> Any:
+    return await _generate_fixed(ctx, "completions")
+
+
+async def check_stream(ctx: Context) -> Any:
+    max_tokens = 8
+    st = StreamState()
+    t0 = time.perf_counter()
+    ttft = None
+    content = 0
+    async for chunk in astream_chunks(ctx.llm, st, prompt=PROMPT, model=ctx.model,
+                                      max_tokens=max_tokens, temperature=0.0, ignore_eos=True,
+                                      stream_options={"include_usage": True}):
+        if chunk.get("choices"):
+            if ttft is None:
+                ttft = _ms(t0)
+            content += 1
+    problems = []
+    if content == 0:
+        problems.append("no content chunks arrived")
+    if not st.done:
+        problems.append("the stream ended without data: [DONE]")
+    if st.usage is None:
+        problems.append("no usage chunk (stream_options.include_usage)")
+    elif st.usage.get("completion_tokens") != max_tokens:
+        problems.append(f"usage says {st.usage.get('completion_tokens')} tokens, asked {max_tokens}")
+    if problems:
+        raise CheckFailed("; ".join(problems))
+    return (f"{content} chunks, TTFT {ttft:.0f} ms, [DONE] and usage seen",
+            {"chunks": content, "ttft_ms": ttft, "total_ms": _ms(t0)})
+
+
+async def check_structured(ctx: Context, kind: str) -> Any:
+    value = {"json": constraints.JSON_SCHEMA, "regex": constraints.REGEX,
+             "choice": constraints.CHOICES, "grammar": constraints.GRAMMAR}[kind]
+    outputs = []
+    for i in range(ctx.repeats):
+        kw: dict[str, Any] = {f"guided_{kind}": value}
+        if kind == "json":
+            kw["structured_outputs"] = {"disable_any_whitespace": True}
+        r = await ctx.llm.agenerate(f"Answer #{i}:", model=ctx.model, endpoint="completions",
+                                    max_tokens=48, temperature=1.0, seed=1000 + i, **kw)
+        text = r.content
+        why = constraints.verify(kind, text)
+        if why is None and r.finish_reason == "length":
+            why = f"cut at max_tokens: {text[:60]!r}"
+        if why:
+            raise CheckFailed(f"answer {i + 1}/{ctx.repeats} {why}")
+        outputs.append(text)
+    return f"{ctx.repeats}/{ctx.repeats} conform, e.g. {outputs[0][:40]!r}", {"outputs": outputs}
+
+
+async def check_beam(ctx: Context) -> Any:
+    n = 3
+    r = await ctx.llm.agenerate(PROMPT, model=ctx.model, endpoint="completions", max_tokens=8,
+                                temperature=0.0, use_beam_search=True, n=n)
+    texts = [c.text for c in r.choices]
+    if len(texts) != n:
+        raise CheckFailed(f"asked for {n} beams, got {len(texts)} choice(s)")
+    if len(set(texts)) != n:
+        raise CheckFailed(f"the {n} beams are not distinct: {texts}")
+    return f"{n} distinct beams", {"beams": texts}
+
+
+# -- LoRA ----------------------------------------------------------------------------------
+async def _greedy(ctx: Context, model: str) -> str:
+    r = await ctx.llm.agenerate(PROMPT, model=model, endpoint="completions", max_tokens=16,
+                                temperature=0.0, ignore_eos=True)
+    return r.content
+
+
+def _lora_unsupported(exc: VLLMStatusError) -> str | None:
+    msg = (exc.message or "").strip()
+    if exc.status_code == 404 and msg.lower() in ("not found", ""):
+        return ("the server has no runtime LoRA routes (start it with --enable-lora and "
+                "VLLM_ALLOW_RUNTIME_LORA_UPDATING=True)")
+    if "lora is not enabled" in msg.lower():
+        return "the server was started without --enable-lora"
+    return None
+
+
+async def check_lora(ctx: Context, name: str, path: str) -> Any:
+    models = await ctx.llm.alist_models()
+    if any(m.id == name for m in models):
+        raise CheckSkipped(f"an adapter named {name!r} is already loaded; validate loads and "
+                           f"unloads its own (use another name)")
+    try:
+        await ctx.llm.aload_adapter(name, path)
+    except VLLMStatusError as exc:
+        why = _lora_unsupported(exc)
+        if why:
+            raise CheckSkipped(why) from None
+        raise CheckFailed(f"loading {name} from {path} failed: {' '.join(str(exc).split())[:200]}") from None
+    steps = ["loaded"]
+    try:
+        models = await ctx.llm.alist_models()
+        entry = next((m for m in models if m.id == name), None)
+        if entry is None:
+            raise CheckFailed(f"{name} was loaded but GET /v1/models does not list it")
+        if entry.parent != ctx.model:
+            raise CheckFailed(f"{name} is listed with parent {entry.parent!r}, not {ctx.model!r}")
+        steps.append(f"listed (parent {entry.parent})")
+        base = await _greedy(ctx, ctx.model or "")
+        adapted = await _greedy(ctx, name)
+        if adapted == base:
+            raise CheckFailed(f"a request for {name} was answered like the base model (greedy "
+                              f"output identical: {base[:40]!r}): the adapter's weights were not used")
+        steps.append("answers differently from the base model")
+    finally:
+        try:
+            await ctx.llm.aunload_adapter(name)
+            unloaded = True
+        except VLLMError as exc:
+            unloaded = str(exc)
+    if unloaded is not True:
+        raise CheckFailed(f"unloading {name} failed: {unloaded}")
+    models = await ctx.llm.alist_models()
+    if any(m.id == name for m in models):
+        raise CheckFailed(f"{name} is still listed after unloading")
+    steps.append("unloaded, gone")
+    return f"{name}: " + ", ".join(steps), {"adapter": name, "path": path}
+
+
+async def adapter_to_make(ctx: Context) -> tuple[str | None, str | None, str]:
+    """(name, path, "") of an adapter written for the served model, or (None, None, why not)."""
+    if not ctx.make_adapter:
+        return None, None, "no --lora given"
+    models = await ctx.llm.alist_models()
+    base = next((m for m in models if m.id == ctx.model), None)
+    root = Path(base.root) if base is not None and base.root else None
+    if root is None or not (root / "config.json").is_file():
+        return None, None, ("no --lora given, and the served model's directory "
+                            f"({base.root if base else '?'}) is not readable here to write one")
+    try:
+        from vllm_ops.testbed import make_lora_adapter
+
+        config = json.loads((root / "config.json").read_text())
+        tmp = Path(tempfile.mkdtemp(prefix="vllm-ops-validate-lora-"))
+        name = f"vllm-ops-validate-{uuid.uuid4().hex[:8]}"
+        make_lora_adapter(tmp / name, config, base_model_name=ctx.model or "base")
+    except ImportError as exc:
+        return None, None, f"no --lora given, and writing one needs numpy and safetensors ({exc.name})"
+    except (KeyError, ValueError, OSError) as exc:
+        return None, None, f"no --lora given, and no adapter can be written for this model ({exc})"
+    return name, str(tmp / name), ""
+
+
+# -- load and metrics ----------------------------------------------------------------------
+async def check_concurrency(ctx: Context) -> Any:
+    n = ctx.concurrency
+
+    async def one(i: int) -> float:
+        t0 = time.perf_counter()
+        await ctx.llm.agenerate(f"Request {i}:", model=ctx.model, endpoint="completions",
+                                max_tokens=8, temperature=0.0, ignore_eos=True)
+        return _ms(t0)
+
+    t0 = time.perf_counter()
+    results = await asyncio.gather(*(one(i) for i in range(n)), return_exceptions=True)
+    wall = _ms(t0)
+    errors = [r for r in results if isinstance(r, BaseException)]
+    lat = [r for r in results if not isinstance(r, BaseException)]
+    if errors:
+        first = " ".join(str(errors[0]).split())[:160]
+        raise CheckFailed(f"{len(errors)}/{n} parallel requests failed, first: {first}")
+    p50, p95 = percentile(lat, 50), percentile(lat, 95)
+    return (f"{n}/{n} ok, p50 {p50:.0f} ms, p95 {p95:.0f} ms",
+            {"n": n, "p50_ms": p50, "p95_ms": p95, "wall_ms": wall})
+
+
+async def check_metrics(ctx: Context) -> Any:
+    m = await ctx.llm.ametrics()
+    names = set(m)
+    missing = [f for f in REQUIRED_METRICS
+               if f not in names and not any(f + s in names for s in ("_bucket", "_count", "_sum"))]
+    if missing:
+        raise CheckFailed(f"/metrics lacks {', '.join(missing)}")
+    return f"all {len(REQUIRED_METRICS)} metric families present", {"families": list(REQUIRED_METRICS)}
+
+
+__all__ = ["Context", "run_check", "REQUIRED_METRICS", "NotFoundError", "SKIP", "FAIL"]
