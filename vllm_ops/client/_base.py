@@ -16,7 +16,7 @@ from typing import Any, Generator, Mapping
 import httpx
 
 from vllm_ops.client._models import GenerateResponse, ModelInfo, Tokenized
-from vllm_ops.client._prometheus import Metrics, parse_prometheus
+from vllm_ops.client._prometheus import parse_prometheus
 from vllm_ops.client._sse import SSEEvent
 from vllm_ops.client.errors import (ConnectTimeoutError, InvalidRequestError, ResponseError,
                                     VLLMConnectionError, VLLMError, VLLMStatusError, VLLMTimeoutError,

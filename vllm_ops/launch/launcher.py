@@ -13,13 +13,11 @@ timeout passes, the log is diagnosed (:mod:`.diagnosis`), the process group is s
 from __future__ import annotations
 
 import json
-import os
 import socket
 import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Any, Callable
 
 from vllm_ops.errors import BadInput, RuntimeFailure
@@ -29,11 +27,8 @@ from vllm_ops.launch.diagnosis import Change, Context, Diagnosis, diagnose
 from vllm_ops.launch.locate import VllmCommand
 from vllm_ops.launch.logparse import StartupLog
 from vllm_ops.launch.state import Deployment, StateStore, check_name, default_name
+from vllm_ops.planning.plan import Replica
 
-# flags launch sets itself (never taken from plan.vllm_args)
-_OWN_FLAGS = {"model", "port", "host", "served_model_name", "api_key"}
-# flags whose default is True in vLLM: False must be spelled --no-<flag>
-_DEFAULT_TRUE = {"enable_prefix_caching", "enable_chunked_prefill"}
 # secrets given as flags move to vLLM's environment (never argv, never the state file)
 _SECRET_FLAGS = {"--api-key": "VLLM_API_KEY", "--hf-token": "HF_TOKEN"}
 
@@ -83,27 +78,6 @@ Progress = Callable[[str, str], None]
 
 
 # ------------------------------------------------------------------------------------ args
-def flag_args(flags: dict[str, Any]) -> list[str]:
-    """``{"max_model_len": 1024, "enforce_eager": True}`` → ``--max-model-len 1024 --enforce-eager``."""
-    out: list[str] = []
-    for key, value in flags.items():
-        if value is None or key in _OWN_FLAGS:
-            continue
-        flag = "--" + key.replace("_", "-")
-        if value is True:
-            out.append(flag)
-        elif value is False:
-            if key in _DEFAULT_TRUE:
-                out.append("--no-" + key.replace("_", "-"))
-        elif isinstance(value, (list, tuple)):
-            out += [flag, *[str(v) for v in value]]
-        elif isinstance(value, dict):
-            out += [flag, json.dumps(value, separators=(",", ":"))]
-        else:
-            out += [flag, str(value)]
-    return out
-
-
 def _flag_name(tok: str) -> str | None:
     if not tok.startswith("--") or tok == "--":
         return None
@@ -206,18 +180,14 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def is_cpu_plan(plan: Any) -> bool:
-    hw = calibration.hardware_of(plan.hardware or {})
-    has_gpu = any((n.get("gpus") or []) for n in (plan.hardware or {}).get("nodes") or [])
-    return (not has_gpu) or "cpu" in str(plan.profile or "").lower() or hw["gpu_name"] == "cpu"
-
-
 def default_ready_timeout(plan: Any) -> float:
     """120 s + 30 s per GiB of weights (all GPUs of a replica); twice that on CPU."""
     flags = plan.vllm_args or {}
     gpus = int(flags.get("tensor_parallel_size") or 1) * int(flags.get("pipeline_parallel_size") or 1)
     weights = float(getattr(plan.memory, "weights_gib", 0.0) or 0.0) * gpus
     timeout = 120.0 + 30.0 * weights
+    from vllm_ops.render.vars import is_cpu_plan
+
     return timeout * 2 if is_cpu_plan(plan) else timeout
 
 
@@ -238,42 +208,49 @@ def _http_get(url: str, api_key: str | None, timeout: float = 2.0) -> tuple[int,
 def build_spec(plan: Any, opts: LaunchOptions, flags_override: dict[str, Any] | None = None,
                extra_override: list[str] | None = None,
                env_override: dict[str, str] | None = None) -> LaunchSpec:
+    """The command and environment for one replica of ``plan``. The argument list is the
+    renderer's (:func:`vllm_ops.render.vars.serve_args`); arguments after ``--`` win over the
+    plan's flags of the same name; ``--api-key``/``--hf-token`` become environment variables."""
+    from vllm_ops.render.vars import is_cpu_plan, serve_args, served_name
+
     replicas = plan.replicas or []
-    if opts.replica >= max(1, len(replicas)):
+    if replicas and opts.replica >= len(replicas):
         raise BadInput(f"the plan has {len(replicas)} replica(s); no replica {opts.replica}")
-    replica = replicas[opts.replica] if replicas else None
-    port = int(opts.port or (replica.port if replica else 0) or 8000)
-    model = plan.model or {}
-    served = str(model.get("served_name") or model.get("id") or "model")
-    model_ref = str(model.get("path") or model.get("id") or "")
-    if not model_ref:
-        raise BadInput("the plan names no model (model.path / model.id)")
-    flags = dict(plan.vllm_args or {})
-    flags.update(flags_override or {})
-    host = opts.host or flags.get("host")
+    replica = replicas[opts.replica] if replicas else Replica(gpu_ids=[], port=8000)
+    if opts.port:
+        replica = replace(replica, port=int(opts.port))
+    served = served_name(plan)
     extra, secret_env = split_secrets(list(extra_override if extra_override is not None
                                            else [*(plan.extra_args or []), *opts.extra_args]))
-    # arguments after `--` win over the plan's flags of the same name
-    plan_args = flag_args({k: v for k, v in flags.items()
-                           if k not in {n for n in parse_flags(extra)}})
-    own = ["--served-model-name", served, "--port", str(port)]
-    if host:
-        own += ["--host", str(host)]
-    argv = opts.vllm.argv(model_ref, [*own, *plan_args, *extra])
+    overrides: dict[str, Any] = dict(flags_override or {})
+    if opts.host:
+        overrides["host"] = opts.host
+    overrides.update({name: None for name in parse_flags(extra)})   # `--` args win
+    bare = replace(plan, extra_args=[])
+    args = serve_args(bare, replica, model_flag=opts.vllm.mode == "module", overrides=overrides)
+    argv = [*opts.vllm.prefix, *args, *extra]
+    flags = {k: v for k, v in {**(plan.vllm_args or {}), **overrides}.items() if v is not None}
+    flags.update(parse_flags(extra))
     env = {str(k): str(v) for k, v in (plan.env or {}).items()}
-    if replica and replica.gpu_ids and not is_cpu_plan(plan):
+    cpu = is_cpu_plan(plan)
+    if cpu:
+        env.setdefault("VLLM_TARGET_DEVICE", "cpu")
+    elif replica.gpu_ids:
         env.setdefault("CUDA_VISIBLE_DEVICES", ",".join(str(g) for g in replica.gpu_ids))
     env.update(opts.env)
     env.update(secret_env)
     env.update(env_override or {})
-    name = check_name(opts.name or default_name(served, port))
+    name = check_name(opts.name or default_name(served, replica.port))
     if opts.replica and not opts.name:
         name = f"{name}-r{opts.replica}"
+    model = plan.model or {}
+    host = flags.get("host")
     return LaunchSpec(name=name, argv=argv, env_added=env, log_path=opts.store.log_path(name),
-                      port=port, host=str(host or "0.0.0.0"), served_name=served,
-                      model_id=str(model.get("id") or model_ref), vllm_version=opts.vllm_version,
+                      port=replica.port, host=str(host or "0.0.0.0"), served_name=served,
+                      model_id=str(model.get("id") or model.get("path") or served),
+                      vllm_version=opts.vllm_version,
                       plan=plan.to_dict() if hasattr(plan, "to_dict") else None,
-                      extra={"flags": {**flags, **parse_flags(extra)}, "extra": extra})
+                      extra={"flags": flags, "extra": extra, "cpu": cpu})
 
 
 def launch(plan: Any, opts: LaunchOptions, progress: Progress | None = None) -> LaunchResult:
@@ -296,8 +273,7 @@ def launch(plan: Any, opts: LaunchOptions, progress: Progress | None = None) -> 
 def _apply_change(plan: Any, opts: LaunchOptions, spec: LaunchSpec, change: Change) -> LaunchSpec:
     extra = remove_tokens(spec.extra["extra"], change.remove_tokens)
     extra = strip_flags(extra, set(change.set_flags))
-    flags = {k: v for k, v in spec.extra["flags"].items() if k in (plan.vllm_args or {})}
-    flags.update(change.set_flags)
+    flags = dict(change.set_flags)
     env = {k: v.format(state_dir=opts.store.root, name=spec.name) for k, v in change.env.items()}
     new_opts = replace(opts, port=free_port() if change.new_port else spec.port, name=spec.name,
                        extra_args=[])
@@ -350,7 +326,7 @@ def _attempt(plan: Any, spec: LaunchSpec, opts: LaunchOptions, progress: Progres
         gpus = int(flags.get("tensor_parallel_size") or 1) * int(flags.get("pipeline_parallel_size") or 1)
         rec = calibration.make_record(
             model_id=spec.model_id,
-            hardware=calibration.hardware_of(plan.hardware or {}, None if is_cpu_plan(plan) else gpus),
+            hardware=calibration.hardware_of(plan.hardware or {}, None if spec.extra["cpu"] else gpus),
             vllm_version=opts.vllm_version or actual.get("vllm_version"),
             flags=flags, predicted=predicted, actual=actual)
         cal_path = str(calibration.append(rec, store.root))
@@ -395,9 +371,9 @@ def _wait_ready(dep: Deployment, spec: LaunchSpec, opts: LaunchOptions, backend:
                 if pending:
                     log.feed(pending.decode("utf-8", "replace"))
                 raise _failure(f"vLLM exited before it was ready"
-                               f"{_status(backend.exit_code(dep))}", log, spec)
+                               f"{_status(backend.exit_code(dep))}", log, spec, log_offset)
             if now - t0 > timeout:
-                raise _failure(f"vLLM was not ready within {timeout:.0f} s", log, spec,
+                raise _failure(f"vLLM was not ready within {timeout:.0f} s", log, spec, log_offset,
                                hint_extra="raise --ready-timeout if it is only slow")
             if now >= next_poll:
                 if health_s is None:
@@ -435,10 +411,16 @@ def _lists(body: bytes, served: str) -> bool:
     return any(m.get("id") == served for m in data.get("data") or [] if isinstance(m, dict))
 
 
-def _failure(message: str, log: StartupLog, spec: LaunchSpec, hint_extra: str = "") -> LaunchFailed:
-    ctx = Context(flags=spec.extra["flags"], stage=log.stage,
-                  is_moe=_is_moe(spec.plan))
-    d = diagnose(log.text(), ctx)
+def _failure(message: str, log: StartupLog, spec: LaunchSpec, log_offset: int,
+             hint_extra: str = "") -> LaunchFailed:
+    ctx = Context(flags=spec.extra["flags"], stage=log.stage, is_moe=_is_moe(spec.plan))
+    try:  # the whole log of this attempt (a traceback can be longer than the kept tail)
+        with open(spec.log_path, "rb") as f:
+            f.seek(log_offset)
+            text = f.read().decode("utf-8", "replace")
+    except OSError:
+        text = log.text()
+    d = diagnose(text, ctx)
     hint = f"log: {spec.log_path}" + (f"; {hint_extra}" if hint_extra and d is None else "")
     if d is not None:
         return LaunchFailed(f"{message}: {d.cause} — fix: {d.fix}", diagnosis=d, hint=hint)
@@ -475,12 +457,6 @@ def stop(dep: Deployment, store: StateStore, backend: LaunchBackend | None = Non
     return killed
 
 
-def read_text_from(path: str | os.PathLike, offset: int = 0) -> str:
-    with open(path, "rb") as f:
-        f.seek(offset)
-        return f.read().decode("utf-8", "replace")
-
-
 __all__ = ["LaunchFailed", "LaunchOptions", "LaunchResult", "launch", "stop", "build_spec",
-           "flag_args", "parse_flags", "strip_flags", "split_secrets", "port_free",
-           "default_ready_timeout", "Path"]
+           "parse_flags", "strip_flags", "split_secrets", "port_free",
+           "default_ready_timeout"]

@@ -41,11 +41,6 @@ class VllmCommand:
     source: str = ""                 # how it was found (for messages)
     distribution: str | None = field(default=None, compare=False)
 
-    def argv(self, model: str, args: list[str]) -> list[str]:
-        if self.mode == "serve":
-            return [*self.prefix, model, *args]
-        return [*self.prefix, "--model", model, *args]
-
 
 def _is_python(path: str) -> bool:
     return re.match(r"^(python|pypy)[0-9.]*$", os.path.basename(path)) is not None

@@ -141,8 +141,10 @@ class StateStore:
         for name in self.names():
             try:
                 out.append((name, self.load(name), None))
-            except (MalformedFile, KeyError) as exc:
-                out.append((name, None, getattr(exc, "one_line", lambda: str(exc))()))
+            except MalformedFile as exc:
+                out.append((name, None, exc.one_line()))
+            except KeyError:  # removed between listing and reading
+                continue
         return out
 
 

@@ -225,7 +225,9 @@ def estimate(model: ModelSpec, total_bytes: int, flags: Flags, rules: VersionRul
     else:
         cap = graph_capture_size(rules, flags.max_num_seqs)
         layers_stage = math.ceil(model.num_layers / pp)
-        graphs = GRAPH_BYTES_PER_TOKEN_HIDDEN_LAYER * cap * model.hidden_size * layers_stage / GiB
+        # half the pool is hidden-size tensors (replicated over TP), half per-rank intermediates
+        graphs = (GRAPH_BYTES_PER_TOKEN_HIDDEN_LAYER * cap * model.hidden_size * layers_stage / GiB
+                  * (0.5 + 0.5 / tp))
         in_budget = bool(rules["cudagraph_in_budget"]) and runner == "v1"
         ex.append(f"CUDA graphs ~ {graphs:.2f} GiB (capture up to {cap}), "
                   + ("subtracted from the budget (estimate)" if in_budget else "outside the budget"))

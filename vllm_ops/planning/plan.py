@@ -49,7 +49,7 @@ class Plan:
     vllm_args: dict[str, Any]                   # every vLLM flag chosen (per replica), underscore names
     memory: Memory
     fits: bool
-    failure_stage: str | None = None            # None | "weights" | "activation" | "kv_cache" | "sampler_warmup" | "cuda_graph"
+    failure_stage: str | None = None            # None | "weights" | "activation" | "kv_cache" | "sampler_warmup" | "cuda_graph" | "startup" (free < budget)
     margin_gib: float = 0.0
     warnings: list[PlanWarning] = field(default_factory=list)
     command: str = ""                           # the `vllm serve ...` of replica 0
@@ -60,6 +60,8 @@ class Plan:
     reasons: dict[str, str] = field(default_factory=dict)      # flag → why it was chosen
     assumptions: list[str] = field(default_factory=list)       # what the planner assumed (version rules, ...)
     calibration: dict[str, Any] | None = None   # a calibration record used, if any
+    explain: list[str] = field(default_factory=list)           # the memory arithmetic, line by line
+    alternatives: list[dict[str, Any]] = field(default_factory=list)  # same layout at other max_num_seqs
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -66,6 +66,14 @@ class ReplicaVars:
     argv: tuple[str, ...]                      # what follows `vllm serve` (model first)
     module_argv: tuple[str, ...]               # what follows `python -m ...api_server` (--model M ...)
 
+    @property
+    def argv_lines(self) -> tuple[tuple[str, ...], ...]:
+        return arg_lines(self.argv)
+
+    @property
+    def module_argv_lines(self) -> tuple[tuple[str, ...], ...]:
+        return arg_lines(self.module_argv)
+
 
 @dataclass(frozen=True)
 class RenderVars:
@@ -93,6 +101,21 @@ class RenderVars:
     exec_prefix: tuple[str, ...]               # ("vllm", "serve") or CPU_ENTRY
     description: str
     consts: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ray_argv_lines(self) -> tuple[tuple[str, ...], ...]:
+        return arg_lines(self.ray_argv)
+
+
+def arg_lines(argv) -> tuple[tuple[str, ...], ...]:
+    """Group an argument list for display: each ``--flag`` with the values that follow it."""
+    lines: list[list[str]] = []
+    for a in argv:
+        if not lines or a.startswith("-"):
+            lines.append([a])
+        else:
+            lines[-1].append(a)
+    return tuple(tuple(ln) for ln in lines)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -164,6 +187,8 @@ def model_target(plan) -> str:
     target = m.get("path") or m.get("id")
     if not target:
         raise BadInput("plan: model.id is missing")
+    if str(target).startswith("-"):
+        raise BadInput(f"model name {target!r} starts with '-': vLLM would read it as a flag")
     return check_text(target, "model name")
 
 

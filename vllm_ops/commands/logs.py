@@ -1,0 +1,85 @@
+"""`vllm-ops logs [NAME] [-f] [-n N]`: a deployment's vLLM log (the last N lines; -f follows it
+until Ctrl-C or until the deployment's process is gone). NAME may be left out when there is
+exactly one deployment."""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("name", nargs="?", help="deployment (default: the only one)")
+    parser.add_argument("-f", "--follow", action="store_true", help="keep printing new lines")
+    parser.add_argument("-n", "--lines", type=int, default=50, help="how many last lines (default 50)")
+
+
+def resolve(store, name: str | None):
+    """The named deployment, or the only one; RuntimeFailure (one line) otherwise."""
+    from vllm_ops.errors import RuntimeFailure
+    from vllm_ops.launch.state import check_name
+
+    if name is None:
+        names = store.names()
+        if len(names) != 1:
+            raise RuntimeFailure("name a deployment" if names else "no deployments",
+                                 hint=", ".join(names) if names else None)
+        name = names[0]
+    check_name(name)
+    try:
+        return store.load(name)
+    except KeyError:
+        raise RuntimeFailure(f"no deployment named {name}",
+                             hint="`vllm-ops status` lists them") from None
+
+
+def tail_lines(path: str, n: int) -> tuple[list[str], int]:
+    """The last ``n`` lines of a file and the file's size (to follow from)."""
+    with open(path, "rb") as f:
+        f.seek(0, 2)
+        size = f.tell()
+        block, data = 65536, b""
+        pos = size
+        while pos > 0 and data.count(b"\n") <= n:
+            step = min(block, pos)
+            pos -= step
+            f.seek(pos)
+            data = f.read(step) + data
+    lines = data.decode("utf-8", "replace").splitlines()
+    return (lines[-n:] if n > 0 else []), size
+
+
+def run(args: argparse.Namespace) -> int:
+    from vllm_ops.errors import RuntimeFailure
+    from vllm_ops.launch.backend import ProcessBackend
+    from vllm_ops.launch.state import StateStore
+    from vllm_ops.settings import load_settings
+
+    store = StateStore(load_settings().state_dir)
+    dep = resolve(store, args.name)
+    try:
+        lines, offset = tail_lines(dep.log_path, max(0, args.lines))
+    except FileNotFoundError:
+        raise RuntimeFailure(f"{dep.name}: log file {dep.log_path} is missing") from None
+    out = sys.stdout
+    for line in lines:
+        out.write(line + "\n")
+    out.flush()
+    if not args.follow:
+        return 0
+    backend = ProcessBackend()
+    with open(dep.log_path, "rb") as f:
+        f.seek(offset)
+        idle_dead = 0
+        while True:
+            chunk = f.read()
+            if chunk:
+                out.write(chunk.decode("utf-8", "replace"))
+                out.flush()
+                idle_dead = 0
+                continue
+            if not backend.alive(dep):
+                idle_dead += 1
+                if idle_dead > 3:      # drained what the last writes left
+                    return 0
+            time.sleep(0.2)

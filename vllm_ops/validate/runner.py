@@ -1,0 +1,114 @@
+"""``run_validation``: every check against one server → :class:`ValidationReport`.
+
+Order: health, version, model listed, tokenize round trip, chat, completion, stream,
+structured outputs (json, regex, choice, grammar; ``repeats`` answers each), beam search,
+LoRA lifecycle (each ``--lora``, or one written for the served model), concurrency, metrics
+(last, after traffic). Request count is modest: about 30 short requests plus ``concurrency``.
+"""
+from __future__ import annotations
+
+import asyncio
+import shutil
+import time
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+from vllm_ops.validate.report import SKIP, CheckResult, ValidationReport
+
+ProgressFn = Callable[[str, str], None]
+
+
+def parse_lora_specs(specs: list[str] | None) -> dict[str, str]:
+    """``["name=/path", ...]`` → ``{name: path}`` (BadInput on a malformed item)."""
+    from vllm_ops.errors import BadInput
+
+    out: dict[str, str] = {}
+    for s in specs or ():
+        name, sep, path = s.partition("=")
+        if not sep or not name.strip() or not path.strip():
+            raise BadInput(f"--lora wants NAME=PATH (a path on the server), not {s!r}")
+        out[name.strip()] = path.strip()
+    return out
+
+
+async def arun_validation(url: str, model: str | None = None, *,
+                          loras: Mapping[str, str] | None = None, concurrency: int = 8,
+                          api_key: str | None = None, timeout: float = 120.0, repeats: int = 3,
+                          make_adapter: bool = True, progress: ProgressFn | None = None,
+                          provider: Any = None) -> ValidationReport:
+    from vllm_ops.client import VLLMProvider
+    from vllm_ops.errors import BadInput
+    from vllm_ops.validate import checks as c
+
+    if concurrency < 1:
+        raise BadInput("--concurrency must be at least 1")
+    say = progress or (lambda stage, detail="": None)
+    own = provider is None
+    llm = provider or VLLMProvider.from_root_url(url, api_key=api_key, model=model, max_retries=0,
+                                                 timeout=timeout, max_connections=max(concurrency, 8) + 4)
+    ctx = c.Context(llm=llm, url=url, model=model, loras=dict(loras or {}),
+                    concurrency=concurrency, repeats=repeats, make_adapter=make_adapter)
+    report = ValidationReport(url=url, model=model)
+    t0 = time.perf_counter()
+
+    async def run(name: str, fn: Any, *args: Any) -> CheckResult:
+        say("validate", name)
+        r = await c.run_check(name, fn, ctx, *args)
+        report.checks.append(r)
+        return r
+
+    made_dir: Path | None = None
+    try:
+        await run("health", c.check_health)
+        v = await run("version", c.check_version)
+        report.version = v.data.get("version")
+        await run("model.listed", c.check_model_listed)
+        report.model = ctx.model
+        await run("tokenize", c.check_tokenize)
+        await run("chat", c.check_chat)
+        await run("completion", c.check_completion)
+        await run("stream", c.check_stream)
+        for kind in ("json", "regex", "choice", "grammar"):
+            await run(f"structured.{kind}", c.check_structured, kind)
+        await run("beam_search", c.check_beam)
+        adapters = dict(ctx.loras)
+        if not adapters:
+            name, path, why = await _adapter(ctx)
+            if name is None:
+                report.checks.append(CheckResult("lora", SKIP, why))
+            else:
+                adapters[name] = path
+                made_dir = Path(path).parent
+        for name, path in adapters.items():
+            await run(f"lora.{name}" if ctx.loras else "lora", c.check_lora, name, path)
+        await run("concurrency", c.check_concurrency)
+        await run("metrics", c.check_metrics)
+    finally:
+        report.duration_s = time.perf_counter() - t0
+        if made_dir is not None:
+            shutil.rmtree(made_dir, ignore_errors=True)
+        if own:
+            await llm.aclose()
+    return report
+
+
+async def _adapter(ctx: Any) -> tuple[str | None, str | None, str]:
+    from vllm_ops.client import VLLMError
+    from vllm_ops.validate.checks import adapter_to_make
+
+    try:
+        return await adapter_to_make(ctx)
+    except VLLMError as exc:
+        return None, None, f"no --lora given, and the served model's directory is unknown ({exc})"
+
+
+def run_validation(url: str, model: str | None = None, *, loras: Mapping[str, str] | None = None,
+                   concurrency: int = 8, **kwargs: Any) -> ValidationReport:
+    """Validate the server at ``url`` (its root, ``http://host:port``); see :func:`arun_validation`.
+
+    ``loras`` maps adapter names to paths on the SERVER's filesystem; without any, an adapter is
+    written for the served model when its directory is readable here, else the LoRA check skips.
+    Keyword arguments: ``api_key``, ``timeout``, ``repeats`` (answers per structured-output
+    check), ``make_adapter``, ``progress(stage, detail)``, ``provider`` (a VLLMProvider to use).
+    """
+    return asyncio.run(arun_validation(url, model, loras=loras, concurrency=concurrency, **kwargs))
