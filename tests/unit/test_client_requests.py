@@ -310,3 +310,11 @@ def test_create_llm_and_context_manager():
         assert isinstance(llm, VLLMProvider) and llm.model == "tiny"
     with pytest.raises(ValueError):
         create_llm("openai")
+
+
+def test_async_face_survives_a_new_event_loop():
+    import asyncio
+    p, rec = make()
+    assert asyncio.run(p.agenerate("a")).content == "ok"
+    assert asyncio.run(p.agenerate("b")).content == "ok"
+    asyncio.run(p.aclose())

@@ -180,6 +180,10 @@ class BaseProvider:
         if headers:
             self._headers.update({k.lower(): v for k, v in headers.items()})
         self._timeout = httpx.Timeout(settings.timeout, connect=settings.connect_timeout)
+        self._extensions = {"timeout": self._timeout.as_dict()}
+        self._json_headers = list({**self._headers, "content-type": "application/json"}.items())
+        self._plain_headers = list(self._headers.items())
+        self._urls: dict[str, httpx.URL] = {}
         self._limits = httpx.Limits(max_connections=settings.max_connections,
                                     max_keepalive_connections=settings.max_connections)
         self._transport = transport
@@ -199,6 +203,17 @@ class BaseProvider:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(base_url={self.base_url!r}, model={self.model!r})"
+
+    def _request(self, req: Req) -> httpx.Request:
+        """The ``httpx.Request`` for a :class:`Req` (prepared headers, parsed URLs cached)."""
+        url = self._urls.get(req.url)
+        if url is None:
+            url = self._urls[req.url] = httpx.URL(req.url)
+        if req.body is None:
+            return httpx.Request(req.method, url, headers=self._plain_headers, extensions=self._extensions)
+        content = json.dumps(req.body, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
+        return httpx.Request(req.method, url, headers=self._json_headers, content=content,
+                             extensions=self._extensions)
 
     # -- retry policy (pure) ---------------------------------------------------------------
     def _retry_wait(self, req: Req, attempt: int, err: VLLMError, started: float) -> float | None:

@@ -130,9 +130,14 @@ def run(args: argparse.Namespace) -> int:
 
 def _make_plan(args: argparse.Namespace, version: str | None, extra: list[str],
                env: dict[str, str]):
+    """Plan for this vLLM. Flags after `--` that the planner can pin (--max-model-len,
+    --tensor-parallel-size, ...) become pins, so the prediction is for what really starts."""
     from vllm_ops import planning
+    from vllm_ops.launch.launcher import parse_flags, strip_flags
     from vllm_ops.launch.locate import base_version
     from vllm_ops.models import load_model_spec
+    from vllm_ops.output import warn
+    from vllm_ops.planning.planner import PIN_KEYS
 
     spec = load_model_spec(args.model)
     if args.profile:
@@ -144,16 +149,14 @@ def _make_plan(args: argparse.Namespace, version: str | None, extra: list[str],
         from vllm_ops.hardware import probe
 
         profile, inventory = None, probe()
-    pins = {"port": args.port} if args.port else {}
-    kwargs: dict[str, Any] = {"vllm_version": base_version(version), "profile": profile,
-                              "extra_args": extra, "env": env}
-    if pins:
-        kwargs["pins"] = pins
-    try:
-        return planning.plan(spec, inventory, **kwargs)
-    except TypeError:  # a planner without port pins: the launch option sets the port anyway
-        kwargs.pop("pins", None)
-        return planning.plan(spec, inventory, **kwargs)
+    pins = {k: v for k, v in parse_flags(extra).items() if k in PIN_KEYS}
+    rest = strip_flags(extra, set(pins))
+    plan = planning.plan(spec, inventory, pins=pins, vllm_version=base_version(version),
+                         profile=profile, extra_args=rest, env=env, port=args.port or 8000)
+    if not plan.fits:
+        warn(f"the plan predicts this does not fit ({plan.failure_stage}); starting anyway: "
+             f"vLLM's log will say")
+    return plan
 
 
 def _stage_printer(progress):

@@ -14,6 +14,8 @@ def configure(p: argparse.ArgumentParser) -> None:
                    help="an adapter to load, exercise and unload (PATH on the server's machine); repeatable")
     p.add_argument("--concurrency", type=int, default=8, help="parallel requests of the concurrency check (default 8)")
     p.add_argument("--repeats", type=int, default=3, help="answers per structured-output check (default 3)")
+    p.add_argument("--only", default=None, metavar="CHECK,...",
+                   help="run only these checks or groups (e.g. structured,lora,stream)")
     p.add_argument("--timeout", type=float, default=120.0, help="seconds per request (default 120)")
     p.add_argument("--json", action="store_true", help="print one JSON document on stdout")
     p.add_argument("--junit", default=None, metavar="FILE", help="also write JUnit XML for CI")
@@ -35,6 +37,7 @@ def run(args: argparse.Namespace) -> int:
     report = run_validation(url, args.model, loras=loras, concurrency=args.concurrency,
                             api_key=os.environ.get(args.api_key_env) or None,
                             timeout=args.timeout, repeats=args.repeats,
+                            only=[x.strip() for x in args.only.split(",") if x.strip()] if args.only else None,
                             progress=output.Progress(quiet=args.quiet or args.json))
     if args.junit:
         try:

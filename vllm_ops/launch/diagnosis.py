@@ -15,7 +15,7 @@ import re
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
 
-# Flags vLLM removed: flag → (version or change that removed it, number of values it took, advice)
+# Flags vLLM removed: flag → (release or PR that removed it, number of values it took, advice)
 REMOVED_FLAGS: dict[str, tuple[str, int, str]] = {
     "--swap-space": ("v0.18.0 (PR #36216)", 1,
                      "V1 never swaps to CPU (preemption recomputes); drop it"),
@@ -35,10 +35,10 @@ REMOVED_FLAGS: dict[str, tuple[str, int, str]] = {
 
 @dataclass
 class Change:
-    """A change to the vLLM command: set flags (underscore names → value; None removes the
-    flag), remove raw tokens, or add environment variables."""
+    """A change to the vLLM command: set flags (underscore names → value), remove flags (with
+    the values that follow them), add environment variables, or move to a free port."""
     set_flags: dict[str, Any] = field(default_factory=dict)
-    remove_tokens: list[str] = field(default_factory=list)
+    remove_flags: list[str] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)
     new_port: bool = False
 
@@ -48,8 +48,8 @@ class Change:
             flag = "--" + k.replace("_", "-")
             parts.append(f"remove {flag}" if v is None else
                          (flag if v is True else f"{flag} {v}"))
-        if self.remove_tokens:
-            parts.append("remove " + " ".join(self.remove_tokens))
+        if self.remove_flags:
+            parts.append("remove " + " ".join(self.remove_flags))
         parts += [f"{k}={v}" for k, v in self.env.items()]
         if self.new_port:
             parts.append("another free port")
@@ -94,24 +94,20 @@ class Rule:
 
 # ---------------------------------------------------------------- fix builders
 def _fix_unrecognized(m: re.Match[str], ctx: Context) -> tuple[str, Change | None]:
-    tokens = m.group(1).split()
     advice, remove = [], []
-    i = 0
-    while i < len(tokens):
-        tok = tokens[i]
+    for tok in m.group(1).split():
         flag = tok.split("=", 1)[0]
+        if not flag.startswith("-"):
+            continue            # a value argparse listed with its flag
         if flag in REMOVED_FLAGS:
-            version, nvals, how = REMOVED_FLAGS[flag]
+            version, _, how = REMOVED_FLAGS[flag]
             advice.append(f"{flag} was removed in vLLM {version}: {how}")
-            remove.append(tok)
-            if "=" not in tok:
-                remove += tokens[i + 1: i + 1 + nvals]
-                i += nvals
         else:
-            advice.append(f"{tok} is not a flag of this vLLM (check `vllm serve --help`)")
-            remove.append(tok)
-        i += 1
-    return "; ".join(advice), Change(remove_tokens=remove)
+            advice.append(f"{flag} is not a flag of this vLLM (check `vllm serve --help`)")
+        remove.append(flag)
+    if not remove:
+        return f"remove the stray argument(s) {m.group(1).strip()}", None
+    return "; ".join(advice), Change(remove_flags=remove)
 
 
 def _fix_max_model_len(m: re.Match[str], ctx: Context) -> tuple[str, Change | None]:

@@ -131,15 +131,6 @@ def strip_flags(args: list[str], names: set[str]) -> list[str]:
     return out
 
 
-def remove_tokens(args: list[str], tokens: list[str]) -> list[str]:
-    """Drop each token once (e.g. ``--swap-space 4``)."""
-    out = list(args)
-    for tok in tokens:
-        if tok in out:
-            out.remove(tok)
-    return out
-
-
 def split_secrets(extra: list[str]) -> tuple[list[str], dict[str, str]]:
     """Move ``--api-key K`` / ``--hf-token T`` out of argv into environment variables."""
     out, env = [], {}
@@ -271,9 +262,9 @@ def launch(plan: Any, opts: LaunchOptions, progress: Progress | None = None) -> 
 
 
 def _apply_change(plan: Any, opts: LaunchOptions, spec: LaunchSpec, change: Change) -> LaunchSpec:
-    extra = remove_tokens(spec.extra["extra"], change.remove_tokens)
-    extra = strip_flags(extra, set(change.set_flags))
-    flags = dict(change.set_flags)
+    removed = {f.lstrip("-").replace("-", "_") for f in change.remove_flags}
+    extra = strip_flags(spec.extra["extra"], removed | set(change.set_flags))
+    flags = {**{n: None for n in removed}, **change.set_flags}   # None: serve_args drops it
     env = {k: v.format(state_dir=opts.store.root, name=spec.name) for k, v in change.env.items()}
     new_opts = replace(opts, port=free_port() if change.new_port else spec.port, name=spec.name,
                        extra_args=[])

@@ -53,18 +53,22 @@ async def astream_chunks(provider: VLLMProvider, state: StreamState | None = Non
     resp = await provider._asend(req)
     try:
         decoder = SSEDecoder()
+        # read to the end of the body even after [DONE]: an unread body makes httpx close the
+        # connection instead of returning it to the pool (a new TCP connection per request)
         async for text in resp.aiter_text():
+            if st.done:
+                continue
             for ev in decoder.feed(text):
                 chunk = _decode(ev.data, st)
-                if chunk is None:
-                    if st.done:
-                        return
-                    continue
-                yield chunk
-        for ev in decoder.flush():
-            chunk = _decode(ev.data, st)
-            if chunk is not None:
-                yield chunk
+                if st.done:
+                    break
+                if chunk is not None:
+                    yield chunk
+        if not st.done:
+            for ev in decoder.flush():
+                chunk = _decode(ev.data, st)
+                if chunk is not None and not st.done:
+                    yield chunk
     except httpx.TransportError as exc:
         from vllm_ops.client._base import transport_error
 

@@ -487,7 +487,9 @@ def plan(model: ModelSpec, inventory: Inventory, *, pins: dict | None = None,
         kv_cache_tokens=int(e.kv_cache_tokens), max_concurrency=_r(e.max_concurrency),
         kv_bytes_per_token=int(e.kv_bytes_per_token))
     image = f"vllm/vllm-openai-cpu:v{version}" if cpu else f"vllm/vllm-openai:v{version}"
-    hw = inventory.to_dict()
+    import json
+
+    hw = json.loads(json.dumps(inventory.to_dict()))          # tuples → lists: the plan is JSON data
     hw["source"] = inventory.source
     if profile is not None:
         hw["profile"] = getattr(profile, "name", None)

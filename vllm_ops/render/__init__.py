@@ -69,7 +69,18 @@ class Artifacts:
 
 
 # ----------------------------------------------------------------------------------------------
+_ENV = None
+
+
 def _env():
+    """The Jinja2 environment (built once: compiling the templates is most of a render's cost)."""
+    global _ENV
+    if _ENV is None:
+        _ENV = _make_env()
+    return _ENV
+
+
+def _make_env():
     import jinja2
 
     from vllm_ops.render import quoting as q
@@ -197,7 +208,8 @@ def _check_yaml(rel: str, text: str, v) -> None:
     import yaml
 
     try:
-        docs = [d for d in yaml.safe_load_all(text) if d is not None]
+        loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+        docs = [d for d in yaml.load_all(text, Loader=loader) if d is not None]
     except yaml.YAMLError as exc:
         raise _bad(rel, " ".join(str(exc).split())[:300]) from None
     if rel == "docker-compose.yml":

@@ -27,6 +27,7 @@ LIVENESS_PERIOD_S = 30
 PROBE_FAILURES = 3
 RAY_PORT = 6379
 RAY_WAIT_S = 600                                   # how long the Ray head waits for its workers
+RAY_POLL_S = 5
 RESTART_SEC = 10
 STOP_TIMEOUT_S = 60
 NOFILE = 65536
@@ -140,12 +141,18 @@ def _flag_words(name: str, value: Any) -> list[str]:
             return [flag]
         return ["--no-" + name.replace("_", "-")] if name in _DEFAULT_ON else []
     if isinstance(value, (list, tuple)):
-        return [flag, *(check_text(v, f"vLLM flag --{name}") for v in value)] if value else []
+        items = [check_text(v, f"vLLM flag --{name}") for v in value]
+        if any(i.startswith("-") for i in items):
+            raise BadInput(f"plan: a value of --{name} starts with '-': vLLM would read it as a flag")
+        return [flag, *items] if items else []
     if isinstance(value, dict):
         return [flag, json.dumps(value, separators=(",", ":"), sort_keys=True)]
     if isinstance(value, float) and value.is_integer() and name not in ("gpu_memory_utilization",):
         value = int(value)
-    return [flag, check_text(value, f"vLLM flag --{name}")]
+    text = check_text(value, f"vLLM flag --{name}")
+    if text.startswith("-"):
+        return [f"{flag}={text}"]          # argparse would read "-x" as the next option
+    return [flag, text]
 
 
 def serve_args(plan, replica=None, *, model_flag: bool = False,
@@ -167,7 +174,7 @@ def serve_args(plan, replica=None, *, model_flag: bool = False,
             raise BadInput(f"plan: vllm_args.{name} is a secret; it belongs in the env file, never in argv")
     served = served_name(plan)
     if "served_model_name" not in vargs and served != model:
-        args += ["--served-model-name", served]
+        args += _flag_words("served_model_name", served)
     for name, value in vargs.items():
         if name.replace("-", "_") in _RENDERER_FLAGS:
             continue
