@@ -43,6 +43,8 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--plan", default=None, metavar="PLAN.json",
                    help="a `vllm-ops plan --json` file to compare the saturation with")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--sample-interval", type=float, default=0.5, metavar="S",
+                   help="seconds between /metrics samples during a level (0: before/after only)")
     p.add_argument("--json", action="store_true", help="print one JSON document on stdout")
     p.add_argument("--plot", default=None, metavar="FILE.png",
                    help="write a PNG chart (matplotlib; a terminal chart without it)")
@@ -80,6 +82,7 @@ def run(args: argparse.Namespace) -> int:
                        num_prompts=args.num_prompts, input_len=args.input_len,
                        output_len=args.output_len, dataset=args.dataset, plan=plan,
                        api_key=os.environ.get(args.api_key_env) or None, seed=args.seed,
+                       sample_interval=args.sample_interval,
                        progress=progress)
     if args.plot:
         from vllm_ops.loadtest.plot import have_matplotlib, save_png, terminal_chart

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 from vllm_ops.errors import BadInput, RuntimeFailure
+from vllm_ops.launch.locate import VllmCommand
 from vllm_ops.launch.state import Deployment, redact_env
 
 GPU_IMAGE = "vllm/vllm-openai"
@@ -51,6 +52,9 @@ PASS_ENV: tuple[str, ...] = ("VLLM_API_KEY", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN
 # variables that must not reach the container (device numbering restarts at 0 inside)
 _HOST_ONLY_ENV = ("CUDA_VISIBLE_DEVICES",)
 _MODULE = "vllm.entrypoints.openai.api_server"
+# what LaunchOptions.vllm is for this backend: the image's ENTRYPOINT is `vllm serve` (nothing
+# local is run; build_spec's argv is turned into the container's command by container_args)
+IMAGE_COMMAND = VllmCommand(prefix=("vllm", "serve"), mode="serve", source="the container image")
 _PATH_FLAGS = ("--model", "--tokenizer", "--chat-template", "--download-dir")
 
 

@@ -425,17 +425,33 @@ def _is_moe(plan: dict[str, Any] | None) -> bool:
 
 
 def _validate(root: str, served: str, api_key: str | None, progress: Progress) -> None:
-    """One chat request through the bundled client (the validation suite's smallest check)."""
-    from vllm_ops.client import VLLMProvider
-
+    """The validation suite (:func:`vllm_ops.validate.run_validation`); where it is not
+    installed, one chat request through the bundled client."""
     try:
-        with VLLMProvider(root + "/v1", api_key=api_key or "", model=served, timeout=60,
-                          max_retries=0) as llm:
-            r = llm.generate(messages=[{"role": "user", "content": "Say hi"}], max_tokens=4,
-                             temperature=0)
+        from vllm_ops.validate import run_validation
+    except ImportError:  # pragma: no cover - the suite ships with vllm-ops
+        run_validation = None
+    try:
+        if run_validation is not None:
+            report = run_validation(root, served, api_key=api_key or None)
+        else:
+            from vllm_ops.client import VLLMProvider
+
+            with VLLMProvider(root + "/v1", api_key=api_key or "", model=served, timeout=60,
+                              max_retries=0) as llm:
+                llm.generate(messages=[{"role": "user", "content": "Say hi"}], max_tokens=4)
+            progress("validated", "chat request answered")
+            return
     except Exception as exc:  # noqa: BLE001 — any client error means "not ready"
-        raise LaunchFailed(f"vLLM answers but a chat request failed: {exc}") from exc
-    progress("validated", f"chat request answered ({r.usage.completion_tokens if r.usage else '?'} tokens)")
+        raise LaunchFailed(f"vLLM answers but validation could not run: "
+                           f"{' '.join(str(exc).split())}") from exc
+    if not report.ok:
+        names = ", ".join(f"{c.name} ({c.detail})" for c in report.failed())
+        raise LaunchFailed(f"vLLM answers but validation failed: {names}",
+                           hint=f"`vllm-ops validate --url {root}` shows every check")
+    c = report.counts()
+    progress("validated", f"{c.get('pass', 0)} checks passed, {c.get('skip', 0)} skipped "
+                          f"({report.duration_s:.1f}s)")
 
 
 def stop(dep: Deployment, store: StateStore, backend: LaunchBackend | None = None,

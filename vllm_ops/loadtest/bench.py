@@ -43,7 +43,7 @@ async def arun_bench(url: str, *, model: str | None = None,
                      request_rates: Sequence[float] | None = None, num_prompts: int = 100,
                      input_len: int = 128, output_len: int = 128, dataset: str | None = None,
                      plan: PlanLimits | None = None, api_key: str | None = None, seed: int = 0,
-                     sample_interval: float = 0.25, timeout: float = 600.0,
+                     sample_interval: float = 0.5, timeout: float = 600.0,
                      progress: Progress | None = None, provider: Any = None) -> BenchReport:
     from vllm_ops.client import VLLMError, VLLMProvider
 
@@ -104,7 +104,8 @@ async def arun_bench(url: str, *, model: str | None = None,
             say("bench", f"{label}: {num_prompts} requests")
             before = await _metrics_or_none(llm)
             stop = asyncio.Event()
-            sampler = asyncio.create_task(sample_while(llm.ametrics, sample_interval, stop))
+            sampler = asyncio.create_task(sample_while(llm.ametrics, sample_interval, stop)) \
+                if sample_interval > 0 else None
             last = [0.0]
 
             def tick(done: int, total: int, label: str = label) -> None:
@@ -120,7 +121,7 @@ async def arun_bench(url: str, *, model: str | None = None,
                 results = await run_rate(stream, prompts, r, seed=seed, prompt_lens=prompt_lens, progress=tick)
             duration = time.perf_counter() - t0
             stop.set()
-            samples = await sampler
+            samples = await sampler if sampler is not None else []
             after = await _metrics_or_none(llm)
             stats = summarize(results, concurrency=c, request_rate=r, duration_s=duration)
             stats.server = ServerSide(

@@ -212,7 +212,7 @@ def _lay_out(base: Plan, inventory: Inventory, *, tp: int, pp: int, span: int, c
             i = g * span + r
             ids = [] if cpu else [x.index for x in nd.gpus][:ranks_per_node]
             nodes.append({"name": node_name(nd, i), "address": nd.address, "rank": r, "replica": g,
-                          "head": r == 0, "gpu_ids": ids, "env": {}})
+                          "head": r == 0, "gpu_ids": ids, "env": {}, "head_address": head_addr})
         replicas.append(Replica(gpu_ids=[] if cpu else [x.index for x in head.gpus][:ranks_per_node],
                                 port=port + g, node=node_name(head, g * span)))
         if g == 0:
@@ -311,6 +311,8 @@ def node_args(plan: Plan, node: dict[str, Any]) -> dict[str, Any]:
         return va
     rank = int(node.get("rank") or 0)
     va["node_rank"] = rank
+    if node.get("head_address"):
+        va["master_addr"] = node["head_address"]       # the head of this node's replica
     if rank > 0:
         va["headless"] = True
     return va

