@@ -37,3 +37,25 @@ if ! command -v dockerd >/dev/null 2>&1; then
 fi
 command -v dockerd >/dev/null 2>&1 && echo "setup: Docker Engine at $(command -v dockerd)" >&2
 true
+
+# --- Ray (multi-node tests, tests/real/test_multinode*.py): Ray 2.60.0 into the vLLM CPU venv
+# (it adds only ray + msgpack there; `import vllm` keeps working), and iproute2 (`ip netns`)
+# for the two test hosts in network namespaces.
+RAY_VERSION=${VLLM_OPS_TEST_RAY_VERSION:-2.60.0}
+if [ -x "$VENV/bin/python" ] && ! "$VENV/bin/python" -c "import ray, sys; sys.exit(ray.__version__ != '$RAY_VERSION')" >/dev/null 2>&1; then
+  echo "setup: installing ray==$RAY_VERSION into $VENV..." >&2
+  "$VENV/bin/pip" install -q --disable-pip-version-check "ray==$RAY_VERSION" 2>&1 | grep -v "^WARNING: Location" >&2 || true
+  "$VENV/bin/python" -c "import ray, vllm" >/dev/null 2>&1 \
+    || { echo "setup: ray or vllm does not import in $VENV after installing ray" >&2; exit 1; }
+fi
+[ -x "$VENV/bin/ray" ] && echo "setup: Ray $RAY_VERSION ready at $VENV/bin/ray" >&2
+if ! command -v ip >/dev/null 2>&1; then
+  if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+    echo "setup: installing iproute2 (ip netns) via apt-get..." >&2
+    apt-get update -qq >&2
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends iproute2 >/dev/null
+  else
+    echo "setup: ip (iproute2) missing and apt-get unavailable (or not root): multi-node tests will skip" >&2
+  fi
+fi
+true

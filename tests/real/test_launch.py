@@ -131,8 +131,11 @@ def test_launch_ready_chat_status_stop(env, deployment):
 
 def test_removed_flag_is_diagnosed(env, tiny):
     rc, out, err, secs = cli(env, "launch", "--profile", "cpu", "--model", str(tiny), "--port",
-                             str(_free_port()), "--detach", "--", "--load-format", "dummy",
-                             "--max-model-len", "1024", "--enforce-eager", "--swap-space", "4")
+                             str(_free_port()), "--detach", "--env", "VLLM_CPU_KVCACHE_SPACE=1",
+                             "--", "--load-format", "dummy", "--max-model-len", "1024",
+                             "--enforce-eager", "--swap-space", "4")
+    if rc == 0:
+        cli(env, "stop", "--all")
     assert rc == 1, err[-2000:]
     assert "unrecognized arguments: --swap-space" in err
     assert "--swap-space was removed in vLLM v0.18.0" in err
@@ -143,8 +146,12 @@ def test_kv_cache_too_small_is_diagnosed(env, tmp_path):
 
     long_model = make_tiny_model(tmp_path / "tinylong", max_position=4_194_304)
     rc, out, err, secs = cli(env, "launch", "--profile", "cpu", "--model", str(long_model),
-                             "--port", str(_free_port()), "--detach", "--", "--load-format",
-                             "dummy", "--max-model-len", "2000000", "--enforce-eager")
+                             "--port", str(_free_port()), "--detach",
+                             "--env", "VLLM_CPU_KVCACHE_SPACE=1",   # the profile's 4 GiB would fit
+                             "--", "--load-format", "dummy", "--max-model-len", "2000000",
+                             "--enforce-eager")
+    if rc == 0:
+        cli(env, "stop", "--all")
     assert rc == 1, err[-2000:]
     assert "the KV cache cannot hold one request" in err
     assert "--max-model-len 1048320" in err           # vLLM: "estimated maximum ... 1048448"

@@ -149,6 +149,8 @@ def test_shell_scripts_pass_values_literally(where, value, tmp_path, stub_bin):
         assert gen[0] == f"--generation-config={value}" or call["argv"][i + 1] == value
     if where == "model":
         assert call["argv"][1] == "org/" + value
+    if where != "fields":
+        return
     # the Ray head runs the same argument list (with the Ray executor)
     calls = run_script(art.files["ray-head.sh"], tmp_path, stub_bin, "ray-head.sh")
     assert [c["prog"] for c in calls] == ["ray", "python3", "vllm"]
@@ -228,14 +230,19 @@ def test_ray_worker_joins_the_planned_head(tmp_path, stub_bin):
     assert call["argv"][1] == "--address=10.1.2.3:6379"
 
 
-def test_secret_env_file_is_sourced_not_rendered(tmp_path, stub_bin):
-    art = render(make_plan(), "command")
+@pytest.mark.parametrize("script", ["serve.sh", "ray-head.sh", "ray-worker.sh"])
+def test_secret_env_file_is_read_literally_never_evaluated(script, tmp_path, stub_bin):
+    art = render(make_plan(nodes=2, tp=2, pp=2), "ray") if script != "serve.sh" else render(make_plan(), "command")
     env_file = tmp_path / "filled.env"
-    env_file.write_text("HF_TOKEN=hf_x$(touch %s)\nVLLM_API_KEY='k e y'\n" % MARK)
-    (call,) = run_script(art.files["serve.sh"], tmp_path, stub_bin,
-                         extra_env={"VLLM_ENV_FILE": str(env_file)})
-    assert call["env"]["VLLM_API_KEY"] == "k e y"
-    assert "--api-key" not in call["argv"]
+    env_file.write_text("# a comment\n\nHF_TOKEN=hf_x$(touch %s)`id`$HOME\nVLLM_API_KEY='k e y'\n"
+                        "not a key=1\nWEIRD=\"a=b\"" % MARK)     # last line without a newline
+    calls = run_script(art.files[script], tmp_path, stub_bin, script,
+                       extra_env={"VLLM_ENV_FILE": str(env_file)})
+    for call in calls:
+        assert call["env"]["HF_TOKEN"] == "hf_x$(touch %s)`id`$HOME" % MARK
+        assert call["env"]["VLLM_API_KEY"] == "k e y"
+        assert call["env"]["WEIRD"] == "a=b"
+        assert not any("--api-key" in a for a in call["argv"])
 
 
 # ---------------------------------------------------------------------------------------------

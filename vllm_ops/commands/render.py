@@ -12,49 +12,20 @@ import argparse
 
 FORMAT_CHOICES = ("command", "compose", "systemd", "k8s", "ray", "all")
 
-# pins accepted here when the plan command does not export its own (flag, dest, type, help)
-_PINS = (
-    ("--tp", "tensor_parallel_size", int, "tensor-parallel size"),
-    ("--pp", "pipeline_parallel_size", int, "pipeline-parallel size"),
-    ("--max-model-len", "max_model_len", int, "context length"),
-    ("--max-num-seqs", "max_num_seqs", int, "concurrent sequences per replica"),
-    ("--gpu-memory-utilization", "gpu_memory_utilization", float, "fraction of GPU memory"),
-    ("--kv-cache-dtype", "kv_cache_dtype", str, "KV cache dtype"),
-    ("--dtype", "dtype", str, "model dtype"),
-    ("--quantization", "quantization", str, "quantization method"),
-)
-
 
 def configure(parser: argparse.ArgumentParser) -> None:
+    """`vllm-ops plan`'s own flags (model, hardware, pins, --port, --env, --json ...), plus render's."""
+    from vllm_ops.commands import plan as plan_cmd
     from vllm_ops.commands.profiles import add_profiles_dir
 
-    src = parser.add_argument_group("what to render")
-    src.add_argument("--plan", metavar="PLAN.json", help="a saved `vllm-ops plan --json`")
-    src.add_argument("--model", help="HF id, catalog name or model directory (plans first)")
-    src.add_argument("--profile", help="hardware profile (vllm-ops profiles list)")
-    src.add_argument("--gpus", metavar="SPEC", help="simulated GPUs instead of probing, e.g. 4xL4")
-    src.add_argument("--vllm-version", help="vLLM version to plan and pin the image for")
-    src.add_argument("--force", action="store_true", help="use the profile even if this machine's GPUs differ")
+    plan_cmd.configure(parser)
+    parser.add_argument("--plan", metavar="PLAN.json", help="render a saved `vllm-ops plan --json` instead of planning")
+    parser.add_argument("--force", action="store_true",
+                        help="use --profile even when this machine's GPUs differ from it")
     add_profiles_dir(parser)
-    plan_mod = _plan_command()
-    if plan_mod is not None and hasattr(plan_mod, "add_pin_arguments"):
-        plan_mod.add_pin_arguments(parser)
-    else:
-        pins = parser.add_argument_group("pins (as in `vllm-ops plan`)")
-        for flag, dest, typ, help_ in _PINS:
-            pins.add_argument(flag, dest=f"pin_{dest}", type=typ, default=None, help=help_)
     out = parser.add_argument_group("output")
-    out.add_argument("--format", "-f", choices=FORMAT_CHOICES, default="command", help="what to render")
-    out.add_argument("--output", "-o", metavar="DIR", help="write the files here (atomically)")
-    out.add_argument("--json", action="store_true", help="print one JSON document (files and their text)")
-
-
-def _plan_command():
-    try:
-        from vllm_ops.commands import plan as plan_mod
-    except ImportError:
-        return None
-    return plan_mod
+    out.add_argument("--format", "-f", choices=FORMAT_CHOICES, default="command", help="what to render (default command)")
+    out.add_argument("--output", "-o", metavar="DIR", help="write the files here (atomically); else print them")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -72,9 +43,12 @@ def run(args: argparse.Namespace) -> int:
     elif args.model:
         plan = make_plan(args)
     else:
-        raise BadInput("nothing to render", hint="give --model M [--profile P] or --plan PLAN.json")
+        raise BadInput("nothing to render", hint="give --model M [--profile P | --gpus SPEC] or --plan PLAN.json")
     for w in plan.warnings:
         warn(f"{w.code}: {w.message}")
+    if not plan.fits:
+        warn(f"this plan does not fit memory ({plan.failure_stage or 'see vllm-ops plan --explain'}): "
+             "rendering it anyway")
     art = render(plan, args.format, output_dir=args.output)
     for n in art.notes:
         info(n)
@@ -102,51 +76,49 @@ def run(args: argparse.Namespace) -> int:
 
 
 def make_plan(args: argparse.Namespace):
-    """Plan like `vllm-ops plan` does: profile (checked against this box), or --gpus, or a probe."""
-    from vllm_ops.errors import NoGPU, RuntimeFailure
-    from vllm_ops.output import info
-
-    try:
-        import vllm_ops.planning as planning
-        plan_fn = planning.plan
-    except (ImportError, AttributeError):
-        raise RuntimeFailure("the planner is not available in this build",
-                             hint="render a saved plan with --plan PLAN.json") from None
+    """Plan as `vllm-ops plan` does; a --profile is first checked against this machine's GPUs."""
+    from vllm_ops.commands import plan as plan_cmd
+    from vllm_ops.errors import BadInput, NoGPU
     from vllm_ops.models import load_model_spec
+    from vllm_ops.output import info
+    from vllm_ops.planning import plan
+    from vllm_ops.planning.versions import DEFAULT_VLLM_VERSION
 
-    plan_mod = _plan_command()
-    if plan_mod is not None and hasattr(plan_mod, "pins_from_args"):
-        pins = plan_mod.pins_from_args(args)
-    else:
-        pins = {dest: getattr(args, f"pin_{dest}") for _, dest, _, _ in _PINS
-                if getattr(args, f"pin_{dest}", None) is not None}
-    spec = load_model_spec(args.model)
-    profile = None
-    if args.profile:
+    env: dict[str, str] = {}
+    for item in args.env or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise BadInput(f"--env wants KEY=VALUE, not {item!r}")
+        env[key] = value
+    pins = {}
+    for names in plan_cmd._PINS:
+        dest = names[0][2:].replace("-", "_")
+        if getattr(args, dest, None) is not None:
+            pins[dest] = getattr(args, dest)
+    if getattr(args, "enforce_eager", False):
+        pins["enforce_eager"] = True
+
+    if args.profile and not args.gpus:
+        # the profile's hardware, after checking it against this machine's GPUs (if any)
         from vllm_ops.profiles import check_profile_against, load_profile
 
         profile = load_profile(args.profile, args.profiles_dir)
         probed = None
-        if not args.gpus:
+        if plan_cmd._gpu_device_present():
             from vllm_ops import hardware
 
             try:
-                probed = hardware.probe() if hardware.is_available() else None
+                probed = hardware.probe()
             except NoGPU:
                 probed = None
-        else:
-            from vllm_ops.hardware import parse_gpu_spec
-
-            probed = parse_gpu_spec(args.gpus)
         for note in check_profile_against(profile, probed, force=args.force):
-            info(note)
+            info(f"vllm-ops render: {note}")
         inventory = profile.inventory()
-    elif args.gpus:
-        from vllm_ops.hardware import parse_gpu_spec
+    else:   # --gpus (simulated; a --profile then only gives defaults), else probe, else the default box
+        from vllm_ops import output
 
-        inventory = parse_gpu_spec(args.gpus)
-    else:
-        from vllm_ops.hardware import probe
-
-        inventory = probe()
-    return plan_fn(spec, inventory, pins=pins, vllm_version=args.vllm_version, profile=profile)
+        inventory, profile = plan_cmd._hardware(args, output)
+    spec = load_model_spec(args.model, offline=args.offline)
+    return plan(spec, inventory, pins=pins, vllm_version=args.vllm_version or DEFAULT_VLLM_VERSION,
+                profile=profile, extra_args=tuple(getattr(args, "passthrough", None) or ()), env=env,
+                served_name=args.served_model_name, port=args.port)

@@ -320,7 +320,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         nl = NativeLaunch(node_prefix={k: shlex.split(v) for k, v in _kv(args.node_exec, "exec").items()},
                           node_env=env_items, master_addr=args.master_addr, master_port=args.master_port,
                           this_rank=args.node_rank)
-        opts = LaunchOptions(vllm=find_vllm(args.vllm), name=args.name, port=args.port,
+        import os
+
+        opts = LaunchOptions(vllm=find_vllm(args.vllm or os.environ.get("VLLM_OPS_VLLM")), name=args.name, port=args.port,
                              ready_timeout=args.ready_timeout, validate=args.validate, store=store,
                              record_calibration=False)
 

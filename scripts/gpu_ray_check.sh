@@ -1,0 +1,163 @@
+#!/usr/bin/env bash
+# vLLM's Ray executor on a lent GPU machine (2 GPUs: nvidia-h100-x2), through vllm-ops's Ray backend.
+#
+# Prerequisites (see ../shared/tools/gpu-vllm/README.md): vLLM 0.25.0 installed by .gpu/s/install.sh
+# (/root/site, /root/s/env.sh), and the Ray wheel carried in two chunks (each < 50 MiB):
+#   call A: carry .gpu-ray/r1         command: mkdir -p /root/wh && cp -r .gpu-ray/r1 /root/wh/
+#   call B: carry .gpu-ray/r2         command: bash scripts/gpu_ray_check.sh /root/models/Qwen__Qwen2.5-7B-Instruct
+# (r2 may also be carried together with r1; the script looks in .gpu-ray/ and in /root/wh/.)
+#
+# What it does, each step bounded (<= 240 s): install Ray 2.60.0 into /root/site, start a
+# single-node Ray head (`ray start --head --num-gpus 2`) through vllm_ops.launch.ray_backend,
+# check Ray's resources against a TP=2 plan BEFORE starting vLLM, start vLLM with
+# --distributed-executor-backend ray (--load-format dummy), send one chat request and one
+# completion, then stop vLLM and the Ray processes it started, and check nothing is left.
+# A second check asks for TP=4 on the 2-GPU cluster and expects the one-line refusal.
+# Logs: $OUT/ray-check.log (this script), $OUT/ray-vllm.log, $OUT/ray-head.log, $OUT/ray-result.json.
+set -uo pipefail
+MODEL=${1:?usage: bash scripts/gpu_ray_check.sh MODEL_DIR}
+OUT=${OUT:-/tmp/ray-out}
+mkdir -p "$OUT"
+exec > >(tee -a "$OUT/ray-check.log") 2>&1
+set -x
+date
+HERE=$(cd "$(dirname "$0")/.." && pwd)
+cd "$HERE"
+
+# -- vLLM environment from the lead's install ---------------------------------------------------
+if [ ! -f /root/s/env.sh ]; then
+  echo "ray-check: /root/s/env.sh missing: run .gpu/s/install.sh (vLLM 0.25.0) first"; exit 2
+fi
+# shellcheck disable=SC1091
+source /root/s/env.sh
+export VLLM_LOGGING_LEVEL=INFO RAY_USAGE_STATS_ENABLED=0
+nvidia-smi --query-gpu=index,name,memory.total,memory.used --format=csv
+
+# -- Ray from the carried chunks ------------------------------------------------------------------
+part() { for d in .gpu-ray /root/wh; do [ -f "$d/$1" ] && { echo "$d/$1"; return; }; done; }
+if ! python3 -c 'import ray' 2>/dev/null; then
+  P1=$(part r1/ray.part1); P2=$(part r2/ray.part2); SUM=$(part r2/ray.sha256)
+  [ -n "$P1" ] && [ -n "$P2" ] || { echo "ray-check: Ray wheel chunks not found (r1/ray.part1, r2/ray.part2)"; exit 2; }
+  WHL=/root/wh/ray-2.60.0-cp312-cp312-manylinux2014_x86_64.whl
+  mkdir -p /root/wh && cat "$P1" "$P2" > "$WHL"
+  if [ -n "$SUM" ]; then
+    SUM=$(readlink -f "$SUM")
+    (cd /root/wh && sha256sum -c "$SUM") || { echo "ray-check: Ray wheel checksum mismatch"; exit 2; }
+  fi
+  timeout 240 python3 -m pip install -q --no-index --no-deps --no-compile --target /root/site "$WHL" \
+    || { echo "ray-check: pip install of the Ray wheel failed"; exit 2; }
+fi
+python3 -c 'import ray, vllm; print("ray", ray.__version__, "vllm", vllm.__version__)' || exit 2
+RAY=/root/site/bin/ray
+if [ ! -x "$RAY" ]; then   # pip --target writes the console script there; make one if it did not
+  printf '#!/usr/bin/env bash\nexec python3 -c "import sys; from ray.scripts.scripts import main; sys.argv[0]=\\"ray\\"; sys.exit(main())" "$@"\n' > "$RAY"
+  chmod +x "$RAY"
+fi
+export PATH=/root/site/bin:$PATH
+timeout 60 "$RAY" --version
+
+# -- the check, through vllm_ops (the project travels with the call) -------------------------------
+export PYTHONPATH=$HERE:$PYTHONPATH
+export VO_MODEL=$MODEL VO_OUT=$OUT VO_RAY=$RAY VO_STATE=/root/vo-ray-state
+rm -rf "$VO_STATE"
+timeout 600 python3 - <<'PY'
+import json, os, sys, time, urllib.request
+from vllm_ops.errors import VllmOpsError
+from vllm_ops.hardware import parse_gpu_spec
+from vllm_ops.launch import ray_backend as rb
+from vllm_ops.launch.launcher import LaunchFailed, LaunchOptions, stop
+from vllm_ops.launch.locate import MODULE, VllmCommand
+from vllm_ops.launch.state import StateStore
+from vllm_ops.models import load_model_spec
+from vllm_ops.planning import plan
+
+model, out, ray_exe = os.environ["VO_MODEL"], os.environ["VO_OUT"], os.environ["VO_RAY"]
+result = {"model": model}
+def show(stage, detail=""):
+    print(f"[ray-check {time.strftime('%H:%M:%S')}] {stage}: {detail}", flush=True)
+
+try:
+    from vllm_ops.hardware import probe
+    inv = probe()
+except Exception as exc:  # noqa: BLE001
+    show("probe", f"NVML probe failed ({exc}); planning for 2xH100")
+    inv = parse_gpu_spec("2xH100")
+spec = load_model_spec(model)
+store = StateStore(os.environ["VO_STATE"])
+py = sys.executable
+vllm = VllmCommand((py, "-m", MODULE), "module", python=py, source="gpu_ray_check")
+p2 = plan(spec, inv, pins={"tensor_parallel_size": 2, "max_model_len": 4096}, vllm_version="0.25.0",
+          extra_args=["--load-format", "dummy"], served_name="ray-tp2", port=8300)
+p4 = plan(spec, parse_gpu_spec("4xH100"), pins={"tensor_parallel_size": 4, "max_model_len": 4096},
+          vllm_version="0.25.0", extra_args=["--load-format", "dummy"], served_name="ray-tp4", port=8301)
+head = rb.RayNodeOptions(ray=ray_exe, node_ip="127.0.0.1", port=6379, num_gpus=2,
+                         log_path=__import__("pathlib").Path(out) / "ray-head.log", timeout=240)
+t0 = time.monotonic()
+node = rb.start_head(head)
+result["ray_start_s"] = round(time.monotonic() - t0, 1)
+show("ray head", f"{node.address} pgid {node.pgid} in {result['ray_start_s']} s")
+try:
+    # 1) a plan needing more GPUs than the cluster holds: refused before vLLM starts
+    t0 = time.monotonic()
+    res = rb.cluster_resources(node.address, python=py, ray=ray_exe, timeout=120)
+    result["cluster"] = res.total
+    try:
+        rb.check_resources(p4, res, node.address)
+        result["refusal"] = None
+    except rb.NotEnoughResources as exc:
+        result["refusal"] = exc.one_line()
+    show("resource check (TP=4 on 2 GPUs)", str(result["refusal"]))
+    # 2) TP=2 on the Ray executor: resource check, start, one request, stop
+    opts = LaunchOptions(vllm=vllm, vllm_version="0.25.0", name="ray-tp2", ready_timeout=240, store=store,
+                         record_calibration=False)
+    try:
+        r = rb.launch_ray(p2, rb.RayLaunch(python=py, address=node.address), opts, show)
+        dep = r.launch.deployment
+        result.update(ready=True, ready_s=round(r.launch.ready_s, 1), actual=r.launch.actual,
+                      requirement=r.requirement.describe(), argv=dep.argv)
+        body = json.dumps({"model": "ray-tp2", "prompt": "Hello, my name is", "max_tokens": 8,
+                           "temperature": 0}).encode()
+        req = urllib.request.Request(dep.url + "/v1/completions", body, {"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=60) as resp:
+            doc = json.load(resp)
+        result["completion"] = {"status": resp.status, "text": doc["choices"][0]["text"],
+                                "usage": doc.get("usage")}
+        show("request", json.dumps(result["completion"]))
+        stop(dep, store, grace=30)
+        result["vllm_stopped"] = True
+    except LaunchFailed as exc:
+        result.update(ready=False, error=exc.one_line(),
+                      diagnosis=exc.diagnosis.to_dict() if exc.diagnosis else None)
+        show("launch failed", exc.one_line())
+    except VllmOpsError as exc:
+        result.update(ready=False, error=exc.one_line())
+        show("error", exc.one_line())
+finally:
+    killed = rb.stop_nodes([node], grace=20)
+    result["ray_stopped"] = {"pgid": node.pgid, "sigkill": bool(killed),
+                             "left": len(__import__("vllm_ops.launch.procs", fromlist=["x"]).group_members(node.pgid))}
+    log = store.log_path("ray-tp2")
+    if log.exists():
+        import shutil
+        shutil.copy(log, os.path.join(out, "ray-vllm.log"))
+    with open(os.path.join(out, "ray-result.json"), "w") as f:
+        json.dump(result, f, indent=2, default=str)
+    show("result", json.dumps(result, default=str)[:2000])
+sys.exit(0 if result.get("ready") and result.get("refusal") else 1)
+PY
+rc=$?
+set +x
+echo "ray-check: python step exit status $rc"
+# nothing of Ray or vLLM may be left
+left=$(ps -eo pid,args | grep -E 'raylet|gcs_server|vllm.entrypoints|ray::' | grep -v grep || true)
+if [ -n "$left" ]; then
+  echo "ray-check: LEFTOVER processes:"; echo "$left"
+  # only what this script started: the Ray session dirs under /tmp/ray and vLLM from this check
+  echo "$left" | awk '{print $1}' | xargs -r kill -9 2>/dev/null || true
+else
+  echo "ray-check: no Ray or vLLM process left"
+fi
+grep -a -E 'Model loading took|Available KV cache|KV cache size|Maximum concurrency|ray|Ray' "$OUT/ray-vllm.log" 2>/dev/null | cut -c1-300 | head -40
+cp -r /tmp/ray/session_latest/logs "$OUT/ray-session-logs" 2>/dev/null; du -sh "$OUT"/ray-session-logs 2>/dev/null
+date
+exit $rc

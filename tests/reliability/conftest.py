@@ -1,0 +1,121 @@
+"""Reliability suite helpers: a session tally of bad inputs tried and faults injected, the
+one-line-error check every bad input goes through, and an orphan-process scan.
+
+The tally is printed in the terminal summary and stored in the pytest cache under
+``reliability/counts`` (``.pytest_cache/v/reliability/counts``) so the closing note can quote it.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+TALLY: Counter = Counter()          # "inputs:<category>" / "faults:<category>" → count
+
+
+def count_input(category: str, n: int = 1) -> None:
+    TALLY[f"inputs:{category}"] += n
+
+
+def count_fault(category: str, n: int = 1) -> None:
+    TALLY[f"faults:{category}"] += n
+
+
+def totals() -> dict:
+    inputs = {k.split(":", 1)[1]: v for k, v in TALLY.items() if k.startswith("inputs:")}
+    faults = {k.split(":", 1)[1]: v for k, v in TALLY.items() if k.startswith("faults:")}
+    return {"inputs_total": sum(inputs.values()), "faults_total": sum(faults.values()),
+            "inputs": dict(sorted(inputs.items())), "faults": dict(sorted(faults.items()))}
+
+
+def assert_one_line_error(rc, err: str, expect=(2,), what: str = "") -> None:
+    """The error contract: exit status in ``expect``, no traceback, at most one stderr line that
+    starts with ``vllm-ops`` when the command failed."""
+    assert "Traceback" not in err, f"{what}: traceback on stderr:\n{err}"
+    assert rc in expect, f"{what}: exit {rc}, wanted {expect}; stderr: {err!r}"
+    if rc not in (0, 3):
+        lines = [ln for ln in err.splitlines() if ln.strip()]
+        assert lines, f"{what}: exit {rc} with nothing on stderr"
+        assert lines[-1].startswith("vllm-ops: error: "), f"{what}: last stderr line {lines[-1]!r}"
+
+
+@pytest.fixture
+def check_cli(run_cli):
+    """Run the CLI in-process on a bad input and apply the error contract; counts the input."""
+    def _check(*argv, expect=(2,), category="cli"):
+        count_input(category)
+        rc, out, err = run_cli(*argv)
+        assert_one_line_error(rc, err, expect, what=" ".join(map(repr, argv))[:300])
+        return rc, out, err
+    return _check
+
+
+@pytest.fixture(autouse=True)
+def _isolated_env(monkeypatch, tmp_path):
+    """No Hub, no stray secrets, a private state directory for every test."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    for k in ("VLLM_API_KEY", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "VLLM_OPS_PROFILES_DIR",
+              "VLLM_OPS_DEBUG", "VLLM_OPS_FORCE_PROBE"):
+        monkeypatch.delenv(k, raising=False)
+    monkeypatch.setenv("VLLM_OPS_STATE_DIR", str(tmp_path / "state"))
+
+
+def processes_with(marker: str) -> list[tuple[int, str]]:
+    """Live (non-zombie) processes whose command line holds ``marker``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode("utf-8", "replace")
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        if marker in cmd and stat[stat.rfind(")") + 2:][:1] not in ("Z", "X"):
+            found.append((int(entry.name), cmd))
+    return found
+
+
+def wait_no_processes(marker: str, timeout: float = 15.0) -> list[tuple[int, str]]:
+    deadline = time.monotonic() + timeout
+    left = processes_with(marker)
+    while left and time.monotonic() < deadline:
+        time.sleep(0.2)
+        left = processes_with(marker)
+    return left
+
+
+def kill_marker_processes(marker: str) -> None:
+    """Last-resort cleanup of processes this suite started (by their unique marker)."""
+    for pid, _ in processes_with(marker):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    t = totals()
+    if not t["inputs_total"] and not t["faults_total"]:
+        return
+    bugs = [r for r in terminalreporter.stats.get("xfailed", [])
+            if "BUG:" in str(getattr(r, "wasxfail", ""))]
+    t["bugs_xfail_tracked"] = len(bugs)
+    t["failed"] = len(terminalreporter.stats.get("failed", []))
+    terminalreporter.write_sep("=", "reliability tally")
+    terminalreporter.write_line(f"bad inputs tried: {t['inputs_total']}  "
+                                f"faults injected: {t['faults_total']}  "
+                                f"bugs tracked (xfail strict): {t['bugs_xfail_tracked']}  failed: {t['failed']}")
+    for k, v in t["inputs"].items():
+        terminalreporter.write_line(f"  input  {k:<28}{v}")
+    for k, v in t["faults"].items():
+        terminalreporter.write_line(f"  fault  {k:<28}{v}")
+    try:
+        config.cache.set("reliability/counts", t)
+    except Exception:  # noqa: BLE001 — no cache (-p no:cacheprovider)
+        terminalreporter.write_line(json.dumps(t))

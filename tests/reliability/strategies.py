@@ -1,0 +1,30 @@
+"""Hypothesis strategies for hostile input (shared by the reliability tests)."""
+from __future__ import annotations
+
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+
+# modest, reproducible, no deadline: the machine is small and busy
+RELIABLE = settings(max_examples=40, deadline=None, derandomize=True,
+                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture,
+                                           HealthCheck.data_too_large])
+FEW = settings(RELIABLE, max_examples=15)
+
+SHELL_META = ["$(id)", "`id`", "${HOME}", "$HOME", "'", '"', "\\", "#", "%", "%n", "%%", ";", "|", "&",
+              "&&", ">", "<", "*", "?", "~", "!", "{{ x }}", "{% raw %}", "\t", " ", "é", "日本", "🙂",
+              "\u202e", "\u00a0", "--", "=", ":", ",", "@", "$$", "'\"'", "\\n", "\\\\$"]
+CONTROL = ["\n", "\r", "\x00", "\x1b[31m", "\x7f", "\x0b"]
+
+hostile_piece = st.one_of(st.sampled_from(SHELL_META), st.text(min_size=1, max_size=6))
+# printable hostile strings (no control characters): must come out literally
+hostile_text = st.lists(hostile_piece, min_size=1, max_size=8).map("".join).filter(
+    lambda s: not any(ord(c) < 32 and c != "\t" or c == "\x7f" for c in s) and "\x00" not in s)
+# strings with a control character somewhere: must be refused (exit 2)
+with_control = st.tuples(hostile_text, st.sampled_from(CONTROL), hostile_text).map("".join)
+long_text = st.integers(min_value=300, max_value=6000).map(lambda n: ("$(x)'\"%é" * (n // 8 + 1))[:n])
+
+json_scalar = st.one_of(st.none(), st.booleans(), st.integers(min_value=-(2**70), max_value=2**70),
+                        st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=20))
+json_value = st.recursive(json_scalar, lambda c: st.one_of(st.lists(c, max_size=4),
+                                                           st.dictionaries(st.text(max_size=8), c, max_size=4)),
+                          max_leaves=12)
