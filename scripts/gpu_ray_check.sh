@@ -158,6 +158,10 @@ else
   echo "ray-check: no Ray or vLLM process left"
 fi
 grep -a -E 'Model loading took|Available KV cache|KV cache size|Maximum concurrency|ray|Ray' "$OUT/ray-vllm.log" 2>/dev/null | cut -c1-300 | head -40
-cp -r /tmp/ray/session_latest/logs "$OUT/ray-session-logs" 2>/dev/null; du -sh "$OUT"/ray-session-logs 2>/dev/null
+# Ray's own daemon logs, small ones only (for a failed placement or a dead raylet)
+mkdir -p "$OUT/ray-session-logs"
+for f in raylet.out raylet.err gcs_server.out gcs_server.err; do
+  tail -c 200000 "/tmp/ray/session_latest/logs/$f" > "$OUT/ray-session-logs/$f" 2>/dev/null || true
+done
 date
 exit $rc

@@ -138,6 +138,12 @@ def _inventory(client) -> tuple[set, set, set]:
             {v.name for v in client.volumes.list()})
 
 
+def _created_since(client, before: tuple[set, set, set]) -> tuple[set, set, set]:
+    """Containers, networks and volumes that exist now and did not before (must be none)."""
+    now = _inventory(client)
+    return tuple(n - b for n, b in zip(now, before))
+
+
 def _error_line(stderr: str) -> str:
     errors = [ln for ln in stderr.splitlines() if ln.startswith("vllm-ops: error:")]
     assert len(errors) == 1, stderr
@@ -196,7 +202,7 @@ def test_launch_ready_chat_validate_status_logs_stop(dockerd, client, image, vll
         st = _cli(env, "stop", name, timeout=180)
     assert st.returncode == 0, st.stderr
     assert _ours(client, name) == []
-    assert _inventory(client) == before                          # no container/network/volume left
+    assert _created_since(client, before) == (set(), set(), set())   # no container/network/volume left
     assert not (state_dir / "deployments" / f"{name}.json").exists()
 
 
@@ -224,7 +230,7 @@ def test_sigint_to_a_foreground_launch_removes_the_container(dockerd, client, im
             proc.wait()
     assert proc.returncode in (130, 0), err[-2000:]
     assert _ours(client, name) == [], err[-2000:]
-    assert _inventory(client) == before
+    assert _created_since(client, before) == (set(), set(), set())
 
 
 # ------------------------------------------------------------------------- failure paths
@@ -239,7 +245,7 @@ def test_container_dying_at_start_is_diagnosed_and_removed(dockerd, client, imag
     assert "--no-such-vllm-flag" in p.stderr                     # diagnosis quotes the log
     assert "unrecognized" in p.stderr.lower() or "unknown" in p.stderr.lower()
     assert _ours(client, name) == []
-    assert _inventory(client) == before
+    assert _created_since(client, before) == (set(), set(), set())
     log = (state_dir / "logs" / f"{name}.log").read_text()
     assert "--no-such-vllm-flag" in log                           # the container log was streamed
 
@@ -254,7 +260,7 @@ def test_missing_image_is_a_clear_error_and_leaves_nothing(dockerd, client, vllm
     assert p.returncode == 1, p.stderr
     line = _error_line(p.stderr)
     assert missing in line and "docker pull" in line
-    assert _inventory(client) == before
+    assert _created_since(client, before) == (set(), set(), set())
 
 
 def test_taken_port_is_refused_before_anything_starts(dockerd, client, image, vllm_python, model_dir,
@@ -269,7 +275,7 @@ def test_taken_port_is_refused_before_anything_starts(dockerd, client, image, vl
                                "--detach"), timeout=120)
     assert p.returncode == 1, p.stderr
     assert f"port {port}" in _error_line(p.stderr)
-    assert _inventory(client) == before
+    assert _created_since(client, before) == (set(), set(), set())
 
 
 def test_unreachable_daemon_is_one_line_exit_1(dockerd, vllm_python, model_dir, tmp_path, state_dir):

@@ -73,7 +73,8 @@ def _native_plan(tiny: Path, hosts: TwoHosts, n: int, port: int):
 
     return plan_multinode(load_model_spec(str(tiny)), _cpu_nodes(n, hosts), vllm_version="0.32.0",
                           backend="native", env={"VLLM_CPU_KVCACHE_SPACE": "1"},
-                          pins={"max_model_len": 1024}, served_name="tiny", port=port, master_port=29533)
+                          pins={"max_model_len": 1024}, served_name="tiny", port=port, master_port=29533,
+                          extra_args=["--load-format", "dummy"])
 
 
 def test_ray_two_node_cluster_checks_resources_before_vllm(vllm_py, tiny, tmp_path):
@@ -171,6 +172,9 @@ def test_native_multinode_pp2_across_two_hosts(vllm_py, tiny, tmp_path):
         r = _in_a(hosts, [sys.executable, "-m", "vllm_ops.launch.multinode", "launch", "--plan", str(plan_path),
                           "--node-exec", "1=" + " ".join(hosts.exec_prefix("b")),
                           "--node-env", "0:VLLM_CPU_OMP_THREADS_BIND=0", "--node-env", "1:VLLM_CPU_OMP_THREADS_BIND=1",
+                          # without these, rank 1 advertises its hostname's 127.x address to rank 0
+                          "--node-env", f"0:GLOO_SOCKET_IFNAME={hosts.dev_a}",
+                          "--node-env", f"1:GLOO_SOCKET_IFNAME={hosts.dev_b}",
                           "--name", name, "--state-dir", str(state), "--ready-timeout", str(READY_TIMEOUT)],
                   READY_TIMEOUT + 60, env={"VLLM_OPS_VLLM": str(vllm_py), "PYTHONPATH": str(REPO)})
         took = time.monotonic() - t0

@@ -89,6 +89,20 @@ def _read_pid() -> int | None:
         return None
 
 
+def _gone(pid: int) -> bool:
+    """True when ``pid`` has exited (a zombie child of ours is reaped and counts as gone)."""
+    try:
+        if os.waitpid(pid, os.WNOHANG)[0] == pid:
+            return True
+    except ChildProcessError:
+        pass
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except (OSError, IndexError):
+        return True
+
+
 def _stop_daemon(timeout: float = 30.0) -> None:
     pid = _read_pid()
     if pid is None:
@@ -99,9 +113,7 @@ def _stop_daemon(timeout: float = 30.0) -> None:
         pid = None
     deadline = time.monotonic() + timeout
     while pid is not None and time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
+        if _gone(pid):
             break
         time.sleep(0.2)
     else:

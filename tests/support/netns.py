@@ -3,6 +3,7 @@
     with TwoHosts() as hosts:            # needs root and iproute2 (`ip`)
         hosts.a, hosts.b                 # namespace names
         hosts.addr_a, hosts.addr_b       # 10.200.0.1 / 10.200.0.2 (a /24 of their own)
+        hosts.dev_a, hosts.dev_b         # the veth device inside each (GLOO_SOCKET_IFNAME)
         hosts.exec_prefix("a")           # ["ip", "netns", "exec", NAME]
         hosts.run("a", [...])            # subprocess.run inside a namespace
 
@@ -58,6 +59,15 @@ class TwoHosts:
             self.close()
             raise
         return self
+
+    @property
+    def dev_a(self) -> str:
+        """The veth device inside host A (for GLOO_SOCKET_IFNAME / NCCL_SOCKET_IFNAME)."""
+        return self._va
+
+    @property
+    def dev_b(self) -> str:
+        return self._vb
 
     def exec_prefix(self, which: str) -> list[str]:
         return ["ip", "netns", "exec", self.a if which == "a" else self.b]

@@ -243,3 +243,22 @@ def test_command_is_shell_safe(m405):
     words = shlex.split(p.command)
     assert words[-1] == "--enable-prefix-caching"
     assert words[words.index("--nnodes") + 1] == "2"
+
+
+def test_multinode_diagnosis_of_the_real_gloo_loopback_error():
+    """Rank 0's log when rank 1 (another network namespace) advertised its hostname's 127.0.0.1."""
+    from vllm_ops.launch.multinode import diagnose_multinode
+
+    log = ("[E1125 23:57:33.216601653 ProcessGroupGloo.cpp:67] Gloo connectFullMesh failed with "
+           "[/__w/pytorch/pytorch/third_party/gloo/gloo/transport/tcp/pair.cc:152] timed out connecting: "
+           "SO_ERROR: Connection refused, remote=[127.0.0.1]:4526$0\n")
+    d = diagnose_multinode(log)
+    assert d.code == "multinode-loopback-address" and "GLOO_SOCKET_IFNAME" in d.fix
+    assert diagnose_multinode(log.replace("127.0.0.1", "10.0.0.2")).code == "multinode-connect"
+
+
+def test_requirement_of_a_replica_per_node_plan(m70):
+    p = plan_multinode(m70, parse_gpu_spec("2x(8xH100)"), vllm_version=V)
+    need = rb.requirement(p)
+    tp = p.vllm_args["tensor_parallel_size"]
+    assert (need.total, need.nodes, need.per_node) == (tp, 1, tp)

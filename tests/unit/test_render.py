@@ -75,7 +75,18 @@ PLANS = {
                                        weights_gib=135.0),
     # the real planner's plan for l4x4 + Qwen2.5-Coder-7B (tests/golden/)
     "golden-l4x4": lambda: Plan.load(str(GOLDEN_PLAN)),
+    # the real planner's multi-node shapes: one replica over 2 nodes (PP), replicas per node
+    "planner-spanning": lambda: _planned("Qwen/Qwen2.5-72B-Instruct", "2x(2xL4)"),
+    "planner-spread": lambda: _planned("Qwen/Qwen2.5-72B-Instruct", "2x(8xL4)"),
 }
+
+
+def _planned(model: str, gpus: str) -> Plan:
+    from vllm_ops.hardware import parse_gpu_spec
+    from vllm_ops.models import load_model_spec
+    from vllm_ops.planning import plan
+
+    return plan(load_model_spec(model, offline=True), parse_gpu_spec(gpus), pins={}, vllm_version="0.33.0")
 
 
 def all_renders():
@@ -129,8 +140,8 @@ def test_kubernetes_validate_works_offline_and_catches_mistakes():
 @pytest.mark.parametrize("name", list(PLANS))
 def test_compose_validates_against_compose_spec(name, compose_validator):
     plan = PLANS[name]()
-    if build_vars(plan).multinode:
-        with pytest.raises(BadInput, match="Compose runs on one host"):
+    if build_vars(plan).multinode or build_vars(plan).spread:
+        with pytest.raises(BadInput, match="one host"):
             render(plan, "compose")
         return
     art = render(plan, "compose")
@@ -174,16 +185,16 @@ def test_k8s_manifests_validate(name, lws_validator):
                 errors = sorted(lws_validator.iter_errors(d), key=str)
                 assert not errors, [f"{list(e.absolute_path)}: {e.message}" for e in errors]
                 tmpl = d["spec"]["leaderWorkerTemplate"]
-                assert tmpl["size"] == 2
+                assert tmpl["size"] == v.nnodes >= 2
                 for role in ("leaderTemplate", "workerTemplate"):
                     # the pod templates inside also pass Kubernetes' own PodTemplate schema
                     k8s_validate({"apiVersion": "v1", "kind": "PodTemplate",
                                   "metadata": {"name": "x"}, "template": tmpl[role]})
                     c = tmpl[role]["spec"]["containers"][0]
-                    assert c["resources"]["limits"]["nvidia.com/gpu"] == 8
+                    assert c["resources"]["limits"]["nvidia.com/gpu"] == v.gpus_per_node
                 script = tmpl["leaderTemplate"]["spec"]["containers"][0]["command"][2]
                 assert "--distributed-executor-backend ray" in script.replace("$$", "$")
-                assert "--pipeline-parallel-size 2" in script
+                assert f"--pipeline-parallel-size {plan.vllm_args['pipeline_parallel_size']}" in script
             else:
                 k8s_validate(d)
         return
@@ -231,7 +242,7 @@ def test_every_shell_script_passes_bash_n(name, tmp_path):
 def test_systemd_units_parse_back(name):
     plan = PLANS[name]()
     v = build_vars(plan)
-    if v.multinode:
+    if v.multinode or v.spread:
         with pytest.raises(BadInput):
             render(plan, "systemd")
         return
@@ -249,6 +260,16 @@ def test_systemd_units_parse_back(name):
             assert argv[1:] == ["vllm", "serve", *r.argv]
             assert f'Environment="CUDA_VISIBLE_DEVICES={r.cuda_visible_devices}"' in unit
         assert "Restart=on-failure" in unit and "EnvironmentFile=/etc/vllm/vllm.env" in unit
+
+
+def test_multinode_shapes_of_the_real_planner():
+    spanning = build_vars(PLANS["planner-spanning"]())
+    assert (spanning.multinode, spanning.nnodes, spanning.gpus_per_node, spanning.head_address) == \
+        (True, 2, 2, "node0")
+    assert "--distributed-executor-backend" in spanning.ray_argv
+    spread = build_vars(PLANS["planner-spread"]())
+    assert (spread.multinode, spread.spread, len(spread.replicas)) == (False, True, 2)
+    assert sorted(render(PLANS["planner-spread"](), "all").files) == ["k8s.yaml", "vllm.env"]
 
 
 def test_formats_and_files():

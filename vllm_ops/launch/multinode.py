@@ -200,13 +200,22 @@ def launch_native(plan: Any, nl: NativeLaunch, opts: Any,
         try:
             result = launch(head_plan, lopts, progress)
         except LaunchFailed as exc:
+            head_log = _read(exc.deployment.log_path if exc.deployment else None)
+            d = diagnose_multinode(head_log)
+            if d is not None:
+                exc.diagnosis = d
+                exc.args = (f"vLLM rank 0 failed: {d.cause} — fix: {d.fix}",)
             if exc.diagnosis is None:
                 for w in workers:
-                    d = diagnose(_read(w.log_path))
+                    text = _read(w.log_path)
+                    d = diagnose_multinode(text) or diagnose(text)
                     if d is not None:
                         exc.diagnosis = d
                         exc.args = (f"vLLM rank {w.name.rsplit('rank', 1)[-1]} failed: {d.cause} — fix: {d.fix}",)
                         break
+            if exc.deployment is not None and exc.diagnosis is not None:
+                exc.deployment.diagnosis = exc.diagnosis.to_dict()
+                opts.store.save(exc.deployment)
             raise
         result.deployment.backend = "multinode"
         opts.store.save(result.deployment)
@@ -214,6 +223,36 @@ def launch_native(plan: Any, nl: NativeLaunch, opts: Any,
     except BaseException:
         _stop_workers(workers, opts.store, opts.stop_grace)
         raise
+
+
+_MN_RULES: tuple[tuple[str, str, str, str], ...] = (
+    ("multinode-loopback-address",
+     r"Gloo connectFullMesh failed.*remote=\[127\.\d+\.\d+\.\d+\]",
+     "a rank told the others to reach it at a loopback address (its hostname resolves to 127.x)",
+     "set GLOO_SOCKET_IFNAME (CPU, gloo) / NCCL_SOCKET_IFNAME and GLOO_SOCKET_IFNAME (GPU) to the "
+     "interface that carries the node's address, on every node (--node-env R:GLOO_SOCKET_IFNAME=eth0)"),
+    ("multinode-connect",
+     r"(?:Gloo connectFullMesh failed|timed out connecting|DistNetworkError|"
+     r"The client socket has timed out after)",
+     "the ranks could not connect to each other over torch.distributed",
+     "check that --master-addr is rank 0's address, --master-port is open between the nodes and every "
+     "rank was started with the same --nnodes/--master-port"),
+    ("multinode-bad-options", r"Invalid data-parallel launch options: (.+)",
+     "vLLM rejected the multi-node options", "fix --nnodes/--node-rank as the message says"),
+)
+
+
+def diagnose_multinode(log_text: str):
+    """Causes specific to vLLM's native multi-node mode (before the generic table)."""
+    import re
+
+    from vllm_ops.launch.diagnosis import Diagnosis, _evidence
+
+    for code, pattern, cause, fix in _MN_RULES:
+        m = re.search(pattern, log_text)
+        if m:
+            return Diagnosis(code, cause, fix, _evidence(log_text, m), None)
+    return None
 
 
 def _read(path: str | None) -> str:

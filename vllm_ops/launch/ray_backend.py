@@ -324,7 +324,7 @@ def requirement(plan: Any) -> Requirement:
     pp = int(va.get("pipeline_parallel_size") or 1)
     world = tp * pp
     span = int(va.get("nnodes") or 0) or len({n.get("name") for n in (plan.nodes or [])
-                                               if n.get("replica") in (0, None)} or {None}) or 1
+                                               if n.get("replica") == 0}) or 1
     span = max(1, min(span, world))
     per = max(1, world // span)
     return Requirement(key="CPU" if is_cpu_plan(plan) else "GPU", per_node=per, nodes=span, total=world)

@@ -103,6 +103,8 @@ def formats_for(plan) -> tuple[str, ...]:
     v = build_vars(plan)
     if v.multinode:
         return ("ray", "k8s")
+    if v.spread:
+        return ("k8s",)
     return tuple(f for f in FORMATS if not (f == "ray" and is_cpu_plan(plan)))
 
 
@@ -128,6 +130,8 @@ def render(plan, fmt: str, *, output_dir: str | os.PathLike | None = None) -> Ar
         _check(rel, text, v)
     if v.multinode and fmt == ALL:
         notes.append("multi-node plan: rendered Ray scripts and a LeaderWorkerSet only")
+    if v.spread and fmt == ALL:
+        notes.append("replicas on several nodes: rendered Kubernetes only (the other formats describe one host)")
     art = Artifacts(fmt=fmt, files=files, modes=modes, notes=notes)
     if output_dir is not None:
         art.write(output_dir)
@@ -136,6 +140,10 @@ def render(plan, fmt: str, *, output_dir: str | os.PathLike | None = None) -> Ar
 
 def _render_one(env, v, fmt: str):
     t = lambda name, **kw: env.get_template(name).render(v=v, **kw)  # noqa: E731
+    if v.spread and fmt in ("command", "compose", "systemd", "ray"):
+        raise BadInput(f"the plan puts its {len(v.replicas)} replicas on different nodes; "
+                       f"--format {fmt} describes one host",
+                       hint="use --format k8s, or plan each node on its own (--gpus 8xL4)")
     if fmt == "command":
         if v.multinode:
             raise BadInput("a multi-node plan has no single launch command", hint="use --format ray or k8s")

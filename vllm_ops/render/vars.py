@@ -94,7 +94,8 @@ class RenderVars:
     startup_failures: int                      # k8s startupProbe failureThreshold
     pvc_size_gi: int
     pvc_access_mode: str
-    multinode: bool
+    multinode: bool                            # one replica spans several nodes (Ray, LeaderWorkerSet)
+    spread: bool                               # replicas on different nodes, each within one node
     nnodes: int                                # nodes per replica (Ray / LeaderWorkerSet group size)
     gpus_per_node: int
     head_address: str                          # Ray head (plan.nodes[0] address) or ""
@@ -268,9 +269,23 @@ def _parallel(plan) -> tuple[int, int]:
     return tp, pp
 
 
+def _node_gpus(plan) -> int:
+    """GPUs of one node: plan.nodes[*].gpus, else the inventory's first node, else all."""
+    for n in plan.nodes or ():
+        g = n.get("gpus") if isinstance(n, dict) else None
+        if isinstance(g, int) and g > 0:
+            return g
+        if isinstance(g, list) and g:
+            return len(g)
+    hw_nodes = (plan.hardware or {}).get("nodes") or ()
+    if hw_nodes and hw_nodes[0].get("gpus"):
+        return len(hw_nodes[0]["gpus"])
+    return max(1, max((len(r.gpu_ids) for r in plan.replicas), default=1))
+
+
 def _node_address(n: Any) -> str:
     if isinstance(n, dict):
-        return str(n.get("address") or n.get("hostname") or n.get("name") or "")
+        return str(n.get("address") or n.get("hostname") or n.get("node") or n.get("name") or "")
     return str(n or "")
 
 
@@ -281,10 +296,22 @@ def build_vars(plan) -> RenderVars:
     tp, pp = _parallel(plan)
     world = tp * pp
     nodes = list(plan.nodes or [])
-    nnodes = max(1, len(nodes))
-    multinode = nnodes > 1
+    group = next((n for n in nodes if isinstance(n, dict) and isinstance(n.get("nodes"), list)), None)
+    if group is not None:
+        # the planner's shape: {"replica": i, "nodes": [names], "gpus_per_node": g} per replica
+        members = [check_text(x, "node name") for x in group["nodes"]]
+        multinode = len(members) > 1 and not cpu
+        nnodes = len(members) if multinode else 1
+        head = members[0] if members else ""
+    else:
+        # a flat list of nodes: a replica spans nodes when TP × PP is more than one node's GPUs;
+        # replicas that each fit one node are independent servers, whatever node they run on
+        multinode = len(nodes) > 1 and not cpu and world > _node_gpus(plan)
+        nnodes = math.ceil(world / _node_gpus(plan)) if multinode else 1
+        head = _node_address(nodes[0]) if nodes else ""
     if multinode and world % nnodes:
         raise BadInput(f"plan: {world} GPUs per replica (TP {tp} × PP {pp}) do not split over {nnodes} nodes")
+    spread = len({r.node for r in plan.replicas if r.node}) > 1 and not multinode
     gpus_per_node = 0 if cpu else world // nnodes
     single = len(plan.replicas) == 1
     replicas = []
@@ -299,7 +326,7 @@ def build_vars(plan) -> RenderVars:
             argv=tuple(serve_args(plan, r)), module_argv=tuple(serve_args(plan, r, model_flag=True)),
         ))
     ports = [r.port for r in replicas]
-    if len(set(ports)) != len(ports) and not multinode:
+    if len(set(ports)) != len(ports) and not multinode and not spread:
         raise BadInput(f"plan: replicas share a port ({ports})")
     pp_over = {"distributed_executor_backend": "ray", "pipeline_parallel_size": pp}
     start = _start_period(plan, world)
@@ -326,9 +353,10 @@ def build_vars(plan) -> RenderVars:
         pvc_size_gi=int(math.ceil(weights_total * 1.5 + 10)),
         pvc_access_mode="ReadWriteOnce" if single and not multinode else "ReadWriteMany",
         multinode=multinode,
+        spread=spread,
         nnodes=nnodes,
         gpus_per_node=gpus_per_node,
-        head_address=check_text(_node_address(nodes[0]), "head node address") if nodes else "",
+        head_address=check_text(head, "head node address"),
         ray_argv=tuple(serve_args(plan, plan.replicas[0], overrides=pp_over)),
         exec_prefix=CPU_ENTRY if cpu else ("vllm", "serve"),
         description=f"vLLM {served} ({gpus_txt}, {len(replicas)} replica{'s' if len(replicas) != 1 else ''})",
