@@ -130,7 +130,13 @@ def test_secrets_never_in_plan_or_render_json(tmp_path, run_cli, monkeypatch):
         _no_secret(f.read_text(), f"rendered {f.name}")
 
 
-@pytest.mark.parametrize("where", ["env", "pin"])
+@pytest.mark.parametrize("where", [
+    "env",
+    pytest.param("pin", marks=pytest.mark.xfail(strict=True, reason=(
+        "BUG: `plan -- --api-key K` copies the key verbatim into plan.command and plan.extra_args "
+        "(printed by plan --json, saved plans); planning/planner.plan should move --api-key/--hf-token "
+        "out of extra_args (as launch.split_secrets does) or refuse them"))),
+])
 def test_secret_given_on_the_plan_command_line_is_refused_or_redacted(where, run_cli):
     count_input("secret-sentinel")
     argv = (["plan", "--gpus", "1xL4", "--json", "--env", f"VLLM_API_KEY={API_KEY}"] if where == "env"
@@ -139,7 +145,7 @@ def test_secret_given_on_the_plan_command_line_is_refused_or_redacted(where, run
     assert "Traceback" not in err
     if rc in (0, 3):
         doc = json.loads(out)
-        _no_secret(doc["command"] + json.dumps(doc.get("vllm_args")), "the planned command")
+        _no_secret(out, "plan --json")
 
 
 def test_port_taken_between_plan_and_start(tmp_path, fake, marker):
@@ -176,7 +182,11 @@ def test_server_killed_mid_request_then_status_and_stop(tmp_path, fake, marker, 
                 VLLMProvider(proxy.base_url, model="tiny", max_retries=0, timeout=20) as llm:
             import threading
 
-            threading.Timer(0.5, lambda: os.killpg(dep.pgid, signal.SIGKILL)).start()
+            def die():      # the server and every connection to it die while the answer is in flight
+                os.killpg(dep.pgid, signal.SIGKILL)
+                proxy.kill()
+
+            threading.Timer(0.5, die).start()
             t = time.monotonic()
             with pytest.raises(VLLMConnectionError):
                 llm.generate("hi", max_tokens=2)
@@ -249,9 +259,9 @@ def test_open_bind_without_api_key_warns(tmp_path, fake, marker, capsys, monkeyp
 
 # ---- the CLI as a subprocess: exactly one stderr line, no traceback, no hang ----------------------
 SUBPROCESS_CASES = [
-    (["plan", "--gpus", "4xL5"], 2),
-    (["plan", "--gpus", "4xL4", "--gpu-memory-utilization", "nan"], 2),
-    (["plan", "--gpus", "4xL4", "--tensor-parallel-size", "3"], 2),
+    (["plan", "-m", "Qwen/Qwen2.5-Coder-7B-Instruct", "--gpus", "4xL5"], 2),
+    (["plan", "-m", "Qwen/Qwen2.5-Coder-7B-Instruct", "--gpus", "4xL4", "--gpu-memory-utilization", "nan"], 2),
+    (["plan", "-m", "Qwen/Qwen2.5-Coder-7B-Instruct", "--gpus", "4xL4", "--tensor-parallel-size", "3"], 2),
     (["plan", "--gpus", "1xT4", "--model", "Qwen/Qwen2.5-Coder-7B-Instruct", "--max-model-len", "32768"], 3),
     (["models", "show", "no/such-model"], 2),
     (["profiles", "show", "nosuch"], 2),

@@ -195,9 +195,9 @@ def test_no_gpu_is_not_a_disagreement():
 
 def test_render_cli_refuses_a_profile_that_disagrees_with_the_probe(run_cli, monkeypatch):
     from vllm_ops import hardware
-    from vllm_ops.commands import plan as plan_cmd
+    from vllm_ops.commands import _planargs as plan_cmd
 
-    monkeypatch.setattr(plan_cmd, "_gpu_device_present", lambda: True)
+    monkeypatch.setattr(plan_cmd, "gpu_device_present", lambda: True)
     monkeypatch.setattr(hardware, "probe", lambda: _inv("2xH100"))
     args = ("render", "--model", "Qwen/Qwen2.5-Coder-7B-Instruct", "--offline", "--profile", "l4x4", "-f", "k8s")
     rc, out, err = run_cli(*args)
@@ -207,9 +207,9 @@ def test_render_cli_refuses_a_profile_that_disagrees_with_the_probe(run_cli, mon
 
 
 def test_render_cli_without_gpu_says_it_renders_for_the_profile(run_cli, monkeypatch):
-    from vllm_ops.commands import plan as plan_cmd
+    from vllm_ops.commands import _planargs as plan_cmd
 
-    monkeypatch.setattr(plan_cmd, "_gpu_device_present", lambda: False)
+    monkeypatch.setattr(plan_cmd, "gpu_device_present", lambda: False)
     rc, out, err = run_cli("render", "--model", "Qwen/Qwen2.5-Coder-7B-Instruct", "--offline",
                            "--profile", "cpu", "-f", "command")
     assert rc == 0, err

@@ -10,112 +10,27 @@ from __future__ import annotations
 import argparse
 import sys
 
-DEFAULT_MODEL = "Qwen/Qwen2.5-Coder-7B-Instruct"
-DEFAULT_PROFILE = "l4x4"
-DEFAULT_GPUS = "4xL4"
-
-_PINS = (
-    ("--tensor-parallel-size", "-tp"), ("--pipeline-parallel-size", "-pp"), ("--data-parallel-size", "-dp"),
-    ("--gpu-memory-utilization",), ("--max-model-len",), ("--max-num-seqs",), ("--max-num-batched-tokens",),
-    ("--kv-cache-dtype",), ("--dtype",), ("--quantization", "-q"),
-)
+from vllm_ops.commands._planargs import DEFAULT_MODEL, DEFAULT_PROFILE  # noqa: F401  (re-exported)
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", "-m", default=None,
-                        help=f"HF id, catalog name or model directory (default {DEFAULT_MODEL})")
-    parser.add_argument("--gpus", default=None, help="simulated GPUs, e.g. 4xL4, 2xH100, 1x79.18GiB")
-    parser.add_argument("--profile", default=None, help="a hardware profile (see 'vllm-ops profiles')")
-    parser.add_argument("--vllm-version", default=None, help="vLLM version whose rules to apply (default 0.33.0)")
-    parser.add_argument("--port", type=int, default=8000, help="port of the first server (default 8000)")
-    parser.add_argument("--served-model-name", default=None)
-    parser.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
-                        help="environment for the server (repeatable)")
+    from vllm_ops.commands._planargs import add_plan_arguments
+
+    add_plan_arguments(parser)
     parser.add_argument("--json", action="store_true", help="print the plan as one JSON document")
     parser.add_argument("--explain", action="store_true", help="show the memory arithmetic")
-    parser.add_argument("--offline", action="store_true", default=None, help="never ask the Hub")
-    pins = parser.add_argument_group("pins (vLLM's own flags; kept as given)")
-    for names in _PINS:
-        pins.add_argument(*names, dest=names[0][2:].replace("-", "_"), default=None, metavar="V")
-    pins.add_argument("--enforce-eager", action="store_true", default=False)
 
 
 def run(args: argparse.Namespace) -> int:
     from vllm_ops import output
-    from vllm_ops.errors import BadInput
-    from vllm_ops.planning import plan
-    from vllm_ops.planning.versions import DEFAULT_VLLM_VERSION
+    from vllm_ops.commands._planargs import plan_from_args
 
-    env: dict[str, str] = {}
-    for item in args.env or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise BadInput(f"--env wants KEY=VALUE, not {item!r}")
-        env[key] = value
-
-    inventory, profile = _hardware(args, output)
-    model_name = args.model
-    if not model_name:
-        model_name = DEFAULT_MODEL
-        output.info(f"vllm-ops plan: no --model given: planning the embedded default {DEFAULT_MODEL} "
-                    f"(built-in catalog, offline)")
-    from vllm_ops.models import load_model_spec
-
-    spec = load_model_spec(model_name, offline=True if not args.model else args.offline)
-
-    pins = {names[0][2:].replace("-", "_"): getattr(args, names[0][2:].replace("-", "_"))
-            for names in _PINS if getattr(args, names[0][2:].replace("-", "_")) is not None}
-    if args.enforce_eager:
-        pins["enforce_eager"] = True
-    result = plan(spec, inventory, pins=pins, vllm_version=args.vllm_version or DEFAULT_VLLM_VERSION,
-                  profile=profile, extra_args=tuple(getattr(args, "passthrough", None) or ()), env=env,
-                  served_name=args.served_model_name, port=args.port)
+    result = plan_from_args(args, cmd="plan")
     if args.json:
         output.print_json(result.to_dict())
     else:
         _print_table(result, explain=args.explain)
     return 0 if result.fits else 3
-
-
-def _hardware(args, output):
-    from vllm_ops.hardware import is_available, parse_gpu_spec
-
-    if args.gpus:
-        return parse_gpu_spec(args.gpus), _maybe_profile(args.profile)
-    if args.profile:
-        prof = _maybe_profile(args.profile)
-        return prof.inventory(), prof
-    if _gpu_device_present() and is_available():
-        from vllm_ops.hardware import probe
-
-        return probe(), None
-    try:
-        prof = _maybe_profile(DEFAULT_PROFILE)
-        inv = prof.inventory()
-        output.info(f"vllm-ops plan: no GPU found and no --gpus/--profile: planning for the embedded default "
-                    f"(profile {DEFAULT_PROFILE}: 4x NVIDIA L4)")
-        return inv, prof
-    except Exception:  # noqa: BLE001 — profiles not available: simulate the same box
-        output.info(f"vllm-ops plan: no GPU found and no --gpus/--profile: planning for the embedded default "
-                    f"(simulated {DEFAULT_GPUS})")
-        return parse_gpu_spec(DEFAULT_GPUS), None
-
-
-def _gpu_device_present() -> bool:
-    """Cheap pre-check: no NVIDIA device node means no GPU (spares importing NVML on CPU boxes)."""
-    import glob
-    import os
-
-    return os.path.exists("/dev/nvidiactl") or bool(glob.glob("/dev/nvidia[0-9]*")) or \
-        bool(os.environ.get("VLLM_OPS_FORCE_PROBE"))
-
-
-def _maybe_profile(name):
-    if not name:
-        return None
-    from vllm_ops.profiles import load_profile
-
-    return load_profile(name)
 
 
 def _bar(parts: list[tuple[str, float, str]], total: float, width: int = 48) -> str:

@@ -15,14 +15,11 @@ FORMAT_CHOICES = ("command", "compose", "systemd", "k8s", "ray", "all")
 
 def configure(parser: argparse.ArgumentParser) -> None:
     """`vllm-ops plan`'s own flags (model, hardware, pins, --port, --env, --json ...), plus render's."""
-    from vllm_ops.commands import plan as plan_cmd
-    from vllm_ops.commands.profiles import add_profiles_dir
+    from vllm_ops.commands._planargs import add_plan_arguments
 
-    plan_cmd.configure(parser)
+    add_plan_arguments(parser)
+    parser.add_argument("--json", action="store_true", help="print the rendered files as one JSON document")
     parser.add_argument("--plan", metavar="PLAN.json", help="render a saved `vllm-ops plan --json` instead of planning")
-    parser.add_argument("--force", action="store_true",
-                        help="use --profile even when this machine's GPUs differ from it")
-    add_profiles_dir(parser)
     out = parser.add_argument_group("output")
     out.add_argument("--format", "-f", choices=FORMAT_CHOICES, default="command", help="what to render (default command)")
     out.add_argument("--output", "-o", metavar="DIR", help="write the files here (atomically); else print them")
@@ -77,48 +74,6 @@ def run(args: argparse.Namespace) -> int:
 
 def make_plan(args: argparse.Namespace):
     """Plan as `vllm-ops plan` does; a --profile is first checked against this machine's GPUs."""
-    from vllm_ops.commands import plan as plan_cmd
-    from vllm_ops.errors import BadInput, NoGPU
-    from vllm_ops.models import load_model_spec
-    from vllm_ops.output import info
-    from vllm_ops.planning import plan
-    from vllm_ops.planning.versions import DEFAULT_VLLM_VERSION
+    from vllm_ops.commands._planargs import plan_from_args
 
-    env: dict[str, str] = {}
-    for item in args.env or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise BadInput(f"--env wants KEY=VALUE, not {item!r}")
-        env[key] = value
-    pins = {}
-    for names in plan_cmd._PINS:
-        dest = names[0][2:].replace("-", "_")
-        if getattr(args, dest, None) is not None:
-            pins[dest] = getattr(args, dest)
-    if getattr(args, "enforce_eager", False):
-        pins["enforce_eager"] = True
-
-    if args.profile and not args.gpus:
-        # the profile's hardware, after checking it against this machine's GPUs (if any)
-        from vllm_ops.profiles import check_profile_against, load_profile
-
-        profile = load_profile(args.profile, args.profiles_dir)
-        probed = None
-        if plan_cmd._gpu_device_present():
-            from vllm_ops import hardware
-
-            try:
-                probed = hardware.probe()
-            except NoGPU:
-                probed = None
-        for note in check_profile_against(profile, probed, force=args.force):
-            info(f"vllm-ops render: {note}")
-        inventory = profile.inventory()
-    else:   # --gpus (simulated; a --profile then only gives defaults), else probe, else the default box
-        from vllm_ops import output
-
-        inventory, profile = plan_cmd._hardware(args, output)
-    spec = load_model_spec(args.model, offline=args.offline)
-    return plan(spec, inventory, pins=pins, vllm_version=args.vllm_version or DEFAULT_VLLM_VERSION,
-                profile=profile, extra_args=tuple(getattr(args, "passthrough", None) or ()), env=env,
-                served_name=args.served_model_name, port=args.port)
+    return plan_from_args(args, cmd="render", default_model=False)
