@@ -131,7 +131,10 @@ def test_secrets_never_in_plan_or_render_json(tmp_path, run_cli, monkeypatch):
 
 
 @pytest.mark.parametrize("where", [
-    "env",
+    pytest.param("env", marks=pytest.mark.xfail(strict=True, reason=(
+        "BUG: `plan --env VLLM_API_KEY=K --json` prints the key in the plan's env (and a saved plan keeps "
+        "it); commands/plan.run should refuse secret names in --env (point to the env file) or "
+        "planning/plan.Plan.to_dict should redact them"))),
     pytest.param("pin", marks=pytest.mark.xfail(strict=True, reason=(
         "BUG: `plan -- --api-key K` copies the key verbatim into plan.command and plan.extra_args "
         "(printed by plan --json, saved plans); planning/planner.plan should move --api-key/--hf-token "

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-__all__ = ["Usage", "Choice", "GenerateResponse", "ModelInfo", "Tokenized"]
+__all__ = ["Usage", "Choice", "GenerateResponse", "ModelInfo", "Tokenized", "StreamEvent"]
 
 
 class Usage(NamedTuple):
@@ -136,3 +136,34 @@ class Tokenized:
     max_model_len: int | None = None
     token_strs: list[str] | None = None
     raw: dict = field(default_factory=dict, repr=False, compare=False)
+
+
+class StreamEvent:
+    """One decoded event of a streamed completion (:meth:`VLLMProvider.astream_events`).
+
+    ``data``: the chunk's decoded JSON (None on the final marker); ``time``: when its bytes
+    arrived (``time.perf_counter()``, taken once per network read); ``text``: choice 0's text
+    delta (None when the chunk has no choice 0, e.g. the usage chunk); ``usage``: a
+    :class:`Usage` when the chunk carries one; ``done``: True only on the final marker, yielded
+    once ``data: [DONE]`` arrived (a stream that ends without it yields no marker).
+    """
+
+    __slots__ = ("data", "time", "text", "usage", "done")
+
+    def __init__(self, data: dict | None, time: float, text: str | None = None,
+                 usage: Usage | None = None, done: bool = False):
+        self.data = data
+        self.time = time
+        self.text = text
+        self.usage = usage
+        self.done = done
+
+    @property
+    def choices(self) -> list:
+        """The chunk's ``choices`` list (empty for the usage chunk and the final marker)."""
+        return (self.data or {}).get("choices") or []
+
+    def __repr__(self) -> str:
+        if self.done:
+            return f"StreamEvent(done, time={self.time:.6f})"
+        return f"StreamEvent(text={self.text!r}, usage={self.usage!r}, time={self.time:.6f})"

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-__all__ = ["SSEEvent", "SSEDecoder"]
+__all__ = ["SSEEvent", "SSEDecoder", "SSEDataDecoder"]
 
 
 class SSEEvent(NamedTuple):
@@ -110,3 +110,76 @@ class SSEDecoder:
             if value.isdigit():
                 self._retry = int(value)
         return None
+
+
+class SSEDataDecoder:
+    """Incremental decoder of raw body bytes → the ``data`` payloads of complete events.
+
+    The fast path works on bytes (LF line ends, the form vLLM sends): events split at
+    ``b"\\n\\n"``, a one-line ``data:`` event costs one slice, and the payload stays ``bytes``
+    (``json.loads`` takes bytes). Comments, other fields and multi-line data follow the WHATWG
+    rules as :class:`SSEDecoder` does; the first CR seen (CRLF or CR line ends) hands the rest of
+    the stream to :class:`SSEDecoder` (text). Payloads are ``bytes`` or ``str``.
+    """
+
+    __slots__ = ("_buf", "_slow", "_utf8", "_started")
+
+    def __init__(self) -> None:
+        self._buf = b""
+        self._slow: SSEDecoder | None = None
+        self._utf8 = None
+        self._started = False
+
+    def feed(self, chunk: bytes) -> list:
+        if self._slow is not None:
+            return [ev.data for ev in self._slow.feed(self._utf8.decode(chunk))]
+        if not self._started:
+            if not chunk:
+                return []
+            self._started = True
+            if chunk[:3] == b"\xef\xbb\xbf":
+                chunk = chunk[3:]
+        if b"\r" in chunk:
+            import codecs
+
+            rest, self._buf = self._buf + chunk, b""
+            self._utf8 = codecs.getincrementaldecoder("utf-8")("replace")
+            self._slow = SSEDecoder()
+            self._slow._started = True
+            return [ev.data for ev in self._slow.feed(self._utf8.decode(rest))]
+        buf = self._buf + chunk if self._buf else chunk
+        if b"\n\n" not in buf:
+            self._buf = buf
+            return []
+        blocks = buf.split(b"\n\n")
+        self._buf = blocks.pop()
+        out = []
+        for block in blocks:
+            if block[:6] == b"data: " and b"\n" not in block:
+                out.append(block[6:])
+            elif block:
+                data = _block_data(block)
+                if data is not None:
+                    out.append(data)
+        return out
+
+    def flush(self) -> list:
+        """End of stream: a last unterminated event is dispatched (lenient)."""
+        if self._slow is not None:
+            self._slow.feed(self._utf8.decode(b"", final=True))
+            return [ev.data for ev in self._slow.flush()]
+        buf, self._buf = self._buf, b""
+        data = _block_data(buf) if buf.strip(b"\n") else None
+        return [data] if data is not None else []
+
+
+def _block_data(block: bytes) -> bytes | None:
+    """The data of one event block (LF-separated lines, no blank line inside), or None."""
+    data: list[bytes] = []
+    for line in block.split(b"\n"):
+        if not line or line[:1] == b":":
+            continue
+        field, sep, value = line.partition(b":")
+        if field == b"data":
+            data.append(value[1:] if value[:1] == b" " else value)
+    return b"\n".join(data) if data else None
