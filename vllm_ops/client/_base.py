@@ -15,7 +15,7 @@ from typing import Any, Generator, Mapping
 
 import httpx
 
-from vllm_ops.client._models import GenerateResponse, ModelInfo, Tokenized
+from vllm_ops.client._models import GenerateResponse, ModelInfo, StreamEvent, Tokenized, Usage
 from vllm_ops.client._prometheus import parse_prometheus
 from vllm_ops.client._sse import SSEEvent
 from vllm_ops.client.errors import (ConnectTimeoutError, InvalidRequestError, ResponseError,
@@ -211,9 +211,12 @@ class BaseProvider:
             url = self._urls[req.url] = httpx.URL(req.url)
         if req.body is None:
             return httpx.Request(req.method, url, headers=self._plain_headers, extensions=self._extensions)
-        content = json.dumps(req.body, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
-        return httpx.Request(req.method, url, headers=self._json_headers, content=content,
+        return httpx.Request(req.method, url, headers=self._json_headers, content=self._content(req),
                              extensions=self._extensions)
+
+    @staticmethod
+    def _content(req: Req) -> bytes:
+        return json.dumps(req.body, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
 
     # -- retry policy (pure) ---------------------------------------------------------------
     def _retry_wait(self, req: Req, attempt: int, err: VLLMError, started: float) -> float | None:
@@ -313,6 +316,18 @@ class BaseProvider:
         d = self._json(resp)
         return Tokenized(tokens=d.get("tokens") or [], count=d.get("count", len(d.get("tokens") or [])),
                          max_model_len=d.get("max_model_len"), token_strs=d.get("token_strs"), raw=d)
+
+    def _detokenize_flow(self, tokens: list[int], model: str | None) -> Flow:
+        body: dict[str, Any] = {"tokens": [int(t) for t in tokens]}
+        if model or self.model:
+            body["model"] = model or self.model
+        resp = yield Req("POST", self.root_url + "/detokenize", body)
+        d = self._json(resp)
+        text = d.get("prompt") if isinstance(d, dict) else None
+        if not isinstance(text, str):
+            raise ResponseError("/detokenize answered without a prompt", url=self.root_url + "/detokenize",
+                                content=str(d)[:500])
+        return text
 
     # -- flows: generation --------------------------------------------------------------------
     def _generate_flow(self, a: dict, stream: bool = False) -> Flow:
@@ -460,6 +475,40 @@ class BaseProvider:
                     return (c.get("delta") or {}).get("content")
                 return c.get("text")
         return None
+
+    @staticmethod
+    def stream_event(data: bytes | str, now: float, chat: bool) -> StreamEvent | None:
+        """One SSE data payload → a :class:`StreamEvent`; ``_DONE`` at ``[DONE]``; None to skip.
+
+        Raises the matching :class:`VLLMStatusError` on an ``error`` event.
+        """
+        if data == b"[DONE]" or data == "[DONE]":
+            return _DONE  # type: ignore[return-value]
+        try:
+            obj = json.loads(data)
+        except ValueError as exc:
+            raise ResponseError(f"a stream event is not JSON: {data[:200]!r}") from exc
+        if type(obj) is not dict:
+            return None
+        err = obj.get("error")
+        if err:
+            if isinstance(err, dict):
+                code = err.get("code")
+                status = code if isinstance(code, int) and 400 <= code < 600 else 500
+                raise error_for_status(status, str(err.get("message") or err), error_type=err.get("type"), body=obj)
+            raise error_for_status(500, str(err), body=obj)
+        text = None
+        choices = obj.get("choices")
+        if choices:
+            c = choices[0]
+            if c.get("index", 0) != 0:
+                c = next((x for x in choices if x.get("index", 0) == 0), None)
+            if c is not None:
+                text = (c.get("delta") or {}).get("content") if chat else c.get("text")
+        u = obj.get("usage")
+        usage = Usage(u.get("prompt_tokens") or 0, u.get("completion_tokens") or 0,
+                      u.get("total_tokens") or 0) if u else None
+        return StreamEvent(obj, now, text, usage)
 
     @staticmethod
     def _json(resp: httpx.Response) -> Any:

@@ -25,19 +25,18 @@ _SECRET = re.compile(r"KEY|TOKEN|SECRET|PASSWORD", re.I)
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", help="model id or local model directory (not with --plan)")
-    parser.add_argument("--profile", help="plan for a hardware profile (default: probe this box)")
+    from vllm_ops.commands._planargs import add_plan_arguments
+
+    add_plan_arguments(parser, model_default_help=False)   # --model --gpus --profile --force --port --env pins ...
     parser.add_argument("--plan", help="launch a saved `vllm-ops plan --json` document")
-    parser.add_argument("--port", type=int, help="port of the server (default: the plan's)")
-    parser.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
-                        help="environment for vLLM (repeatable); secrets go here, never in argv")
+    parser.add_argument("--replica", type=int, default=0, metavar="I",
+                        help="which replica of the plan to start (default 0; each has its own GPUs and port)")
     parser.add_argument("--detach", action="store_true",
                         help="return once ready and leave vLLM running")
     parser.add_argument("--no-validate", dest="validate", action="store_false",
-                        help="skip the validation request before calling it ready")
+                        help="skip the validation suite before calling it ready")
     parser.add_argument("--auto-retry", action="store_true",
                         help="on a recognised failure, apply the fix once and start again")
-    parser.add_argument("--vllm-version", help="plan for this vLLM version (default: the installed one)")
     parser.add_argument("--ready-timeout", type=float, metavar="S",
                         help="seconds to wait for ready (default: 120 + 30/GiB of weights, x2 on CPU)")
     parser.add_argument("--name", help="deployment name (default: <served-name>-<port>)")
@@ -97,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
         opts = LaunchOptions(vllm=vllm, vllm_version=version, name=args.name, port=args.port,
                              env={**plain_env, **secrets, **secret_env}, extra_args=passthrough,
                              ready_timeout=args.ready_timeout, validate=args.validate,
-                             auto_retry=args.auto_retry, store=store)
+                             auto_retry=args.auto_retry, store=store, replica=args.replica)
         try:
             result = launch(plan, opts, _stage_printer(progress))
         except LaunchFailed as exc:
@@ -130,29 +129,25 @@ def run(args: argparse.Namespace) -> int:
 
 def _make_plan(args: argparse.Namespace, version: str | None, extra: list[str],
                env: dict[str, str]):
-    """Plan for this vLLM. Flags after `--` that the planner can pin (--max-model-len,
-    --tensor-parallel-size, ...) become pins, so the prediction is for what really starts."""
+    """Plan for this vLLM, as `vllm-ops plan` would (same hardware choice and pins). Flags after
+    `--` that the planner can pin (--max-model-len, --tensor-parallel-size, ...) become pins too,
+    so the prediction is for what really starts."""
     from vllm_ops import planning
+    from vllm_ops.commands._planargs import choose_hardware, pins_from_args
     from vllm_ops.launch.launcher import parse_flags, strip_flags
     from vllm_ops.launch.locate import base_version
     from vllm_ops.models import load_model_spec
     from vllm_ops.output import warn
     from vllm_ops.planning.planner import PIN_KEYS
 
-    spec = load_model_spec(args.model)
-    if args.profile:
-        from vllm_ops.profiles import load_profile
-
-        profile = load_profile(args.profile)
-        inventory = profile.inventory()
-    else:
-        from vllm_ops.hardware import probe
-
-        profile, inventory = None, probe()
-    pins = {k: v for k, v in parse_flags(extra).items() if k in PIN_KEYS}
-    rest = strip_flags(extra, set(pins))
+    spec = load_model_spec(args.model, offline=args.offline)
+    inventory, profile = choose_hardware(args, cmd="launch")
+    extra_pins = {k: v for k, v in parse_flags(extra).items() if k in PIN_KEYS}
+    pins = {**extra_pins, **pins_from_args(args)}
+    rest = strip_flags(extra, set(extra_pins))
     plan = planning.plan(spec, inventory, pins=pins, vllm_version=base_version(version),
-                         profile=profile, extra_args=rest, env=env, port=args.port or 8000)
+                         profile=profile, extra_args=rest, env=env, port=args.port or 8000,
+                         served_name=args.served_model_name)
     if not plan.fits:
         warn(f"the plan predicts this does not fit ({plan.failure_stage}); starting anyway: "
              f"vLLM's log will say")
