@@ -3,18 +3,22 @@
 
 1. Agreement: against a real vLLM (``--url``, or a CPU test server started here through
    ``vllm_ops.testbed``), both tools run the same load (random prompts of ``--input-len`` tokens,
-   ``--output-len`` output tokens with ignore_eos, ``--num-prompts`` at ``--concurrency``),
-   alternating, ``--rounds`` times each. Printed side by side with the relative difference;
-   TTFT and throughput should agree within 10 %.
+   ``--output-len`` output tokens with ignore_eos and greedy sampling (vLLM's benchmark gets
+   ``--ignore-eos --temperature 0``: without them it stops at EOS and samples at the server's
+   default temperature, a different load), ``--num-prompts`` at ``--concurrency``), alternating,
+   ``--rounds`` times each. Printed side by side: the MEDIAN of the rounds, the relative
+   difference, and each side's spread ((max - min) / median); TTFT and throughput should agree
+   within 10 %.
 2. Ceiling: both clients against a trivial local streaming HTTP server (an asyncio SSE server
    started here, answering every completion at once), each client pinned to ONE core (the trivial
-   server on another): the requests/s each load generator can drive.
+   server on another), at each of ``--ceiling-concurrency`` (alternating ``--ceiling-rounds``):
+   the requests/s each load generator can drive.
 
 vLLM's benchmark comes from the installed vLLM CPU build (its venv's python; the ``vllm bench
 serve`` console script is broken there, so ``vllm.benchmarks.serve.main`` is called directly).
 Both tools run as subprocesses (ours: ``python -m vllm_ops bench --json``).
 
-    .venv/bin/python benchmarks/bench_vs_vllm.py [--url ROOT --tokenizer MODEL_DIR] [--rounds 2]
+    .venv/bin/python benchmarks/bench_vs_vllm.py [--url ROOT --tokenizer MODEL_DIR] [--rounds 5]
 """
 from __future__ import annotations
 
@@ -22,6 +26,7 @@ import argparse
 import asyncio
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -82,7 +87,7 @@ def run_vllm(vllm_python: str, url: str, model: str, tokenizer: str, *, concurre
                 "--dataset-name", "random", "--random-input-len", str(input_len),
                 "--random-output-len", str(output_len), "--num-prompts", str(num_prompts),
                 "--max-concurrency", str(concurrency), "--percentile-metrics", "ttft,tpot,itl,e2el",
-                "--metric-percentiles", "50,99", "--disable-tqdm"]
+                "--metric-percentiles", "50,99", "--disable-tqdm", "--ignore-eos", "--temperature", "0"]
         env = dict(os.environ, VLLM_NO_USAGE_STATS="1", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
         env.pop("VLLM_API_KEY", None)
         p = subprocess.run([vllm_python, "-c", VLLM_RUNNER, str(out), *argv], capture_output=True,
@@ -194,24 +199,36 @@ ROWS = [("request throughput (req/s)", "request_throughput"),
 GATED = {"request_throughput", "output_throughput", "mean_ttft_ms", "median_ttft_ms"}
 
 
-def _mean(xs: list) -> float | None:
+def _median(xs: list) -> float | None:
     xs = [x for x in xs if x is not None]
-    return sum(xs) / len(xs) if xs else None
+    return statistics.median(xs) if xs else None
 
 
-def print_side_by_side(ours: list[dict], theirs: list[dict], title: str) -> bool:
+def _spread(xs: list) -> str:
+    xs = [x for x in xs if x is not None]
+    m = statistics.median(xs) if xs else None
+    if len(xs) < 2 or not m:
+        return "-"
+    return f"{(max(xs) - min(xs)) / m * 100:.0f}%"
+
+
+def print_side_by_side(ours: list[dict], theirs: list[dict], title: str, gated: bool = True) -> bool:
     print(f"\n{title}")
-    print(f"{'figure':<28}{'vllm-ops bench':>16}{'vllm bench serve':>18}{'diff':>9}  rounds (ours | vLLM)")
+    print(f"medians of {len(ours)} | {len(theirs)} rounds; spread = (max - min) / median")
+    print(f"{'figure':<28}{'vllm-ops bench':>15}{'vllm bench serve':>17}{'diff':>9}{'spread':>13}"
+          f"  rounds (ours | vLLM)")
     ok = True
     for label, key in ROWS:
-        a, b = _mean([r[key] for r in ours]), _mean([r[key] for r in theirs])
+        xa, xb = [r[key] for r in ours], [r[key] for r in theirs]
+        a, b = _median(xa), _median(xb)
         diff = "" if a is None or b is None or b == 0 else f"{(a - b) / b * 100:+.1f}%"
         flag = ""
-        if key in GATED and a is not None and b:
+        if gated and key in GATED and a is not None and b:
             if abs(a - b) / b > 0.10:
                 flag, ok = "  > 10%", False
-        rounds = " ".join(_fmt(r[key]) for r in ours) + " | " + " ".join(_fmt(r[key]) for r in theirs)
-        print(f"{label:<28}{_fmt(a):>16}{_fmt(b):>18}{diff:>9}  {rounds}{flag}")
+        spread = f"{_spread(xa)} | {_spread(xb)}"
+        rounds = " ".join(_fmt(x) for x in xa) + " | " + " ".join(_fmt(x) for x in xb)
+        print(f"{label:<28}{_fmt(a):>15}{_fmt(b):>17}{diff:>9}{spread:>13}  {rounds}{flag}")
     return ok
 
 
@@ -232,9 +249,10 @@ def main() -> int:
     ap.add_argument("--num-prompts", type=int, default=40)
     ap.add_argument("--input-len", type=int, default=32)
     ap.add_argument("--output-len", type=int, default=16)
-    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--ceiling-prompts", type=int, default=2000)
-    ap.add_argument("--ceiling-concurrency", type=int, default=64)
+    ap.add_argument("--ceiling-concurrency", default="4,64", help="comma-separated levels (default 4,64)")
+    ap.add_argument("--ceiling-rounds", type=int, default=3)
     ap.add_argument("--skip-ceiling", action="store_true")
     ap.add_argument("--skip-agreement", action="store_true")
     args = ap.parse_args()
@@ -289,17 +307,26 @@ def main() -> int:
             try:
                 tok_dir = Path(tempfile.mkdtemp(prefix="bench-vs-vllm-tok-"))
                 testbed.make_tiny_model(tok_dir)
-                kw = dict(concurrency=args.ceiling_concurrency, num_prompts=args.ceiling_prompts,
-                          input_len=args.input_len, output_len=args.output_len)
-                o = [run_ours(turl, "trivial", cpu=client_cpu, **kw)]
-                t = [run_vllm(str(vllm_python), turl, "trivial", str(tok_dir), cpu=client_cpu, log=log, **kw)]
+                results = {}
+                for c in [int(x) for x in str(args.ceiling_concurrency).split(",") if x.strip()]:
+                    kw = dict(concurrency=c, num_prompts=args.ceiling_prompts,
+                              input_len=args.input_len, output_len=args.output_len)
+                    o, t = [], []
+                    for i in range(args.ceiling_rounds):
+                        o.append(run_ours(turl, "trivial", cpu=client_cpu, **kw))
+                        t.append(run_vllm(str(vllm_python), turl, "trivial", str(tok_dir), cpu=client_cpu,
+                                          log=log, **kw))
+                        print(f"ceiling c={c} round {i + 1}: vllm-ops {o[-1]['request_throughput']:.1f}, "
+                              f"vLLM {t[-1]['request_throughput']:.1f} req/s", file=sys.stderr)
+                    results[c] = (o, t)
             finally:
                 proc.kill()
                 proc.wait()
-            print_side_by_side(o, t, f"generator ceiling: trivial SSE server {turl} (cpu {server_cpu}), "
-                                     f"each client pinned to cpu {client_cpu}, concurrency "
-                                     f"{args.ceiling_concurrency}, {args.ceiling_prompts} requests "
-                                     f"of {args.output_len} chunks")
+            for c, (o, t) in results.items():
+                print_side_by_side(o, t, f"generator ceiling: trivial SSE server {turl} (cpu {server_cpu}), "
+                                         f"each client pinned to cpu {client_cpu}, concurrency {c}, "
+                                         f"{args.ceiling_prompts} requests of {args.output_len} chunks",
+                                   gated=False)
             print("(the ceiling rows are not gated: they measure each client, not the server)")
     finally:
         if server is not None:

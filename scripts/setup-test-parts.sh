@@ -36,6 +36,14 @@ if ! command -v dockerd >/dev/null 2>&1; then
   fi
 fi
 command -v dockerd >/dev/null 2>&1 && echo "setup: Docker Engine at $(command -v dockerd)" >&2
+# a Compose implementation for `launch --backend compose` (Debian's docker-compose 1.29)
+if ! docker compose version >/dev/null 2>&1 && ! command -v docker-compose >/dev/null 2>&1; then
+  if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+    echo "setup: installing docker-compose via apt-get..." >&2
+    apt-get update -qq >&2
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends docker-compose >/dev/null
+  fi
+fi
 true
 
 # --- Ray (multi-node tests, tests/real/test_multinode*.py): Ray 2.60.0 into the vLLM CPU venv

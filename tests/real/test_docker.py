@@ -5,7 +5,8 @@ The image: tests/support/docker_image.py (`docker import` of a tiny root filesys
 ENTRYPOINT is the vLLM CPU venv's `python -m vllm.entrypoints.openai.api_server`; the venv, its
 base interpreter and /usr are bind-mounted read-only with `--volume`).
 
-Real vLLM starts in this module: one full start (launch → ready → chat + validate → stop), one
+Real vLLM starts in this module: two full starts (docker: launch → ready → chat + validate →
+stop; compose: the rendered file up → ready → stop, when a Compose is installed), one
 interrupted start (SIGINT to a foreground launch) and one that dies at argument parsing (an
 unknown flag). The other failure paths start nothing.
 """
@@ -288,17 +289,46 @@ def test_unreachable_daemon_is_one_line_exit_1(dockerd, vllm_python, model_dir, 
     assert "Docker daemon" in line and dead in line and "Traceback" not in p.stderr
 
 
-def test_compose_backend_needs_a_compose_implementation(dockerd, model_dir, tmp_path, state_dir):
+def test_compose_backend_without_compose_is_one_line_exit_1(dockerd, model_dir, tmp_path, state_dir):
+    empty = tmp_path / "empty-path"
+    empty.mkdir()
+    p = _cli(_env(dockerd, state_dir, PATH=str(empty)), "launch", "--backend", "compose", "--plan",
+             str(_plan(tmp_path, model_dir, _free_port())), "--detach", timeout=120)
+    assert p.returncode == 1, p.stderr
+    assert "Compose" in _error_line(p.stderr) and "Traceback" not in p.stderr
+
+
+def test_compose_backend_brings_up_the_rendered_file(dockerd, client, image, vllm_python, model_dir,
+                                                      tmp_path, state_dir):
     from vllm_ops.errors import RuntimeFailure
     from vllm_ops.launch.compose_backend import find_compose
 
     try:
         find_compose()
-    except RuntimeFailure:
-        pass
-    else:
-        pytest.skip("a Compose implementation is installed: the missing-compose path cannot be shown")
-    p = _cli(_env(dockerd, state_dir), "launch", "--backend", "compose", "--plan",
-             str(_plan(tmp_path, model_dir, _free_port())), "--detach", timeout=120)
-    assert p.returncode == 1, p.stderr
-    assert "Compose" in _error_line(p.stderr)
+    except RuntimeFailure as exc:
+        require_real(False, exc.one_line())
+    port, name = _free_port(), "tiny-compose"
+    env = _env(dockerd, state_dir)
+    before = _inventory(client)
+    args = _launch_args(_plan(tmp_path, model_dir, port), image, vllm_python, name, "--detach",
+                        "--json", "--no-validate")
+    args[args.index("docker")] = "compose"
+    t0 = time.monotonic()
+    p = _cli(env, *args)
+    print(f"\n[compose] launch → ready: {time.monotonic() - t0:.1f} s")
+    try:
+        assert p.returncode == 0, p.stderr[-3000:]
+        doc = json.loads(p.stdout)
+        assert doc["ready"] and "API server up" in doc["stages"]
+        project = state_dir / "compose" / name
+        assert (project / "docker-compose.yml").exists() and (project / "vllm-ops.compose.yml").exists()
+        (container,) = client.containers.list(filters={"label": f"vllm-ops.deployment={name}"})
+        assert container.labels["com.docker.compose.project"] == f"vllm-ops-{name}"
+        s = _cli(env, "status", name, "--json", timeout=60)
+        (row,) = json.loads(s.stdout)["deployments"]
+        assert row["alive"] and row["healthy"] and row["backend"] == "compose"
+    finally:
+        st = _cli(env, "stop", name, timeout=240)
+    assert st.returncode == 0, st.stderr
+    assert _ours(client, name) == []
+    assert _created_since(client, before) == (set(), set(), set())   # project network gone too

@@ -131,14 +131,13 @@ def _sse_handler(fail_every: int, output_len: int = 4):
 
 async def _run(fail_every, mode="concurrency"):
     from vllm_ops.client import VLLMProvider
-    from vllm_ops.loadtest.streaming import astream_chunks
 
     llm = VLLMProvider(base_url="http://mock/v1", model="m", max_retries=0,
                        transport=httpx.MockTransport(_sse_handler(fail_every)))
 
     def stream(prompt):
-        return astream_chunks(llm, prompt=prompt, endpoint="completions", max_tokens=4,
-                              ignore_eos=True, stream_options={"include_usage": True})
+        return llm.astream_events(prompt=prompt, endpoint="completions", max_tokens=4,
+                                  ignore_eos=True, stream_options={"include_usage": True})
 
     prompts = [[1, 2, 3]] * 12
     try:

@@ -254,10 +254,16 @@ def test_compose_missing_is_a_clear_error():
     assert find_compose(run=lambda *a, **k: P(), which=lambda n: f"/usr/bin/{n}") == ["/usr/bin/docker-compose"]
 
 
-def test_compose_override_labels_and_secrets_by_name_only():
+def test_compose_override_adapts_the_rendered_service():
     from vllm_ops.launch.compose_backend import override_doc
 
-    doc = override_doc(["tiny-0", "tiny-1"], "tiny", caller={"HF_TOKEN": "hf-secret"})
-    assert doc["services"]["tiny-1"]["labels"]["vllm-ops.replica"] == "1"
-    assert doc["services"]["tiny-0"]["environment"] == ["HF_TOKEN"]
+    cmd = db.container_args(["vllm", "serve", "/m", "--host", "127.0.0.1", "--port", "9001"], 9001)
+    doc = override_doc("vllm", "tiny", cmd, DockerOptions(image="img:1", volumes=["/usr:/usr:ro"]),
+                       caller={"HF_TOKEN": "hf-secret"})
+    svc = doc["services"]["vllm"]
+    assert svc["labels"]["vllm-ops.deployment"] == "tiny" and svc["labels"]["vllm-ops.replica"] == "0"
+    assert svc["command"] == ["--model", "/m", "--host", "0.0.0.0", "--port", "9001"]
+    assert svc["restart"] == "no" and svc["image"] == "img:1"
+    assert svc["volumes"] == [{"type": "bind", "source": "/usr", "target": "/usr", "read_only": True}]
+    assert svc["environment"] == ["HF_TOKEN"]                 # by name: compose copies the value
     assert "hf-secret" not in repr(doc)

@@ -8,9 +8,9 @@ beam search) and ``create_llm("vllm", model=...)``.
 Settings come from ``VLLM_BASE_URL`` / ``VLLM_API_KEY`` unless passed (:mod:`.settings`);
 errors are :class:`VLLMError` subclasses (:mod:`.errors`).
 """
-from vllm_ops.client._models import Choice, GenerateResponse, ModelInfo, Tokenized, Usage
+from vllm_ops.client._models import Choice, GenerateResponse, ModelInfo, StreamEvent, Tokenized, Usage
 from vllm_ops.client._prometheus import Metrics, Sample, parse_prometheus
-from vllm_ops.client._sse import SSEDecoder, SSEEvent
+from vllm_ops.client._sse import SSEDataDecoder, SSEDecoder, SSEEvent
 from vllm_ops.client.errors import (AuthenticationError, BadRequestError, ConnectTimeoutError,
                                     InvalidRequestError, NotFoundError, RateLimitError, ResponseError,
                                     ServerError, VLLMConnectionError, VLLMError, VLLMStatusError,
@@ -20,8 +20,8 @@ from vllm_ops.client.settings import ClientSettings
 
 __all__ = [
     "VLLMProvider", "create_llm", "ClientSettings",
-    "GenerateResponse", "Choice", "Usage", "ModelInfo", "Tokenized", "Metrics", "Sample",
-    "parse_prometheus", "SSEDecoder", "SSEEvent",
+    "GenerateResponse", "Choice", "Usage", "StreamEvent", "ModelInfo", "Tokenized", "Metrics", "Sample",
+    "parse_prometheus", "SSEDecoder", "SSEDataDecoder", "SSEEvent",
     "VLLMError", "VLLMConnectionError", "ConnectTimeoutError", "VLLMTimeoutError", "VLLMStatusError",
     "BadRequestError", "AuthenticationError", "NotFoundError", "RateLimitError", "ServerError",
     "ResponseError", "InvalidRequestError",

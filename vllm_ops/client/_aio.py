@@ -127,7 +127,7 @@ class AioResponse:
 
     Has the ``httpx.Response`` surface the client uses: ``status_code``, ``reason_phrase``,
     ``headers`` (lower-case names), ``content``, ``text``, ``json()``, ``request.url``,
-    ``aiter_raw()``, ``aread()``, ``aclose()``.
+    ``aiter_raw()``/``aiter_bytes()``, ``aread()``, ``aclose()``.
     """
 
     __slots__ = ("status_code", "reason_phrase", "headers", "request", "_pool", "_conn", "_mode",
@@ -200,6 +200,8 @@ class AioResponse:
                     await conn.wait(timeout)
                 except httpx.RemoteProtocolError:
                     pass
+
+    aiter_bytes = aiter_raw  # no content-encoding is asked for (no accept-encoding is sent)
 
     def _parse_chunks(self, buf: bytearray) -> tuple[list[bytes], bool]:
         pieces: list[bytes] = []

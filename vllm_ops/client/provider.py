@@ -2,8 +2,12 @@
 
 Only sending (with retries), sleeping and stream iteration are written twice here; every request
 body, URL and response parse lives once in the base. One ``httpx.HTTPTransport`` (sync calls) and
-one ``httpx.AsyncHTTPTransport`` (async calls) per provider, each created on first use: one
-connection pool per face. Close with ``close()`` / ``aclose()`` or use ``with`` / ``async with``.
+one lean asyncio keep-alive pool (async calls, :mod:`._aio`; an injected ``async_transport`` or
+``transport`` replaces it with httpx) per provider, each created on first use: one connection pool
+per face. Close with ``close()`` / ``aclose()`` or use ``with`` / ``async with``.
+
+Streams are read to their end after ``data: [DONE]`` so the connection goes back to the pool
+(keep-alive); a stream abandoned early closes its connection.
 
 Endpoint choice: ``generate`` sends ``/v1/chat/completions`` by default — a ``prompt`` is wrapped
 as a user message (appended after ``messages`` when both are given; ``system_prompt`` is put
@@ -13,14 +17,16 @@ from __future__ import annotations
 
 import asyncio
 import time
+from time import perf_counter
 from typing import Any, AsyncIterator, Iterator, Sequence
 
 import httpx
 
+from vllm_ops.client._aio import AioPool
 from vllm_ops.client._base import _DONE, BaseProvider, Flow, Req, gen_args, status_error, transport_error
-from vllm_ops.client._models import GenerateResponse, ModelInfo, Tokenized
+from vllm_ops.client._models import GenerateResponse, ModelInfo, StreamEvent, Tokenized
 from vllm_ops.client._prometheus import Metrics
-from vllm_ops.client._sse import SSEDecoder
+from vllm_ops.client._sse import SSEDataDecoder
 from vllm_ops.client.errors import VLLMError, VLLMStatusError
 
 __all__ = ["VLLMProvider", "create_llm"]
@@ -40,7 +46,7 @@ class VLLMProvider(BaseProvider):
     """
 
     _http: httpx.BaseTransport | None = None
-    _ahttp: httpx.AsyncBaseTransport | None = None
+    _ahttp: Any = None  # AioPool, or the injected httpx async transport
     _aloop: asyncio.AbstractEventLoop | None = None
 
     # -- the two senders ----------------------------------------------------------------------
@@ -52,13 +58,18 @@ class VLLMProvider(BaseProvider):
             self._http = self._transport or httpx.HTTPTransport(limits=self._limits)
         return self._http
 
-    def _apool(self) -> httpx.AsyncBaseTransport:
+    def _apool(self) -> Any:
         # an async pool's connections belong to one event loop: a new loop (another
         # asyncio.run) gets a new pool; the old one cannot be closed from here and is dropped
         loop = asyncio.get_running_loop()
         if self._ahttp is None or self._aloop is not loop:
             self._aloop = loop
-            self._ahttp = self._async_transport or httpx.AsyncHTTPTransport(limits=self._limits)
+            if self._async_transport is not None:
+                self._ahttp = self._async_transport
+            else:
+                s = self.settings
+                self._ahttp = AioPool(s.max_connections, connect_timeout=s.connect_timeout,
+                                      read_timeout=s.timeout)
         return self._ahttp
 
     def _send(self, req: Req) -> httpx.Response:
@@ -89,21 +100,30 @@ class VLLMProvider(BaseProvider):
             time.sleep(wait)
             attempt += 1
 
-    async def _asend(self, req: Req) -> httpx.Response:
+    async def _asend(self, req: Req) -> Any:
+        """Send on the async face; the response (``AioResponse`` or ``httpx.Response``) with its
+        body read, or — ``req.stream`` and a success status — still to be read."""
         pool = self._ahttp if self._aloop is asyncio.get_running_loop() else self._apool()
+        aio = type(pool) is AioPool
+        if aio:
+            headers = self._plain_headers if req.body is None else self._json_headers
+            content = None if req.body is None else self._content(req)
         started = time.monotonic()
         attempt = 0
         while True:
             cause: Exception | None = None
-            request = self._request(req)
             try:
-                resp = await pool.handle_async_request(request)
-                resp.request = request
-                if not req.stream or resp.status_code >= 400:
-                    try:
-                        await resp.aread()
-                    finally:
-                        await resp.aclose()
+                if aio:
+                    resp = await pool.request(req.method, req.url, headers, content, stream=req.stream)
+                else:
+                    request = self._request(req)
+                    resp = await pool.handle_async_request(request)
+                    resp.request = request
+                    if not req.stream or resp.status_code >= 400:
+                        try:
+                            await resp.aread()
+                        finally:
+                            await resp.aclose()
             except httpx.TransportError as exc:
                 err: VLLMError = transport_error(exc, req)
                 cause = exc
@@ -157,7 +177,8 @@ class VLLMProvider(BaseProvider):
         """Close both connection pools."""
         if self._ahttp is not None:
             if self._ahttp is not self._async_transport:
-                await self._ahttp.aclose()
+                if self._aloop is asyncio.get_running_loop():
+                    await self._ahttp.aclose()
             self._ahttp = self._aloop = None
         self.close()
 
@@ -213,28 +234,9 @@ class VLLMProvider(BaseProvider):
                response_model: type | None = None, use_beam_search: bool = False,
                best_of: int | None = None, endpoint: str = "chat", **extra: Any) -> Iterator[str]:
         """Text deltas of the first choice as they arrive (no beam search: vLLM can't stream it)."""
-        args = gen_args(locals())
-        req, ep = self._drive(self._generate_flow(args, stream=True))
-        resp = self._send(req)
-        try:
-            decoder = SSEDecoder()
-            for chunk in resp.iter_text():
-                for ev in decoder.feed(chunk):
-                    delta = self.stream_delta(ev, ep)
-                    if delta is _DONE:
-                        return
-                    if delta:
-                        yield delta
-            for ev in decoder.flush():
-                delta = self.stream_delta(ev, ep)
-                if delta is _DONE:
-                    return
-                if delta:
-                    yield delta
-        except httpx.TransportError as exc:
-            raise transport_error(exc, req) from exc
-        finally:
-            resp.close()
+        for ev in self._events(gen_args(locals())):
+            if ev.text:
+                yield ev.text
 
     async def astream(self, prompt: str | None = None, *, messages: Sequence[dict] | None = None,
                       model: str | None = None, system_prompt: str | None = None,
@@ -246,24 +248,98 @@ class VLLMProvider(BaseProvider):
                       response_model: type | None = None, use_beam_search: bool = False,
                       best_of: int | None = None, endpoint: str = "chat", **extra: Any) -> AsyncIterator[str]:
         """Async :meth:`stream`."""
-        args = gen_args(locals())
-        req, ep = await self._adrive(self._generate_flow(args, stream=True))
-        resp = await self._asend(req)
+        async for ev in self._aevents(gen_args(locals())):
+            if ev.text:
+                yield ev.text
+
+    def stream_events(self, prompt: str | None = None, *, messages: Sequence[dict] | None = None,
+                      model: str | None = None, system_prompt: str | None = None,
+                      max_tokens: int | None = None, temperature: float | None = None,
+                      top_p: float | None = None, top_k: int | None = None, min_p: float | None = None,
+                      stop: str | list[str] | None = None, seed: int | None = None, n: int | None = None,
+                      guided_json: Any = None, guided_regex: str | None = None,
+                      guided_choice: Sequence[str] | None = None, guided_grammar: str | None = None,
+                      response_model: type | None = None, use_beam_search: bool = False,
+                      best_of: int | None = None, endpoint: str = "chat", **extra: Any) -> Iterator[StreamEvent]:
+        """The raw stream: one :class:`StreamEvent` per decoded chunk (its JSON ``data``, arrival
+        ``time`` from ``time.perf_counter()``, choice 0's ``text`` delta, ``usage`` when present),
+        then a final ``done`` marker once ``data: [DONE]`` arrived. Same arguments as
+        :meth:`generate` (``stream_options={"include_usage": True}`` adds the usage chunk).
+        An error status raises before any event; an ``error`` event raises its
+        :class:`VLLMStatusError`."""
+        return self._events(gen_args(locals()))
+
+    def astream_events(self, prompt: str | None = None, *, messages: Sequence[dict] | None = None,
+                       model: str | None = None, system_prompt: str | None = None,
+                       max_tokens: int | None = None, temperature: float | None = None,
+                       top_p: float | None = None, top_k: int | None = None, min_p: float | None = None,
+                       stop: str | list[str] | None = None, seed: int | None = None, n: int | None = None,
+                       guided_json: Any = None, guided_regex: str | None = None,
+                       guided_choice: Sequence[str] | None = None, guided_grammar: str | None = None,
+                       response_model: type | None = None, use_beam_search: bool = False,
+                       best_of: int | None = None, endpoint: str = "chat", **extra: Any) -> AsyncIterator[StreamEvent]:
+        """Async :meth:`stream_events`."""
+        return self._aevents(gen_args(locals()))
+
+    def _events(self, args: dict) -> Iterator[StreamEvent]:
+        req, ep = self._drive(self._generate_flow(args, stream=True))
+        chat = ep == "chat"
+        resp = self._send(req)
+        event = self.stream_event
         try:
-            decoder = SSEDecoder()
-            async for chunk in resp.aiter_text():
-                for ev in decoder.feed(chunk):
-                    delta = self.stream_delta(ev, ep)
-                    if delta is _DONE:
+            decoder = SSEDataDecoder()
+            raw = resp.iter_bytes()
+            for chunk in raw:
+                now = perf_counter()
+                for data in decoder.feed(chunk):
+                    ev = event(data, now, chat)
+                    if ev is _DONE:
+                        for _ in raw:  # the rest (the last chunk's end): the connection is reusable
+                            pass
+                        yield StreamEvent(None, now, done=True)
                         return
-                    if delta:
-                        yield delta
-            for ev in decoder.flush():
-                delta = self.stream_delta(ev, ep)
-                if delta is _DONE:
+                    if ev is not None:
+                        yield ev
+            now = perf_counter()
+            for data in decoder.flush():
+                ev = event(data, now, chat)
+                if ev is _DONE:
+                    yield StreamEvent(None, now, done=True)
                     return
-                if delta:
-                    yield delta
+                if ev is not None:
+                    yield ev
+        except httpx.TransportError as exc:
+            raise transport_error(exc, req) from exc
+        finally:
+            resp.close()
+
+    async def _aevents(self, args: dict) -> AsyncIterator[StreamEvent]:
+        req, ep = await self._adrive(self._generate_flow(args, stream=True))
+        chat = ep == "chat"
+        resp = await self._asend(req)
+        event = self.stream_event
+        try:
+            decoder = SSEDataDecoder()
+            raw = resp.aiter_bytes()
+            async for chunk in raw:
+                now = perf_counter()
+                for data in decoder.feed(chunk):
+                    ev = event(data, now, chat)
+                    if ev is _DONE:
+                        async for _ in raw:  # read to the end: the connection goes back to the pool
+                            pass
+                        yield StreamEvent(None, now, done=True)
+                        return
+                    if ev is not None:
+                        yield ev
+            now = perf_counter()
+            for data in decoder.flush():
+                ev = event(data, now, chat)
+                if ev is _DONE:
+                    yield StreamEvent(None, now, done=True)
+                    return
+                if ev is not None:
+                    yield ev
         except httpx.TransportError as exc:
             raise transport_error(exc, req) from exc
         finally:
@@ -327,6 +403,13 @@ class VLLMProvider(BaseProvider):
     async def atokenize(self, text: str, *, model: str | None = None,
                         add_special_tokens: bool | None = None) -> Tokenized:
         return await self._adrive(self._tokenize_flow(text, model, add_special_tokens))
+
+    def detokenize(self, tokens: Sequence[int], *, model: str | None = None) -> str:
+        """``POST /detokenize`` at the server root: the text of ``tokens``."""
+        return self._drive(self._detokenize_flow(list(tokens), model))
+
+    async def adetokenize(self, tokens: Sequence[int], *, model: str | None = None) -> str:
+        return await self._adrive(self._detokenize_flow(list(tokens), model))
 
     def metrics(self) -> Metrics:
         """``GET /metrics`` parsed: ``{name: [Sample(labels, value), ...]}`` (+ ``.types``, ``.value()``)."""

@@ -1,10 +1,15 @@
 """``vllm-ops launch --backend compose``: bring up the plan's rendered Compose file.
 
 The file is :func:`vllm_ops.render.render` ``(plan, "compose")`` written under
-``<state_dir>/compose/<name>/``, plus a small override file (``vllm-ops.compose.yml``) that
-adds the deployment labels (``vllm-ops.deployment``/``vllm-ops.replica``) and passes the caller's
-secrets (``VLLM_API_KEY``, ``HF_TOKEN``, ...) through by NAME only (Compose copies the value from
-its own environment: no value is written to a file or an argv). The project is
+``<state_dir>/compose/<name>/``, plus a small override file (``vllm-ops.compose.yml``) that adapts
+it to this launch: the deployment labels (``vllm-ops.deployment``/``vllm-ops.replica``); the
+command the launcher built (``--`` extra args and ``--auto-retry`` changes included) with
+``--host 0.0.0.0`` (a container must listen on all its interfaces to be reached through the
+published port); ``restart: "no"`` (a start that fails must fail, not loop: the launcher
+diagnoses it); ``--image`` and ``--volume`` when given; and the caller's secrets
+(``VLLM_API_KEY``, ``HF_TOKEN``, ...) passed through by NAME only (Compose copies the value from
+its own environment: no value is written to a file or an argv). Single-replica plans only (one
+readiness target); ``--backend docker`` runs one container per replica. The project is
 ``vllm-ops-<name>``; ``stop`` runs ``down --volumes --remove-orphans`` (containers, the project
 network and its anonymous volumes go). The same staged readiness as the other backends follows:
 ``compose logs -f`` is appended to the deployment's log file.
@@ -23,9 +28,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from vllm_ops.errors import RuntimeFailure
+from vllm_ops.errors import BadInput, RuntimeFailure
 from vllm_ops.launch.docker_backend import (LABEL_DEPLOYMENT, LABEL_MANAGED, LABEL_REPLICA, PASS_ENV,
-                                            DockerBackend, container_name, docker_errors)
+                                            DockerBackend, DockerOptions, container_args,
+                                            container_name, docker_errors, parse_volume)
 from vllm_ops.launch.state import Deployment, redact_env
 
 COMPOSE_FILE = "docker-compose.yml"
@@ -55,26 +61,37 @@ def find_compose(run=subprocess.run, which=shutil.which) -> list[str]:
                          hint="install one, or use --backend docker")
 
 
-def override_doc(services: list[str], name: str, caller: dict[str, str] | None = None) -> dict:
-    """The override file: labels per service, secrets passed through by name."""
+def override_doc(service: str, name: str, command: list[str] | None = None,
+                 options: DockerOptions | None = None, caller: dict[str, str] | None = None) -> dict:
+    """The override file for the rendered ``service`` (see the module doc)."""
     caller = os.environ if caller is None else caller
+    options = options or DockerOptions()
+    entry: dict[str, Any] = {"labels": {LABEL_DEPLOYMENT: name, LABEL_REPLICA: "0",
+                                        LABEL_MANAGED: "1"},
+                             "restart": "no"}
+    if command is not None:
+        entry["command"] = list(command)
     secrets = [k for k in PASS_ENV if caller.get(k)]
-    doc: dict[str, Any] = {"services": {}}
-    for i, svc in enumerate(services):
-        entry: dict[str, Any] = {"labels": {LABEL_DEPLOYMENT: name, LABEL_REPLICA: str(i),
-                                            LABEL_MANAGED: "1"}}
-        if secrets:
-            entry["environment"] = list(secrets)
-        doc["services"][svc] = entry
-    return doc
+    if secrets:
+        entry["environment"] = secrets
+    if options.image:
+        entry["image"] = options.image
+    if options.volumes:
+        entry["volumes"] = []
+        for spec in options.volumes:
+            host, target, mode = parse_volume(spec)
+            entry["volumes"].append({"type": "bind", "source": host, "target": target,
+                                     "read_only": mode == "ro"})
+    return {"services": {service: entry}}
 
 
 class ComposeBackend(DockerBackend):
     """A rendered Compose project as one deployment (its containers are found by project label)."""
     name = "compose"
 
-    def __init__(self, compose: list[str] | None = None, client: Any = None):
-        super().__init__(client=client)
+    def __init__(self, options: DockerOptions | None = None, compose: list[str] | None = None,
+                 client: Any = None):
+        super().__init__(options, client=client)
         self._compose = compose
         self._log_procs: dict[str, subprocess.Popen] = {}
 
@@ -101,14 +118,22 @@ class ComposeBackend(DockerBackend):
         compose = self.compose          # fails (one line) before anything is written or started
         _ = self.client                 # the daemon must answer too
         plan = Plan.from_dict(json.loads(json.dumps(spec.plan or {})))
+        if len(plan.replicas) > 1:
+            raise BadInput(f"--backend compose launches single-replica plans; this one has "
+                           f"{len(plan.replicas)}", hint="use --backend docker (one container per "
+                           "replica), or `vllm-ops render --format compose` and run it yourself")
         if plan.replicas:
             plan.replicas[0].port = int(spec.port)
         art = render(plan, "compose")
         d = self.project_dir(spec)
         art.write(d)
-        services = list((yaml.safe_load(art.files[COMPOSE_FILE]).get("services") or {}))
-        services = [s for s in services if s != "lb"]
-        (d / OVERRIDE_FILE).write_text(yaml.safe_dump(override_doc(services, spec.name)))
+        services = [s for s in (yaml.safe_load(art.files[COMPOSE_FILE]).get("services") or {})
+                    if s != "lb"]
+        for cache in ("~/.cache/huggingface", "~/.cache/vllm"):   # bind sources must exist
+            Path(cache).expanduser().mkdir(parents=True, exist_ok=True)
+        doc = override_doc(services[0], spec.name, container_args(spec.argv, int(spec.port)),
+                           self.options)
+        (d / OVERRIDE_FILE).write_text(yaml.safe_dump(doc, sort_keys=False))
         spec.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(spec.log_path, "ab") as log:
             log.write(f"=== vllm-ops launch {spec.name} {time.strftime('%Y-%m-%d %H:%M:%S')}: "
@@ -143,7 +168,12 @@ class ComposeBackend(DockerBackend):
                 all=True, filters={"label": f"{PROJECT_LABEL}={container_name(name)}"})
 
     def alive(self, dep: Deployment) -> bool:
-        return any(c.status in ("running", "created", "restarting") for c in self.containers(dep))
+        running = any(c.status in ("running", "created", "restarting") for c in self.containers(dep))
+        proc = self._log_procs.get(dep.name)
+        if not running and proc is not None:   # let `compose logs -f` write the last lines
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(5)
+        return running
 
     def stop(self, dep: Deployment, grace: float = 20.0) -> bool:
         proc = self._log_procs.pop(dep.name, None)

@@ -127,7 +127,7 @@ def vllm_args(argv: Sequence[str]) -> list[str]:
     return rest
 
 
-def container_args(argv: Sequence[str]) -> list[str]:
+def container_args(argv: Sequence[str], port: int = CONTAINER_PORT) -> list[str]:
     """``vllm_args`` with ``--host``/``--port`` replaced by the container's own (0.0.0.0:8000)."""
     out: list[str] = []
     args = vllm_args(argv)
@@ -142,7 +142,7 @@ def container_args(argv: Sequence[str]) -> list[str]:
             continue
         out.append(tok)
         i += 1
-    return [*out, "--host", "0.0.0.0", "--port", str(CONTAINER_PORT)]
+    return [*out, "--host", "0.0.0.0", "--port", str(port)]
 
 
 def _flag_value(args: Sequence[str], flag: str) -> str | None:
@@ -282,7 +282,8 @@ class DockerBackend:
         self._remove_leftover(name, spec.name)
         kwargs: dict[str, Any] = dict(
             image=image, command=args, name=name, detach=True, environment=env,
-            labels={LABEL_DEPLOYMENT: spec.name, LABEL_REPLICA: str(replica_index(spec.name)),
+            labels={LABEL_DEPLOYMENT: spec.name,
+                    LABEL_REPLICA: str(spec.extra.get("replica", replica_index(spec.name))),
                     LABEL_MANAGED: "1"},
             ports={f"{CONTAINER_PORT}/tcp": (publish_host, int(spec.port))},
             volumes=binds, stdin_open=False, tty=False)

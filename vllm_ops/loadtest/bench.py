@@ -1,6 +1,7 @@
 """``run_bench``: levels of streaming load against a vLLM server → :class:`BenchReport`.
 
-Every request is a streaming ``/v1/completions`` call through the bundled client with
+Every request is a streaming ``/v1/completions`` call through the bundled client
+(``VLLMProvider.astream_events``) with
 ``ignore_eos: true`` and ``max_tokens = output_len`` (fixed output length) and
 ``stream_options.include_usage`` (exact token counts). Prompts are random token-id lists of
 ``input_len`` drawn from the server's own vocabulary (or a ``--dataset`` file). Between levels,
@@ -20,7 +21,6 @@ from vllm_ops.loadtest.prompts import (VOCAB_TEXT, load_dataset, random_token_pr
                                        vocabulary_from_tokens)
 from vllm_ops.loadtest.report import BenchReport, PlanLimits, analyse
 from vllm_ops.loadtest.stats import ServerSide, summarize
-from vllm_ops.loadtest.streaming import astream_chunks
 
 Progress = Callable[[str, str], None]
 
@@ -87,10 +87,12 @@ async def arun_bench(url: str, *, model: str | None = None,
             prompts = random_token_prompts(vocab, num_prompts, input_len, seed)
             prompt_lens = [input_len] * num_prompts
 
+        events = llm.astream_events
+        include_usage = {"include_usage": True}
+
         def stream(prompt: Any):
-            return astream_chunks(llm, prompt=prompt, endpoint="completions", model=model,
-                                  max_tokens=output_len, temperature=0.0, ignore_eos=True,
-                                  stream_options={"include_usage": True})
+            return events(prompt, endpoint="completions", model=model, max_tokens=output_len,
+                          temperature=0.0, ignore_eos=True, stream_options=include_usage)
 
         # one warm-up request (not timed): connections, the server's first-request costs
         say("warm-up", f"{model} at {url}")

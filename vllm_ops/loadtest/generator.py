@@ -2,51 +2,57 @@
 requests and times every chunk. Pure scheduling over an injected stream function, so it runs the
 same against vLLM, a mock transport or a trivial SSE server.
 
-``stream(prompt)`` must return an async iterator of decoded stream chunks (the JSON objects of
-the ``data:`` events; ``[DONE]`` ends it) and raise on any error. A chunk with a non-empty
-``choices`` list counts as a token chunk (its arrival time is recorded); a chunk with ``usage``
-gives the exact token counts.
+``stream(prompt)`` must return an async iterator of :class:`~vllm_ops.client.StreamEvent` (what
+``VLLMProvider.astream_events`` yields: decoded chunk ``data``, arrival ``time``, ``usage``, and a
+final ``done`` marker) and raise on any error. As in vLLM's own benchmark, a chunk with a
+non-empty ``choices`` list counts as a token chunk (its arrival time is recorded; TTFT is the
+first one's, measured from just before the request is built and sent); a chunk with ``usage``
+gives the exact token counts. A request ends at the arrival of ``data: [DONE]`` (else when the
+stream ends).
 """
 from __future__ import annotations
 
 import asyncio
 import math
 import random
-import time
+from time import perf_counter
 from typing import Any, AsyncIterator, Awaitable, Callable, Sequence
 
 from vllm_ops.loadtest.stats import RequestResult
 
-StreamFn = Callable[[Any], AsyncIterator[dict]]
+StreamFn = Callable[[Any], AsyncIterator[Any]]
 ProgressFn = Callable[[int, int], None]        # (done, total)
 
 
 async def timed_request(stream: StreamFn, prompt: Any, *, prompt_len: int = 0) -> RequestResult:
     """Send one streaming request; record when each token chunk arrived and the usage."""
-    res = RequestResult(start=time.perf_counter(), prompt_tokens=prompt_len)
-    chunks = 0
+    res = RequestResult(start=perf_counter(), prompt_tokens=prompt_len)
+    times = res.chunk_times
+    end = None
     try:
-        async for chunk in stream(prompt):
-            now = time.perf_counter()
-            if chunk.get("choices"):
-                res.chunk_times.append(now)
-                chunks += 1
-            usage = chunk.get("usage")
-            if usage:
+        async for ev in stream(prompt):
+            data = ev.data
+            if data is None:  # the done marker
+                end = ev.time
+                continue
+            if data.get("choices"):
+                times.append(ev.time)
+            usage = ev.usage
+            if usage is not None:
                 res.usage_reported = True
-                res.output_tokens = int(usage.get("completion_tokens") or 0)
-                res.prompt_tokens = int(usage.get("prompt_tokens") or res.prompt_tokens)
-        res.end = time.perf_counter()
+                res.output_tokens = usage.completion_tokens
+                res.prompt_tokens = usage.prompt_tokens or res.prompt_tokens
+        res.end = end if end is not None else perf_counter()
         if not res.usage_reported:
-            res.output_tokens = chunks
-        if not res.chunk_times:
+            res.output_tokens = len(times)
+        if not times:
             res.error = "the stream carried no tokens"
         else:
             res.ok = True
     except asyncio.CancelledError:
         raise
     except Exception as exc:  # noqa: BLE001 — any failure of one request is counted, not raised
-        res.end = time.perf_counter()
+        res.end = perf_counter()
         res.error = _one_line(exc)
     return res
 
@@ -54,26 +60,12 @@ async def timed_request(stream: StreamFn, prompt: Any, *, prompt_len: int = 0) -
 async def run_concurrency(stream: StreamFn, prompts: Sequence[Any], concurrency: int, *,
                           prompt_lens: Sequence[int] | None = None,
                           progress: ProgressFn | None = None) -> list[RequestResult]:
-    """Keep ``concurrency`` requests in flight until every prompt has been sent."""
+    """Every prompt at once behind a semaphore of ``concurrency`` (as vLLM's benchmark does with
+    ``--max-concurrency``): a request is sent as soon as a slot frees."""
     if concurrency < 1:
         raise ValueError("concurrency must be at least 1")
-    results: list[RequestResult | None] = [None] * len(prompts)
-    next_i = 0
-    done = 0
-
-    async def worker() -> None:
-        nonlocal next_i, done
-        while next_i < len(prompts):
-            i = next_i
-            next_i += 1
-            results[i] = await timed_request(stream, prompts[i],
-                                             prompt_len=prompt_lens[i] if prompt_lens else 0)
-            done += 1
-            if progress:
-                progress(done, len(prompts))
-
-    await asyncio.gather(*(worker() for _ in range(min(concurrency, len(prompts)))))
-    return [r for r in results if r is not None]
+    return await run_rate(stream, prompts, math.inf, max_concurrency=concurrency,
+                          prompt_lens=prompt_lens, progress=progress)
 
 
 async def run_rate(stream: StreamFn, prompts: Sequence[Any], rate: float, *, seed: int = 0,

@@ -16,9 +16,7 @@ from pathlib import Path
 from typing import Any, Awaitable, Callable
 
 from vllm_ops.client import NotFoundError, VLLMError, VLLMProvider, VLLMStatusError
-from vllm_ops.client._base import Req
 from vllm_ops.loadtest.stats import percentile
-from vllm_ops.loadtest.streaming import StreamState, astream_chunks
 from vllm_ops.validate import constraints
 from vllm_ops.validate.report import FAIL, PASS, SKIP, CheckResult
 
@@ -113,16 +111,11 @@ async def default_model(ctx: Context) -> str | None:
     return None
 
 
-def _detokenize_flow(llm: VLLMProvider, tokens: list[int], model: str | None):
-    resp = yield Req("POST", llm.root_url + "/detokenize", {"model": model, "tokens": tokens})
-    return resp.json().get("prompt")
-
-
 async def check_tokenize(ctx: Context) -> Any:
     tok = await ctx.llm.atokenize(TOKENIZE_TEXT, model=ctx.model, add_special_tokens=False)
     if not tok.tokens or tok.count != len(tok.tokens):
         raise CheckFailed(f"/tokenize gave count {tok.count} for {len(tok.tokens)} tokens")
-    text = await ctx.llm._adrive(_detokenize_flow(ctx.llm, list(tok.tokens), ctx.model))
+    text = await ctx.llm.adetokenize(tok.tokens, model=ctx.model)
     if text != TOKENIZE_TEXT:
         raise CheckFailed(f"/tokenize then /detokenize gave {str(text)[:60]!r}, "
                           f"not {TOKENIZE_TEXT!r}")
@@ -153,26 +146,32 @@ async def check_completion(ctx: Context) -> Any:
 
 async def check_stream(ctx: Context) -> Any:
     max_tokens = 8
-    st = StreamState()
     t0 = time.perf_counter()
     ttft = None
     content = 0
-    async for chunk in astream_chunks(ctx.llm, st, prompt=PROMPT, model=ctx.model,
-                                      max_tokens=max_tokens, temperature=0.0, ignore_eos=True,
-                                      stream_options={"include_usage": True}):
-        if chunk.get("choices"):
+    done = False
+    usage = None
+    async for ev in ctx.llm.astream_events(PROMPT, model=ctx.model, max_tokens=max_tokens,
+                                           temperature=0.0, ignore_eos=True,
+                                           stream_options={"include_usage": True}):
+        if ev.done:
+            done = True
+            break
+        if ev.choices:
             if ttft is None:
-                ttft = _ms(t0)
+                ttft = (ev.time - t0) * 1000.0
             content += 1
+        if ev.usage is not None:
+            usage = ev.usage
     problems = []
     if content == 0:
         problems.append("no content chunks arrived")
-    if not st.done:
+    if not done:
         problems.append("the stream ended without data: [DONE]")
-    if st.usage is None:
+    if usage is None:
         problems.append("no usage chunk (stream_options.include_usage)")
-    elif st.usage.get("completion_tokens") != max_tokens:
-        problems.append(f"usage says {st.usage.get('completion_tokens')} tokens, asked {max_tokens}")
+    elif usage.completion_tokens != max_tokens:
+        problems.append(f"usage says {usage.completion_tokens} tokens, asked {max_tokens}")
     if problems:
         raise CheckFailed("; ".join(problems))
     return (f"{content} chunks, TTFT {ttft:.0f} ms, [DONE] and usage seen",
