@@ -246,7 +246,7 @@ def main() -> int:
     ap.add_argument("--model", default=None, help="served model name (default: the listed base model)")
     ap.add_argument("--tokenizer", default=None, help="model dir for vLLM's benchmark (default: /v1/models root)")
     ap.add_argument("--concurrency", type=int, default=4)
-    ap.add_argument("--num-prompts", type=int, default=40)
+    ap.add_argument("--num-prompts", type=int, default=200, help="per round (short levels are noise: 40 prompts last ~1 s)")
     ap.add_argument("--input-len", type=int, default=32)
     ap.add_argument("--output-len", type=int, default=16)
     ap.add_argument("--rounds", type=int, default=5)

@@ -32,7 +32,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # usage errors: one line, exit 2
-        sys.stderr.write(f"vllm-ops: error: {message} (see '{self.prog} --help')\n")
+        from vllm_ops.errors import shorten
+
+        sys.stderr.write(f"vllm-ops: error: {shorten(message)} (see '{self.prog} --help')\n")
         raise SystemExit(2)
 
 
@@ -101,7 +103,9 @@ def run_command(args: argparse.Namespace) -> int:
         if mapped is not None:
             sys.stderr.write(f"vllm-ops: error: {mapped[1]}\n")
             return mapped[0]
-        sys.stderr.write(f"vllm-ops: error: {type(exc).__name__}: {' '.join(str(exc).split())} "
+        from vllm_ops.errors import shorten
+
+        sys.stderr.write(f"vllm-ops: error: {type(exc).__name__}: {shorten(str(exc))} "
                          f"(set VLLM_OPS_DEBUG=1 for the traceback)\n")
         return 1
 
@@ -113,7 +117,9 @@ def _map_foreign(exc: Exception) -> tuple[int, str] | None:
     except Exception:  # pragma: no cover
         return None
     if isinstance(exc, VLLMError):
-        return 1, " ".join(str(exc).split())
+        from vllm_ops.errors import shorten
+
+        return 1, shorten(str(exc))
     return None
 
 

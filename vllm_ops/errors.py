@@ -13,11 +13,32 @@ status the CLI uses:
     │   └── NoGPU
     └── DoesNotFit          exit 3  the plan does not fit memory
 
-The CLI prints ``str(error)`` as one line on stderr (plus ``error.hint`` when set), never a
-traceback (``VLLM_OPS_DEBUG=1`` shows it). The client has its own hierarchy
+The CLI prints ``error.one_line()`` on stderr: ``str(error)`` with its whitespace collapsed to
+one line, plus ``error.hint`` when set, never a traceback (``VLLM_OPS_DEBUG=1`` shows it).
+Messages quote what the user gave; :func:`shorten` (applied once, in ``one_line``) cuts any
+echoed run longer than :data:`MAX_ECHO` characters, so a 5000-character ``--gpus`` or model name
+gives a readable line, not a 10 kB one. The client has its own hierarchy
 (:mod:`vllm_ops.client.errors`), mapped to exit 1 by the CLI.
 """
 from __future__ import annotations
+
+
+MAX_ECHO = 200          # longest run of echoed input kept in an error line
+MAX_LINE = 1000         # longest message (and hint) kept in an error line
+
+
+def shorten(text: str, max_echo: int = MAX_ECHO, max_line: int = MAX_LINE) -> str:
+    """``text`` on one line (whitespace collapsed), every word longer than ``max_echo``
+    characters cut to its start plus ``…(N chars)``, the whole cut at ``max_line``."""
+    words = []
+    for w in str(text).split():
+        if len(w) > max_echo:
+            w = f"{w[:max_echo]}…({len(w)} chars)"
+        words.append(w)
+    line = " ".join(words)
+    if len(line) > max_line:
+        line = line[:max_line] + f"…(+{len(line) - max_line} chars)"
+    return line
 
 
 class VllmOpsError(Exception):
@@ -28,8 +49,10 @@ class VllmOpsError(Exception):
         self.hint = hint
 
     def one_line(self) -> str:
-        msg = " ".join(str(self).split())
-        return f"{msg} ({self.hint})" if self.hint else msg
+        """The message (and hint) as the one line the CLI prints; long echoed input is cut
+        (:func:`shorten`)."""
+        msg = shorten(str(self))
+        return f"{msg} ({shorten(self.hint)})" if self.hint else msg
 
 
 class BadInput(VllmOpsError):

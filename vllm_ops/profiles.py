@@ -27,7 +27,9 @@ MAX_PROFILE_BYTES = 64 * 1024          # a hardware profile is a few hundred byt
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 _ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _FLAG_RE = re.compile(r"^[a-z][a-z0-9_]*$")
-_SECRET_ENV = {"HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "VLLM_API_KEY"}
+MAX_CPU_THREADS = 16384
+_NUMERIC_KINDS = ("fraction", "pos_int", "nonneg")
+_SIZE_RE = re.compile(r"^[0-9]+(\.[0-9]+)?[KkMmGgTt]?$")
 
 # top-level keys of a profile file, and of its `cpu:` section
 _TOP_KEYS = ("name", "description", "kind", "gpu", "count", "interconnect", "vllm_defaults",
@@ -50,9 +52,9 @@ _KNOWN_FLAGS: dict[str, tuple[str, str] | None] = {
     "max_logprobs": _POS_INT,
     "cpu_offload_gb": ("nonneg", "a number >= 0"),
     "kv_offloading_size": ("nonneg", "a number >= 0"),
-    "kv_cache_memory_bytes": None,
-    "kv_cache_dtype": None,
-    "dtype": None,
+    "kv_cache_memory_bytes": ("bytes", "a positive byte count (an integer, or a size such as 8G)"),
+    "kv_cache_dtype": ("kv_cache_dtype", "one of vLLM's --kv-cache-dtype choices"),
+    "dtype": ("dtype", "one of vLLM's --dtype choices"),
     "quantization": None,
     "enforce_eager": ("bool", "true or false"),
     "enable_prefix_caching": ("bool", "true or false"),
@@ -319,6 +321,15 @@ class _Checker:
             ok = isinstance(v, bool)
         elif kind.startswith("choice:"):
             ok = isinstance(v, str) and v in kind[7:].split(",")
+        elif kind == "bytes":
+            ok = (not isinstance(v, bool) and isinstance(v, int) and v >= 1) or \
+                (isinstance(v, str) and bool(_SIZE_RE.match(v)) and float(re.sub("[A-Za-z]", "", v)) > 0)
+        elif kind in ("dtype", "kv_cache_dtype"):
+            from vllm_ops.planning.planner import DTYPES, KV_CACHE_DTYPES, _kv_dtype_ok
+
+            ok = isinstance(v, str) and (v.lower() in DTYPES if kind == "dtype" else _kv_dtype_ok(v.lower()))
+            desc = f"{desc}: " + (", ".join(DTYPES) if kind == "dtype"
+                                  else ", ".join(KV_CACHE_DTYPES) + ", turboquant_*, octave_*")
         if not ok:
             raise self.fail(where, f"must be {desc}, got {_tname(v)} {v!r}")
         return v
@@ -369,6 +380,10 @@ def validate_profile(raw: dict[str, Any], *, path: str = "<profile>", stem: str 
         if "count" not in raw:
             raise chk.fail("count", "missing (how many GPUs the box has)")
         count = chk.integer(raw["count"], "count", 1)
+        from vllm_ops.hardware.spec import MAX_GPUS_PER_NODE
+
+        if count > MAX_GPUS_PER_NODE:
+            raise chk.fail("count", f"must be <= {MAX_GPUS_PER_NODE} (GPUs in one box), got {count}")
         interconnect = raw.get("interconnect", "none" if count == 1 else None)
         if interconnect is None:
             raise chk.fail("interconnect", "missing (nvlink, pcie or none)")
@@ -391,6 +406,8 @@ def validate_profile(raw: dict[str, Any], *, path: str = "<profile>", stem: str 
         cpu_kv = chk.number(cpu["kv_cache_space_gib"], "cpu.kv_cache_space_gib")
         if cpu.get("threads") is not None:
             cpu_threads = chk.integer(cpu["threads"], "cpu.threads", 1)
+            if cpu_threads > MAX_CPU_THREADS:
+                raise chk.fail("cpu.threads", f"must be <= {MAX_CPU_THREADS}, got {cpu_threads}")
         if cpu.get("ram_gib") is not None:
             cpu_ram = chk.number(cpu["ram_gib"], "cpu.ram_gib")
             if cpu_kv >= cpu_ram:
@@ -403,18 +420,25 @@ def validate_profile(raw: dict[str, Any], *, path: str = "<profile>", stem: str 
     limits: dict[str, float | int] = {}
     for k, v in chk.mapping(raw.get("limits"), "limits").items():
         chk.flag_name(k, "limits")
+        rule = _KNOWN_FLAGS.get(k)
+        if rule is None or rule[0] not in _NUMERIC_KINDS:
+            raise chk.fail(f"limits.{k}", "limits apply to numeric vLLM flags only "
+                                          "(gpu_memory_utilization, max_model_len, max_num_seqs, ...)")
         limits[k] = chk.flag_value(k, chk.number(v, f"limits.{k}"), "limits")
     for k, v in defaults.items():
         lim = limits.get(k)
         if lim is not None and isinstance(v, (int, float)) and not isinstance(v, bool) and v > lim:
             raise chk.fail(f"vllm_defaults.{k}", f"{v} is above its limit {lim} (limits.{k})")
 
+    from vllm_ops.planning.plan import is_secret_name   # the one secret-name rule (lazy: import cost)
+
     env: dict[str, str] = {}
     for k, v in chk.mapping(raw.get("env"), "env").items():
         if not isinstance(k, str) or not _ENV_NAME_RE.match(k):
             raise chk.fail(f"env.{k}", "not a valid environment variable name")
-        if k.upper() in _SECRET_ENV:
-            raise chk.fail(f"env.{k}", "is a secret: put it in the env file (vllm.env), never in a profile")
+        if is_secret_name(k):
+            raise chk.fail(f"env.{k}", "is a secret (KEY|TOKEN|SECRET|PASSWORD): put it in the env file "
+                                       "(vllm.env), never in a profile")
         if isinstance(v, bool):
             v = "1" if v else "0"
         if isinstance(v, (dict, list)) or v is None:

@@ -137,6 +137,35 @@ async def test_astream_and_concurrent_agenerate(vllm_server):
         assert (await p.ametrics()).value("vllm:num_requests_running") is not None
 
 
+async def test_stream_events_and_keep_alive_against_vllm(vllm_server):
+    async with VLLMProvider(vllm_server.base_url, model="tiny", max_retries=0) as p:
+        for i in range(4):
+            evs = [e async for e in p.astream_events(f"count {i}", max_tokens=6, ignore_eos=True,
+                                                     endpoint="completions",
+                                                     stream_options={"include_usage": True})]
+            assert evs[-1].done and evs[-1].data is None
+            tokens = [e for e in evs if e.choices]
+            usage = [e.usage for e in evs if e.usage is not None]
+            assert len(tokens) == 6 and all(isinstance(e.text, str) for e in tokens)
+            assert usage and usage[-1].completion_tokens == 6
+            assert [e.time for e in evs] == sorted(e.time for e in evs)
+        chat = [e async for e in p.astream_events("and chat", max_tokens=4, ignore_eos=True)]
+        assert chat[-1].done and sum(1 for e in chat if e.text) >= 1  # chat starts with a role chunk
+        texts = [d async for d in p.astream("and text", max_tokens=4, ignore_eos=True)]
+        assert texts
+        await p.agenerate("plain", max_tokens=2)
+        # every request above went over the one kept-alive connection
+        assert p._ahttp.connections_opened == 1
+
+
+def test_sync_stream_events_and_detokenize(llm):
+    evs = list(llm.stream_events("hi", max_tokens=5, ignore_eos=True, endpoint="completions"))
+    assert evs[-1].done and sum(1 for e in evs if e.choices) == 5
+    tok = llm.tokenize("hello world, again", add_special_tokens=False)
+    assert llm.detokenize(tok.tokens) == "hello world, again"
+    assert asyncio.run(llm.adetokenize(tok.tokens)) == "hello world, again"
+
+
 def test_unknown_model_is_not_found_with_vllms_message(llm):
     for _ in range(2):
         with pytest.raises(NotFoundError) as info:

@@ -30,7 +30,7 @@ from tests.support.netns import TwoHosts, available
 
 pytestmark = pytest.mark.real
 
-READY_TIMEOUT = 420
+READY_TIMEOUT = 300
 
 
 def _python() -> Path:
@@ -199,12 +199,13 @@ def test_native_multinode_pp2_across_two_hosts(vllm_py, tiny, tmp_path):
 
         val = _in_a(hosts, [sys.executable, "-m", "vllm_ops", "validate", "--url", f"http://{hosts.addr_a}:{port}",
                             "--model", "tiny", "--json", "--concurrency", "2", "--repeats", "1", "--timeout", "60",
-                            "--only", "basic"], 300, env={"PYTHONPATH": str(REPO), "VLLM_API_KEY": ""})
+                            "--only", "health,version,model,chat,completion,stream,concurrency"], 300,
+                   env={"PYTHONPATH": str(REPO), "VLLM_API_KEY": ""})
         vdoc = _json_or_none(val.stdout)
         print(f"native multi-node: vllm-ops validate exit {val.returncode}: "
-              f"{(json.dumps(vdoc)[:600] if vdoc else val.stderr[-600:])}")
-        if vdoc is not None or val.returncode == 0:
-            assert val.returncode == 0, val.stdout[-2000:] + val.stderr[-2000:]
+              f"{(json.dumps(vdoc.get('counts')) if vdoc else val.stderr[-600:])}")
+        assert val.returncode == 0 and vdoc is not None, val.stdout[-2000:] + val.stderr[-2000:]
+        assert vdoc["counts"]["fail"] == 0 and vdoc["counts"]["pass"] >= 6, vdoc["counts"]
     finally:
         stop = subprocess.run([sys.executable, "-m", "vllm_ops.launch.multinode", "stop", name, "--state-dir",
                                str(state)], capture_output=True, text=True, timeout=120,

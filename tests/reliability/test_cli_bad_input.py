@@ -108,33 +108,24 @@ def test_render_of_corrupt_saved_plans(tmp_path, check_cli):
 
 
 # ---- known problems ----------------------------------------------------------------------------
-@pytest.mark.xfail(strict=True, reason="BUG: a model name longer than NAME_MAX raises OSError ENAMETOOLONG "
-                                       "from Path.is_dir() in models/resolve.load_model_spec (exit 1, not 2)")
 @pytest.mark.parametrize("cmd", [("models", "show"), ("plan", "--gpus", "4xL4", "--model")])
 def test_very_long_model_name(cmd, check_cli):
     check_cli(*cmd, "a" * 5000, category="model-name")
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: plan --port accepts -1/0/99999 (no 1..65535 check) and renders it")
 @pytest.mark.parametrize("port", ["-1", "0", "99999"])
 def test_port_out_of_range(port, check_cli):
     check_cli("plan", "--model", M, "--gpus", "4xL4", f"--port={port}", "--json", category="pin")
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: plan --env accepts a key that is not an environment variable "
-                                       "name ('A B'); only render refuses it later")
 def test_plan_env_name_checked(check_cli):
     check_cli("plan", "--model", M, "--gpus", "4xL4", "--env", "A B=1", "--json", category="pin")
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: --gpus with an absurd memory size (1x100000TiB) plans as 'fits' "
-                                       "instead of being refused as bad input")
 def test_absurd_gpu_memory(check_cli):
     check_cli("plan", "--model", M, "--gpus", "1x100000TiB", "--json", category="gpu-spec")
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: planning/plan.Plan.load on a JSON document that is not an object "
-                                       "raises AttributeError (exit 1) instead of MalformedFile (exit 2)")
 @pytest.mark.parametrize("text", ["[]", "null", "5"])
 def test_render_saved_plan_not_an_object(text, tmp_path, check_cli):
     p = tmp_path / "plan.json"
@@ -142,7 +133,5 @@ def test_render_saved_plan_not_an_object(text, tmp_path, check_cli):
     check_cli("render", "--plan", str(p), "--format", "command", category="saved-plan")
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: validate --url without http(s):// runs every check against it "
-                                       "(14 failures, exit 1) instead of refusing the URL as bad input (exit 2)")
 def test_validate_rejects_a_non_url(check_cli):
     check_cli("validate", "--url", "not a url", category="usage")

@@ -93,8 +93,6 @@ def test_generated_config_values(key, value, tmp_path_factory, run_cli):
     assert_one_line_error(rc, err, (0, 2, 3), what=f"{key}={value!r}"[:200])
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: config.json with a non-string model_type (e.g. a list) raises "
-                                       "TypeError in models/config.text_config_of (exit 1 'TypeError: unhashable')")
 @pytest.mark.parametrize("model_type", [["llama"], {"a": 1}])
 def test_model_type_not_a_string(model_type, tmp_path, check_cli):
     cfg = dict(BASE, model_type=model_type)

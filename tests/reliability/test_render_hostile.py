@@ -226,9 +226,6 @@ def test_model_path_that_cannot_be_rendered(bad, tmp_path, check_cli):
                   "--format", fmt, category="render-hostile-path", expect=(2,))
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: render/quoting.yaml_str (json.dumps ensure_ascii=True) writes a "
-                                       "character outside the BMP (emoji) as a surrogate pair \\ud83d\\ude42, which "
-                                       "YAML rejects: compose/k8s render fails its own check (RuntimeFailure, exit 1)")
 @pytest.mark.parametrize("fmt", ["compose", "k8s"])
 def test_emoji_served_name_renders(fmt, tmp_path):
     count_input("render-hostile-name")
@@ -240,9 +237,6 @@ def test_emoji_served_name_renders(fmt, tmp_path):
     assert name in argv
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: render/quoting.check_text lets C1 control characters (U+0080..U+009F) "
-                                       "through; they reach a YAML file raw and the self-check fails (RuntimeFailure "
-                                       "exit 1 'a vllm-ops bug') instead of BadInput exit 2")
 def test_c1_control_in_served_name_is_bad_input():
     count_input("render-control-char")
     p = _plan(served="m\x85x")

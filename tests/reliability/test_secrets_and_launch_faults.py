@@ -130,25 +130,34 @@ def test_secrets_never_in_plan_or_render_json(tmp_path, run_cli, monkeypatch):
         _no_secret(f.read_text(), f"rendered {f.name}")
 
 
-@pytest.mark.parametrize("where", [
-    pytest.param("env", marks=pytest.mark.xfail(strict=True, reason=(
-        "BUG: `plan --env VLLM_API_KEY=K --json` prints the key in the plan's env (and a saved plan keeps "
-        "it); commands/plan.run should refuse secret names in --env (point to the env file) or "
-        "planning/plan.Plan.to_dict should redact them"))),
-    pytest.param("pin", marks=pytest.mark.xfail(strict=True, reason=(
-        "BUG: `plan -- --api-key K` copies the key verbatim into plan.command and plan.extra_args "
-        "(printed by plan --json, saved plans); planning/planner.plan should move --api-key/--hf-token "
-        "out of extra_args (as launch.split_secrets does) or refuse them"))),
-])
-def test_secret_given_on_the_plan_command_line_is_refused_or_redacted(where, run_cli):
+@pytest.mark.parametrize("where", ["env", "pin", "pin-eq", "hf-token"])
+def test_secret_given_on_the_plan_command_line_is_refused_or_redacted(where, run_cli, tmp_path):
+    """A secret given to `plan` (``--env VLLM_API_KEY=K``, ``-- --api-key K``) never reaches the
+    plan document: only its name is kept, in ``env_secrets``, with a warning; a saved plan renders
+    without it (the env file lists the name)."""
     count_input("secret-sentinel")
-    argv = (["plan", "--gpus", "1xL4", "--json", "--env", f"VLLM_API_KEY={API_KEY}"] if where == "env"
-            else ["plan", "--gpus", "1xL4", "--json", "--", "--api-key", API_KEY])
-    rc, out, err = run_cli(*argv)
+    argv, name = {
+        "env": (["--env", f"VLLM_API_KEY={API_KEY}"], "VLLM_API_KEY"),
+        "pin": (["--", "--api-key", API_KEY], "VLLM_API_KEY"),
+        "pin-eq": (["--", f"--api-key={API_KEY}", "--enable-log-requests"], "VLLM_API_KEY"),
+        "hf-token": (["--", "--hf-token", HF_TOKEN], "HF_TOKEN"),
+    }[where]
+    rc, out, err = run_cli("plan", "--gpus", "1xL4", "--json", *argv)
     assert "Traceback" not in err
-    if rc in (0, 3):
-        doc = json.loads(out)
-        _no_secret(out, "plan --json")
+    assert rc in (0, 3), err
+    _no_secret(out + err, "plan --json")
+    doc = json.loads(out)
+    assert doc["env_secrets"] == [name]
+    assert name not in doc["env"] and "--api-key" not in doc["command"] and "--api-key" not in doc["extra_args"]
+    assert any(w["code"] == "secret-not-kept" for w in doc["warnings"])
+    if where == "pin-eq":
+        assert doc["extra_args"] == ["--enable-log-requests"]
+    saved = tmp_path / "plan.json"
+    saved.write_text(out)
+    rc, out, err = run_cli("render", "--plan", str(saved), "--format", "all", "--json")
+    assert rc == 0, err
+    _no_secret(out + err, "render --plan")
+    assert f"{name}=" in json.loads(out)["contents"]["vllm.env"]
 
 
 def test_port_taken_between_plan_and_start(tmp_path, fake, marker):
@@ -237,9 +246,6 @@ def test_server_dies_mid_start_leaves_nothing(tmp_path, fake, marker, monkeypatc
     assert wait_no_processes(marker) == []
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: launch binds 0.0.0.0 (the default host) with no VLLM_API_KEY and "
-                                       "gives no warning; launch/launcher.launch (or commands/launch.run) should "
-                                       "warn that the server is open to the network without an API key")
 def test_open_bind_without_api_key_warns(tmp_path, fake, marker, capsys, monkeypatch):
     import vllm_ops.validate
     from vllm_ops.validate.report import CheckResult, ValidationReport

@@ -110,9 +110,6 @@ def test_state_deleted_while_listed(state, run_cli):
     assert rc == 0
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: launch/state.StateStore.load lets a state file that is valid JSON "
-                                       "but not an object (list/null/string) raise AttributeError, and invalid "
-                                       "UTF-8 raise UnicodeDecodeError: `status` (all) exits 1 with a Python error")
 @pytest.mark.parametrize("text", [b"[1, 2]", b"null", b'"x"', b"\xff\xfe"])
 def test_state_file_not_an_object(text, state, run_cli):
     count_fault("state-corrupt")
@@ -121,8 +118,6 @@ def test_state_file_not_an_object(text, state, run_cli):
     assert_one_line_error(rc, err, (0,), what="status")
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: a state file with pid/pgid of the wrong type or out of range "
-                                       "('abc', 2**70) makes status/stop fail with TypeError/OverflowError (exit 1)")
 @pytest.mark.parametrize("pid", ["abc", 2**70, 1.5])
 def test_state_file_bad_pid(pid, state, run_cli):
     count_fault("state-corrupt")
@@ -133,9 +128,6 @@ def test_state_file_bad_pid(pid, state, run_cli):
     assert_one_line_error(rc, err, (0, 2), what="stop")
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: logs on a state file whose log_path is a directory or not a "
-                                       "string: IsADirectoryError/OSError exit 1; an integer log_path is opened "
-                                       "as a file descriptor (open(5)) and closed")
 @pytest.mark.parametrize("log_path", ["/", 5])
 def test_state_file_bad_log_path(log_path, state):
     # in a subprocess: an integer log_path makes `logs` read and close that file descriptor
@@ -146,8 +138,6 @@ def test_state_file_bad_log_path(log_path, state):
     assert "DEBUG" not in p.stderr
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: stop with a state file whose pgid is 0 calls os.killpg(0, SIGTERM): "
-                                       "vllm-ops kills its own process group (and its caller's shell group)")
 def test_stop_with_pgid_zero_does_not_kill_itself(state):
     count_fault("state-wrong-pid")
     _write_state(state, json.dumps(_dep(state, pid=0, pgid=0)))
@@ -155,9 +145,6 @@ def test_stop_with_pgid_zero_does_not_kill_itself(state):
     assert p.returncode in (0, 1, 2), f"vllm-ops stop died by signal {-p.returncode}"
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: launch/backend.ProcessBackend.stop signals the recorded process "
-                                       "group even when the recorded pid is dead/reused (start ticks differ): "
-                                       "a stale state file makes `stop` kill an unrelated process group")
 def test_stop_never_kills_a_reused_pid(state):
     count_fault("state-wrong-pid")
     marker = f"rel-victim-{uuid.uuid4().hex[:8]}"

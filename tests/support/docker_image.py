@@ -6,7 +6,7 @@ import`` from a tiny root filesystem: a handful of directories, the ``bin``/``li
 dynamic linker and libc read (``ld.so.cache``, ``passwd``, ``group``, ``nsswitch.conf``). Nothing
 heavy is copied in (the storage driver is ``vfs``: every container copies its image's files).
 The heavy parts are bind-mounted read-only at their host paths when a container runs
-(:func:`test_mounts`): the host's ``/usr``, the vLLM CPU venv and the base interpreter the venv
+(:func:`image_mounts`): the host's ``/usr``, the vLLM CPU venv and the base interpreter the venv
 points at. The image's ENTRYPOINT is ``[<venv python>, "-m", "vllm.entrypoints.openai.api_server"]``,
 the module form of the real image's ``vllm serve``, so the docker backend passes exactly the
 arguments it passes to ``vllm/vllm-openai``.
@@ -39,7 +39,7 @@ def venv_base_prefix(python: Path) -> Path:
     raise RuntimeError(f"{cfg}: no 'home =' line")
 
 
-def test_mounts(python: Path) -> list[str]:
+def image_mounts(python: Path) -> list[str]:
     """The ``HOST:CONTAINER:ro`` bind mounts a container of the test image needs."""
     venv = python.parent.parent
     paths = ["/usr", str(venv_base_prefix(python)), str(venv)]

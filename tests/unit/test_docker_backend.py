@@ -178,8 +178,15 @@ def test_start_builds_one_labelled_container(tmp_path, monkeypatch):
     assert kw["ipc_mode"] == "host" and "device_requests" not in kw
     assert kw["cap_add"] == ["SYS_NICE"]                       # CPU plan
     assert dep.backend == "docker" and dep.host == "127.0.0.1" and dep.port == 18000
+    assert dep.pid == 0 and dep.pgid == 0                      # never signalled by pid
     assert dep.env["VLLM_API_KEY"] == "***"                    # state never holds the secret
     assert "sk-secret" not in repr(dep.to_dict())
+    from vllm_ops.launch.state import StateStore
+
+    store = StateStore(tmp_path / "state")                     # another shell reads it back
+    store.save(dep)
+    assert store.load(dep.name).backend == "docker"
+    assert "sk-secret" not in store.path(dep.name).read_text()
     be._drain("tiny-8000")
     assert "vLLM API server version" in (tmp_path / "logs" / "t.log").read_text()
     assert be.alive(dep)

@@ -129,6 +129,7 @@ def test_cpu_nodes_native_pp2(tmp_path):
     assert (va["tensor_parallel_size"], va["pipeline_parallel_size"], va["nnodes"]) == (1, 2, 2)
     assert va["master_addr"] == "10.200.0.1"
     assert "VLLM_CPU_OMP_THREADS_BIND" not in p.env and p.env["VLLM_CPU_KVCACHE_SPACE"] == "1"
+    assert [n["env"]["VLLM_HOST_IP"] for n in p.nodes] == ["10.200.0.1", "10.200.0.2"]
     py = VllmCommand(("/v/python", "-m", "vllm.entrypoints.openai.api_server"), "module", python="/v/python")
     nl = NativeLaunch(node_env={0: {"VLLM_CPU_OMP_THREADS_BIND": "0"}, 1: {"VLLM_CPU_OMP_THREADS_BIND": "1"}})
     head = node_command(p, 0, py, nl)
@@ -262,3 +263,11 @@ def test_requirement_of_a_replica_per_node_plan(m70):
     need = rb.requirement(p)
     tp = p.vllm_args["tensor_parallel_size"]
     assert (need.total, need.nodes, need.per_node) == (tp, 1, tp)
+
+
+def test_multinode_diagnosis_of_the_real_host_ip_hang():
+    from vllm_ops.launch.multinode import diagnose_multinode
+
+    log = ("/x/vllm/v1/executor/multiproc_executor.py:152: UserWarning: Failed to get the IP address, using "
+           "0.0.0.0 by default. The value can be set by the environment variable VLLM_HOST_IP or HOST_IP.\n")
+    assert diagnose_multinode(log).code == "multinode-host-ip"

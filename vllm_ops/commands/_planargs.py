@@ -46,13 +46,21 @@ def add_plan_arguments(parser: argparse.ArgumentParser, *, model_default_help: b
 
 
 def parse_env(items) -> dict[str, str]:
+    """``--env KEY=VALUE`` items → dict. KEY must be an environment variable name
+    (``[A-Za-z_][A-Za-z0-9_]*``); BadInput otherwise. Secret names (KEY|TOKEN|SECRET|PASSWORD)
+    are returned like the rest: the planner keeps only their names (``plan.env_secrets``) and
+    launch passes the values to vLLM through its environment."""
     from vllm_ops.errors import BadInput
+    from vllm_ops.planning.plan import ENV_NAME
 
     env: dict[str, str] = {}
     for item in items or []:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise BadInput(f"--env wants KEY=VALUE, not {item!r}")
+        if not ENV_NAME.match(key):
+            raise BadInput(f"--env {key!r}: not an environment variable name",
+                           hint="KEY=VALUE with KEY made of letters, digits and '_', not starting with a digit")
         env[key] = value
     return env
 
@@ -135,6 +143,9 @@ def plan_from_args(args: argparse.Namespace, *, cmd: str = "plan", vllm_version:
     env = parse_env(getattr(args, "env", None))
     inventory, profile = choose_hardware(args, cmd=cmd)
     model_name = args.model
+    if model_name is not None and not model_name.strip():
+        raise BadInput("--model is empty", hint="pass --model M (an HF id, catalog name or model directory), "
+                                                "or leave --model out for the embedded default")
     if not model_name:
         if not default_model:
             raise BadInput("no model given", hint="pass --model M (an HF id, catalog name or model directory)")

@@ -15,13 +15,10 @@ A failed start prints the cause found in vLLM's log and the change that fixes it
 from __future__ import annotations
 
 import argparse
-import re
 import signal
 import sys
 import time
 from typing import Any
-
-_SECRET = re.compile(r"KEY|TOKEN|SECRET|PASSWORD", re.I)
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -45,15 +42,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def _parse_env(items: list[str]) -> dict[str, str]:
-    from vllm_ops.errors import BadInput
+    """``--env KEY=VALUE`` → dict, the same rule as plan/render (names checked)."""
+    from vllm_ops.commands._planargs import parse_env
 
-    out = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", key):
-            raise BadInput(f"--env {item.split('=', 1)[0]!r}: expected KEY=VALUE")
-        out[key] = value
-    return out
+    return parse_env(items)
 
 
 def _sigterm(signum: int, frame: Any) -> None:
@@ -66,10 +58,14 @@ def run(args: argparse.Namespace) -> int:
     from vllm_ops.launch.locate import find_vllm, installed_version
     from vllm_ops.launch.state import StateStore
     from vllm_ops.output import Progress, info, print_json
+    from vllm_ops.planning.plan import is_secret_name
+    from vllm_ops.planning.planner import check_port
     from vllm_ops.settings import load_settings
 
     if bool(args.model) == bool(args.plan):
         raise BadInput("give --model M (to plan now) or --plan PLAN.json, not both")
+    if args.port is not None:
+        check_port(args.port)
     previous = signal.signal(signal.SIGTERM, _sigterm)   # SIGTERM stops vLLM like Ctrl-C
     try:
         settings = load_settings()
@@ -77,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
         vllm = find_vllm(settings.vllm)
         env = _parse_env(args.env)
         extra, secret_env = split_secrets(list(args.passthrough or []))
-        secrets = {k: v for k, v in env.items() if _SECRET.search(k)}
+        secrets = {k: v for k, v in env.items() if is_secret_name(k)}
         plain_env = {k: v for k, v in env.items() if k not in secrets}
         version = args.vllm_version or settings.vllm_version
         if args.plan:
@@ -88,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
             passthrough = extra
         else:
             version = version or installed_version(vllm)
-            plan = _make_plan(args, version, extra, plain_env)
+            plan = _make_plan(args, version, extra, plain_env, sorted({*secrets, *secret_env}))
             passthrough = []   # the planner put them into plan.extra_args
         progress = Progress(quiet=args.quiet or False)
         info(f"vllm-ops: starting vLLM {version or '(version unknown)'} via {vllm.source}: "
@@ -128,7 +124,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _make_plan(args: argparse.Namespace, version: str | None, extra: list[str],
-               env: dict[str, str]):
+               env: dict[str, str], secret_names: list[str] = ()):
     """Plan for this vLLM, as `vllm-ops plan` would (same hardware choice and pins). Flags after
     `--` that the planner can pin (--max-model-len, --tensor-parallel-size, ...) become pins too,
     so the prediction is for what really starts."""
@@ -147,7 +143,7 @@ def _make_plan(args: argparse.Namespace, version: str | None, extra: list[str],
     rest = strip_flags(extra, set(extra_pins))
     plan = planning.plan(spec, inventory, pins=pins, vllm_version=base_version(version),
                          profile=profile, extra_args=rest, env=env, port=args.port or 8000,
-                         served_name=args.served_model_name)
+                         served_name=args.served_model_name, env_secrets=secret_names)
     if not plan.fits:
         warn(f"the plan predicts this does not fit ({plan.failure_stage}); starting anyway: "
              f"vLLM's log will say")

@@ -57,10 +57,15 @@ def run(args: argparse.Namespace) -> int:
 
     store = StateStore(load_settings().state_dir)
     dep = resolve(store, args.name)
+    if not isinstance(dep.log_path, str):   # never open(int): that reads and closes a descriptor
+        raise RuntimeFailure(f"{dep.name}: the state file's log_path is not a path")
     try:
         lines, offset = tail_lines(dep.log_path, max(0, args.lines))
     except FileNotFoundError:
         raise RuntimeFailure(f"{dep.name}: log file {dep.log_path} is missing") from None
+    except OSError as exc:     # a directory, no permission, an I/O error
+        raise RuntimeFailure(f"{dep.name}: cannot read log {dep.log_path}: "
+                             f"{exc.strerror or type(exc).__name__}") from None
     out = sys.stdout
     for line in lines:
         out.write(line + "\n")
@@ -68,7 +73,12 @@ def run(args: argparse.Namespace) -> int:
     if not args.follow:
         return 0
     backend = ProcessBackend()
-    with open(dep.log_path, "rb") as f:
+    try:
+        f = open(dep.log_path, "rb")
+    except OSError as exc:
+        raise RuntimeFailure(f"{dep.name}: cannot read log {dep.log_path}: "
+                             f"{exc.strerror or type(exc).__name__}") from None
+    with f:
         f.seek(offset)
         idle_dead = 0
         while True:

@@ -2,7 +2,14 @@
 
 Hardware, in order: ``--gpus SPEC`` (simulated) → ``--profile P`` → this machine's GPUs (probed)
 → the embedded default (the ``l4x4`` profile, said on stderr). Pins are vLLM's own flags; they are
-kept and evaluated, never overridden. Anything after ``--`` is passed to vLLM verbatim.
+kept and evaluated, never overridden. Anything after ``--`` is passed to vLLM verbatim, except
+secrets: ``-- --api-key K`` / ``--hf-token T`` and ``--env NAME=V`` where NAME matches
+KEY|TOKEN|SECRET|PASSWORD never reach the plan document — the plan keeps only the *names*, in
+``env_secrets`` (e.g. ``["VLLM_API_KEY"]``), with a ``secret-not-kept`` warning; render lists those
+names in the env file, and ``vllm-ops launch`` takes the values from its environment (or its own
+``--env``) at start time, refusing to start when one is missing (see planning/plan.py).
+``--port`` must be 1..65535 (for every replica's port); ``--env`` names must be variable names;
+``--dtype`` / ``--kv-cache-dtype`` must be one of vLLM's choices.
 Exit 0 fits · 3 does not fit (the JSON is printed either way) · 2 bad input.
 """
 from __future__ import annotations

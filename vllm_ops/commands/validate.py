@@ -24,6 +24,27 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress on stderr")
 
 
+def check_root_url(url: str, what: str = "--url") -> str:
+    """``url`` when it is a server root vLLM could answer on (``http``/``https``, a host, a valid
+    port, no spaces); BadInput (exit 2) otherwise, before any check runs."""
+    from urllib.parse import urlsplit
+
+    from vllm_ops.errors import BadInput
+
+    bad = BadInput(f"{what} {url!r} is not an http(s) server URL",
+                   hint="give the server root, e.g. http://localhost:8000")
+    if not url or any(c.isspace() for c in url):
+        raise bad
+    try:
+        u = urlsplit(url)
+        u.port  # noqa: B018 — raises ValueError for a port out of range or not a number
+    except ValueError:
+        raise bad from None
+    if u.scheme not in ("http", "https") or not u.hostname:
+        raise bad
+    return url
+
+
 def run(args: argparse.Namespace) -> int:
     from vllm_ops import output
     from vllm_ops.commands.bench import default_root_url
@@ -33,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
     if args.concurrency < 1 or args.repeats < 1:
         raise BadInput("--concurrency and --repeats must be at least 1")
     loras = parse_lora_specs(args.lora)
-    url = default_root_url(args.url)
+    url = check_root_url(default_root_url(args.url), "--url" if args.url else "VLLM_BASE_URL")
     report = run_validation(url, args.model, loras=loras, concurrency=args.concurrency,
                             api_key=os.environ.get(args.api_key_env) or None,
                             timeout=args.timeout, repeats=args.repeats,

@@ -23,6 +23,7 @@ MAX_GPUS_PER_NODE = 256
 MAX_NODES = 4096
 
 _UNITS = {"gib": 1024**3, "mib": 1024**2, "tib": 1024**4}
+MAX_GPU_MEMORY_BYTES = 4 * 1024**4     # 4 TiB per GPU: far above any GPU made; more is a typo
 _COUNT = re.compile(r"^(\d+)[x×*](.+)$", re.I)
 _NODES = re.compile(r"^(\d+)[x×*]\((.+)\)$", re.I)
 _SIZE = re.compile(r"^(\d+(?:\.\d+)?)([a-z]+)$", re.I)
@@ -81,6 +82,8 @@ def _sized_node(count: int, number: str, unit: str, original: str) -> Node:
         raise _bad(original, f"bad size {number!r}")
     if total <= 0:
         raise _bad(original, "memory size must be positive")
+    if total > MAX_GPU_MEMORY_BYTES:
+        raise _bad(original, "memory size above 4 TiB per GPU")
     label = f"{number}{ {'gib': 'GiB', 'mib': 'MiB', 'tib': 'TiB'}[unit] }"
     gpus = tuple(
         GPU(index=i, name=f"GPU with {label}", memory_total_bytes=total, memory_cuda_total_bytes=total)

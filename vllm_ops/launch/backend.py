@@ -94,11 +94,22 @@ class ProcessBackend:
         return child.poll() if child is not None else None
 
     def stop(self, dep: Deployment, grace: float = 20.0) -> bool:
-        """Stop the whole process group; True when something had to be killed with SIGKILL."""
-        if not self.alive(dep) and not procs.group_members(dep.pgid):
+        """Stop the whole process group; True when something had to be killed with SIGKILL.
+
+        Nothing is signalled when the recorded pid now names another process (its start time
+        differs from ``pid_start_ticks``: a recycled pid) or when the recorded group is one that
+        must never be signalled (0, 1, vllm-ops' own: :func:`procs.signalable_group`). Leftover
+        members of the group (the API server died, its workers did not) are stopped only when
+        they started no earlier than the recorded leader."""
+        ticks = dep.pid_start_ticks
+        recycled = ticks is not None and procs.start_ticks(dep.pid) not in (None, ticks)
+        if recycled or not procs.signalable_group(dep.pgid):
             self._reap(dep)
             return False
-        killed = procs.stop_group(dep.pgid, grace)
+        if not self.alive(dep) and not procs.group_members(dep.pgid, ticks):
+            self._reap(dep)
+            return False
+        killed = procs.stop_group(dep.pgid, grace, min_ticks=ticks)
         self._reap(dep)
         return killed
 

@@ -314,13 +314,14 @@ class DockerBackend:
             if container is not None:
                 self._remove(container)
             raise
-        pid = int(container.attrs.get("State", {}).get("Pid") or 0)
+        # pid/pgid 0: no local process (state.check_deployment_dict); nothing is ever signalled
+        # by pid for a container: the container id/name and the labels identify it
         dep = Deployment(
-            name=spec.name, pid=pid, pgid=pid, port=int(spec.port),
+            name=spec.name, pid=0, pgid=0, port=int(spec.port),
             host=publish_host, served_name=spec.served_name, model_id=spec.model_id,
             log_path=str(spec.log_path), started_at=time.time(), backend=self.name,
             status="starting", vllm_version=spec.vllm_version,
-            argv=["docker", "run", image, *args], env=redact_env(env), plan=spec.plan)
+            argv=["docker", "run", "--name", name, image, *args], env=redact_env(env), plan=spec.plan)
         _set_if_field(dep, container_id=container.id, container_name=name, image=image)
         return dep
 

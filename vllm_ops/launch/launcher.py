@@ -27,10 +27,8 @@ from vllm_ops.launch.diagnosis import Change, Context, Diagnosis, diagnose
 from vllm_ops.launch.locate import VllmCommand
 from vllm_ops.launch.logparse import StartupLog
 from vllm_ops.launch.state import Deployment, StateStore, check_name, default_name
-from vllm_ops.planning.plan import Replica
-
-# secrets given as flags move to vLLM's environment (never argv, never the state file)
-_SECRET_FLAGS = {"--api-key": "VLLM_API_KEY", "--hf-token": "HF_TOKEN"}
+from vllm_ops.planning.plan import SECRET_FLAGS as _SECRET_FLAGS  # noqa: F401  (--api-key → VLLM_API_KEY)
+from vllm_ops.planning.plan import Replica, split_secret_args
 
 
 class LaunchFailed(RuntimeFailure):
@@ -132,25 +130,9 @@ def strip_flags(args: list[str], names: set[str]) -> list[str]:
 
 
 def split_secrets(extra: list[str]) -> tuple[list[str], dict[str, str]]:
-    """Move ``--api-key K`` / ``--hf-token T`` out of argv into environment variables."""
-    out, env = [], {}
-    i = 0
-    while i < len(extra):
-        tok = extra[i]
-        key = tok.split("=", 1)[0]
-        if key in _SECRET_FLAGS:
-            if "=" in tok:
-                env[_SECRET_FLAGS[key]] = tok.split("=", 1)[1]
-                i += 1
-            elif i + 1 < len(extra):
-                env[_SECRET_FLAGS[key]] = extra[i + 1]
-                i += 2
-            else:
-                i += 1
-            continue
-        out.append(tok)
-        i += 1
-    return out, env
+    """Move ``--api-key K`` / ``--hf-token T`` out of argv into environment variables (the one
+    rule, :func:`vllm_ops.planning.plan.split_secret_args`, which the planner applies too)."""
+    return split_secret_args(extra)
 
 
 # ------------------------------------------------------------------------------- helpers
@@ -208,8 +190,10 @@ def build_spec(plan: Any, opts: LaunchOptions, flags_override: dict[str, Any] | 
     if replicas and opts.replica >= len(replicas):
         raise BadInput(f"the plan has {len(replicas)} replica(s); no replica {opts.replica}")
     replica = replicas[opts.replica] if replicas else Replica(gpu_ids=[], port=8000)
-    if opts.port:
-        replica = replace(replica, port=int(opts.port))
+    if opts.port is not None:
+        from vllm_ops.planning.planner import check_port
+
+        replica = replace(replica, port=check_port(opts.port))
     served = served_name(plan)
     extra, secret_env = split_secrets(list(extra_override if extra_override is not None
                                            else [*(plan.extra_args or []), *opts.extra_args]))
@@ -248,6 +232,8 @@ def launch(plan: Any, opts: LaunchOptions, progress: Progress | None = None) -> 
     """Start vLLM for ``plan`` and return once it is ready (see the module doc)."""
     progress = progress or (lambda stage, detail="": None)
     spec = build_spec(plan, opts)
+    _check_secrets(plan, spec)
+    _warn_open_bind(spec)
     try:
         return _attempt(plan, spec, opts, progress)
     except LaunchFailed as exc:
@@ -259,6 +245,30 @@ def launch(plan: Any, opts: LaunchOptions, progress: Progress | None = None) -> 
         result = _attempt(plan, spec2, opts, progress)
         result.retried = d
         return result
+
+
+def _check_secrets(plan: Any, spec: LaunchSpec) -> None:
+    """A plan names the secrets it expects (``plan.env_secrets``), never their values: they come
+    from this process's environment or launch's ``--env``. One missing is BadInput, before
+    anything starts (an API key silently missing would leave the server open)."""
+    env = spec.environment()
+    missing = [n for n in (getattr(plan, "env_secrets", None) or []) if not env.get(n)]
+    if missing:
+        raise BadInput(f"the plan expects {', '.join(missing)} (env_secrets) but it is not set",
+                       hint=f"export {missing[0]}=... before launching, or pass --env {missing[0]}=...; "
+                            f"a plan never stores secret values")
+
+
+def _warn_open_bind(spec: LaunchSpec) -> None:
+    """One warning line when vLLM will listen on every interface (no --host: vLLM's default; or
+    0.0.0.0 / ::) with no VLLM_API_KEY in its environment."""
+    from vllm_ops.render.vars import OPEN_HOSTS
+
+    if str(spec.host).strip() in OPEN_HOSTS and not spec.environment().get("VLLM_API_KEY"):
+        from vllm_ops.output import warn
+
+        warn(f"{spec.name}: vLLM listens on all interfaces ({spec.host or '0.0.0.0'}:{spec.port}) without "
+             f"an API key: anyone who can reach the port can use it; set VLLM_API_KEY, or pass --host 127.0.0.1")
 
 
 def _apply_change(plan: Any, opts: LaunchOptions, spec: LaunchSpec, change: Change) -> LaunchSpec:

@@ -237,6 +237,11 @@ _MN_RULES: tuple[tuple[str, str, str, str], ...] = (
      "the ranks could not connect to each other over torch.distributed",
      "check that --master-addr is rank 0's address, --master-port is open between the nodes and every "
      "rank was started with the same --nnodes/--master-port"),
+    ("multinode-host-ip", r"Failed to get the IP address, using 0\.0\.0\.0 by default",
+     "a rank could not find its own address (no default route) and advertised 0.0.0.0, so the ranks "
+     "never connect",
+     "set VLLM_HOST_IP to each node's address (plan.nodes[i].address: plan with addresses, or "
+     "--node-env R:VLLM_HOST_IP=ADDR)"),
     ("multinode-bad-options", r"Invalid data-parallel launch options: (.+)",
      "vLLM rejected the multi-node options", "fix --nnodes/--node-rank as the message says"),
 )

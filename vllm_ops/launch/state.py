@@ -16,7 +16,7 @@ import os
 import re
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -111,16 +111,24 @@ class StateStore:
 
     def load(self, name: str) -> Deployment:
         """The deployment called ``name``; KeyError when there is none, MalformedFile when its
-        state file cannot be read."""
+        state file cannot be read or does not hold a well-typed deployment (see
+        :func:`check_deployment_dict`): status then lists it as unreadable, ``stop --all``
+        removes it, and nothing is ever signalled through it."""
         p = self.path(name)
         try:
             text = p.read_text(encoding="utf-8")
         except FileNotFoundError:
             raise KeyError(name) from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise MalformedFile(f"state file {p} cannot be read ({type(exc).__name__})",
+                                hint=f"remove it: rm {p}") from None
         try:
-            return Deployment.from_dict(json.loads(text))
+            data = json.loads(text)
+            check_deployment_dict(data)
+            return Deployment.from_dict(data)
         except (ValueError, TypeError) as exc:
-            raise MalformedFile(f"state file {p} is corrupted ({type(exc).__name__})",
+            detail = str(exc) if isinstance(exc, _BadField) else type(exc).__name__
+            raise MalformedFile(f"state file {p} is corrupted ({detail})",
                                 hint=f"remove it: rm {p}") from None
 
     def remove(self, name: str) -> None:
@@ -146,6 +154,52 @@ class StateStore:
             except KeyError:  # removed between listing and reading
                 continue
         return out
+
+
+class _BadField(ValueError):
+    """A state file field of the wrong type or out of range (the message names it)."""
+
+
+def _int_in(d: dict, key: str, lo: int, hi: int) -> None:
+    v = d[key]
+    if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
+        raise _BadField(f"{key!r} must be an integer in {lo}..{hi}, not {str(v)[:40]!r}")
+
+
+def check_deployment_dict(d: Any) -> None:
+    """Raise ValueError unless ``d`` is a state file's object with well-typed fields.
+
+    The fields `status`/`stop`/`logs` act on are checked strictly, because a corrupted file
+    must never become a signal to the wrong process or an ``open()`` of the wrong thing:
+    ``pid``/``pgid`` ints in 0..PID_LIMIT (0 = no local process, container backends; a
+    ``process`` backend needs both >= 2), ``port`` 1..65535 (0 allowed for a worker without a
+    server), ``started_at`` a number, ``log_path`` a non-empty string, ``pid_start_ticks`` an
+    int or null, ``host``/``name``/``served_name``/``model_id`` strings."""
+    from vllm_ops.launch.procs import PID_LIMIT
+
+    if not isinstance(d, dict):
+        raise _BadField(f"a JSON object expected, not {type(d).__name__}")
+    required = [f.name for f in fields(Deployment) if f.default is MISSING and f.default_factory is MISSING]
+    missing = [k for k in required if k not in d]
+    if missing:
+        raise _BadField("missing " + ", ".join(missing))
+    for key in ("name", "host", "served_name", "model_id"):
+        if not isinstance(d[key], str):
+            raise _BadField(f"{key!r} must be a string")
+    backend = d.get("backend", "process")
+    if not isinstance(backend, str):
+        raise _BadField("'backend' must be a string")
+    low = 2 if backend == "process" else 0
+    _int_in(d, "pid", low, PID_LIMIT)
+    _int_in(d, "pgid", low, PID_LIMIT)
+    _int_in(d, "port", 0, 65535)
+    if d.get("pid_start_ticks") is not None:
+        _int_in(d, "pid_start_ticks", 0, 2**63 - 1)
+    if isinstance(d["started_at"], bool) or not isinstance(d["started_at"], (int, float)) \
+            or d["started_at"] != d["started_at"]:
+        raise _BadField("'started_at' must be a number (epoch seconds)")
+    if not isinstance(d["log_path"], str) or not d["log_path"] or "\0" in d["log_path"]:
+        raise _BadField("'log_path' must be a file path (a string)")
 
 
 def write_atomic(path: Path, text: str) -> None:

@@ -109,10 +109,22 @@ _ALIAS_OF = {
 }
 
 
-def text_config_of(config: dict) -> tuple[dict, bool]:
+def _model_type(cfg: dict, model_id: str, where: str = "") -> str | None:
+    """``cfg["model_type"]``: a string or absent; anything else (a list, a dict, a number) is a
+    malformed config, said in one line (it is used as a dict key and in string tests)."""
+    mt = cfg.get("model_type")
+    if mt is not None and not isinstance(mt, str):
+        raise MalformedFile(f"{_where(model_id)}: '{where}model_type' must be a string, "
+                            f"not {type(mt).__name__}")
+    return mt
+
+
+def text_config_of(config: dict, model_id: str = "<config>") -> tuple[dict, bool]:
     """The language-model part of a config (``text_config``/``llm_config`` nesting) and whether
-    the model is multimodal. Top-level dtype/quantization/tie keys are inherited."""
+    the model is multimodal. Top-level dtype/quantization/tie keys are inherited. A
+    ``model_type`` (top level or nested) that is not a string raises ``MalformedFile``."""
     multimodal = any(k in config for k in ("vision_config", "audio_config", "vision_tower"))
+    _model_type(config, model_id)
     for key in ("text_config", "llm_config", "language_config"):
         sub = config.get(key)
         if isinstance(sub, dict):
@@ -120,12 +132,11 @@ def text_config_of(config: dict) -> tuple[dict, bool]:
             for inherit in ("torch_dtype", "dtype", "quantization_config", "tie_word_embeddings"):
                 if inherit in config and text.get(inherit) is None:
                     text[inherit] = config[inherit]
-            mt = text.get("model_type")
-            for k, v in _TEXT_DEFAULTS.get(mt, {}).items():
+            for k, v in _TEXT_DEFAULTS.get(_model_type(text, model_id, f"{key}."), {}).items():
                 text.setdefault(k, v)
             return text, True
     text = dict(config)
-    for k, v in _TEXT_DEFAULTS.get(text.get("model_type"), {}).items():
+    for k, v in _TEXT_DEFAULTS.get(_model_type(text, model_id), {}).items():
         text.setdefault(k, v)
     return text, multimodal
 
@@ -305,7 +316,7 @@ def spec_from_config(config: dict, *, model_id: str, source: str = "config",
 
     if not isinstance(config, dict):
         raise MalformedFile(f"{_where(model_id)}: expected a JSON object, got {type(config).__name__}")
-    cfg, multimodal = text_config_of(config)
+    cfg, multimodal = text_config_of(config, model_id)
     archs = config.get("architectures") or cfg.get("architectures") or []
     architecture = archs[0] if isinstance(archs, list) and archs and isinstance(archs[0], str) else "unknown"
     model_type = str(cfg.get("model_type") or config.get("model_type") or "unknown")

@@ -119,7 +119,7 @@ def find_in_hf_cache(repo_id: str) -> Path | None:
     if not _REPO_RE.match(repo_id):
         return None
     root = hf_cache_dir() / ("models--" + repo_id.replace("/", "--"))
-    if not root.is_dir():
+    if not _is_dir(root):
         # the cache folder keeps the repo's case; match case-insensitively
         parent = hf_cache_dir()
         want = root.name.lower()
@@ -263,15 +263,32 @@ def _unknown(name: str, extra: str = "") -> UnknownModel:
     return UnknownModel(msg, hint="see 'vllm-ops models list', or pass a local model directory")
 
 
+def _is_dir(p: Path) -> bool:
+    """``p.is_dir()``, but a name the OS cannot even look up (ENAMETOOLONG, a NUL byte, ELOOP,
+    EACCES on a parent) is "not a path" rather than an OSError/ValueError: the name is then tried
+    as a catalog/Hub id and ends as UnknownModel (exit 2)."""
+    try:
+        return p.is_dir()
+    except (OSError, ValueError):
+        return False
+
+
+def _is_file(p: Path) -> bool:
+    try:
+        return p.is_file()
+    except (OSError, ValueError):
+        return False
+
+
 def load_model_spec(name_or_path: str, *, offline: bool | None = None,
                     prefer_hub: bool | None = None) -> ModelSpec:
     if not isinstance(name_or_path, str) or not name_or_path.strip():
         raise BadInput("no model given")
     name = name_or_path.strip()
     p = Path(name).expanduser()
-    if p.is_dir():
+    if _is_dir(p):
         return spec_from_dir(p.resolve())
-    if p.is_file() and p.name.endswith(".json"):
+    if p.name.endswith(".json") and _is_file(p):
         config = read_json_file(p)
         if not isinstance(config, dict):
             raise MalformedFile(f"{p}: expected a JSON object, got {type(config).__name__}")

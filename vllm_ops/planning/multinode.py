@@ -10,8 +10,8 @@ nodes per replica), then lays the result out over the nodes:
 
 - ``plan.nodes``: one entry per node used, ``{"name", "address", "rank", "gpu_ids", "replica",
   "head", "env"}`` (``rank`` is the node's rank inside its replica; rank 0 is the Ray head /
-  vLLM's master and serves the API; ``env`` holds per-node additions such as the CPU build's
-  thread binding),
+  vLLM's master and serves the API; ``env`` holds per-node additions: ``VLLM_HOST_IP`` = the
+  node's address when known, and the CPU build's thread binding),
 - ``plan.vllm_args``: ``distributed_executor_backend`` ``"ray"``, or for vLLM's native
   multi-node mode ``"mp"`` + ``nnodes``, ``node_rank`` (0: the head's command; every other node
   overrides it and adds ``--headless``), ``master_addr``, ``master_port``,
@@ -211,8 +211,11 @@ def _lay_out(base: Plan, inventory: Inventory, *, tp: int, pp: int, span: int, c
         for r, nd in enumerate(members):
             i = g * span + r
             ids = [] if cpu else [x.index for x in nd.gpus][:ranks_per_node]
+            # vLLM finds its own address by routing towards a public IP; on hosts without a default
+            # route that gives 0.0.0.0 and the ranks never meet: say it when the address is known
+            nenv = {"VLLM_HOST_IP": nd.address} if nd.address else {}
             nodes.append({"name": node_name(nd, i), "address": nd.address, "rank": r, "replica": g,
-                          "head": r == 0, "gpu_ids": ids, "env": {}, "head_address": head_addr})
+                          "head": r == 0, "gpu_ids": ids, "env": nenv, "head_address": head_addr})
         replicas.append(Replica(gpu_ids=[] if cpu else [x.index for x in head.gpus][:ranks_per_node],
                                 port=port + g, node=node_name(head, g * span)))
         if g == 0:

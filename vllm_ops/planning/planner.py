@@ -18,7 +18,10 @@ from vllm_ops.models.spec import ModelSpec
 from vllm_ops.planning.memory import (
     CPU_BLOCK_SIZE, GPU_BLOCK_SIZE, KV_DTYPE_BYTES, VOCAB_PADDING, Estimate, Flags, GiB, estimate,
 )
-from vllm_ops.planning.plan import Memory, Plan, PlanWarning, Replica
+from vllm_ops.planning.plan import (
+    ENV_NAME, Memory, Plan, PlanWarning, Replica, is_secret_name, split_secret_args,
+)
+from vllm_ops.planning.plan import SECRET_FLAGS
 from vllm_ops.planning.versions import DEFAULT_VLLM_VERSION, VersionRules, batch_defaults, parse_version, rules_for
 
 HEALTHY_CONCURRENCY = 4          # full-length sequences the KV cache should hold before we stop adding TP
@@ -31,6 +34,21 @@ PIN_KEYS = (
 _INT_PINS = ("tensor_parallel_size", "pipeline_parallel_size", "data_parallel_size", "max_model_len",
              "max_num_seqs", "max_num_batched_tokens")
 _FP8_KV = ("fp8", "fp8_e4m3", "fp8_e5m2", "fp8_inc")
+# vLLM 0.33's choices (`vllm serve --help`; ../shared/reference/vllm-api-and-memory.md §5): vLLM
+# refuses anything else at start, so the planner refuses it first (ImpossiblePin, exit 2)
+DTYPES = ("auto", "half", "float16", "bfloat16", "float", "float32")
+KV_CACHE_DTYPES = ("auto", "float16", "bfloat16", "fp8", "fp8_e4m3", "fp8_e5m2", "fp8_inc", "fp8_ds_mla",
+                   "nvfp4_ds_mla", "nvfp4", "nvfp4_4over6", "int8_per_token_head", "fp8_per_token_head",
+                   "int4_per_token_head", "ultraquant_4bit")
+KV_CACHE_DTYPE_FAMILIES = ("turboquant_", "octave_")          # turboquant_*, octave_*
+# --quantization: a plugin may register more methods, so an unknown one is a warning, not an error
+QUANTIZATIONS = ("awq", "auto_awq", "fp8", "fbgemm_fp8", "fp_quant", "modelopt", "modelopt_fp4",
+                 "modelopt_mxfp8", "modelopt_mixed", "auto_gptq", "gptq", "gptq_marlin", "awq_marlin",
+                 "humming", "compressed-tensors", "experts_int8", "quark", "moe_wna16", "torchao", "inc",
+                 "mxfp4", "gpt_oss_mxfp4", "deepseek_v4_fp8", "online", "fp8_per_tensor", "fp8_per_block",
+                 "fp8_per_channel", "int8_per_channel_weight_only", "nvfp4_per_token", "mxfp8")
+MAX_PORT = 65535
+_SECRET_FLAG_ITEMS = tuple(SECRET_FLAGS.items())
 _ADA_OR_OLDER_MOE_NOTE = (
     "the seed saw Qwen3-Coder-30B-A3B-Instruct on 4x L4 fail while compiling the fused-MoE Triton kernels "
     "(its vLLM version was not recorded)")
@@ -72,6 +90,49 @@ def _norm_pins(pins: dict | None) -> dict[str, Any]:
             v = str(v)
         out[key] = v
     return out
+
+
+def check_port(port: Any, what: str = "--port") -> int:
+    """A TCP port: an int in 1..65535 (BadInput otherwise). Replicas take consecutive ports, so
+    the planner also checks the last one."""
+    if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= MAX_PORT:
+        raise BadInput(f"{what} must be a port number in 1..{MAX_PORT}, not {str(port)[:40]!r}")
+    return port
+
+
+def _kv_dtype_ok(kvd: str) -> bool:
+    return kvd in KV_CACHE_DTYPES or any(kvd.startswith(f) and len(kvd) > len(f) for f in KV_CACHE_DTYPE_FAMILIES)
+
+
+def _split_secrets(env: dict[str, str], extra_args: Iterable[str],
+                   names: Iterable[str]) -> tuple[dict[str, str], list[str], list[str], list[PlanWarning]]:
+    """Secrets out of the plan: (env without secret names, extra args without --api-key/--hf-token,
+    sorted secret names, warnings). Values are dropped here and never stored (see plan.py)."""
+    warnings: list[PlanWarning] = []
+    secret_names = set()
+    for n in names:
+        if not isinstance(n, str) or not ENV_NAME.match(n):
+            raise BadInput(f"secret name {str(n)[:80]!r} is not an environment variable name")
+        secret_names.add(n)
+    plain: dict[str, str] = {}
+    for k, v in env.items():
+        if is_secret_name(k):
+            secret_names.add(k)
+            warnings.append(PlanWarning(
+                "secret-not-kept", f"{k}: a plan keeps only the names of secrets (env_secrets), never their values; "
+                                   f"`vllm-ops launch` reads {k} from its environment (or its --env), render lists "
+                                   f"it in the env file"))
+        else:
+            plain[k] = v
+    rest, moved = split_secret_args(extra_args)
+    for flag_var in sorted(moved):
+        secret_names.add(flag_var)
+        flag = next(f for f, var in _SECRET_FLAG_ITEMS if var == flag_var)
+        warnings.append(PlanWarning(
+            "secret-not-kept", f"{flag} after `--` is not kept in the plan (argv is visible to every user); "
+                               f"the server reads {flag_var} from its environment: export it before "
+                               f"`vllm-ops launch`, or put it in the rendered env file"))
+    return plain, rest, sorted(secret_names), warnings
 
 
 def _tp_problem(model: ModelSpec, tp: int) -> str | None:
@@ -119,19 +180,29 @@ def _r(x: float) -> float:
 # -- the planner -------------------------------------------------------------------------------
 def plan(model: ModelSpec, inventory: Inventory, *, pins: dict | None = None,
          vllm_version: str = DEFAULT_VLLM_VERSION, profile=None, extra_args: Iterable[str] = (),
-         env: dict | None = None, served_name: str | None = None, port: int = 8000) -> Plan:
+         env: dict | None = None, served_name: str | None = None, port: int = 8000,
+         env_secrets: Iterable[str] = ()) -> Plan:
+    """Plan ``model`` on ``inventory``. ``env``/``extra_args`` may hold secrets (a name matching
+    KEY|TOKEN|SECRET|PASSWORD, ``--api-key K``): only their names reach the plan
+    (``plan.env_secrets``, with a warning), never the values; ``env_secrets`` adds names of
+    secrets the caller passes to vLLM itself (launch)."""
     pins = _norm_pins(pins)
+    port = check_port(port)
     version = str(vllm_version or DEFAULT_VLLM_VERSION).lstrip("v")
     parse_version(version)
     rules = rules_for(version)
-    env_out: dict[str, str] = {}
+    env_in: dict[str, str] = {}
     if profile is not None:
-        env_out.update({k: str(v) for k, v in (getattr(profile, "env", None) or {}).items()})
-    env_out.update({k: str(v) for k, v in (env or {}).items()})
+        env_in.update({k: str(v) for k, v in (getattr(profile, "env", None) or {}).items()})
+    for k, v in (env or {}).items():
+        if not isinstance(k, str) or not ENV_NAME.match(k):
+            raise BadInput(f"--env {str(k)[:80]!r}: not an environment variable name",
+                           hint="letters, digits and '_', not starting with a digit")
+        env_in[k] = str(v)
+    env_out, extra_args, secret_names, warnings = _split_secrets(env_in, extra_args, env_secrets)
     prof_defaults = {k.replace("-", "_"): v for k, v in (getattr(profile, "vllm_defaults", None) or {}).items()}
     cpu = (getattr(profile, "kind", "gpu") == "cpu") or not inventory.gpus
     reasons: dict[str, str] = {}
-    warnings: list[PlanWarning] = []
     assumptions = rules.assumptions()
 
     n_nodes = max(len(inventory.nodes), 1)
@@ -154,9 +225,10 @@ def plan(model: ModelSpec, inventory: Inventory, *, pins: dict | None = None,
     if mml_pin and mml_pin > model.max_position_embeddings and not allow_long:
         raise ImpossiblePin(f"--max-model-len {mml_pin} is above the model's {model.max_position_embeddings}",
                             hint="set VLLM_ALLOW_LONG_MAX_MODEL_LEN=1 if the model really supports it")
-    kvd = str(pins.get("kv_cache_dtype", "auto")).lower()
-    if kvd not in KV_DTYPE_BYTES and not kvd.startswith(("turboquant", "octave", "ultraquant")):
-        raise ImpossiblePin(f"unknown --kv-cache-dtype {kvd!r}")
+    kvd = str(pins.get("kv_cache_dtype", "auto")).strip().lower()
+    if not _kv_dtype_ok(kvd):
+        raise ImpossiblePin(f"unknown --kv-cache-dtype {kvd!r}",
+                            hint="vLLM accepts " + ", ".join(KV_CACHE_DTYPES) + ", turboquant_*, octave_*")
 
     gtype = None if cpu else _gpu_type(inventory)
     g0 = inventory.gpus[0] if inventory.gpus else None
@@ -164,7 +236,15 @@ def plan(model: ModelSpec, inventory: Inventory, *, pins: dict | None = None,
     has_fp8 = gtype.fp8 if gtype else (cc is not None and tuple(cc) >= (8, 9))
 
     # dtype: no bf16 below compute capability 8.0
-    dtype = str(pins.get("dtype", prof_defaults.get("dtype", "auto")))
+    dtype = str(pins.get("dtype", prof_defaults.get("dtype") or "auto")).strip().lower()
+    if dtype not in DTYPES:
+        raise ImpossiblePin(f"unknown --dtype {dtype!r}", hint="vLLM accepts " + ", ".join(DTYPES))
+    quant = pins.get("quantization")
+    if quant is not None and quant not in QUANTIZATIONS:
+        warnings.append(PlanWarning(
+            "unknown-quantization", f"--quantization {quant!r} is not one of vLLM {version}'s methods "
+                                    f"({', '.join(QUANTIZATIONS[:6])}, ...): vLLM refuses it unless a plugin "
+                                    f"registers it"))
     ckpt = (model.torch_dtype or "bfloat16").lower()
     if cc is not None and tuple(cc) < (8, 0):
         if dtype in ("bfloat16",):
@@ -425,6 +505,10 @@ def plan(model: ModelSpec, inventory: Inventory, *, pins: dict | None = None,
             (f"{i * per}" if per == 1 else f"{i * per}-{i * per + per - 1}") for i in range(pp))
         reasons["VLLM_CPU_OMP_THREADS_BIND"] = "one core range per pipeline rank (required with PP > 1 on CPU)"
 
+    if replicas and max(r.port for r in replicas) > MAX_PORT:
+        raise BadInput(f"--port {port}: {len(replicas)} replicas need ports {port}..{max(r.port for r in replicas)}, "
+                       f"above {MAX_PORT}", hint="pick a lower --port")
+
     # -- vLLM args and the command --------------------------------------------------------------
     vargs: dict[str, Any] = {
         "model": model.local_dir or model.id,
@@ -460,7 +544,7 @@ def plan(model: ModelSpec, inventory: Inventory, *, pins: dict | None = None,
     if served_name:
         argv += ["--served-model-name", served_name]
     argv += ["--port", str(port)]
-    argv += list(extra_args)
+    argv += list(extra_args)          # secrets already moved out (_split_secrets)
     command = shlex.join(argv)
 
     # -- alternatives: the same layout at other max-num-seqs --------------------------------------
@@ -506,7 +590,7 @@ def plan(model: ModelSpec, inventory: Inventory, *, pins: dict | None = None,
     return Plan(
         model=mdict, vllm_version=version, image=image, hardware=hw, replicas=replicas, vllm_args=vargs,
         memory=mem, fits=e.fits, failure_stage=e.failure_stage, margin_gib=_r(e.margin_gib), warnings=warnings,
-        command=command, env=env_out, extra_args=list(extra_args), nodes=nodes_out,
+        command=command, env=env_out, env_secrets=secret_names, extra_args=list(extra_args), nodes=nodes_out,
         profile=getattr(profile, "name", None), reasons=reasons, assumptions=assumptions,
         explain=e.explain, alternatives=alternatives,
     )

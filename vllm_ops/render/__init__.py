@@ -132,6 +132,10 @@ def render(plan, fmt: str, *, output_dir: str | os.PathLike | None = None) -> Ar
         notes.append("multi-node plan: rendered Ray scripts and a LeaderWorkerSet only")
     if v.spread and fmt == ALL:
         notes.append("replicas on several nodes: rendered Kubernetes only (the other formats describe one host)")
+    if (v.open_bind and any(f in ("command", "systemd", "ray") for f in fmts)) or "compose" in fmts:
+        from vllm_ops.render.vars import open_bind_note
+
+        notes.append(open_bind_note())
     art = Artifacts(fmt=fmt, files=files, modes=modes, notes=notes)
     if output_dir is not None:
         art.write(output_dir)

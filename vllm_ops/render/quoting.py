@@ -19,7 +19,10 @@ import shlex
 
 from vllm_ops.errors import BadInput
 
-_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")   # everything but TAB
+# what no target carries literally: C0 controls but TAB, DEL, C1 controls (U+0080..U+009F, NEL
+# among them: a line break to YAML), lone surrogates (not encodable as UTF-8) and the
+# non-characters U+FFFE/U+FFFF (not printable to YAML)
+_CONTROL = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\ud800-\udfff\ufffe\uffff]")
 _SYSTEMD_BARE = re.compile(r"^[A-Za-z0-9_./:=,+@-]+$")
 
 
@@ -28,8 +31,9 @@ def check_text(value: object, what: str) -> str:
     s = str(value)
     m = _CONTROL.search(s)
     if m:
+        c = m.group()
         ch = {"\n": "a newline", "\r": "a carriage return", "\x00": "a NUL byte"}.get(
-            m.group(), f"control character {m.group()!r}")
+            c, f"control character U+{ord(c):04X}" if ord(c) < 0xA0 else f"unprintable character U+{ord(c):04X}")
         raise BadInput(f"{what} holds {ch}: {s[:60]!r} cannot be rendered safely",
                        hint="remove it; no deployment format can carry it literally")
     return s
@@ -39,8 +43,17 @@ def sh(value: object) -> str:
     return shlex.quote(str(value))
 
 
+def _yaml_escape(c: str) -> str:
+    o = ord(c)
+    return c if o < 0x7F else (f"\\u{o:04x}" if o <= 0xFFFF else f"\\U{o:08x}")
+
+
 def yaml_str(value: object) -> str:
-    return json.dumps(str(value), ensure_ascii=True)
+    """A YAML double-quoted scalar in plain ASCII: JSON string syntax (``\\"``, ``\\\\``, C0 escapes)
+    with every non-ASCII character escaped the YAML way: ``\\uXXXX`` in the BMP, ``\\UXXXXXXXX``
+    above it. (JSON's surrogate pairs — ``\\ud83d\\ude42`` for 🙂 — are not YAML: they decode as
+    two lone surrogates, which YAML refuses.)"""
+    return "".join(_yaml_escape(c) for c in json.dumps(str(value), ensure_ascii=False))
 
 
 def compose_str(value: object) -> str:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from vllm_ops.errors import BadInput
+from vllm_ops.planning.plan import SECRET_FLAGS, is_secret_name
 from vllm_ops.render.quoting import check_text
 
 # --- fixed deployment settings (not from the plan, but never written into a template) --------
@@ -86,7 +87,8 @@ class RenderVars:
     vllm_version: str
     cpu: bool
     env: tuple[tuple[str, str], ...]           # non-secret environment, sorted
-    secret_env: tuple[str, ...]
+    secret_env: tuple[str, ...]                # SECRET_ENV + plan.env_secrets (names only)
+    open_bind: bool                            # vLLM listens on all interfaces (no --host, or 0.0.0.0/::)
     replicas: tuple[ReplicaVars, ...]
     gpus_per_replica: int
     lb_port: int                               # the one port clients use (replica 0's)
@@ -184,10 +186,33 @@ def serve_args(plan, replica=None, *, model_flag: bool = False,
     if port is not None:
         args += ["--port", str(_int(port, "replica port"))]
     for a in plan.extra_args or ():
-        if str(a).split("=", 1)[0] in ("--api-key",):
-            raise BadInput("plan: extra_args holds --api-key; set VLLM_API_KEY in the env file instead")
+        flag = str(a).split("=", 1)[0]
+        if flag in SECRET_FLAGS:
+            raise BadInput(f"plan: extra_args holds {flag}; set {SECRET_FLAGS[flag]} in the env file instead")
         args.append(check_text(a, "extra argument"))
     return args
+
+
+OPEN_HOSTS = ("", "0.0.0.0", "::", "[::]")
+
+
+def bind_host(plan) -> str:
+    """The --host vLLM is given (extra args win over vllm_args); "" when none: vLLM then listens
+    on all interfaces."""
+    host = (plan.vllm_args or {}).get("host") or ""
+    extra = [str(a) for a in plan.extra_args or ()]
+    for i, a in enumerate(extra):
+        if a == "--host" and i + 1 < len(extra):
+            host = extra[i + 1]
+        elif a.startswith("--host="):
+            host = a.split("=", 1)[1]
+    return str(host)
+
+
+def open_bind_note(where: str = "") -> str:
+    """The one warning about a server open to the network without an API key."""
+    return (f"{where}vLLM listens on all interfaces (no --host, or 0.0.0.0): without VLLM_API_KEY anyone who "
+            f"can reach the port can use it; set VLLM_API_KEY (env file) or bind with `-- --host 127.0.0.1`")
 
 
 def model_target(plan) -> str:
@@ -254,12 +279,25 @@ def _env(plan, cpu: bool) -> tuple[tuple[str, str], ...]:
         k = check_text(k, "environment variable name")
         if not _ENV_NAME_RE.match(k):
             raise BadInput(f"plan: env name {k!r} is not a valid environment variable name")
-        if k.upper() in (*SECRET_ENV, "HUGGING_FACE_HUB_TOKEN"):
-            raise BadInput(f"plan: env.{k} is a secret; it belongs in the env file ({ENV_FILE_NAME}), never in a rendered file")
+        if is_secret_name(k):
+            raise BadInput(f"plan: env.{k} is a secret; it belongs in the env file ({ENV_FILE_NAME}), never in a rendered file",
+                           hint="a plan lists secret names in env_secrets, never values")
         out[k] = check_text(v, f"environment variable {k}")
     if cpu:
         out.setdefault("VLLM_TARGET_DEVICE", "cpu")
     return tuple(sorted(out.items()))
+
+
+def _secret_env(plan) -> tuple[str, ...]:
+    """The secret names the env file lists: the usual two, then those the plan expects."""
+    names = list(SECRET_ENV)
+    for n in getattr(plan, "env_secrets", None) or ():
+        n = check_text(n, "secret name")
+        if not _ENV_NAME_RE.match(n):
+            raise BadInput(f"plan: env_secrets name {n!r} is not a valid environment variable name")
+        if n not in names:
+            names.append(n)
+    return tuple(names)
 
 
 def _parallel(plan) -> tuple[int, int]:
@@ -344,7 +382,8 @@ def build_vars(plan) -> RenderVars:
         vllm_version=check_text(plan.vllm_version or "", "vllm_version"),
         cpu=cpu,
         env=_env(plan, cpu),
-        secret_env=SECRET_ENV,
+        secret_env=_secret_env(plan),
+        open_bind=bind_host(plan) in OPEN_HOSTS,
         replicas=tuple(replicas),
         gpus_per_replica=0 if cpu else world,
         lb_port=replicas[0].port,

@@ -2,6 +2,8 @@
 # Ray head for vLLM Qwen/Qwen2.5-Coder-7B-Instruct (2 GPUs per replica, 2 replicas): 1 node(s), 2 GPU(s) each.
 # Rendered by vllm-ops. Start ray-worker.sh on every other node; this script waits for them, then
 # serves with vLLM's Ray executor (pipeline stages across nodes). Secrets come from the env file.
+# WARNING: vLLM listens on all interfaces (no --host): anyone who can reach the port can use it
+# unless VLLM_API_KEY is set in vllm.env.
 set -euo pipefail
 
 # Secrets: KEY=VALUE lines read literally (never evaluated), like Compose's env_file and systemd's

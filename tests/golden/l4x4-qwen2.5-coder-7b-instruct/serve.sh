@@ -3,6 +3,8 @@
 # Rendered by vllm-ops from a plan for vLLM 0.33.0. Secrets (HF_TOKEN, VLLM_API_KEY)
 # are read from the env file, never written here: fill in vllm.env beside this script
 # (or point VLLM_ENV_FILE at one) and keep it private (chmod 600).
+# WARNING: vLLM listens on all interfaces (no --host): anyone who can reach the port can use it
+# unless VLLM_API_KEY is set in vllm.env; or re-render with `-- --host 127.0.0.1`.
 set -euo pipefail
 
 # Secrets: KEY=VALUE lines read literally (never evaluated), like Compose's env_file and systemd's
