@@ -16,6 +16,9 @@ export VLLM_OPS_STATE_DIR=${VLLM_OPS_STATE_DIR:-/root/vllm-ops-state}
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
 PY=${PY:-python3}
 vo() { "$PY" -m vllm_ops "$@"; }
+# plan for the vLLM that will run (launch reads it itself; plan needs it said)
+VLLM_VERSION=$("${VLLM_OPS_VLLM:-python3}" -c 'import vllm; print(vllm.__version__.split("+")[0])' 2>/dev/null | tail -1)
+VV=(); [ -n "$VLLM_VERSION" ] && VV=(--vllm-version "$VLLM_VERSION")
 log() { echo "=== $(date +%T) $*" | tee -a "$O/steps.txt"; }
 keep_logs() {  # trimmed vLLM logs: the lines the log parser and the planner use
   for f in "$VLLM_OPS_STATE_DIR"/logs/*.log; do
@@ -39,9 +42,9 @@ LAUNCH_ONLY=()
 one_model() {  # NAME MODEL_DIR PORT [pins...]
   local name=$1 model=$2 port=$3; shift 3
   log "plan $name"
-  vo plan --model "$model" --port "$port" "$@" --json -- "${DUMMY[@]}" "${LORA_FLAGS[@]}" > "$O/plan-$name.json" 2> "$O/plan-$name.err"
+  vo plan --model "$model" --port "$port" "${VV[@]}" "$@" --json -- "${DUMMY[@]}" "${LORA_FLAGS[@]}" > "$O/plan-$name.json" 2> "$O/plan-$name.err"
   echo "plan exit $?" >> "$O/steps.txt"
-  vo plan --model "$model" --port "$port" "$@" --explain -- "${DUMMY[@]}" "${LORA_FLAGS[@]}" > "$O/plan-$name.txt" 2>&1
+  vo plan --model "$model" --port "$port" "${VV[@]}" "$@" --explain -- "${DUMMY[@]}" "${LORA_FLAGS[@]}" > "$O/plan-$name.txt" 2>&1
   log "launch $name"
   vo launch --model "$model" --port "$port" --name "$name" --detach --json --ready-timeout 420 \
      "${ENV_FLAGS[@]}" "${LAUNCH_ONLY[@]}" "$@" -- "${DUMMY[@]}" "${LORA_FLAGS[@]}" > "$O/launch-$name.json" 2> "$O/launch-$name.err"

@@ -81,6 +81,46 @@ def processes_with(marker: str) -> list[tuple[int, str]]:
     return found
 
 
+def processes_with_env(marker: str) -> list[tuple[int, str]]:
+    """Live (non-zombie) processes whose ENVIRONMENT holds ``marker`` (bytes match in
+    /proc/<pid>/environ): finds every process of a launched vLLM, the engine core and workers
+    included (they inherit the environment, not the API server's command line), and processes
+    inside containers (same kernel)."""
+    found, needle = [], marker.encode()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            env = (entry / "environ").read_bytes()
+            if needle not in env:
+                continue
+            stat = (entry / "stat").read_text()
+            cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode("utf-8", "replace")
+        except OSError:
+            continue
+        if stat[stat.rfind(")") + 2:][:1] not in ("Z", "X"):
+            found.append((int(entry.name), cmd))
+    return found
+
+
+def wait_no_env_processes(marker: str, timeout: float = 15.0) -> list[tuple[int, str]]:
+    deadline = time.monotonic() + timeout
+    left = processes_with_env(marker)
+    while left and time.monotonic() < deadline:
+        time.sleep(0.2)
+        left = processes_with_env(marker)
+    return left
+
+
+def kill_env_marker_processes(marker: str) -> None:
+    """Last-resort cleanup of processes this suite started (by a unique environment marker)."""
+    for pid, _ in processes_with_env(marker):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+
+
 def wait_no_processes(marker: str, timeout: float = 15.0) -> list[tuple[int, str]]:
     deadline = time.monotonic() + timeout
     left = processes_with(marker)

@@ -11,6 +11,7 @@ import argparse
 DEFAULT_MODEL = "Qwen/Qwen2.5-Coder-7B-Instruct"
 DEFAULT_PROFILE = "l4x4"
 DEFAULT_GPUS = "4xL4"
+DISTRIBUTED_BACKENDS = ("ray", "native")
 
 PINS = (
     ("--tensor-parallel-size", "-tp"), ("--pipeline-parallel-size", "-pp"), ("--data-parallel-size", "-dp"),
@@ -39,6 +40,12 @@ def add_plan_arguments(parser: argparse.ArgumentParser, *, model_default_help: b
     parser.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
                         help="environment for the server (repeatable)")
     parser.add_argument("--offline", action="store_true", default=None, help="never ask the Hub")
+    multi = parser.add_argument_group("several nodes (--gpus 2x(8xH100), or a profile with several nodes)")
+    multi.add_argument("--distributed-backend", choices=DISTRIBUTED_BACKENDS, default=None,
+                       help="how one replica spans nodes: ray (vLLM's Ray executor; default on GPUs) or native "
+                            "(vLLM's own --nnodes/--node-rank/--master-addr, the mp executor; CPU nodes)")
+    multi.add_argument("--master-port", type=int, default=None, metavar="PORT",
+                       help="native multi-node: the port rank 0 listens on for the other nodes (default 29500)")
     pins = parser.add_argument_group("pins (vLLM's own flags; kept as given)")
     for names in PINS:
         pins.add_argument(*names, dest=_dest(names), default=None, metavar="V")
@@ -70,6 +77,21 @@ def pins_from_args(args: argparse.Namespace) -> dict:
     if getattr(args, "enforce_eager", False):
         pins["enforce_eager"] = True
     return pins
+
+
+def multinode_from_args(args: argparse.Namespace) -> dict:
+    """``backend=`` / ``master_port=`` for ``planning.plan`` from --distributed-backend /
+    --master-port (absent flags: the planner's defaults). BadInput for a port outside 1..65535."""
+    out: dict = {}
+    backend = getattr(args, "distributed_backend", None)
+    if backend:
+        out["backend"] = backend
+    port = getattr(args, "master_port", None)
+    if port is not None:
+        from vllm_ops.planning.planner import check_port
+
+        out["master_port"] = check_port(port, "--master-port")
+    return out
 
 
 def gpu_device_present() -> bool:
@@ -156,4 +178,5 @@ def plan_from_args(args: argparse.Namespace, *, cmd: str = "plan", vllm_version:
     return plan(spec, inventory, pins=pins_from_args(args),
                 vllm_version=vllm_version or args.vllm_version or DEFAULT_VLLM_VERSION,
                 profile=profile, extra_args=tuple(getattr(args, "passthrough", None) or ()), env=env,
-                served_name=args.served_model_name, port=args.port if args.port is not None else 8000)
+                served_name=args.served_model_name, port=args.port if args.port is not None else 8000,
+                **multinode_from_args(args))

@@ -1,16 +1,46 @@
 """`vllm-ops launch`: plan for the installed vLLM (or take a saved plan), start it, wait until
 it is ready in stages, print the memory figures beside the plan's prediction.
 
-    vllm-ops launch --model M [--profile P | probed] [--plan PLAN.json] [--port N]
+    vllm-ops launch --model M [--profile P | --gpus G | probed] [--plan PLAN.json] [--port N]
                     [--env KEY=VALUE ...] [--detach] [--no-validate] [--auto-retry]
                     [--vllm-version V] [--ready-timeout S] [--name NAME] [--json]
+                    [--backend process|docker|compose|ray] [backend flags below]
                     [-- <extra vLLM args>]
 
+Backends (one dispatch; `status`, `logs` and `stop` pick the same backend from the deployment's
+recorded ``backend``):
+
+- ``process`` (default): vLLM as a local process group (needs vLLM installed here).
+- ``docker``: one container per replica; ``compose``: the rendered Compose file, ``up -d``.
+  ``--image IMAGE`` (default: the plan's ``vllm/vllm-openai[-cpu]:v<version>``),
+  ``--volume HOST:CONTAINER[:ro]`` (repeatable), ``--shm-size SIZE`` (instead of ``--ipc=host``).
+  No local vLLM is needed (the version comes from --vllm-version / the plan).
+- ``ray``: vLLM with ``--distributed-executor-backend ray``. ``--ray-address HOST:PORT`` uses a
+  running cluster (never stopped by vllm-ops); without it a Ray head is started here
+  (``--ray-port``, ``--ray-node-ip``, ``--ray-num-cpus``, ``--ray-num-gpus``, ``--ray-temp-dir``)
+  and stopped with the deployment. Ray's resources are checked BEFORE vLLM starts (exit 1, one
+  line, when the cluster is too small). On the other nodes:
+  ``vllm-ops launch --backend ray --ray-address HEAD:6379 --node-rank R --name NAME`` joins them
+  (no vLLM there; `vllm-ops stop NAME` leaves the cluster).
+
+Multi-node (vLLM's native mode, no Ray; or ``--backend ray`` over several nodes):
+
+- ``--nodes ADDR,ADDR,...``: plan one node per address (rank order: the first is rank 0, the
+  master / Ray head), each with this machine's hardware (or ``--gpus``/``--profile`` per node).
+  A saved ``--plan`` with ``nnodes >= 2`` is multi-node by itself.
+- ``--node-rank R``: start only this node's rank (run the same command on every node; rank 0
+  serves the API and waits for ready, ranks > 0 are headless workers, recorded as
+  ``NAME-rank<R>``). Without it every rank is started from here: rank R through
+  ``--node-exec R=PREFIX`` (e.g. ``1='ssh 10.0.0.2'``), else locally.
+- ``--node-env R:KEY=VALUE`` (e.g. ``GLOO_SOCKET_IFNAME``/``NCCL_SOCKET_IFNAME``),
+  ``--master-addr``, ``--master-port`` (default 29500).
+
 Foreground (default): after ready, launch stays until Ctrl-C or SIGTERM, then stops vLLM and
-every process it started (or returns 1 if vLLM dies on its own). ``--detach``: returns once
-ready and leaves vLLM running; `vllm-ops status/logs/stop NAME` manage it from any shell.
-A failed start prints the cause found in vLLM's log and the change that fixes it (exit 1);
-``--auto-retry`` applies that change once and starts again.
+every process / container / Ray node it started (or returns 1 if vLLM dies on its own).
+``--detach``: returns once ready and leaves it running; `vllm-ops status/logs/stop NAME` manage
+it from any shell. A failed start prints the cause found in vLLM's log and the change that fixes
+it (exit 1); ``--auto-retry`` applies that change once and starts again, and the "plan" column
+then shows the re-planned prediction for the flags that started (a saved --plan: marked stale).
 """
 from __future__ import annotations
 
@@ -39,6 +69,37 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--name", help="deployment name (default: <served-name>-<port>)")
     parser.add_argument("--json", action="store_true", help="print the result as one JSON document")
     parser.add_argument("--quiet", action="store_true", help="no progress lines")
+    from vllm_ops.launch.backend import BACKENDS
+
+    parser.add_argument("--backend", choices=BACKENDS, default="process",
+                        help="process (default): vLLM here; docker: a container per replica; compose: "
+                             "the rendered Compose file; ray: vLLM's Ray executor on a Ray cluster")
+    c = parser.add_argument_group("containers (--backend docker|compose)")
+    c.add_argument("--image", help="container image (default: the plan's vllm/vllm-openai[-cpu]:v<version>)")
+    c.add_argument("--volume", action="append", default=[], metavar="HOST:CONTAINER[:ro]",
+                   help="extra bind mount (repeatable)")
+    c.add_argument("--shm-size", metavar="SIZE", help="container shared memory instead of --ipc=host (e.g. 16g)")
+    r = parser.add_argument_group("Ray (--backend ray)")
+    r.add_argument("--ray-address", metavar="HOST:PORT",
+                   help="a running Ray cluster to use (rank 0) or join (--node-rank R > 0); default: "
+                        "start a Ray head here, stopped with the deployment")
+    r.add_argument("--ray-port", type=int, default=6379, help="port of the Ray head started here (6379)")
+    r.add_argument("--ray-node-ip", metavar="ADDR", help="this node's address for Ray (--node-ip-address)")
+    r.add_argument("--ray-num-cpus", type=int, metavar="N", help="CPUs this Ray node offers")
+    r.add_argument("--ray-num-gpus", type=int, metavar="N", help="GPUs this Ray node offers")
+    r.add_argument("--ray-temp-dir", metavar="DIR", help="Ray's --temp-dir (one per node sharing a host)")
+    n = parser.add_argument_group("multi-node (vLLM's native mode; or --backend ray over several nodes)")
+    n.add_argument("--nodes", metavar="ADDR,ADDR,...",
+                   help="plan one node per address (first = rank 0), each with this machine's hardware "
+                        "(or --gpus/--profile)")
+    n.add_argument("--node-rank", type=int, metavar="R",
+                   help="start only this node's rank (run launch on every node); default: all ranks from here")
+    n.add_argument("--node-exec", action="append", default=[], metavar="R=PREFIX",
+                   help="command prefix that runs rank R on its node, e.g. 1='ssh 10.0.0.2' (repeatable)")
+    n.add_argument("--node-env", action="append", default=[], metavar="R:KEY=VALUE",
+                   help="environment for rank R only, e.g. 1:GLOO_SOCKET_IFNAME=eth0 (repeatable)")
+    n.add_argument("--master-addr", metavar="ADDR", help="rank 0's address (default: the plan's)")
+    n.add_argument("--master-port", type=int, metavar="P", help="torch.distributed port (default 29500)")
 
 
 def _parse_env(items: list[str]) -> dict[str, str]:
@@ -54,7 +115,7 @@ def _sigterm(signum: int, frame: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from vllm_ops.errors import BadInput
-    from vllm_ops.launch.launcher import LaunchFailed, LaunchOptions, launch, split_secrets
+    from vllm_ops.launch.launcher import LaunchFailed, LaunchOptions, split_secrets
     from vllm_ops.launch.locate import find_vllm, installed_version
     from vllm_ops.launch.state import StateStore
     from vllm_ops.output import Progress, info, print_json
@@ -66,35 +127,48 @@ def run(args: argparse.Namespace) -> int:
         raise BadInput("give --model M (to plan now) or --plan PLAN.json, not both")
     if args.port is not None:
         check_port(args.port)
+    _check_backend_args(args)
     previous = signal.signal(signal.SIGTERM, _sigterm)   # SIGTERM stops vLLM like Ctrl-C
     try:
         settings = load_settings()
         store = StateStore(settings.state_dir)
-        vllm = find_vllm(settings.vllm)
+        local = args.backend in ("process", "ray")
+        if local:
+            vllm = find_vllm(settings.vllm)
+        else:  # nothing local runs: the image's `vllm serve` does
+            from vllm_ops.launch.docker_backend import IMAGE_COMMAND as vllm
         env = _parse_env(args.env)
         extra, secret_env = split_secrets(list(args.passthrough or []))
         secrets = {k: v for k, v in env.items() if is_secret_name(k)}
         plain_env = {k: v for k, v in env.items() if k not in secrets}
         version = args.vllm_version or settings.vllm_version
+        replan = None
         if args.plan:
             from vllm_ops.planning.plan import Plan
 
             plan = Plan.load(args.plan)
-            version = version or installed_version(vllm) or plan.vllm_version
+            version = version or (installed_version(vllm) if local else None) or plan.vllm_version
             passthrough = extra
         else:
-            version = version or installed_version(vllm)
-            plan = _make_plan(args, version, extra, plain_env, sorted({*secrets, *secret_env}))
+            version = version or (installed_version(vllm) if local else None)
+            secret_names = sorted({*secrets, *secret_env})
+            plan = _make_plan(args, version, extra, plain_env, secret_names)
             passthrough = []   # the planner put them into plan.extra_args
+
+            def replan(pins: dict) -> Any:   # --auto-retry changed a pin: plan what really starts
+                return _make_plan(args, version, extra, plain_env, secret_names, override=pins, quiet=True)
         progress = Progress(quiet=args.quiet or False)
-        info(f"vllm-ops: starting vLLM {version or '(version unknown)'} via {vllm.source}: "
-             f"{plan.model.get('id')} on port {args.port or plan.replicas[0].port}")
+        mode = _mode(args, plan)
         opts = LaunchOptions(vllm=vllm, vllm_version=version, name=args.name, port=args.port,
                              env={**plain_env, **secrets, **secret_env}, extra_args=passthrough,
                              ready_timeout=args.ready_timeout, validate=args.validate,
-                             auto_retry=args.auto_retry, store=store, replica=args.replica)
+                             auto_retry=args.auto_retry, store=store, replica=args.replica,
+                             backend=_backend(args), replan=replan)
+        where = f"{plan.model.get('id')} on port {args.port or (plan.replicas[0].port if plan.replicas else 8000)}"
+        info(f"vllm-ops: starting vLLM {version or '(version unknown)'} via {vllm.source} "
+             f"({_describe_mode(mode, args)}): {where}")
         try:
-            result = launch(plan, opts, _stage_printer(progress))
+            result = _start(mode, plan, opts, args, _stage_printer(progress))
         except LaunchFailed as exc:
             _print_failure(exc)
             if args.json:
@@ -102,17 +176,29 @@ def run(args: argparse.Namespace) -> int:
                             "diagnosis": exc.diagnosis.to_dict() if exc.diagnosis else None,
                             "name": exc.deployment.name if exc.deployment else None})
             return 1
+        if isinstance(result, _Started):     # a node without vLLM's API server (worker rank, Ray worker)
+            info(f"vllm-ops: {result.what}; stop it with `vllm-ops stop {result.name}`")
+            if args.json:
+                print_json({"ready": True, "name": result.name, "role": result.role, "url": None,
+                            "workers": result.workers})
+            if args.detach or result.deployment is None:
+                return 0
+            from dataclasses import replace
+
+            return _foreground(result.deployment, store,
+                               replace(opts, backend=_process_kind(result.deployment.backend)))
         dep = result.deployment
         _print_figures(result)
         info(f"vllm-ops: {dep.name} ready in {result.ready_s:.1f} s at {dep.url} "
-             f"(model {dep.served_name}, pid {dep.pid}); log {dep.log_path}")
+             f"(model {dep.served_name}, {_where(dep)}); log {dep.log_path}")
         if args.json:
             print_json({"ready": True, "name": dep.name, "url": dep.url, "pid": dep.pid,
-                        "port": dep.port, "served_name": dep.served_name,
+                        "port": dep.port, "served_name": dep.served_name, "backend": dep.backend,
                         "ready_s": round(result.ready_s, 2),
                         "health_s": round(result.health_s, 2) if result.health_s else None,
                         "stages": {k: round(v, 2) for k, v in result.stage_times.items()},
                         "predicted": result.predicted, "actual": result.actual,
+                        "replanned": result.replanned, "plan_stale": result.plan_stale,
                         "retried": result.retried.to_dict() if result.retried else None,
                         "calibration": result.calibration_path, "log": dep.log_path})
         if args.detach:
@@ -123,11 +209,180 @@ def run(args: argparse.Namespace) -> int:
         signal.signal(signal.SIGTERM, previous)
 
 
+# ------------------------------------------------------------------------------ dispatch
+class _Started:
+    """A node that runs no API server: a headless worker rank or a Ray worker node."""
+
+    def __init__(self, name: str, role: str, what: str, deployment=None, workers=()):
+        self.name, self.role, self.what, self.deployment = name, role, what, deployment
+        self.workers = list(workers)
+
+
+def _check_backend_args(args: argparse.Namespace) -> None:
+    """Flags of one backend given to another: BadInput (exit 2) before anything starts."""
+    from vllm_ops.errors import BadInput
+
+    container = args.backend in ("docker", "compose")
+    given = lambda *names: [n for n in names if getattr(args, n.lstrip("-").replace("-", "_"), None)]  # noqa: E731
+    if not container and (bad := given("--image", "--volume", "--shm-size")):
+        raise BadInput(f"{', '.join(bad)} need --backend docker or compose")
+    if args.backend != "ray" and (bad := given("--ray-address", "--ray-node-ip", "--ray-num-cpus",
+                                               "--ray-num-gpus", "--ray-temp-dir")):
+        raise BadInput(f"{', '.join(bad)} need --backend ray")
+    if container and (bad := given("--nodes", "--node-rank", "--node-exec", "--node-env", "--master-addr",
+                                   "--master-port")):
+        raise BadInput(f"{', '.join(bad)}: multi-node launches run vLLM as processes "
+                       f"(--backend process or ray), not with --backend {args.backend}",
+                       hint="`vllm-ops render` writes the multi-node files for containers")
+    if args.node_rank is not None and args.node_rank < 0:
+        raise BadInput(f"--node-rank {args.node_rank}: ranks count from 0")
+    if args.nodes and args.plan:
+        raise BadInput("--nodes plans the nodes; a saved --plan already has them: give one")
+
+
+def _mode(args: argparse.Namespace, plan) -> str:
+    """single | native | ray | ray-worker."""
+    from vllm_ops.errors import BadInput
+
+    va = plan.vllm_args or {}
+    multi = int(va.get("nnodes") or 0) >= 2
+    if args.backend == "ray":
+        return "ray-worker" if (args.node_rank or 0) > 0 else "ray"
+    if multi:
+        if args.backend != "process":
+            raise BadInput(f"the plan is a native multi-node plan (nnodes {va.get('nnodes')}); "
+                           f"--backend {args.backend} runs one server",
+                           hint="launch it with the default backend (vLLM's native multi-node mode)")
+        return "native"
+    if any(getattr(args, n) for n in ("node_exec", "node_env", "master_addr", "master_port")) \
+            or args.node_rank is not None:
+        raise BadInput("--node-rank/--node-exec/--node-env/--master-* need a multi-node plan",
+                       hint="plan several nodes with --nodes ADDR,ADDR (or a saved multi-node --plan)")
+    return "single"
+
+
+def _describe_mode(mode: str, args: argparse.Namespace) -> str:
+    if mode == "native":
+        return ("native multi-node, rank " + str(args.node_rank)) if args.node_rank is not None \
+            else "native multi-node, all ranks"
+    if mode == "ray-worker":
+        return f"Ray worker node joining {args.ray_address}"
+    if mode == "ray":
+        return f"Ray cluster at {args.ray_address}" if args.ray_address else "Ray head started here"
+    return f"backend {args.backend}"
+
+
+def _backend(args: argparse.Namespace):
+    from vllm_ops.launch.backend import backend_for
+
+    return backend_for(args.backend, image=args.image, volumes=args.volume or None, shm_size=args.shm_size)
+
+
+def _process_kind(name: str):
+    from vllm_ops.launch.backend import backend_for
+
+    return backend_for(name)
+
+
+def _where(dep) -> str:
+    if dep.pid:
+        return f"pid {dep.pid}"
+    return f"container {dep.container_name or dep.container_id or dep.name}"
+
+
+def _node_options(args: argparse.Namespace, vllm, store, log_name: str):
+    from vllm_ops.launch.ray_backend import RayNodeOptions, find_ray
+
+    return RayNodeOptions(ray=find_ray(vllm.python), node_ip=args.ray_node_ip, port=args.ray_port,
+                          num_cpus=args.ray_num_cpus, num_gpus=args.ray_num_gpus,
+                          temp_dir=args.ray_temp_dir, log_path=store.logs / f"{log_name}.log")
+
+
+def _start(mode: str, plan, opts, args: argparse.Namespace, progress):
+    """The one dispatch: LaunchResult (rank 0 / the server is ready) or _Started (a node without
+    an API server)."""
+    from vllm_ops.launch.launcher import deployment_name, launch
+
+    if mode == "single":
+        return launch(plan, opts, progress)
+    name = deployment_name(plan, opts)
+    opts.name = name
+    if mode in ("ray", "ray-worker"):
+        from vllm_ops.launch import ray_backend as rb
+
+        if mode == "ray-worker":
+            address = args.ray_address or _ray_head_address(plan, args)
+            node = rb.join(address, _node_options(args, opts.vllm, opts.store, f"{name}.ray"))
+            rb.ClusterStore(opts.store).save(name, [node], address=address)
+            return _Started(name, "ray-worker", f"this node (rank {args.node_rank}) joined the Ray cluster "
+                                                f"at {address} (pgid {node.pgid})")
+        head = None if args.ray_address else _node_options(args, opts.vllm, opts.store, f"{name}.ray-head")
+        ray = rb.RayLaunch(python=opts.vllm.python or sys.executable, address=args.ray_address,
+                           head=head, cluster_name=name)
+        return rb.launch_ray(plan, ray, opts, progress).launch
+    # native multi-node
+    import shlex
+
+    from vllm_ops.launch.multinode import NativeLaunch, launch_native
+
+    if opts.auto_retry:
+        from vllm_ops.output import warn
+
+        warn("--auto-retry is off for native multi-node launches: a change to rank 0's flags "
+             "would not reach the other ranks")
+        opts.auto_retry = False
+    nl = NativeLaunch(node_prefix={r: shlex.split(v) for r, v in _ranked(args.node_exec, "=", "exec").items()},
+                      node_env=_node_env(args.node_env), master_addr=args.master_addr,
+                      master_port=args.master_port, this_rank=args.node_rank)
+    res = launch_native(plan, nl, opts, progress)
+    if res.head is None:
+        w = res.workers[0] if res.workers else None
+        return _Started(name, "worker", f"rank {args.node_rank} of {name} started (headless, pid "
+                                        f"{w.pid if w else '?'}, log {w.log_path if w else '?'})",
+                        deployment=w, workers=[x.name for x in res.workers])
+    return res.head
+
+
+def _ray_head_address(plan, args: argparse.Namespace) -> str:
+    from vllm_ops.errors import BadInput
+
+    nodes = [n for n in (plan.nodes or []) if n.get("head") or n.get("rank") == 0]
+    addr = nodes[0].get("address") if nodes else None
+    if not addr:
+        raise BadInput("--node-rank R > 0 with --backend ray joins a Ray cluster: give --ray-address HEAD:PORT")
+    return f"{addr}:{args.ray_port}"
+
+
+def _ranked(items: list[str], sep: str, what: str) -> dict[int, str]:
+    from vllm_ops.errors import BadInput
+
+    out: dict[int, str] = {}
+    for it in items or []:
+        rank, found, rest = it.partition(sep)
+        if not found or not rank.strip().isdigit() or not rest:
+            raise BadInput(f"--node-{what} {it!r}: expected RANK{sep}...")
+        out[int(rank)] = rest
+    return out
+
+
+def _node_env(items: list[str]) -> dict[int, dict[str, str]]:
+    from vllm_ops.commands._planargs import parse_env
+
+    out: dict[int, dict[str, str]] = {}
+    for it in items or []:
+        rank, _, kv = it.partition(":")
+        r = _ranked([f"{rank}:{kv}"], ":", "env")
+        out.setdefault(next(iter(r)), {}).update(parse_env([kv]))
+    return out
+
+
 def _make_plan(args: argparse.Namespace, version: str | None, extra: list[str],
-               env: dict[str, str], secret_names: list[str] = ()):
+               env: dict[str, str], secret_names: list[str] = (), override: dict | None = None,
+               quiet: bool = False):
     """Plan for this vLLM, as `vllm-ops plan` would (same hardware choice and pins). Flags after
     `--` that the planner can pin (--max-model-len, --tensor-parallel-size, ...) become pins too,
-    so the prediction is for what really starts."""
+    so the prediction is for what really starts. ``override``: pins that win over all (the
+    change --auto-retry applied). ``--nodes``: one node per address (multi-node plan)."""
     from vllm_ops import planning
     from vllm_ops.commands._planargs import choose_hardware, pins_from_args
     from vllm_ops.launch.launcher import parse_flags, strip_flags
@@ -139,15 +394,43 @@ def _make_plan(args: argparse.Namespace, version: str | None, extra: list[str],
     spec = load_model_spec(args.model, offline=args.offline)
     inventory, profile = choose_hardware(args, cmd="launch")
     extra_pins = {k: v for k, v in parse_flags(extra).items() if k in PIN_KEYS}
-    pins = {**extra_pins, **pins_from_args(args)}
+    pins = {**extra_pins, **pins_from_args(args), **(override or {})}
     rest = strip_flags(extra, set(extra_pins))
-    plan = planning.plan(spec, inventory, pins=pins, vllm_version=base_version(version),
-                         profile=profile, extra_args=rest, env=env, port=args.port or 8000,
-                         served_name=args.served_model_name, env_secrets=secret_names)
-    if not plan.fits:
+    kw = dict(pins=pins, vllm_version=base_version(version), profile=profile, extra_args=rest, env=env,
+              port=args.port or 8000, served_name=args.served_model_name)
+    if args.nodes:
+        from vllm_ops.planning.multinode import plan_multinode
+
+        plan = plan_multinode(spec, _nodes_inventory(inventory, args.nodes),
+                              backend="ray" if args.backend == "ray" else "native",
+                              master_port=args.master_port or 29500, **kw)
+        if secret_names:
+            plan.env_secrets = list(secret_names)
+    else:
+        plan = planning.plan(spec, inventory, env_secrets=secret_names, **kw)
+    if not plan.fits and not quiet:
         warn(f"the plan predicts this does not fit ({plan.failure_stage}); starting anyway: "
              f"vLLM's log will say")
     return plan
+
+
+def _nodes_inventory(inventory, nodes: str):
+    """``--nodes A,B,...``: the chosen hardware's first node once per address (rank order)."""
+    from dataclasses import replace
+
+    from vllm_ops.errors import BadInput
+    from vllm_ops.hardware.inventory import Inventory
+
+    addrs = [a.strip() for a in nodes.split(",") if a.strip()]
+    if len(addrs) < 2 or len(set(addrs)) != len(addrs):
+        raise BadInput(f"--nodes {nodes!r}: give two or more different node addresses, comma-separated")
+    if any(c.isspace() or c in "/'\"" for a in addrs for c in a):
+        raise BadInput(f"--nodes {nodes!r}: not host names or addresses")
+    base = inventory.nodes[0]
+    return Inventory(nodes=tuple(replace(base, address=a, hostname=a) for a in addrs), source=inventory.source,
+                     spec=f"{len(addrs)}x({inventory.spec or 'node'})", driver_version=inventory.driver_version,
+                     cuda_driver_version=inventory.cuda_driver_version, nvml_version=inventory.nvml_version,
+                     interconnect_override=inventory.interconnect_override)
 
 
 def _stage_printer(progress):
@@ -191,9 +474,15 @@ def _print_figures(result) -> None:
             if result.predicted.get(k) is not None or result.actual.get(k) is not None]
     if not rows:
         return
-    info(f"{'memory (per GPU)':<24}{'plan':>14}{'vLLM log':>14}")
+    head = "plan (re-planned)" if result.replanned else ("plan (stale)" if result.plan_stale else "plan")
+    info(f"{'memory (per GPU)':<24}{head:>18}{'vLLM log':>14}")
     for label, p, a in rows:
-        info(f"{label:<24}{_fmt(p):>14}{_fmt(a):>14}")
+        info(f"{label:<24}{_fmt(p):>18}{_fmt(a):>14}")
+    if result.replanned and result.retried is not None:
+        info(f"(plan re-made for the retried flags: {result.retried.change.describe()})")
+    if result.plan_stale:
+        info("(the saved plan was made for the flags before --auto-retry changed them: its figures are "
+             "stale; re-plan with the new flags to compare)")
     if result.calibration_path:
         info(f"(recorded in {result.calibration_path})")
 
@@ -216,7 +505,7 @@ def _foreground(dep, store, opts) -> int:
             time.sleep(0.5)
     except KeyboardInterrupt:
         info(f"vllm-ops: stopping {dep.name}...")
-        stop(dep, store, opts.backend)
+        stop(dep, store, opts.backend)        # with its worker ranks / the Ray head it started
         store.remove(dep.name)
         return 0
     code = opts.backend.exit_code(dep)

@@ -120,3 +120,37 @@ class ProcessBackend:
                 child.wait(5)
             except subprocess.TimeoutExpired:  # pragma: no cover - killed above
                 pass
+
+
+BACKENDS = ("process", "docker", "compose", "ray")   # what `launch --backend` offers
+
+
+def backend_for(name: str, **options: Any) -> LaunchBackend:
+    """The backend ``launch --backend NAME`` uses, or the one that manages a deployment recorded
+    with ``dep.backend == NAME`` (status/logs/stop). ``options``: the container options
+    (``image=``, ``volumes=``, ``shm_size=``; None values are left at their defaults) for
+    docker/compose, ``prefix=`` (a command prefix such as ``ssh host``) for the process kinds.
+
+    process, ray (vLLM's API server is a local process; its Ray nodes are stopped with the
+    deployment by :func:`vllm_ops.launch.launcher.stop`), native and native-worker (vLLM's own
+    multi-node mode: each rank is a local process group) are process groups; docker and
+    compose are containers. An unknown name is BadInput."""
+    from vllm_ops.errors import BadInput
+
+    opts = {k: v for k, v in options.items() if v is not None}
+    if name in ("docker", "compose"):
+        from vllm_ops.launch.docker_backend import DockerBackend, DockerOptions
+
+        dopts = DockerOptions(**{k: v for k, v in opts.items() if k != "prefix"})
+        if name == "compose":
+            from vllm_ops.launch.compose_backend import ComposeBackend
+
+            return ComposeBackend(dopts)
+        return DockerBackend(dopts)
+    if name == "process" and not opts.get("prefix"):
+        return ProcessBackend()
+    if name in ("process", "ray", "native", "native-worker"):
+        from vllm_ops.launch.ray_backend import PrefixedProcessBackend
+
+        return PrefixedProcessBackend(opts.get("prefix") or (), name=name)
+    raise BadInput(f"unknown launch backend {name!r}", hint="one of: " + ", ".join(BACKENDS))

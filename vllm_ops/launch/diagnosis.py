@@ -1,6 +1,7 @@
 """Why a vLLM start failed, read from its log, and the concrete change that fixes it.
 
-One table, :data:`RULES`: (code, pattern, cause, fix builder). The first rule whose pattern
+One table, :data:`RULES`: (code, pattern, cause, fix builder, condition) — single-node, Ray
+(``launch --backend ray``) and native multi-node (``launch --nodes``) failures alike. The first rule whose pattern
 matches the log wins, so specific rules come before general ones. A fix builder gets the match
 and a :class:`Context` (the flags vLLM was started with) and returns the advice line and, where
 a safe automatic change exists, a :class:`Change` that ``launch --auto-retry`` applies once.
@@ -90,6 +91,7 @@ class Rule:
     pattern: re.Pattern[str]
     cause: str
     fix: FixBuilder
+    when: Callable[[Context, str], bool] | None = None   # None: always; else only when it says so
 
 
 # ---------------------------------------------------------------- fix builders
@@ -232,11 +234,80 @@ def _fix_generic_oom(m: re.Match[str], ctx: Context) -> tuple[str, Change | None
         Change(set_flags={"gpu_memory_utilization": new})
 
 
-def _rule(code: str, pattern: str, cause: str, fix: FixBuilder, flags: int = 0) -> Rule:
-    return Rule(code, re.compile(pattern, flags), cause, fix)
+def _advice(text: str) -> FixBuilder:
+    """A fix with advice only (no safe automatic change)."""
+    return lambda m, ctx: (text, None)
+
+
+# ---------------------------------------------------------------- conditions
+def _uses_ray(ctx: Context, text: str) -> bool:
+    return str(ctx.get("distributed_executor_backend", "")) == "ray"
+
+
+def _multinode(ctx: Context, text: str) -> bool:
+    return int(ctx.get("nnodes", 1) or 1) > 1 or bool(ctx.get("headless"))
+
+
+def _moe(ctx: Context, text: str) -> bool:
+    return ctx.is_moe or "fused_moe" in text
+
+
+def _rule(code: str, pattern: str, cause: str, fix: FixBuilder, flags: int = 0,
+          when: Callable[[Context, str], bool] | None = None) -> Rule:
+    return Rule(code, re.compile(pattern, flags), cause, fix, when)
+
+
+# Ray (``launch --backend ray``) and vLLM's native multi-node mode (``launch --nodes``): the
+# failures were seen for real (tests/real/test_multinode_real.py) or quoted from vLLM/Ray source.
+_RAY_RULES: tuple[Rule, ...] = (
+    _rule("ray-unsupported-platform", r"current platform (\w+) does not support ray",
+          "this vLLM build's platform cannot use the Ray executor",
+          _advice("drop --backend ray: on the CPU build use vLLM's native multi-node mode "
+                  "(`vllm-ops launch --nodes`, --distributed-executor-backend mp)"), re.I),
+    _rule("ray-not-installed", r"(?:Failed to import Ray|No module named 'ray'|Ray is not installed)",
+          "vLLM's Python has no Ray",
+          _advice("pip install ray into vLLM's environment (the same Ray as the cluster's)"), re.I),
+    _rule("ray-not-enough-gpus",
+          r"(?:The number of required GPUs exceeds the total number of available GPUs in the placement "
+          r"group|Current node has no GPU available|required_resources=.*exceeds)",
+          "the Ray cluster has fewer GPUs than vLLM's placement group asks for",
+          _advice("start more Ray nodes with GPUs or lower TP x PP"), re.I, _uses_ray),
+    _rule("ray-placement-timeout",
+          r"(?:placement group.*(?:timed out|cannot be created|pending)|Cannot provide a placement group)",
+          "Ray could not place vLLM's workers",
+          _advice("check `ray status`: every node needs the GPUs of one pipeline stage"), re.I, _uses_ray),
+    _rule("ray-connect",
+          r"(?:Failed to connect to GCS|Could not find any running Ray instance|ConnectionError: .*ray)",
+          "vLLM could not reach the Ray cluster",
+          _advice("set RAY_ADDRESS to the head (HOST:6379) and check the head runs"), re.I, _uses_ray),
+)
+_MULTINODE_RULES: tuple[Rule, ...] = (
+    _rule("multinode-loopback-address", r"Gloo connectFullMesh failed.*remote=\[127\.\d+\.\d+\.\d+\]",
+          "a rank told the others to reach it at a loopback address (its hostname resolves to 127.x)",
+          _advice("set GLOO_SOCKET_IFNAME (CPU, gloo) / NCCL_SOCKET_IFNAME and GLOO_SOCKET_IFNAME (GPU) "
+                  "to the interface that carries the node's address, on every node "
+                  "(--node-env R:GLOO_SOCKET_IFNAME=eth0)")),
+    _rule("multinode-bad-options", r"Invalid data-parallel launch options: (.+)",
+          "vLLM rejected the multi-node options",
+          _advice("fix --nnodes/--node-rank as the message says")),
+    _rule("multinode-host-ip", r"Failed to get the IP address, using 0\.0\.0\.0 by default",
+          "a rank could not find its own address (no default route) and advertised 0.0.0.0, so the "
+          "ranks never connect",
+          _advice("set VLLM_HOST_IP to each node's address (plan.nodes[i].address: plan with addresses, "
+                  "or --node-env R:VLLM_HOST_IP=ADDR)"), when=_multinode),
+    _rule("multinode-connect",
+          r"(?:Gloo connectFullMesh failed|timed out connecting|DistNetworkError|"
+          r"The client socket has timed out after)",
+          "the ranks could not connect to each other over torch.distributed",
+          _advice("check that --master-addr is rank 0's address, --master-port is open between the "
+                  "nodes and every rank was started with the same --nnodes/--master-port"),
+          when=_multinode),
+)
 
 
 RULES: tuple[Rule, ...] = (
+    *_RAY_RULES,          # specific to one executor / mode: before the generic rules
+    *_MULTINODE_RULES,
     _rule("unrecognized-arguments", r"error: unrecognized arguments: (.+)",
           "vLLM does not accept a flag it was given", _fix_unrecognized),
     _rule("heads-not-divisible",
@@ -280,20 +351,23 @@ RULES: tuple[Rule, ...] = (
     _rule("triton-moe-compile",
           r"triton\.compiler\.errors\.\w+|PassManager::run failed|CompilationError|"
           r"fused_moe\.py:\d+:\d+: error",
-          "compiling the Triton fused-MoE kernel failed", _fix_triton),
+          "compiling the Triton fused-MoE kernel failed", _fix_triton, when=_moe),
     _rule("cuda-oom", r"(?:torch\.(?:cuda\.)?OutOfMemoryError|CUDA out of memory|CUDA error: out of memory)",
           "the GPU ran out of memory", _fix_generic_oom),
 )
 
 
-def diagnose(log_text: str, ctx: Context | None = None) -> Diagnosis | None:
-    """The first rule that matches the log, with its fix; None when no rule knows the failure."""
+def diagnose(log_text: str, ctx: Context | None = None, *, only: str | None = None) -> Diagnosis | None:
+    """The first rule that matches the log, with its fix; None when no rule knows the failure.
+    ``only``: consider only the rules whose code starts with it (e.g. ``"ray-"``)."""
     ctx = ctx or Context()
     for rule in RULES:
+        if only is not None and not rule.code.startswith(only):
+            continue
+        if rule.when is not None and not rule.when(ctx, log_text):
+            continue
         m = rule.pattern.search(log_text)
         if not m:
-            continue
-        if rule.code == "triton-moe-compile" and not (ctx.is_moe or "fused_moe" in log_text):
             continue
         fix, change = rule.fix(m, ctx)
         return Diagnosis(rule.code, rule.cause, fix, _evidence(log_text, m), change)

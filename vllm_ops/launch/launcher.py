@@ -20,7 +20,7 @@ import urllib.request
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
-from vllm_ops.errors import BadInput, RuntimeFailure
+from vllm_ops.errors import BadInput, MalformedFile, RuntimeFailure
 from vllm_ops.launch import calibration
 from vllm_ops.launch.backend import LaunchBackend, LaunchSpec, ProcessBackend
 from vllm_ops.launch.diagnosis import Change, Context, Diagnosis, diagnose
@@ -58,6 +58,10 @@ class LaunchOptions:
     backend: LaunchBackend = field(default_factory=ProcessBackend)
     stop_grace: float = 20.0
     record_calibration: bool = True
+    # re-plan with pins changed by --auto-retry (``{"max_model_len": 18432}`` → Plan), so the
+    # "plan" figures printed beside vLLM's are for the flags that really started; None (a saved
+    # --plan): the prediction is marked stale instead
+    replan: Callable[[dict[str, Any]], Any] | None = None
 
 
 @dataclass
@@ -70,6 +74,8 @@ class LaunchResult:
     stage_times: dict[str, float]            # stage → seconds after start when first seen
     retried: Diagnosis | None = None         # the failure fixed by --auto-retry, if any
     calibration_path: str | None = None
+    replanned: bool = False                  # predicted = the re-plan for the retried flags
+    plan_stale: bool = False                 # predicted = a plan made for other flags
 
 
 Progress = Callable[[str, str], None]
@@ -215,9 +221,7 @@ def build_spec(plan: Any, opts: LaunchOptions, flags_override: dict[str, Any] | 
     env.update(opts.env)
     env.update(secret_env)
     env.update(env_override or {})
-    name = check_name(opts.name or default_name(served, replica.port))
-    if opts.replica and not opts.name:
-        name = f"{name}-r{opts.replica}"
+    name = deployment_name(plan, opts, replica.port)
     model = plan.model or {}
     host = flags.get("host")
     return LaunchSpec(name=name, argv=argv, env_added=env, log_path=opts.store.log_path(name),
@@ -225,7 +229,21 @@ def build_spec(plan: Any, opts: LaunchOptions, flags_override: dict[str, Any] | 
                       model_id=str(model.get("id") or model.get("path") or served),
                       vllm_version=opts.vllm_version,
                       plan=plan.to_dict() if hasattr(plan, "to_dict") else None,
-                      extra={"flags": flags, "extra": extra, "cpu": cpu})
+                      extra={"flags": flags, "extra": extra, "cpu": cpu, "replica": opts.replica})
+
+
+def deployment_name(plan: Any, opts: LaunchOptions, port: int | None = None) -> str:
+    """``opts.name``, else ``<served-name>-<port>`` (``-r<i>`` for replica i > 0)."""
+    from vllm_ops.render.vars import served_name
+
+    if opts.name:
+        return check_name(opts.name)
+    if port is None:
+        replicas = plan.replicas or []
+        port = opts.port if opts.port is not None else (
+            replicas[opts.replica].port if opts.replica < len(replicas) else 8000)
+    name = check_name(default_name(served_name(plan), port))
+    return f"{name}-r{opts.replica}" if opts.replica else name
 
 
 def launch(plan: Any, opts: LaunchOptions, progress: Progress | None = None) -> LaunchResult:
@@ -242,9 +260,37 @@ def launch(plan: Any, opts: LaunchOptions, progress: Progress | None = None) -> 
             raise
         progress("retry", f"{d.cause}; applying: {d.change.describe()}")
         spec2 = _apply_change(plan, opts, spec, d.change)
-        result = _attempt(plan, spec2, opts, progress)
+        predicted_plan, stale = _replan(plan, opts, d.change, progress)
+        result = _attempt(plan, spec2, opts, progress, predicted_plan=predicted_plan, stale=stale)
         result.retried = d
         return result
+
+
+def _replan(plan: Any, opts: LaunchOptions, change: Change, progress: Progress) -> tuple[Any, bool]:
+    """(the plan whose memory figures predict the retried start, stale?). A change of no pin
+    (an environment variable, a removed flag, another port) keeps the prediction; a changed pin
+    re-plans through ``opts.replan``; without one (a saved --plan) the prediction is stale."""
+    from vllm_ops.errors import VllmOpsError
+    from vllm_ops.planning.planner import PIN_KEYS
+
+    changed = {k: v for k, v in change.set_flags.items() if k in PIN_KEYS}
+    if not changed:
+        return plan, False
+    # every pinnable flag the first start had, with the change: the plan for what really starts
+    pins = {k: v for k, v in (plan.vllm_args or {}).items() if k in PIN_KEYS and v is not None}
+    pins.update(changed)
+    pins = {k: v for k, v in pins.items() if v is not None}
+    if opts.replan is None:
+        progress("plan stale", f"the saved plan predicted other flags ({change.describe()}); "
+                               f"its figures no longer apply")
+        return plan, True
+    try:
+        new = opts.replan(pins)
+    except VllmOpsError as exc:
+        progress("plan stale", f"re-planning with {change.describe()} failed: {exc.one_line()}")
+        return plan, True
+    progress("re-planned", f"prediction for {change.describe()}")
+    return new, False
 
 
 def _check_secrets(plan: Any, spec: LaunchSpec) -> None:
@@ -281,8 +327,12 @@ def _apply_change(plan: Any, opts: LaunchOptions, spec: LaunchSpec, change: Chan
     return build_spec(plan, new_opts, flags_override=flags, extra_override=extra, env_override=env)
 
 
-def _attempt(plan: Any, spec: LaunchSpec, opts: LaunchOptions, progress: Progress) -> LaunchResult:
+def _attempt(plan: Any, spec: LaunchSpec, opts: LaunchOptions, progress: Progress,
+             predicted_plan: Any = None, stale: bool = False) -> LaunchResult:
+    """One start of ``spec``. ``predicted_plan`` (default ``plan``) gives the predicted figures;
+    ``stale``: they were made for other flags (shown as such, never recorded for calibration)."""
     store, backend = opts.store, opts.backend
+    predicted_plan = plan if predicted_plan is None else predicted_plan
     try:
         old = store.load(spec.name)
     except KeyError:
@@ -317,12 +367,13 @@ def _attempt(plan: Any, spec: LaunchSpec, opts: LaunchOptions, progress: Progres
         raise
     ready_s = time.monotonic() - t0
     actual = log.figures.known()
-    predicted = {k: v for k, v in (plan.memory.__dict__ if plan.memory else {}).items() if v}
+    memory = getattr(predicted_plan, "memory", None)
+    predicted = {k: v for k, v in (memory.__dict__ if memory else {}).items() if v}
     dep.status, dep.ready_at, dep.figures = "ready", time.time(), actual
     dep.vllm_version = dep.vllm_version or actual.get("vllm_version")
     store.save(dep)
     cal_path = None
-    if opts.record_calibration and any(k in actual for k in calibration.FIGURES):
+    if opts.record_calibration and not stale and any(k in actual for k in calibration.FIGURES):
         flags = spec.extra["flags"]
         gpus = int(flags.get("tensor_parallel_size") or 1) * int(flags.get("pipeline_parallel_size") or 1)
         rec = calibration.make_record(
@@ -332,7 +383,8 @@ def _attempt(plan: Any, spec: LaunchSpec, opts: LaunchOptions, progress: Progres
             flags=flags, predicted=predicted, actual=actual)
         cal_path = str(calibration.append(rec, store.root))
     return LaunchResult(deployment=dep, predicted=predicted, actual=actual, ready_s=ready_s,
-                        health_s=health_s, stage_times=stage_times, calibration_path=cal_path)
+                        health_s=health_s, stage_times=stage_times, calibration_path=cal_path,
+                        replanned=predicted_plan is not plan, plan_stale=stale)
 
 
 def _wait_ready(dep: Deployment, spec: LaunchSpec, opts: LaunchOptions, backend: LaunchBackend,
@@ -466,14 +518,43 @@ def _validate(root: str, served: str, api_key: str | None, progress: Progress) -
 
 def stop(dep: Deployment, store: StateStore, backend: LaunchBackend | None = None,
          grace: float = 20.0) -> bool:
-    """Stop a deployment's whole process group and mark it stopped. True if SIGKILL was needed."""
-    backend = backend or ProcessBackend()
-    killed = backend.stop(dep, grace)
+    """Stop a deployment and what vllm-ops started with it, and mark it stopped. True if
+    something had to be killed (SIGKILL / a container killed after the grace period).
+
+    The backend defaults to the one the deployment records (:func:`backend_for`). With it go:
+    a native multi-node deployment's worker ranks (``<name>-rank<R>``, their state files
+    removed) and the Ray nodes a ``--backend ray`` launch started (``ray/<name>.json``; a
+    cluster it only joined is left alone)."""
+    from vllm_ops.launch.backend import backend_for
+
+    backend = backend or backend_for(dep.backend)
+    killed = bool(backend.stop(dep, grace))
     dep.status = "stopped"
     store.save(dep)
+    killed = stop_companions(dep.name, store, grace) or killed
     return killed
 
 
-__all__ = ["LaunchFailed", "LaunchOptions", "LaunchResult", "launch", "stop", "build_spec",
+def stop_companions(name: str, store: StateStore, grace: float = 20.0) -> bool:
+    """Stop the worker ranks and Ray nodes recorded under deployment ``name`` (see :func:`stop`)."""
+    from vllm_ops.launch.backend import backend_for
+    from vllm_ops.launch.multinode import worker_names
+    from vllm_ops.launch.ray_backend import ClusterStore, stop_cluster
+
+    killed = False
+    for wname in worker_names(store, name):
+        try:
+            w = store.load(wname)
+        except (KeyError, MalformedFile):
+            store.remove(wname)
+            continue
+        killed = bool(backend_for(w.backend).stop(w, grace)) or killed
+        store.remove(wname)
+    if ClusterStore(store).load(name):
+        stop_cluster(name, store, grace=min(grace, 15.0))
+    return killed
+
+
+__all__ = ["LaunchFailed", "LaunchOptions", "LaunchResult", "launch", "stop", "stop_companions", "build_spec",
            "parse_flags", "strip_flags", "split_secrets", "port_free",
            "default_ready_timeout"]

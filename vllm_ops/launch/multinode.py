@@ -159,7 +159,7 @@ def _start_worker(plan: Any, rank: int, nl: NativeLaunch, opts: Any, name: str) 
                       model_id=str((plan.model or {}).get("id") or ""), vllm_version=opts.vllm_version,
                       plan=None, env_removed=("VLLM_API_KEY",))
     dep = ProcessBackend().start(spec)
-    dep.backend = "multinode-worker"
+    dep.backend = "native-worker"
     dep.status = "running"
     opts.store.save(dep)
     return dep
@@ -169,7 +169,7 @@ def launch_native(plan: Any, nl: NativeLaunch, opts: Any,
                   progress: Callable[[str, str], None] | None = None) -> NativeLaunchResult:
     """Start every rank of replica 0 (see the module doc). ``opts``: the launcher's LaunchOptions."""
     from vllm_ops.launch import procs
-    from vllm_ops.launch.diagnosis import diagnose
+    from vllm_ops.launch.diagnosis import Context, diagnose
     from vllm_ops.launch.launcher import LaunchFailed, launch
     from vllm_ops.launch.ray_backend import PrefixedProcessBackend
     from vllm_ops.launch.state import default_name
@@ -196,28 +196,24 @@ def launch_native(plan: Any, nl: NativeLaunch, opts: Any,
                 raise _worker_failed(w)
         head_plan = rank_plan(plan, 0, nl)
         lopts = replace(opts, name=name, env={**opts.env, **nl.node_env.get(0, {})},
-                        backend=PrefixedProcessBackend(nl.node_prefix.get(0, ())))
+                        backend=PrefixedProcessBackend(nl.node_prefix.get(0, ()), name="native"))
         try:
             result = launch(head_plan, lopts, progress)
         except LaunchFailed as exc:
-            head_log = _read(exc.deployment.log_path if exc.deployment else None)
-            d = diagnose_multinode(head_log)
-            if d is not None:
-                exc.diagnosis = d
-                exc.args = (f"vLLM rank 0 failed: {d.cause} — fix: {d.fix}",)
+            # rank 0's log was diagnosed by the launcher (diagnosis.RULES, multi-node rules first);
+            # when it did not say why, a worker's log may
             if exc.diagnosis is None:
                 for w in workers:
-                    text = _read(w.log_path)
-                    d = diagnose_multinode(text) or diagnose(text)
+                    d = diagnose(_read(w.log_path), Context(flags={"nnodes": nn}))
                     if d is not None:
                         exc.diagnosis = d
                         exc.args = (f"vLLM rank {w.name.rsplit('rank', 1)[-1]} failed: {d.cause} — fix: {d.fix}",)
                         break
-            if exc.deployment is not None and exc.diagnosis is not None:
-                exc.deployment.diagnosis = exc.diagnosis.to_dict()
-                opts.store.save(exc.deployment)
+                if exc.deployment is not None and exc.diagnosis is not None:
+                    exc.deployment.diagnosis = exc.diagnosis.to_dict()
+                    opts.store.save(exc.deployment)
             raise
-        result.deployment.backend = "multinode"
+        result.deployment.backend = "native"
         opts.store.save(result.deployment)
         return NativeLaunchResult(head=result, workers=workers)
     except BaseException:
@@ -225,39 +221,11 @@ def launch_native(plan: Any, nl: NativeLaunch, opts: Any,
         raise
 
 
-_MN_RULES: tuple[tuple[str, str, str, str], ...] = (
-    ("multinode-loopback-address",
-     r"Gloo connectFullMesh failed.*remote=\[127\.\d+\.\d+\.\d+\]",
-     "a rank told the others to reach it at a loopback address (its hostname resolves to 127.x)",
-     "set GLOO_SOCKET_IFNAME (CPU, gloo) / NCCL_SOCKET_IFNAME and GLOO_SOCKET_IFNAME (GPU) to the "
-     "interface that carries the node's address, on every node (--node-env R:GLOO_SOCKET_IFNAME=eth0)"),
-    ("multinode-connect",
-     r"(?:Gloo connectFullMesh failed|timed out connecting|DistNetworkError|"
-     r"The client socket has timed out after)",
-     "the ranks could not connect to each other over torch.distributed",
-     "check that --master-addr is rank 0's address, --master-port is open between the nodes and every "
-     "rank was started with the same --nnodes/--master-port"),
-    ("multinode-host-ip", r"Failed to get the IP address, using 0\.0\.0\.0 by default",
-     "a rank could not find its own address (no default route) and advertised 0.0.0.0, so the ranks "
-     "never connect",
-     "set VLLM_HOST_IP to each node's address (plan.nodes[i].address: plan with addresses, or "
-     "--node-env R:VLLM_HOST_IP=ADDR)"),
-    ("multinode-bad-options", r"Invalid data-parallel launch options: (.+)",
-     "vLLM rejected the multi-node options", "fix --nnodes/--node-rank as the message says"),
-)
-
-
 def diagnose_multinode(log_text: str):
-    """Causes specific to vLLM's native multi-node mode (before the generic table)."""
-    import re
+    """Only the multi-node rules of :data:`vllm_ops.launch.diagnosis.RULES` (a rank's log)."""
+    from vllm_ops.launch.diagnosis import Context, diagnose
 
-    from vllm_ops.launch.diagnosis import Diagnosis, _evidence
-
-    for code, pattern, cause, fix in _MN_RULES:
-        m = re.search(pattern, log_text)
-        if m:
-            return Diagnosis(code, cause, fix, _evidence(log_text, m), None)
-    return None
+    return diagnose(log_text, Context(flags={"nnodes": 2}), only="multinode-")
 
 
 def _read(path: str | None) -> str:
@@ -268,10 +236,10 @@ def _read(path: str | None) -> str:
 
 
 def _worker_failed(w: Deployment):
-    from vllm_ops.launch.diagnosis import diagnose
+    from vllm_ops.launch.diagnosis import Context, diagnose
     from vllm_ops.launch.launcher import LaunchFailed
 
-    d = diagnose(_read(w.log_path))
+    d = diagnose(_read(w.log_path), Context(flags={"nnodes": 2}))
     tail = [ln for ln in _read(w.log_path).splitlines() if ln.strip()][-1:] or ["no output"]
     msg = f"vLLM {w.name} exited at once: " + (f"{d.cause} — fix: {d.fix}" if d else tail[0][:200])
     return LaunchFailed(msg, diagnosis=d, deployment=w, hint=f"log: {w.log_path}")

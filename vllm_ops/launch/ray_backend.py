@@ -351,36 +351,11 @@ def check_resources(plan: Any, res: ClusterResources, address: str) -> Requireme
 
 
 # -------------------------------------------------------------------------------- diagnosis
-_RAY_RULES: tuple[tuple[str, str, str, str], ...] = (
-    ("ray-unsupported-platform", r"current platform (\w+) does not support ray",
-     "this vLLM build's platform cannot use the Ray executor",
-     "drop --backend ray: on the CPU build use vLLM's native multi-node mode (`vllm-ops launch --nodes`, "
-     "--distributed-executor-backend mp)"),
-    ("ray-not-installed", r"(?:Failed to import Ray|No module named 'ray'|Ray is not installed)",
-     "vLLM's Python has no Ray", "pip install ray into vLLM's environment (the same Ray as the cluster's)"),
-    ("ray-not-enough-gpus",
-     r"(?:The number of required GPUs exceeds the total number of available GPUs in the placement group"
-     r"|Current node has no GPU available|required_resources=.*exceeds)",
-     "the Ray cluster has fewer GPUs than vLLM's placement group asks for",
-     "start more Ray nodes with GPUs or lower TP x PP"),
-    ("ray-placement-timeout", r"(?:placement group.*(?:timed out|cannot be created|pending)|"
-                              r"Cannot provide a placement group)",
-     "Ray could not place vLLM's workers", "check `ray status`: every node needs the GPUs of one pipeline stage"),
-    ("ray-connect", r"(?:Failed to connect to GCS|Could not find any running Ray instance|"
-                    r"ConnectionError: .*ray)",
-     "vLLM could not reach the Ray cluster", "set RAY_ADDRESS to the head (HOST:6379) and check the head runs"),
-)
-
-
 def diagnose_ray(log_text: str) -> Diagnosis | None:
-    """Ray-specific causes of a failed start (before the generic :mod:`.diagnosis` table)."""
-    from vllm_ops.launch.diagnosis import _evidence
+    """Only the Ray rules of :data:`vllm_ops.launch.diagnosis.RULES` (the log of a Ray start)."""
+    from vllm_ops.launch.diagnosis import Context, diagnose
 
-    for code, pattern, cause, fix in _RAY_RULES:
-        m = re.search(pattern, log_text, re.I)
-        if m:
-            return Diagnosis(code, cause, fix, _evidence(log_text, m), None)
-    return None
+    return diagnose(log_text, Context(flags={"distributed_executor_backend": "ray"}), only="ray-")
 
 
 # ----------------------------------------------------------------------------- the launch
@@ -416,17 +391,17 @@ def ray_plan(plan: Any) -> Any:
 class PrefixedProcessBackend:
     """The launch engineer's ProcessBackend, with vLLM started under a command prefix."""
 
-    def __init__(self, prefix: Sequence[str] = ()):
+    def __init__(self, prefix: Sequence[str] = (), name: str = "ray"):
         from vllm_ops.launch.backend import ProcessBackend
 
         self._inner = ProcessBackend()
         self.prefix = list(prefix)
-        self.name = "ray"
+        self.name = name
 
     def start(self, spec):
         spec = replace(spec, argv=[*self.prefix, *spec.argv])
         dep = self._inner.start(spec)
-        dep.backend = "ray"
+        dep.backend = self.name
         return dep
 
     def alive(self, dep):
@@ -446,10 +421,10 @@ def launch_ray(plan: Any, ray: RayLaunch, opts: Any, progress: Callable[[str, st
     ``opts`` is the launcher's :class:`~vllm_ops.launch.launcher.LaunchOptions`; vLLM gets
     ``RAY_ADDRESS`` and ``--distributed-executor-backend ray``. A refused resource check stops
     the Ray head this call started (a joined cluster is left alone) and raises
-    :class:`NotEnoughResources` before vLLM is started. A failed vLLM start is diagnosed with the
-    Ray rules first (:func:`diagnose_ray`), then the launcher's table.
+    :class:`NotEnoughResources` before vLLM is started. A failed vLLM start is diagnosed by the
+    launcher's table (the Ray rules come first in it).
     """
-    from vllm_ops.launch.launcher import LaunchFailed, launch
+    from vllm_ops.launch.launcher import launch
 
     progress = progress or (lambda stage, detail="": None)
     if bool(ray.address) == bool(ray.head):
@@ -481,21 +456,9 @@ def launch_ray(plan: Any, ray: RayLaunch, opts: Any, progress: Callable[[str, st
     rplan = ray_plan(plan)
     env = {**opts.env, "RAY_ADDRESS": address}
     lopts = replace(opts, env=env, backend=PrefixedProcessBackend(ray.vllm_prefix or prefix))
-    try:
-        result = launch(rplan, lopts, progress)
-    except LaunchFailed as exc:
-        try:
-            text = Path(exc.deployment.log_path).read_text(errors="replace") if exc.deployment else ""
-        except OSError:
-            text = ""
-        d = diagnose_ray(text)
-        if d is not None:
-            exc.diagnosis = d
-            exc.args = (f"vLLM exited before it was ready: {d.cause} — fix: {d.fix}",)
-            if exc.deployment is not None:
-                exc.deployment.diagnosis = d.to_dict()
-                opts.store.save(exc.deployment)
-        raise
+    # a failed start is diagnosed by the launcher with the one table (diagnosis.RULES): the Ray
+    # rules apply because the flags say --distributed-executor-backend ray
+    result = launch(rplan, lopts, progress)
     return RayLaunchResult(address=address, requirement=need, resources=res, started=started, launch=result)
 
 

@@ -51,6 +51,12 @@ def default_name(served_name: str, port: int) -> str:
     return f"{base}-{port}"
 
 
+# backends whose deployment is a local process group (pid/pgid >= 2); the others (docker,
+# compose) record pid 0: nothing is ever signalled by pid for them
+PROCESS_BACKENDS = frozenset({"process", "ray", "native", "native-worker"})
+WORKER_BACKENDS = frozenset({"native-worker"})        # a rank without an API server (port 0)
+
+
 @dataclass
 class Deployment:
     name: str
@@ -62,7 +68,7 @@ class Deployment:
     model_id: str
     log_path: str
     started_at: float                         # epoch seconds
-    backend: str = "process"
+    backend: str = "process"                  # process | docker | compose | ray | native | native-worker
     status: str = "starting"                  # starting | ready | failed | stopped
     pid_start_ticks: int | None = None        # /proc/<pid>/stat field 22: guards against PID reuse
     ready_at: float | None = None
@@ -72,6 +78,9 @@ class Deployment:
     plan: dict[str, Any] | None = None
     figures: dict[str, Any] | None = None     # actual memory figures read from the log
     diagnosis: dict[str, Any] | None = None
+    container_id: str | None = None           # docker/compose (else found by label)
+    container_name: str | None = None
+    image: str | None = None
 
     @property
     def url(self) -> str:
@@ -189,7 +198,7 @@ def check_deployment_dict(d: Any) -> None:
     backend = d.get("backend", "process")
     if not isinstance(backend, str):
         raise _BadField("'backend' must be a string")
-    low = 2 if backend == "process" else 0
+    low = 2 if backend in PROCESS_BACKENDS else 0
     _int_in(d, "pid", low, PID_LIMIT)
     _int_in(d, "pgid", low, PID_LIMIT)
     _int_in(d, "port", 0, 65535)

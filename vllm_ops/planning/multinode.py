@@ -32,7 +32,7 @@ from vllm_ops.hardware.inventory import Inventory, Node
 from vllm_ops.models.spec import ModelSpec
 from vllm_ops.planning.plan import Plan, PlanWarning, Replica
 from vllm_ops.planning.planner import HEALTHY_CONCURRENCY, _norm_pins, _valid_tps
-from vllm_ops.planning.planner import plan as plan_single
+from vllm_ops.planning.planner import plan_layout as plan_single
 from vllm_ops.planning.versions import DEFAULT_VLLM_VERSION
 
 BACKENDS = ("ray", "native")
@@ -78,7 +78,7 @@ def plan_multinode(model: ModelSpec, inventory: Inventory, *, pins: dict | None 
                    backend: str = "ray", master_port: int = DEFAULT_MASTER_PORT,
                    extra_args: Iterable[str] = (), env: dict | None = None,
                    served_name: str | None = None, port: int = 8000,
-                   network_gbs: float | None = None) -> Plan:
+                   network_gbs: float | None = None, env_secrets: Iterable[str] = ()) -> Plan:
     """A Plan whose replicas may span several nodes (see the module doc).
 
     ``backend``: ``"ray"`` (vLLM's Ray executor; ``ray start`` on every node) or ``"native"``
@@ -96,7 +96,7 @@ def plan_multinode(model: ModelSpec, inventory: Inventory, *, pins: dict | None 
     n_nodes = len(inventory.nodes)
     per_node = 1 if cpu else len(inventory.nodes[0].gpus)
     kw = dict(vllm_version=vllm_version, profile=profile, extra_args=tuple(extra_args), env=env,
-              served_name=served_name, port=port)
+              served_name=served_name, port=port, env_secrets=tuple(env_secrets))
     if cpu and backend == "ray":
         raise ImpossiblePin("vLLM's Ray executor does not run on the CPU build (vLLM: \"current platform cpu "
                             "does not support ray\")", hint="use backend native (--nnodes/--node-rank, mp "
@@ -281,7 +281,7 @@ def _lay_out(base: Plan, inventory: Inventory, *, tp: int, pp: int, span: int, c
             f"(~{net:.0f} GB/s per node{inside}); use RDMA (InfiniBand/RoCE) with NCCL and keep the nodes on "
             f"one switch; replicas that fit on fewer nodes are faster when you have the memory"))
 
-    argv = _command(base, vargs, extra_args)
+    argv = _command(base, vargs, list(base.extra_args))
     return replace(base, nodes=nodes, replicas=replicas, vllm_args=vargs, env=env, reasons=reasons,
                    warnings=warnings, command=argv)
 

@@ -181,11 +181,41 @@ def _r(x: float) -> float:
 def plan(model: ModelSpec, inventory: Inventory, *, pins: dict | None = None,
          vllm_version: str = DEFAULT_VLLM_VERSION, profile=None, extra_args: Iterable[str] = (),
          env: dict | None = None, served_name: str | None = None, port: int = 8000,
-         env_secrets: Iterable[str] = ()) -> Plan:
+         env_secrets: Iterable[str] = (), backend: str | None = None, master_port: int | None = None,
+         network_gbs: float | None = None) -> Plan:
     """Plan ``model`` on ``inventory``. ``env``/``extra_args`` may hold secrets (a name matching
     KEY|TOKEN|SECRET|PASSWORD, ``--api-key K``): only their names reach the plan
     (``plan.env_secrets``, with a warning), never the values; ``env_secrets`` adds names of
-    secrets the caller passes to vLLM itself (launch)."""
+    secrets the caller passes to vLLM itself (launch).
+
+    An inventory of more than one node is planned by
+    :func:`vllm_ops.planning.multinode.plan_multinode` (one ``plan.nodes`` shape for plan, render
+    and launch): ``backend`` ``"ray"`` (default for GPUs) or ``"native"`` (vLLM's
+    ``--nnodes/--node-rank/--master-addr/--master-port``; the only choice for CPU nodes),
+    ``master_port`` (native; default 29500), ``network_gbs`` (per-node network bandwidth, for the
+    ``inter-node-bandwidth`` warning). On one node these three are not used."""
+    if len(inventory.nodes) > 1:
+        from vllm_ops.planning.multinode import DEFAULT_MASTER_PORT, plan_multinode
+
+        cpu = (getattr(profile, "kind", "gpu") == "cpu") or inventory.gpu_count == 0
+        return plan_multinode(
+            model, inventory, pins=pins, vllm_version=vllm_version, profile=profile,
+            backend=backend or ("native" if cpu else "ray"),
+            master_port=DEFAULT_MASTER_PORT if master_port is None else master_port,
+            extra_args=extra_args, env=env, served_name=served_name, port=port, network_gbs=network_gbs,
+            env_secrets=env_secrets)
+    return plan_layout(model, inventory, pins=pins, vllm_version=vllm_version, profile=profile,
+                       extra_args=extra_args, env=env, served_name=served_name, port=port,
+                       env_secrets=env_secrets)
+
+
+def plan_layout(model: ModelSpec, inventory: Inventory, *, pins: dict | None = None,
+                vllm_version: str = DEFAULT_VLLM_VERSION, profile=None, extra_args: Iterable[str] = (),
+                env: dict | None = None, served_name: str | None = None, port: int = 8000,
+                env_secrets: Iterable[str] = ()) -> Plan:
+    """The memory model and the layout search over ``inventory`` as one pool of GPUs (what
+    :func:`plan` does on one node; :mod:`~vllm_ops.planning.multinode` calls it for each layout it
+    tries and lays the result out over the nodes). ``plan.nodes`` stays empty here."""
     pins = _norm_pins(pins)
     port = check_port(port)
     version = str(vllm_version or DEFAULT_VLLM_VERSION).lstrip("v")
@@ -315,18 +345,18 @@ def plan(model: ModelSpec, inventory: Inventory, *, pins: dict | None = None,
 
     def evaluate(tp: int, pp: int, mlen: int) -> tuple[Flags, Estimate, str]:
         """One layout at its default max-num-seqs, halved while only the sampler warm-up is short."""
-        f, _ = flags_for(tp, pp, mlen)
+        f, why = flags_for(tp, pp, mlen)
         e = est(f)
         note = ""
-        s = f.max_num_seqs
+        s = s0 = f.max_num_seqs
         while seqs_free and s > 64 and (e.failure_stage in ("sampler_warmup", "cuda_graph")
                                         or (e.fits and e.thin and e.warmup_unprofiled_gib > 0)):
             s //= 2
             f, _ = flags_for(tp, pp, mlen, seqs=s)
             e = est(f)
-            note = (f"{s}: lowered from the default {s * 2 if not note else note.split()[-1]} because the "
-                    f"post-KV sampler warm-up of vLLM {version} would not fit in what the budget leaves "
-                    f"outside (or only with a thin margin) at more sequences")
+            note = (f"{s}: chosen so the post-KV sampler warm-up fits: lowered from vLLM {version}'s default "
+                    f"{s0} ({why}), whose warm-up would not fit in what the budget leaves outside (or only "
+                    f"with a thin margin)")
         return f, e, note
 
     # -- choose TP / PP ----------------------------------------------------------------------
@@ -407,21 +437,21 @@ def plan(model: ModelSpec, inventory: Inventory, *, pins: dict | None = None,
         warnings.append(PlanWarning("max-model-len-lowered", reasons["max_model_len"]))
     else:
         reasons["max_model_len"] = f"{max_len}: the model's maximum"
-    if "max_num_seqs" in pins:
-        reasons["max_num_seqs"] = f"{f.max_num_seqs} (pinned)"
-    elif seqs_note:
-        reasons["max_num_seqs"] = seqs_note
+    reasons["max_num_seqs"] = _seqs_reason(f, pins, prof_defaults, profile, seqs_note, version=version,
+                                           seqs_default=seqs_default, batch_why=batch_why)
+    if "max_num_batched_tokens" in pins:
+        reasons["max_num_batched_tokens"] = f"{f.max_num_batched_tokens} (pinned)"
+    elif int(prof_defaults.get("max_num_batched_tokens", 0) or 0):
+        reasons["max_num_batched_tokens"] = (f"{f.max_num_batched_tokens}: {_profile_label(profile)} default "
+                                             f"(vLLM {version} would use {tok_default})")
     else:
-        reasons["max_num_seqs"] = f"{f.max_num_seqs}: vLLM {version} default ({batch_why})"
-    reasons["max_num_batched_tokens"] = (f"{f.max_num_batched_tokens} (pinned)" if "max_num_batched_tokens" in pins
-                                         else f"{f.max_num_batched_tokens}: vLLM {version} default")
+        reasons["max_num_batched_tokens"] = f"{f.max_num_batched_tokens}: vLLM {version} default"
     reasons["kv_cache_dtype"] = f"{kvd}" + (" (pinned)" if "kv_cache_dtype" in pins else " (model dtype)")
 
     # -- replicas ----------------------------------------------------------------------------
     dp = dp_pin or 1
     world = tp * pp * dp
     replicas: list[Replica] = []
-    nodes_out: list[dict[str, Any]] = []
     if cpu:
         replicas = [Replica(gpu_ids=[], port=port, node=None)]
         reasons["replicas"] = "1 server (CPU backend)"
@@ -445,12 +475,7 @@ def plan(model: ModelSpec, inventory: Inventory, *, pins: dict | None = None,
             ids = [g.index for g in members[0].gpus][:min(world, per_node)] if members else []
             replicas.append(Replica(gpu_ids=ids, port=port + gidx,
                                     node=(members[0].hostname or f"node{gidx * need}") if members else None))
-            nodes_out.append({"replica": gidx, "nodes": [m.hostname or f"node{gidx * need + j}"
-                                                         for j, m in enumerate(members)],
-                              "gpus_per_node": per_node})
         reasons["replicas"] = f"{len(replicas)}: each server spans {need} node(s) ({world} GPUs)"
-    if not nodes_out and n_nodes > 1:
-        nodes_out = [{"node": (nd.hostname or f"node{i}"), "gpus": len(nd.gpus)} for i, nd in enumerate(inventory.nodes)]
 
     # -- warnings ----------------------------------------------------------------------------
     if not cpu and model.moe is not None and cc is not None and (tuple(cc) == (8, 9) or tuple(cc) < (9, 0)):
@@ -590,10 +615,38 @@ def plan(model: ModelSpec, inventory: Inventory, *, pins: dict | None = None,
     return Plan(
         model=mdict, vllm_version=version, image=image, hardware=hw, replicas=replicas, vllm_args=vargs,
         memory=mem, fits=e.fits, failure_stage=e.failure_stage, margin_gib=_r(e.margin_gib), warnings=warnings,
-        command=command, env=env_out, env_secrets=secret_names, extra_args=list(extra_args), nodes=nodes_out,
+        command=command, env=env_out, env_secrets=secret_names, extra_args=list(extra_args), nodes=[],
         profile=getattr(profile, "name", None), reasons=reasons, assumptions=assumptions,
         explain=e.explain, alternatives=alternatives,
     )
+
+
+def _profile_label(profile) -> str:
+    name = getattr(profile, "name", None)
+    return f"profile {name}" if name else "profile"
+
+
+def _seqs_reason(f: Flags, pins: dict, prof_defaults: dict, profile, seqs_note: str, *, version: str,
+                 seqs_default: int, batch_why: str) -> str:
+    """Where --max-num-seqs came from: pinned, the profile's default, lowered so the sampler
+    warm-up fits, or vLLM's own default (and whether max-num-batched-tokens capped it)."""
+    n = f.max_num_seqs
+    if "max_num_seqs" in pins:
+        return f"{n} (pinned)"
+    if seqs_note:
+        return seqs_note
+    prof = int(prof_defaults.get("max_num_seqs", 0) or 0)
+    if prof:
+        why = f"{n}: {_profile_label(profile)} default"
+        if n < prof:
+            why += f" {prof}, capped at --max-num-batched-tokens {f.max_num_batched_tokens}"
+        if prof != seqs_default:
+            why += f" (vLLM {version}'s own default here would be {seqs_default}: {batch_why})"
+        return why
+    if n < seqs_default:
+        return (f"{n}: vLLM {version}'s default {seqs_default} ({batch_why}), capped at "
+                f"--max-num-batched-tokens {f.max_num_batched_tokens}")
+    return f"{n}: vLLM {version} default ({batch_why})"
 
 
 def _ram(inv: Inventory) -> int | None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from vllm_ops.errors import BadInput
@@ -29,6 +29,9 @@ PROBE_FAILURES = 3
 RAY_PORT = 6379
 RAY_WAIT_S = 600                                   # how long the Ray head waits for its workers
 RAY_POLL_S = 5
+DEFAULT_MASTER_PORT = 29500                        # vLLM's native multi-node default --master-port
+POD_IFNAME = "eth0"                                # a pod's network interface with most CNIs
+NET_ENV = ("VLLM_HOST_IP", "GLOO_SOCKET_IFNAME", "NCCL_SOCKET_IFNAME")
 RESTART_SEC = 10
 STOP_TIMEOUT_S = 60
 NOFILE = 65536
@@ -52,6 +55,8 @@ START_MAX_S = 3600
 _DEFAULT_ON = {"enable_prefix_caching", "enable_chunked_prefill", "async_scheduling"}
 # flags the renderer sets itself, per replica
 _RENDERER_FLAGS = {"model", "port"}
+# vLLM's native multi-node flags: the node scripts write them per node (rank, master from the environment)
+NATIVE_KEYS = ("nnodes", "node_rank", "master_addr", "master_port", "headless")
 _SECRET_FLAGS = {"api_key", "hf_token"}
 _ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -78,6 +83,28 @@ class ReplicaVars:
 
 
 @dataclass(frozen=True)
+class NodeVars:
+    """One node of a multi-node replica, as its start script needs it."""
+    file: str                                  # "node-1.sh" ("replica-1-node-0.sh" with several replicas)
+    name: str                                  # the plan's node name ("node1", a hostname)
+    replica: int
+    rank: int | None                           # None: from $LWS_WORKER_INDEX (LeaderWorkerSet workers)
+    headless: bool                             # ranks > 0: workers only, no API server
+    master_addr: str                           # rank 0 of this node's replica
+    port: int                                  # the replica's API port (rank 0)
+    argv: tuple[str, ...]                      # what follows `vllm serve`, without the native multi-node flags
+    env: tuple[tuple[str, str], ...]           # the plan's per-node env (without the network variables)
+    host_ip: str                               # VLLM_HOST_IP default ("" = the user sets it)
+    gloo_ifname: str                           # GLOO_SOCKET_IFNAME default ("" = the user sets it)
+    nccl_ifname: str                           # NCCL_SOCKET_IFNAME default ("" = the user sets it)
+    lws: bool = False                          # inside a LeaderWorkerSet pod (rank/master from LWS_* env)
+
+    @property
+    def argv_lines(self) -> tuple[tuple[str, ...], ...]:
+        return arg_lines(self.argv)
+
+
+@dataclass(frozen=True)
 class RenderVars:
     app: str                                   # DNS-1123 name, e.g. "vllm-qwen2-5-coder-7b-instruct"
     model_id: str
@@ -101,6 +128,14 @@ class RenderVars:
     nnodes: int                                # nodes per replica (Ray / LeaderWorkerSet group size)
     gpus_per_node: int
     head_address: str                          # Ray head (plan.nodes[0] address) or ""
+    backend: str                               # multi-node path: "ray" or "native" ("" on one node)
+    master_port: int                           # native: rank 0's torch.distributed port
+    nodes: tuple[NodeVars, ...]                # native: one per node of every replica
+    lws_leader: NodeVars | None                # native LeaderWorkerSet: the leader's and the workers' script vars
+    lws_worker: NodeVars | None
+    ray_head: NodeVars | None                  # Ray scripts: the network defaults of the head / of a worker
+    ray_worker: NodeVars | None
+    k8s_net_env: tuple[tuple[str, str], ...]   # LeaderWorkerSet pods: GLOO/NCCL_SOCKET_IFNAME unless the plan sets them
     ray_argv: tuple[str, ...]                  # replica 0's argv with the Ray executor forced
     exec_prefix: tuple[str, ...]               # ("vllm", "serve") or CPU_ENTRY
     description: str
@@ -327,6 +362,80 @@ def _node_address(n: Any) -> str:
     return str(n or "")
 
 
+def _drop_port(argv: list[str]) -> list[str]:
+    out: list[str] = []
+    skip = False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a == "--port":
+            skip = True
+        else:
+            out.append(a)
+    return out
+
+
+def _node_env(node: dict) -> tuple[tuple[tuple[str, str], ...], dict[str, str]]:
+    """(plain per-node env, the network variables) of one plan node."""
+    plain: dict[str, str] = {}
+    net: dict[str, str] = {}
+    for k, val in (node.get("env") or {}).items():
+        k = check_text(k, "node environment variable name")
+        if not _ENV_NAME_RE.match(k) or is_secret_name(k):
+            raise BadInput(f"plan: node env name {k!r} is not a plain environment variable name")
+        (net if k in NET_ENV else plain)[k] = check_text(val, f"node environment variable {k}")
+    return tuple(sorted(plain.items())), net
+
+
+def _net_defaults(plan, node: dict | None, *, address: bool) -> dict[str, str]:
+    """VLLM_HOST_IP / GLOO_SOCKET_IFNAME / NCCL_SOCKET_IFNAME defaults for one node's script: the
+    node's own env, then the plan's env, then (VLLM_HOST_IP) the node's address."""
+    node = node or {}
+    _, net = _node_env(node)
+    out = {k: net.get(k) or str((plan.env or {}).get(k) or "") for k in NET_ENV}
+    if address and not out["VLLM_HOST_IP"] and node.get("address"):
+        out["VLLM_HOST_IP"] = check_text(node["address"], "node address")
+    return {k: check_text(v, k) for k, v in out.items()}
+
+
+def _native_vars(plan, spanning: list[dict], nnodes: int, cpu: bool):
+    """NodeVars for vLLM's native multi-node mode: every node's script, and the LWS pair."""
+    from vllm_ops.planning.multinode import node_args
+
+    va = plan.vllm_args or {}
+    several = len({n.get("replica") for n in spanning}) > 1
+    drop = {k: None for k in NATIVE_KEYS}
+    out = []
+    for n in spanning:
+        g = _int(n.get("replica") or 0, "node replica")
+        rank = _int(n.get("rank") or 0, "node rank")
+        rep = plan.replicas[g] if g < len(plan.replicas) else plan.replicas[0]
+        argv = serve_args(plan, rep, overrides=drop)
+        if rank > 0:
+            argv = _drop_port(argv)
+        plain, _ = _node_env(n)
+        net = _net_defaults(plan, n, address=True)
+        master = node_args(plan, n).get("master_addr") or va.get("master_addr") or ""
+        out.append(NodeVars(
+            file=(f"replica-{g}-node-{rank}.sh" if several else f"node-{rank}.sh"),
+            name=check_text(n.get("name") or n.get("address") or f"rank {rank}", "node name"), replica=g,
+            rank=rank, headless=rank > 0, master_addr=check_text(master, "master address"),
+            port=_int(rep.port, "replica port"), argv=tuple(argv), env=plain,
+            host_ip=net["VLLM_HOST_IP"], gloo_ifname=net["GLOO_SOCKET_IFNAME"],
+            nccl_ifname="" if cpu else net["NCCL_SOCKET_IFNAME"]))
+    if not out:
+        return (), None, None
+    head = out[0]
+    plan_net = _net_defaults(plan, None, address=False)
+    lws = dict(host_ip="", gloo_ifname=plan_net["GLOO_SOCKET_IFNAME"],
+               nccl_ifname="" if cpu else plan_net["NCCL_SOCKET_IFNAME"], env=(), lws=True, replica=0)
+    leader = replace(head, file="lws-leader.sh", name="the LeaderWorkerSet leader", **lws)
+    worker_argv = next((o.argv for o in out if o.headless), tuple(_drop_port(list(head.argv))))
+    worker = replace(head, file="lws-worker.sh", name="a LeaderWorkerSet worker", rank=None, headless=True,
+                     argv=worker_argv, **lws)
+    return tuple(out), leader, worker
+
+
 def build_vars(plan) -> RenderVars:
     if not plan.replicas:
         raise BadInput("plan: no replicas to render")
@@ -334,8 +443,18 @@ def build_vars(plan) -> RenderVars:
     tp, pp = _parallel(plan)
     world = tp * pp
     nodes = list(plan.nodes or [])
+    va = plan.vllm_args or {}
     group = next((n for n in nodes if isinstance(n, dict) and isinstance(n.get("nodes"), list)), None)
-    if group is not None:
+    ranked = [n for n in nodes if isinstance(n, dict) and "rank" in n]
+    spanning = [n for n in ranked if n.get("replica") is not None]
+    if ranked:
+        # the planner's shape (planning.multinode): one entry per node, rank inside its replica
+        multinode = bool(spanning)
+        first = [n for n in spanning if (n.get("replica") or 0) == 0] or spanning
+        nnodes = (_int(va.get("nnodes"), "nnodes") if va.get("nnodes") else len(first)) if multinode else 1
+        head_node = next((n for n in first if not n.get("rank")), first[0]) if multinode else (ranked[0])
+        head = str((head_node.get("head_address") if multinode else None) or _node_address(head_node))
+    elif group is not None:
         # the planner's shape: {"replica": i, "nodes": [names], "gpus_per_node": g} per replica
         members = [check_text(x, "node name") for x in group["nodes"]]
         multinode = len(members) > 1 and not cpu
@@ -351,6 +470,26 @@ def build_vars(plan) -> RenderVars:
         raise BadInput(f"plan: {world} GPUs per replica (TP {tp} × PP {pp}) do not split over {nnodes} nodes")
     spread = len({r.node for r in plan.replicas if r.node}) > 1 and not multinode
     gpus_per_node = 0 if cpu else world // nnodes
+    backend = ("native" if va.get("nnodes") else "ray") if multinode else ""
+    if backend == "native" and str(va.get("distributed_executor_backend") or "mp") != "mp":
+        raise BadInput("plan: vllm_args.nnodes (vLLM's native multi-node mode) needs --distributed-executor-backend "
+                       f"mp, not {va.get('distributed_executor_backend')}")
+    master_port = _int(va.get("master_port") or DEFAULT_MASTER_PORT, "master_port")
+    native_nodes, lws_leader, lws_worker = (_native_vars(plan, spanning, nnodes, cpu)
+                                            if backend == "native" else ((), None, None))
+    ray_head = ray_worker = None
+    if multinode:
+        hn = spanning[0] if spanning else None
+        hnet = _net_defaults(plan, hn, address=True) if hn else _net_defaults(plan, None, address=False)
+        wnet = _net_defaults(plan, None, address=False)
+        base = dict(file="", replica=0, master_addr="", port=0, argv=(), env=(), lws=False, headless=False)
+        ray_head = NodeVars(name="the Ray head", rank=0, host_ip=hnet["VLLM_HOST_IP"],
+                            gloo_ifname=hnet["GLOO_SOCKET_IFNAME"], nccl_ifname=hnet["NCCL_SOCKET_IFNAME"], **base)
+        ray_worker = NodeVars(name="a Ray worker", rank=None, host_ip="", gloo_ifname=wnet["GLOO_SOCKET_IFNAME"],
+                              nccl_ifname=wnet["NCCL_SOCKET_IFNAME"], **base)
+    plan_env_names = {k for k in (plan.env or {})}
+    k8s_net_env = tuple((k, POD_IFNAME) for k in NET_ENV[1:] if k not in plan_env_names
+                        and not (cpu and k == "NCCL_SOCKET_IFNAME")) if multinode else ()
     single = len(plan.replicas) == 1
     replicas = []
     for i, r in enumerate(plan.replicas):
@@ -366,7 +505,9 @@ def build_vars(plan) -> RenderVars:
     ports = [r.port for r in replicas]
     if len(set(ports)) != len(ports) and not multinode and not spread:
         raise BadInput(f"plan: replicas share a port ({ports})")
-    pp_over = {"distributed_executor_backend": "ray", "pipeline_parallel_size": pp}
+    # the Ray executor: vLLM refuses --nnodes > 1 with it, so the native flags go
+    pp_over = {"distributed_executor_backend": "ray", "pipeline_parallel_size": pp,
+               **{k: None for k in NATIVE_KEYS}}
     start = _start_period(plan, world)
     m = plan.model or {}
     path = m.get("path")
@@ -396,6 +537,14 @@ def build_vars(plan) -> RenderVars:
         nnodes=nnodes,
         gpus_per_node=gpus_per_node,
         head_address=check_text(head, "head node address"),
+        backend=backend,
+        master_port=master_port,
+        nodes=native_nodes,
+        lws_leader=lws_leader,
+        lws_worker=lws_worker,
+        ray_head=ray_head,
+        ray_worker=ray_worker,
+        k8s_net_env=k8s_net_env,
         ray_argv=tuple(serve_args(plan, plan.replicas[0], overrides=pp_over)),
         exec_prefix=CPU_ENTRY if cpu else ("vllm", "serve"),
         description=f"vLLM {served} ({gpus_txt}, {len(replicas)} replica{'s' if len(replicas) != 1 else ''})",
