@@ -169,14 +169,16 @@ def test_native_multinode_pp2_across_two_hosts(vllm_py, tiny, tmp_path):
     name = "mn-cpu"
     try:
         t0 = time.monotonic()
-        r = _in_a(hosts, [sys.executable, "-m", "vllm_ops.launch.multinode", "launch", "--plan", str(plan_path),
+        # through the CLI, as a user would: `vllm-ops launch --plan P` (a native multi-node plan)
+        r = _in_a(hosts, [sys.executable, "-m", "vllm_ops", "launch", "--plan", str(plan_path), "--detach", "--json",
                           "--node-exec", "1=" + " ".join(hosts.exec_prefix("b")),
                           "--node-env", "0:VLLM_CPU_OMP_THREADS_BIND=0", "--node-env", "1:VLLM_CPU_OMP_THREADS_BIND=1",
                           # without these, rank 1 advertises its hostname's 127.x address to rank 0
                           "--node-env", f"0:GLOO_SOCKET_IFNAME={hosts.dev_a}",
                           "--node-env", f"1:GLOO_SOCKET_IFNAME={hosts.dev_b}",
-                          "--name", name, "--state-dir", str(state), "--ready-timeout", str(READY_TIMEOUT)],
-                  READY_TIMEOUT + 60, env={"VLLM_OPS_VLLM": str(vllm_py), "PYTHONPATH": str(REPO)})
+                          "--name", name, "--ready-timeout", str(READY_TIMEOUT)],
+                  READY_TIMEOUT + 60, env={"VLLM_OPS_VLLM": str(vllm_py), "PYTHONPATH": str(REPO),
+                                           "VLLM_OPS_STATE_DIR": str(state), "VLLM_API_KEY": ""})
         took = time.monotonic() - t0
         doc = json.loads(r.stdout.strip().splitlines()[-1]) if r.stdout.strip() else {}
         head_log = (state / "logs" / f"{name}.log")
@@ -207,16 +209,23 @@ def test_native_multinode_pp2_across_two_hosts(vllm_py, tiny, tmp_path):
         assert val.returncode == 0 and vdoc is not None, val.stdout[-2000:] + val.stderr[-2000:]
         assert vdoc["counts"]["fail"] == 0 and vdoc["counts"]["pass"] >= 6, vdoc["counts"]
     finally:
-        stop = subprocess.run([sys.executable, "-m", "vllm_ops.launch.multinode", "stop", name, "--state-dir",
-                               str(state)], capture_output=True, text=True, timeout=120,
-                              env={**os.environ, "PYTHONPATH": str(REPO)})
+        status = subprocess.run([sys.executable, "-m", "vllm_ops", "status", "--json"], capture_output=True,
+                                text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(REPO),
+                                                             "VLLM_OPS_STATE_DIR": str(state)})
+        stop = subprocess.run([sys.executable, "-m", "vllm_ops", "stop", name], capture_output=True, text=True,
+                              timeout=120, env={**os.environ, "PYTHONPATH": str(REPO),
+                                                "VLLM_OPS_STATE_DIR": str(state)})
         deadline = time.monotonic() + 30
         while hosts.pids() and time.monotonic() < deadline:
             time.sleep(0.5)
         left = hosts.pids()
         hosts.close()
     assert stop.returncode == 0, stop.stderr
-    assert sorted(json.loads(stop.stdout)["stopped"]) == [name, f"{name}-rank1"]
+    assert f"stopped {name}" in stop.stderr and "1 worker rank(s)" in stop.stderr, stop.stderr
+    assert not list((state / "deployments").glob("*.json"))       # rank 0 and rank 1 both gone
+    rows = {r["name"]: r for r in json.loads(status.stdout)["deployments"]}
+    assert rows[f"{name}-rank1"]["role"] == "worker" and rows[f"{name}-rank1"]["healthy"] is None
+    assert rows[name]["backend"] == "native"
     assert left == [], f"processes left in the test hosts after stop: {left}"
 
 

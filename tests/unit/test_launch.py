@@ -240,7 +240,7 @@ FAKE_VLLM = textwrap.dedent(r'''
     out("(Worker pid=2) INFO 11-25 23:41:29 [cpu_model_runner.py:68] Starting to load model x...")
     out("(Worker pid=2) INFO 11-25 23:41:30 [cpu_worker.py:260] Explicitly set (1.0/9.34) GiB for KV cache on node 0.")
     out("(EngineCore pid=3) INFO 11-25 23:41:30 [kv_cache_utils.py:2327] CPU KV cache size: 1,048,576 tokens, Maximum concurrency for 1,024 tokens per request: 1024.00x")
-    if os.environ.get("FAKE_DIE"):
+    if os.environ.get("FAKE_DIE") and args[args.index("--max-model-len") + 1] == "4096":
         out("ValueError: To serve at least one request with the model's max seq len (4096), (4.0 GiB KV cache is needed, which is larger than the available KV cache memory (1.0 GiB). Based on the available memory, the estimated maximum model length is 1024. Try")
         sys.exit(1)
     class H(BaseHTTPRequestHandler):

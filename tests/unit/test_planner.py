@@ -393,3 +393,21 @@ def test_console_entry_bare_plan_json():
     assert doc["model"]["id"] == SEED_MODEL
     if doc["hardware"]["source"] != "probed":
         assert "embedded default" in res.stderr
+
+
+def test_max_num_seqs_reason_says_where_the_value_came_from():
+    from vllm_ops.profiles import load_profile
+
+    m = load_model_spec(SEED_MODEL)
+    prof = load_profile("l4x4")
+    p = plan(m, prof.inventory(), profile=prof)
+    assert p.reasons["max_num_seqs"].startswith("128: profile l4x4 default")
+    assert "vLLM 0.33.0's own default here would be 256" in p.reasons["max_num_seqs"]
+    assert "pinned" not in p.reasons["max_num_seqs"]
+    own = plan(m, parse_gpu_spec("1xH100"))
+    assert own.reasons["max_num_seqs"].startswith("1024: vLLM 0.33.0 default (")
+    pinned = plan(m, prof.inventory(), profile=prof, pins={"max_num_seqs": 64})
+    assert pinned.reasons["max_num_seqs"] == "64 (pinned)"
+    lowered = plan(m, parse_gpu_spec("4xL4"), vllm_version="0.17.1")
+    r = lowered.reasons["max_num_seqs"]
+    assert r.startswith("128: chosen so the post-KV sampler warm-up fits: lowered from vLLM 0.17.1's default 256")

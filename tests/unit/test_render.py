@@ -78,15 +78,40 @@ PLANS = {
     # the real planner's multi-node shapes: one replica over 2 nodes (PP), replicas per node
     "planner-spanning": lambda: _planned("Qwen/Qwen2.5-72B-Instruct", "2x(2xL4)"),
     "planner-spread": lambda: _planned("Qwen/Qwen2.5-72B-Instruct", "2x(8xL4)"),
+    # planning.multinode through planning.plan: Ray and vLLM's native mode, two replicas of two nodes,
+    # and nodes with addresses and per-node network settings
+    "planner-405b-ray": lambda: _planned("meta-llama/Llama-3.1-405B-Instruct", "2x(8xH100)"),
+    "planner-405b-native": lambda: _planned("meta-llama/Llama-3.1-405B-Instruct", "2x(8xH100)", backend="native"),
+    "planner-405b-native-2-replicas": lambda: _planned("meta-llama/Llama-3.1-405B-Instruct", "4x(8xH100)",
+                                                       backend="native", master_port=29555),
+    "planner-405b-native-addresses": lambda: _addressed("native"),
+    "planner-405b-ray-addresses": lambda: _addressed("ray"),
 }
 
 
-def _planned(model: str, gpus: str) -> Plan:
+def _planned(model: str, gpus: str, **kw) -> Plan:
     from vllm_ops.hardware import parse_gpu_spec
     from vllm_ops.models import load_model_spec
     from vllm_ops.planning import plan
 
-    return plan(load_model_spec(model, offline=True), parse_gpu_spec(gpus), pins={}, vllm_version="0.33.0")
+    return plan(load_model_spec(model, offline=True), parse_gpu_spec(gpus), pins={}, vllm_version="0.33.0", **kw)
+
+
+def _addressed(backend: str) -> Plan:
+    from dataclasses import replace
+
+    from vllm_ops.hardware import parse_gpu_spec
+    from vllm_ops.hardware.inventory import Inventory
+    from vllm_ops.models import load_model_spec
+    from vllm_ops.planning import plan
+
+    one = parse_gpu_spec("8xH100").nodes[0]
+    inv = Inventory(nodes=(replace(one, hostname="gpu-a", address="192.0.2.10"),
+                           replace(one, hostname="gpu-b", address="192.0.2.11")))
+    p = plan(load_model_spec("meta-llama/Llama-3.1-405B-Instruct", offline=True), inv, vllm_version="0.33.0",
+             backend=backend, env={"GLOO_SOCKET_IFNAME": "ens5"})
+    p.nodes[1]["env"]["NCCL_SOCKET_IFNAME"] = "ib0"
+    return p
 
 
 def all_renders():
@@ -192,9 +217,19 @@ def test_k8s_manifests_validate(name, lws_validator):
                                   "metadata": {"name": "x"}, "template": tmpl[role]})
                     c = tmpl[role]["spec"]["containers"][0]
                     assert c["resources"]["limits"]["nvidia.com/gpu"] == v.gpus_per_node
-                script = tmpl["leaderTemplate"]["spec"]["containers"][0]["command"][2]
-                assert "--distributed-executor-backend ray" in script.replace("$$", "$")
-                assert f"--pipeline-parallel-size {plan.vllm_args['pipeline_parallel_size']}" in script
+                leader = tmpl["leaderTemplate"]["spec"]["containers"][0]["command"][2].replace("$$", "$")
+                worker = tmpl["workerTemplate"]["spec"]["containers"][0]["command"][2].replace("$$", "$")
+                assert f"--pipeline-parallel-size {plan.vllm_args['pipeline_parallel_size']}" in leader
+                if v.backend == "native":
+                    assert "--distributed-executor-backend mp" in leader and "--headless" not in leader
+                    assert '--node-rank "$node_rank"' in worker and "--headless" in worker
+                    assert "LWS_LEADER_ADDRESS" in worker and "LWS_WORKER_INDEX" in worker
+                else:
+                    assert "--distributed-executor-backend ray" in leader and "--nnodes" not in leader
+                    assert "ray start --address" in worker
+                env = {e["name"]: e for e in tmpl["leaderTemplate"]["spec"]["containers"][0]["env"]}
+                assert env["VLLM_HOST_IP"]["valueFrom"]["fieldRef"]["fieldPath"] == "status.podIP"
+                assert "GLOO_SOCKET_IFNAME" in env
             else:
                 k8s_validate(d)
         return
@@ -270,6 +305,72 @@ def test_multinode_shapes_of_the_real_planner():
     spread = build_vars(PLANS["planner-spread"]())
     assert (spread.multinode, spread.spread, len(spread.replicas)) == (False, True, 2)
     assert sorted(render(PLANS["planner-spread"](), "all").files) == ["k8s.yaml", "vllm.env"]
+
+
+def test_native_multinode_node_scripts():
+    plan = PLANS["planner-405b-native"]()
+    v = build_vars(plan)
+    assert (v.multinode, v.backend, v.nnodes, v.master_port) == (True, "native", 2, 29500)
+    assert sorted(render(plan, "all").files) == ["lws.yaml", "node-0.sh", "node-1.sh", "vllm.env"]
+    files = render(plan, "command").files
+    head, worker = files["node-0.sh"], files["node-1.sh"]
+    for text in (head, worker):
+        assert "--nnodes 2 --node-rank \"$node_rank\" --master-addr \"$master_addr\" --master-port \"$master_port\"" in text
+        assert 'master_port="${VLLM_MASTER_PORT:-29500}"' in text and "master_addr=node0" in text
+        assert "--distributed-executor-backend mp" in text and "--tensor-parallel-size 8" in text
+    assert "node_rank=0" in head and "--headless" not in head and "--port 8000" in head
+    assert "node_rank=1" in worker and worker.rstrip().endswith("--headless") and "--port" not in worker
+    # Ray formats of a native plan drop the native flags (vLLM refuses --nnodes with the Ray executor)
+    ray = render(plan, "ray").files["ray-head.sh"]
+    assert "--distributed-executor-backend ray" in ray
+    assert not any(f in ray for f in ("--nnodes", "--node-rank", "--master-addr", "--master-port", "backend mp"))
+    for fmt in ("compose", "systemd"):
+        with pytest.raises(BadInput, match="one host") as exc:
+            render(plan, fmt)
+        assert "--format command or k8s" in exc.value.hint
+
+
+def test_ray_multinode_plan_has_no_node_commands():
+    plan = PLANS["planner-405b-ray"]()
+    assert build_vars(plan).backend == "ray"
+    with pytest.raises(BadInput, match="uses Ray"):
+        render(plan, "command")
+    head = render(plan, "ray").files["ray-head.sh"]
+    assert "--pipeline-parallel-size 2" in head and "--distributed-executor-backend ray" in head
+    assert '${VLLM_HOST_IP:+"--node-ip-address=$VLLM_HOST_IP"}' in head
+
+
+def test_native_two_replicas_have_their_own_masters():
+    plan = PLANS["planner-405b-native-2-replicas"]()
+    files = render(plan, "command").files
+    assert sorted(files) == ["replica-0-node-0.sh", "replica-0-node-1.sh", "replica-1-node-0.sh",
+                             "replica-1-node-1.sh", "vllm.env"]
+    assert "master_addr=node2" in files["replica-1-node-1.sh"] and "--port" not in files["replica-1-node-1.sh"]
+    assert "--port 8001" in files["replica-1-node-0.sh"] and "master_addr=node0" in files["replica-0-node-1.sh"]
+    assert all('"${VLLM_MASTER_PORT:-29555}"' in t for n, t in files.items() if n.endswith(".sh"))
+
+
+@pytest.mark.parametrize("backend", ["native", "ray"])
+def test_node_network_settings_come_from_the_plan(backend, tmp_path):
+    plan = PLANS[f"planner-405b-{backend}-addresses"]()
+    files = render(plan, "command" if backend == "native" else "ray").files
+    head = files["node-0.sh" if backend == "native" else "ray-head.sh"]
+    assert "host_ip=192.0.2.10" in head and 'export VLLM_HOST_IP="${VLLM_HOST_IP:-$host_ip}"' in head
+    assert "gloo_ifname=ens5" in head
+    if backend == "native":
+        worker = files["node-1.sh"]
+        assert "host_ip=192.0.2.11" in worker and "nccl_ifname=ib0" in worker and "master_addr=192.0.2.10" in worker
+    else:
+        worker = files["ray-worker.sh"]
+        assert "host_ip=" not in worker and "head_address=192.0.2.10" in worker
+    # an unset network variable is reported when the script runs, and an env value wins
+    script = tmp_path / "net.sh"
+    net = head.split("set -euo pipefail", 1)[1].split("node_rank=" if backend == "native" else "ray start", 1)[0]
+    script.write_text("set -euo pipefail\n" + net + 'echo "ip=$VLLM_HOST_IP"\n')
+    env = {"PATH": os.environ["PATH"], "VLLM_HOST_IP": "198.51.100.7", "VLLM_ENV_FILE": str(tmp_path / "none")}
+    p = subprocess.run(["bash", str(script)], capture_output=True, text=True, env=env)
+    assert p.returncode == 0, p.stderr
+    assert "ip=198.51.100.7" in p.stdout and "NCCL_SOCKET_IFNAME is not set" in p.stderr
 
 
 def test_formats_and_files():

@@ -1,9 +1,17 @@
-"""Golden files: l4x4 + Qwen/Qwen2.5-Coder-7B-Instruct, planned by the real planner, in every format.
+"""Golden files: plans made by the real planner, and what ``render(plan, "all")`` makes of them.
 
-``tests/golden/l4x4-qwen2.5-coder-7b-instruct/plan.json`` is what the planner makes of it, and the
-other files there are what ``render(plan, "all")`` makes of that plan. After an intended change,
-regenerate with ``VLLM_OPS_UPDATE_GOLDEN=1 .venv/bin/python -m pytest tests/unit/test_render_golden.py``
-and review the diff. Also: no secret value from the environment appears in any rendered file.
+- ``tests/golden/l4x4-qwen2.5-coder-7b-instruct/``: l4x4 + Qwen/Qwen2.5-Coder-7B-Instruct, every
+  single-host format;
+- ``tests/golden/2x8xh100-llama-3.1-405b-ray/``: ``--gpus 2x(8xH100)`` + meta-llama/Llama-3.1-405B-Instruct
+  (TP 8 x PP 2 over two nodes) with Ray: ``ray-head.sh``, ``ray-worker.sh`` and a LeaderWorkerSet;
+- ``tests/golden/2x8xh100-llama-3.1-405b-native/``: the same with vLLM's native multi-node mode
+  (``--distributed-backend native``): ``node-0.sh`` (serves), ``node-1.sh`` (``--headless``) and a
+  LeaderWorkerSet.
+
+Each ``plan.json`` is what the planner makes of it; the other files are the rendered plan. After an
+intended change, regenerate with ``VLLM_OPS_UPDATE_GOLDEN=1 .venv/bin/python -m pytest
+tests/unit/test_render_golden.py`` and review the diff. Also: no secret value from the environment
+appears in any rendered file.
 """
 from __future__ import annotations
 
@@ -16,8 +24,10 @@ import pytest
 from vllm_ops.planning.plan import Plan
 from vllm_ops.render import render
 
-GOLDEN = Path(__file__).resolve().parent.parent / "golden" / "l4x4-qwen2.5-coder-7b-instruct"
+ROOT = Path(__file__).resolve().parent.parent / "golden"
+GOLDEN = ROOT / "l4x4-qwen2.5-coder-7b-instruct"
 MODEL = "Qwen/Qwen2.5-Coder-7B-Instruct"
+BIG_MODEL = "meta-llama/Llama-3.1-405B-Instruct"
 VERSION = "0.33.0"
 UPDATE = os.environ.get("VLLM_OPS_UPDATE_GOLDEN", "") not in ("", "0")
 
@@ -32,38 +42,79 @@ def planned() -> Plan:
                 vllm_version=VERSION, profile=profile)
 
 
-def _golden_files() -> dict[str, str]:
-    return {p.name: p.read_text() for p in sorted(GOLDEN.iterdir()) if p.name != "plan.json"}
+def planned_2x8xh100(backend: str) -> Plan:
+    from vllm_ops.hardware import parse_gpu_spec
+    from vllm_ops.models import load_model_spec
+    from vllm_ops.planning import plan
+
+    return plan(load_model_spec(BIG_MODEL, offline=True), parse_gpu_spec("2x(8xH100)"), pins={},
+                vllm_version=VERSION, backend=backend)
 
 
-def test_planner_output_matches_the_golden_plan():
-    doc = json.loads(planned().to_json())
-    path = GOLDEN / "plan.json"
+CASES = {
+    "l4x4-qwen2.5-coder-7b-instruct": (planned, [
+        "docker-compose.yml", "k8s.yaml", "nginx.conf", "ray-head.sh", "ray-worker.sh", "serve.sh",
+        "vllm-0.service", "vllm-1.service", "vllm.env"]),
+    "2x8xh100-llama-3.1-405b-ray": (lambda: planned_2x8xh100("ray"), [
+        "lws.yaml", "ray-head.sh", "ray-worker.sh", "vllm.env"]),
+    "2x8xh100-llama-3.1-405b-native": (lambda: planned_2x8xh100("native"), [
+        "lws.yaml", "node-0.sh", "node-1.sh", "vllm.env"]),
+}
+
+
+def _golden_files(name: str = GOLDEN.name) -> dict[str, str]:
+    d = ROOT / name
+    return {p.name: p.read_text() for p in sorted(d.iterdir()) if p.name != "plan.json"} if d.is_dir() else {}
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_planner_output_matches_the_golden_plan(name):
+    doc = json.loads(CASES[name][0]().to_json())
+    path = ROOT / name / "plan.json"
     if UPDATE:
-        GOLDEN.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
     assert doc == json.loads(path.read_text()), "planner output changed: VLLM_OPS_UPDATE_GOLDEN=1 to accept"
 
 
-def test_rendered_files_match_the_golden_files():
-    plan = Plan.load(str(GOLDEN / "plan.json"))
+@pytest.mark.parametrize("name", list(CASES))
+def test_rendered_files_match_the_golden_files(name):
+    d = ROOT / name
+    plan = Plan.load(str(d / "plan.json"))
     files = render(plan, "all").files
     if UPDATE:
-        for old in GOLDEN.iterdir():
+        for old in d.iterdir():
             if old.name != "plan.json" and old.name not in files:
                 old.unlink()
         for rel, text in files.items():
-            (GOLDEN / rel).write_text(text)
-    golden = _golden_files()
+            (d / rel).write_text(text)
+    golden = _golden_files(name)
     assert sorted(files) == sorted(golden)
     for rel, text in files.items():
         assert text == golden[rel], f"{rel} changed: VLLM_OPS_UPDATE_GOLDEN=1 to accept, then review the diff"
 
 
-def test_golden_covers_every_format():
-    assert sorted(_golden_files()) == ["docker-compose.yml", "k8s.yaml", "nginx.conf", "ray-head.sh",
-                                       "ray-worker.sh", "serve.sh", "vllm-0.service", "vllm-1.service",
-                                       "vllm.env"]
+@pytest.mark.parametrize("name", list(CASES))
+def test_golden_covers_every_format(name):
+    assert sorted(_golden_files(name)) == CASES[name][1]
+
+
+def test_multinode_goldens_are_tp8_pp2_over_two_nodes():
+    for backend in ("ray", "native"):
+        plan = Plan.load(str(ROOT / f"2x8xh100-llama-3.1-405b-{backend}" / "plan.json"))
+        va = plan.vllm_args
+        assert (va["tensor_parallel_size"], va["pipeline_parallel_size"]) == (8, 2)
+        assert [(n["name"], n["rank"], n["replica"]) for n in plan.nodes] == [("node0", 0, 0), ("node1", 1, 0)]
+        assert "inter-node-bandwidth" in {w.code for w in plan.warnings}
+    ray = _golden_files("2x8xh100-llama-3.1-405b-ray")
+    assert "--distributed-executor-backend ray" in ray["ray-head.sh"].replace(" \\\n  ", " ")
+    for f in ray.values():
+        assert "--nnodes" not in f and "--node-rank" not in f and "--master-addr" not in f
+    native = _golden_files("2x8xh100-llama-3.1-405b-native")
+    assert "--headless" not in native["node-0.sh"] and "--headless" in native["node-1.sh"]
+    for f in ("node-0.sh", "node-1.sh"):
+        assert '--nnodes 2 --node-rank "$node_rank" --master-addr "$master_addr"' in native[f]
+        assert "VLLM_HOST_IP" in native[f] and "GLOO_SOCKET_IFNAME" in native[f] and "NCCL_SOCKET_IFNAME" in native[f]
 
 
 SENTINELS = {"HF_TOKEN": "hf_SENTINEL_do_not_render_1234", "VLLM_API_KEY": "sk-SENTINEL-api-key-5678",
@@ -77,7 +128,7 @@ def test_no_secret_value_in_any_rendered_file(fmt, monkeypatch, tmp_path, run_cl
     from tests.unit.test_render import PLANS
 
     texts = []
-    for mk in list(PLANS.values()) + [planned]:
+    for mk in list(PLANS.values()) + [c[0] for c in CASES.values()]:
         try:
             texts += render(mk(), fmt).files.values()
         except Exception as exc:  # formats a plan cannot have (e.g. Ray on CPU) are refused

@@ -12,6 +12,7 @@ DEFAULT_MODEL = "Qwen/Qwen2.5-Coder-7B-Instruct"
 DEFAULT_PROFILE = "l4x4"
 DEFAULT_GPUS = "4xL4"
 DISTRIBUTED_BACKENDS = ("ray", "native")
+MULTINODE_GROUP = "several nodes (--gpus 2x(8xH100), or a profile with several nodes)"
 
 PINS = (
     ("--tensor-parallel-size", "-tp"), ("--pipeline-parallel-size", "-pp"), ("--data-parallel-size", "-dp"),
@@ -40,16 +41,23 @@ def add_plan_arguments(parser: argparse.ArgumentParser, *, model_default_help: b
     parser.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
                         help="environment for the server (repeatable)")
     parser.add_argument("--offline", action="store_true", default=None, help="never ask the Hub")
-    multi = parser.add_argument_group("several nodes (--gpus 2x(8xH100), or a profile with several nodes)")
+    multi = parser.add_argument_group(MULTINODE_GROUP)
     multi.add_argument("--distributed-backend", choices=DISTRIBUTED_BACKENDS, default=None,
                        help="how one replica spans nodes: ray (vLLM's Ray executor; default on GPUs) or native "
                             "(vLLM's own --nnodes/--node-rank/--master-addr, the mp executor; CPU nodes)")
-    multi.add_argument("--master-port", type=int, default=None, metavar="PORT",
-                       help="native multi-node: the port rank 0 listens on for the other nodes (default 29500)")
     pins = parser.add_argument_group("pins (vLLM's own flags; kept as given)")
     for names in PINS:
         pins.add_argument(*names, dest=_dest(names), default=None, metavar="V")
     pins.add_argument("--enforce-eager", action="store_true", default=False)
+
+
+def add_multinode_arguments(parser: argparse.ArgumentParser) -> None:
+    """--master-port for plan and render (native multi-node plans). `vllm-ops launch` defines its
+    own --master-port (next to --nodes/--node-rank); :func:`multinode_from_args` reads either."""
+    multi = next((g for g in parser._action_groups if g.title == MULTINODE_GROUP), None) or \
+        parser.add_argument_group(MULTINODE_GROUP)
+    multi.add_argument("--master-port", type=int, default=None, metavar="PORT",
+                       help="native multi-node: the port rank 0 listens on for the other nodes (default 29500)")
 
 
 def parse_env(items) -> dict[str, str]:

@@ -73,7 +73,9 @@ def run(args: argparse.Namespace) -> int:
     for flag in ("num_prompts", "input_len", "output_len"):
         if getattr(args, flag) < 1:
             raise BadInput(f"--{flag.replace('_', '-')} must be at least 1")
-    url = default_root_url(args.url)
+    from vllm_ops.commands.validate import check_root_url, report_console
+
+    url = check_root_url(default_root_url(args.url), "--url" if args.url else "VLLM_BASE_URL")
     plan = PlanLimits.load(args.plan) if args.plan else plan_limits_for(url)
     progress = output.Progress(quiet=args.quiet)
     report = run_bench(url, model=args.model,
@@ -98,6 +100,6 @@ def run(args: argparse.Namespace) -> int:
     else:
         from vllm_ops.loadtest.plot import terminal_chart
 
-        report.print_table()
+        report.print_table(report_console())
         print(terminal_chart(report))
     return 0 if report.ok else 1

@@ -33,7 +33,9 @@ Multi-node (vLLM's native mode, no Ray; or ``--backend ray`` over several nodes)
   ``NAME-rank<R>``). Without it every rank is started from here: rank R through
   ``--node-exec R=PREFIX`` (e.g. ``1='ssh 10.0.0.2'``), else locally.
 - ``--node-env R:KEY=VALUE`` (e.g. ``GLOO_SOCKET_IFNAME``/``NCCL_SOCKET_IFNAME``),
-  ``--master-addr``, ``--master-port`` (default 29500).
+  ``--master-addr``, ``--master-port`` (default 29500). ``--gpus 2x(8xH100)`` plans several
+  nodes too (without addresses: then give ``--master-addr``). The plan's multi-node backend
+  follows ``--backend``: ray → vLLM's Ray executor, otherwise native.
 
 Foreground (default): after ready, launch stays until Ctrl-C or SIGTERM, then stops vLLM and
 every process / container / Ray node it started (or returns 1 if vLLM dies on its own).
@@ -99,7 +101,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     n.add_argument("--node-env", action="append", default=[], metavar="R:KEY=VALUE",
                    help="environment for rank R only, e.g. 1:GLOO_SOCKET_IFNAME=eth0 (repeatable)")
     n.add_argument("--master-addr", metavar="ADDR", help="rank 0's address (default: the plan's)")
-    n.add_argument("--master-port", type=int, metavar="P", help="torch.distributed port (default 29500)")
+    n.add_argument("--master-port", type=int, default=None, metavar="P",
+                   help="torch.distributed port of rank 0 (native multi-node; default 29500)")
 
 
 def _parse_env(items: list[str]) -> dict[str, str]:
@@ -229,8 +232,7 @@ def _check_backend_args(args: argparse.Namespace) -> None:
     if args.backend != "ray" and (bad := given("--ray-address", "--ray-node-ip", "--ray-num-cpus",
                                                "--ray-num-gpus", "--ray-temp-dir")):
         raise BadInput(f"{', '.join(bad)} need --backend ray")
-    if container and (bad := given("--nodes", "--node-rank", "--node-exec", "--node-env", "--master-addr",
-                                   "--master-port")):
+    if container and (bad := given("--nodes", "--node-rank", "--node-exec", "--node-env", "--master-addr")):
         raise BadInput(f"{', '.join(bad)}: multi-node launches run vLLM as processes "
                        f"(--backend process or ray), not with --backend {args.backend}",
                        hint="`vllm-ops render` writes the multi-node files for containers")
@@ -238,6 +240,11 @@ def _check_backend_args(args: argparse.Namespace) -> None:
         raise BadInput(f"--node-rank {args.node_rank}: ranks count from 0")
     if args.nodes and args.plan:
         raise BadInput("--nodes plans the nodes; a saved --plan already has them: give one")
+    dist = getattr(args, "distributed_backend", None)
+    if dist == "ray" and args.backend != "ray":
+        raise BadInput("--distributed-backend ray: launch it with --backend ray (it starts or joins the Ray cluster)")
+    if dist == "native" and args.backend == "ray":
+        raise BadInput("--distributed-backend native and --backend ray contradict each other")
 
 
 def _mode(args: argparse.Namespace, plan) -> str:
@@ -248,13 +255,16 @@ def _mode(args: argparse.Namespace, plan) -> str:
     multi = int(va.get("nnodes") or 0) >= 2
     if args.backend == "ray":
         return "ray-worker" if (args.node_rank or 0) > 0 else "ray"
+    if str(va.get("distributed_executor_backend") or "") == "ray":
+        raise BadInput("the plan uses vLLM's Ray executor: launch it with --backend ray "
+                       "(--ray-address HOST:PORT to use a running cluster)")
     if multi:
         if args.backend != "process":
             raise BadInput(f"the plan is a native multi-node plan (nnodes {va.get('nnodes')}); "
                            f"--backend {args.backend} runs one server",
                            hint="launch it with the default backend (vLLM's native multi-node mode)")
         return "native"
-    if any(getattr(args, n) for n in ("node_exec", "node_env", "master_addr", "master_port")) \
+    if any(getattr(args, n, None) for n in ("node_exec", "node_env", "master_addr")) \
             or args.node_rank is not None:
         raise BadInput("--node-rank/--node-exec/--node-env/--master-* need a multi-node plan",
                        hint="plan several nodes with --nodes ADDR,ADDR (or a saved multi-node --plan)")
@@ -384,7 +394,7 @@ def _make_plan(args: argparse.Namespace, version: str | None, extra: list[str],
     so the prediction is for what really starts. ``override``: pins that win over all (the
     change --auto-retry applied). ``--nodes``: one node per address (multi-node plan)."""
     from vllm_ops import planning
-    from vllm_ops.commands._planargs import choose_hardware, pins_from_args
+    from vllm_ops.commands._planargs import choose_hardware, multinode_from_args, pins_from_args
     from vllm_ops.launch.launcher import parse_flags, strip_flags
     from vllm_ops.launch.locate import base_version
     from vllm_ops.models import load_model_spec
@@ -396,18 +406,13 @@ def _make_plan(args: argparse.Namespace, version: str | None, extra: list[str],
     extra_pins = {k: v for k, v in parse_flags(extra).items() if k in PIN_KEYS}
     pins = {**extra_pins, **pins_from_args(args), **(override or {})}
     rest = strip_flags(extra, set(extra_pins))
-    kw = dict(pins=pins, vllm_version=base_version(version), profile=profile, extra_args=rest, env=env,
-              port=args.port or 8000, served_name=args.served_model_name)
     if args.nodes:
-        from vllm_ops.planning.multinode import plan_multinode
-
-        plan = plan_multinode(spec, _nodes_inventory(inventory, args.nodes),
-                              backend="ray" if args.backend == "ray" else "native",
-                              master_port=args.master_port or 29500, **kw)
-        if secret_names:
-            plan.env_secrets = list(secret_names)
-    else:
-        plan = planning.plan(spec, inventory, env_secrets=secret_names, **kw)
+        inventory = _nodes_inventory(inventory, args.nodes)
+    multi = multinode_from_args(args)
+    multi["backend"] = "ray" if args.backend == "ray" else "native"   # only used for several nodes
+    plan = planning.plan(spec, inventory, pins=pins, vllm_version=base_version(version), profile=profile,
+                         extra_args=rest, env=env, port=args.port or 8000, served_name=args.served_model_name,
+                         env_secrets=secret_names, **multi)
     if not plan.fits and not quiet:
         warn(f"the plan predicts this does not fit ({plan.failure_stage}); starting anyway: "
              f"vLLM's log will say")
@@ -419,18 +424,18 @@ def _nodes_inventory(inventory, nodes: str):
     from dataclasses import replace
 
     from vllm_ops.errors import BadInput
-    from vllm_ops.hardware.inventory import Inventory
 
     addrs = [a.strip() for a in nodes.split(",") if a.strip()]
     if len(addrs) < 2 or len(set(addrs)) != len(addrs):
         raise BadInput(f"--nodes {nodes!r}: give two or more different node addresses, comma-separated")
     if any(c.isspace() or c in "/'\"" for a in addrs for c in a):
         raise BadInput(f"--nodes {nodes!r}: not host names or addresses")
-    base = inventory.nodes[0]
-    return Inventory(nodes=tuple(replace(base, address=a, hostname=a) for a in addrs), source=inventory.source,
-                     spec=f"{len(addrs)}x({inventory.spec or 'node'})", driver_version=inventory.driver_version,
-                     cuda_driver_version=inventory.cuda_driver_version, nvml_version=inventory.nvml_version,
-                     interconnect_override=inventory.interconnect_override)
+    nodes = inventory.nodes
+    if len(nodes) > 1 and len(nodes) != len(addrs):
+        raise BadInput(f"--nodes names {len(addrs)} node(s); the hardware has {len(nodes)}")
+    nodes = nodes if len(nodes) > 1 else (nodes[0],) * len(addrs)
+    return replace(inventory, nodes=tuple(replace(n, address=a, hostname=n.hostname if len(inventory.nodes) > 1
+                                                  and n.hostname else a) for n, a in zip(nodes, addrs)))
 
 
 def _stage_printer(progress):

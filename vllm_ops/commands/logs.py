@@ -1,6 +1,8 @@
 """`vllm-ops logs [NAME] [-f] [-n N]`: a deployment's vLLM log (the last N lines; -f follows it
 until Ctrl-C or until the deployment's process is gone). NAME may be left out when there is
-exactly one deployment."""
+exactly one deployment. The deployment's recorded backend reads it: a process's log file, or
+Docker's log of a docker/compose deployment's container (the file only grows while the
+launching process streams it)."""
 from __future__ import annotations
 
 import argparse
@@ -51,12 +53,20 @@ def tail_lines(path: str, n: int) -> tuple[list[str], int]:
 
 def run(args: argparse.Namespace) -> int:
     from vllm_ops.errors import RuntimeFailure
-    from vllm_ops.launch.backend import ProcessBackend
+    from vllm_ops.launch.backend import backend_for
     from vllm_ops.launch.state import StateStore
     from vllm_ops.settings import load_settings
 
     store = StateStore(load_settings().state_dir)
     dep = resolve(store, args.name)
+    backend = backend_for(dep.backend)
+    if hasattr(backend, "logs"):   # containers: Docker keeps the log; the file stops growing with launch
+        if args.lines <= 0 and not args.follow:
+            return 0
+        for chunk in backend.logs(dep, tail=max(0, args.lines), follow=args.follow):
+            sys.stdout.write(chunk)
+            sys.stdout.flush()
+        return 0
     if not isinstance(dep.log_path, str):   # never open(int): that reads and closes a descriptor
         raise RuntimeFailure(f"{dep.name}: the state file's log_path is not a path")
     try:
@@ -72,7 +82,6 @@ def run(args: argparse.Namespace) -> int:
     out.flush()
     if not args.follow:
         return 0
-    backend = ProcessBackend()
     try:
         f = open(dep.log_path, "rb")
     except OSError as exc:

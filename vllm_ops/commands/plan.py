@@ -21,9 +21,10 @@ from vllm_ops.commands._planargs import DEFAULT_MODEL, DEFAULT_PROFILE  # noqa: 
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    from vllm_ops.commands._planargs import add_plan_arguments
+    from vllm_ops.commands._planargs import add_multinode_arguments, add_plan_arguments
 
     add_plan_arguments(parser)
+    add_multinode_arguments(parser)
     parser.add_argument("--json", action="store_true", help="print the plan as one JSON document")
     parser.add_argument("--explain", action="store_true", help="show the memory arithmetic")
 

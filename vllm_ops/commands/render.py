@@ -15,9 +15,10 @@ FORMAT_CHOICES = ("command", "compose", "systemd", "k8s", "ray", "all")
 
 def configure(parser: argparse.ArgumentParser) -> None:
     """`vllm-ops plan`'s own flags (model, hardware, pins, --port, --env, --json ...), plus render's."""
-    from vllm_ops.commands._planargs import add_plan_arguments
+    from vllm_ops.commands._planargs import add_multinode_arguments, add_plan_arguments
 
     add_plan_arguments(parser)
+    add_multinode_arguments(parser)
     parser.add_argument("--json", action="store_true", help="print the rendered files as one JSON document")
     parser.add_argument("--plan", metavar="PLAN.json", help="render a saved `vllm-ops plan --json` instead of planning")
     out = parser.add_argument_group("output")

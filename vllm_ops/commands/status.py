@@ -1,6 +1,8 @@
 """`vllm-ops status [NAME] [--json]`: the deployments `launch` started (from any shell).
 
-For each: alive (its process runs), healthy (``/health`` answers 200), model, port, uptime.
+For each: alive (its process group / container runs, asked through the deployment's recorded
+backend), healthy (``/health`` answers 200; not probed for worker ranks, which serve no API),
+backend, model, port, uptime; then the Ray nodes vllm-ops started.
 A corrupted state file is listed with what is wrong with it, never a traceback.
 """
 from __future__ import annotations
@@ -16,38 +18,77 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def describe(dep, backend) -> dict[str, Any]:
+    """One row: through the deployment's own backend (process group / containers); a worker rank
+    (no API server, port 0) is never probed on ``/health``; a backend that cannot answer (Docker
+    daemon gone) gives alive ``None`` and its one-line error, not a traceback."""
+    from vllm_ops.errors import RuntimeFailure
     from vllm_ops.launch.launcher import _http_get
+    from vllm_ops.launch.state import WORKER_BACKENDS
 
-    alive = backend.alive(dep)
-    healthy = alive and _http_get(dep.url + "/health", None, timeout=2.0)[0] in (200, 401)
-    return {
-        "name": dep.name, "alive": alive, "healthy": bool(healthy),
-        "status": dep.status if alive or dep.status in ("failed", "stopped") else "exited",
-        "model": dep.served_name, "model_id": dep.model_id, "port": dep.port, "url": dep.url,
+    worker = dep.backend in WORKER_BACKENDS or not dep.port
+    error = None
+    try:
+        alive = bool(backend.alive(dep))
+    except RuntimeFailure as exc:
+        alive, error = None, exc.one_line()
+    healthy = None if worker or alive is None else \
+        bool(alive and _http_get(dep.url + "/health", None, timeout=2.0)[0] in (200, 401))
+    status = dep.status if alive or dep.status in ("failed", "stopped") else "exited"
+    if alive is None:
+        status = "unknown"
+    row = {
+        "name": dep.name, "alive": alive, "healthy": healthy, "status": status,
+        "role": "worker" if worker else "server",
+        "model": dep.served_name, "model_id": dep.model_id, "port": dep.port,
+        "url": None if worker else dep.url,
         "pid": dep.pid, "backend": dep.backend, "vllm_version": dep.vllm_version,
         "started_at": dep.started_at,
         "uptime_s": round(time.time() - dep.started_at, 1) if alive else None,
         "log": dep.log_path,
         "diagnosis": dep.diagnosis,
     }
+    if error:
+        row["error"] = error
+    if hasattr(backend, "describe") and alive is not None:     # containers
+        try:
+            row["containers"] = backend.describe(dep)
+        except RuntimeFailure as exc:
+            row["error"] = exc.one_line()
+    return row
+
+
+def ray_rows(store) -> list[dict[str, Any]]:
+    """The Ray nodes vllm-ops started (``ray/<name>.json``), one row per cluster record."""
+    from vllm_ops.launch.ray_backend import ClusterStore, nodes_status
+
+    clusters = ClusterStore(store)
+    rows = []
+    for name in clusters.names():
+        nodes = nodes_status(clusters.load(name))
+        rows.append({"name": name, "nodes": nodes, "alive": any(n["alive"] for n in nodes),
+                     "address": nodes[0]["address"] if nodes else None})
+    return rows
 
 
 def run(args: argparse.Namespace) -> int:
     from vllm_ops.errors import MalformedFile, RuntimeFailure
-    from vllm_ops.launch.backend import ProcessBackend
+    from vllm_ops.launch.backend import backend_for
     from vllm_ops.launch.state import StateStore, check_name
     from vllm_ops.output import info, print_json
     from vllm_ops.settings import load_settings
 
     store = StateStore(load_settings().state_dir)
-    backend = ProcessBackend()
+    ray = ray_rows(store)
     if args.name:
         check_name(args.name)
+        ray = [r for r in ray if r["name"] == args.name]
         try:
             entries = [(args.name, store.load(args.name), None)]
         except KeyError:
-            raise RuntimeFailure(f"no deployment named {args.name}",
-                                 hint="`vllm-ops status` lists them") from None
+            if not ray:
+                raise RuntimeFailure(f"no deployment named {args.name}",
+                                     hint="`vllm-ops status` lists them") from None
+            entries = []
         except MalformedFile as exc:  # reported as a row, not a traceback
             entries = [(args.name, None, exc.one_line())]
     else:
@@ -57,22 +98,37 @@ def run(args: argparse.Namespace) -> int:
         if dep is None:
             rows.append({"name": name, "alive": None, "healthy": None, "status": "unreadable",
                          "error": error})
-        else:
-            rows.append(describe(dep, backend))
+            continue
+        try:
+            backend = backend_for(dep.backend)
+        except Exception as exc:  # noqa: BLE001 — an unknown backend name in a state file
+            rows.append({"name": name, "alive": None, "healthy": None, "status": "unreadable",
+                         "error": f"unknown backend {str(dep.backend)[:40]!r}"})
+            continue
+        rows.append(describe(dep, backend))
     if args.json:
-        print_json({"state_dir": str(store.root), "deployments": rows})
+        print_json({"state_dir": str(store.root), "deployments": rows, "ray_clusters": ray})
         return 0
-    if not rows:
+    if not rows and not ray:
         info(f"no deployments (state dir {store.root})")
         return 0
-    info(f"{'NAME':<28}{'STATUS':<12}{'ALIVE':<7}{'HEALTHY':<9}{'PORT':<7}{'UPTIME':<10}MODEL")
+    if rows:
+        info(f"{'NAME':<28}{'STATUS':<12}{'BACKEND':<15}{'ALIVE':<7}{'HEALTHY':<9}{'PORT':<7}{'UPTIME':<10}MODEL")
     for r in rows:
         if r["status"] == "unreadable":
-            info(f"{r['name']:<28}{'unreadable':<12}{'-':<7}{'-':<9}{'-':<7}{'-':<10}{r['error']}")
+            info(f"{r['name']:<28}{'unreadable':<12}{'-':<15}{'-':<7}{'-':<9}{'-':<7}{'-':<10}{r['error']}")
             continue
         up = _uptime(r["uptime_s"])
-        info(f"{r['name']:<28}{r['status']:<12}{_yn(r['alive']):<7}{_yn(r['healthy']):<9}"
-             f"{r['port']:<7}{up:<10}{r['model']}")
+        port = str(r["port"]) if r["port"] else "-"
+        model = r["model"] + (" (worker rank, no API server)" if r["role"] == "worker" else "")
+        if r.get("error"):
+            model += f"  [{r['error']}]"
+        info(f"{r['name']:<28}{r['status']:<12}{r['backend']:<15}{_yn(r['alive']):<7}{_yn(r['healthy']):<9}"
+             f"{port:<7}{up:<10}{model}")
+    for c in ray:
+        info(f"ray cluster {c['name']}: " + ", ".join(
+            f"{n['role']} {n['address'] if n['role'] == 'head' else (n['node_ip'] or '?')} "
+            f"({'alive' if n['alive'] else 'gone'}, pgid {n['pgid']})" for n in c["nodes"]))
     return 0
 
 

@@ -26,6 +26,7 @@ def run(args: argparse.Namespace) -> int:
     from vllm_ops.errors import BadInput, RuntimeFailure
     from vllm_ops.launch.backend import backend_for
     from vllm_ops.launch.launcher import stop
+    from vllm_ops.launch.multinode import worker_names
     from vllm_ops.launch.ray_backend import ClusterStore, stop_cluster
     from vllm_ops.launch.state import StateStore, check_name
     from vllm_ops.output import info, warn
@@ -62,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
         if dep.backend == "native-worker" and dep.name not in store.names():
             continue
         backend = backend_for(dep.backend)
-        workers = [n for n in store.names() if n.startswith(f"{dep.name}-rank")]
+        workers = worker_names(store, dep.name)
         ray_nodes = clusters.load(dep.name)
         killed = stop(dep, store, backend, grace=args.grace)
         store.remove(dep.name)

@@ -45,6 +45,16 @@ def check_root_url(url: str, what: str = "--url") -> str:
     return url
 
 
+def report_console():
+    """The console the human tables print on: the terminal's width on a TTY; 132 columns when
+    stdout is a pipe or a file (rich would otherwise fall back to 80 and cut columns), as `plan`."""
+    import sys
+
+    from rich.console import Console
+
+    return Console(highlight=False, soft_wrap=False, width=None if sys.stdout.isatty() else 132)
+
+
 def run(args: argparse.Namespace) -> int:
     from vllm_ops import output
     from vllm_ops.commands.bench import default_root_url
@@ -69,5 +79,5 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         output.print_json(report.to_dict())
     else:
-        report.print_table()
+        report.print_table(report_console())
     return 0 if report.ok else 1

