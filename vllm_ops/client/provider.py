@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import time
 from time import perf_counter
-from typing import Any, AsyncIterator, Iterator, Sequence
+from typing import Any, AsyncIterator, Iterable, Iterator, Sequence
 
 import httpx
 
@@ -281,33 +281,34 @@ class VLLMProvider(BaseProvider):
         """Async :meth:`stream_events`."""
         return self._aevents(gen_args(locals()))
 
+    def _chunk_events(self, datas: Iterable[bytes], now: float, chat: bool) -> Iterator[StreamEvent]:
+        """Pure step shared by both faces: decoded SSE data items → events; the final marker
+        (``data: [DONE]``) is yielded as a ``done`` event and ends the sequence."""
+        event = self.stream_event
+        for data in datas:
+            ev = event(data, now, chat)
+            if ev is _DONE:
+                yield StreamEvent(None, now, done=True)
+                return
+            if ev is not None:
+                yield ev
+
     def _events(self, args: dict) -> Iterator[StreamEvent]:
         req, ep = self._drive(self._generate_flow(args, stream=True))
         chat = ep == "chat"
         resp = self._send(req)
-        event = self.stream_event
         try:
             decoder = SSEDataDecoder()
             raw = resp.iter_bytes()
             for chunk in raw:
-                now = perf_counter()
-                for data in decoder.feed(chunk):
-                    ev = event(data, now, chat)
-                    if ev is _DONE:
+                for ev in self._chunk_events(decoder.feed(chunk), perf_counter(), chat):
+                    if ev.done:
                         for _ in raw:  # the rest (the last chunk's end): the connection is reusable
                             pass
-                        yield StreamEvent(None, now, done=True)
-                        return
-                    if ev is not None:
-                        yield ev
-            now = perf_counter()
-            for data in decoder.flush():
-                ev = event(data, now, chat)
-                if ev is _DONE:
-                    yield StreamEvent(None, now, done=True)
-                    return
-                if ev is not None:
                     yield ev
+                    if ev.done:
+                        return
+            yield from self._chunk_events(decoder.flush(), perf_counter(), chat)
         except httpx.TransportError as exc:
             raise transport_error(exc, req) from exc
         finally:
@@ -317,29 +318,19 @@ class VLLMProvider(BaseProvider):
         req, ep = await self._adrive(self._generate_flow(args, stream=True))
         chat = ep == "chat"
         resp = await self._asend(req)
-        event = self.stream_event
         try:
             decoder = SSEDataDecoder()
             raw = resp.aiter_bytes()
             async for chunk in raw:
-                now = perf_counter()
-                for data in decoder.feed(chunk):
-                    ev = event(data, now, chat)
-                    if ev is _DONE:
+                for ev in self._chunk_events(decoder.feed(chunk), perf_counter(), chat):
+                    if ev.done:
                         async for _ in raw:  # read to the end: the connection goes back to the pool
                             pass
-                        yield StreamEvent(None, now, done=True)
-                        return
-                    if ev is not None:
-                        yield ev
-            now = perf_counter()
-            for data in decoder.flush():
-                ev = event(data, now, chat)
-                if ev is _DONE:
-                    yield StreamEvent(None, now, done=True)
-                    return
-                if ev is not None:
                     yield ev
+                    if ev.done:
+                        return
+            for ev in self._chunk_events(decoder.flush(), perf_counter(), chat):
+                yield ev
         except httpx.TransportError as exc:
             raise transport_error(exc, req) from exc
         finally:
