@@ -4,8 +4,9 @@ user runs it) and a real Docker Engine running the same vLLM in a container.
 Real vLLM starts in this module (the machine has 2 cores; they run one after another):
   A. killed mid-start (SIGKILL to the whole process group while `launch` waits for readiness);
   B. `launch --detach` with VLLM_API_KEY / HF_TOKEN sentinels in its environment: secrets, auth,
-     slow proxy vs. client timeouts, then the state directory deleted / truncated / corrupted
-     while it runs (the last `stop` ends it);
+     slow proxy vs. client timeouts, then the state file truncated / partly corrupted, then the
+     state directory deleted while it runs: `stop NAME` finds it by its VLLM_OPS_DEPLOYMENT
+     marker and ends it;
   C. a deployment whose API server is SIGKILLed while a non-streaming, a streaming and an async
      streaming request are in flight;
   D. a container (docker backend, in-process `launch`) with the same sentinels: `docker inspect`
@@ -316,29 +317,9 @@ def test_slow_server_against_client_timeouts(secured):
     assert procs, "the slow proxy must not have hurt the server"
 
 
-def test_state_dir_deleted_while_real_deployment_runs(secured):
-    """`rm -rf` of the state directory: status lists nothing, stop/logs/status NAME say there is no
-    such deployment (one line, exit 1); the real server keeps running (vllm-ops has no record of
-    it any more; the file is put back to go on)."""
-    s = _ready(secured)
-    count_fault("real-state-deleted")
-    f = _state_file(s["state"], s["name"])
-    backup = f.read_text()
-    shutil.rmtree(s["state"])
-    assert _rows(_cli(s["env"], "status", "--json", timeout=60)) == {}
-    for argv in (("status", s["name"]), ("stop", s["name"]), ("logs", s["name"])):
-        p = _cli(s["env"], *argv, timeout=60)
-        assert_one_line_error(p.returncode, p.stderr, (1,), what=str(argv))
-        assert f"no deployment named {s['name']}" in p.stderr
-    assert len(processes_with_env(s["marker"])) >= 2          # untouched
-    f.parent.mkdir(parents=True)
-    f.write_text(backup)
-    assert _rows(_cli(s["env"], "status", "--json", timeout=60))[s["name"]]["alive"]
-
-
 def test_state_file_truncated_while_real_deployment_runs(secured):
-    """A half-written state file: status lists it as unreadable, stop refuses in one line and
-    signals nothing (there is no pid it could trust)."""
+    """A half-written state file: status lists it as unreadable, but alive (its process group is
+    found by the VLLM_OPS_DEPLOYMENT marker in /proc); nothing is signalled by status."""
     s = _ready(secured)
     count_fault("real-state-corrupt")
     f = _state_file(s["state"], s["name"])
@@ -346,45 +327,60 @@ def test_state_file_truncated_while_real_deployment_runs(secured):
     f.write_text(backup[: len(backup) // 3])
     try:
         row = _rows(_cli(s["env"], "status", "--json", timeout=60))[s["name"]]
-        assert row["status"] == "unreadable" and "corrupted" in row["error"]
-        p = _cli(s["env"], "stop", s["name"], "--grace", "2", timeout=60)
-        assert_one_line_error(p.returncode, p.stderr, (1, 2), what="stop on a truncated file")
+        assert row["status"] == "unreadable" and "corrupted" in row["error"], row
+        assert row["alive"] is True and row["pgids"] == [s["dep"]["pgid"]], row
         assert len(processes_with_env(s["marker"])) >= 2
     finally:
         f.write_text(backup)
 
 
-def test_state_corrupted_and_logs_deleted_stop_still_stops_the_real_group(secured):
+def test_state_corrupted_and_logs_deleted_status_still_answers(secured):
     """Garbage in the fields stop does not need (plan, figures, argv, env, diagnosis, status,
-    unknown keys) and the logs directory deleted: status and logs answer clearly, stop still stops
-    the real process group (checked in /proc)."""
+    unknown keys, and wrongly *typed* started_at/port/log_path) and the logs directory deleted:
+    status lists the deployment as corrupted but alive (asked through the valid pid/pgid/start
+    ticks), logs answers in one line. (`stop` through such a file: test_state_faults, on a real
+    process group; this deployment is ended by the next test.)"""
     s = _ready(secured)
     count_fault("real-state-corrupt")
     count_fault("real-log-deleted")
     f = _state_file(s["state"], s["name"])
     d = json.loads(f.read_text())
     d.update(plan="garbage", figures=[1, 2], argv="$(id)", env=5, diagnosis="??", status=7, ready_at="x",
-             vllm_version=["0"], evil={"$(id)": True})
+             vllm_version=["0"], evil={"$(id)": True}, started_at="yesterday", port=str(s["port"]), log_path=5)
     f.write_text(json.dumps(d))
-    shutil.rmtree(s["state"] / "logs", ignore_errors=True)     # (already gone after the rm -rf above)
+    shutil.rmtree(s["state"] / "logs", ignore_errors=True)
     Path(s["dep"]["log_path"]).unlink(missing_ok=True)
-    p = _cli(s["env"], "status", "--json", timeout=60)
-    assert "Traceback" not in p.stderr
-    if p.returncode == 0:
-        row = _rows(p)[s["name"]]
-        assert row["alive"] is True or row["status"] == "unreadable", row
-    else:
-        assert_one_line_error(p.returncode, p.stderr, (1, 2), what="status on corrupted fields")
+    row = _rows(_cli(s["env"], "status", "--json", timeout=60))[s["name"]]
+    assert row["status"] == "corrupted" and row["alive"] is True, row
+    assert row["broken_fields"] == ["log_path", "port", "started_at"], row
     p = _cli(s["env"], "logs", s["name"], "-n", "10", timeout=60)
-    assert_one_line_error(p.returncode, p.stderr, (0, 1), what="logs with the log deleted")
+    assert_one_line_error(p.returncode, p.stderr, (0, 1, 2), what="logs with the log deleted")
+    assert len(processes_with_env(s["marker"])) >= 2
+
+
+def test_state_dir_deleted_while_real_deployment_runs(secured):
+    """`rm -rf` of the state directory (observation 1): status lists the running vLLM as
+    "orphaned (no state)" (alive, healthy: found by its VLLM_OPS_DEPLOYMENT marker in /proc),
+    `stop NAME` stops its whole process group (API server + engine core), /proc holds none of
+    its processes after, and status is empty. Ends deployment B."""
+    s = _ready(secured)
+    count_fault("real-state-deleted")
     pgid = s["dep"]["pgid"]
+    shutil.rmtree(s["state"])
+    row = _rows(_cli(s["env"], "status", "--json", timeout=60))[s["name"]]
+    assert row["status"] == "orphaned" and row["alive"] is True and row["pgids"] == [pgid], row
+    assert "orphaned (no state)" in row["error"] and row["port"] == s["port"] and row["healthy"] is True, row
+    p = _cli(s["env"], "status", timeout=60)
+    assert p.returncode == 0 and "orphaned (no state)" in p.stderr
+    p = _cli(s["env"], "logs", s["name"], timeout=60)
+    assert_one_line_error(p.returncode, p.stderr, (1,), what="logs, no state")
     t0 = time.monotonic()
     p = _cli(s["env"], "stop", s["name"], "--grace", "15", timeout=120)
     took = time.monotonic() - t0
-    _timing("stop with corrupted state fields", took)
-    assert_one_line_error(p.returncode, p.stderr, (0,), what="stop with corrupted fields")
+    _timing("stop of an orphaned deployment (state dir deleted)", took)
+    assert_one_line_error(p.returncode, p.stderr, (0,), what="stop, no state")
+    assert f"process group {pgid}" in p.stderr and "marker" in p.stderr, p.stderr
     assert wait_no_env_processes(s["marker"]) == [], f"process group {pgid} survived stop"
-    assert not f.exists()
     assert _rows(_cli(s["env"], "status", "--json", timeout=60)) == {}
 
 

@@ -161,3 +161,114 @@ def test_stop_never_kills_a_reused_pid(state):
         victim.kill()
         victim.wait(5)
         assert not processes_with(marker)
+
+
+# ------------------------------------ no usable state: the environment marker (VLLM_OPS_DEPLOYMENT)
+def _marked_group(state, name="x"):
+    """A process group started the way ProcessBackend starts vLLM (new session, marker env), with
+    its state file written: (deployment, the unique command-line marker of its processes)."""
+    from vllm_ops.launch.backend import LaunchSpec, ProcessBackend
+    from vllm_ops.launch.state import StateStore
+
+    marker = f"rel-orphan-{uuid.uuid4().hex[:8]}"
+    store = StateStore(state)
+    spec = LaunchSpec(name=name, argv=["bash", "-c", f"exec -a {marker} sleep 120 & exec -a {marker} sleep 120 & wait"],
+                      env_added={}, log_path=store.log_path(name), port=8000, host="127.0.0.1", served_name="m",
+                      model_id="m", state_dir=str(state))
+    dep = ProcessBackend().start(spec)
+    store.save(dep)
+    deadline = time.monotonic() + 5
+    while len(processes_with(marker)) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return dep, marker
+
+
+def _wait_gone(marker, timeout=15.0):
+    deadline = time.monotonic() + timeout
+    while processes_with(marker) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return processes_with(marker)
+
+
+@pytest.mark.parametrize("damage", ["rm-rf", "truncated", "emptied"])
+def test_no_usable_state_status_shows_orphan_and_stop_stops_it(damage, state):
+    count_fault("state-deleted" if damage == "rm-rf" else "state-corrupt")
+    dep, marker = _marked_group(state)
+    try:
+        f = state / "deployments" / "x.json"
+        if damage == "rm-rf":
+            shutil.rmtree(state)
+        else:
+            f.write_text(f.read_text()[:30] if damage == "truncated" else "")
+        p = _cli_subprocess(state, "status", "--json")
+        assert p.returncode == 0 and "Traceback" not in p.stderr, p.stderr
+        (row,) = json.loads(p.stdout)["deployments"]
+        assert row["alive"] is True and dep.pgid in row["pgids"], row
+        assert row["status"] == ("orphaned" if damage == "rm-rf" else "unreadable"), row
+        p = _cli_subprocess(state, "stop", "x", "--grace", "5")
+        assert_one_line_error(p.returncode, p.stderr, (0,), what=f"stop after {damage}")
+        assert "marker" in p.stderr
+        assert _wait_gone(marker) == [], "stop left the orphaned group running"
+        p = _cli_subprocess(state, "status", "--json")
+        assert json.loads(p.stdout)["deployments"] == []
+    finally:
+        for pid, _ in processes_with(marker):
+            os.kill(pid, 9)
+
+
+@pytest.mark.parametrize("bad", [{"started_at": "yesterday"}, {"port": "8000"}, {"log_path": 5},
+                                 {"started_at": None, "port": [1], "log_path": ""}])
+def test_bad_nonessential_field_stop_still_stops(bad, state):
+    """Observation 2: a wrong type in a field stop does not need: status says corrupted (and alive),
+    stop warns, acts through the valid pid/pgid/start ticks, and the group is gone."""
+    count_fault("state-corrupt")
+    dep, marker = _marked_group(state)
+    try:
+        f = state / "deployments" / "x.json"
+        d = json.loads(f.read_text())
+        d.update(bad)
+        f.write_text(json.dumps(d))
+        p = _cli_subprocess(state, "status", "--json")
+        (row,) = json.loads(p.stdout)["deployments"]
+        assert row["status"] == "corrupted" and row["alive"] is True and row["broken_fields"] == sorted(bad), row
+        p = _cli_subprocess(state, "stop", "x", "--grace", "5")
+        assert_one_line_error(p.returncode, p.stderr, (0,), what=f"stop with {bad}")
+        assert "partly corrupted" in p.stderr and ", ".join(sorted(bad)) in p.stderr
+        assert _wait_gone(marker) == []
+        assert not f.exists()
+    finally:
+        for pid, _ in processes_with(marker):
+            os.kill(pid, 9)
+
+
+def test_marker_of_another_state_dir_or_an_untrusted_view_is_never_signalled(state, tmp_path):
+    """A marked group of another state directory is not listed and not stopped (not even by
+    --all); a partly corrupted file without start ticks is never stopped through."""
+    count_fault("state-wrong-pid", 2)
+    other = tmp_path / "other-state"
+    dep, marker = _marked_group(other)
+    try:
+        for argv in (("stop", "x"), ("stop", "--all")):
+            p = _cli_subprocess(state, *argv, "--grace", "1")
+            assert_one_line_error(p.returncode, p.stderr, (0, 1), what=str(argv))
+        p = _cli_subprocess(state, "status", "--json")
+        assert json.loads(p.stdout)["deployments"] == []
+        assert len(processes_with(marker)) >= 2, "stop signalled a group of another state dir"
+        # our state dir, a partly corrupted file (bad port) whose pid/pgid name a live group
+        # vllm-ops never started and that records no start ticks: never trusted, nothing signalled
+        victim_mark = f"rel-victim-{uuid.uuid4().hex[:8]}"
+        victim = subprocess.Popen(["bash", "-c", f"exec -a {victim_mark} sleep 120"], start_new_session=True)
+        try:
+            time.sleep(0.3)
+            _write_state(state, json.dumps(_dep(state, pid=victim.pid, pgid=victim.pid, port="x")))
+            p = _cli_subprocess(state, "stop", "x", "--grace", "1")
+            assert_one_line_error(p.returncode, p.stderr, (2,), what="stop, no ticks, bad port")
+            assert "pid_start_ticks" in p.stderr
+            assert victim.poll() is None, "stop killed a process vllm-ops never started"
+        finally:
+            victim.kill()
+            victim.wait(5)
+        assert len(processes_with(marker)) >= 2
+    finally:
+        for pid, _ in processes_with(marker):
+            os.kill(pid, 9)

@@ -70,11 +70,6 @@ LLAMA70 = "meta-llama/Llama-3.1-70B-Instruct"
 KV_TOL = 0.02         # KV GiB and KV tokens: within 2 % of what vLLM printed
 WEIGHTS_TOL = 0.015   # weights: within 1.5 %
 
-PLANNER_BUG = ("BUG: planner over-predicts the Model Runner V2 activation peak (1.38 GiB = forward 1.09 + "
-               "0.5 x sampler 0.58 at 1024 seqs; vLLM 0.25.0 measured 1.13 GiB on H100 and H200) and "
-               "under-predicts dummy weights by 0.06 GiB: harmless on a 100 GiB KV cache, an 18% KV error "
-               "and a false does-not-fit (kv_cache) on the 1 GiB one of the H100 retry, which vLLM started")
-
 
 # ------------------------------------------------------------------ reading the recorded files
 
@@ -357,24 +352,19 @@ def test_weights_within_1_5_percent(name):
     assert abs(err(pred, act)) <= WEIGHTS_TOL, f"{name}: plan {pred} vs vLLM {act} GiB"
 
 
-def _xfail_small_kv(names):
-    return [pytest.param(n, marks=pytest.mark.xfail(strict=True, reason=PLANNER_BUG)) if n == "h100-retry" else n
-            for n in names]
-
-
-@pytest.mark.parametrize("name", _xfail_small_kv(STARTED))
+@pytest.mark.parametrize("name", STARTED)
 def test_kv_gib_within_2_percent(name):
     pred, act = replan(name).memory.kv_cache_gib, runs()[name].actual["kv_cache_gib"]
     assert abs(err(pred, act)) <= KV_TOL, f"{name}: plan {pred} vs vLLM {act} GiB"
 
 
-@pytest.mark.parametrize("name", _xfail_small_kv(STARTED))
+@pytest.mark.parametrize("name", STARTED)
 def test_kv_tokens_within_2_percent(name):
     pred, act = replan(name).memory.kv_cache_tokens, runs()[name].actual["kv_cache_tokens"]
     assert abs(err(pred, act)) <= KV_TOL, f"{name}: plan {pred} vs vLLM {act} tokens"
 
 
-@pytest.mark.parametrize("name", _xfail_small_kv(STARTED))
+@pytest.mark.parametrize("name", STARTED)
 def test_plan_fits_where_vllm_started(name):
     p = replan(name)
     assert p.fits and p.failure_stage is None, f"{name}: plan says {p.failure_stage}, vLLM started"

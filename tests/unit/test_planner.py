@@ -411,3 +411,42 @@ def test_max_num_seqs_reason_says_where_the_value_came_from():
     lowered = plan(m, parse_gpu_spec("4xL4"), vllm_version="0.17.1")
     r = lowered.reasons["max_num_seqs"]
     assert r.startswith("128: chosen so the post-KV sampler warm-up fits: lowered from vLLM 0.17.1's default 256")
+
+
+# -- LoRA buffers, the TP step of non-torch memory, probed labels --------------------------------
+def test_enable_lora_adds_adapter_buffers_to_the_weights():
+    """q7 on the H200: 14.29 GiB dummy-loaded, 14.37 with --enable-lora --max-loras 2 --max-lora-rank 8."""
+    m = load_model_spec("Qwen/Qwen2.5-7B-Instruct")
+    inv = parse_gpu_spec("1xH200")
+    base = plan(m, inv, vllm_version="0.25.0", extra_args=("--load-format", "dummy"))
+    lora = plan(m, inv, vllm_version="0.25.0",
+                extra_args=("--load-format", "dummy", "--enable-lora", "--max-lora-rank", "8", "--max-loras", "2"))
+    assert abs(base.memory.weights_gib - 14.29) <= 0.02 and abs(lora.memory.weights_gib - 14.37) <= 0.02
+    assert "lora" in lora.reasons and "lora" not in base.reasons
+    # vLLM's defaults: 1 slot of rank 16 (the same bytes as 2 x rank 8)
+    dflt = plan(m, inv, vllm_version="0.25.0", extra_args=("--enable-lora",))
+    assert dflt.memory.weights_gib == lora.memory.weights_gib
+    eq = plan(m, inv, vllm_version="0.25.0", extra_args=("--enable-lora", "--max-loras=4", "--max-lora-rank=16"))
+    assert eq.memory.weights_gib > lora.memory.weights_gib
+    with pytest.raises(ImpossiblePin):
+        plan(m, inv, vllm_version="0.25.0", extra_args=("--enable-lora", "--max-loras", "0"))
+
+
+def test_non_torch_steps_up_at_tp2_then_grows_slowly():
+    m = load_model_spec("meta-llama/Llama-3.1-70B-Instruct")
+    nt = {tp: plan(m, parse_gpu_spec("8xH200"), pins={"tensor_parallel_size": tp}, vllm_version="0.25.0")
+          .memory.non_torch_gib for tp in (1, 2, 4, 8)}
+    assert nt[2] == 0.54 and nt[4] == 0.6 and nt[8] == 0.66
+    # older versions keep the per-doubling growth they were fitted with
+    assert plan(m, parse_gpu_spec("8xH100"), pins={"tensor_parallel_size": 4},
+                vllm_version="0.11.0").memory.non_torch_gib == round(0.13 + 2 * 0.19, 2)
+
+
+def test_probed_inventory_gets_a_hardware_label():
+    gb = 1024**3
+    gpus = tuple(GPU(index=i, name="NVIDIA H200", memory_total_bytes=int(143.8 * gb),
+                     memory_cuda_total_bytes=150109880320, memory_free_bytes=int(139 * gb),
+                     compute_capability=(9, 0), catalog_key="H200") for i in range(4))
+    p = plan(load_model_spec(SEED_MODEL), Inventory(nodes=(Node(gpus=gpus),), source="probed"))
+    assert p.hardware["spec"] == "4x NVIDIA H200 (probed)"
+    assert plan(load_model_spec(SEED_MODEL), parse_gpu_spec("4xL4")).hardware["spec"] == "4xL4"

@@ -60,7 +60,9 @@ def _print_table(p, *, explain: bool) -> None:
     cpu = p.image.startswith("vllm/vllm-openai-cpu")
     hw = p.hardware
     gpus = hw.get("gpu_count", 0)
-    con.print(f"[bold]{p.model['id']}[/] on {hw.get('spec') or ''} ({gpus} GPU(s), {hw.get('source')}) "
+    label = hw.get("spec") or f"{gpus} GPU(s)"
+    where = label if hw.get("source") and hw["source"] in label else f"{label} ({gpus} GPU(s), {hw.get('source')})"
+    con.print(f"[bold]{p.model['id']}[/] on {escape(where)} "
               f"with vLLM {p.vllm_version} ({p.image})")
     status = "[green]fits[/]" if p.fits else f"[red]does not fit: {p.failure_stage}[/]"
     con.print(f"{status}; margin {p.margin_gib:.2f} GiB per GPU")

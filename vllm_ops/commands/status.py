@@ -3,7 +3,11 @@
 For each: alive (its process group / container runs, asked through the deployment's recorded
 backend), healthy (``/health`` answers 200; not probed for worker ranks, which serve no API),
 backend, model, port, uptime; then the Ray nodes vllm-ops started.
-A corrupted state file is listed with what is wrong with it, never a traceback.
+A corrupted state file is listed with what is wrong with it, never a traceback: "corrupted" when
+only fields `stop` does not need are wrong (alive is still asked through the valid pid/pgid/start
+ticks, and `stop` works), "unreadable" otherwise. Local vLLM process groups that carry a
+deployment's environment marker for this state directory but have no state file (the directory
+deleted, the file removed) are listed as "orphaned (no state)", found by a /proc scan.
 """
 from __future__ import annotations
 
@@ -57,6 +61,31 @@ def describe(dep, backend) -> dict[str, Any]:
     return row
 
 
+def _port_of(argv: list[str]) -> int | None:
+    for i, a in enumerate(argv):
+        v = argv[i + 1] if a == "--port" and i + 1 < len(argv) else a[7:] if a.startswith("--port=") else None
+        if v is not None:
+            return int(v) if v.isdigit() and 0 < int(v) < 65536 else None
+    return None
+
+
+def orphan_row(name: str, groups) -> dict[str, Any]:
+    """One row for the process groups carrying ``name``'s marker without a usable state file."""
+    from vllm_ops.launch.launcher import _http_get
+
+    g = groups[0]
+    port = _port_of(g.argv)
+    healthy = None if port is None else \
+        _http_get(f"http://127.0.0.1:{port}/health", None, timeout=2.0)[0] in (200, 401)
+    what = ", ".join(f"pgid {x.pgid}: {len(x.members)} process(es)"
+                     + ("" if x.leader_ticks is not None else ", leader gone") for x in groups)
+    return {"name": name, "alive": True, "healthy": healthy, "status": "orphaned", "orphaned": True,
+            "role": "server", "model": None, "port": port, "pid": g.pgid if g.leader_ticks is not None else None,
+            "pgids": [x.pgid for x in groups], "pids": [p for x in groups for p in x.pids],
+            "backend": "process", "uptime_s": None,
+            "error": f"orphaned (no state): {what}; `vllm-ops stop {name}` stops it"}
+
+
 def ray_rows(store) -> list[dict[str, Any]]:
     """The Ray nodes vllm-ops started (``ray/<name>.json``), one row per cluster record."""
     from vllm_ops.launch.ray_backend import ClusterStore, nodes_status
@@ -72,6 +101,7 @@ def ray_rows(store) -> list[dict[str, Any]]:
 
 def run(args: argparse.Namespace) -> int:
     from vllm_ops.errors import MalformedFile, RuntimeFailure
+    from vllm_ops.launch import procs
     from vllm_ops.launch.backend import backend_for
     from vllm_ops.launch.state import StateStore, check_name
     from vllm_ops.output import info, print_json
@@ -85,7 +115,7 @@ def run(args: argparse.Namespace) -> int:
         try:
             entries = [(args.name, store.load(args.name), None)]
         except KeyError:
-            if not ray:
+            if not ray and not procs.marked_groups(store.root, args.name):
                 raise RuntimeFailure(f"no deployment named {args.name}",
                                      hint="`vllm-ops status` lists them") from None
             entries = []
@@ -93,19 +123,42 @@ def run(args: argparse.Namespace) -> int:
             entries = [(args.name, None, exc.one_line())]
     else:
         entries = store.all()
+    marked: dict[str, list] = {}
+    for g in procs.marked_groups(store.root, args.name):
+        marked.setdefault(g.name, []).append(g)
     rows = []
     for name, dep, error in entries:
         if dep is None:
-            rows.append({"name": name, "alive": None, "healthy": None, "status": "unreadable",
-                         "error": error})
-            continue
+            try:
+                dep, broken = store.load_for_stop(name)     # wrong only where stop does not look?
+            except (KeyError, MalformedFile):
+                row = {"name": name, "alive": None, "healthy": None, "status": "unreadable", "error": error}
+                if name in marked:
+                    row.update(alive=True, pgids=[g.pgid for g in marked[name]],
+                               error=f"{error}; its processes still run (pgid "
+                                     f"{', '.join(str(g.pgid) for g in marked[name])}): "
+                                     f"`vllm-ops stop {name}` stops them")
+                rows.append(row)
+                continue
+        else:
+            broken = []
         try:
             backend = backend_for(dep.backend)
         except Exception as exc:  # noqa: BLE001 — an unknown backend name in a state file
             rows.append({"name": name, "alive": None, "healthy": None, "status": "unreadable",
                          "error": f"unknown backend {str(dep.backend)[:40]!r}"})
             continue
-        rows.append(describe(dep, backend))
+        row = describe(dep, backend)
+        if broken:
+            row.update(status="corrupted", broken_fields=broken,
+                       error=f"{error}; `vllm-ops stop {name}` still works (pid/pgid/start ticks are valid)")
+            if row.get("uptime_s") is not None and "started_at" in broken:
+                row["uptime_s"] = None
+        rows.append(row)
+    have = set(store.names())
+    for name in sorted(marked):
+        if name not in have:
+            rows.append(orphan_row(name, marked[name]))
     if args.json:
         print_json({"state_dir": str(store.root), "deployments": rows, "ray_clusters": ray})
         return 0
@@ -116,11 +169,12 @@ def run(args: argparse.Namespace) -> int:
         info(f"{'NAME':<28}{'STATUS':<12}{'BACKEND':<15}{'ALIVE':<7}{'HEALTHY':<9}{'PORT':<7}{'UPTIME':<10}MODEL")
     for r in rows:
         if r["status"] == "unreadable":
-            info(f"{r['name']:<28}{'unreadable':<12}{'-':<15}{'-':<7}{'-':<9}{'-':<7}{'-':<10}{r['error']}")
+            info(f"{r['name']:<28}{'unreadable':<12}{'-':<15}{_yn(r['alive']):<7}{'-':<9}{'-':<7}{'-':<10}"
+                 f"{r['error']}")
             continue
         up = _uptime(r["uptime_s"])
         port = str(r["port"]) if r["port"] else "-"
-        model = r["model"] + (" (worker rank, no API server)" if r["role"] == "worker" else "")
+        model = (r["model"] or "?") + (" (worker rank, no API server)" if r["role"] == "worker" else "")
         if r.get("error"):
             model += f"  [{r['error']}]"
         info(f"{r['name']:<28}{r['status']:<12}{r['backend']:<15}{_yn(r['alive']):<7}{_yn(r['healthy']):<9}"

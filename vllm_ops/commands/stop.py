@@ -6,8 +6,14 @@ API server, engine core, workers; SIGKILL after the grace period), a docker/comp
 (with every ``NAME-rank<R>`` worker it started), a Ray deployment (with the Ray head vllm-ops
 started for it; a cluster it only joined is left alone). A Ray worker node joined with
 ``launch --backend ray --node-rank R`` is stopped by its name too. The state file is removed,
-the log is kept. An unknown name exits 1 with one line;
-a corrupted state file is removed (nothing can be stopped through it) with a warning.
+the log is kept. An unknown name exits 1 with one line.
+
+A partly corrupted state file whose pid/pgid/start ticks/backend/container ids are valid is
+still stopped through them (a warning names the broken fields). When no usable state exists
+(no file: the state directory deleted; a truncated file), the process groups whose leader
+carries the deployment's ``VLLM_OPS_DEPLOYMENT`` marker for this state directory (found in
+/proc) are stopped instead (:func:`vllm_ops.launch.procs.stop_marked`); without such a group a
+corrupted file is an error (exit 2, NAME) or removed with a warning (``--all``).
 """
 from __future__ import annotations
 
@@ -21,9 +27,35 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="seconds between SIGTERM and SIGKILL (default 20)")
 
 
+def _rank_of(name: str, group_name: str) -> bool:
+    """True when ``group_name`` is a native multi-node worker rank of ``name`` (``NAME-rank<R>``)."""
+    rest = group_name[len(name):] if group_name.startswith(name) else ""
+    return rest.startswith("-rank") and rest[5:].isdigit()
+
+
+def _usable(store, name: str):
+    """(deployment to stop through or None, warning/error line or None, the MalformedFile or None).
+
+    A well-formed file: (dep, None, None). A partly corrupted one whose pid/pgid/ticks/backend/
+    container ids are valid: (minimal view, warning naming the broken fields, None). No file:
+    (None, None, None). Nothing usable: (None, error line, the error)."""
+    from vllm_ops.errors import MalformedFile
+
+    try:
+        dep, broken = store.load_for_stop(name)
+    except KeyError:
+        return None, None, None
+    except MalformedFile as exc:
+        return None, exc.one_line(), exc
+    if broken:
+        return dep, (f"{name}: state file partly corrupted (broken: {', '.join(broken)}); stopping through "
+                     f"its valid pid/pgid/start ticks"), None
+    return dep, None, None
+
+
 def run(args: argparse.Namespace) -> int:
-    from vllm_ops.commands.logs import resolve
     from vllm_ops.errors import BadInput, RuntimeFailure
+    from vllm_ops.launch import procs
     from vllm_ops.launch.backend import backend_for
     from vllm_ops.launch.launcher import stop
     from vllm_ops.launch.multinode import worker_names
@@ -37,27 +69,58 @@ def run(args: argparse.Namespace) -> int:
     if args.all and args.name:
         raise BadInput("give NAME or --all, not both")
     lone_clusters: list[str] = []        # Ray nodes recorded without a deployment (a joined worker node)
+    orphans: list[procs.MarkedGroup] = []   # groups carrying our marker, no usable state file
+    targets = []
     if args.all:
-        targets = []
-        for name, dep, error in store.all():
-            if dep is None:
-                warn(f"{name}: {error}; removing its state file")
-                store.remove(name)
-            else:
+        for name in store.names():
+            dep, problem, error = _usable(store, name)
+            if dep is not None:
+                if problem:
+                    warn(problem)
                 targets.append(dep)
-        lone_clusters = [n for n in clusters.names() if n not in {d.name for d in targets}]
-        if not targets and not lone_clusters:
+            elif error is not None:
+                warn(f"{name}: {problem}; removing its state file")
+                store.remove(name)
+        named = {d.name for d in targets}
+        orphans = [g for g in procs.marked_groups(store.root) if g.name not in named]
+        lone_clusters = [n for n in clusters.names() if n not in named]
+        if not targets and not lone_clusters and not orphans:
             info("no deployments to stop")
-    elif args.name and check_name(args.name) and args.name not in store.names() and clusters.load(args.name):
-        targets, lone_clusters = [], [args.name]
     else:
-        try:
-            targets = [resolve(store, args.name)]
-        except RuntimeFailure:
-            if args.name is None and len(clusters.names()) == 1 and not store.names():
-                targets, lone_clusters = [], clusters.names()
+        name = args.name
+        if name is None:
+            names = store.names()
+            if len(names) > 1:
+                raise RuntimeFailure("name a deployment", hint=", ".join(names))
+            if names:
+                name = names[0]
+            elif len(clusters.names()) == 1:
+                lone_clusters = clusters.names()
             else:
-                raise
+                found = sorted({g.name for g in procs.marked_groups(store.root)})
+                if len(found) != 1:
+                    raise RuntimeFailure("name a deployment" if found else "no deployments",
+                                         hint=(", ".join(found) + " (orphaned: no state)") if found else None)
+                name = found[0]
+        if name is not None:
+            check_name(name)
+            dep, problem, error = _usable(store, name)
+            if dep is not None:
+                if problem:
+                    warn(problem)
+                targets = [dep]
+            elif name not in store.names() and clusters.load(name):
+                lone_clusters = [name]
+            else:
+                orphans = [g for g in procs.marked_groups(store.root)
+                           if g.name == name or _rank_of(name, g.name)]
+                if not orphans:
+                    if error is not None:
+                        raise error
+                    raise RuntimeFailure(f"no deployment named {name}", hint="`vllm-ops status` lists them")
+                if error is not None:
+                    warn(f"{name}: {problem}; stopping the processes that carry its {procs.MARKER} marker")
+                    store.remove(name)
     # a worker rank goes with its rank 0 (stop_companions): stop heads first, skip ranks already gone
     for dep in sorted(targets, key=lambda d: d.backend == "native-worker"):
         if dep.backend == "native-worker" and dep.name not in store.names():
@@ -71,6 +134,13 @@ def run(args: argparse.Namespace) -> int:
         more = (f", {len(workers)} worker rank(s)" if workers else "") + \
                (f", {len(ray_nodes)} Ray node(s) it started" if ray_nodes else "")
         info(f"stopped {dep.name} ({what}{more}{', SIGKILL needed' if killed else ''})")
+    for g in orphans:
+        killed = procs.stop_marked(g, grace=args.grace)
+        store.remove(g.name)
+        what = f"process group {g.pgid}" if g.leader_ticks is not None else \
+            f"{len(g.members)} process(es) of group {g.pgid}, its leader gone"
+        info(f"stopped {g.name} (orphaned, no usable state: {what}, found by its {procs.MARKER} marker"
+             f"{', SIGKILL needed' if killed else ''})")
     for name in lone_clusters:
         nodes = stop_cluster(name, store, grace=min(args.grace, 15.0))
         info(f"stopped {name} ({len(nodes)} Ray node(s) vllm-ops started)")

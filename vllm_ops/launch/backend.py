@@ -34,6 +34,7 @@ class LaunchSpec:
     plan: dict[str, Any] | None = None
     env_removed: tuple[str, ...] = ()    # variables not passed on
     extra: dict[str, Any] = field(default_factory=dict)
+    state_dir: str | None = None         # the StateStore root (default: the log's logs/ parent)
 
     def environment(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if k not in self.env_removed}
@@ -55,7 +56,11 @@ class LaunchBackend(Protocol):
 
 
 class ProcessBackend:
-    """vLLM as a local process: ``start_new_session=True``, stdout+stderr appended to the log."""
+    """vLLM as a local process: ``start_new_session=True``, stdout+stderr appended to the log.
+
+    vLLM's environment carries ``VLLM_OPS_DEPLOYMENT=<name>`` and ``VLLM_OPS_STATE_DIR=<dir>``
+    (:func:`procs.marker_env`; inherited by the engine core and workers): a deployment whose state
+    file was deleted or truncated is still found in /proc (:func:`procs.marked_groups`)."""
     name = "process"
 
     def __init__(self) -> None:
@@ -68,9 +73,11 @@ class ProcessBackend:
                       f"{shlex.join(spec.argv)}\n")
             log.write(header.encode())
             log.flush()
+            env = spec.environment()
+            env.update(procs.marker_env(spec.name, spec.state_dir or Path(spec.log_path).parent.parent))
             try:
                 proc = subprocess.Popen(spec.argv, stdout=log, stderr=subprocess.STDOUT,
-                                        stdin=subprocess.DEVNULL, env=spec.environment(),
+                                        stdin=subprocess.DEVNULL, env=env,
                                         start_new_session=True, close_fds=True)
             except OSError as exc:
                 raise RuntimeFailure(f"cannot start vLLM ({spec.argv[0]}): {exc.strerror}",

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
 from vllm_ops.errors import BadInput, MalformedFile, RuntimeFailure
-from vllm_ops.launch import calibration
+from vllm_ops.launch import calibration, procs
 from vllm_ops.launch.backend import LaunchBackend, LaunchSpec, ProcessBackend
 from vllm_ops.launch.diagnosis import Change, Context, Diagnosis, diagnose
 from vllm_ops.launch.locate import VllmCommand
@@ -229,7 +229,8 @@ def build_spec(plan: Any, opts: LaunchOptions, flags_override: dict[str, Any] | 
                       model_id=str(model.get("id") or model.get("path") or served),
                       vllm_version=opts.vllm_version,
                       plan=plan.to_dict() if hasattr(plan, "to_dict") else None,
-                      extra={"flags": flags, "extra": extra, "cpu": cpu, "replica": opts.replica})
+                      extra={"flags": flags, "extra": extra, "cpu": cpu, "replica": opts.replica},
+                      state_dir=str(opts.store.root))
 
 
 def deployment_name(plan: Any, opts: LaunchOptions, port: int | None = None) -> str:
@@ -339,6 +340,11 @@ def _attempt(plan: Any, spec: LaunchSpec, opts: LaunchOptions, progress: Progres
         old = None
     if old is not None and backend.alive(old):
         raise BadInput(f"a deployment named {spec.name} is already running (pid {old.pid})",
+                       hint=f"vllm-ops stop {spec.name}, or pass --name")
+    orphans = procs.marked_groups(store.root, spec.name)    # state file deleted/stale: still ours
+    if orphans:
+        raise BadInput(f"processes of a deployment named {spec.name} are still running "
+                       f"(process group {orphans[0].pgid}, found by its {procs.MARKER} marker)",
                        hint=f"vllm-ops stop {spec.name}, or pass --name")
     if not port_free(spec.port, "0.0.0.0" if spec.host in ("", "0.0.0.0") else spec.host):
         raise RuntimeFailure(f"port {spec.port} is already in use",

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import signal
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 _PROC = Path("/proc")
@@ -128,3 +129,146 @@ def stop_group(pgid: int, grace: float = 20.0, poll: float = 0.1, min_ticks: int
         time.sleep(poll)
     return True
 
+
+
+# ------------------------------------------------------------ deployments without a state file
+# ProcessBackend.start puts these two variables in vLLM's environment; every process of the
+# deployment (engine core, workers) inherits them, and /proc/<pid>/environ keeps them even when
+# the state file is gone: `status` lists such groups as orphaned, `stop NAME` stops them.
+MARKER = "VLLM_OPS_DEPLOYMENT"
+MARKER_STATE_DIR = "VLLM_OPS_STATE_DIR"
+
+
+def marker_env(name: str, state_dir: str | os.PathLike) -> dict[str, str]:
+    """The environment marker of deployment ``name`` under ``state_dir`` (an absolute path)."""
+    return {MARKER: name, MARKER_STATE_DIR: os.path.abspath(os.path.expanduser(os.fspath(state_dir)))}
+
+
+def same_dir(a: str | os.PathLike | None, b: str | os.PathLike | None) -> bool:
+    """True when two state directory paths name the same directory (it may not exist any more)."""
+    if a is None or b is None:
+        return False
+    norm = [os.path.normpath(os.path.abspath(os.path.expanduser(os.fspath(p)))) for p in (a, b)]
+    return norm[0] == norm[1] or os.path.realpath(norm[0]) == os.path.realpath(norm[1])
+
+
+def read_marker(pid: int) -> tuple[str, str | None] | None:
+    """(deployment name, state dir) from ``/proc/<pid>/environ``; None when the process carries
+    no marker or its environment cannot be read (another user's process, gone, no /proc)."""
+    try:
+        raw = (_PROC / str(pid) / "environ").read_bytes()
+    except OSError:
+        return None
+    name = state = None
+    key, skey = MARKER.encode() + b"=", MARKER_STATE_DIR.encode() + b"="
+    for item in raw.split(b"\0"):
+        if item.startswith(key):
+            name = item[len(key):].decode("utf-8", "replace")
+        elif item.startswith(skey):
+            state = item[len(skey):].decode("utf-8", "replace")
+    return (name, state) if name else None
+
+
+def _cmdline(pid: int) -> list[str]:
+    try:
+        raw = (_PROC / str(pid) / "cmdline").read_bytes()
+    except OSError:
+        return []
+    return [a.decode("utf-8", "replace") for a in raw.split(b"\0") if a]
+
+
+@dataclass
+class MarkedGroup:
+    """A process group whose processes carry a deployment's environment marker.
+
+    ``pgid``: the group (= its leader's pid = the session id: ProcessBackend starts vLLM in a
+    new session). ``leader_ticks``: the leader's start time, None when the leader is gone and
+    only members are left (then only the marked members themselves are ever signalled).
+    ``members``: (pid, start ticks) of every live marked process of it, leader included."""
+    name: str
+    state_dir: str | None
+    pgid: int
+    leader_ticks: int | None
+    members: list[tuple[int, int]] = field(default_factory=list)
+    argv: list[str] = field(default_factory=list)        # the leader's (or first member's) command line
+
+    @property
+    def pids(self) -> list[int]:
+        return [p for p, _ in self.members]
+
+
+def marked_groups(state_dir: str | os.PathLike | None = None, name: str | None = None) -> list[MarkedGroup]:
+    """The process groups carrying the marker of a deployment (``name``, else any) started under
+    ``state_dir`` (else any), found by a scan of the /proc entries we may read.
+
+    A group counts when its leader (pid == pgid) carries the marker; its members are the marked
+    processes of that group or session that started no earlier than the leader and carry the same
+    marker. Marked processes whose leader is gone form a leaderless group keyed by their session.
+    Never a group :func:`signalable_group` refuses (ours, 0, 1), never vllm-ops itself."""
+    recs: list[tuple[int, int, int, int, tuple[str, str | None]]] = []   # pid, pgid, sid, ticks, marker
+    me = os.getpid()
+    for entry in _PROC.iterdir() if _PROC.is_dir() else ():
+        if not entry.name.isdigit() or int(entry.name) == me:
+            continue
+        pid = int(entry.name)
+        m = read_marker(pid)
+        if m is None or (name is not None and m[0] != name):
+            continue
+        if state_dir is not None and not same_dir(m[1], state_dir):
+            continue
+        f = _stat_fields(pid)
+        if not f or f[0] in ("Z", "X") or len(f) <= 19:
+            continue
+        recs.append((pid, int(f[2]), int(f[3]), int(f[19]), m))
+    groups: dict[int, MarkedGroup] = {}
+    for pid, pgid, _sid, ticks, m in recs:
+        if pid == pgid and signalable_group(pid):
+            groups[pid] = MarkedGroup(m[0], m[1], pid, ticks, argv=_cmdline(pid))
+    for pid, pgid, sid, ticks, m in recs:
+        g = groups.get(pgid) or groups.get(sid)
+        if g is not None:
+            if (g.name, g.state_dir) == m and ticks >= (g.leader_ticks or 0):
+                g.members.append((pid, ticks))
+            continue
+        # leaderless: keyed by the session vLLM was started in, only when that leader is gone
+        # (a live leader without our marker means the group is not ours)
+        if not signalable_group(sid) or alive(sid):
+            continue
+        g = groups.setdefault(sid, MarkedGroup(m[0], m[1], sid, None, argv=_cmdline(pid)))
+        if (g.name, g.state_dir) == m:
+            g.members.append((pid, ticks))
+    return sorted((g for g in groups.values() if g.members), key=lambda g: (g.name, g.pgid))
+
+
+def stop_marked(group: MarkedGroup, grace: float = 20.0, poll: float = 0.1) -> bool:
+    """Stop a group found by :func:`marked_groups`; True when SIGKILL was needed.
+
+    With a leader: only when the pid ``pgid`` still names the same process (start ticks) and
+    still carries the same marker, then :func:`stop_group` (``min_ticks`` = the leader's start).
+    Without one: each marked member alone, each re-checked (start ticks and marker) before every
+    signal; nothing else in the group is touched."""
+    marker = (group.name, group.state_dir)
+    if group.leader_ticks is not None:
+        if start_ticks(group.pgid) != group.leader_ticks or read_marker(group.pgid) != marker:
+            return False
+        return stop_group(group.pgid, grace, poll, min_ticks=group.leader_ticks)
+
+    def left() -> list[int]:
+        return [p for p, t in group.members
+                if alive(p, t) and read_marker(p) == marker and signalable_group(p)]
+
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 10.0)):
+        pids = left()
+        if not pids:
+            return sig == signal.SIGKILL
+        for p in pids:
+            try:
+                os.kill(p, sig)
+            except (ProcessLookupError, PermissionError):
+                pass
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline and left():
+            time.sleep(poll)
+        if not left():
+            return sig == signal.SIGKILL
+    return True

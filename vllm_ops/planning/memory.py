@@ -30,6 +30,14 @@ GiB = 1024**3
 
 CUDA_CONTEXT_GIB = 0.52          # measured: free 78.66 of 79.18 GiB before vLLM's snapshot (H100, 0.25.0)
 WEIGHTS_OVERHEAD_GIB = 0.04      # rotary caches and small buffers counted in "Model loading took"
+# the CUDA caching allocator gives a tensor of >= 10 MiB its own segment, rounded up to 2 MiB; a tail
+# below 1 MiB is not split off and stays allocated (so "Model loading took" counts it). Qwen2.5-7B's
+# shapes leave 56 MiB of such tails at TP1 (plan 14.28 vs 14.29 GiB measured), Llama's none (15.00/15.00)
+ALLOC_SEGMENT_ROUND = 2 * 1024**2
+ALLOC_OWN_SEGMENT_MIN = 10 * 1024**2
+ALLOC_SPLIT_MIN = 1024**2
+LORA_DEFAULT_MAX_LORAS = 1       # vLLM's --max-loras default
+LORA_DEFAULT_MAX_RANK = 16       # vLLM's --max-lora-rank default
 GRAPH_BYTES_PER_TOKEN_HIDDEN_LAYER = 15.57   # fitted: Qwen2.5-7B 0.37 GiB @256, Llama-3.1-8B 0.98 GiB @512 (0.25.0)
 VOCAB_PADDING = 64
 GPU_BLOCK_SIZE = 16
@@ -58,6 +66,8 @@ class Flags:
     quantization: str | None = None
     enforce_eager: bool = False
     block_size: int = GPU_BLOCK_SIZE
+    max_loras: int = 0               # --enable-lora: adapter slots (0: LoRA off)
+    max_lora_rank: int = LORA_DEFAULT_MAX_RANK
 
 
 @dataclass
@@ -122,8 +132,63 @@ def weights_per_gpu_bytes(model: ModelSpec, tp: int, pp: int, quantization: str 
     return body / (tp * pp) + vocab_part + extra
 
 
-def forward_bytes_per_token(model: ModelSpec, tp: int, b: int) -> float:
-    """Largest set of live temporaries per token in one layer of the dummy forward (TP rank)."""
+def _dense_linear_shapes(model: ModelSpec, tp: int) -> list[tuple[int, int, bool]]:
+    """(in, out, column_parallel) of one decoder layer's linear layers on one TP rank, full sizes
+    before the split; [] where the layer is not the plain attention + gated-MLP kind (MoE, MLA)."""
+    if model.moe is not None or model.mla is not None:
+        return []
+    H, hd = model.hidden_size, model.head_dim
+    q = model.num_attention_heads * hd
+    kv = max(model.num_kv_heads, 1) * hd
+    return [(H, q + 2 * kv, True), (q, H, False), (H, 2 * model.intermediate_size, True),
+            (model.intermediate_size, H, False)]
+
+
+def allocator_tail_bytes(model: ModelSpec, tp: int, pp: int, dtype_bytes: float = 2.0) -> float:
+    """Bytes the CUDA caching allocator keeps allocated beyond the weights themselves: each tensor of
+    >= 10 MiB gets a segment rounded up to 2 MiB and a tail under 1 MiB is not split off."""
+    def tail(nbytes: float) -> float:
+        n = int(nbytes)
+        if n < ALLOC_OWN_SEGMENT_MIN:
+            return 0.0
+        rest = -n % ALLOC_SEGMENT_ROUND
+        return float(rest) if rest <= ALLOC_SPLIT_MIN else 0.0
+
+    shapes = _dense_linear_shapes(model, tp)
+    if not shapes or (model.quantization is not None):
+        return 0.0
+    per_layer = sum(tail((d_in * d_out / tp) * dtype_bytes) for d_in, d_out, _ in shapes)
+    vpad = math.ceil(model.vocab_size / VOCAB_PADDING) * VOCAB_PADDING
+    vocab = tail(vpad / tp * model.hidden_size * dtype_bytes) * (1 if model.tie_word_embeddings else 2)
+    return math.ceil(model.num_layers / pp) * per_layer + vocab
+
+
+def lora_buffer_bytes(model: ModelSpec, tp: int, pp: int, max_loras: int, rank: int,
+                      dtype_bytes: float = 2.0) -> float:
+    """--enable-lora: the stacked adapter buffers vLLM allocates at load time, per GPU. Each linear
+    layer holds A [max_loras, rank, in] and B [max_loras, out, rank] per output slice (q/k/v,
+    gate/up); column-parallel layers shard B's out, row-parallel ones A's in."""
+    if max_loras <= 0:
+        return 0.0
+    shapes = _dense_linear_shapes(model, tp)
+    if not shapes:
+        # MoE/MLA: charge the attention and one expert-sized MLP like a dense layer of the same widths
+        H = model.hidden_size
+        inter = (model.moe.moe_intermediate_size if model.moe is not None else model.intermediate_size) or H
+        shapes = [(H, 3 * H, True), (H, H, False), (H, 2 * inter, True), (inter, H, False)]
+    elems = 0.0
+    for i, (d_in, d_out, col) in enumerate(shapes):
+        slices = 3 if i == 0 else (2 if i == 2 else 1)
+        if col:
+            elems += slices * d_in + d_out / tp
+        else:
+            elems += d_in / tp + d_out
+    return math.ceil(model.num_layers / pp) * max_loras * rank * elems * dtype_bytes
+
+
+def forward_bytes_per_token(model: ModelSpec, tp: int, b: int, hidden_copies: float = 4.0) -> float:
+    """Largest set of live temporaries per token in one layer of the dummy forward (TP rank);
+    ``hidden_copies`` hidden-size tensors sit next to the MLP's gate/up and activation outputs."""
     H = model.hidden_size
     hd = model.head_dim
     q = max(model.num_attention_heads // tp, 1) * hd
@@ -132,7 +197,7 @@ def forward_bytes_per_token(model: ModelSpec, tp: int, b: int) -> float:
         kv = model.mla.kv_lora_rank + model.mla.qk_rope_head_dim
         q = max(model.num_attention_heads // tp, 1) * (model.mla.qk_nope_head_dim + model.mla.qk_rope_head_dim)
     attn = q + 2 * kv + q + 4 * H
-    dense = 3 * (model.intermediate_size / tp) + 4 * H
+    dense = 3 * (model.intermediate_size / tp) + hidden_copies * H
     peak = max(attn, dense if (model.moe is None or model.moe.num_dense_layers) else 0)
     if model.moe is not None:
         m = model.moe
@@ -179,6 +244,15 @@ def graph_capture_size(rules: VersionRules, max_num_seqs: int) -> int:
     return min(max_num_seqs, 256)
 
 
+def non_torch_gib(rules: VersionRules, world: int) -> float:
+    """Non-torch memory growth during the profile: the TP1 base, a step when communicators (NCCL,
+    custom all-reduce buffers) appear at world size 2, then a smaller step per further doubling."""
+    nt = rules["non_torch_tp1_gib"]
+    if world > 1:
+        nt += rules["non_torch_first_tp_doubling_gib"] + rules["non_torch_per_tp_doubling_gib"] * (math.log2(world) - 1)
+    return nt
+
+
 # -- the estimate -----------------------------------------------------------------------------
 def estimate(model: ModelSpec, total_bytes: int, flags: Flags, rules: VersionRules, *,
              free_bytes: int | None = None, cpu_kv_space_gib: float | None = None) -> Estimate:
@@ -189,9 +263,14 @@ def estimate(model: ModelSpec, total_bytes: int, flags: Flags, rules: VersionRul
     b = act_dtype_bytes(model, flags.dtype)
     runner = rules["moe_runner"] if model.moe is not None else rules["dense_runner"]
 
-    weights = weights_per_gpu_bytes(model, tp, pp, flags.quantization) / GiB + WEIGHTS_OVERHEAD_GIB
+    tails = allocator_tail_bytes(model, tp, pp) / GiB if not flags.quantization else 0.0
+    lora = lora_buffer_bytes(model, tp, pp, flags.max_loras, flags.max_lora_rank) / GiB
+    weights = weights_per_gpu_bytes(model, tp, pp, flags.quantization) / GiB + WEIGHTS_OVERHEAD_GIB + tails + lora
     ex.append(f"weights = {model.weight_bytes / GiB:.2f} GiB checkpoint split over TP={tp} x PP={pp} "
-              f"(embedding/lm_head over TP only, vocab padded to 64) + {WEIGHTS_OVERHEAD_GIB} = {weights:.2f} GiB")
+              f"(embedding/lm_head over TP only, vocab padded to 64) + {WEIGHTS_OVERHEAD_GIB}"
+              + (f" + allocator tails {tails:.2f}" if tails >= 0.005 else "")
+              + (f" + LoRA buffers {lora:.2f} ({flags.max_loras} x rank {flags.max_lora_rank})" if lora else "")
+              + f" = {weights:.2f} GiB")
 
     # activation peak of the profile run
     T = flags.max_num_batched_tokens
@@ -200,11 +279,16 @@ def estimate(model: ModelSpec, total_bytes: int, flags: Flags, rules: VersionRul
     fwd = T * forward_bytes_per_token(model, tp, b) / GiB
     hidden = 2 * T * model.hidden_size * b / GiB
     if runner == "v2":
+        # the dummy forward and the dummy sampler run peak one after the other; a small part of the
+        # sampler state is live through both (fit in versions.py)
         k = rules["sampler_copies_v2_runner"]
-        act = fwd + k * S
-        sampler = k * S
-        ex.append(f"activation = forward({T} tokens) {fwd:.2f} + {k} x sampler rows {reqs} x vocab "
-                  f"{model.vocab_size} x 4 B ({S:.3f}) = {act:.2f} GiB  [Model Runner V2]")
+        ka = rules["sampler_profiled_copies_v2_runner"]
+        fwd = T * forward_bytes_per_token(model, tp, b, rules["forward_hidden_copies_v2_runner"]) / GiB
+        sampler = (k + ka) * S
+        act = max(fwd, k * S) + ka * S
+        ex.append(f"activation = max(forward({T} tokens) {fwd:.2f}, {k} x sampler rows {reqs} x vocab "
+                  f"{model.vocab_size} x 4 B ({S:.3f}) = {k * S:.2f}) + {ka} x {S:.3f} = {act:.2f} GiB  "
+                  f"[Model Runner V2]")
     else:
         k = rules["sampler_copies_v1_runner"]
         sampler = k * S + hidden
@@ -214,9 +298,10 @@ def estimate(model: ModelSpec, total_bytes: int, flags: Flags, rules: VersionRul
     if pp > 1 and runner != "v2":
         pass
 
-    nt = rules["non_torch_tp1_gib"] + rules["non_torch_per_tp_doubling_gib"] * math.log2(tp * pp) if tp * pp > 1 \
-        else rules["non_torch_tp1_gib"]
-    ex.append(f"non-torch = {nt:.2f} GiB (TP1 base {rules['non_torch_tp1_gib']}, grows with TP x PP)")
+    nt = non_torch_gib(rules, tp * pp)
+    ex.append(f"non-torch = {nt:.2f} GiB (TP1 base {rules['non_torch_tp1_gib']}, "
+              f"+{rules['non_torch_first_tp_doubling_gib']} at TP2, +{rules['non_torch_per_tp_doubling_gib']} "
+              f"per further doubling of TP x PP)")
 
     # CUDA graphs
     if flags.enforce_eager:

@@ -16,7 +16,8 @@ from vllm_ops.errors import BadInput, ImpossiblePin
 from vllm_ops.hardware.inventory import Inventory
 from vllm_ops.models.spec import ModelSpec
 from vllm_ops.planning.memory import (
-    CPU_BLOCK_SIZE, GPU_BLOCK_SIZE, KV_DTYPE_BYTES, VOCAB_PADDING, Estimate, Flags, GiB, estimate,
+    CPU_BLOCK_SIZE, GPU_BLOCK_SIZE, KV_DTYPE_BYTES, LORA_DEFAULT_MAX_LORAS, LORA_DEFAULT_MAX_RANK, VOCAB_PADDING,
+    Estimate, Flags, GiB, estimate,
 )
 from vllm_ops.planning.plan import (
     ENV_NAME, Memory, Plan, PlanWarning, Replica, is_secret_name, split_secret_args,
@@ -98,6 +99,62 @@ def check_port(port: Any, what: str = "--port") -> int:
     if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= MAX_PORT:
         raise BadInput(f"{what} must be a port number in 1..{MAX_PORT}, not {str(port)[:40]!r}")
     return port
+
+
+def _arg_value(args: list[str], flag: str) -> str | None:
+    """The value of ``--flag V`` / ``--flag=V`` in a vLLM argv (the last one wins), or None."""
+    val = None
+    for i, tok in enumerate(args):
+        if tok == flag and i + 1 < len(args):
+            val = args[i + 1]
+        elif tok.startswith(flag + "="):
+            val = tok.split("=", 1)[1]
+    return val
+
+
+def lora_from_args(extra_args: Iterable[str]) -> tuple[int, int]:
+    """(max_loras, max_lora_rank) when ``--enable-lora`` is among the vLLM arguments, (0, 0) otherwise;
+    vLLM's defaults (1 slot, rank 16) where the flags are not given."""
+    args = [str(a) for a in extra_args]
+    on = False
+    for tok in args:
+        if tok == "--enable-lora":
+            on = True
+        elif tok.startswith("--enable-lora="):
+            on = _truthy(tok.split("=", 1)[1])
+        elif tok == "--no-enable-lora":
+            on = False
+    if not on:
+        return 0, 0
+
+    def num(flag: str, default: int) -> int:
+        v = _arg_value(args, flag)
+        try:
+            n = int(v) if v is not None else default
+        except ValueError:
+            raise BadInput(f"{flag} must be an integer, not {v[:40]!r}") from None
+        if n < 1:
+            raise ImpossiblePin(f"{flag} must be >= 1, not {n}")
+        return n
+
+    return num("--max-loras", LORA_DEFAULT_MAX_LORAS), num("--max-lora-rank", LORA_DEFAULT_MAX_RANK)
+
+
+def hardware_label(inventory: Inventory) -> str:
+    """'4x NVIDIA H200' (one kind) / '1x NVIDIA A100 + 1x NVIDIA L4' for an inventory with no spec
+    (a probed machine); per node when all nodes are alike ('2x(8x NVIDIA H100)')."""
+    def one(gpus) -> str:
+        counts: dict[str, int] = {}
+        for g in gpus:
+            counts[g.name or "GPU"] = counts.get(g.name or "GPU", 0) + 1
+        return " + ".join(f"{n}x {name}" for name, n in counts.items())
+
+    nodes = [one(n.gpus) for n in inventory.nodes if n.gpus]
+    if not nodes:
+        return "CPU"
+    if len(nodes) > 1:
+        return f"{len(nodes)}x({nodes[0]})" if len(set(nodes)) == 1 else " | ".join(nodes)
+    return nodes[0]
 
 
 def _kv_dtype_ok(kvd: str) -> bool:
@@ -322,6 +379,11 @@ def plan_layout(model: ModelSpec, inventory: Inventory, *, pins: dict | None = N
         env_out["VLLM_CPU_KVCACHE_SPACE"] = f"{cpu_kv:g}"
         reasons["VLLM_CPU_KVCACHE_SPACE"] = f"{cpu_kv:g} GiB of RAM for the KV cache (CPU backend)"
 
+    lora_slots, lora_rank = lora_from_args(extra_args)
+    if lora_slots and not cpu:
+        reasons["lora"] = (f"--enable-lora: {lora_slots} adapter slot(s) of rank {lora_rank} "
+                           f"(buffers counted with the weights)")
+
     def flags_for(tp: int, pp: int, mlen: int, seqs: int | None = None) -> tuple[Flags, str]:
         ws = tp * pp
         d_seqs, d_tok, why = batch_defaults(rules, gpu_total_gib=total_bytes / GiB if total_bytes else None,
@@ -334,7 +396,8 @@ def plan_layout(model: ModelSpec, inventory: Inventory, *, pins: dict | None = N
             s = min(s, t)
         f = Flags(tp=tp, pp=pp, gpu_memory_utilization=util, max_model_len=mlen, max_num_seqs=s,
                   max_num_batched_tokens=t, kv_cache_dtype=kvd, dtype=dtype,
-                  quantization=pins.get("quantization"), enforce_eager=eager, block_size=block)
+                  quantization=pins.get("quantization"), enforce_eager=eager, block_size=block,
+                  max_loras=lora_slots, max_lora_rank=lora_rank)
         return f, why
 
     def est(f: Flags) -> Estimate:
@@ -600,6 +663,8 @@ def plan_layout(model: ModelSpec, inventory: Inventory, *, pins: dict | None = N
 
     hw = json.loads(json.dumps(inventory.to_dict()))          # tuples → lists: the plan is JSON data
     hw["source"] = inventory.source
+    if not hw.get("spec") and inventory.gpus:
+        hw["spec"] = hardware_label(inventory) + (" (probed)" if inventory.source == "probed" else "")
     if profile is not None:
         hw["profile"] = getattr(profile, "name", None)
     mdict = {"id": model.id, "served_name": served_name or model.id, "path": model.local_dir,

@@ -50,9 +50,17 @@ RULES: tuple[Rule, ...] = (
     Rule("non_torch_tp1_gib", "0.0.0", 0.10, "non-torch growth ~0.1 GiB at TP1 (V0 logs, rows 21-32)"),
     Rule("non_torch_tp1_gib", "0.8.0", 0.13, "non-torch growth 0.13 GiB at TP1 (V1 v0.11 H100 logs, rows 43-48)"),
     Rule("non_torch_tp1_gib", "0.25.0", 0.22, "non-torch growth 0.22 GiB at TP1 (measured, H100 v0.25.0)"),
-    # per doubling of TP: 0.22 (TP1) -> 0.6 (TP4) in vllm PR #48601's H100 log
+    # growth with the world size: a step at TP2 (communicators: NCCL, custom all-reduce buffers), then
+    # a smaller step per further doubling
+    Rule("non_torch_first_tp_doubling_gib", "0.0.0", 0.19,
+         "non-torch grows ~0.19 GiB per doubling of TP (0.22 at TP1 -> 0.6 at TP4, vllm PR #48601 log)"),
+    Rule("non_torch_first_tp_doubling_gib", "0.25.0", 0.32,
+         "non-torch +0.32 GiB at TP2 (measured 0.54 GiB on 2x H200, Llama-3.1-70B TP2, vLLM 0.25.0; 0.22 at TP1)"),
     Rule("non_torch_per_tp_doubling_gib", "0.0.0", 0.19,
          "non-torch grows ~0.19 GiB per doubling of TP (0.22 at TP1 -> 0.6 at TP4, vllm PR #48601 log)"),
+    Rule("non_torch_per_tp_doubling_gib", "0.25.0", 0.06,
+         "non-torch +0.06 GiB per doubling of TP beyond TP2 (0.54 at TP2 on 0.25.0 -> 0.6 at TP4, vllm PR "
+         "#48601's Model Runner V2 log)"),
     # sampler term in the profiled activation peak, in fp32 (num_reqs x vocab) copies
     Rule("sampler_copies_v1_runner", "0.0.0", 9.6,
          "V0/V1-runner sampler profile: peak ~9.6 fp32 copies of num_reqs x vocab logits (sort values+int64 "
@@ -60,9 +68,32 @@ RULES: tuple[Rule, ...] = (
     Rule("sampler_copies_v1_runner", "0.12.0", 2.9,
          "V1-runner sampler profile ~2.9 fp32 copies of num_reqs x vocab (0.17.1 rows 53/58: activation + "
          "non-torch 0.52 GiB at 256 seqs; changed between 0.11.0 and 0.17.1, assumed from 0.12.0)"),
-    Rule("sampler_copies_v2_runner", "0.0.0", 0.5,
-         "Model Runner V2 sampler profile adds ~0.5 fp32 copies of num_reqs x vocab on top of the forward "
-         "peak (fitted to the 0.25.0 H100 runs: 128 seqs -> 1.13 GiB, 1024 seqs -> 1.10 GiB)"),
+    # Model Runner V2 profile peak = max(dummy forward, dummy sampler run) + a little sampler state that
+    # is live through both. Every V2 point (vLLM 0.25.0 unless said), measured -> this fit:
+    #   Qwen2.5-7B   TP1 1024 seqs / 8192 tok  1.13 GiB (H100; 2x H200 box twice)  -> 1.14 (fwd 1.01 + 0.12)
+    #   Qwen2.5-7B   TP1  128 / 8192           1.13     (H100 d1)                  -> 1.03 (-9%)
+    #   Llama-3.1-8B TP1 1024 / 8192           1.10     (H100 d3)                  -> 0.93 (-16%)
+    #   Llama-3.1-70B TP2 1024 / 8192          1.16     (H200, per GPU)            -> 1.10 (-6%)
+    #   Qwen2.5-7B   TP2 1024 / 8192 (Ray)     0.97     (budget - weights - KV - 0.54 non-torch) -> 0.96
+    #   Qwen3.6-27B-FP8 TP4 1024 / 8192 (0.2x) 1.54     (vllm PR #48601, vocab 248,320)      -> 1.56
+    #   Qwen2.5-Coder-7B emulated L4, 256 vs 128 seqs: 256 has ~1% less KV (seed run)    -> 0.4%
+    # The data disagree on the additive sampler term: the Qwen2.5-7B pair (1.13 GiB at both 128 and
+    # 1024 seqs) allows ~0, the emulated-L4 pair wants ~0.6 fp32 num_reqs x vocab copies. 0.21 is the
+    # compromise that keeps both within their checks; the forward's hidden-size copies (2.7) are then
+    # fitted so the Qwen 1024-seq runs (3 of the 6 runs, the 1-GiB-KV H100 among them) land within 1%.
+    # All three checks sit near their edges (d1 1.03 vs 1.13 +-0.1; L4 0.4% vs >=0.3%; H100 18,528 tokens
+    # vs 18,432 needed): a DEBUG-level emulated-L4 run would settle the additive term.
+    # The sampler run shows only where the per-rank forward is small (TP2/TP4): 1.44 + 0.21 copies.
+    Rule("forward_hidden_copies_v2_runner", "0.0.0", 2.7,
+         "Model Runner V2 forward peak per token = 3 x intermediate/TP + 2.7 x hidden (fitted to the 0.25.0 "
+         "Qwen2.5-7B runs at 1024 seqs / 8192 tokens: 1.13 GiB on H100 and H200)"),
+    Rule("sampler_copies_v2_runner", "0.0.0", 1.44,
+         "Model Runner V2 dummy sampler run peaks at ~1.44 fp32 num_reqs x vocab copies after the forward's "
+         "temporaries are freed: activation = max(forward, sampler) + sampler state (Qwen2.5-7B TP2 0.97 GiB, "
+         "Qwen3.6-27B TP4 1.54 GiB at 1024 seqs)"),
+    Rule("sampler_profiled_copies_v2_runner", "0.0.0", 0.21,
+         "Model Runner V2: ~0.21 fp32 num_reqs x vocab copies of sampler state live through the whole profile "
+         "(emulated L4: 256 seqs ~1% less KV than 128; Qwen2.5-7B: 1.13 GiB at both 128 and 1024 seqs)"),
     # CUDA graphs
     Rule("cudagraph_in_budget", "0.0.0", False,
          "CUDA graphs are captured after KV sizing and sit outside the gpu-memory-utilization budget"),
