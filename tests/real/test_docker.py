@@ -31,23 +31,7 @@ from tests.conftest import REPO, require_real
 READY_TIMEOUT = "900"   # 2 cores shared with other vLLM servers: a start can take minutes
 
 
-def _launch_has_backend_flag() -> bool:
-    import argparse
-
-    from vllm_ops.commands import launch
-
-    parser = argparse.ArgumentParser()
-    launch.configure(parser)
-    return any("--backend" in a.option_strings for a in parser._actions)
-
-
 # ---------------------------------------------------------------------------------- fixtures
-@pytest.fixture(scope="module", autouse=True)
-def launch_wired():
-    if not _launch_has_backend_flag():   # an integration gap, not a missing real part
-        pytest.skip("`vllm-ops launch --backend` is not wired yet (see .notes-docker-for-launch.md)")
-
-
 @pytest.fixture(scope="module")
 def dockerd():
     from tests.support.dockerd import ensure_dockerd
