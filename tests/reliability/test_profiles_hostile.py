@@ -201,7 +201,7 @@ def test_generated_binary_profiles(data, tmp_path_factory, run_cli):
     assert_one_line_error(rc, err, (0, 2), what=repr(data[:80]))
 
 
-# ---- known problems (tracked, see .notes-reliability.md) --------------------------------------
+# ---- known problems (tracked, see docs/engineering-notes/reliability.md) --------------------------------------
 def test_profile_count_above_spec_limit_is_refused_at_load(tmp_path, check_cli):
     d = tmp_path / "p"
     d.mkdir()

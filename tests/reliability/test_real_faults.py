@@ -71,7 +71,8 @@ def vllm_python() -> Path:
 def tiny(tmp_path_factory, vllm_python) -> Path:
     from vllm_ops.testbed import make_tiny_model
 
-    return make_tiny_model(tmp_path_factory.mktemp("real-faults-model") / "tiny")
+    # a long context, so that the mid-request kill below always finds requests in flight
+    return make_tiny_model(tmp_path_factory.mktemp("real-faults-model") / "tiny", max_position=MAX_LEN)
 
 
 def _free_port() -> int:
@@ -95,11 +96,14 @@ def _cli(env: dict[str, str], *args: str, timeout: float = 900) -> subprocess.Co
                           text=True, timeout=timeout, start_new_session=True)
 
 
+MAX_LEN = 16384
+
+
 def _launch_args(model: Path, port: int, name: str, marker: str, *more: str) -> list[str]:
     return ["launch", "--profile", "cpu", "--model", str(model), "--port", str(port), "--name", name,
             "--detach", "--json", "--no-validate", "--ready-timeout", READY_TIMEOUT,
             "--env", "VLLM_CPU_KVCACHE_SPACE=1", "--env", f"RELMARK={marker}", *more,
-            "--", "--load-format", "dummy", "--max-model-len", "1024", "--enforce-eager",
+            "--", "--load-format", "dummy", "--max-model-len", str(MAX_LEN), "--enforce-eager",
             "--host", "127.0.0.1"]
 
 
@@ -400,7 +404,7 @@ def test_killed_mid_request_and_mid_stream(tmp_path, tiny, vllm_python):
         assert p.returncode == 0, p.stderr[-3000:]
         doc = json.loads(p.stdout)
         url, model = doc["url"] + "/v1", doc["served_name"]
-        long = dict(max_tokens=900, ignore_eos=True, temperature=0)
+        long = dict(max_tokens=MAX_LEN - 64, ignore_eos=True, temperature=0)
         results: dict[str, tuple[str, float, int]] = {}
         chunks = {"stream": 0, "astream": 0}
         killed_at: list[float] = []
@@ -443,9 +447,12 @@ def test_killed_mid_request_and_mid_stream(tmp_path, tiny, vllm_python):
         threads = [threading.Thread(target=t, daemon=True) for t in (do_generate, do_stream, do_astream)]
         for t in threads:
             t.start()
-        # the tiny model makes ~350 tokens/s on 2 cores: 3 x 900 tokens take several seconds; the
-        # async stream may get its events in one burst (see the notes), so kill at a fixed time
-        time.sleep(1.0)
+        # 3 x ~16k tokens take the tiny model well over 10 s even on an idle machine; kill once the
+        # sync stream is flowing (the async stream may get its events in bursts: see the notes)
+        deadline = time.monotonic() + 30
+        while chunks["stream"] == 0 and not results and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.3)
         assert not results, f"a request ended before the kill: {results}"
         seen = dict(chunks)
         count_fault("real-kill-mid-request")

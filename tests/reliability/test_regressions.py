@@ -1,5 +1,5 @@
 """Regression tests for the reliability fixes beyond the tracked bugs' own tests: the smaller
-observations of .notes-reliability.md (long error echoes, ``--model ''``, dtype choices, profile
+observations of docs/engineering-notes/reliability.md (long error echoes, ``--model ''``, dtype choices, profile
 limits), and the edges of the fixes themselves (secrets as names only, the open-bind warning,
 process-group safety, state-file typing, port ranges)."""
 from __future__ import annotations

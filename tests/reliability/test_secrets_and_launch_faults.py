@@ -2,7 +2,7 @@
 argv (/proc/<pid>/cmdline of the launched process tree), the deployment log, state files, rendered
 files or `--json` output; launch faults (port taken, server killed) leave no orphan and a clear
 `status`/`stop`. The server here is the unit suite's small fake vLLM (a real HTTP server process);
-the real vLLM CPU server is not started by this module (see .notes-reliability.md)."""
+the real vLLM CPU server is not started by this module (see docs/engineering-notes/reliability.md)."""
 from __future__ import annotations
 
 import json
