@@ -52,6 +52,20 @@ with open(out_path, "w") as f:
 
 
 # -- the two clients as subprocesses ---------------------------------------------------------
+def _pin_group(pgid: int, cpu: int) -> None:
+    """Pin every thread of every process in process group ``pgid`` to ``cpu``."""
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            if os.getpgid(int(pid)) != pgid:
+                continue
+            for tid in os.listdir(f"/proc/{pid}/task"):
+                os.sched_setaffinity(int(tid), {cpu})
+        except (OSError, ProcessLookupError):
+            continue
+
+
 def _pinned(cpu: int | None):
     if cpu is None:
         return None
@@ -62,7 +76,11 @@ def run_ours(url: str, model: str, *, concurrency: int, num_prompts: int, input_
              output_len: int, cpu: int | None = None) -> dict:
     cmd = [sys.executable, "-m", "vllm_ops", "bench", "--url", url, "--model", model,
            "--concurrency", str(concurrency), "--num-prompts", str(num_prompts),
-           "--input-len", str(input_len), "--output-len", str(output_len), "--json", "--quiet"]
+           "--input-len", str(input_len), "--output-len", str(output_len), "--json", "--quiet",
+           # vLLM's benchmark does not poll /metrics during the run; on a 2-core box each /metrics
+           # render competes with the server, so the agreement run turns our sampler off (the
+           # before/after /metrics reads stay)
+           "--sample-interval", "0"]
     env = dict(os.environ, PYTHONPATH=str(REPO))
     p = subprocess.run(cmd, capture_output=True, text=True, env=env, preexec_fn=_pinned(cpu),
                        timeout=1800)
@@ -274,6 +292,12 @@ def main() -> int:
                 server = testbed.start_test_server(Path(tempfile.mkdtemp(prefix="bench-vs-vllm-srv-")),
                                                    adapters=(), enable_lora=False)
                 url = server.root_url
+                if (os.cpu_count() or 1) >= 2:
+                    # the server (API process, engine core, all their threads) on CPU 1, both load
+                    # generators on CPU 0: neither client steals the server's core, so the rounds
+                    # compare the clients rather than the machine's scheduling noise
+                    _pin_group(server.process.pid, 1)
+                    client_cpu_agree = 0
             import httpx
 
             models = httpx.get(url + "/v1/models", timeout=10).json()["data"]
@@ -287,7 +311,8 @@ def main() -> int:
                   f"alternating", file=sys.stderr)
             ours, theirs = [], []
             kw = dict(concurrency=args.concurrency, num_prompts=args.num_prompts,
-                      input_len=args.input_len, output_len=args.output_len)
+                      input_len=args.input_len, output_len=args.output_len,
+                      cpu=locals().get("client_cpu_agree"))
             for i in range(args.rounds):
                 ours.append(run_ours(url, model, **kw))
                 print(f"round {i + 1}: vllm-ops {ours[-1]['request_throughput']:.2f} req/s", file=sys.stderr)
