@@ -267,7 +267,7 @@ def main() -> int:
     ap.add_argument("--num-prompts", type=int, default=200, help="per round (short levels are noise: 40 prompts last ~1 s)")
     ap.add_argument("--input-len", type=int, default=32)
     ap.add_argument("--output-len", type=int, default=16)
-    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--rounds", type=int, default=15)
     ap.add_argument("--ceiling-prompts", type=int, default=2000)
     ap.add_argument("--ceiling-concurrency", default="4,64", help="comma-separated levels (default 4,64)")
     ap.add_argument("--ceiling-rounds", type=int, default=3)
