@@ -180,7 +180,7 @@ def test_native_multinode_pp2_across_two_hosts(vllm_py, tiny, tmp_path):
                   READY_TIMEOUT + 60, env={"VLLM_OPS_VLLM": str(vllm_py), "PYTHONPATH": str(REPO),
                                            "VLLM_OPS_STATE_DIR": str(state), "VLLM_API_KEY": ""})
         took = time.monotonic() - t0
-        doc = json.loads(r.stdout.strip().splitlines()[-1]) if r.stdout.strip() else {}
+        doc = json.loads(r.stdout) if r.stdout.strip() else {}   # --json: one (indented) document
         head_log = (state / "logs" / f"{name}.log")
         worker_log = (state / "logs" / f"{name}-rank1.log")
         assert doc.get("ready"), (f"native multi-node start failed: {doc} / {r.stderr[-2000:]}\nrank 0 log tail:\n"

@@ -583,20 +583,13 @@ def test_dockerd_unreachable_is_one_line_exit_1(tmp_path, tiny, vllm_python, mon
     if rc == 1:
         assert dead in err and StateStore(state).names() == ["rel-dead"]   # kept: maybe still running
     StateStore(state).remove("rel-dead")
-    # the CLI, where `launch --backend` is wired (another engineer's work in progress)
-    from tests.real.test_docker import _launch_has_backend_flag
-
-    try:
-        wired = _launch_has_backend_flag()
-    except Exception:  # noqa: BLE001 — the launch parser itself is broken: the other tests say so
-        wired = False
-    if wired:
-        plan = tmp_path / "plan.json"
-        plan.write_text(_docker_plan(tiny, _free_port(), "x").to_json(indent=2))
-        p = _cli(_env(state, vllm_python, DOCKER_HOST=dead), "launch", "--backend", "docker", "--plan",
-                 str(plan), "--detach", timeout=120)
-        assert_one_line_error(p.returncode, p.stderr, (1,), what="launch --backend docker, dead daemon")
-        assert dead in _error_line(p.stderr)
+    # the CLI: `launch --backend docker` with the daemon unreachable
+    plan = tmp_path / "plan.json"
+    plan.write_text(_docker_plan(tiny, _free_port(), "x").to_json(indent=2))
+    p = _cli(_env(state, vllm_python, DOCKER_HOST=dead), "launch", "--backend", "docker", "--plan",
+             str(plan), "--detach", timeout=120)
+    assert_one_line_error(p.returncode, p.stderr, (1,), what="launch --backend docker, dead daemon")
+    assert dead in _error_line(p.stderr)
 
 
 @pytest.fixture(scope="module")
