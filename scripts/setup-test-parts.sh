@@ -67,3 +67,13 @@ if ! command -v ip >/dev/null 2>&1; then
   fi
 fi
 true
+
+# --- systemd-analyze (rendered systemd units are checked with `systemd-analyze verify`)
+if ! command -v systemd-analyze >/dev/null 2>&1; then
+  if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+    echo "setup: installing systemd (systemd-analyze) via apt-get..." >&2
+    apt-get update -qq >&2
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends systemd >/dev/null
+  fi
+fi
+true

@@ -6,7 +6,6 @@ a test locally with its reason, but FAILS it when the environment variable ``CI`
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 import pytest
@@ -29,6 +28,32 @@ def require_real(available: bool, reason: str) -> None:
 def shared_dir() -> Path:
     require_real(SHARED is not None, "../shared (reference data) is not beside the checkout")
     return SHARED
+
+
+@pytest.fixture(scope="module")
+def dockerd():
+    """A Docker Engine for the module: the one answering, else `dockerd --storage-driver=vfs`
+    started by tests/support/dockerd.py (released at the end)."""
+    from tests.support.dockerd import ensure_dockerd
+
+    try:
+        d = ensure_dockerd()
+    except RuntimeError as exc:
+        d, reason = None, str(exc).splitlines()[0]
+    else:
+        reason = "no Docker Engine answers and dockerd cannot be started here"
+    require_real(d is not None, reason)
+    yield d
+    d.release()
+
+
+@pytest.fixture(scope="module")
+def docker_client(dockerd):
+    import docker
+
+    c = docker.DockerClient(base_url=dockerd.host, timeout=120)
+    yield c
+    c.close()
 
 
 @pytest.fixture

@@ -33,28 +33,9 @@ READY_TIMEOUT = "900"   # 2 cores shared with other vLLM servers: a start can ta
 
 # ---------------------------------------------------------------------------------- fixtures
 @pytest.fixture(scope="module")
-def dockerd():
-    from tests.support.dockerd import ensure_dockerd
-
-    try:
-        d = ensure_dockerd()
-    except RuntimeError as exc:
-        d = None
-        reason = str(exc).splitlines()[0]
-    else:
-        reason = "no Docker Engine answers and dockerd cannot be started here"
-    require_real(d is not None, reason)
-    yield d
-    d.release()
-
-
-@pytest.fixture(scope="module")
-def client(dockerd):
-    import docker
-
-    c = docker.DockerClient(base_url=dockerd.host, timeout=120)
-    yield c
-    c.close()
+def client(docker_client):
+    """The Docker SDK client of the shared `dockerd` fixture (tests/conftest.py)."""
+    return docker_client
 
 
 @pytest.fixture(scope="module")

@@ -487,30 +487,7 @@ def test_killed_mid_request_and_mid_stream(tmp_path, tiny, vllm_python):
 
 
 # ======================================================================= D. the docker backend
-@pytest.fixture(scope="module")
-def dockerd():
-    from tests.support.dockerd import ensure_dockerd
-
-    try:
-        d = ensure_dockerd()
-    except RuntimeError as exc:
-        d, reason = None, str(exc).splitlines()[0]
-    else:
-        reason = "no Docker Engine answers and dockerd cannot be started here"
-    require_real(d is not None, reason)
-    yield d
-    d.release()
-
-
-@pytest.fixture(scope="module")
-def docker_client(dockerd):
-    import docker
-
-    c = docker.DockerClient(base_url=dockerd.host, timeout=120)
-    yield c
-    c.close()
-
-
+# `dockerd` and `docker_client` come from tests/conftest.py
 def _docker_plan(model_dir: Path, port: int, marker: str):
     from vllm_ops.planning.plan import Memory, Plan, Replica
 

@@ -17,7 +17,6 @@ import httpx
 
 from vllm_ops.client._models import GenerateResponse, ModelInfo, StreamEvent, Tokenized, Usage
 from vllm_ops.client._prometheus import parse_prometheus
-from vllm_ops.client._sse import SSEEvent
 from vllm_ops.client.errors import (ConnectTimeoutError, InvalidRequestError, ResponseError,
                                     VLLMConnectionError, VLLMError, VLLMStatusError, VLLMTimeoutError,
                                     error_for_status)
@@ -449,32 +448,6 @@ class BaseProvider:
                                     f"{' '.join(str(exc).split())[:300]}",
                                     url=str(resp.request.url), content=text) from exc
         return GenerateResponse(raw, endpoint, parsed_all[0] if parsed_all else None, parsed_all)
-
-    @staticmethod
-    def stream_delta(ev: SSEEvent, endpoint: str) -> Any:
-        """Text of choice 0 in one SSE event; ``_DONE`` at the end; raises on an error event."""
-        data = ev.data
-        if data == "[DONE]":
-            return _DONE
-        try:
-            obj = json.loads(data)
-        except ValueError as exc:
-            raise ResponseError(f"a stream event is not JSON: {data[:200]!r}") from exc
-        if not isinstance(obj, dict):
-            return None
-        err = obj.get("error")
-        if err:
-            if isinstance(err, dict):
-                code = err.get("code")
-                status = code if isinstance(code, int) and 400 <= code < 600 else 500
-                raise error_for_status(status, str(err.get("message") or err), error_type=err.get("type"), body=obj)
-            raise error_for_status(500, str(err), body=obj)
-        for c in obj.get("choices") or ():
-            if c.get("index", 0) == 0:
-                if endpoint == "chat":
-                    return (c.get("delta") or {}).get("content")
-                return c.get("text")
-        return None
 
     @staticmethod
     def stream_event(data: bytes | str, now: float, chat: bool) -> StreamEvent | None:
