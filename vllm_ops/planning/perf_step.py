@@ -38,6 +38,7 @@ class Efficiency:
     request_ms: float              # client-side fixed cost of one request's first token (HTTP, tokenizer)
     moe_flops: float = 1.0         # MoE GEMM efficiency relative to dense GEMMs (grouped/fused kernels)
     eager_layer_us: float = 0.0    # extra per layer for steps not run as one CUDA graph
+    flops_fp8: float = 0.0         # achieved fraction of dense FP8 FLOP/s (FP8/FP4 weights); 0: same as flops
 
 
 @dataclass(frozen=True)
@@ -77,6 +78,7 @@ class StepCost:
     link_bw: float                 # bytes/s one way between two GPUs of the replica
     graph_max_tokens: int          # largest batch run as a full CUDA graph (0: eager)
     eff: Efficiency
+    low_precision: bool = False    # FP8/FP4 GEMMs: eff.flops_fp8 applies
     notes: list[str] = field(default_factory=list)
 
     def _weights_read(self, n_tokens: int) -> float:
@@ -92,8 +94,9 @@ class StepCost:
         w_s = self._weights_read(n) / (self.bw * e.bw)
         dense_flops = (self.flops_per_token - self.expert_flops_per_token) * n
         moe_flops = self.expert_flops_per_token * n / e.moe_flops
-        c_s = (dense_flops + moe_flops + self.head_flops_per_token * (n_dec + (1 if n_pre else 0))) \
-            / (self.flops_peak * e.flops)
+        gemm_eff = (e.flops_fp8 or e.flops) if self.low_precision else e.flops
+        c_s = (dense_flops + moe_flops) / (self.flops_peak * gemm_eff) \
+            + self.head_flops_per_token * (n_dec + (1 if n_pre else 0)) / (self.attn_flops_peak * e.flops)
         gemm_ms = max(w_s, c_s) * 1e3
         kv_s = self.kv_bytes_per_token * sum_ctx / (self.bw * e.bw)
         a_s = self.attn_flops_per_pair * (sum_ctx + pre_ctx) / (self.attn_flops_peak * e.flops)
