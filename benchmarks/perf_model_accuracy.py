@@ -162,10 +162,10 @@ def loss(pairs: list[tuple[Case, Any]]) -> float:
     return s / max(len(pairs), 1)
 
 
-PARAMS = ("bw", "flops", "flops_fp8", "step_ms", "layer_us", "allreduce_us", "request_ms", "moe_flops",
+PARAMS = ("bw", "flops", "flops_fp8", "step_ms", "layer_us", "allreduce_us", "request_ms", "moe_eff",
           "eager_layer_us")
 BOUNDS_ = {"bw": (0.3, 1.0), "flops": (0.2, 1.0), "step_ms": (0.05, 10.0), "layer_us": (0.0, 200.0),
-           "allreduce_us": (1.0, 100.0), "request_ms": (0.0, 100.0), "moe_flops": (0.2, 1.0), "eager_layer_us": (0.0, 200.0), "flops_fp8": (0.2, 1.0)}
+           "allreduce_us": (1.0, 100.0), "request_ms": (0.0, 100.0), "moe_eff": (0.2, 1.0), "eager_layer_us": (0.0, 200.0), "flops_fp8": (0.2, 1.0)}
 
 
 def fit(cases: list[Case], start=None, iters: int = 60, params: tuple[str, ...] = PARAMS):
@@ -197,22 +197,45 @@ def fit(cases: list[Case], start=None, iters: int = 60, params: tuple[str, ...] 
     return eff, best
 
 
-def leave_one_out(cases: list[Case], iters: int) -> dict[str, Any]:
-    models = sorted({c.model for c in cases})
+_POOL_CASES: list[Case] = []
+
+
+def _fold(args: tuple[str | None, int]) -> tuple[str | None, Any, float]:
+    held, iters = args
+    train = [c for c in _POOL_CASES if c.model != held and not c.excluded]
+    eff, lv = fit(train, iters=iters)
+    return held, eff, lv
+
+
+def run_folds(cases: list[Case], folds: list[str | None], iters: int, workers: int) -> dict:
+    """Fit once per fold (None: all rows), in parallel processes (fork)."""
+    import multiprocessing as mp
+
+    global _POOL_CASES
+    _POOL_CASES = cases
+    jobs = [(f, iters) for f in folds]
+    if workers <= 1 or len(jobs) == 1:
+        return {f: (eff, lv) for f, eff, lv in map(_fold, jobs)}
+    with mp.get_context("fork").Pool(min(workers, len(jobs))) as pool:
+        return {f: (eff, lv) for f, eff, lv in pool.map(_fold, jobs)}
+
+
+def leave_one_out(cases: list[Case], fitted: dict) -> dict[str, Any]:
     out = {}
-    for m in models:
-        train = [c for c in cases if c.model != m and not c.excluded]
+    for m in sorted({c.model for c in cases}):
+        eff = fitted[m][0]
         test = [c for c in cases if c.model == m]
-        eff, _ = fit(train, iters=iters)
         out[m] = {"held_out": score(predict_all(test, eff), len([c for c in test if not c.excluded])),
-                  "fitted_on": sorted({c.model for c in train}), "efficiency": eff.__dict__}
+                  "fitted_on": sorted({c.model for c in cases if c.model != m and not c.excluded}),
+                  "efficiency": {k: round(v, 4) for k, v in eff.__dict__.items()}}
     return out
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--fit", action="store_true", help="fit on all rows and print the constants")
-    ap.add_argument("--iters", type=int, default=40)
+    ap.add_argument("--iters", type=int, default=25)
+    ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--data", choices=("public", "gpu", "all"), default="all")
     ap.add_argument("--tpot-stat", choices=("mean", "itl"), default=TPOT_STAT,
@@ -234,10 +257,13 @@ def main(argv: list[str] | None = None) -> int:
         kept = [c for c in cases if not c.excluded]
         ins = {m: score(predict_all([c for c in kept if c.model == m]), sum(1 for c in kept if c.model == m))
                for m in sorted({c.model for c in kept})}
-        doc[name] = {"excluded": excluded, "in_sample": ins, "held_out": leave_one_out(cases, a.iters)}
+        models = sorted({c.model for c in kept})
+        fitted = run_folds(cases, [*models, *([None] if a.fit else [])], a.iters, a.workers)
+        doc[name] = {"excluded": excluded, "in_sample": ins, "held_out": leave_one_out(cases, fitted)}
         if a.fit:
-            eff, lv = fit(kept, iters=a.iters)
-            doc[name]["fit_all"] = {"efficiency": eff.__dict__, "loss": round(lv, 4)}
+            eff, lv = fitted[None]
+            doc[name]["fit_all"] = {"efficiency": {k: round(v, 4) for k, v in eff.__dict__.items()},
+                                    "loss": round(lv, 4)}
     if a.json:
         print(json.dumps(doc, indent=1))
         return 0

@@ -79,12 +79,15 @@ def simulate(step: StepFn, *, input_len: int, output_len: int, max_num_seqs: int
     seq = 0
     sent = 0
 
+    n_wait = 0
+
     def send(n: int, t_now: float) -> None:
-        nonlocal sent
+        nonlocal sent, n_wait
         n = min(n, num_requests - sent)
         if n > 0:
             waiting.append([n, t_now, sent >= warmup])
             sent += n
+            n_wait += n
 
     if concurrency is not None and stagger_ms > 0:
         for i in range(min(int(concurrency), num_requests)):
@@ -109,17 +112,20 @@ def simulate(step: StepFn, *, input_len: int, output_len: int, max_num_seqs: int
             a = arrivals.popleft()
             waiting.append([1, a, sent >= warmup])
             sent += 1
+            n_wait += 1
         free = limit - n_dec - n_pre_req
         while free > 0 and waiting:
             w = waiting[0]
             take = min(free, w[0])
             pre.append(_Pre(take, 0, 0, w[1], w[2]))
             n_pre_req += take
+            n_wait -= take
             free -= take
             w[0] -= take
             if w[0] == 0:
                 waiting.popleft()
-        queued_max = max(queued_max, sum(w[0] for w in waiting))
+        if waiting:
+            queued_max = max(queued_max, n_wait)
         if not pre and not n_dec:
             if arrivals:
                 t = max(t, arrivals[0])

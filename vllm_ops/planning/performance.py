@@ -229,7 +229,7 @@ def _run(plan: "Plan", w: Workload, cost: "StepCost", fit_notes: list[str]) -> P
     kw = dict(input_len=isl, output_len=osl, max_num_seqs=seqs, max_batched_tokens=mbt, kv_capacity_tokens=cap)
     if w.concurrency is not None:
         c = int(w.concurrency)
-        n = int(w.num_requests) if w.num_requests else c + max(3 * c, 32)
+        n = int(w.num_requests) if w.num_requests else c + max(2 * c, 32)
         warm = 0 if w.num_requests else c
         stagger = 0.0
         if not w.num_requests:     # steady state: clients spread over one request's lifetime
@@ -245,12 +245,15 @@ def _run(plan: "Plan", w: Workload, cost: "StepCost", fit_notes: list[str]) -> P
         overloaded = None
     else:
         rate = float(w.rate)
-        n = int(w.num_requests) if w.num_requests else max(200, int(rate * 60))
-        r = simulate(cost.step_ms, rate=rate, num_requests=min(n, 5000), warmup=n // 10, osl_jitter=jitter, **kw)
-        sat = simulate(cost.step_ms, concurrency=limit, num_requests=limit * 3, warmup=limit, osl_jitter=jitter,
-                       **kw)
+        sat = simulate(cost.step_ms, concurrency=limit, num_requests=limit + max(limit // 2, 32), warmup=limit,
+                       osl_jitter=jitter, **kw)
         capacity = limit / (sat.e2e_ms + cost.eff.request_ms) * 1e3 if sat.e2e_ms else 0.0
         overloaded = capacity if rate > 0.97 * capacity else None
+        if overloaded is not None:
+            r = sat                        # at saturation: the server runs `limit` requests, the rest queue
+        else:
+            n = int(w.num_requests) if w.num_requests else min(max(200, int(rate * 30)), 1000)
+            r = simulate(cost.step_ms, rate=rate, num_requests=n, warmup=n // 10, osl_jitter=jitter, **kw)
         rps = min(rate, capacity)
         running = r.mean_running
     ttft = (r.ttft_ms + cost.eff.request_ms) if r.ttft_ms is not None else None
