@@ -162,8 +162,7 @@ def loss(pairs: list[tuple[Case, Any]]) -> float:
     return s / max(len(pairs), 1)
 
 
-PARAMS = ("bw", "flops", "flops_fp8", "step_ms", "layer_us", "allreduce_us", "request_ms", "moe_eff",
-          "eager_layer_us")
+PARAMS = ("bw", "flops", "flops_fp8", "step_ms", "layer_us", "allreduce_us", "request_ms", "moe_eff")
 BOUNDS_ = {"bw": (0.3, 1.0), "flops": (0.2, 1.0), "step_ms": (0.05, 10.0), "layer_us": (0.0, 200.0),
            "allreduce_us": (1.0, 100.0), "request_ms": (0.0, 100.0), "moe_eff": (0.2, 1.0), "eager_layer_us": (0.0, 200.0), "flops_fp8": (0.2, 1.0)}
 
@@ -176,7 +175,8 @@ def fit(cases: list[Case], start=None, iters: int = 60, params: tuple[str, ...] 
     eff = start or perf_fit.EFFICIENCY
     best = loss(predict_all(cases, eff))
     steps = {k: 0.25 for k in params}
-    for _ in range(iters):
+    for it in range(iters):
+        print(f"  fit: iteration {it} loss {best:.4f}", file=sys.stderr, flush=True)
         improved = False
         for k in params:
             for sign in (1, -1):
@@ -201,9 +201,19 @@ _POOL_CASES: list[Case] = []
 
 
 def _fold(args: tuple[str | None, int]) -> tuple[str | None, Any, float]:
+    """Fit without ``held``'s rows. Without MoE rows (or FP8 rows) to fit on, the MoE kernel
+    efficiency starts neutral (1.0) and the FP8 GEMM efficiency equals the 16-bit one: no prior
+    taken from the held-out model."""
+    from vllm_ops.planning import perf_fit
+
     held, iters = args
     train = [c for c in _POOL_CASES if c.model != held and not c.excluded]
-    eff, lv = fit(train, iters=iters)
+    start, params = perf_fit.EFFICIENCY, list(PARAMS)
+    if not any(c.spec is not None and c.spec.moe is not None for c in train):
+        start, params = replace(start, moe_eff=1.0), [p for p in params if p != "moe_eff"]
+    if not any((c.plan.vllm_args.get("quantization") or (c.spec and c.spec.quantization)) for c in train):
+        start, params = replace(start, flops_fp8=0.0), [p for p in params if p != "flops_fp8"]
+    eff, lv = fit(train, start=start, iters=iters, params=tuple(params))
     return held, eff, lv
 
 

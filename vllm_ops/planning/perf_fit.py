@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from vllm_ops.planning.perf_step import Efficiency
 
-EFFICIENCY = Efficiency(bw=0.8, flops=0.6, step_ms=1.5, layer_us=20.0, allreduce_us=15.0, request_ms=15.0, eager_layer_us=10.0, flops_fp8=0.7,
-                        moe_eff=1.0)
+EFFICIENCY = Efficiency(bw=0.85, flops=0.6, flops_fp8=0.75, step_ms=1.0, layer_us=35.0, allreduce_us=15.0,
+                        request_ms=20.0, moe_eff=0.6, eager_layer_us=0.0)
 FITTED_ON = "initial guesses (not fitted yet)"
 # requests that start together drift apart in a real server (client timing, tokenizer, HTTP): modelled as
 # output lengths spread uniformly over +-OSL_JITTER around the mean (an assumption, not fitted)

@@ -1,0 +1,52 @@
+"""Held-out accuracy of the performance model stays where benchmarks/perf_model_accuracy.py measured it.
+
+For every model of the vendored measurement sets, the efficiencies fitted WITHOUT that model's rows
+(vllm_ops/planning/perf_fit.py: HELD_OUT, each naming the rows it was fitted on) predict that model's
+rows; the errors must stay within the recorded figures plus a margin (a regression guard: the fits
+themselves are rerun by the benchmark, not here).
+"""
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+from vllm_ops.planning import perf_fit
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("perf_model_accuracy", ROOT / "benchmarks" / "perf_model_accuracy.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules["perf_model_accuracy"] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.fixture(scope="module")
+def cases(bench):
+    return {"public": bench.public_cases(), "gpu": bench.gpu_cases()}
+
+
+@pytest.mark.parametrize("key", sorted(perf_fit.HELD_OUT))
+def test_held_out_figures_stay_within_the_recorded_ones(bench, cases, key):
+    data, model = key.split(":", 1)
+    fold = perf_fit.HELD_OUT[key]
+    rows = [c for c in cases[data] if c.model == model and not c.excluded]
+    assert rows, f"no {data} rows of {model}"
+    assert model not in fold["fitted_on"]
+    got = bench.score(bench.predict_all(rows, fold["efficiency"]), len(rows))
+    want = fold["figures"]
+    assert got["answered_frac"] >= want["answered_frac"] - 0.02
+    for k in ("tpot_median", "tpot_p90", "ttft_median", "ttft_p90"):
+        assert got[k] <= want[k] * 1.15 + 2.0, (k, got, want)
+
+
+def test_disaggregated_rows_are_excluded_with_a_reason(cases):
+    ex = [c for c in cases["public"] if c.excluded]
+    assert ex and all("disaggregated" in c.excluded for c in ex)
+    assert all(c.plan is None for c in ex)
