@@ -162,9 +162,11 @@ def loss(pairs: list[tuple[Case, Any]]) -> float:
     return s / max(len(pairs), 1)
 
 
-PARAMS = ("bw", "flops", "flops_fp8", "step_ms", "layer_us", "allreduce_us", "request_ms", "moe_eff")
+PARAMS = ("bw", "flops", "flops_fp8", "step_ms", "layer_us", "allreduce_us", "request_ms", "moe_bw", "moe_flops",
+          "moe_layer_us")
+MOE_PARAMS = ("moe_bw", "moe_flops", "moe_layer_us")
 BOUNDS_ = {"bw": (0.3, 1.0), "flops": (0.2, 1.0), "step_ms": (0.05, 10.0), "layer_us": (0.0, 200.0),
-           "allreduce_us": (1.0, 100.0), "request_ms": (0.0, 100.0), "moe_eff": (0.2, 1.0), "eager_layer_us": (0.0, 200.0), "flops_fp8": (0.2, 1.0)}
+           "allreduce_us": (1.0, 100.0), "request_ms": (0.0, 100.0), "moe_bw": (0.1, 1.0), "moe_flops": (0.05, 1.0), "moe_layer_us": (0.0, 400.0), "eager_layer_us": (0.0, 200.0), "flops_fp8": (0.2, 1.0)}
 
 
 def fit(cases: list[Case], start=None, iters: int = 60, params: tuple[str, ...] = PARAMS):
@@ -210,7 +212,8 @@ def _fold(args: tuple[str | None, int]) -> tuple[str | None, Any, float]:
     train = [c for c in _POOL_CASES if c.model != held and not c.excluded]
     start, params = perf_fit.EFFICIENCY, list(PARAMS)
     if not any(c.spec is not None and c.spec.moe is not None for c in train):
-        start, params = replace(start, moe_eff=1.0), [p for p in params if p != "moe_eff"]
+        start = replace(start, moe_bw=1.0, moe_flops=1.0, moe_layer_us=0.0)
+        params = [p for p in params if p not in MOE_PARAMS]
     if not any((c.plan.vllm_args.get("quantization") or (c.spec and c.spec.quantization)) for c in train):
         start, params = replace(start, flops_fp8=0.0), [p for p in params if p != "flops_fp8"]
     eff, lv = fit(train, start=start, iters=iters, params=tuple(params))
@@ -241,11 +244,34 @@ def leave_one_out(cases: list[Case], fitted: dict) -> dict[str, Any]:
     return out
 
 
+FIT_JSON = ROOT / "vllm_ops" / "data" / "perf" / "fit.json"
+
+
+def write_fit(doc: dict[str, Any]) -> None:
+    """vllm_ops/data/perf/fit.json from a --fit run (see vllm_ops/planning/perf_fit.py)."""
+    out: dict[str, Any] = {"_about": "written by benchmarks/perf_model_accuracy.py --fit --write; "
+                                     "figures are held-out absolute % errors (see planning/perf_fit.py)",
+                           "requests_per_client": REQUESTS_PER_C, "tpot_stat": TPOT_STAT, "held_out": {}}
+    fitted_on: list[str] = []
+    for name, d in doc.items():
+        for m, fold in d["held_out"].items():
+            out["held_out"][f"{name}:{m}"] = {"efficiency": fold["efficiency"], "fitted_on": fold["fitted_on"],
+                                              "figures": fold["held_out"]}
+            fitted_on.append(f"{name}:{m}")
+        if "fit_all" in d:
+            out["efficiency"] = d["fit_all"]["efficiency"]
+    out["fitted_on"] = fitted_on
+    FIT_JSON.parent.mkdir(parents=True, exist_ok=True)
+    FIT_JSON.write_text(json.dumps(out, indent=1) + "\n", encoding="utf-8")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--fit", action="store_true", help="fit on all rows and print the constants")
     ap.add_argument("--iters", type=int, default=25)
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--write", action="store_true",
+                    help="with --fit: write the constants and held-out figures to vllm_ops/data/perf/fit.json")
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--data", choices=("public", "gpu", "all"), default="all")
     ap.add_argument("--tpot-stat", choices=("mean", "itl"), default=TPOT_STAT,
@@ -255,25 +281,30 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
     globals()["TPOT_STAT"] = a.tpot_stat
     globals()["REQUESTS_PER_C"] = a.requests_per_c
-    doc: dict[str, Any] = {}
     sets = {"public": public_cases, "gpu": gpu_cases}
-    for name, load in sets.items():
-        if a.data not in (name, "all"):
-            continue
-        cases = load()
-        if not cases:
-            continue
-        excluded = [(c.name, c.excluded) for c in cases if c.excluded]
+    loaded = {name: load() for name, load in sets.items() if a.data in (name, "all")}
+    loaded = {k: v for k, v in loaded.items() if v}
+    pooled = [c for cs in loaded.values() for c in cs]
+    models = sorted({c.model for c in pooled if not c.excluded})
+    # one fit per held-out model over every other model's rows (all sets pooled), plus all rows
+    fitted = run_folds(pooled, [*models, *([None] if a.fit else [])], a.iters, a.workers)
+    doc: dict[str, Any] = {}
+    for name, cases in loaded.items():
         kept = [c for c in cases if not c.excluded]
+        ms = sorted({c.model for c in kept})
         ins = {m: score(predict_all([c for c in kept if c.model == m]), sum(1 for c in kept if c.model == m))
-               for m in sorted({c.model for c in kept})}
-        models = sorted({c.model for c in kept})
-        fitted = run_folds(cases, [*models, *([None] if a.fit else [])], a.iters, a.workers)
-        doc[name] = {"excluded": excluded, "in_sample": ins, "held_out": leave_one_out(cases, fitted)}
+               for m in ms}
+        held = leave_one_out(cases, {m: fitted[m] for m in ms})
+        for m in ms:
+            held[m]["fitted_on"] = [x for x in models if x != m]
+        doc[name] = {"excluded": [(c.name, c.excluded) for c in cases if c.excluded], "in_sample": ins,
+                     "held_out": held}
         if a.fit:
             eff, lv = fitted[None]
             doc[name]["fit_all"] = {"efficiency": {k: round(v, 4) for k, v in eff.__dict__.items()},
                                     "loss": round(lv, 4)}
+    if a.write and a.fit:
+        write_fit(doc)
     if a.json:
         print(json.dumps(doc, indent=1))
         return 0

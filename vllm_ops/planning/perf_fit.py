@@ -1,24 +1,60 @@
 """Fitted efficiencies of the performance model, with the data they were fitted on.
 
-Refit with ``python benchmarks/perf_model_accuracy.py --fit`` (it prints the constants and the
-held-out errors). Data: ``vllm_ops/data/perf/vllm-perf-public.csv`` (NVIDIA aiconfigurator
-silicon_sample.csv vLLM rows; see the README beside it).
+The constants live in ``vllm_ops/data/perf/fit.json``, written by
+``python benchmarks/perf_model_accuracy.py --fit --write``:
+
+* ``efficiency``: fitted on every row of the measurement sets named in ``fitted_on`` (what
+  ``vllm-ops plan`` uses);
+* ``held_out``: one entry per ``"<set>:<model>"``, the efficiencies fitted WITHOUT that model's rows
+  (``fitted_on`` names the models used) and the errors they give on that model's rows (``figures``:
+  held-out, answered fraction and TPOT/TTFT median and p90 absolute % error).
+
+Measurement sets: ``public`` = tests/data/perf/vllm-perf-public.csv (NVIDIA aiconfigurator vLLM rows),
+``gpu`` = tests/data/gpu-runs/perf/ (``vllm-ops bench`` runs on an H200). Without the file (or for a
+field it lacks) the first-principles defaults below apply, said in the notes.
 """
 from __future__ import annotations
 
+import json
+from dataclasses import fields
+
 from vllm_ops.planning.perf_step import Efficiency
 
-EFFICIENCY = Efficiency(bw=0.85, flops=0.6, flops_fp8=0.75, step_ms=1.0, layer_us=35.0, allreduce_us=15.0,
-                        request_ms=20.0, moe_eff=0.6, eager_layer_us=0.0)
-FITTED_ON = "initial guesses (not fitted yet)"
+DEFAULT = Efficiency(bw=0.85, flops=0.6, flops_fp8=0.75, step_ms=1.0, layer_us=35.0, allreduce_us=15.0,
+                     request_ms=20.0, moe_bw=1.0, moe_flops=1.0, moe_layer_us=0.0, eager_layer_us=0.0)
 # requests that start together drift apart in a real server (client timing, tokenizer, HTTP): modelled as
 # output lengths spread uniformly over +-OSL_JITTER around the mean (an assumption, not fitted)
 OSL_JITTER = 0.1
 
 
+def _eff(d: dict) -> Efficiency:
+    names = {f.name for f in fields(Efficiency)}
+    base = {f.name: getattr(DEFAULT, f.name) for f in fields(Efficiency)}
+    base.update({k: float(v) for k, v in (d or {}).items() if k in names})
+    return Efficiency(**base)
+
+
+def _load() -> dict:
+    try:
+        from vllm_ops.resources import data_dir
+
+        return json.loads((data_dir() / "perf" / "fit.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+
+
+_DOC = _load()
+EFFICIENCY = _eff(_DOC.get("efficiency") or {}) if _DOC else DEFAULT
+FITTED_ON = ", ".join(_DOC.get("fitted_on") or []) or "nothing: first-principles defaults"
+HELD_OUT = {k: {"efficiency": _eff(v.get("efficiency") or {}), "fitted_on": list(v.get("fitted_on") or []),
+                "figures": dict(v.get("figures") or {})}
+            for k, v in (_DOC.get("held_out") or {}).items()}
+
+
 def notes() -> list[str]:
     e = EFFICIENCY
-    return [f"fitted efficiencies: {e.bw:.2f} of HBM bandwidth, {e.flops:.2f} of dense FLOP/s "
-            f"(MoE kernels x{e.moe_eff:.2f}), {e.step_ms:.2f} ms per step, {e.layer_us:.1f} us per layer outside "
-            f"CUDA graphs, {e.allreduce_us:.1f} us per all-reduce, {e.request_ms:.1f} ms per request; "
-            f"fitted on {FITTED_ON}"]
+    return [f"fitted efficiencies: {e.bw:.2f} of HBM bandwidth, {e.flops:.2f} of dense 16-bit FLOP/s, "
+            f"{(e.flops_fp8 or e.flops):.2f} of FP8 FLOP/s, {e.step_ms:.2f} ms per step + {e.layer_us:.0f} us per "
+            f"layer, {e.allreduce_us:.0f} us per all-reduce, {e.request_ms:.0f} ms per request "
+            f"(fused MoE: x{e.moe_bw:.2f} bandwidth, x{e.moe_flops:.2f} FLOP/s, +{e.moe_layer_us:.0f} us per MoE "
+            f"layer); fitted on {FITTED_ON} (vllm_ops/data/perf/fit.json)"]

@@ -36,7 +36,9 @@ class Efficiency:
     layer_us: float                # per layer and step: kernel floor (a dozen small kernels per layer)
     allreduce_us: float            # latency of one all-reduce call (added per call)
     request_ms: float              # client-side fixed cost of one request's first token (HTTP, tokenizer)
-    moe_eff: float = 1.0           # fused-MoE kernel efficiency relative to dense GEMMs (bandwidth and FLOP/s)
+    moe_bw: float = 1.0            # fused-MoE kernels: achieved bandwidth relative to dense GEMMs (decode)
+    moe_flops: float = 1.0         # fused-MoE kernels: achieved FLOP/s relative to dense GEMMs (prefill)
+    moe_layer_us: float = 0.0      # extra per MoE layer and step (routing, sort/align, gather kernels)
     eager_layer_us: float = 0.0    # extra per layer for steps not run as one CUDA graph
     flops_fp8: float = 0.0         # achieved fraction of dense FP8 FLOP/s (FP8/FP4 weights); 0: same as flops
 
@@ -69,6 +71,7 @@ class StepCost:
     kv_bytes_per_token: float      # KV cache bytes per cached token per GPU
     attn_flops_per_pair: float     # FLOPs per (query token, cached token) pair per GPU
     layers: int
+    moe_layers: int                # layers with routed experts
     hidden: int
     tp: int
     moe_group: int                 # GPUs the MoE layer spans (tp x dp)
@@ -81,21 +84,21 @@ class StepCost:
     low_precision: bool = False    # FP8/FP4 GEMMs: eff.flops_fp8 applies
     notes: list[str] = field(default_factory=list)
 
-    def _weights_read(self, n_tokens: int, moe_eff: float = 1.0) -> float:
-        """Weight bytes read in a step of ``n_tokens``; expert bytes divided by ``moe_eff`` (the
+    def _weights_read(self, n_tokens: int, moe_bw: float = 1.0) -> float:
+        """Weight bytes read in a step of ``n_tokens``; expert bytes divided by ``moe_bw`` (the
         fused-MoE kernels' bandwidth relative to dense GEMMs) when given."""
         if not self.expert_bytes:
             return self.weight_bytes
         routed = max(n_tokens, 0) * self.moe_tokens_factor
         frac = 1.0 - (1.0 - self.experts_per_token / self.num_experts) ** routed if routed else 0.0
-        return self.weight_bytes + self.expert_bytes * frac / moe_eff
+        return self.weight_bytes + self.expert_bytes * frac / moe_bw
 
     def parts(self, n_dec: int, sum_ctx: float, n_pre: int = 0, pre_ctx: float = 0.0) -> StepParts:
         e = self.eff
         n = n_dec + n_pre
-        w_s = self._weights_read(n, e.moe_eff) / (self.bw * e.bw)
+        w_s = self._weights_read(n, e.moe_bw) / (self.bw * e.bw)
         dense_flops = (self.flops_per_token - self.expert_flops_per_token) * n
-        moe_flops = self.expert_flops_per_token * n / e.moe_eff
+        moe_flops = self.expert_flops_per_token * n / e.moe_flops
         gemm_eff = (e.flops_fp8 or e.flops) if self.low_precision else e.flops
         c_s = (dense_flops + moe_flops) / (self.flops_peak * gemm_eff) \
             + self.head_flops_per_token * (n_dec + (1 if n_pre else 0)) / (self.attn_flops_peak * e.flops)
@@ -108,7 +111,7 @@ class StepCost:
             comm_ms += self.layers * self._allreduce_ms(n, self.tp)
         if self.moe_group > 1:
             comm_ms += self.layers * self._allreduce_ms(n * max(self.moe_tokens_factor, 1), self.moe_group)
-        overhead = e.step_ms + self.layers * e.layer_us / 1e3
+        overhead = e.step_ms + (self.layers * e.layer_us + self.moe_layers * e.moe_layer_us) / 1e3
         if n > self.graph_max_tokens:
             overhead += self.layers * e.eager_layer_us / 1e3
         return StepParts(gemm_ms, attn_ms, comm_ms, overhead,
@@ -161,12 +164,13 @@ class StepCost:
             comm2_c = self.layers * e.allreduce_us * 1e-3
             comm2_b = self.layers * 2 * (g - 1) / g * self.hidden * 2.0 * max(self.moe_tokens_factor, 1) \
                 / self.link_bw * 1e3
-        return (to_w, self.weight_bytes * to_w, self.expert_bytes / e.moe_eff * to_w, q, self.moe_tokens_factor,
+        return (to_w, self.weight_bytes * to_w, self.expert_bytes / e.moe_bw * to_w, q, self.moe_tokens_factor,
                 (self.flops_per_token - self.expert_flops_per_token) * to_c,
-                self.expert_flops_per_token / e.moe_eff * to_c,
+                self.expert_flops_per_token / e.moe_flops * to_c,
                 self.head_flops_per_token * 1e3 / (self.attn_flops_peak * e.flops),
                 self.kv_bytes_per_token * to_w, self.attn_flops_per_pair * 1e3 / (self.attn_flops_peak * e.flops),
-                comm_c, comm_b, comm2_c, comm2_b, e.step_ms + self.layers * e.layer_us / 1e3,
+                comm_c, comm_b, comm2_c, comm2_b,
+                e.step_ms + (self.layers * e.layer_us + self.moe_layers * e.moe_layer_us) / 1e3,
                 self.layers * e.eager_layer_us / 1e3, self.graph_max_tokens)
 
     def floor_ms(self, n_dec: int, sum_ctx: float) -> float:

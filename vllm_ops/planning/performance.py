@@ -180,6 +180,7 @@ def step_cost(plan: "Plan", spec: "ModelSpec", eff) -> "tuple[StepCost | None, s
     body_p = max(spec.param_count - emb_params, 1)
     exp_p = 0.0
     k_over_e = 0.0
+    n_moe = 0
     if spec.moe is not None:
         m = spec.moe
         n_moe = max((L - m.num_dense_layers) // max(m.moe_layer_freq, 1), 0)
@@ -204,7 +205,7 @@ def step_cost(plan: "Plan", spec: "ModelSpec", eff) -> "tuple[StepCost | None, s
         experts_per_token=spec.moe.experts_per_token if spec.moe else 0, moe_tokens_factor=dp,
         flops_per_token=2.0 * (ne_p + exp_p * k_over_e) / tp, expert_flops_per_token=2.0 * exp_p * k_over_e / tp,
         head_flops_per_token=2.0 * vpad * H / tp, kv_bytes_per_token=kvb, attn_flops_per_pair=pair,
-        layers=L, hidden=H, tp=tp, moe_group=tp * dp, bw=g.bandwidth_gbs * 1e9, flops_peak=peak * 1e12,
+        layers=L, moe_layers=n_moe, hidden=H, tp=tp, moe_group=tp * dp, bw=g.bandwidth_gbs * 1e9, flops_peak=peak * 1e12,
         attn_flops_peak=g.bf16_tflops * 1e12, link_bw=link, graph_max_tokens=0 if eager else GRAPH_MAX_TOKENS,
         eff=eff, notes=notes, low_precision=peak != g.bf16_tflops)
     cost.notes.append(f"{g.key}: {g.bandwidth_gbs:g} GB/s HBM, {peak:g} TFLOP/s dense ({prec} weights), "
@@ -262,7 +263,8 @@ def _run(plan: "Plan", w: Workload, cost: "StepCost", fit_notes: list[str]) -> P
     floor = cost.floor_ms(max(int(round(running)), 1), max(running, 1.0) * avg_ctx) if osl > 1 else None
     bound = _bound(cost, running, avg_ctx, isl, osl, limit, seqs, w, overloaded)
     perf = Performance(ttft_ms=ttft, tpot_ms=tpot, output_tokens_per_s=rps * osl, requests_per_s=rps,
-                       bound=bound, tpot_floor_ms=floor, effective_concurrency=running, notes=notes)
+                       bound=bound, tpot_floor_ms=floor, effective_concurrency=running, notes=notes,
+                       itl_median_ms=r.itl_median_ms if osl > 1 else None)
     if overloaded is not None:
         perf.ttft_ms = None
         perf.reason = (f"arrival rate {w.rate:g}/s is above what one replica serves (about {overloaded:.3g}/s): "
