@@ -22,6 +22,7 @@ from vllm_ops.planning.memory import (
 from vllm_ops.planning.plan import (
     ENV_NAME, Memory, Plan, PlanWarning, Replica, is_secret_name, split_secret_args,
 )
+from vllm_ops.planning.coverage import coverage_warnings, refuse_unmodelled
 from vllm_ops.planning.plan import SECRET_FLAGS
 from vllm_ops.planning.versions import DEFAULT_VLLM_VERSION, VersionRules, batch_defaults, parse_version, rules_for
 
@@ -275,6 +276,7 @@ def plan_layout(model: ModelSpec, inventory: Inventory, *, pins: dict | None = N
     tries and lays the result out over the nodes). ``plan.nodes`` stays empty here."""
     pins = _norm_pins(pins)
     port = check_port(port)
+    refuse_unmodelled(model)              # Mamba/linear-attention state, quantization configs vLLM refuses
     version = str(vllm_version or DEFAULT_VLLM_VERSION).lstrip("v")
     parse_version(version)
     rules = rules_for(version)
@@ -380,6 +382,10 @@ def plan_layout(model: ModelSpec, inventory: Inventory, *, pins: dict | None = N
         reasons["VLLM_CPU_KVCACHE_SPACE"] = f"{cpu_kv:g} GiB of RAM for the KV cache (CPU backend)"
 
     lora_slots, lora_rank = lora_from_args(extra_args)
+    from vllm_ops.models.vision import image_limit_from_args
+
+    image_limit = image_limit_from_args([str(a) for a in extra_args])
+    bf16_ok = not (cc is not None and tuple(cc) < (8, 0))
     if lora_slots and not cpu:
         reasons["lora"] = (f"--enable-lora: {lora_slots} adapter slot(s) of rank {lora_rank} "
                            f"(buffers counted with the weights)")
@@ -397,7 +403,7 @@ def plan_layout(model: ModelSpec, inventory: Inventory, *, pins: dict | None = N
         f = Flags(tp=tp, pp=pp, gpu_memory_utilization=util, max_model_len=mlen, max_num_seqs=s,
                   max_num_batched_tokens=t, kv_cache_dtype=kvd, dtype=dtype,
                   quantization=pins.get("quantization"), enforce_eager=eager, block_size=block,
-                  max_loras=lora_slots, max_lora_rank=lora_rank)
+                  max_loras=lora_slots, max_lora_rank=lora_rank, image_limit=image_limit, bf16_ok=bf16_ok)
         return f, why
 
     def est(f: Flags) -> Estimate:
@@ -580,6 +586,10 @@ def plan_layout(model: ModelSpec, inventory: Inventory, *, pins: dict | None = N
     if cpu and model.head_dim not in (32, 64, 80, 96, 112, 128, 160, 192, 224, 256, 512) and model.mla is None:
         warnings.append(PlanWarning("cpu-head-size", f"head_dim {model.head_dim} is not supported by the CPU "
                                                      f"attention kernel; the first request will fail"))
+    for code, msg in coverage_warnings(model) + list(e.warnings):
+        warnings.append(PlanWarning(code, msg))
+    if e.dtype != (model.torch_dtype or "bfloat16") or "dtype" in pins:
+        reasons["dtype"] += f"; weights, activations and an auto KV cache in {e.dtype}"
     if not e.fits:
         warnings.append(PlanWarning("does-not-fit", f"does not fit: {e.failure_stage} "
                                                     f"(short by {-min(e.margin_gib, 0):.2f} GiB per GPU)"))
@@ -657,7 +667,7 @@ def plan_layout(model: ModelSpec, inventory: Inventory, *, pins: dict | None = N
         non_torch_gib=_r(e.non_torch_gib), cuda_graph_gib=_r(e.cuda_graph_gib if not cpu else 0.0),
         sampler_warmup_gib=_r(e.sampler_warmup_gib), kv_cache_gib=_r(e.kv_cache_gib),
         kv_cache_tokens=int(e.kv_cache_tokens), max_concurrency=_r(e.max_concurrency),
-        kv_bytes_per_token=int(e.kv_bytes_per_token))
+        kv_bytes_per_token=int(e.kv_bytes_per_token), encoder_profile_gib=_r(e.encoder_profile_gib))
     image = f"vllm/vllm-openai-cpu:v{version}" if cpu else f"vllm/vllm-openai:v{version}"
     import json
 
