@@ -183,8 +183,13 @@ def plan_from_args(args: argparse.Namespace, *, cmd: str = "plan", vllm_version:
         info(f"vllm-ops {cmd}: no --model given: planning the embedded default {DEFAULT_MODEL} "
              f"(built-in catalog, offline)")
     spec = load_model_spec(model_name, offline=True if not args.model else args.offline)
-    return plan(spec, inventory, pins=pins_from_args(args),
-                vllm_version=vllm_version or args.vllm_version or DEFAULT_VLLM_VERSION,
-                profile=profile, extra_args=tuple(getattr(args, "passthrough", None) or ()), env=env,
-                served_name=args.served_model_name, port=args.port if args.port is not None else 8000,
-                **multinode_from_args(args))
+    result = plan(spec, inventory, pins=pins_from_args(args),
+                  vllm_version=vllm_version or args.vllm_version or DEFAULT_VLLM_VERSION,
+                  profile=profile, extra_args=tuple(getattr(args, "passthrough", None) or ()), env=env,
+                  served_name=args.served_model_name, port=args.port if args.port is not None else 8000,
+                  **multinode_from_args(args))
+    if cmd == "plan" and not result.nodes:
+        from vllm_ops.planning.calibrated import apply_calibration   # measured figures of earlier launches
+
+        result = apply_calibration(result)
+    return result
