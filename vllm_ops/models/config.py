@@ -347,6 +347,32 @@ def _mla(cfg: dict, model_id: str) -> MLA | None:
     )
 
 
+def _sizes(counted, vision, index_total_size: int | None, dtype: str, multimodal: bool,
+           notes: list[str]) -> dict:
+    """Parameters and bytes of the whole checkpoint: the counted language model, plus the vision
+    tower counted from vision_config unless the index total_size (which includes it) is known."""
+    db = 4 if dtype == "float32" else 2
+    unq = counted.unquantized_params
+    if multimodal:
+        if index_total_size is not None:
+            notes.append("vision/audio tower included through the safetensors index total_size")
+            unq += max(index_total_size - counted.bytes, 0) // db
+        elif vision is not None:
+            notes.append(f"vision tower counted from vision_config ({vision.kind}, "
+                         f"{vision.params / 1e9:.2f}B parameters at {dtype})")
+        else:
+            notes.append("vision/audio tower not counted (no vision_config and no safetensors index "
+                         "total_size): weight bytes cover the language model only")
+    tower = vision.params if (vision is not None and index_total_size is None) else 0
+    computed = counted.bytes + tower * db
+    if index_total_size is not None:
+        notes.append(f"computed weight bytes differ from the index by "
+                     f"{(computed - index_total_size) / index_total_size * 100:+.2f}%")
+    return {"params": counted.params + tower, "computed": computed, "unquantized": unq + tower,
+            "bytes": index_total_size if index_total_size is not None else computed,
+            "source": "safetensors-index" if index_total_size is not None else "computed"}
+
+
 def spec_from_config(config: dict, *, model_id: str, source: str = "config",
                      index_total_size: int | None = None, config_path: str | None = None,
                      local_dir: str | None = None, catalog_source: str | None = None,
@@ -415,25 +441,7 @@ def spec_from_config(config: dict, *, model_id: str, source: str = "config",
                             vocab=vocab, tie=bool(tie), dtype=dtype, moe=moe, mla=mla, quant=quant)
     notes.extend(counted.notes)
     vision = vision_of(config, hidden) if multimodal else None
-    db = 4 if dtype == "float32" else 2
-    unq = counted.unquantized_params
-    if multimodal:
-        if index_total_size is not None:
-            notes.append("vision/audio tower included through the safetensors index total_size")
-            unq += max(index_total_size - counted.bytes, 0) // db
-        elif vision is not None:
-            notes.append(f"vision tower counted from vision_config ({vision.kind}, "
-                         f"{vision.params / 1e9:.2f}B parameters at {dtype})")
-        else:
-            notes.append("vision/audio tower not counted (no vision_config and no safetensors index "
-                         "total_size): weight bytes cover the language model only")
-    tower = vision.params if (vision is not None and index_total_size is None) else 0
-    if index_total_size is not None:
-        weight_bytes, wsrc = index_total_size, "safetensors-index"
-        diff = (counted.bytes + tower * db - index_total_size) / index_total_size * 100
-        notes.append(f"computed weight bytes differ from the index by {diff:+.2f}%")
-    else:
-        weight_bytes, wsrc = counted.bytes + tower * db, "computed"
+    sizes = _sizes(counted, vision, index_total_size, dtype, multimodal, notes)
     state = state_layer_kinds(cfg, model_type)
 
     return ModelSpec(
@@ -444,9 +452,9 @@ def spec_from_config(config: dict, *, model_id: str, source: str = "config",
         max_model_len=max_len,
         tie_word_embeddings=bool(tie), torch_dtype=dtype, moe=moe, mla=mla,
         sliding_window=sliding, layer_types=layer_types, quantization=quant,
-        multimodal=multimodal, param_count=counted.params + tower, weight_bytes=weight_bytes,
-        weight_bytes_source=wsrc, computed_weight_bytes=counted.bytes + tower * db,
+        multimodal=multimodal, param_count=sizes["params"], weight_bytes=sizes["bytes"],
+        weight_bytes_source=sizes["source"], computed_weight_bytes=sizes["computed"],
         index_total_size=index_total_size, config_path=config_path, local_dir=local_dir,
         catalog_source=catalog_source, notes=tuple(notes),
-        unquantized_params=unq + tower, vision=vision, state_layers=state,
+        unquantized_params=sizes["unquantized"], vision=vision, state_layers=state,
     )
