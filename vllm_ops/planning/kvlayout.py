@@ -5,7 +5,9 @@ layers (gemma-2/3, gpt-oss, Mistral-7B-v0.1) only ``ceil((window - 1 + max_num_b
 block_size) + 1``. With both kinds (the hybrid KV cache manager), layers are grouped into KV cache
 groups of equal size (the smaller count, unless the larger is within 25 %), each group's block
 holds ``block_size`` tokens of every layer of the group, and one pool of blocks serves all groups.
-A model whose layers all slide can serve any length. Mamba/SSM and linear-attention layers are
+A model whose layers all slide can serve any length. vLLM reports the pool as
+``num_blocks // number of groups x block_size`` tokens (``_report_kv_cache_config``), which is
+``kv_cache_tokens`` here; concurrency counts the blocks one request needs in every group. Mamba/SSM and linear-attention layers are
 refused before this point (planning/coverage.py).
 """
 from __future__ import annotations
@@ -77,7 +79,7 @@ def kv_layout(model: ModelSpec, *, kv_gib: float, layer_bytes: float, pp: int, m
     slide_blocks = cdiv(min(sw - 1 + max_num_batched_tokens, max_model_len), bs) + 1 if slide_l else 0
     per_req = n_full * full_blocks + n_slide * slide_blocks
     conc = blocks / per_req if per_req else 0.0
-    tokens = int(conc * max_model_len) if slide_l else blocks * bs
+    tokens = blocks // max(n_full + n_slide, 1) * bs     # vLLM's "GPU KV cache size: N tokens"
     need_one = per_req * page * group_size / GiB
     if kv_gib <= 0 or page <= 0:
         max_len = 0
