@@ -140,7 +140,8 @@ def _print(r) -> None:
     print(f"  {'fits (margin)':<26} {_fit(b):>12} {_fit(a):>12}")
     for n in r.notes:
         print(f"note: {n}")
-    print(f"command for {r.to_version}: {r.command_after}")
+    what = "compose `command:`" if r.source.startswith("compose") else "command"
+    print(f"{what} for {r.to_version}: {r.command_after}")
     for i, fix in enumerate(r.fixes(), 1):
         print(f"fix {i}: {fix}")
 

@@ -25,8 +25,8 @@ from typing import Any, Callable
 
 from vllm_ops.errors import BadInput
 from vllm_ops.planning.versions import (
-    DEFAULT_KEYS, KNOWN_RELEASES, REMOVED_FLAGS, REQUEST_CHANGES, FlagRemoval, check_release, parse_version, rules_between,
-    rules_for,
+    DEFAULT_KEYS, KNOWN_RELEASES, REMOVED_FLAGS, REQUEST_CHANGES, FlagRemoval, check_release, parse_version,
+    rules_between, rules_for,
 )
 
 # what a finding asks for; the exit code follows the most severe one
@@ -149,11 +149,16 @@ def deployment_from_argv(argv: list[str], *, version: str, inventory, source: st
     pins: dict[str, Any] = {}
     extra: list[str] = []
     served, port = None, 8000
+    from vllm_ops.commands._planargs import PINS
+
+    short = {n[1]: n[0] for n in PINS if len(n) > 1}          # -tp → --tensor-parallel-size
     for group in arg_lines(words):
-        name = group[0].lstrip("-").split("=", 1)[0].replace("-", "_")
-        value = parse_flags(list(group)).get(name)
+        flag, eq, val = group[0].partition("=")
+        group = (short.get(flag, flag) + eq + val, *group[1:])
         if not group[0].startswith("--"):
             raise BadInput(f"{source}: {group[0]!r} is not a flag (one positional model only)")
+        name = group[0][2:].split("=", 1)[0].replace("-", "_")
+        value = parse_flags(list(group)).get(name)
         if name in ("model", "model_tag") and not model:
             model = str(value)
         elif name == "served_model_name":
@@ -208,9 +213,12 @@ def check_upgrade(dep: Deployment, to_version: str, *,
     if not before.fits:
         notes.append(f"the deployment does not fit on vLLM {old} either ({before.failure_stage})")
     if dep.command is not None:
-        command_after = _join(_drop_removed_words(dep.command, removed))
+        command_after = _join(_strip(dep.command, removed))
     else:
         command_after = after.command
+        if any(f.kind == "default" and "re-planned:" in f.what for f in findings):
+            notes.append(f"defaults were re-chosen for {new}; a deployment rendered or launched from the old plan "
+                         f"passes every flag explicitly and keeps the old values: re-plan and re-render it")
     notes += [w.message for w in after.warnings if w.code not in {x.code for x in before.warnings}]
     findings.sort(key=lambda f: (_SEVERITY.index(f.action), parse_version(f.since)))
     return UpgradeReport(from_version=old, to_version=new, source=dep.source, model=spec.id, findings=findings,
@@ -248,10 +256,6 @@ def _strip(args: list[str], removed: list[FlagRemoval]) -> list[str]:
     from vllm_ops.launch.launcher import strip_flags
 
     return strip_flags(list(args), {r.flag[2:].replace("-", "_") for r in removed}) if removed else list(args)
-
-
-def _drop_removed_words(argv: list[str], removed: list[FlagRemoval]) -> list[str]:
-    return _strip(argv, removed)
 
 
 def _join(argv: list[str]) -> str:

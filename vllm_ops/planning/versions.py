@@ -145,16 +145,18 @@ class FlagRemoval:
 
 
 REMOVED_FLAGS: tuple[FlagRemoval, ...] = (
-    FlagRemoval("--swap-space", "0.18.0", 1, "PR #36216", "vllm PR #36216 (2026-03-06); present in 0.17.1, "
-                "absent from 0.18.0 on (unslothai/unsloth-zoo issue #1210 read EngineArgs of every release 0.15.0-0.29.0)",
+    FlagRemoval("--swap-space", "0.18.0", 1, "PR #36216",
+                "vllm PR #36216 (2026-03-06); present in 0.17.1, absent from 0.18.0 on (unslothai/unsloth-zoo "
+                "issue #1210 read EngineArgs of every release 0.15.0-0.29.0)",
                 "V1 never swaps to CPU (preemption recomputes); drop it"),
-    FlagRemoval("--disable-log-requests", "0.17.0", 0, "PR #35723", "vllm PR #35723 (Mar 2026; deprecated since PR #21739, "
-                "Aug 2025); llm-d/llm-d-benchmark PR #781: 'removed from vLLM 0.17.0'",
+    FlagRemoval("--disable-log-requests", "0.17.0", 0, "PR #35723",
+                "vllm PR #35723 (Mar 2026; deprecated since PR #21739, Aug 2025); llm-d/llm-d-benchmark PR #781: "
+                "'removed from vLLM 0.17.0'",
                 "request logging is off by default now; drop it (--enable-log-requests turns it on)"),
     FlagRemoval("--guided-decoding-backend", "0.12.0", 1, "PR #29326", "vllm PR #29326 (v0.12.0 release notes)",
                 "use --structured-outputs-config '{\"backend\": \"...\"}'"),
-    FlagRemoval("--guided-decoding-disable-fallback", "0.12.0", 0, "PR #29326", "vllm PR #29326 (v0.12.0 release notes)",
-                "use --structured-outputs-config"),
+    FlagRemoval("--guided-decoding-disable-fallback", "0.12.0", 0, "PR #29326",
+                "vllm PR #29326 (v0.12.0 release notes)", "use --structured-outputs-config"),
     FlagRemoval("--guided-decoding-disable-any-whitespace", "0.12.0", 0, "PR #29326",
                 "vllm PR #29326 (v0.12.0 release notes)", "use --structured-outputs-config"),
     FlagRemoval("--guided-decoding-disable-additional-properties", "0.12.0", 0, "PR #29326",
