@@ -1,7 +1,7 @@
-"""Regenerate vllm_ops/data/models/*.json from the shared model-configs folder (33 models) and
+"""Regenerate vllm_ops/data/models/*.json from a model-configs folder (36 models) and
 from tests/data/models/extra/*.json (models added beyond the 33, each with its own _source).
 
-    python tests/data/models/build_catalog.py ../shared/data/model-configs
+    python tests/data/models/build_catalog.py MODEL_CONFIGS_DIR
 """
 from __future__ import annotations
 
@@ -50,4 +50,6 @@ def main(shared: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1] if len(sys.argv) > 1 else str(REPO.parent / "shared" / "data" / "model-configs"))
+    if len(sys.argv) != 2:
+        sys.exit("usage: build_catalog.py MODEL_CONFIGS_DIR  (folders of config.json + SOURCE.txt)")
+    main(sys.argv[1])
