@@ -23,6 +23,7 @@ from vllm_ops.planning.plan import (
     ENV_NAME, Memory, Plan, PlanWarning, Replica, is_secret_name, split_secret_args,
 )
 from vllm_ops.planning.coverage import coverage_warnings, refuse_unmodelled
+from vllm_ops.planning.dtypes import checkpoint_kv_fp8
 from vllm_ops.planning.plan import SECRET_FLAGS
 from vllm_ops.planning.versions import DEFAULT_VLLM_VERSION, VersionRules, batch_defaults, parse_version, rules_for
 
@@ -590,6 +591,9 @@ def plan_layout(model: ModelSpec, inventory: Inventory, *, pins: dict | None = N
         warnings.append(PlanWarning(code, msg))
     if e.dtype != (model.torch_dtype or "bfloat16") or "dtype" in pins:
         reasons["dtype"] += f"; weights, activations and an auto KV cache in {e.dtype}"
+    if kvd == "auto" and checkpoint_kv_fp8(model) and rules.values.get("kv_cache_dtype_auto_from_checkpoint"):
+        reasons["kv_cache_dtype"] = (f"auto: fp8, as the checkpoint's {model.quantization.source_file} names "
+                                     f"({model.quantization.kv_cache_scheme}; vLLM {version})")
     if not e.fits:
         warnings.append(PlanWarning("does-not-fit", f"does not fit: {e.failure_stage} "
                                                     f"(short by {-min(e.margin_gib, 0):.2f} GiB per GPU)"))
