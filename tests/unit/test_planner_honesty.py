@@ -252,3 +252,16 @@ def test_public_v0_vision_row_is_flagged_not_silent():
     p, kv = _replay_public("3")
     assert p.memory.kv_cache_gib > 2 * kv
     assert "encoder-profile-not-modelled" in _codes(p)
+
+
+def test_dynamic_resolution_vision_tower_is_named_not_modelled():
+    cfg = {**_cfg("Qwen/Qwen2.5-7B-Instruct"), "architectures": ["Qwen2_5_VLForConditionalGeneration"],
+           "model_type": "qwen2_5_vl", "vision_config": {"depth": 32, "hidden_size": 1280, "intermediate_size": 3420,
+                                                         "out_hidden_size": 3584, "patch_size": 14,
+                                                         "spatial_merge_size": 2, "model_type": "qwen2_5_vl"}}
+    spec = spec_from_config(cfg, model_id="qwen25-vl-like")
+    assert spec.vision is not None and not spec.vision.sized
+    p = _plan(spec)
+    assert "encoder-profile-not-modelled" in _codes(p) and p.memory.encoder_profile_gib == 0
+    t = _plan(spec, extra=("--limit-mm-per-prompt", '{"image": 0}'))
+    assert "encoder-profile-not-modelled" not in _codes(t)

@@ -53,6 +53,7 @@ class Vision:
     patches_per_item: int                      # encoder sequence length of one image at the largest size
     tokens_per_item: int                       # language-model tokens one image becomes
     kind: str = "vit"                          # vision_config.model_type
+    sized: bool = True                         # False: dynamic resolution (the largest image is the processor's max_pixels)
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,9 @@ Counted from ``vision_config`` module by module, for the towers vLLM serves in t
 * ``mllama_vision_model`` (Llama-3.2-Vision): 4 tiles of (image_size/patch)^2 + 1 patches, a local
   transformer of ``num_hidden_layers`` and a gated global one of ``num_global_layers``, tile and
   gated position embeddings, a ``vision_output_dim`` x text-hidden projector.
-* anything else: a plain ViT of the same widths (CLIP/llava-like), patches = tokens.
+* anything else: a plain ViT of the same widths (CLIP/llava-like), patches = tokens. A tower with
+  no ``image_size`` (Qwen2-VL-style dynamic resolution: the largest image is the processor's
+  ``max_pixels``, not in config.json) is marked ``sized=False``: its encoder profile is not modelled.
 
 These are counts of the modules' shapes; where the index ``total_size`` is known it wins (the
 spec notes the difference).
@@ -70,6 +72,7 @@ def vision_of(config: dict, text_hidden: int) -> Vision | None:
         params += (layers + glob) * _vit_layer(h, inter) + glob * 2
         params += _i(vc, "vision_output_dim", default=5 * h) * text_hidden + text_hidden
         return Vision(params, h, inter, layers + glob, tiles * per_tile, tiles * per_tile, kind)
+    sized = isinstance(vc.get("image_size"), int)       # Qwen2-VL & co: dynamic resolution, no image_size
     params = chans * patch * patch * h + h + patches * h + layers * _vit_layer(h, inter) + 2 * h
     if kind.startswith("siglip") and "mm_tokens_per_image" in config:
         params += h + h * text_hidden                                # gemma-3 projector
@@ -77,7 +80,7 @@ def vision_of(config: dict, text_hidden: int) -> Vision | None:
     else:
         params += h * text_hidden + text_hidden + text_hidden * text_hidden + text_hidden
         tokens = patches
-    return Vision(params, h, inter, layers, patches, tokens, kind)
+    return Vision(params, h, inter, layers, patches, tokens, kind, sized)
 
 
 def image_limit_from_args(args: list[str]) -> int | None:

@@ -10,7 +10,8 @@ compressed-tensors w/o config_groups   modelled as vLLM loads it (unquantized) +
                                        ``quant-config-incomplete``
 ModelOpt FP8 (hf_quant_config.json)    modelled; its FP8 KV cache under ``auto`` by version rule
 vision encoder (V1 engine)             estimated term + warning ``encoder-profile-estimated``
-vision encoder (V0 engine)             warning ``encoder-profile-not-modelled``
+vision encoder (V0 engine, or a        warning ``encoder-profile-not-modelled``
+dynamic-resolution tower)
 mllama cross-attention KV              warning ``cross-attention-kv-not-modelled``
 sliding window + full attention        modelled (planning/kvlayout.py, hybrid KV cache manager)
 Mamba/SSM state, linear attention      refusal ``hybrid-state-not-modelled``

@@ -15,7 +15,8 @@ The encoder forward peak is ESTIMATED, not fitted: per patch, the MLP's fc1 outp
 activation (2 x vision intermediate / TP) plus 4 hidden-size tensors, at the served dtype. The plan
 says so with the ``encoder-profile-estimated`` warning. The V0 engine (< 0.8) profiles
 ``max_num_seqs`` dummy multimodal sequences instead (a public Llama-3.2-11B-Vision log: 36.63 GiB of
-activations); that is not modelled (warning ``encoder-profile-not-modelled``).
+activations); that is not modelled (warning ``encoder-profile-not-modelled``), nor is a
+dynamic-resolution tower (Qwen2-VL-style: the largest image is the processor's ``max_pixels``).
 """
 from __future__ import annotations
 
@@ -46,6 +47,9 @@ def encoder_profile(model: ModelSpec, *, tp: int, max_num_batched_tokens: int, m
         return EncoderProfile(skipped="--limit-mm-per-prompt image=0: text only, no encoder profile")
     if engine == "V0":
         return EncoderProfile(skipped="V0 engine", modelled=False)
+    if not v.sized:
+        return EncoderProfile(skipped="dynamic-resolution vision tower (largest image not in config.json)",
+                              modelled=False)
     tokens = max(v.tokens_per_item, 1)
     budget = max(max_num_batched_tokens, tokens)
     items = max(budget // tokens, 1)

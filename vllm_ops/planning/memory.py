@@ -421,9 +421,13 @@ def estimate_warnings(model: ModelSpec, enc: EncoderProfile) -> list[tuple[str, 
                     f"the vision encoder's profiling run ({enc.items} dummy images, peak {enc.peak_gib:.2f} GiB) "
                     f"is an estimate from vision_config widths, not fitted to a real run; pass "
                     f"--limit-mm-per-prompt '{{\"image\": 0}}' for text-only serving (no encoder profile)"))
-    elif not enc.modelled:
+    elif not enc.modelled and enc.skipped == "V0 engine":
         out.append(("encoder-profile-not-modelled",
                     "the V0 engine profiles max_num_seqs dummy multimodal sequences; that activation peak is "
                     "not modelled (a public Llama-3.2-11B-Vision V0 log shows 36.63 GiB): the KV figure is "
                     "too high"))
+    elif not enc.modelled:
+        out.append(("encoder-profile-not-modelled",
+                    f"the vision encoder's profiling run is not modelled ({enc.skipped}): the KV figure is too "
+                    f"high by that peak; --limit-mm-per-prompt '{{\"image\": 0}}' serves text only without it"))
     return out
