@@ -10,7 +10,9 @@ names in the env file, and ``vllm-ops launch`` takes the values from its environ
 ``--env``) at start time, refusing to start when one is missing (see planning/plan.py).
 ``--port`` must be 1..65535 (for every replica's port); ``--env`` names must be variable names;
 ``--dtype`` / ``--kv-cache-dtype`` must be one of vLLM's choices.
-Exit 0 fits · 3 does not fit (the JSON is printed either way) · 2 bad input.
+``--slo tpot_ms=X[,ttft_ms=Y]`` with ``--input-len/--output-len/--concurrency|--rate`` searches
+the layout with the most goodput within the targets (commands/_slo.py, planning/slo.py).
+Exit 0 fits · 3 does not fit, or no layout meets --slo (the JSON is printed either way) · 2 bad input.
 """
 from __future__ import annotations
 
@@ -27,12 +29,19 @@ def configure(parser: argparse.ArgumentParser) -> None:
     add_multinode_arguments(parser)
     parser.add_argument("--json", action="store_true", help="print the plan as one JSON document")
     parser.add_argument("--explain", action="store_true", help="show the memory arithmetic")
+    from vllm_ops.commands._slo import add_slo_arguments
+
+    add_slo_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
     from vllm_ops import output
     from vllm_ops.commands._planargs import plan_from_args
 
+    if getattr(args, "slo", None) is not None:
+        from vllm_ops.commands._slo import run_slo
+
+        return run_slo(args)
     result = plan_from_args(args, cmd="plan")
     if args.json:
         output.print_json(result.to_dict())
