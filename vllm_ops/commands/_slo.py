@@ -110,7 +110,7 @@ def _row(c: Any) -> list[str]:
     load = c.load.get("concurrency", c.load.get("rate"))
     verdict = "[green]meets[/]" if c.meets else "[red]" + "; ".join(c.misses).replace("[", r"\[") + "[/]"
     return [str(c.rank), c.layout, str(c.gpus_used), str(c.max_num_seqs), str(c.max_num_batched_tokens),
-            c.kv_cache_dtype, c.quantization or "-", _fmt(load, "g") if load is not None else "-",
+            c.kv_cache_dtype, c.quantization or "auto", _fmt(load, "g") if load is not None else "-",
             _fmt(perf.get("ttft_ms"), ".0f"), _fmt(perf.get("tpot_ms")),
             _fmt(c.output_tokens_per_s_per_gpu), _fmt(c.requests_per_s_per_gpu, ".3f"),
             str(perf.get("bound") or "-"), verdict]

@@ -91,6 +91,7 @@ class Candidate:
     requests_per_s_per_gpu: float | None = None
     meets: bool = False
     misses: list[str] = field(default_factory=list)
+    changed: list[str] = field(default_factory=list)           # flags the search set (not the planner's choice)
     rank: int = 0
     plan: Any = field(default=None, repr=False)                 # the Plan (not in to_dict)
 
@@ -183,7 +184,10 @@ def search(model: Any, inventory: Any, slo: SLO, workload: Any, *, pins: dict | 
         if key in seen:
             return
         seen.add(key)
-        cands.extend(_score(p, model, inventory, slo, workload, split))
+        changed = sorted(k for k in p_pins if k not in ("tensor_parallel_size", "pipeline_parallel_size"))
+        for c in _score(p, model, inventory, slo, workload, split):
+            c.changed = changed
+            cands.append(c)
 
     for pp in axes["pp"]:
         for tp in axes["tp"]:
@@ -418,11 +422,11 @@ def rank(cands: Iterable[Candidate], slo: SLO) -> list[Candidate]:
         predicted = c.performance is not None and c.performance.get("tpot_ms") is not None
         tier = 0 if c.meets else 1 if (c.fits and predicted) else 2 if not c.fits else 3
         tpot = float((c.performance or {}).get("tpot_ms") or math.inf)
-        if tier == 0:
-            return (0, -c.goodput, c.gpus_used, tpot)
+        if tier == 0:        # equal goodput: fewer GPUs, then the fewest flags changed from the planner's
+            return (0, -round(c.goodput, 1), c.gpus_used, len(c.changed), tpot)
         if tier == 1:
-            return (1, _closeness(c, slo), -(c.output_tokens_per_s_per_gpu or 0.0), tpot)
-        return (tier, c.gpus_used, 0.0, 0.0)
+            return (1, _closeness(c, slo), -(c.output_tokens_per_s_per_gpu or 0.0), len(c.changed), tpot)
+        return (tier, c.gpus_used, len(c.changed), 0.0, 0.0)
 
     out = sorted(cands, key=key)
     for i, c in enumerate(out, 1):
