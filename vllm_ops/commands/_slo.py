@@ -65,14 +65,14 @@ def workload_from_args(args: argparse.Namespace) -> Any:
     return Workload(input_len=int(isl), output_len=int(osl), concurrency=conc, rate=rate)
 
 
-def search_from_args(args: argparse.Namespace, *, cmd: str = "plan") -> Any:
+def search_from_args(args: argparse.Namespace, *, cmd: str = "plan", vllm_version: str | None = None) -> Any:
     """Parse --slo and the workload, plan every candidate → SearchResult."""
     from vllm_ops.commands._planargs import plan_inputs
     from vllm_ops.planning.slo import parse_slo, search
 
     slo = parse_slo(args.slo)
     workload = workload_from_args(args)
-    kw = plan_inputs(args, cmd=cmd)
+    kw = plan_inputs(args, cmd=cmd, vllm_version=vllm_version)
     model, inventory, pins = kw.pop("model"), kw.pop("inventory"), kw.pop("pins")
     version, profile = kw.pop("vllm_version"), kw.pop("profile")
     kw.pop("backend", None), kw.pop("master_port", None)

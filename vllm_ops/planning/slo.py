@@ -87,6 +87,7 @@ class Candidate:
     performance: dict[str, Any] | None = None                  # per replica (the busiest), predicted
     output_tokens_per_s: float | None = None                   # the box (all replicas used)
     requests_per_s: float | None = None
+    per_gpu_of: int = 0                                        # the GPUs the per-GPU figures divide by
     output_tokens_per_s_per_gpu: float | None = None           # goodput when it meets the SLO
     requests_per_s_per_gpu: float | None = None
     meets: bool = False
@@ -362,7 +363,7 @@ def _evaluate(p: Any, model: Any, slo: SLO, workload: Any, base: dict, r: int, p
             busiest, c.load = perf, _load_dict(w)
     c.performance = busiest
     denom = gpus_used if (workload.rate is not None and split) else (box_gpus if split else gpus_used)
-    denom = max(denom, 1)
+    denom = c.per_gpu_of = max(denom, 1)
     c.output_tokens_per_s, c.requests_per_s = round(total_tok, 3), round(total_req, 4)
     c.output_tokens_per_s_per_gpu = round(total_tok / denom, 3)
     c.requests_per_s_per_gpu = round(total_req / denom, 5)
