@@ -406,6 +406,19 @@ def _misses(perf: dict, slo: SLO, workload: Any, r: int) -> list[str]:
     return out
 
 
+def with_slo(result: SearchResult, slo: SLO) -> SearchResult:
+    """The same candidates judged against other targets and ranked again (no re-planning)."""
+    cands = []
+    for c in result.candidates:
+        c = replace(c, misses=list(c.misses), load=dict(c.load))
+        predicted = c.fits and c.performance is not None and c.performance.get("tpot_ms") is not None
+        if predicted:
+            c.misses = _misses(c.performance, slo, result.workload, c.replicas if result.split else 1)
+            c.meets = not c.misses
+        cands.append(c)
+    return replace(result, slo=slo, candidates=rank(cands, slo))
+
+
 def _closeness(c: Candidate, slo: SLO) -> float:
     """How far a predicted candidate is from the targets (1.0 = on them; larger = further)."""
     perf = c.performance or {}
