@@ -73,9 +73,9 @@ def test_tune_two_candidates_on_the_cpu_server(env, tmp_path):
     from vllm_ops.launch import calibration
 
     recs = list(calibration.records(env["VLLM_OPS_STATE_DIR"]))
-    perf = [r for r in recs if r.get("kind") == "performance"]
-    assert len(perf) == 2 and all(r["actual"]["tpot_ms"] > 0 for r in perf)
-    assert perf[0]["workload"] == {"input_len": 32, "output_len": 8, "concurrency": 4}
+    perf = [r for r in recs if r.get("kind") == "perf"]
+    assert len(perf) == 2 and all(r["measured"]["tpot_ms"] > 0 for r in perf)
+    assert perf[0]["workload"] == {"input_len": 32, "output_len": 8, "concurrency": 4, "num_requests": 8}
     # nothing left running
     assert marked_groups(env["VLLM_OPS_STATE_DIR"]) == []
     out = subprocess.run([sys.executable, "-m", "vllm_ops.cli", "status", "--json"], env=env, cwd=REPO,

@@ -80,12 +80,17 @@ def test_perf_record_is_skipped_by_the_memory_lookup(tmp_path):
     r = _search(slo="tpot_ms=30", concurrency=16)
     t = Trial(candidate=r.candidates[0], measured={"ttft_ms": 50.0, "tpot_ms": 20.0, "output_tokens_per_s": 400.0,
                                                    "requests_per_s": 1.5, "load": {"concurrency": 16}})
-    rec = perf_record(t, r, "0.33.0")
-    assert rec["kind"] == "performance" and rec["actual"]["tpot_ms"] == 20.0
+    rec = perf_record(t, r)
+    assert rec["kind"] == "perf" and rec["measured"]["tpot_ms"] == 20.0
     assert rec["predicted"]["tpot_ms"] == pytest.approx(r.candidates[0].performance["tpot_ms"])
+    assert rec["workload"] == {"input_len": 512, "output_len": 256, "concurrency": 16}
     calibration.append(rec, tmp_path)
     assert calibration.lookup(rec["model_id"], rec["gpu_key"], rec["vllm_version"], rec["flags"],
                               state_dir=tmp_path) is None
+    from vllm_ops.planning.performance import Workload
+
+    found = calibration.lookup_perf(r.candidates[0].plan, Workload(512, 256, concurrency=16), state_dir=tmp_path)
+    assert found == rec
 
 
 def test_tune_refuses_bad_input_before_starting(capsys):

@@ -40,7 +40,8 @@ def add_slo_arguments(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("latency targets (--slo: search the layout with the most goodput)")
     g.add_argument("--slo", default=None, metavar="tpot_ms=X[,ttft_ms=Y]",
                    help="mean TPOT (and TTFT) targets: search TP x replicas, max-num-seqs, "
-                        "max-num-batched-tokens and KV dtype for the most output tokens/s per GPU within them")
+                        "max-num-batched-tokens and KV dtype for the most output tokens/s per GPU within them; "
+                        "with --slo, --concurrency / --rate are the whole box's load (replicas split it)")
     g.add_argument("--allow-fp8", action="store_true", default=False,
                    help="let --slo try fp8 weights (online quantization: changes the outputs)")
 

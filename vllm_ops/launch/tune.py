@@ -10,8 +10,8 @@ probed (``auto_retry`` off; a start that fails is recorded and the next candidat
 candidate's replica 0 is started alone and benched with the load ONE replica sees (the busiest
 replica of the split); the box's figure is that replica's times the replicas (closed loop: scaled
 by the box's concurrency over the benched one). Every server is stopped in ``finally`` (Ctrl-C
-included). Each bench writes a calibration record of kind ``performance`` (predicted beside
-measured) to ``calibration.jsonl``; the memory records are written by the launch itself.
+included). Each bench writes a calibration record of kind ``perf`` (predicted beside
+measured, the format of ``vllm-ops bench --plan``) to ``calibration.jsonl``; the memory records are written by the launch itself.
 """
 from __future__ import annotations
 
@@ -207,30 +207,24 @@ def _r(x: Any, nd: int = 2) -> float | None:
 
 
 # -- records ---------------------------------------------------------------------------------------
-def perf_record(trial: Trial, result: Any, vllm_version: str | None) -> dict[str, Any]:
-    """A calibration record of kind ``performance``: the prediction beside the measurement."""
+def perf_record(trial: Trial, result: Any) -> dict[str, Any]:
+    """A calibration record of kind ``perf`` (:func:`calibration.make_perf_record`): the prediction
+    beside the measurement of one replica at the load it was benched with."""
     from vllm_ops.launch import calibration
 
-    cand, w, plan = trial.candidate, result.workload, trial.candidate.plan
-    flags = dict(plan.vllm_args or {})
-    gpus = int(flags.get("tensor_parallel_size") or 1) * int(flags.get("pipeline_parallel_size") or 1)
-    cpu = str(plan.image).startswith("vllm/vllm-openai-cpu")
-    rec = calibration.make_record(
-        model_id=str(plan.model.get("id")), hardware=calibration.hardware_of(plan.hardware or {}, None if cpu else gpus),
-        vllm_version=vllm_version or plan.vllm_version, flags=flags, predicted={}, actual={})
+    w = result.workload
     load = trial.measured.get("load") or {}
-    rec.update(kind="performance", source="vllm-ops tune",
-               workload={"input_len": w.input_len, "output_len": w.output_len, **load},
-               predicted={k: (cand.performance or {}).get(k) for k in PERF_FIGURES},
-               actual={k: trial.measured.get(k) for k in PERF_FIGURES})
-    return rec
+    workload = {"input_len": w.input_len, "output_len": w.output_len, **load,
+                "num_requests": trial.measured.get("completed")}
+    return calibration.make_perf_record(trial.candidate.plan, workload, trial.candidate.performance,
+                                        {k: trial.measured.get(k) for k in PERF_FIGURES})
 
 
 def _record(trial: Trial, result: Any, opts: TuneOptions) -> str | None:
     from vllm_ops.launch import calibration
 
     try:
-        return str(calibration.append(perf_record(trial, result, opts.vllm_version), opts.store.root))
+        return str(calibration.append(perf_record(trial, result), opts.store.root))
     except OSError:
         return None
 
