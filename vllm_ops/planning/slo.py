@@ -179,21 +179,23 @@ def search(model: Any, inventory: Any, slo: SLO, workload: Any, *, pins: dict | 
     cands: list[Candidate] = []
     seen: set[tuple] = set()
 
-    def one(p_pins: dict) -> None:
+    def one(p_pins: dict) -> list[Candidate]:
         p = planner.plan(model, inventory, pins={**pins, **p_pins}, **kw)
         key = _flags_key(p)
         if key in seen:
-            return
+            return []
         seen.add(key)
         changed = sorted(k for k in p_pins if k not in ("tensor_parallel_size", "pipeline_parallel_size"))
-        for c in _score(p, model, inventory, slo, workload, split):
+        scored = _score(p, model, inventory, slo, workload, split)
+        for c in scored:
             c.changed = changed
-            cands.append(c)
+        cands.extend(scored)
+        return scored
 
     for pp in axes["pp"]:
         for tp in axes["tp"]:
             if tp * pp <= axes["gpus"]:
-                _layout_variants(one, tp, pp, axes, pins, workload, inventory)
+                _layout_variants(one, tp, pp, axes, pins, workload)
     ranked = rank(cands, slo)
     notes = _notes(axes, pins, allow_fp8, split, workload)
     return SearchResult(slo=slo, workload=workload, candidates=ranked, split=split,
@@ -225,9 +227,11 @@ def _axes(model: Any, inventory: Any, pins: dict, allow_fp8: bool, profile: Any)
     return {"tp": tps, "pp": pps, "kv": kvs, "quant": quants, "gpus": gpus, "cpu": cpu, "has_fp8": has_fp8}
 
 
-def _layout_variants(one, tp: int, pp: int, axes: dict, pins: dict, workload: Any, inventory: Any) -> None:
-    """Plan one (TP, PP) layout at each allowed KV dtype × weights × max_num_seqs × chunk size."""
-    replicas = max(axes["gpus"] // (tp * pp), 1)
+def _layout_variants(one, tp: int, pp: int, axes: dict, pins: dict, workload: Any) -> None:
+    """Plan one (TP, PP) layout at each allowed KV dtype × weights, each at the planner's own
+    max_num_seqs and chunk size and with a larger chunk for long prompts; when none of them meets
+    the SLO, the fastest of them (lowest TPOT) again with lower max_num_seqs."""
+    tried: list[tuple[dict, list[int], Candidate]] = []
     for kv in axes["kv"]:
         for q in axes["quant"]:
             base: dict[str, Any] = {"tensor_parallel_size": tp}
@@ -237,40 +241,45 @@ def _layout_variants(one, tp: int, pp: int, axes: dict, pins: dict, workload: An
                 base["kv_cache_dtype"] = kv
             if q is not None:
                 base["quantization"] = q
-            for seqs in _seqs_variants(pins, workload, replicas):
-                for tok in _token_variants(pins, workload):
-                    p_pins = dict(base)
-                    if seqs is not None:
-                        p_pins["max_num_seqs"] = seqs
-                    if tok is not None:
-                        p_pins["max_num_batched_tokens"] = tok
-                    one(p_pins)
+            first = one(base)
+            if not first:
+                continue
+            toks = _token_variants(pins, workload, first[0].max_num_batched_tokens)
+            found = first + [c for t in toks for c in one({**base, "max_num_batched_tokens": t})]
+            tried.extend((base, toks, c) for c in found)
+    if not tried or any(c.meets for _, _, c in tried):
+        return
+    predicted = [t for t in tried if t[2].fits and (t[2].performance or {}).get("tpot_ms") is not None]
+    if not predicted:
+        return
+    base, toks, c0 = min(predicted, key=lambda t: t[2].performance["tpot_ms"])
+    for seqs in _seqs_variants(pins, workload, len(c0.plan.replicas) or 1, c0.max_num_seqs):
+        for t in [None, *toks]:
+            one({**base, "max_num_seqs": seqs, **({"max_num_batched_tokens": t} if t else {})})
 
 
-def _seqs_variants(pins: dict, workload: Any, replicas: int) -> list[int | None]:
-    """The planner's choice (None), and lower powers of two under one replica's concurrency
-    (fewer running sequences: a faster decode step, at the price of queueing)."""
-    if "max_num_seqs" in pins:
-        return [None]
+def _seqs_variants(pins: dict, workload: Any, replicas: int, planned: int) -> list[int]:
+    """Powers of two under one replica's concurrency and under the planner's ``planned`` (fewer
+    running sequences: a faster decode step, at the price of queueing)."""
     c = getattr(workload, "concurrency", None)
-    if not c:
-        return [None]
+    if "max_num_seqs" in pins or not c:
+        return []
     per = math.ceil(c / replicas)
-    out: list[int | None] = [None]
+    out: list[int] = []
     s = 1 << max(per - 1, 0).bit_length()          # the power of two >= per
-    while len(out) <= MAX_SEQS_VARIANTS and s > 1:
+    while len(out) < MAX_SEQS_VARIANTS and s > 1:
         s //= 2
-        if s < per:
+        if s < per and s < planned:
             out.append(s)
     return out
 
 
-def _token_variants(pins: dict, workload: Any) -> list[int | None]:
-    """The planner's choice (None) and a larger prefill chunk when prompts are long (faster
-    first tokens, longer decode stalls while a chunk runs)."""
-    if "max_num_batched_tokens" in pins:
-        return [None]
-    return [None, BIG_CHUNK] if getattr(workload, "input_len", 0) >= 1024 else [None]
+def _token_variants(pins: dict, workload: Any, planned: int) -> list[int]:
+    """A larger prefill chunk than the planner's ``planned`` when prompts are long (faster first
+    tokens, longer decode stalls while a chunk runs)."""
+    if "max_num_batched_tokens" in pins or getattr(workload, "input_len", 0) < 1024 or planned >= BIG_CHUNK:
+        return []
+    return [BIG_CHUNK]
 
 
 def _flags_key(p: Any) -> tuple:
