@@ -142,7 +142,11 @@ def _report(out: Any, result: Any, args: argparse.Namespace) -> None:
         return
     from rich.table import Table
 
-    con = output.console()
+    import sys
+
+    from rich.console import Console
+
+    con = Console(highlight=False, soft_wrap=False, width=None if sys.stdout.isatty() else 160)
     t = Table(title=f"vllm-ops tune: {out.starts} start(s), predicted beside measured (one replica at its load)",
               title_justify="left")
     for col in ("rank", "layout", "seqs", "batched tok", "KV", "load", "TTFT ms pred/meas", "TPOT ms pred/meas",
@@ -165,6 +169,11 @@ def _report(out: Any, result: Any, args: argparse.Namespace) -> None:
         b = out.best
         con.print(f"best measured: {b.candidate.layout} (predicted rank {b.candidate.rank}), "
                   f"{_f(b.goodput_per_gpu)} output tok/s per GPU" + ("" if b.meets else " — misses the targets"))
+    top = next((tr for tr in out.trials if tr.measured), None)
+    if out.best is not None and top is not None and out.best.goodput_per_gpu:
+        share = (top.goodput_per_gpu or 0.0) / out.best.goodput_per_gpu
+        con.print(f"the prediction's first measured pick ({top.candidate.layout}, rank {top.candidate.rank}) "
+                  f"measured {share:.0%} of the best measured goodput")
     if out.profile_path:
         con.print(f"profile written: {out.profile_path} (use it with --profile "
                   f"{Path(out.profile_path).stem} --profiles-dir {Path(out.profile_path).parent})")
