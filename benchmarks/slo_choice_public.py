@@ -151,8 +151,8 @@ def summarize(cases: list[dict[str, Any]]) -> dict[str, Any]:
             "models": models, "within_10pct_share": share, "goal": GOAL,
             "meets_goal": share["search"] >= GOAL and share["search"] > max(share["smallest"], share["largest"]),
             "unanswered": sum(1 for c in cases if c["chosen_tp"] is None),
-            "in_sample": f"IN-SAMPLE: the performance model was fitted on {fitted_on}; every model here "
-                         f"({', '.join(models)}) is from the same file, so these figures are not held-out",
+            "in_sample": f"IN-SAMPLE: every model here ({', '.join(models)}) comes from the file the performance "
+                         f"model is fitted on (perf_fit.FITTED_ON: {fitted_on}); these figures are not held-out",
             "detail": cases}
 
 

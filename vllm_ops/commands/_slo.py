@@ -63,7 +63,10 @@ def workload_from_args(args: argparse.Namespace) -> Any:
         raise BadInput(f"--concurrency must be at least 1, not {conc}")
     if rate is not None and not (rate > 0 and rate != float("inf")):
         raise BadInput(f"--rate must be a positive number of requests per second, not {rate}")
-    return Workload(input_len=int(isl), output_len=int(osl), concurrency=conc, rate=rate)
+    w = Workload(input_len=int(isl), output_len=int(osl), concurrency=conc, rate=rate)
+    if hasattr(w, "check"):
+        w.check()
+    return w
 
 
 def search_from_args(args: argparse.Namespace, *, cmd: str = "plan", vllm_version: str | None = None) -> Any:

@@ -122,6 +122,8 @@ def tune(result: Any, opts: TuneOptions, progress: Progress | None = None) -> Tu
 
 def _run_trial(trial: Trial, result: Any, opts: TuneOptions, say: Progress) -> None:
     """Start replica 0 of the candidate, bench it, stop it (always)."""
+    from vllm_ops.client import VLLMError
+    from vllm_ops.errors import VllmOpsError
     from vllm_ops.launch import launcher
 
     cand = trial.candidate
@@ -140,7 +142,11 @@ def _run_trial(trial: Trial, result: Any, opts: TuneOptions, say: Progress) -> N
             return
         dep, trial.started, trial.ready_s = res.deployment, True, round(res.ready_s, 1)
         trial.deployment = dep.name
-        _bench(trial, result, opts, dep.url, say)
+        try:
+            _bench(trial, result, opts, dep.url, say)
+        except (VllmOpsError, VLLMError, OSError) as exc:     # the next candidate still runs
+            trial.error = f"bench failed: {getattr(exc, 'one_line', lambda: str(exc))()}"
+            say("tune", trial.error)
     finally:
         if dep is not None:
             launcher.stop(dep, opts.store, lopts.backend)

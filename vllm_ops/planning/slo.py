@@ -230,7 +230,8 @@ def _axes(model: Any, inventory: Any, pins: dict, allow_fp8: bool, profile: Any)
 def _layout_variants(one, tp: int, pp: int, axes: dict, pins: dict, workload: Any) -> None:
     """Plan one (TP, PP) layout at each allowed KV dtype × weights, each at the planner's own
     max_num_seqs and chunk size and with a larger chunk for long prompts; when none of them meets
-    the SLO, the fastest of them (lowest TPOT) again with lower max_num_seqs."""
+    the SLO, the fastest of them (lowest TPOT; the first when none is predicted) again with lower
+    max_num_seqs."""
     tried: list[tuple[dict, list[int], Candidate]] = []
     for kv in axes["kv"]:
         for q in axes["quant"]:
@@ -249,10 +250,14 @@ def _layout_variants(one, tp: int, pp: int, axes: dict, pins: dict, workload: An
             tried.extend((base, toks, c) for c in found)
     if not tried or any(c.meets for _, _, c in tried):
         return
-    predicted = [t for t in tried if t[2].fits and (t[2].performance or {}).get("tpot_ms") is not None]
-    if not predicted:
+    fitting = [t for t in tried if t[2].fits]
+    predicted = [t for t in fitting if (t[2].performance or {}).get("tpot_ms") is not None]
+    if predicted:
+        base, toks, c0 = min(predicted, key=lambda t: t[2].performance["tpot_ms"])
+    elif fitting:        # not predictable (e.g. a CPU server): the variants are there for `tune` to measure
+        base, toks, c0 = fitting[0]
+    else:
         return
-    base, toks, c0 = min(predicted, key=lambda t: t[2].performance["tpot_ms"])
     for seqs in _seqs_variants(pins, workload, len(c0.plan.replicas) or 1, c0.max_num_seqs):
         for t in [None, *toks]:
             one({**base, "max_num_seqs": seqs, **({"max_num_batched_tokens": t} if t else {})})
@@ -469,8 +474,10 @@ def chosen_plan(result: SearchResult) -> Any:
     p = replace(c.plan, reasons=dict(c.plan.reasons), warnings=list(c.plan.warnings))
     p.slo = result.to_dict()
     p.candidates = [x.to_dict() for x in result.candidates]
-    if hasattr(p, "performance"):
-        p.performance = c.performance
+    if hasattr(p, "performance") and c.performance is not None:
+        w = result.workload
+        p.performance = {**c.performance, "workload": {"input_len": w.input_len, "output_len": w.output_len,
+                                                       **c.load}}
     runner_up = next((x for x in result.candidates[1:] if x.layout_key != c.layout_key), None)
     if result.feasible:
         why = (f"--slo: {c.layout} serves the most within the targets "
