@@ -32,6 +32,8 @@ GPU_RUNS = ROOT / "tests" / "data" / "gpu-runs" / "perf"
 GPUS = {"h100_sxm": "H100", "h200_sxm": "H200"}
 # the published checkpoint → the catalog entry with the same architecture + the pin that loads it the same way
 MODELS = {"nvidia/Llama-3.1-8B-Instruct-FP8": ("meta-llama/Llama-3.1-8B-Instruct", "fp8")}
+TPOT_STAT = "mean"               # "mean": vllm bench's mean TPOT; "itl": the median inter-token gap
+REQUESTS_PER_C = 10              # public rows: requests per client assumed (first wave included)
 TARGETS = {"answered": 0.90, "tpot_median": 10.0, "tpot_p90": 25.0, "ttft_median": 20.0, "ttft_p90": 50.0}
 
 
@@ -70,7 +72,7 @@ def _plan_for(model: str, quant: str | None, gpu: str, tp: int, dp: int, version
     return p, spec
 
 
-def public_cases(path: Path = PUBLIC_CSV, num_requests_per_c: int | None = None) -> list[Case]:
+def public_cases(path: Path = PUBLIC_CSV, num_requests_per_c: int | None = -1) -> list[Case]:
     from vllm_ops.planning.performance import Workload
 
     cases = []
@@ -93,7 +95,8 @@ def public_cases(path: Path = PUBLIC_CSV, num_requests_per_c: int | None = None)
                                 extra=("--enable-expert-parallel",) if ep else ())
             c = int(r["batch_size"])
             c_rank = max(int(round(c / dp)), 1)
-            n = c_rank * num_requests_per_c if num_requests_per_c else None
+            k = REQUESTS_PER_C if num_requests_per_c == -1 else num_requests_per_c
+            n = c_rank * k if k else None
             w = Workload(int(r["isl"]), int(r["osl"]), concurrency=c_rank, num_requests=n)
             cases.append(Case(name, model, p, w, ttft, tpot, spec=spec))
     return cases
@@ -137,8 +140,12 @@ def _q(xs: list[float], q: float) -> float | None:
     return xs[lo] + (xs[hi] - xs[lo]) * (k - lo)
 
 
+def _tpot(p: Any) -> float | None:
+    return p.itl_median_ms if TPOT_STAT == "itl" else p.tpot_ms
+
+
 def score(pairs: list[tuple[Case, Any]], total: int) -> dict[str, Any]:
-    tp = [e for c, p in pairs if (e := _pct(p.tpot_ms, c.tpot_ms)) is not None]
+    tp = [e for c, p in pairs if (e := _pct(_tpot(p), c.tpot_ms)) is not None]
     tt = [e for c, p in pairs if (e := _pct(p.ttft_ms, c.ttft_ms)) is not None]
     answered = sum(1 for _c, p in pairs if p.tpot_ms is not None and p.ttft_ms is not None)
     r = lambda x: None if x is None else round(x, 1)  # noqa: E731
@@ -150,14 +157,15 @@ def score(pairs: list[tuple[Case, Any]], total: int) -> dict[str, Any]:
 def loss(pairs: list[tuple[Case, Any]]) -> float:
     s = 0.0
     for c, p in pairs:
-        for pred, meas, wt in ((p.tpot_ms, c.tpot_ms, 1.0), (p.ttft_ms, c.ttft_ms, 0.7)):
+        for pred, meas, wt in ((_tpot(p), c.tpot_ms, 1.0), (p.ttft_ms, c.ttft_ms, 0.7)):
             s += wt * (abs(math.log(pred / meas)) if pred else 3.0)
     return s / max(len(pairs), 1)
 
 
-PARAMS = ("bw", "flops", "step_ms", "layer_us", "allreduce_us", "request_ms", "moe_flops", "eager_layer_us")
+PARAMS = ("bw", "flops", "flops_fp8", "step_ms", "layer_us", "allreduce_us", "request_ms", "moe_eff",
+          "eager_layer_us")
 BOUNDS_ = {"bw": (0.3, 1.0), "flops": (0.2, 1.0), "step_ms": (0.05, 10.0), "layer_us": (0.0, 200.0),
-           "allreduce_us": (1.0, 100.0), "request_ms": (0.0, 100.0), "moe_flops": (0.2, 1.0), "eager_layer_us": (0.0, 200.0)}
+           "allreduce_us": (1.0, 100.0), "request_ms": (0.0, 100.0), "moe_eff": (0.2, 1.0), "eager_layer_us": (0.0, 200.0), "flops_fp8": (0.2, 1.0)}
 
 
 def fit(cases: list[Case], start=None, iters: int = 60, params: tuple[str, ...] = PARAMS):
@@ -189,25 +197,54 @@ def fit(cases: list[Case], start=None, iters: int = 60, params: tuple[str, ...] 
     return eff, best
 
 
-def leave_one_out(cases: list[Case], iters: int) -> dict[str, Any]:
-    models = sorted({c.model for c in cases})
+_POOL_CASES: list[Case] = []
+
+
+def _fold(args: tuple[str | None, int]) -> tuple[str | None, Any, float]:
+    held, iters = args
+    train = [c for c in _POOL_CASES if c.model != held and not c.excluded]
+    eff, lv = fit(train, iters=iters)
+    return held, eff, lv
+
+
+def run_folds(cases: list[Case], folds: list[str | None], iters: int, workers: int) -> dict:
+    """Fit once per fold (None: all rows), in parallel processes (fork)."""
+    import multiprocessing as mp
+
+    global _POOL_CASES
+    _POOL_CASES = cases
+    jobs = [(f, iters) for f in folds]
+    if workers <= 1 or len(jobs) == 1:
+        return {f: (eff, lv) for f, eff, lv in map(_fold, jobs)}
+    with mp.get_context("fork").Pool(min(workers, len(jobs))) as pool:
+        return {f: (eff, lv) for f, eff, lv in pool.map(_fold, jobs)}
+
+
+def leave_one_out(cases: list[Case], fitted: dict) -> dict[str, Any]:
     out = {}
-    for m in models:
-        train = [c for c in cases if c.model != m and not c.excluded]
+    for m in sorted({c.model for c in cases}):
+        eff = fitted[m][0]
         test = [c for c in cases if c.model == m]
-        eff, _ = fit(train, iters=iters)
         out[m] = {"held_out": score(predict_all(test, eff), len([c for c in test if not c.excluded])),
-                  "fitted_on": sorted({c.model for c in train}), "efficiency": eff.__dict__}
+                  "fitted_on": sorted({c.model for c in cases if c.model != m and not c.excluded}),
+                  "efficiency": {k: round(v, 4) for k, v in eff.__dict__.items()}}
     return out
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--fit", action="store_true", help="fit on all rows and print the constants")
-    ap.add_argument("--iters", type=int, default=40)
+    ap.add_argument("--iters", type=int, default=25)
+    ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--data", choices=("public", "gpu", "all"), default="all")
+    ap.add_argument("--tpot-stat", choices=("mean", "itl"), default=TPOT_STAT,
+                    help="compare measured TPOT with the predicted mean TPOT or the median inter-token gap")
+    ap.add_argument("--requests-per-c", type=int, default=REQUESTS_PER_C,
+                    help="public rows: requests per client of the benchmark (0: steady state)")
     a = ap.parse_args(argv)
+    globals()["TPOT_STAT"] = a.tpot_stat
+    globals()["REQUESTS_PER_C"] = a.requests_per_c
     doc: dict[str, Any] = {}
     sets = {"public": public_cases, "gpu": gpu_cases}
     for name, load in sets.items():
@@ -220,10 +257,13 @@ def main(argv: list[str] | None = None) -> int:
         kept = [c for c in cases if not c.excluded]
         ins = {m: score(predict_all([c for c in kept if c.model == m]), sum(1 for c in kept if c.model == m))
                for m in sorted({c.model for c in kept})}
-        doc[name] = {"excluded": excluded, "in_sample": ins, "held_out": leave_one_out(cases, a.iters)}
+        models = sorted({c.model for c in kept})
+        fitted = run_folds(cases, [*models, *([None] if a.fit else [])], a.iters, a.workers)
+        doc[name] = {"excluded": excluded, "in_sample": ins, "held_out": leave_one_out(cases, fitted)}
         if a.fit:
-            eff, lv = fit(kept, iters=a.iters)
-            doc[name]["fit_all"] = {"efficiency": eff.__dict__, "loss": round(lv, 4)}
+            eff, lv = fitted[None]
+            doc[name]["fit_all"] = {"efficiency": {k: round(v, 4) for k, v in eff.__dict__.items()},
+                                    "loss": round(lv, 4)}
     if a.json:
         print(json.dumps(doc, indent=1))
         return 0

@@ -209,3 +209,49 @@ def test_perf_records_are_found_for_the_same_plan_and_load(tmp_path):
 def test_performance_refusal_shape():
     r = Performance(None, None, None, None, None, None, None, reason="x")
     assert r.to_dict()["reason"] == "x"
+
+
+def _report(levels):
+    from vllm_ops.loadtest.report import BenchReport
+    from vllm_ops.loadtest.stats import Distribution, LevelStats
+
+    lvs = []
+    for c, ttft, tpot in levels:
+        lvs.append(LevelStats(concurrency=c, request_rate=None, num_requests=40, completed=40, failed=0,
+                              duration_s=10.0, request_throughput=4.0, output_throughput=512.0,
+                              total_output_tokens=5120, total_prompt_tokens=40960,
+                              ttft_ms=Distribution(count=40, mean=ttft), itl_ms=Distribution(),
+                              tpot_ms=Distribution(count=40, mean=tpot), e2e_ms=Distribution()))
+    return BenchReport(url="http://x", model="m", input_len=1024, output_len=128, num_prompts=40,
+                       mode="concurrency", levels=lvs)
+
+
+def test_bench_plan_comparison_records_pairs_that_plan_shows(tmp_path, monkeypatch, run_cli):
+    from vllm_ops.launch import calibration
+    from vllm_ops.loadtest.predicted import compare, load_full_plan
+
+    rc, out, _ = run_cli("plan", "--model", "Qwen/Qwen3-32B", "--gpus", "2xH100", "--json")
+    pf = tmp_path / "plan.json"
+    pf.write_text(out)
+    p = load_full_plan(pf)
+    rows = compare(p, _report([(1, 90.0, 15.0), (4, 120.0, 17.0)]), state_dir=tmp_path)
+    assert [r["level"] for r in rows] == ["c=1", "c=4"]
+    assert all(r["predicted"]["tpot_ms"] > 0 and r["measured"]["tpot_ms"] for r in rows)
+    recs = [r for r in calibration.records(tmp_path) if r.get("kind") == "perf"]
+    assert len(recs) == 2 and recs[0]["measured"]["ttft_ms"] == 90.0
+    monkeypatch.setenv("VLLM_OPS_STATE_DIR", str(tmp_path))
+    rc, out, _ = run_cli("plan", "--model", "Qwen/Qwen3-32B", "--gpus", "2xH100", "--json", "--input-len", "1024",
+                         "--output-len", "128", "--concurrency", "4")
+    perf = json.loads(out)["performance"]
+    assert perf["measured"]["tpot_ms"] == 17.0
+    assert any("calibration record" in n for n in perf["notes"])
+
+
+def test_bench_plan_comparison_refuses_datasets(tmp_path):
+    from vllm_ops.loadtest.predicted import compare
+
+    p, _ = _plan()
+    rep = _report([(2, 100.0, 20.0)])
+    rep.dataset = "prompts.jsonl"
+    rows = compare(p, rep, state_dir=tmp_path)
+    assert rows[0]["predicted"] is None and "dataset" in rows[0]["reason"]

@@ -41,7 +41,8 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dataset", default=None, metavar="FILE",
                    help="prompts from a file (JSONL/JSON with prompt/text, ShareGPT, or text lines)")
     p.add_argument("--plan", default=None, metavar="PLAN.json",
-                   help="a `vllm-ops plan --json` file to compare the saturation with")
+                   help="a `vllm-ops plan --json` file: compare the saturation with it, print the predicted "
+                        "TTFT/TPOT/throughput beside the measured ones and record the pairs for calibration")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--sample-interval", type=float, default=0.5, metavar="S",
                    help="seconds between /metrics samples during a level (0: before/after only)")
@@ -95,11 +96,24 @@ def run(args: argparse.Namespace) -> int:
         else:
             output.warn("matplotlib is not installed (pip install 'vllm-ops[plot]'): terminal chart instead")
             output.info(terminal_chart(report))
+    rows = None
+    if args.plan:
+        from vllm_ops.loadtest.predicted import compare, load_full_plan
+
+        full = load_full_plan(args.plan)
+        rows = compare(full, report) if full is not None else None
     if args.json:
-        output.print_json(report.to_dict())
+        doc = report.to_dict()
+        if rows is not None:
+            doc["predicted"] = rows
+        output.print_json(doc)
     else:
         from vllm_ops.loadtest.plot import terminal_chart
 
         report.print_table(report_console())
+        if rows is not None:
+            from vllm_ops.loadtest.predicted import print_comparison
+
+            print_comparison(rows, report_console())
         print(terminal_chart(report))
     return 0 if report.ok else 1

@@ -16,6 +16,7 @@ request includes the wait in the queue; TPOT is (last token - first token) / (ou
 """
 from __future__ import annotations
 
+import heapq
 import random
 from collections import deque
 from dataclasses import dataclass
@@ -36,6 +37,7 @@ class SimResult:
     limit: int                    # running requests allowed (min of max_num_seqs and KV capacity)
     queued_max: int               # longest wait queue seen
     mean_step_ms: float
+    itl_median_ms: float | None = None   # median gap between two tokens of one request (per decode token)
 
 
 @dataclass
@@ -50,10 +52,13 @@ class _Pre:
 def simulate(step: StepFn, *, input_len: int, output_len: int, max_num_seqs: int, max_batched_tokens: int,
              kv_capacity_tokens: int, concurrency: int | None = None, rate: float | None = None,
              num_requests: int = 0, warmup: int = 0, seed: int = 0, stagger_ms: float = 0.0,
-             max_steps: int = 2_000_000) -> SimResult:
+             osl_jitter: float = 0.0, max_steps: int = 2_000_000) -> SimResult:
     """Run ``num_requests`` requests; the first ``warmup`` sent are left out of the means. Closed loop:
     the C clients start together (``stagger_ms`` 0: a benchmark's first wave) or one every
-    ``stagger_ms`` (the steady state, where finishes and so arrivals are spread out)."""
+    ``stagger_ms`` (the steady state, where finishes and so arrivals are spread out).
+    ``osl_jitter`` j > 0: each request's output length is drawn uniformly from
+    ``output_len * [1-j, 1+j]`` (same mean; requests that started together drift apart, as they do
+    with real clients), 0: every request has exactly ``output_len``."""
     isl, osl = int(input_len), int(output_len)
     per_req = isl + osl
     limit = max(0, min(int(max_num_seqs), int(kv_capacity_tokens) // per_req if per_req else 0))
@@ -69,15 +74,20 @@ def simulate(step: StepFn, *, input_len: int, output_len: int, max_num_seqs: int
             t_a += rng.expovariate(rate) * 1e3
     waiting: deque[list] = deque()                   # [n, arrival_ms, counted]
     pre: deque[_Pre] = deque()
-    dec: deque[list] = deque()                       # [n, first_token_ms, birth_step, counted]
+    dec: list[tuple] = []                            # heap of (finish_step, seq, n, first_ms, counted, arrival, osl)
+    jrng = random.Random(seed + 1)
+    seq = 0
     sent = 0
 
+    n_wait = 0
+
     def send(n: int, t_now: float) -> None:
-        nonlocal sent
+        nonlocal sent, n_wait
         n = min(n, num_requests - sent)
         if n > 0:
             waiting.append([n, t_now, sent >= warmup])
             sent += n
+            n_wait += n
 
     if concurrency is not None and stagger_ms > 0:
         for i in range(min(int(concurrency), num_requests)):
@@ -96,22 +106,26 @@ def simulate(step: StepFn, *, input_len: int, output_len: int, max_num_seqs: int
     busy_weighted = 0.0
     max_running = queued_max = 0
     steps_run = 0
+    gaps: list[tuple[float, float]] = []           # (step ms, decode tokens in it) for the ITL median
     while done < num_requests and steps_run < max_steps:
         while arrivals and arrivals[0] <= t:
             a = arrivals.popleft()
             waiting.append([1, a, sent >= warmup])
             sent += 1
+            n_wait += 1
         free = limit - n_dec - n_pre_req
         while free > 0 and waiting:
             w = waiting[0]
             take = min(free, w[0])
             pre.append(_Pre(take, 0, 0, w[1], w[2]))
             n_pre_req += take
+            n_wait -= take
             free -= take
             w[0] -= take
             if w[0] == 0:
                 waiting.popleft()
-        queued_max = max(queued_max, sum(w[0] for w in waiting))
+        if waiting:
+            queued_max = max(queued_max, n_wait)
         if not pre and not n_dec:
             if arrivals:
                 t = max(t, arrivals[0])
@@ -133,8 +147,7 @@ def simulate(step: StepFn, *, input_len: int, output_len: int, max_num_seqs: int
             n_tok += take
         if n_tok == 0 and n_dec:
             # a run of pure decode steps: up to the next finish (or the next arrival, open loop)
-            k = osl - 1 - (stepno - dec[0][2])
-            k = max(k, 1)
+            k = max(dec[0][0] - stepno, 1)
             d0 = step(n_dec, sum_ctx, 0, 0.0)
             if arrivals:
                 k = max(1, min(k, int((arrivals[0] - t) / d0) + 1))
@@ -142,6 +155,7 @@ def simulate(step: StepFn, *, input_len: int, output_len: int, max_num_seqs: int
             dt = (d0 + d1) / 2.0 * k
             t += dt
             busy_weighted += n_dec * dt
+            gaps.append((dt / k, n_dec * k))
             stepno += k
             steps_run += k
             sum_ctx += n_dec * k
@@ -149,6 +163,8 @@ def simulate(step: StepFn, *, input_len: int, output_len: int, max_num_seqs: int
             dt = step(n_dec, sum_ctx, n_tok, pre_ctx)
             t += dt
             busy_weighted += n_dec * dt
+            if n_dec:
+                gaps.append((dt, n_dec))
             stepno += 1
             steps_run += 1
             sum_ctx += n_dec
@@ -173,7 +189,15 @@ def simulate(step: StepFn, *, input_len: int, output_len: int, max_num_seqs: int
                         if concurrency is not None:
                             send(new, t)
                     else:
-                        dec.append([new, t, stepno, c.counted, c.arrival])
+                        if osl_jitter > 0:
+                            lens = [max(2, int(round(osl * (1 + osl_jitter * (2 * jrng.random() - 1)))))
+                                    for _ in range(new)]
+                        else:
+                            lens = [osl]
+                        for ln in lens:
+                            m = new if len(lens) == 1 else 1
+                            seq += 1
+                            heapq.heappush(dec, (stepno + ln - 1, seq, m, t, c.counted, c.arrival, ln))
                         n_dec += new
                         sum_ctx += new * (isl + 1)
                 if c.finished >= c.n:
@@ -181,13 +205,13 @@ def simulate(step: StepFn, *, input_len: int, output_len: int, max_num_seqs: int
                 else:
                     break
         max_running = max(max_running, n_dec + n_pre_req)
-        while dec and stepno - dec[0][2] >= osl - 1:
-            n, first, _, cnt, arr = dec.popleft()
+        while dec and dec[0][0] <= stepno:
+            _, _, n, first, cnt, arr, ln = heapq.heappop(dec)
             n_dec -= n
-            sum_ctx -= n * (isl + osl)
+            sum_ctx -= n * (isl + ln)
             done += n
             if cnt:
-                tpot_sum += n * (t - first) / (osl - 1)
+                tpot_sum += n * (t - first) / (ln - 1)
                 e2e_sum += n * (t - arr)
                 counted_tpot += n
                 last_finish = t
@@ -200,4 +224,16 @@ def simulate(step: StepFn, *, input_len: int, output_len: int, max_num_seqs: int
         e2e_ms=e2e_sum / counted if counted else None,
         requests=counted, duration_ms=max(last_finish - start, 1e-9),
         mean_running=busy_weighted / t if t else 0.0, max_running=max_running, limit=limit,
-        queued_max=queued_max, mean_step_ms=t / stepno if stepno else 0.0)
+        queued_max=queued_max, mean_step_ms=t / stepno if stepno else 0.0, itl_median_ms=_weighted_median(gaps))
+
+
+def _weighted_median(pairs: list[tuple[float, float]]) -> float | None:
+    total = sum(w for _v, w in pairs)
+    if not total:
+        return None
+    acc = 0.0
+    for v, w in sorted(pairs):
+        acc += w
+        if acc >= total / 2:
+            return v
+    return None  # pragma: no cover

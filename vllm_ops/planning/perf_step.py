@@ -36,8 +36,9 @@ class Efficiency:
     layer_us: float                # per layer and step: kernel floor (a dozen small kernels per layer)
     allreduce_us: float            # latency of one all-reduce call (added per call)
     request_ms: float              # client-side fixed cost of one request's first token (HTTP, tokenizer)
-    moe_flops: float = 1.0         # MoE GEMM efficiency relative to dense GEMMs (grouped/fused kernels)
+    moe_eff: float = 1.0           # fused-MoE kernel efficiency relative to dense GEMMs (bandwidth and FLOP/s)
     eager_layer_us: float = 0.0    # extra per layer for steps not run as one CUDA graph
+    flops_fp8: float = 0.0         # achieved fraction of dense FP8 FLOP/s (FP8/FP4 weights); 0: same as flops
 
 
 @dataclass(frozen=True)
@@ -77,23 +78,27 @@ class StepCost:
     link_bw: float                 # bytes/s one way between two GPUs of the replica
     graph_max_tokens: int          # largest batch run as a full CUDA graph (0: eager)
     eff: Efficiency
+    low_precision: bool = False    # FP8/FP4 GEMMs: eff.flops_fp8 applies
     notes: list[str] = field(default_factory=list)
 
-    def _weights_read(self, n_tokens: int) -> float:
+    def _weights_read(self, n_tokens: int, moe_eff: float = 1.0) -> float:
+        """Weight bytes read in a step of ``n_tokens``; expert bytes divided by ``moe_eff`` (the
+        fused-MoE kernels' bandwidth relative to dense GEMMs) when given."""
         if not self.expert_bytes:
             return self.weight_bytes
         routed = max(n_tokens, 0) * self.moe_tokens_factor
         frac = 1.0 - (1.0 - self.experts_per_token / self.num_experts) ** routed if routed else 0.0
-        return self.weight_bytes + self.expert_bytes * frac
+        return self.weight_bytes + self.expert_bytes * frac / moe_eff
 
     def parts(self, n_dec: int, sum_ctx: float, n_pre: int = 0, pre_ctx: float = 0.0) -> StepParts:
         e = self.eff
         n = n_dec + n_pre
-        w_s = self._weights_read(n) / (self.bw * e.bw)
+        w_s = self._weights_read(n, e.moe_eff) / (self.bw * e.bw)
         dense_flops = (self.flops_per_token - self.expert_flops_per_token) * n
-        moe_flops = self.expert_flops_per_token * n / e.moe_flops
-        c_s = (dense_flops + moe_flops + self.head_flops_per_token * (n_dec + (1 if n_pre else 0))) \
-            / (self.flops_peak * e.flops)
+        moe_flops = self.expert_flops_per_token * n / e.moe_eff
+        gemm_eff = (e.flops_fp8 or e.flops) if self.low_precision else e.flops
+        c_s = (dense_flops + moe_flops) / (self.flops_peak * gemm_eff) \
+            + self.head_flops_per_token * (n_dec + (1 if n_pre else 0)) / (self.attn_flops_peak * e.flops)
         gemm_ms = max(w_s, c_s) * 1e3
         kv_s = self.kv_bytes_per_token * sum_ctx / (self.bw * e.bw)
         a_s = self.attn_flops_per_pair * (sum_ctx + pre_ctx) / (self.attn_flops_peak * e.flops)
@@ -115,7 +120,54 @@ class StepCost:
         return (self.eff.allreduce_us * 1e-6 + 2 * (group - 1) / group * msg / self.link_bw) * 1e3
 
     def step_ms(self, n_dec: int, sum_ctx: float, n_pre: int = 0, pre_ctx: float = 0.0) -> float:
-        return self.parts(n_dec, sum_ctx, n_pre, pre_ctx).total_ms
+        """``parts(...).total_ms``, computed without building the parts (the simulation's hot path)."""
+        k = self.__dict__.get("_k")
+        if k is None:
+            k = self._k = self._constants()
+        bw, w_fixed, w_exp, q, moe_f, f_dense, f_moe, f_head, kv_c, a_c, comm_c, comm_b, comm2_c, comm2_b, ovh, \
+            eager, gmax = k
+        n = n_dec + n_pre
+        if w_exp:
+            routed = n * moe_f
+            w = w_fixed + w_exp * (1.0 - q ** routed if routed else 0.0)
+        else:
+            w = w_fixed
+        c = (f_dense + f_moe) * n + f_head * (n_dec + (1 if n_pre else 0))
+        gemm = w if w >= c else c
+        kv = kv_c * sum_ctx
+        at = a_c * (sum_ctx + pre_ctx)
+        t = gemm + (kv if kv >= at else at) + ovh
+        if comm_c:
+            t += comm_c + comm_b * n
+        if comm2_c:
+            t += comm2_c + comm2_b * n
+        if n > gmax:
+            t += eager
+        return t
+
+    def _constants(self) -> tuple:
+        """Per-plan constants of :meth:`step_ms`, in ms per unit."""
+        e = self.eff
+        to_w = 1e3 / (self.bw * e.bw)
+        gemm_eff = (e.flops_fp8 or e.flops) if self.low_precision else e.flops
+        to_c = 1e3 / (self.flops_peak * gemm_eff)
+        q = (1.0 - self.experts_per_token / self.num_experts) if self.num_experts else 0.0
+        comm_c = comm_b = comm2_c = comm2_b = 0.0
+        if self.tp > 1:
+            comm_c = self.layers * e.allreduce_us * 1e-3
+            comm_b = self.layers * 2 * (self.tp - 1) / self.tp * self.hidden * 2.0 / self.link_bw * 1e3
+        if self.moe_group > 1:
+            g = self.moe_group
+            comm2_c = self.layers * e.allreduce_us * 1e-3
+            comm2_b = self.layers * 2 * (g - 1) / g * self.hidden * 2.0 * max(self.moe_tokens_factor, 1) \
+                / self.link_bw * 1e3
+        return (to_w, self.weight_bytes * to_w, self.expert_bytes / e.moe_eff * to_w, q, self.moe_tokens_factor,
+                (self.flops_per_token - self.expert_flops_per_token) * to_c,
+                self.expert_flops_per_token / e.moe_eff * to_c,
+                self.head_flops_per_token * 1e3 / (self.attn_flops_peak * e.flops),
+                self.kv_bytes_per_token * to_w, self.attn_flops_per_pair * 1e3 / (self.attn_flops_peak * e.flops),
+                comm_c, comm_b, comm2_c, comm2_b, e.step_ms + self.layers * e.layer_us / 1e3,
+                self.layers * e.eager_layer_us / 1e3, self.graph_max_tokens)
 
     def floor_ms(self, n_dec: int, sum_ctx: float) -> float:
         """Roofline floor of a pure decode step: every term at 100% of the peak, no overhead."""

@@ -70,6 +70,7 @@ class Performance:
     effective_concurrency: float | None # requests actually running per replica (after max_num_seqs / KV capacity)
     reason: str | None = None      # set when figures are None: why it cannot predict
     notes: list[str] = field(default_factory=list)   # assumptions / fitted constants used (with data names)
+    itl_median_ms: float | None = None  # median inter-token gap (decode steps without a prefill chunk dominate)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -205,7 +206,7 @@ def step_cost(plan: "Plan", spec: "ModelSpec", eff) -> "tuple[StepCost | None, s
         head_flops_per_token=2.0 * vpad * H / tp, kv_bytes_per_token=kvb, attn_flops_per_pair=pair,
         layers=L, hidden=H, tp=tp, moe_group=tp * dp, bw=g.bandwidth_gbs * 1e9, flops_peak=peak * 1e12,
         attn_flops_peak=g.bf16_tflops * 1e12, link_bw=link, graph_max_tokens=0 if eager else GRAPH_MAX_TOKENS,
-        eff=eff, notes=notes)
+        eff=eff, notes=notes, low_precision=peak != g.bf16_tflops)
     cost.notes.append(f"{g.key}: {g.bandwidth_gbs:g} GB/s HBM, {peak:g} TFLOP/s dense ({prec} weights), "
                       f"link {link / 1e9:g} GB/s one way ({g.perf_source})")
     return cost, None
@@ -224,16 +225,18 @@ def _run(plan: "Plan", w: Workload, cost: "StepCost", fit_notes: list[str]) -> P
         return refuse(f"one request of {isl}+{osl} tokens needs more KV cache than the "
                       f"{cap} tokens this replica has")
     notes = list(cost.notes) + fit_notes
+    from vllm_ops.planning.perf_fit import OSL_JITTER as jitter
     kw = dict(input_len=isl, output_len=osl, max_num_seqs=seqs, max_batched_tokens=mbt, kv_capacity_tokens=cap)
     if w.concurrency is not None:
         c = int(w.concurrency)
-        n = int(w.num_requests) if w.num_requests else c + max(3 * c, 32)
+        n = int(w.num_requests) if w.num_requests else c + max(2 * c, 32)
         warm = 0 if w.num_requests else c
         stagger = 0.0
         if not w.num_requests:     # steady state: clients spread over one request's lifetime
             b = min(c, limit)
             stagger = osl * cost.step_ms(b, b * (isl + osl / 2.0), b * isl // max(osl, 1), 0.0) / b
-        r = simulate(cost.step_ms, concurrency=c, num_requests=n, warmup=warm, stagger_ms=stagger, **kw)
+        r = simulate(cost.step_ms, concurrency=c, num_requests=n, warmup=warm, stagger_ms=stagger,
+                     osl_jitter=jitter, **kw)
         if r.ttft_ms is None:
             return refuse("too few requests to measure", notes)
         e2e = r.e2e_ms + cost.eff.request_ms
@@ -242,11 +245,15 @@ def _run(plan: "Plan", w: Workload, cost: "StepCost", fit_notes: list[str]) -> P
         overloaded = None
     else:
         rate = float(w.rate)
-        n = int(w.num_requests) if w.num_requests else max(200, int(rate * 60))
-        r = simulate(cost.step_ms, rate=rate, num_requests=min(n, 5000), warmup=n // 10, **kw)
-        sat = simulate(cost.step_ms, concurrency=limit, num_requests=limit * 3, warmup=limit, **kw)
+        sat = simulate(cost.step_ms, concurrency=limit, num_requests=limit + max(limit // 2, 32), warmup=limit,
+                       osl_jitter=jitter, **kw)
         capacity = limit / (sat.e2e_ms + cost.eff.request_ms) * 1e3 if sat.e2e_ms else 0.0
         overloaded = capacity if rate > 0.97 * capacity else None
+        if overloaded is not None:
+            r = sat                        # at saturation: the server runs `limit` requests, the rest queue
+        else:
+            n = int(w.num_requests) if w.num_requests else min(max(200, int(rate * 30)), 1000)
+            r = simulate(cost.step_ms, rate=rate, num_requests=n, warmup=n // 10, osl_jitter=jitter, **kw)
         rps = min(rate, capacity)
         running = r.mean_running
     ttft = (r.ttft_ms + cost.eff.request_ms) if r.ttft_ms is not None else None
