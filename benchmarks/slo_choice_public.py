@@ -119,7 +119,7 @@ def evaluate(verbose: bool = False) -> dict[str, Any]:
             best = max(meas.values())
             chosen, cands = choose(res, tps, target)
             case = {"model": model, "system": system, "isl": isl, "osl": osl, "concurrency": c, "tps": tps,
-                    "target_tpot_ms": round(target, 2) if math.isfinite(target) else None,
+                    "target_tpot_ms": round(target, 2) if math.isfinite(target) else None, "factor": f,
                     "measured_goodput": {tp: round(v, 1) for tp, v in meas.items()},
                     "best_tp": max(meas, key=meas.get), "chosen_tp": chosen,
                     "predicted_tpot_ms": {tp: _tpot(x) for tp, x in cands.items()},
@@ -147,8 +147,13 @@ def summarize(cases: list[dict[str, Any]]) -> dict[str, Any]:
     except ImportError:
         fitted_on = "unknown (perf_fit not present)"
     models = sorted({c["model"] for c in cases})
+    by_factor: dict[str, float] = {}
+    for f in TARGET_FACTORS:
+        sel = [c for c in cases if c["factor"] == f]
+        if sel:
+            by_factor["none" if math.isinf(f) else f"x{f:g}"] = round(sum(c["search"] for c in sel) / len(sel), 3)
     return {"cases": n, "groups": len({(c["model"], c["system"], c["isl"], c["osl"], c["concurrency"]) for c in cases}),
-            "models": models, "within_10pct_share": share, "goal": GOAL,
+            "models": models, "within_10pct_share": share, "search_share_by_target": by_factor, "goal": GOAL,
             "meets_goal": share["search"] >= GOAL and share["search"] > max(share["smallest"], share["largest"]),
             "unanswered": sum(1 for c in cases if c["chosen_tp"] is None),
             "in_sample": f"IN-SAMPLE: every model here ({', '.join(models)}) comes from the file the performance "
@@ -171,6 +176,8 @@ def main() -> int:
     print(f"chosen TP within 10% of the best measured per-GPU goodput: search {s['search']:.0%} "
           f"(goal >= {GOAL:.0%}), always smallest TP {s['smallest']:.0%}, always largest TP {s['largest']:.0%}; "
           f"{out['unanswered']} case(s) unanswered")
+    print("search by TPOT target (x the group's fastest measured TPOT): "
+          + ", ".join(f"{k} {v:.0%}" for k, v in out["search_share_by_target"].items()))
     print(out["in_sample"])
     misses = [c for c in out["detail"] if not c["search"]]
     for c in misses[:12]:
