@@ -102,3 +102,17 @@ def test_tune_refuses_bad_input_before_starting(capsys):
     rc = main(["tune", "--profile", "cpu", "--model", "Qwen/Qwen2.5-0.5B", "--slo", "tpot_ms=9", "--input-len",
                "8", "--output-len", "8", "--concurrency", "2", "--max-starts", "0"])
     assert rc == 2 and "--max-starts" in capsys.readouterr().err
+
+
+def test_profile_from_probed_like_hardware(tmp_path):
+    """No base profile (probed or --gpus hardware): the box is described from the plan."""
+    from vllm_ops.launch.tune import TuneResult, Trial, write_profile
+    from vllm_ops.profiles import load_profile
+
+    r = _search(gpus="2xH100", slo="tpot_ms=30", concurrency=8)
+    t = Trial(candidate=r.candidates[0], started=True, measured={"ttft_ms": 50.0, "tpot_ms": 10.0},
+              meets=True, goodput_per_gpu=900.0)
+    path = write_profile(TuneResult(trials=[t], best=t), r, tmp_path)
+    prof = load_profile(path.stem, tmp_path)
+    assert prof.kind == "gpu" and prof.count == 2 and prof.gpu.startswith("H100")
+    assert path.stem.startswith("tuned-")
