@@ -255,6 +255,10 @@ def test_cli_no_feasible_layout_exits_3_with_the_closest(capsys):
      "not allowed with"),
     (("--slo", "latency=4", "--input-len", "10", "--output-len", "10", "--concurrency", "4"), "tpot_ms"),
     (("--slo", "tpot_ms=40", "--input-len", "0", "--output-len", "10", "--concurrency", "4"), "at least 1"),
+    (("--slo", "tpot_ms=40", "--input-len", "8", "--output-len", "8", "--concurrency", "4", "-dp", "2"),
+     "--data-parallel-size"),
+    (("--slo", "tpot_ms=40", "--input-len", "8", "--output-len", "8", "--concurrency", "4", "--gpus", "2x(8xH100)"),
+     "one node"),
 ])
 def test_cli_bad_input_exits_2(capsys, argv, needle):
     rc, out, err = _cli(capsys, "plan", "--profile", "l4x4", *argv)

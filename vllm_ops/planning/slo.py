@@ -173,6 +173,9 @@ def search(model: Any, inventory: Any, slo: SLO, workload: Any, *, pins: dict | 
         raise BadInput("--slo plans one node: the search over layouts spanning several nodes is not modelled",
                        hint="plan one node with --gpus/--profile, or drop --slo")
     pins = planner._norm_pins(pins)
+    if pins.get("data_parallel_size", 1) > 1:
+        raise BadInput("--slo searches separate replicas, not --data-parallel-size (one server with DP ranks "
+                       "is not modelled by the search)", hint="drop --data-parallel-size, or plan without --slo")
     kw = dict(plan_kwargs or {})
     kw.update(vllm_version=vllm_version or DEFAULT_VLLM_VERSION, profile=profile)
     axes = _axes(model, inventory, pins, allow_fp8, profile)
