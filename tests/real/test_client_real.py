@@ -15,7 +15,7 @@ import pytest
 from pydantic import BaseModel, Field
 
 from vllm_ops.client import NotFoundError, VLLMConnectionError, VLLMProvider
-from vllm_ops.testbed import free_port
+from tests.support.testbed import free_port
 
 pytestmark = pytest.mark.real
 REPEAT = 3

@@ -281,7 +281,7 @@ async def adapter_to_make(ctx: Context) -> tuple[str | None, str | None, str]:
         return None, None, ("no --lora given, and the served model's directory "
                             f"({base.root if base else '?'}) is not readable here to write one")
     try:
-        from vllm_ops.testbed import make_lora_adapter
+        from vllm_ops.validate.adapters import make_lora_adapter
 
         config = json.loads((root / "config.json").read_text())
         tmp = Path(tempfile.mkdtemp(prefix="vllm-ops-validate-lora-"))
