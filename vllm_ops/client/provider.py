@@ -364,11 +364,21 @@ class VLLMProvider(BaseProvider):
     async def alist_models(self) -> list[ModelInfo]:
         return await self._adrive(self._models_flow())
 
-    def list_adapters(self) -> list[ModelInfo]:
-        """Loaded LoRA adapters: the ``/v1/models`` entries whose ``parent`` is the base model."""
+    def list_adapters(self) -> list[str]:
+        """Names of the loaded LoRA adapters (``/v1/models`` entries whose ``parent`` is the base
+        model), so ``if "sql" not in llm.list_adapters(): llm.load_adapter("sql", path)`` works.
+        Their paths and parents: :meth:`list_adapter_models`."""
+        return [m.id for m in self._drive(self._adapters_flow())]
+
+    async def alist_adapters(self) -> list[str]:
+        return [m.id for m in await self._adrive(self._adapters_flow())]
+
+    def list_adapter_models(self) -> list[ModelInfo]:
+        """The loaded LoRA adapters' ``/v1/models`` entries: ``id``, ``root`` (the path the server
+        loaded), ``parent`` (the base model)."""
         return self._drive(self._adapters_flow())
 
-    async def alist_adapters(self) -> list[ModelInfo]:
+    async def alist_adapter_models(self) -> list[ModelInfo]:
         return await self._adrive(self._adapters_flow())
 
     def load_adapter(self, name: str, path: str, *, load_inplace: bool = False) -> str:
