@@ -23,7 +23,8 @@ from typing import Any, AsyncIterator, Iterable, Iterator, Sequence
 import httpx
 
 from vllm_ops.client._aio import AioPool
-from vllm_ops.client._base import _DONE, BaseProvider, Flow, Req, gen_args, status_error, transport_error
+from vllm_ops.client._base import (_DONE, BaseProvider, Flow, Req, gen_args, status_error, transport_error,
+                                   unavailable_error)
 from vllm_ops.client._models import GenerateResponse, ModelInfo, StreamEvent, Tokenized
 from vllm_ops.client._prometheus import Metrics
 from vllm_ops.client._sse import SSEDataDecoder
@@ -349,6 +350,22 @@ class VLLMProvider(BaseProvider):
             return await self._adrive(self._health_flow())
         except VLLMError:
             return False
+
+    def require_healthy(self) -> None:
+        """``GET /health`` once (never retried); unless it answers 2xx, raise one
+        :class:`VLLMError` whose message names the server root and why (``cannot reach the server
+        at http://host:port: [Errno 111] Connection refused``, ``... is not healthy: GET /health
+        answered 503``). Commands call it before anything else."""
+        try:
+            self._drive(self._health_flow())
+        except VLLMError as exc:
+            raise unavailable_error(exc, self.root_url) from exc
+
+    async def arequire_healthy(self) -> None:
+        try:
+            await self._adrive(self._health_flow())
+        except VLLMError as exc:
+            raise unavailable_error(exc, self.root_url) from exc
 
     def version(self) -> str:
         """The server's vLLM version (``GET /version``, cached)."""
