@@ -183,29 +183,34 @@ def _prints_ready(ctx: Context, names: Sequence[str]) -> dict[str, list[fp.Answe
 
 
 def _attribute(who: str, answers: Sequence[fp.Answer], prints: Mapping[str, Sequence[fp.Answer]],
-               limit: float) -> str | None:
-    """None when ``answers`` came from ``who``'s weights, else why not."""
+               limit: float, label: str = "") -> str | None:
+    """None when ``answers`` (one per prompt) came from ``who``'s weights, else why not: nearest
+    another fingerprint, or too far from its own (more than the noise threshold and more than half
+    the way to the next fingerprint)."""
     ranked = fp.nearest(answers, prints)
     own = dict(ranked)[who]
     best, best_d = ranked[0]
-    if best != who and best_d < own:
-        return (f"a request for {who} was answered like {best} (logprobs {best_d:.3g} from {best}'s, "
-                f"{own:.3g} from its own)")
     separation = min(fp.spread(prints[who], prints[o]) for o in prints if o != who)
-    if own > max(limit, separation / 2):
-        return f"a request for {who} matches no fingerprint (nearest {best} at {best_d:.3g})"
-    return None
+    if best != who and best_d < own:
+        verdict = f"was answered like {best}"
+    elif own > max(limit, separation / 2):
+        verdict = "matches no fingerprint"
+    else:
+        return None
+    per_prompt = [fp.nearest([a], {n: [p[i]] for n, p in prints.items()})[0] for i, a in enumerate(answers)]
+    seen = ", ".join(f"{n} {d:.2g}" for n, d in per_prompt)
+    return f"a request for {who}{label} {verdict} (nearest fingerprint per prompt: {seen})"
 
 
 async def _interleaved(ctx: Context, adapters: Mapping[str, str], asked: Sequence[str],
-                       judged: Sequence[str]) -> Any:
+                       judged: Sequence[str], label: str = "") -> Any:
     prints = _prints_ready(ctx, list(adapters))
     limit = fp.threshold(ctx.noise)
 
     async def body() -> Any:
         rounds = await _batched(ctx, asked, ROUNDS)
         wrong = [why for who in judged for answers in rounds[who]
-                 if (why := _attribute(who, answers, prints, limit)) is not None]
+                 if (why := _attribute(who, answers, prints, limit, label)) is not None]
         if wrong:
             more = f" (+{len(wrong) - 1} more)" if len(wrong) > 1 else ""
             raise CheckFailed(f"{wrong[0]}{more}")
@@ -224,7 +229,7 @@ async def check_multi(ctx: Context, adapters: Mapping[str, str]) -> Any:
 
 async def check_multi_base(ctx: Context, adapters: Mapping[str, str]) -> Any:
     base = ctx.model or ""
-    n, data = await _interleaved(ctx, adapters, [base, *adapters], [base])
+    n, data = await _interleaved(ctx, adapters, [base, *adapters], [base], " (the base model)")
     return (f"{n} base-model requests batched with {len(adapters)} adapters' requests: "
             f"answered by the base model"), data
 
