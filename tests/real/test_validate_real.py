@@ -52,6 +52,11 @@ def test_every_check_passes_on_the_real_server(vllm_server):
     assert conc["n"] == 8 and conc["p50_ms"] > 0 and conc["p95_ms"] >= conc["p50_ms"]
 
 
+# vLLM CPU builds whose LoRA ops (vllm/lora/ops/torch_ops/lora_ops.py: `lora_b_weights[lora_indices]`)
+# index base-model tokens with -1, i.e. the last adapter slot (measured on 0.32.0)
+CPU_LAST_SLOT_BUG = ("0.32.0",)
+
+
 def _lora_flags(server, names=("lora-a", "lora-b")):
     return [a for n in names for a in ("--lora", f"{n}={server.adapters[n]}")]
 
@@ -83,11 +88,12 @@ def test_two_adapters_at_once_and_the_cli(vllm_server, run_cli, tmp_path):
     # by lora-b (on 3 prompts of 4 exactly lora-b's logprobs, measured). lora.multi_base names it;
     # on a correct server it passes like the rest.
     mb = st["lora.multi_base"]
-    if mb["status"] == "fail":
+    if doc["version"] in CPU_LAST_SLOT_BUG:
+        assert mb["status"] == "fail", mb
         assert "a request for tiny (the base model)" in mb["detail"] and "lora-b 0" in mb["detail"], mb
         assert rc == 1 and doc["ok"] is False
     else:
-        assert rc == 0 and doc["ok"] is True
+        assert mb["status"] == "pass" and rc == 0 and doc["ok"] is True, mb
     suite = ET.parse(junit).getroot().find("testsuite")
     assert suite.get("tests") == str(len(st))
     assert not _listed_adapters(vllm_server)
