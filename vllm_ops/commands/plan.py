@@ -10,7 +10,9 @@ names in the env file, and ``vllm-ops launch`` takes the values from its environ
 ``--env``) at start time, refusing to start when one is missing (see planning/plan.py).
 ``--port`` must be 1..65535 (for every replica's port); ``--env`` names must be variable names;
 ``--dtype`` / ``--kv-cache-dtype`` must be one of vLLM's choices.
-Exit 0 fits · 3 does not fit (the JSON is printed either way) · 2 bad input.
+``--slo tpot_ms=X[,ttft_ms=Y]`` with ``--input-len/--output-len/--concurrency|--rate`` searches
+the layout with the most goodput within the targets (commands/_slo.py, planning/slo.py).
+Exit 0 fits · 3 does not fit, or no layout meets --slo (the JSON is printed either way) · 2 bad input.
 """
 from __future__ import annotations
 
@@ -29,12 +31,19 @@ def configure(parser: argparse.ArgumentParser) -> None:
     add_workload_arguments(parser)
     parser.add_argument("--json", action="store_true", help="print the plan as one JSON document")
     parser.add_argument("--explain", action="store_true", help="show the memory arithmetic")
+    from vllm_ops.commands._slo import add_slo_arguments
+
+    add_slo_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
     from vllm_ops import output
     from vllm_ops.commands._planargs import plan_from_args
 
+    if getattr(args, "slo", None) is not None:
+        from vllm_ops.commands._slo import run_slo
+
+        return run_slo(args)
     from vllm_ops.commands._perfargs import add_performance, workload_from_args
 
     workload_from_args(args)                  # bad workload flags: exit 2 before planning
@@ -90,6 +99,13 @@ def _print_table(p, *, explain: bool) -> None:
     t.add_row(*(f"{x:.2f}" for x in (m.total_gib, m.budget_gib, m.weights_gib, m.activation_peak_gib,
                                      m.non_torch_gib, m.cuda_graph_gib, m.sampler_warmup_gib, m.kv_cache_gib)),
               f"{m.kv_cache_tokens:,}", f"{m.max_concurrency:.2f}x")
+    if p.calibration:                       # the row above is measured (planning/calibrated.py)
+        pr = {**m.__dict__, **(p.calibration.get("predicted") or {})}
+        t.add_row("predicted", "", *(f"{pr[k]:.2f}" for k in ("weights_gib", "activation_peak_gib",
+                                                             "non_torch_gib", "cuda_graph_gib")),
+                  f"{m.sampler_warmup_gib:.2f}", f"{pr['kv_cache_gib']:.2f}", f"{int(pr['kv_cache_tokens']):,}",
+                  f"{pr['max_concurrency']:.2f}x")
+        t.title = "memory per GPU (GiB): MEASURED by an earlier launch (calibration record), predicted below"
     con.print(t)
     if p.alternatives:
         a = Table(title="same layout at other --max-num-seqs", show_header=True)

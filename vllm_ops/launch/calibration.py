@@ -10,7 +10,8 @@ One JSON object per line in ``<state_dir>/calibration.jsonl``::
      "actual": {"weights_gib": 14.29, "kv_cache_gib": 55.62, "kv_cache_tokens": 1041472, ...}}
 
 :func:`lookup` (used by ``vllm-ops plan``) returns the newest record for the same model, hardware,
-vLLM version and memory-relevant flags. Standard library only: it runs on the plan path.
+vLLM version and memory-relevant flags; records of another ``kind`` (``"perf"``: predicted and measured
+TTFT/TPOT/throughput, from ``vllm-ops bench --plan`` and ``vllm-ops tune``) are skipped. Standard library only: it runs on the plan path.
 """
 from __future__ import annotations
 
@@ -131,7 +132,7 @@ def lookup(model_id: str, gpu_key: str, vllm_version: str | None, flags: Mapping
     want = normalize_flags(flags)
     best = None
     for rec in records(state_dir):
-        if (rec.get("model_id") == model_id and rec.get("gpu_key") == gpu_key
+        if (rec.get("kind", "memory") == "memory" and rec.get("model_id") == model_id and rec.get("gpu_key") == gpu_key
                 and rec.get("vllm_version") == vllm_version and rec.get("flags") == want
                 and rec.get("actual")):
             if best is None or rec.get("ts", 0) >= best.get("ts", 0):
