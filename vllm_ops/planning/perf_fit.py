@@ -21,7 +21,7 @@ from dataclasses import fields
 from vllm_ops.planning.perf_step import Efficiency
 
 DEFAULT = Efficiency(bw=0.85, flops=0.6, flops_fp8=0.75, step_ms=1.0, layer_us=35.0, allreduce_us=15.0,
-                     request_ms=20.0, moe_bw=1.0, moe_flops=1.0, moe_layer_us=0.0, eager_layer_us=0.0)
+                     request_ms=20.0, moe_bw=1.0, moe_flops=0.0, moe_layer_us=0.0, eager_layer_us=0.0)
 # requests that start together drift apart in a real server (client timing, tokenizer, HTTP): modelled as
 # output lengths spread uniformly over +-OSL_JITTER around the mean (an assumption, not fitted)
 OSL_JITTER = 0.1
@@ -56,5 +56,6 @@ def notes() -> list[str]:
     return [f"fitted efficiencies: {e.bw:.2f} of HBM bandwidth, {e.flops:.2f} of dense 16-bit FLOP/s, "
             f"{(e.flops_fp8 or e.flops):.2f} of FP8 FLOP/s, {e.step_ms:.2f} ms per step + {e.layer_us:.0f} us per "
             f"layer, {e.allreduce_us:.0f} us per all-reduce, {e.request_ms:.0f} ms per request "
-            f"(fused MoE: x{e.moe_bw:.2f} bandwidth, x{e.moe_flops:.2f} FLOP/s, +{e.moe_layer_us:.0f} us per MoE "
+            f"(fused MoE: x{e.moe_bw:.2f} bandwidth, "
+            f"{f'{e.moe_flops:.2f} of FLOP/s' if e.moe_flops else 'dense GEMM FLOP/s'}, +{e.moe_layer_us:.0f} us per MoE "
             f"layer); fitted on {FITTED_ON} (vllm_ops/data/perf/fit.json)"]

@@ -37,7 +37,7 @@ class Efficiency:
     allreduce_us: float            # latency of one all-reduce call (added per call)
     request_ms: float              # client-side fixed cost of one request's first token (HTTP, tokenizer)
     moe_bw: float = 1.0            # fused-MoE kernels: achieved bandwidth relative to dense GEMMs (decode)
-    moe_flops: float = 1.0         # fused-MoE kernels: achieved FLOP/s relative to dense GEMMs (prefill)
+    moe_flops: float = 0.0         # fused-MoE kernels: achieved fraction of the FLOP/s peak (0: as dense GEMMs)
     moe_layer_us: float = 0.0      # extra per MoE layer and step (routing, sort/align, gather kernels)
     eager_layer_us: float = 0.0    # extra per layer for steps not run as one CUDA graph
     flops_fp8: float = 0.0         # achieved fraction of dense FP8 FLOP/s (FP8/FP4 weights); 0: same as flops
@@ -98,9 +98,9 @@ class StepCost:
         n = n_dec + n_pre
         w_s = self._weights_read(n, e.moe_bw) / (self.bw * e.bw)
         dense_flops = (self.flops_per_token - self.expert_flops_per_token) * n
-        moe_flops = self.expert_flops_per_token * n / e.moe_flops
         gemm_eff = (e.flops_fp8 or e.flops) if self.low_precision else e.flops
-        c_s = (dense_flops + moe_flops) / (self.flops_peak * gemm_eff) \
+        c_s = dense_flops / (self.flops_peak * gemm_eff) \
+            + self.expert_flops_per_token * n / (self.flops_peak * (e.moe_flops or gemm_eff)) \
             + self.head_flops_per_token * (n_dec + (1 if n_pre else 0)) / (self.attn_flops_peak * e.flops)
         gemm_ms = max(w_s, c_s) * 1e3
         kv_s = self.kv_bytes_per_token * sum_ctx / (self.bw * e.bw)
@@ -166,7 +166,7 @@ class StepCost:
                 / self.link_bw * 1e3
         return (to_w, self.weight_bytes * to_w, self.expert_bytes / e.moe_bw * to_w, q, self.moe_tokens_factor,
                 (self.flops_per_token - self.expert_flops_per_token) * to_c,
-                self.expert_flops_per_token / e.moe_flops * to_c,
+                self.expert_flops_per_token * 1e3 / (self.flops_peak * (e.moe_flops or gemm_eff)),
                 self.head_flops_per_token * 1e3 / (self.attn_flops_peak * e.flops),
                 self.kv_bytes_per_token * to_w, self.attn_flops_per_pair * 1e3 / (self.attn_flops_peak * e.flops),
                 comm_c, comm_b, comm2_c, comm2_b,

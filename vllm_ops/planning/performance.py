@@ -195,6 +195,9 @@ def step_cost(plan: "Plan", spec: "ModelSpec", eff) -> "tuple[StepCost | None, s
         pair = 2.0 * hq * (2 * spec.mla.kv_lora_rank + spec.mla.qk_rope_head_dim) * L
     else:
         pair = 4.0 * hq * spec.head_dim * L
+    if spec.moe is not None and any(str(a).startswith("--enable-expert-parallel") for a in (plan.extra_args or [])):
+        notes.append("expert parallel: experts spread over the GPUs (same bytes per GPU as TP-sharded experts); "
+                     "the token exchange costed like an all-reduce; expert load imbalance not modelled")
     if spec.num_sliding_layers:
         notes.append("sliding-window layers counted as full attention (KV read and FLOPs are upper bounds)")
     link = (g.nvlink_gbs / 2 if g.interconnect == "nvlink" and g.nvlink_gbs else (g.pcie_gbs or 16)) * 1e9
