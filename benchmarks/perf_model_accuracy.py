@@ -188,7 +188,7 @@ def loss(pairs: list[tuple[Case, Any]]) -> float:
     return s / max(len(pairs), 1)
 
 
-PARAMS = ("bw", "flops", "flops_fp8", "step_ms", "layer_us", "allreduce_us", "request_ms", "moe_bw", "moe_flops",
+PARAMS = ("bw", "flops", "step_ms", "layer_us", "allreduce_us", "request_ms", "moe_bw", "moe_flops",
           "moe_layer_us")
 MOE_PARAMS = ("moe_bw", "moe_flops", "moe_layer_us")
 BOUNDS_ = {"bw": (0.3, 1.0), "flops": (0.2, 1.0), "step_ms": (0.05, 10.0), "layer_us": (0.0, 200.0),
@@ -200,7 +200,7 @@ def fit(cases: list[Case], start=None, iters: int = 60, params: tuple[str, ...] 
     TTFT (TTFT weighted 0.7) over ``cases``."""
     from vllm_ops.planning import perf_fit
 
-    eff = start or perf_fit.EFFICIENCY
+    eff = start or perf_fit.DEFAULT
     best = loss(predict_all(cases, eff))
     steps = {k: 0.25 for k in params}
     for it in range(iters):
@@ -236,7 +236,7 @@ def _fold(args: tuple[str | None, int]) -> tuple[str | None, Any, float]:
 
     held, iters = args
     train = [c for c in _POOL_CASES if c.model != held and not c.excluded]
-    start, params = perf_fit.EFFICIENCY, list(PARAMS)
+    start, params = perf_fit.DEFAULT, list(PARAMS)
     if not any(c.spec is not None and c.spec.moe is not None for c in train):
         start = replace(start, moe_bw=1.0, moe_flops=0.0, moe_layer_us=0.0)
         params = [p for p in params if p not in MOE_PARAMS]

@@ -20,7 +20,7 @@ from dataclasses import fields
 
 from vllm_ops.planning.perf_step import Efficiency
 
-DEFAULT = Efficiency(bw=0.85, flops=0.6, flops_fp8=0.75, step_ms=1.0, layer_us=35.0, allreduce_us=15.0,
+DEFAULT = Efficiency(bw=0.85, flops=0.6, flops_fp8=0.0, step_ms=1.0, layer_us=35.0, allreduce_us=15.0,
                      request_ms=20.0, moe_bw=1.0, moe_flops=0.0, moe_layer_us=0.0, eager_layer_us=0.0)
 # requests that start together drift apart in a real server (client timing, tokenizer, HTTP): modelled as
 # output lengths spread uniformly over +-OSL_JITTER around the mean (an assumption, not fitted)
