@@ -1,4 +1,4 @@
-"""The planner against real vLLM startup logs (shared/data/*.csv, read at test time) and its CLI."""
+"""The planner against real vLLM startup logs (tests/data/reference/*.csv, read at test time) and its CLI."""
 from __future__ import annotations
 
 import csv
@@ -15,10 +15,11 @@ import pytest
 from vllm_ops.errors import ImpossiblePin
 from vllm_ops.hardware import parse_gpu_spec
 from vllm_ops.hardware.inventory import GPU, Inventory, Node
-from vllm_ops.models import load_model_spec, spec_from_config
+from vllm_ops.models import catalog, load_model_spec, spec_from_config
 from vllm_ops.planning import Plan, plan, rules_for
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "planner"
+REFERENCE = DATA.parent / "reference"
 SEED_MODEL = "Qwen/Qwen2.5-Coder-7B-Instruct"
 
 
@@ -29,13 +30,14 @@ def _version(cell: str) -> str:
     return m.group(1)
 
 
-def _model(shared: Path, model_id: str):
+def _model(model_id: str):
+    """The model's config.json from the catalog (vllm_ops/data/models), or None when not there."""
     aliases = json.loads((DATA / "model_aliases.json").read_text())
     mid = aliases.get(model_id, model_id)
-    cfg = shared / "data" / "model-configs" / mid.replace("/", "__") / "config.json"
-    if not mid or not cfg.is_file():
+    entry = catalog.get_entry(mid) if mid else None
+    if entry is None:
         return None
-    return spec_from_config(json.loads(cfg.read_text()), model_id=mid)
+    return spec_from_config(entry["config"], model_id=mid)
 
 
 def _int(cell: str | None) -> int | None:
@@ -43,9 +45,9 @@ def _int(cell: str | None) -> int | None:
     return int(m.group(1)) if m else None
 
 
-def _cases(shared: Path) -> list[dict]:
+def _cases() -> list[dict]:
     rows = []
-    for r in csv.DictReader(open(shared / "data" / "vllm-memory-calibration.csv", encoding="utf-8")):
+    for r in csv.DictReader(open(REFERENCE / "vllm-memory-calibration.csv", encoding="utf-8")):
         rows.append(dict(
             id=f"cal-{r['row_id']}", version=_version(r["vllm_version"]), engine=r["engine"], model=r["model_id"],
             count=int(r["gpu_count"] or 1), total=float(r["total_gpu_memory_gib"]), tp=_int(r["tensor_parallel_size"]),
@@ -53,7 +55,7 @@ def _cases(shared: Path) -> list[dict]:
             seqs=_int(r["max_num_seqs"]), tokens=_int(r["max_num_batched_tokens"]),
             eager=r["enforce_eager"] == "true", kvd=r["kv_cache_dtype"], dtype=(r["dtype"] or "").split(" ")[0],
             kv=float(r["kv_cache_gib"]) if r["kv_cache_gib"] else None, outcome=r["outcome"]))
-    for r in csv.DictReader(open(shared / "data" / "vllm-h100-runs.csv", encoding="utf-8")):
+    for r in csv.DictReader(open(REFERENCE / "vllm-h100-runs.csv", encoding="utf-8")):
         seqs = r["max_num_seqs"] if "default" not in r["max_num_seqs"] else ""
         rows.append(dict(
             id=f"h100-{r['run']}", version="0.25.0", engine="V1", model=r["model"], count=int(r["gpus"]),
@@ -70,8 +72,8 @@ def _cases(shared: Path) -> list[dict]:
     return rows
 
 
-def _replay(shared: Path, case: dict) -> Plan | None:
-    model = _model(shared, case["model"])
+def _replay(case: dict) -> Plan | None:
+    model = _model(case["model"])
     if model is None:
         return None
     pins: dict = {"tensor_parallel_size": case["tp"] or 1}
@@ -102,12 +104,12 @@ def _succeeded(outcome: str) -> bool:
     return outcome.strip().lower() in ("success", "ok")
 
 
-def test_calibration_replay_median_kv_error_within_5_percent(shared_dir):
+def test_calibration_replay_median_kv_error_within_5_percent():
     errors, table = [], []
-    for case in _cases(shared_dir):
+    for case in _cases():
         if case["kv"] is None or not _succeeded(case["outcome"]) and not case["outcome"].startswith("OOM"):
             continue
-        p = _replay(shared_dir, case)
+        p = _replay(case)
         if p is None:
             continue
         err = abs(p.memory.kv_cache_gib - case["kv"]) / case["kv"] * 100
@@ -119,9 +121,9 @@ def test_calibration_replay_median_kv_error_within_5_percent(shared_dir):
     assert median <= 5.0, table
 
 
-def test_calibration_replay_v1_verdicts(shared_dir):
+def test_calibration_replay_v1_verdicts():
     """Right fit/no-fit on every V1 case with a known config; flipping pairs must say thin-margin."""
-    cases = [c for c in _cases(shared_dir) if c["engine"] == "V1"]
+    cases = [c for c in _cases() if c["engine"] == "V1"]
     # identical inputs with different outcomes (calibration rows 53/54)
     def key(c):
         return (c["version"], c["model"], c["total"], c["tp"], c["util"], c["mml"], c["seqs"], c["tokens"], c["eager"])
@@ -130,7 +132,7 @@ def test_calibration_replay_v1_verdicts(shared_dir):
         outcomes.setdefault(key(c), set()).add(_succeeded(c["outcome"]))
     checked = 0
     for c in cases:
-        p = _replay(shared_dir, c)
+        p = _replay(c)
         if p is None:
             continue
         checked += 1
@@ -142,29 +144,29 @@ def test_calibration_replay_v1_verdicts(shared_dir):
     assert checked >= 10
 
 
-def test_rows_53_54_flip_is_a_thin_margin(shared_dir):
-    rows = {c["id"]: c for c in _cases(shared_dir)}
-    p = _replay(shared_dir, rows["cal-53"])
+def test_rows_53_54_flip_is_a_thin_margin():
+    rows = {c["id"]: c for c in _cases()}
+    p = _replay(rows["cal-53"])
     assert p.fits and "thin-margin" in {w.code for w in p.warnings}
     assert 0 < p.margin_gib < 0.02 * p.memory.budget_gib + 0.25
 
 
-def test_row_58_kv_insufficient_and_estimated_length(shared_dir):
-    rows = {c["id"]: c for c in _cases(shared_dir)}
-    p = _replay(shared_dir, rows["cal-58"])
+def test_row_58_kv_insufficient_and_estimated_length():
+    rows = {c["id"]: c for c in _cases()}
+    p = _replay(rows["cal-58"])
     assert not p.fits and p.failure_stage == "kv_cache"
 
 
-def test_h100_measured_run_exact_arithmetic(shared_dir):
+def test_h100_measured_run_exact_arithmetic():
     """0.9 x 79.18 - 14.29 - 1.13 - 0.22 = 55.62 GiB (d1); the plan is within 1%."""
-    rows = {c["id"]: c for c in _cases(shared_dir)}
+    rows = {c["id"]: c for c in _cases()}
     for rid in ("h100-d1_qwen7b_tp1", "h100-d3_llama8b_tp1", "h100-r7_qwen7b_tp1_eager"):
-        p = _replay(shared_dir, rows[rid])
+        p = _replay(rows[rid])
         assert p.fits
         assert abs(p.memory.kv_cache_gib - rows[rid]["kv"]) / rows[rid]["kv"] < 0.01
-    with open(shared_dir / "data" / "vllm-h100-runs.csv", encoding="utf-8") as f:
+    with open(REFERENCE / "vllm-h100-runs.csv", encoding="utf-8") as f:
         d1 = next(r for r in csv.DictReader(f) if r["run"] == "d1_qwen7b_tp1")
-    p = _replay(shared_dir, rows["h100-d1_qwen7b_tp1"])
+    p = _replay(rows["h100-d1_qwen7b_tp1"])
     assert abs(p.memory.activation_peak_gib - float(d1["activation_peak_gib"])) < 0.1
     assert abs(p.memory.non_torch_gib - float(d1["non_torch_gib"])) < 0.03
     assert abs(p.memory.weights_gib - float(d1["weights_gib"])) < 0.15

@@ -35,7 +35,7 @@ PIN_KEYS = (
 _INT_PINS = ("tensor_parallel_size", "pipeline_parallel_size", "data_parallel_size", "max_model_len",
              "max_num_seqs", "max_num_batched_tokens")
 _FP8_KV = ("fp8", "fp8_e4m3", "fp8_e5m2", "fp8_inc")
-# vLLM 0.33's choices (`vllm serve --help`; ../shared/reference/vllm-api-and-memory.md §5): vLLM
+# vLLM 0.33's choices (`vllm serve --help`; vllm/config/cache.py, vllm/config/model.py): vLLM
 # refuses anything else at start, so the planner refuses it first (ImpossiblePin, exit 2)
 DTYPES = ("auto", "half", "float16", "bfloat16", "float", "float32")
 KV_CACHE_DTYPES = ("auto", "float16", "bfloat16", "fp8", "fp8_e4m3", "fp8_e5m2", "fp8_inc", "fp8_ds_mla",

@@ -1,7 +1,12 @@
-"""Regenerate vllm_ops/data/models/*.json from the shared model-configs folder (33 models) and
-from tests/data/models/extra/*.json (models added beyond the 33, each with its own _source).
+"""Add or refresh vllm_ops/data/models/*.json entries from a folder of model configs and from
+tests/data/models/extra/*.json (entries written by hand, each with its own _source).
 
-    python tests/data/models/build_catalog.py ../shared/data/model-configs
+    python tests/data/models/build_catalog.py CONFIGS_DIR
+
+CONFIGS_DIR holds one folder per model, named ORG__NAME, with the model's `config.json`, a
+`SOURCE.txt` (first line `Model: ORG/NAME`, then `Status: ...` and where the file came from) and,
+when known, `safetensors_total_size.txt` (the index's metadata.total_size). The SOURCE.txt text is
+kept in the entry as `_source.source_txt`; the catalog files are the repository's copy.
 """
 from __future__ import annotations
 
@@ -14,7 +19,7 @@ REPO = Path(__file__).resolve().parents[3]
 OUT = REPO / "vllm_ops" / "data" / "models"
 
 
-def entry_from_shared(folder: Path) -> dict:
+def entry_from_folder(folder: Path) -> dict:
     src = (folder / "SOURCE.txt").read_text(encoding="utf-8")
     model = re.search(r"^Model:\s*(\S+)", src, re.M).group(1)
     status = (re.search(r"^Status:\s*(.+)$", src, re.M) or [None, ""])[1].strip()
@@ -27,16 +32,15 @@ def entry_from_shared(folder: Path) -> dict:
     return {
         "id": model,
         "_source": {"status": status, "from": first,
-                    "provenance": "shared/data/model-configs/" + folder.name + "/SOURCE.txt",
                     "source_txt": src},
         "safetensors_total_size": total,
         "config": json.loads((folder / "config.json").read_text(encoding="utf-8")),
     }
 
 
-def main(shared: str) -> None:
+def main(configs_dir: str) -> None:
     OUT.mkdir(parents=True, exist_ok=True)
-    entries = [entry_from_shared(d) for d in sorted(Path(shared).iterdir()) if (d / "config.json").is_file()]
+    entries = [entry_from_folder(d) for d in sorted(Path(configs_dir).iterdir()) if (d / "config.json").is_file()]
     for f in sorted((Path(__file__).parent / "extra").glob("*.json")):
         entries.append(json.loads(f.read_text(encoding="utf-8")))
     for e in entries:
@@ -45,4 +49,6 @@ def main(shared: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1] if len(sys.argv) > 1 else str(REPO.parent / "shared" / "data" / "model-configs"))
+    if len(sys.argv) != 2:
+        sys.exit("usage: build_catalog.py CONFIGS_DIR")
+    main(sys.argv[1])
