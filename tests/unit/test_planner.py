@@ -104,21 +104,70 @@ def _succeeded(outcome: str) -> bool:
     return outcome.strip().lower() in ("success", "ok")
 
 
-def test_calibration_replay_median_kv_error_within_5_percent():
-    errors, table = [], []
-    for case in _cases():
-        if case["kv"] is None or not _succeeded(case["outcome"]) and not case["outcome"].startswith("OOM"):
-            continue
-        p = _replay(case)
+# Cases the KV replay does not bound, each with its reason. Everything else with a KV figure is
+# bounded one by one. The test fails if this list goes stale (a case here that replays fine).
+KV_NOT_BOUNDED = {
+    "cal-2": "the log excerpt's KV figure was truncated (no kv_cache_gib)",
+    "cal-3": "multimodal (mllama) dummy-input profile: 36.63 GiB activation peak from the vision "
+             "encoder, which the planner's activation term does not model",
+    "cal-7": "model not named in the log (a Qwen2-7B-family layout, but which one is unknown)",
+    "cal-27": "9.37 GiB activation peak for Llama-3-8B (1.2-1.3 GiB in every other log of that model); "
+              "the launch flags that caused it are not in the log",
+    "pub-pr48601-tp4": "Qwen/Qwen3.6-27B-FP8 is not in the model catalog",
+}
+KV_EACH_MAX, KV_P90_MAX, KV_MEDIAN_MAX = 5.0, 3.5, 1.5     # % |plan - vLLM| / vLLM, in-sample
+
+
+def _input_key(c: dict) -> tuple:
+    """Everything a replay reads: two rows with the same key are the same case (d*/r* twins,
+    calibration rows 53/54), counted once."""
+    return (c["version"], c["engine"], c["model"], c["count"], c["total"], c["tp"], c["pp"], c["util"],
+            c["mml"], c["seqs"], c["tokens"], c["eager"], c["kvd"], c["dtype"])
+
+
+def _distinct(cases: list[dict]) -> list[dict]:
+    seen, out = set(), []
+    for c in cases:
+        if _input_key(c) not in seen:
+            seen.add(_input_key(c))
+            out.append(c)
+    return out
+
+
+def _percentile(sorted_vals: list[float], q: float) -> float:
+    """Nearest-rank percentile (the smallest value with at least q of the values at or below it)."""
+    return sorted_vals[max(0, math.ceil(q * len(sorted_vals)) - 1)]
+
+
+def test_calibration_replay_kv_error_in_sample_every_case_p90_and_median():
+    """In-sample: the planner's constants were fitted on these rows. Every distinct case with a KV
+    figure is bounded (outside KV_NOT_BOUNDED), then the p90 and the median."""
+    errors, table, unbounded = [], [], set()
+    for case in _distinct(_cases()):
+        p = _replay(case) if case["kv"] is not None else None
         if p is None:
+            unbounded.add(case["id"])
             continue
         err = abs(p.memory.kv_cache_gib - case["kv"]) / case["kv"] * 100
+        table.append((case["id"], round(p.memory.kv_cache_gib, 2), case["kv"], round(err, 1)))
+        if case["id"] in KV_NOT_BOUNDED:
+            unbounded.add(case["id"])
+            continue
+        assert err <= KV_EACH_MAX, (case["id"], table[-1])
         errors.append(err)
-        table.append((case["id"], p.memory.kv_cache_gib, case["kv"], round(err, 1)))
+    assert unbounded == set(KV_NOT_BOUNDED), (unbounded ^ set(KV_NOT_BOUNDED), table)
     assert len(errors) >= 15, table
     errors.sort()
-    median = errors[len(errors) // 2] if len(errors) % 2 else sum(errors[len(errors) // 2 - 1:len(errors) // 2 + 1]) / 2
-    assert median <= 5.0, table
+    assert _percentile(errors, 0.9) <= KV_P90_MAX, table
+    assert _percentile(errors, 0.5) <= KV_MEDIAN_MAX, table
+
+
+def test_duplicate_rows_are_one_case():
+    cases = _cases()
+    ids = {c["id"] for c in _distinct(cases)}
+    assert "h100-r1_qwen7b_tp1" in ids and "h100-d1_qwen7b_tp1" not in ids     # DEBUG rerun twin
+    assert "cal-53" in ids and "cal-54" not in ids                             # identical flags, two outcomes
+    assert len(ids) < len(cases)
 
 
 def test_calibration_replay_v1_verdicts():
