@@ -95,8 +95,9 @@ def print_table(inv: Any) -> None:
     for node in inv.nodes:
         con.print(f"{node.hostname or 'this machine'}: {len(node.gpus)} GPU(s) · {head}")
         con.print(gpu_table(node.gpus))
+        con.print()
         # the long identifiers get their own table, so the figures stay readable at 80 columns
-        ids = Table(box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1, 0, 0))
+        ids = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, padding=(0, 1, 0, 0))
         for col in ("GPU", "bus id", "UUID"):
             ids.add_column(col, no_wrap=True, overflow="fold")
         for g in node.gpus:
@@ -127,7 +128,7 @@ def gpu_table(gpus: Any) -> Any:
     from rich import box
     from rich.table import Table
 
-    t = Table(box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1, 0, 0))
+    t = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, padding=(0, 1, 0, 0))
     for col in GPU_COLUMNS:
         t.add_column(col, overflow="fold")
     for g in gpus:
