@@ -80,9 +80,14 @@ def _log_rows():
     return rows
 
 
-def test_against_vllm_loading_logs():
-    checked, skipped = [], []
+def test_against_vllm_loading_logs_every_distinct_row():
+    """In-sample for the allocator/overhead constants (fitted on these logs). Every row is bounded
+    (1 %, or an explained exception); rows with the same model, TP and printed figure count once."""
+    checked, skipped, seen = [], [], set()
     for row, model, tp, reported in _log_rows():
+        if (model, tp, reported) in seen:
+            continue
+        seen.add((model, tp, reported))
         if not model or reported is None:
             skipped.append((row, "no model id / no figure"))
             continue
@@ -105,7 +110,8 @@ def test_against_vllm_loading_logs():
             continue
         assert abs(err) < 0.01, (row, model, computed, reported, f"{err:+.2%}")
         checked.append((row, model, f"{err:+.2%}"))
-    assert len(checked) >= 15, (checked, skipped)
+    assert len(checked) >= 12, (checked, skipped)
+    assert len(skipped) <= 4, skipped        # the unnamed model and the local checkpoints
 
 
 def test_param_counts_of_known_models():
