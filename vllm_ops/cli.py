@@ -27,6 +27,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "validate": ("validate", "check a running server's features"),
     "bench": ("bench", "load-test a running server"),
     "generate": ("generate", "send one request through the bundled client"),
+    "upgrade-check": ("upgrade_check", "does a deployment still work on another vLLM release?"),
 }
 
 
