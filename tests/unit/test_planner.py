@@ -206,7 +206,7 @@ def test_row_58_kv_insufficient_and_estimated_length():
     assert not p.fits and p.failure_stage == "kv_cache"
 
 
-def test_h100_measured_run_exact_arithmetic():
+def test_h100_measured_run_exact_arithmetic_in_sample():
     """0.9 x 79.18 - 14.29 - 1.13 - 0.22 = 55.62 GiB (d1); the plan is within 1%."""
     rows = {c["id"]: c for c in _cases()}
     for rid in ("h100-d1_qwen7b_tp1", "h100-d3_llama8b_tp1", "h100-r7_qwen7b_tp1_eager"):
