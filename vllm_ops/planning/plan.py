@@ -81,6 +81,7 @@ class Memory:
     kv_cache_tokens: int = 0
     max_concurrency: float = 0.0                # at max_model_len
     kv_bytes_per_token: int = 0                 # per GPU (per TP rank)
+    encoder_profile_gib: float = 0.0            # vision encoder profiling peak (estimate; in activation_peak_gib)
 
 
 @dataclass
@@ -107,6 +108,9 @@ class Plan:
     calibration: dict[str, Any] | None = None   # a calibration record used, if any
     explain: list[str] = field(default_factory=list)           # the memory arithmetic, line by line
     alternatives: list[dict[str, Any]] = field(default_factory=list)  # same layout at other max_num_seqs
+    performance: dict[str, Any] | None = None   # planning/performance.py at the --input-len/--output-len load
+    slo: dict[str, Any] | None = None           # `plan --slo`: the targets, workload and search (planning/slo.py)
+    candidates: list[dict[str, Any]] = field(default_factory=list)   # `plan --slo`: ranked, predicted figures
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -22,6 +22,8 @@ from vllm_ops.planning.memory import (
 from vllm_ops.planning.plan import (
     ENV_NAME, Memory, Plan, PlanWarning, Replica, is_secret_name, split_secret_args,
 )
+from vllm_ops.planning.coverage import coverage_warnings, refuse_unmodelled
+from vllm_ops.planning.dtypes import checkpoint_kv_fp8
 from vllm_ops.planning.plan import SECRET_FLAGS
 from vllm_ops.planning.versions import DEFAULT_VLLM_VERSION, VersionRules, batch_defaults, parse_version, rules_for
 
@@ -32,6 +34,7 @@ PIN_KEYS = (
     "max_model_len", "max_num_seqs", "max_num_batched_tokens", "kv_cache_dtype", "dtype", "quantization",
     "enforce_eager",
 )
+PROFILE_LAYOUT_KEYS = ("tensor_parallel_size", "pipeline_parallel_size", "kv_cache_dtype", "quantization")
 _INT_PINS = ("tensor_parallel_size", "pipeline_parallel_size", "data_parallel_size", "max_model_len",
              "max_num_seqs", "max_num_batched_tokens")
 _FP8_KV = ("fp8", "fp8_e4m3", "fp8_e5m2", "fp8_inc")
@@ -275,6 +278,7 @@ def plan_layout(model: ModelSpec, inventory: Inventory, *, pins: dict | None = N
     tries and lays the result out over the nodes). ``plan.nodes`` stays empty here."""
     pins = _norm_pins(pins)
     port = check_port(port)
+    refuse_unmodelled(model)              # Mamba/linear-attention state, quantization configs vLLM refuses
     version = str(vllm_version or DEFAULT_VLLM_VERSION).lstrip("v")
     parse_version(version)
     rules = rules_for(version)
@@ -288,6 +292,9 @@ def plan_layout(model: ModelSpec, inventory: Inventory, *, pins: dict | None = N
         env_in[k] = str(v)
     env_out, extra_args, secret_names, warnings = _split_secrets(env_in, extra_args, env_secrets)
     prof_defaults = {k.replace("-", "_"): v for k, v in (getattr(profile, "vllm_defaults", None) or {}).items()}
+    # a profile that fixes a layout (one written by `vllm-ops tune`) acts as pins the user may override
+    from_profile = [k for k in PROFILE_LAYOUT_KEYS if prof_defaults.get(k) is not None and k not in pins]
+    pins.update(_norm_pins({k: prof_defaults[k] for k in from_profile}))
     cpu = (getattr(profile, "kind", "gpu") == "cpu") or not inventory.gpus
     reasons: dict[str, str] = {}
     assumptions = rules.assumptions()
@@ -380,6 +387,10 @@ def plan_layout(model: ModelSpec, inventory: Inventory, *, pins: dict | None = N
         reasons["VLLM_CPU_KVCACHE_SPACE"] = f"{cpu_kv:g} GiB of RAM for the KV cache (CPU backend)"
 
     lora_slots, lora_rank = lora_from_args(extra_args)
+    from vllm_ops.models.vision import image_limit_from_args
+
+    image_limit = image_limit_from_args([str(a) for a in extra_args])
+    bf16_ok = not (cc is not None and tuple(cc) < (8, 0))
     if lora_slots and not cpu:
         reasons["lora"] = (f"--enable-lora: {lora_slots} adapter slot(s) of rank {lora_rank} "
                            f"(buffers counted with the weights)")
@@ -397,7 +408,7 @@ def plan_layout(model: ModelSpec, inventory: Inventory, *, pins: dict | None = N
         f = Flags(tp=tp, pp=pp, gpu_memory_utilization=util, max_model_len=mlen, max_num_seqs=s,
                   max_num_batched_tokens=t, kv_cache_dtype=kvd, dtype=dtype,
                   quantization=pins.get("quantization"), enforce_eager=eager, block_size=block,
-                  max_loras=lora_slots, max_lora_rank=lora_rank)
+                  max_loras=lora_slots, max_lora_rank=lora_rank, image_limit=image_limit, bf16_ok=bf16_ok)
         return f, why
 
     def est(f: Flags) -> Estimate:
@@ -511,6 +522,12 @@ def plan_layout(model: ModelSpec, inventory: Inventory, *, pins: dict | None = N
         reasons["max_num_batched_tokens"] = f"{f.max_num_batched_tokens}: vLLM {version} default"
     reasons["kv_cache_dtype"] = f"{kvd}" + (" (pinned)" if "kv_cache_dtype" in pins else " (model dtype)")
 
+    for k in from_profile:
+        if k in reasons:
+            reasons[k] = reasons[k].replace("(pinned)", f"({_profile_label(profile)} default)")
+        else:
+            reasons[k] = f"{pins[k]} ({_profile_label(profile)} default)"
+
     # -- replicas ----------------------------------------------------------------------------
     dp = dp_pin or 1
     world = tp * pp * dp
@@ -580,6 +597,13 @@ def plan_layout(model: ModelSpec, inventory: Inventory, *, pins: dict | None = N
     if cpu and model.head_dim not in (32, 64, 80, 96, 112, 128, 160, 192, 224, 256, 512) and model.mla is None:
         warnings.append(PlanWarning("cpu-head-size", f"head_dim {model.head_dim} is not supported by the CPU "
                                                      f"attention kernel; the first request will fail"))
+    for code, msg in coverage_warnings(model) + list(e.warnings):
+        warnings.append(PlanWarning(code, msg))
+    if e.dtype != (model.torch_dtype or "bfloat16") or "dtype" in pins:
+        reasons["dtype"] += f"; weights, activations and an auto KV cache in {e.dtype}"
+    if kvd == "auto" and checkpoint_kv_fp8(model) and rules.values.get("kv_cache_dtype_auto_from_checkpoint"):
+        reasons["kv_cache_dtype"] = (f"auto: fp8, as the checkpoint's {model.quantization.source_file} names "
+                                     f"({model.quantization.kv_cache_scheme}; vLLM {version})")
     if not e.fits:
         warnings.append(PlanWarning("does-not-fit", f"does not fit: {e.failure_stage} "
                                                     f"(short by {-min(e.margin_gib, 0):.2f} GiB per GPU)"))
@@ -657,7 +681,7 @@ def plan_layout(model: ModelSpec, inventory: Inventory, *, pins: dict | None = N
         non_torch_gib=_r(e.non_torch_gib), cuda_graph_gib=_r(e.cuda_graph_gib if not cpu else 0.0),
         sampler_warmup_gib=_r(e.sampler_warmup_gib), kv_cache_gib=_r(e.kv_cache_gib),
         kv_cache_tokens=int(e.kv_cache_tokens), max_concurrency=_r(e.max_concurrency),
-        kv_bytes_per_token=int(e.kv_bytes_per_token))
+        kv_bytes_per_token=int(e.kv_bytes_per_token), encoder_profile_gib=_r(e.encoder_profile_gib))
     image = f"vllm/vllm-openai-cpu:v{version}" if cpu else f"vllm/vllm-openai:v{version}"
     import json
 
