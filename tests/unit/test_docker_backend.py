@@ -14,10 +14,9 @@ from vllm_ops.launch.docker_backend import DockerBackend, DockerOptions
 
 # ------------------------------------------------------------------------------ pure helpers
 def test_container_args_from_serve_and_module_forms():
-    serve = ["vllm", "serve", "/m", "--served-model-name", "x", "--port", "8123", "--host",
+    serve = ["/m", "--served-model-name", "x", "--port", "8123", "--host",
              "127.0.0.1", "--max-model-len", "1024"]
-    module = ["/py", "-m", "vllm.entrypoints.openai.api_server", "--model", "/m",
-              "--served-model-name", "x", "--port=8123", "--max-model-len", "1024"]
+    module = ["--model", "/m", "--served-model-name", "x", "--port=8123", "--max-model-len", "1024"]
     want = ["--model", "/m", "--served-model-name", "x", "--max-model-len", "1024",
             "--host", "0.0.0.0", "--port", "8000"]
     assert db.container_args(serve) == want
@@ -153,8 +152,8 @@ class QuietBackend(DockerBackend):
 def _spec(tmp_path, **kw) -> LaunchSpec:
     model = tmp_path / "m"
     model.mkdir(exist_ok=True)
-    base = dict(name="tiny-8000", argv=["vllm", "serve", str(model), "--served-model-name", "tiny",
-                                        "--port", "8000", "--host", "127.0.0.1"],
+    args = [str(model), "--served-model-name", "tiny", "--port", "8000", "--host", "127.0.0.1"]
+    base = dict(name="tiny-8000", argv=["vllm", "serve", *args], args=args,
                 env_added={"VLLM_CPU_KVCACHE_SPACE": "1"}, log_path=tmp_path / "logs" / "t.log",
                 port=18000, host="127.0.0.1", served_name="tiny", model_id="tiny",
                 vllm_version="0.32.0", plan={"profile": "cpu", "vllm_version": "0.32.0"})
@@ -264,7 +263,7 @@ def test_compose_missing_is_a_clear_error():
 def test_compose_override_adapts_the_rendered_service():
     from vllm_ops.launch.compose_backend import override_doc
 
-    cmd = db.container_args(["vllm", "serve", "/m", "--host", "127.0.0.1", "--port", "9001"], 9001)
+    cmd = db.container_args(["/m", "--host", "127.0.0.1", "--port", "9001"], 9001)
     doc = override_doc("vllm", "tiny", cmd, DockerOptions(image="img:1", volumes=["/usr:/usr:ro"]),
                        caller={"HF_TOKEN": "hf-secret"})
     svc = doc["services"]["vllm"]

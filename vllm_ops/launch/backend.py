@@ -23,7 +23,7 @@ from vllm_ops.launch.state import Deployment, redact_env
 class LaunchSpec:
     """Everything needed to start one vLLM server."""
     name: str
-    argv: list[str]
+    argv: list[str]                      # the local command: entry point (+ prefix) + args
     env_added: dict[str, str]            # variables vllm-ops sets on top of its own environment
     log_path: Path
     port: int
@@ -35,6 +35,7 @@ class LaunchSpec:
     env_removed: tuple[str, ...] = ()    # variables not passed on
     extra: dict[str, Any] = field(default_factory=dict)
     state_dir: str | None = None         # the StateStore root (default: the log's logs/ parent)
+    args: list[str] = field(default_factory=list)   # vLLM's arguments alone (planning.argv.serve_args + `--`)
 
     def environment(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if k not in self.env_removed}

@@ -131,7 +131,7 @@ class ComposeBackend(DockerBackend):
                     if s != "lb"]
         for cache in ("~/.cache/huggingface", "~/.cache/vllm"):   # bind sources must exist
             Path(cache).expanduser().mkdir(parents=True, exist_ok=True)
-        doc = override_doc(services[0], spec.name, container_args(spec.argv, int(spec.port)),
+        doc = override_doc(services[0], spec.name, container_args(spec.args, int(spec.port)),
                            self.options)
         (d / OVERRIDE_FILE).write_text(yaml.safe_dump(doc, sort_keys=False))
         spec.log_path.parent.mkdir(parents=True, exist_ok=True)

@@ -38,6 +38,7 @@ from typing import Any, Iterator, Sequence
 from vllm_ops.errors import BadInput, RuntimeFailure
 from vllm_ops.launch.locate import VllmCommand
 from vllm_ops.launch.state import Deployment, redact_env
+from vllm_ops.planning.argv import drop, model_as_flag, value_of
 
 GPU_IMAGE = "vllm/vllm-openai"
 CPU_IMAGE = "vllm/vllm-openai-cpu"
@@ -51,9 +52,8 @@ PASS_ENV: tuple[str, ...] = ("VLLM_API_KEY", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN
                              "HF_HUB_OFFLINE")
 # variables that must not reach the container (device numbering restarts at 0 inside)
 _HOST_ONLY_ENV = ("CUDA_VISIBLE_DEVICES",)
-_MODULE = "vllm.entrypoints.openai.api_server"
 # what LaunchOptions.vllm is for this backend: the image's ENTRYPOINT is `vllm serve` (nothing
-# local is run; build_spec's argv is turned into the container's command by container_args)
+# local is run; the spec's vLLM args become the container's command through container_args)
 IMAGE_COMMAND = VllmCommand(prefix=("vllm", "serve"), mode="serve", source="the container image")
 _PATH_FLAGS = ("--model", "--tokenizer", "--chat-template", "--download-dir")
 
@@ -109,49 +109,12 @@ def image_for(plan: dict[str, Any] | None, override: str | None = None,
     return str(plan.get("image") or "") or f"{GPU_IMAGE}:{tag}"
 
 
-def vllm_args(argv: Sequence[str]) -> list[str]:
-    """The arguments after the vLLM entry point of a local command line, in ``--model X`` form.
-
-    ``vllm serve M --a b`` and ``python -m vllm.entrypoints.openai.api_server --model M --a b``
-    both give ``["--model", "M", "--a", "b"]`` (valid for the image's ``vllm serve`` entrypoint
-    and for the module entry point alike). Anything else is taken as vLLM args as they are.
-    """
-    argv = list(argv)
-    rest = argv
-    if _MODULE in argv:
-        rest = argv[argv.index(_MODULE) + 1:]
-    elif "serve" in argv[:3]:
-        rest = argv[argv.index("serve") + 1:]
-    if rest and not rest[0].startswith("-"):
-        rest = ["--model", rest[0], *rest[1:]]
-    return rest
-
-
-def container_args(argv: Sequence[str], port: int = CONTAINER_PORT) -> list[str]:
-    """``vllm_args`` with ``--host``/``--port`` replaced by the container's own (0.0.0.0:8000)."""
-    out: list[str] = []
-    args = vllm_args(argv)
-    i = 0
-    while i < len(args):
-        tok = args[i]
-        if tok in ("--host", "--port"):
-            i += 2
-            continue
-        if tok.startswith(("--host=", "--port=")):
-            i += 1
-            continue
-        out.append(tok)
-        i += 1
-    return [*out, "--host", "0.0.0.0", "--port", str(port)]
-
-
-def _flag_value(args: Sequence[str], flag: str) -> str | None:
-    for i, tok in enumerate(args):
-        if tok == flag and i + 1 < len(args):
-            return args[i + 1]
-        if tok.startswith(flag + "="):
-            return tok.split("=", 1)[1]
-    return None
+def container_args(args: Sequence[str], port: int = CONTAINER_PORT) -> list[str]:
+    """The container's command from vLLM's arguments (``spec.args``, model positional or
+    ``--model M``): ``--model M ...`` with ``--host``/``--port`` replaced by the container's own
+    (0.0.0.0:``port``)."""
+    rest = model_as_flag(drop(list(args), ("--host", "--port")))
+    return [*rest, "--host", "0.0.0.0", "--port", str(port)]
 
 
 def parse_volume(spec: str) -> tuple[str, str, str]:
@@ -172,7 +135,7 @@ def binds_for(args: Sequence[str], opts: DockerOptions) -> dict[str, dict[str, s
         cache.mkdir(parents=True, exist_ok=True)
         binds[str(cache.resolve())] = {"bind": CONTAINER_HF_CACHE, "mode": "rw"}
     for flag in _PATH_FLAGS:
-        value = _flag_value(args, flag)
+        value = value_of(args, flag)
         if value and value.startswith("/") and os.path.exists(value):
             binds.setdefault(value, {"bind": value, "mode": "ro"})
     for spec in opts.volumes:
@@ -271,7 +234,7 @@ class DockerBackend:
 
         plan = spec.plan or {}
         image = image_for(plan, self.options.image, spec.vllm_version)
-        args = container_args(spec.argv)
+        args = container_args(spec.args)
         env = container_env(spec.env_added, spec.env_removed, self.options.env)
         gpus = device_ids(spec.env_added, plan)
         binds = binds_for(args, self.options)

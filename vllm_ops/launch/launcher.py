@@ -27,8 +27,9 @@ from vllm_ops.launch.diagnosis import Change, Context, Diagnosis, diagnose
 from vllm_ops.launch.locate import VllmCommand
 from vllm_ops.launch.logparse import StartupLog
 from vllm_ops.launch.state import Deployment, StateStore, check_name, default_name
-from vllm_ops.planning.plan import SECRET_FLAGS as _SECRET_FLAGS  # noqa: F401  (--api-key → VLLM_API_KEY)
-from vllm_ops.planning.plan import Replica, split_secret_args
+from vllm_ops.planning.argv import OPEN_HOSTS, parse_flags, serve_args, served_name, strip_flags
+from vllm_ops.planning.argv import split_secret_args as split_secrets  # noqa: F401  (re-exported)
+from vllm_ops.planning.plan import Replica
 
 
 class LaunchFailed(RuntimeFailure):
@@ -81,66 +82,6 @@ class LaunchResult:
 Progress = Callable[[str, str], None]
 
 
-# ------------------------------------------------------------------------------------ args
-def _flag_name(tok: str) -> str | None:
-    if not tok.startswith("--") or tok == "--":
-        return None
-    return tok[2:].split("=", 1)[0].replace("-", "_")
-
-
-def parse_flags(args: list[str]) -> dict[str, Any]:
-    """A loose parse of vLLM args (for diagnosis context): ``--a-b v`` → ``{"a_b": "v"}``."""
-    out: dict[str, Any] = {}
-    i = 0
-    while i < len(args):
-        name = _flag_name(args[i])
-        if name is None:
-            i += 1
-            continue
-        if "=" in args[i]:
-            out[name] = _num(args[i].split("=", 1)[1])
-            i += 1
-        elif i + 1 < len(args) and not args[i + 1].startswith("--"):
-            out[name] = _num(args[i + 1])
-            i += 2
-        else:
-            out[name] = True
-            i += 1
-    return out
-
-
-def _num(v: str) -> Any:
-    for conv in (int, float):
-        try:
-            return conv(v)
-        except ValueError:
-            pass
-    return v
-
-
-def strip_flags(args: list[str], names: set[str]) -> list[str]:
-    """``args`` without the flags in ``names`` (underscore form) and their values."""
-    out: list[str] = []
-    i = 0
-    while i < len(args):
-        name = _flag_name(args[i])
-        if name is not None and (name in names or name.removeprefix("no_") in names):
-            i += 1
-            if "=" not in args[i - 1]:
-                while i < len(args) and not args[i].startswith("--"):
-                    i += 1
-            continue
-        out.append(args[i])
-        i += 1
-    return out
-
-
-def split_secrets(extra: list[str]) -> tuple[list[str], dict[str, str]]:
-    """Move ``--api-key K`` / ``--hf-token T`` out of argv into environment variables (the one
-    rule, :func:`vllm_ops.planning.plan.split_secret_args`, which the planner applies too)."""
-    return split_secret_args(extra)
-
-
 # ------------------------------------------------------------------------------- helpers
 def port_free(port: int, host: str = "0.0.0.0") -> bool:
     """True when a server could bind ``host:port`` (uvicorn binds with SO_REUSEADDR too)."""
@@ -188,10 +129,8 @@ def build_spec(plan: Any, opts: LaunchOptions, flags_override: dict[str, Any] | 
                extra_override: list[str] | None = None,
                env_override: dict[str, str] | None = None) -> LaunchSpec:
     """The command and environment for one replica of ``plan``. The argument list is the
-    renderer's (:func:`vllm_ops.render.vars.serve_args`); arguments after ``--`` win over the
+    plan's (:func:`vllm_ops.planning.argv.serve_args`, as rendered and planned); arguments after ``--`` win over the
     plan's flags of the same name; ``--api-key``/``--hf-token`` become environment variables."""
-    from vllm_ops.render.vars import is_cpu_plan, serve_args, served_name
-
     replicas = plan.replicas or []
     if replicas and opts.replica >= len(replicas):
         raise BadInput(f"the plan has {len(replicas)} replica(s); no replica {opts.replica}")
@@ -209,10 +148,13 @@ def build_spec(plan: Any, opts: LaunchOptions, flags_override: dict[str, Any] | 
     overrides.update({name: None for name in parse_flags(extra)})   # `--` args win
     bare = replace(plan, extra_args=[])
     args = serve_args(bare, replica, model_flag=opts.vllm.mode == "module", overrides=overrides)
-    argv = [*opts.vllm.prefix, *args, *extra]
+    args = [*args, *extra]
+    argv = [*opts.vllm.prefix, *args]
     flags = {k: v for k, v in {**(plan.vllm_args or {}), **overrides}.items() if v is not None}
     flags.update(parse_flags(extra))
     env = {str(k): str(v) for k, v in (plan.env or {}).items()}
+    from vllm_ops.render.vars import is_cpu_plan
+
     cpu = is_cpu_plan(plan)
     if cpu:
         env.setdefault("VLLM_TARGET_DEVICE", "cpu")
@@ -224,7 +166,7 @@ def build_spec(plan: Any, opts: LaunchOptions, flags_override: dict[str, Any] | 
     name = deployment_name(plan, opts, replica.port)
     model = plan.model or {}
     host = flags.get("host")
-    return LaunchSpec(name=name, argv=argv, env_added=env, log_path=opts.store.log_path(name),
+    return LaunchSpec(name=name, argv=argv, args=args, env_added=env, log_path=opts.store.log_path(name),
                       port=replica.port, host=str(host or "0.0.0.0"), served_name=served,
                       model_id=str(model.get("id") or model.get("path") or served),
                       vllm_version=opts.vllm_version,
@@ -235,8 +177,6 @@ def build_spec(plan: Any, opts: LaunchOptions, flags_override: dict[str, Any] | 
 
 def deployment_name(plan: Any, opts: LaunchOptions, port: int | None = None) -> str:
     """``opts.name``, else ``<served-name>-<port>`` (``-r<i>`` for replica i > 0)."""
-    from vllm_ops.render.vars import served_name
-
     if opts.name:
         return check_name(opts.name)
     if port is None:
@@ -309,8 +249,6 @@ def _check_secrets(plan: Any, spec: LaunchSpec) -> None:
 def _warn_open_bind(spec: LaunchSpec) -> None:
     """One warning line when vLLM will listen on every interface (no --host: vLLM's default; or
     0.0.0.0 / ::) with no VLLM_API_KEY in its environment."""
-    from vllm_ops.render.vars import OPEN_HOSTS
-
     if str(spec.host).strip() in OPEN_HOSTS and not spec.environment().get("VLLM_API_KEY"):
         from vllm_ops.output import warn
 

@@ -33,6 +33,7 @@ from typing import Any, Callable, Sequence
 
 from vllm_ops.errors import BadInput, RuntimeFailure
 from vllm_ops.launch.state import Deployment, StateStore
+from vllm_ops.planning.argv import drop, serve_args
 
 HEADLESS_BOOTSTRAP = (
     "import sys\n"
@@ -111,30 +112,14 @@ def rank_plan(plan: Any, rank: int, nl: NativeLaunch | None = None) -> Any:
 
 def node_command(plan: Any, rank: int, vllm: Any, nl: NativeLaunch | None = None) -> list[str]:
     """The argv of one rank (rank 0 serves; ranks > 0 are headless)."""
-    from vllm_ops.render.vars import serve_args
-
     rp = rank_plan(plan, rank, nl)
     replica = plan.replicas[0] if plan.replicas else None
     if rank > 0:
-        args = [a for a in serve_args(rp, replica, model_flag=vllm.mode == "module")]
-        args = _drop_port(args)
+        args = drop(serve_args(rp, replica, model_flag=vllm.mode == "module"), ("--port",))
         if vllm.mode == "module":
             return [vllm.python or vllm.prefix[0], "-c", HEADLESS_BOOTSTRAP, *args]
         return [*vllm.prefix, *args]
     return [*vllm.prefix, *serve_args(rp, replica, model_flag=vllm.mode == "module")]
-
-
-def _drop_port(args: list[str]) -> list[str]:
-    out, skip = [], False
-    for a in args:
-        if skip:
-            skip = False
-            continue
-        if a == "--port":
-            skip = True
-            continue
-        out.append(a)
-    return out
 
 
 def _start_worker(plan: Any, rank: int, nl: NativeLaunch, opts: Any, name: str) -> Deployment:

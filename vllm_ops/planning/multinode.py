@@ -23,13 +23,13 @@ Pure: no I/O, no environment reads (like the planner).
 from __future__ import annotations
 
 import math
-import shlex
 from dataclasses import replace
 from typing import Any, Iterable
 
 from vllm_ops.errors import BadInput, ImpossiblePin
 from vllm_ops.hardware.inventory import Inventory, Node
 from vllm_ops.models.spec import ModelSpec
+from vllm_ops.planning.argv import command as command_of
 from vllm_ops.planning.plan import Plan, PlanWarning, Replica
 from vllm_ops.planning.planner import HEALTHY_CONCURRENCY, _norm_pins, _valid_tps
 from vllm_ops.planning.planner import plan_layout as plan_single
@@ -281,29 +281,10 @@ def _lay_out(base: Plan, inventory: Inventory, *, tp: int, pp: int, span: int, c
             f"(~{net:.0f} GB/s per node{inside}); use RDMA (InfiniBand/RoCE) with NCCL and keep the nodes on "
             f"one switch; replicas that fit on fewer nodes are faster when you have the memory"))
 
-    argv = _command(base, vargs, list(base.extra_args))
-    return replace(base, nodes=nodes, replicas=replicas, vllm_args=vargs, env=env, reasons=reasons,
-                   warnings=warnings, command=argv)
-
-
-def _command(base: Plan, vargs: dict[str, Any], extra_args: list[str]) -> str:
-    """The head's (rank 0) command: the single-node command with the multi-node flags added."""
-    words = shlex.split(base.command) if base.command else ["vllm", "serve", str(vargs.get("model"))]
-    n = len(extra_args)
-    tail = words[len(words) - n:] if n and words[len(words) - n:] == list(extra_args) else []
-    head = words[:len(words) - len(tail)]
-    for flag in ("--tensor-parallel-size", "--pipeline-parallel-size", "--distributed-executor-backend"):
-        while flag in head:
-            i = head.index(flag)
-            del head[i:i + 2]
-    i = head.index("--port") if "--port" in head else len(head)
-    add = ["--tensor-parallel-size", str(vargs["tensor_parallel_size"]),
-           "--pipeline-parallel-size", str(vargs["pipeline_parallel_size"]),
-           "--distributed-executor-backend", str(vargs["distributed_executor_backend"])]
-    for key in ("nnodes", "node_rank", "master_addr", "master_port"):
-        if key in vargs:
-            add += ["--" + key.replace("_", "-"), str(vargs[key])]
-    return shlex.join(head[:i] + add + head[i:] + tail)
+    out = replace(base, nodes=nodes, replicas=replicas, vllm_args=vargs, env=env, reasons=reasons,
+                  warnings=warnings)
+    out.command = command_of(out)          # rank 0's: the same argv render and launch use
+    return out
 
 
 def node_args(plan: Plan, node: dict[str, Any]) -> dict[str, Any]:

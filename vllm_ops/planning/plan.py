@@ -18,41 +18,17 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any, Iterable
+from typing import Any
+
+from vllm_ops.planning.argv import SECRET_FLAGS, split_secret_args  # noqa: F401  (re-exported)
 
 SECRET_NAME = re.compile(r"KEY|TOKEN|SECRET|PASSWORD|CREDENTIAL", re.I)
-SECRET_FLAGS = {"--api-key": "VLLM_API_KEY", "--hf-token": "HF_TOKEN"}   # vLLM flag → its variable
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 def is_secret_name(name: str) -> bool:
     """True for an environment variable name that holds a secret (VLLM_API_KEY, HF_TOKEN, ...)."""
     return bool(SECRET_NAME.search(str(name)))
-
-
-def split_secret_args(args: Iterable[str]) -> tuple[list[str], dict[str, str]]:
-    """``args`` without ``--api-key K`` / ``--api-key=K`` / ``--hf-token T``, and those values
-    as environment variables (``{"VLLM_API_KEY": K}``): a secret never travels in argv."""
-    args = list(args)
-    out: list[str] = []
-    env: dict[str, str] = {}
-    i = 0
-    while i < len(args):
-        tok = str(args[i])
-        key = tok.split("=", 1)[0]
-        if key in SECRET_FLAGS:
-            if "=" in tok:
-                env[SECRET_FLAGS[key]] = tok.split("=", 1)[1]
-                i += 1
-            elif i + 1 < len(args):
-                env[SECRET_FLAGS[key]] = str(args[i + 1])
-                i += 2
-            else:
-                i += 1
-            continue
-        out.append(tok)
-        i += 1
-    return out, env
 
 
 @dataclass

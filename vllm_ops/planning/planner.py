@@ -8,7 +8,6 @@ Every choice gets a line in ``plan.reasons``; every version rule used goes to ``
 from __future__ import annotations
 
 import math
-import shlex
 from dataclasses import replace
 from typing import Any, Iterable
 
@@ -19,10 +18,9 @@ from vllm_ops.planning.memory import (
     CPU_BLOCK_SIZE, GPU_BLOCK_SIZE, KV_DTYPE_BYTES, LORA_DEFAULT_MAX_LORAS, LORA_DEFAULT_MAX_RANK, VOCAB_PADDING,
     Estimate, Flags, GiB, estimate,
 )
-from vllm_ops.planning.plan import (
-    ENV_NAME, Memory, Plan, PlanWarning, Replica, is_secret_name, split_secret_args,
-)
-from vllm_ops.planning.plan import SECRET_FLAGS
+from vllm_ops.planning.argv import SECRET_FLAGS, split_secret_args, value_of
+from vllm_ops.planning.argv import command as command_of
+from vllm_ops.planning.plan import ENV_NAME, Memory, Plan, PlanWarning, Replica, is_secret_name
 from vllm_ops.planning.versions import DEFAULT_VLLM_VERSION, VersionRules, batch_defaults, parse_version, rules_for
 
 HEALTHY_CONCURRENCY = 4          # full-length sequences the KV cache should hold before we stop adding TP
@@ -101,17 +99,6 @@ def check_port(port: Any, what: str = "--port") -> int:
     return port
 
 
-def _arg_value(args: list[str], flag: str) -> str | None:
-    """The value of ``--flag V`` / ``--flag=V`` in a vLLM argv (the last one wins), or None."""
-    val = None
-    for i, tok in enumerate(args):
-        if tok == flag and i + 1 < len(args):
-            val = args[i + 1]
-        elif tok.startswith(flag + "="):
-            val = tok.split("=", 1)[1]
-    return val
-
-
 def lora_from_args(extra_args: Iterable[str]) -> tuple[int, int]:
     """(max_loras, max_lora_rank) when ``--enable-lora`` is among the vLLM arguments, (0, 0) otherwise;
     vLLM's defaults (1 slot, rank 16) where the flags are not given."""
@@ -128,7 +115,7 @@ def lora_from_args(extra_args: Iterable[str]) -> tuple[int, int]:
         return 0, 0
 
     def num(flag: str, default: int) -> int:
-        v = _arg_value(args, flag)
+        v = value_of(args, flag)
         try:
             n = int(v) if v is not None else default
         except ValueError:
@@ -610,30 +597,6 @@ def plan_layout(model: ModelSpec, inventory: Inventory, *, pins: dict | None = N
         vargs["served_model_name"] = served_name
     if cpu and pp > 1:
         vargs["distributed_executor_backend"] = "mp"
-    defaults = {"tensor_parallel_size": 1, "pipeline_parallel_size": 1, "data_parallel_size": 1,
-                "gpu_memory_utilization": None if cpu else rules["gpu_memory_utilization"],
-                "max_model_len": model_max, "max_num_seqs": seqs_default,
-                "max_num_batched_tokens": tok_default, "kv_cache_dtype": "auto", "dtype": "auto",
-                "quantization": None, "enforce_eager": False}
-    argv = ["vllm", "serve", str(vargs["model"])]
-    for key in defaults:
-        val = vargs[key]
-        if key not in pins and (val == defaults[key] or (cpu and key == "gpu_memory_utilization")):
-            continue
-        if key == "enforce_eager":
-            if val:
-                argv.append("--enforce-eager")
-            continue
-        if val is None:
-            continue
-        argv += [f"--{key.replace('_', '-')}", f"{val:g}" if isinstance(val, float) else str(val)]
-    if "distributed_executor_backend" in vargs:
-        argv += ["--distributed-executor-backend", vargs["distributed_executor_backend"]]
-    if served_name:
-        argv += ["--served-model-name", served_name]
-    argv += ["--port", str(port)]
-    argv += list(extra_args)          # secrets already moved out (_split_secrets)
-    command = shlex.join(argv)
 
     # -- alternatives: the same layout at other max-num-seqs --------------------------------------
     alternatives = []
@@ -677,13 +640,15 @@ def plan_layout(model: ModelSpec, inventory: Inventory, *, pins: dict | None = N
         "KV cache per GPU = budget - weights - activation peak - non-torch"
         + (" - CUDA-graph estimate" if e.cuda_graph_in_budget else ""),
     ]
-    return Plan(
+    out = Plan(
         model=mdict, vllm_version=version, image=image, hardware=hw, replicas=replicas, vllm_args=vargs,
         memory=mem, fits=e.fits, failure_stage=e.failure_stage, margin_gib=_r(e.margin_gib), warnings=warnings,
-        command=command, env=env_out, env_secrets=secret_names, extra_args=list(extra_args), nodes=[],
+        command="", env=env_out, env_secrets=secret_names, extra_args=list(extra_args), nodes=[],
         profile=getattr(profile, "name", None), reasons=reasons, assumptions=assumptions,
         explain=e.explain, alternatives=alternatives,
     )
+    out.command = command_of(out)          # the same argv render and launch use (planning.argv)
+    return out
 
 
 def _profile_label(profile) -> str:

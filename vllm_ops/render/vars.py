@@ -1,8 +1,8 @@
 """Template variables computed from a :class:`~vllm_ops.planning.plan.Plan`.
 
 Every decision and every number is made here (or in the planner), never in a template: the
-templates only lay fields out and quote them. ``serve_args`` is the one place the vLLM argument
-list is built; every format uses it.
+templates only lay fields out and quote them. The vLLM argument list comes from
+:func:`vllm_ops.planning.argv.serve_args`, the one place it is built (the plan's ``command`` too).
 """
 from __future__ import annotations
 
@@ -13,8 +13,10 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from vllm_ops.errors import BadInput
-from vllm_ops.planning.plan import SECRET_FLAGS, is_secret_name
-from vllm_ops.render.quoting import check_text
+from vllm_ops.planning.argv import (  # noqa: F401  (serve_args & co. re-exported for render's users)
+    NATIVE_KEYS, OPEN_HOSTS, bind_host, check_text, drop, model_target, serve_args, served_name,
+)
+from vllm_ops.planning.plan import is_secret_name
 
 # --- fixed deployment settings (not from the plan, but never written into a template) --------
 SECRET_ENV = ("HF_TOKEN", "VLLM_API_KEY")          # names only; values live in the env file
@@ -51,13 +53,6 @@ START_BASE_S = 180
 START_S_PER_GIB = 20
 START_MAX_S = 3600
 
-# flags whose vLLM default is on (or "auto"): False must be said as --no-<flag>
-_DEFAULT_ON = {"enable_prefix_caching", "enable_chunked_prefill", "async_scheduling"}
-# flags the renderer sets itself, per replica
-_RENDERER_FLAGS = {"model", "port"}
-# vLLM's native multi-node flags: the node scripts write them per node (rank, master from the environment)
-NATIVE_KEYS = ("nnodes", "node_rank", "master_addr", "master_port", "headless")
-_SECRET_FLAGS = {"api_key", "hf_token"}
 _ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
@@ -170,102 +165,10 @@ def is_cpu_plan(plan) -> bool:
     return gpus == 0 and all(not r.gpu_ids for r in plan.replicas)
 
 
-def _flag_words(name: str, value: Any) -> list[str]:
-    flag = "--" + name.replace("_", "-")
-    if value is None:
-        return []
-    if isinstance(value, bool):
-        if value:
-            return [flag]
-        return ["--no-" + name.replace("_", "-")] if name in _DEFAULT_ON else []
-    if isinstance(value, (list, tuple)):
-        items = [check_text(v, f"vLLM flag --{name}") for v in value]
-        if any(i.startswith("-") for i in items):
-            raise BadInput(f"plan: a value of --{name} starts with '-': vLLM would read it as a flag")
-        return [flag, *items] if items else []
-    if isinstance(value, dict):
-        return [flag, json.dumps(value, separators=(",", ":"), sort_keys=True)]
-    if isinstance(value, float) and value.is_integer() and name not in ("gpu_memory_utilization",):
-        value = int(value)
-    text = check_text(value, f"vLLM flag --{name}")
-    if text.startswith("-"):
-        return [f"{flag}={text}"]          # argparse would read "-x" as the next option
-    return [flag, text]
-
-
-def serve_args(plan, replica=None, *, model_flag: bool = False,
-               overrides: dict[str, Any] | None = None) -> list[str]:
-    """The vLLM argument list for one replica: the model, then plan.vllm_args, then extra_args.
-
-    ``model_flag`` writes ``--model M`` (the api_server module) instead of a positional model
-    (``vllm serve M``). ``overrides`` replaces or adds flags (the Ray executor). Secrets are never
-    arguments: argv is visible to every user of the host.
-    """
-    model = model_target(plan)
-    args: list[str] = ["--model", model] if model_flag else [model]
-    vargs = dict(plan.vllm_args or {})
-    vargs.update(overrides or {})
-    for name in vargs:
-        if not isinstance(name, str) or not re.match(r"^[a-z][a-z0-9_-]*$", name):
-            raise BadInput(f"plan: vllm_args key {name!r} is not a vLLM flag name")
-        if name.replace("-", "_") in _SECRET_FLAGS:
-            raise BadInput(f"plan: vllm_args.{name} is a secret; it belongs in the env file, never in argv")
-    served = served_name(plan)
-    if "served_model_name" not in vargs and served != model:
-        args += _flag_words("served_model_name", served)
-    for name, value in vargs.items():
-        if name.replace("-", "_") in _RENDERER_FLAGS:
-            continue
-        args += _flag_words(name.replace("-", "_"), value)
-    port = replica.port if replica is not None else vargs.get("port")
-    if port is not None:
-        args += ["--port", str(_int(port, "replica port"))]
-    for a in plan.extra_args or ():
-        flag = str(a).split("=", 1)[0]
-        if flag in SECRET_FLAGS:
-            raise BadInput(f"plan: extra_args holds {flag}; set {SECRET_FLAGS[flag]} in the env file instead")
-        args.append(check_text(a, "extra argument"))
-    return args
-
-
-OPEN_HOSTS = ("", "0.0.0.0", "::", "[::]")
-
-
-def bind_host(plan) -> str:
-    """The --host vLLM is given (extra args win over vllm_args); "" when none: vLLM then listens
-    on all interfaces."""
-    host = (plan.vllm_args or {}).get("host") or ""
-    extra = [str(a) for a in plan.extra_args or ()]
-    for i, a in enumerate(extra):
-        if a == "--host" and i + 1 < len(extra):
-            host = extra[i + 1]
-        elif a.startswith("--host="):
-            host = a.split("=", 1)[1]
-    return str(host)
-
-
 def open_bind_note(where: str = "") -> str:
     """The one warning about a server open to the network without an API key."""
     return (f"{where}vLLM listens on all interfaces (no --host, or 0.0.0.0): without VLLM_API_KEY anyone who "
             f"can reach the port can use it; set VLLM_API_KEY (env file) or bind with `-- --host 127.0.0.1`")
-
-
-def model_target(plan) -> str:
-    m = plan.model or {}
-    target = m.get("path") or m.get("id")
-    if not target:
-        raise BadInput("plan: model.id is missing")
-    if str(target).startswith("-"):
-        raise BadInput(f"model name {target!r} starts with '-': vLLM would read it as a flag")
-    return check_text(target, "model name")
-
-
-def served_name(plan) -> str:
-    m = plan.model or {}
-    vn = (plan.vllm_args or {}).get("served_model_name")
-    if isinstance(vn, (list, tuple)) and vn:
-        vn = vn[0]
-    return check_text(vn or m.get("served_name") or m.get("id") or model_target(plan), "served model name")
 
 
 def _int(v: Any, what: str) -> int:
@@ -362,19 +265,6 @@ def _node_address(n: Any) -> str:
     return str(n or "")
 
 
-def _drop_port(argv: list[str]) -> list[str]:
-    out: list[str] = []
-    skip = False
-    for a in argv:
-        if skip:
-            skip = False
-        elif a == "--port":
-            skip = True
-        else:
-            out.append(a)
-    return out
-
-
 def _node_env(node: dict) -> tuple[tuple[tuple[str, str], ...], dict[str, str]]:
     """(plain per-node env, the network variables) of one plan node."""
     plain: dict[str, str] = {}
@@ -404,15 +294,15 @@ def _native_vars(plan, spanning: list[dict], nnodes: int, cpu: bool):
 
     va = plan.vllm_args or {}
     several = len({n.get("replica") for n in spanning}) > 1
-    drop = {k: None for k in NATIVE_KEYS}
+    no_native = {k: None for k in NATIVE_KEYS}
     out = []
     for n in spanning:
         g = _int(n.get("replica") or 0, "node replica")
         rank = _int(n.get("rank") or 0, "node rank")
         rep = plan.replicas[g] if g < len(plan.replicas) else plan.replicas[0]
-        argv = serve_args(plan, rep, overrides=drop)
+        argv = serve_args(plan, rep, overrides=no_native)
         if rank > 0:
-            argv = _drop_port(argv)
+            argv = drop(argv, ["--port"])
         plain, _ = _node_env(n)
         net = _net_defaults(plan, n, address=True)
         master = node_args(plan, n).get("master_addr") or va.get("master_addr") or ""
@@ -430,7 +320,7 @@ def _native_vars(plan, spanning: list[dict], nnodes: int, cpu: bool):
     lws = dict(host_ip="", gloo_ifname=plan_net["GLOO_SOCKET_IFNAME"],
                nccl_ifname="" if cpu else plan_net["NCCL_SOCKET_IFNAME"], env=(), lws=True, replica=0)
     leader = replace(head, file="lws-leader.sh", name="The LeaderWorkerSet leader", **lws)
-    worker_argv = next((o.argv for o in out if o.headless), tuple(_drop_port(list(head.argv))))
+    worker_argv = next((o.argv for o in out if o.headless), tuple(drop(head.argv, ["--port"])))
     worker = replace(head, file="lws-worker.sh", name="A LeaderWorkerSet worker", rank=None, headless=True,
                      argv=worker_argv, **lws)
     return tuple(out), leader, worker
