@@ -246,7 +246,7 @@ def test_c1_control_in_served_name_is_bad_input():
     with pytest.raises(BadInput):      # the plan's command refuses it (one argv rule for plan and render)
         _plan(served="m\x85x")
     p = _plan()
-    p.model["served_name"] = "m\x85x"      # a saved plan edited by hand
+    p.served_name = "m\x85x"              # a saved plan edited by hand
     for fmt in ("compose", "k8s"):
         with pytest.raises(BadInput):
             render(p, fmt)

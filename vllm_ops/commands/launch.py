@@ -356,8 +356,8 @@ def _start(mode: str, plan, opts, args: argparse.Namespace, progress):
 def _ray_head_address(plan, args: argparse.Namespace) -> str:
     from vllm_ops.errors import BadInput
 
-    nodes = [n for n in (plan.nodes or []) if n.get("head") or n.get("rank") == 0]
-    addr = nodes[0].get("address") if nodes else None
+    nodes = [n for n in (plan.nodes or []) if n.head or n.rank == 0]
+    addr = nodes[0].address if nodes else None
     if not addr:
         raise BadInput("--node-rank R > 0 with --backend ray joins a Ray cluster: give --ray-address HEAD:PORT")
     return f"{addr}:{args.ray_port}"

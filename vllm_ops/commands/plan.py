@@ -57,7 +57,7 @@ def _print_table(p, *, explain: bool) -> None:
 
     con = Console(highlight=False, soft_wrap=False, width=None if sys.stdout.isatty() else 132)
     m = p.memory
-    cpu = p.image.startswith("vllm/vllm-openai-cpu")
+    cpu = p.cpu
     hw = p.hardware
     gpus = hw.get("gpu_count", 0)
     label = hw.get("spec") or f"{gpus} GPU(s)"
@@ -103,14 +103,14 @@ def _print_table(p, *, explain: bool) -> None:
     con.print(r)
     con.print("replicas: " + ", ".join(f"GPUs {rep.gpu_ids} → :{rep.port}" + (f" on {rep.node}" if rep.node else "")
                                        for rep in p.replicas))
-    spanning = [n for n in p.nodes if n.get("replica") is not None]
+    spanning = [n for n in p.nodes if n.replica is not None]
     if spanning:
         va = p.vllm_args
         how = (f"native (--nnodes {va.get('nnodes')}, --master-addr {va.get('master_addr')}, "
                f"--master-port {va.get('master_port')}; ranks > 0 --headless)" if va.get("nnodes") else "ray")
         con.print(escape(f"nodes ({how}): " + ", ".join(
-            f"{n.get('name')} (replica {n.get('replica')} rank {n.get('rank')}"
-            + (f", {n.get('address')}" if n.get("address") else "") + ")" for n in spanning)))
+            f"{n.name} (replica {n.replica} rank {n.rank}"
+            + (f", {n.address}" if n.address else "") + ")" for n in spanning)))
     for w in p.warnings:
         con.print(f"[yellow]warning[/] {escape('[' + w.code + ']')} {escape(w.message)}")
     if p.env:

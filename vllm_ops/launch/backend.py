@@ -36,6 +36,9 @@ class LaunchSpec:
     extra: dict[str, Any] = field(default_factory=dict)
     state_dir: str | None = None         # the StateStore root (default: the log's logs/ parent)
     args: list[str] = field(default_factory=list)   # vLLM's arguments alone (planning.argv.serve_args + `--`)
+    cpu: bool = False                    # the plan's: the CPU build
+    gpu_ids: list[int] = field(default_factory=list)  # the replica's GPUs (host numbering)
+    image: str = ""                      # the plan's image (container backends)
 
     def environment(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if k not in self.env_removed}

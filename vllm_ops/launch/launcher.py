@@ -106,9 +106,7 @@ def default_ready_timeout(plan: Any) -> float:
     gpus = int(flags.get("tensor_parallel_size") or 1) * int(flags.get("pipeline_parallel_size") or 1)
     weights = float(getattr(plan.memory, "weights_gib", 0.0) or 0.0) * gpus
     timeout = 120.0 + 30.0 * weights
-    from vllm_ops.render.vars import is_cpu_plan
-
-    return timeout * 2 if is_cpu_plan(plan) else timeout
+    return timeout * 2 if plan.cpu else timeout
 
 
 def _http_get(url: str, api_key: str | None, timeout: float = 2.0) -> tuple[int, bytes]:
@@ -153,9 +151,7 @@ def build_spec(plan: Any, opts: LaunchOptions, flags_override: dict[str, Any] | 
     flags = {k: v for k, v in {**(plan.vllm_args or {}), **overrides}.items() if v is not None}
     flags.update(parse_flags(extra))
     env = {str(k): str(v) for k, v in (plan.env or {}).items()}
-    from vllm_ops.render.vars import is_cpu_plan
-
-    cpu = is_cpu_plan(plan)
+    cpu = plan.cpu
     if cpu:
         env.setdefault("VLLM_TARGET_DEVICE", "cpu")
     elif replica.gpu_ids:
@@ -166,7 +162,8 @@ def build_spec(plan: Any, opts: LaunchOptions, flags_override: dict[str, Any] | 
     name = deployment_name(plan, opts, replica.port)
     model = plan.model or {}
     host = flags.get("host")
-    return LaunchSpec(name=name, argv=argv, args=args, env_added=env, log_path=opts.store.log_path(name),
+    return LaunchSpec(name=name, argv=argv, args=args, cpu=cpu, gpu_ids=[] if cpu else list(replica.gpu_ids),
+                      image=str(plan.image or ""), env_added=env, log_path=opts.store.log_path(name),
                       port=replica.port, host=str(host or "0.0.0.0"), served_name=served,
                       model_id=str(model.get("id") or model.get("path") or served),
                       vllm_version=opts.vllm_version,
@@ -426,8 +423,7 @@ def _failure(message: str, log: StartupLog, spec: LaunchSpec, log_offset: int,
 
 
 def _is_moe(plan: dict[str, Any] | None) -> bool:
-    model = (plan or {}).get("model") or {}
-    return bool(model.get("is_moe") or model.get("num_experts") or model.get("moe"))
+    return bool(((plan or {}).get("model") or {}).get("moe"))     # the planner's model facts
 
 
 def _validate(root: str, served: str, api_key: str | None, progress: Progress) -> None:

@@ -33,7 +33,8 @@ from typing import Any, Callable, Sequence
 
 from vllm_ops.errors import BadInput, RuntimeFailure
 from vllm_ops.launch.state import Deployment, StateStore
-from vllm_ops.planning.argv import drop, serve_args
+from vllm_ops.planning.argv import drop, serve_args, served_name
+from vllm_ops.planning.plan import PlanNode
 
 HEADLESS_BOOTSTRAP = (
     "import sys\n"
@@ -68,10 +69,9 @@ class NativeLaunchResult:
     workers: list[Deployment]
 
 
-def _nodes_of(plan: Any, replica: int) -> list[dict[str, Any]]:
-    nodes = [n for n in (plan.nodes or []) if n.get("replica") in (replica, None if replica == 0 else -1)]
-    nodes = [n for n in nodes if n.get("rank") is not None]
-    return sorted(nodes, key=lambda n: int(n.get("rank") or 0))
+def _nodes_of(plan: Any, replica: int) -> list[PlanNode]:
+    nodes = [n for n in (plan.nodes or []) if n.replica in (replica, None if replica == 0 else -1)]
+    return sorted(nodes, key=lambda n: int(n.rank or 0))
 
 
 def _check(plan: Any) -> int:
@@ -94,8 +94,8 @@ def rank_plan(plan: Any, rank: int, nl: NativeLaunch | None = None) -> Any:
     from vllm_ops.planning.multinode import node_args
 
     nl = nl or NativeLaunch()
-    nodes = {int(n.get("rank") or 0): n for n in _nodes_of(plan, 0)}
-    node = nodes.get(rank, {"rank": rank})
+    nodes = {int(n.rank or 0): n for n in _nodes_of(plan, 0)}
+    node = nodes.get(rank) or PlanNode(name=f"rank {rank}", rank=rank, head=rank == 0)
     va = node_args(plan, node)
     va["node_rank"] = rank
     if rank > 0:
@@ -106,7 +106,7 @@ def rank_plan(plan: Any, rank: int, nl: NativeLaunch | None = None) -> Any:
         va["master_addr"] = nl.master_addr
     if nl.master_port:
         va["master_port"] = int(nl.master_port)
-    env = {**(plan.env or {}), **(node.get("env") or {}), **nl.node_env.get(rank, {})}
+    env = {**(plan.env or {}), **(node.env or {}), **nl.node_env.get(rank, {})}
     return replace(plan, vllm_args=va, env=env)
 
 
@@ -128,19 +128,17 @@ def _start_worker(plan: Any, rank: int, nl: NativeLaunch, opts: Any, name: str) 
     argv = [*nl.node_prefix.get(rank, ()), *node_command(plan, rank, opts.vllm, nl)]
     rp = rank_plan(plan, rank, nl)
     env = {str(k): str(v) for k, v in (rp.env or {}).items()}
-    from vllm_ops.render.vars import is_cpu_plan
-
-    if is_cpu_plan(plan):
+    if plan.cpu:
         env.setdefault("VLLM_TARGET_DEVICE", "cpu")
     else:
-        node = {int(n.get("rank") or 0): n for n in _nodes_of(plan, 0)}.get(rank, {})
-        if node.get("gpu_ids"):
-            env.setdefault("CUDA_VISIBLE_DEVICES", ",".join(str(g) for g in node["gpu_ids"]))
+        node = {int(n.rank or 0): n for n in _nodes_of(plan, 0)}.get(rank)
+        if node is not None and node.gpu_ids:
+            env.setdefault("CUDA_VISIBLE_DEVICES", ",".join(str(g) for g in node.gpu_ids))
     env.update(opts.env)
     env.update(nl.node_env.get(rank, {}))
     wname = f"{name}-rank{rank}"
     spec = LaunchSpec(name=wname, argv=argv, env_added=env, log_path=opts.store.log_path(wname), port=0,
-                      host="", served_name=str((plan.model or {}).get("served_name") or ""),
+                      host="", served_name=served_name(plan),
                       model_id=str((plan.model or {}).get("id") or ""), vllm_version=opts.vllm_version,
                       plan=None, env_removed=("VLLM_API_KEY",))
     dep = ProcessBackend().start(spec)
@@ -158,7 +156,6 @@ def launch_native(plan: Any, nl: NativeLaunch, opts: Any,
     from vllm_ops.launch.launcher import LaunchFailed, launch
     from vllm_ops.launch.ray_backend import PrefixedProcessBackend
     from vllm_ops.launch.state import default_name
-    from vllm_ops.render.vars import served_name
 
     progress = progress or (lambda stage, detail="": None)
     nn = _check(plan)

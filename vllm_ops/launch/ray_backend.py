@@ -317,17 +317,14 @@ class Requirement:
 
 
 def requirement(plan: Any) -> Requirement:
-    from vllm_ops.render.vars import is_cpu_plan
-
     va = plan.vllm_args or {}
     tp = int(va.get("tensor_parallel_size") or 1)
     pp = int(va.get("pipeline_parallel_size") or 1)
     world = tp * pp
-    span = int(va.get("nnodes") or 0) or len({n.get("name") for n in (plan.nodes or [])
-                                               if n.get("replica") == 0}) or 1
+    span = int(va.get("nnodes") or 0) or len({n.name for n in (plan.nodes or []) if n.replica == 0}) or 1
     span = max(1, min(span, world))
     per = max(1, world // span)
-    return Requirement(key="CPU" if is_cpu_plan(plan) else "GPU", per_node=per, nodes=span, total=world)
+    return Requirement(key="CPU" if plan.cpu else "GPU", per_node=per, nodes=span, total=world)
 
 
 def check_resources(plan: Any, res: ClusterResources, address: str) -> Requirement:

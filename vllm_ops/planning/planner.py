@@ -20,7 +20,7 @@ from vllm_ops.planning.memory import (
 )
 from vllm_ops.planning.argv import SECRET_FLAGS, split_secret_args, value_of
 from vllm_ops.planning.argv import command as command_of
-from vllm_ops.planning.plan import ENV_NAME, Memory, Plan, PlanWarning, Replica, is_secret_name
+from vllm_ops.planning.plan import ENV_NAME, Memory, Plan, PlanWarning, Replica, default_image, is_secret_name
 from vllm_ops.planning.versions import DEFAULT_VLLM_VERSION, VersionRules, batch_defaults, parse_version, rules_for
 
 HEALTHY_CONCURRENCY = 4          # full-length sequences the KV cache should hold before we stop adding TP
@@ -621,7 +621,7 @@ def plan_layout(model: ModelSpec, inventory: Inventory, *, pins: dict | None = N
         sampler_warmup_gib=_r(e.sampler_warmup_gib), kv_cache_gib=_r(e.kv_cache_gib),
         kv_cache_tokens=int(e.kv_cache_tokens), max_concurrency=_r(e.max_concurrency),
         kv_bytes_per_token=int(e.kv_bytes_per_token))
-    image = f"vllm/vllm-openai-cpu:v{version}" if cpu else f"vllm/vllm-openai:v{version}"
+    image = default_image(version, cpu)
     import json
 
     hw = json.loads(json.dumps(inventory.to_dict()))          # tuples → lists: the plan is JSON data
@@ -645,7 +645,7 @@ def plan_layout(model: ModelSpec, inventory: Inventory, *, pins: dict | None = N
         memory=mem, fits=e.fits, failure_stage=e.failure_stage, margin_gib=_r(e.margin_gib), warnings=warnings,
         command="", env=env_out, env_secrets=secret_names, extra_args=list(extra_args), nodes=[],
         profile=getattr(profile, "name", None), reasons=reasons, assumptions=assumptions,
-        explain=e.explain, alternatives=alternatives,
+        explain=e.explain, alternatives=alternatives, cpu=cpu, served_name=served_name or model.id,
     )
     out.command = command_of(out)          # the same argv render and launch use (planning.argv)
     return out

@@ -104,14 +104,14 @@ def _make_env():
 def formats_for(plan) -> tuple[str, ...]:
     """The formats ``all`` renders for this plan (multi-node plans: the plan's path — native node
     scripts or Ray scripts — and a LeaderWorkerSet)."""
-    from vllm_ops.render.vars import build_vars, is_cpu_plan
+    from vllm_ops.render.vars import build_vars
 
     v = build_vars(plan)
     if v.multinode:
         return ("command", "k8s") if v.backend == "native" else ("ray", "k8s")
     if v.spread:
         return ("k8s",)
-    return tuple(f for f in FORMATS if not (f == "ray" and is_cpu_plan(plan)))
+    return tuple(f for f in FORMATS if not (f == "ray" and plan.cpu))
 
 
 def render(plan, fmt: str, *, output_dir: str | os.PathLike | None = None) -> Artifacts:

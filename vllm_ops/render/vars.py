@@ -16,7 +16,7 @@ from vllm_ops.errors import BadInput
 from vllm_ops.planning.argv import (  # noqa: F401  (serve_args & co. re-exported for render's users)
     NATIVE_KEYS, OPEN_HOSTS, bind_host, check_text, drop, model_target, serve_args, served_name,
 )
-from vllm_ops.planning.plan import is_secret_name
+from vllm_ops.planning.plan import PlanNode, is_secret_name, pinned_image
 
 # --- fixed deployment settings (not from the plan, but never written into a template) --------
 SECRET_ENV = ("HF_TOKEN", "VLLM_API_KEY")          # names only; values live in the env file
@@ -153,18 +153,6 @@ def arg_lines(argv) -> tuple[tuple[str, ...], ...]:
 
 
 # ----------------------------------------------------------------------------------------------
-def is_cpu_plan(plan) -> bool:
-    hw = plan.hardware or {}
-    if hw.get("kind") == "cpu" or "vllm-openai-cpu" in (plan.image or ""):
-        return True
-    if (plan.env or {}).get("VLLM_TARGET_DEVICE") == "cpu":
-        return True
-    gpus = hw.get("gpu_count")
-    if gpus is None:
-        gpus = sum(len(n.get("gpus", ())) for n in hw.get("nodes", ()))
-    return gpus == 0 and all(not r.gpu_ids for r in plan.replicas)
-
-
 def open_bind_note(where: str = "") -> str:
     """The one warning about a server open to the network without an API key."""
     return (f"{where}vLLM listens on all interfaces (no --host, or 0.0.0.0): without VLLM_API_KEY anyone who "
@@ -183,26 +171,6 @@ def dns_name(text: str, prefix: str = "vllm") -> str:
     base = re.sub(r"[^a-z0-9]+", "-", base).strip("-")
     name = f"{prefix}-{base}" if base else prefix
     return name[:63].rstrip("-")
-
-
-def pinned_image(plan, cpu: bool) -> str:
-    image = (plan.image or "").strip()
-    version = str(plan.vllm_version or "").strip().lstrip("v")
-    repo = "vllm/vllm-openai-cpu" if cpu else "vllm/vllm-openai"
-    if not image:
-        if not version:
-            raise BadInput("plan: neither image nor vllm_version is set; cannot pin the image")
-        image = f"{repo}:v{version}"
-    check_text(image, "image")
-    name, _, tag = image.rpartition(":") if ":" in image.split("/")[-1] else (image, "", "")
-    if not tag or tag.startswith("latest") or "@" in name:
-        if "@sha256:" in image:
-            return image                       # a digest pins it
-        raise BadInput(f"plan: image {image!r} is not pinned to a version",
-                       hint=f"use {repo}:v{version or '<version>'}")
-    if cpu and name == "vllm/vllm-openai":
-        image = f"vllm/vllm-openai-cpu:{tag}"
-    return image
 
 
 def _start_period(plan, gpus_per_replica: int) -> int:
@@ -245,31 +213,11 @@ def _parallel(plan) -> tuple[int, int]:
     return tp, pp
 
 
-def _node_gpus(plan) -> int:
-    """GPUs of one node: plan.nodes[*].gpus, else the inventory's first node, else all."""
-    for n in plan.nodes or ():
-        g = n.get("gpus") if isinstance(n, dict) else None
-        if isinstance(g, int) and g > 0:
-            return g
-        if isinstance(g, list) and g:
-            return len(g)
-    hw_nodes = (plan.hardware or {}).get("nodes") or ()
-    if hw_nodes and hw_nodes[0].get("gpus"):
-        return len(hw_nodes[0]["gpus"])
-    return max(1, max((len(r.gpu_ids) for r in plan.replicas), default=1))
-
-
-def _node_address(n: Any) -> str:
-    if isinstance(n, dict):
-        return str(n.get("address") or n.get("hostname") or n.get("node") or n.get("name") or "")
-    return str(n or "")
-
-
-def _node_env(node: dict) -> tuple[tuple[tuple[str, str], ...], dict[str, str]]:
+def _node_env(node: PlanNode | None) -> tuple[tuple[tuple[str, str], ...], dict[str, str]]:
     """(plain per-node env, the network variables) of one plan node."""
     plain: dict[str, str] = {}
     net: dict[str, str] = {}
-    for k, val in (node.get("env") or {}).items():
+    for k, val in ((node.env if node else None) or {}).items():
         k = check_text(k, "node environment variable name")
         if not _ENV_NAME_RE.match(k) or is_secret_name(k):
             raise BadInput(f"plan: node env name {k!r} is not a plain environment variable name")
@@ -277,28 +225,27 @@ def _node_env(node: dict) -> tuple[tuple[tuple[str, str], ...], dict[str, str]]:
     return tuple(sorted(plain.items())), net
 
 
-def _net_defaults(plan, node: dict | None, *, address: bool) -> dict[str, str]:
+def _net_defaults(plan, node: PlanNode | None, *, address: bool) -> dict[str, str]:
     """VLLM_HOST_IP / GLOO_SOCKET_IFNAME / NCCL_SOCKET_IFNAME defaults for one node's script: the
     node's own env, then the plan's env, then (VLLM_HOST_IP) the node's address."""
-    node = node or {}
     _, net = _node_env(node)
     out = {k: net.get(k) or str((plan.env or {}).get(k) or "") for k in NET_ENV}
-    if address and not out["VLLM_HOST_IP"] and node.get("address"):
-        out["VLLM_HOST_IP"] = check_text(node["address"], "node address")
+    if address and not out["VLLM_HOST_IP"] and node is not None and node.address:
+        out["VLLM_HOST_IP"] = check_text(node.address, "node address")
     return {k: check_text(v, k) for k, v in out.items()}
 
 
-def _native_vars(plan, spanning: list[dict], nnodes: int, cpu: bool):
+def _native_vars(plan, spanning: list[PlanNode], nnodes: int, cpu: bool):
     """NodeVars for vLLM's native multi-node mode: every node's script, and the LWS pair."""
     from vllm_ops.planning.multinode import node_args
 
     va = plan.vllm_args or {}
-    several = len({n.get("replica") for n in spanning}) > 1
+    several = len({n.replica for n in spanning}) > 1
     no_native = {k: None for k in NATIVE_KEYS}
     out = []
     for n in spanning:
-        g = _int(n.get("replica") or 0, "node replica")
-        rank = _int(n.get("rank") or 0, "node rank")
+        g = _int(n.replica or 0, "node replica")
+        rank = _int(n.rank or 0, "node rank")
         rep = plan.replicas[g] if g < len(plan.replicas) else plan.replicas[0]
         argv = serve_args(plan, rep, overrides=no_native)
         if rank > 0:
@@ -308,7 +255,7 @@ def _native_vars(plan, spanning: list[dict], nnodes: int, cpu: bool):
         master = node_args(plan, n).get("master_addr") or va.get("master_addr") or ""
         out.append(NodeVars(
             file=(f"replica-{g}-node-{rank}.sh" if several else f"node-{rank}.sh"),
-            name=check_text(n.get("name") or n.get("address") or f"rank {rank}", "node name"), replica=g,
+            name=check_text(n.name or n.address or f"rank {rank}", "node name"), replica=g,
             rank=rank, headless=rank > 0, master_addr=check_text(master, "master address"),
             port=_int(rep.port, "replica port"), argv=tuple(argv), env=plain,
             host_ip=net["VLLM_HOST_IP"], gloo_ifname=net["GLOO_SOCKET_IFNAME"],
@@ -329,33 +276,19 @@ def _native_vars(plan, spanning: list[dict], nnodes: int, cpu: bool):
 def build_vars(plan) -> RenderVars:
     if not plan.replicas:
         raise BadInput("plan: no replicas to render")
-    cpu = is_cpu_plan(plan)
+    cpu = plan.cpu
     tp, pp = _parallel(plan)
     world = tp * pp
     nodes = list(plan.nodes or [])
     va = plan.vllm_args or {}
-    group = next((n for n in nodes if isinstance(n, dict) and isinstance(n.get("nodes"), list)), None)
-    ranked = [n for n in nodes if isinstance(n, dict) and "rank" in n]
-    spanning = [n for n in ranked if n.get("replica") is not None]
-    if ranked:
-        # the planner's shape (planning.multinode): one entry per node, rank inside its replica
-        multinode = bool(spanning)
-        first = [n for n in spanning if (n.get("replica") or 0) == 0] or spanning
-        nnodes = (_int(va.get("nnodes"), "nnodes") if va.get("nnodes") else len(first)) if multinode else 1
-        head_node = next((n for n in first if not n.get("rank")), first[0]) if multinode else (ranked[0])
-        head = str((head_node.get("head_address") if multinode else None) or _node_address(head_node))
-    elif group is not None:
-        # the planner's shape: {"replica": i, "nodes": [names], "gpus_per_node": g} per replica
-        members = [check_text(x, "node name") for x in group["nodes"]]
-        multinode = len(members) > 1 and not cpu
-        nnodes = len(members) if multinode else 1
-        head = members[0] if members else ""
-    else:
-        # a flat list of nodes: a replica spans nodes when TP × PP is more than one node's GPUs;
-        # replicas that each fit one node are independent servers, whatever node they run on
-        multinode = len(nodes) > 1 and not cpu and world > _node_gpus(plan)
-        nnodes = math.ceil(world / _node_gpus(plan)) if multinode else 1
-        head = _node_address(nodes[0]) if nodes else ""
+    spanning = [n for n in nodes if n.replica is not None]
+    multinode = bool(spanning)
+    first = [n for n in spanning if (n.replica or 0) == 0] or spanning
+    nnodes = (_int(va.get("nnodes"), "nnodes") if va.get("nnodes") else len(first)) if multinode else 1
+    head_node = next((n for n in first if not n.rank), first[0]) if multinode else (nodes[0] if nodes else None)
+    head = ""
+    if head_node is not None:
+        head = str((head_node.head_address if multinode else None) or head_node.address or head_node.name or "")
     if multinode and world % nnodes:
         raise BadInput(f"plan: {world} GPUs per replica (TP {tp} × PP {pp}) do not split over {nnodes} nodes")
     spread = len({r.node for r in plan.replicas if r.node}) > 1 and not multinode
@@ -409,7 +342,7 @@ def build_vars(plan) -> RenderVars:
         model_id=check_text(m.get("id") or model_target(plan), "model name"),
         served_name=served,
         model_path=check_text(path, "model path") if path else None,
-        image=pinned_image(plan, cpu),
+        image=pinned_image(plan),
         vllm_version=check_text(plan.vllm_version or "", "vllm_version"),
         cpu=cpu,
         env=_env(plan, cpu),
