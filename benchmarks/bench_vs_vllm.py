@@ -2,7 +2,7 @@
 """`vllm-ops bench` against vLLM's own serving benchmark, same server, same settings.
 
 1. Agreement: against a real vLLM (``--url``, or a CPU test server started here through
-   ``vllm_ops.testbed``), both tools run the same load (random prompts of ``--input-len`` tokens,
+   ``tests/support/testbed.py``), both tools run the same load (random prompts of ``--input-len`` tokens,
    ``--output-len`` output tokens with ignore_eos and greedy sampling (vLLM's benchmark gets
    ``--ignore-eos --temperature 0``: without them it stops at EOS and samples at the server's
    default temperature, a different load), ``--num-prompts`` at ``--concurrency``), alternating,
@@ -275,7 +275,7 @@ def main() -> int:
     ap.add_argument("--skip-agreement", action="store_true")
     args = ap.parse_args()
 
-    from vllm_ops import testbed
+    from tests.support import testbed
 
     vllm_python = testbed.vllm_cpu_python()
     if vllm_python is None:

@@ -118,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     with contextlib.ExitStack() as stack:
         url = args.url
         if not url:
-            from vllm_ops import testbed
+            from tests.support import testbed
 
             work = stack.enter_context(tempfile.TemporaryDirectory(prefix="client-bench-"))
             sys.stderr.write("starting a vLLM CPU test server (30-60 s)...\n")

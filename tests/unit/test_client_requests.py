@@ -277,7 +277,9 @@ def test_root_routes_and_adapter_routes():
     assert p.metrics().value("vllm:num_requests_running", model_name="tiny") == 2.0
     assert "added" in p.load_adapter("a", "/adapters/a")
     assert "removed" in p.unload_adapter("a")
-    assert [m.id for m in p.list_adapters()] == ["lora-a"]
+    assert p.list_adapters() == ["lora-a"]          # names: `if "x" not in llm.list_adapters()` works
+    assert "lora-a" in p.list_adapters() and "other-lora" not in p.list_adapters()
+    assert [(m.id, m.parent) for m in p.list_adapter_models()] == [("lora-a", "tiny")]
     assert [m.id for m in p.list_models()] == ["tiny", "lora-a", "other-lora"]
     by_path = {r.url.path: r for r in rec.requests}
     assert str(by_path["/health"].url) == "http://srv:8000/health"
@@ -302,6 +304,8 @@ async def test_async_face_sends_the_same_bodies():
     assert r.content == "ok"
     assert await p.ahealth() is True
     assert (await p.ametrics())["vllm:x"][0].value == 1.0
+    assert await p.alist_adapters() == p.list_adapters() == ["lora-a"]
+    assert [m.root for m in await p.alist_adapter_models()] == ["/a"]
     await p.aclose()
 
 

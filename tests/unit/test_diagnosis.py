@@ -29,7 +29,7 @@ def test_removed_swap_space_flag():
 
 
 @pytest.mark.parametrize("name,flag,removed_in", [
-    ("cpu-unrecognized-disable-log-requests.log", "--disable-log-requests", "PR #35723"),
+    ("cpu-unrecognized-disable-log-requests.log", "--disable-log-requests", "v0.17.0 (PR #35723)"),
     ("cpu-unrecognized-guided-decoding-backend.log", "--guided-decoding-backend", "v0.12.0"),
 ])
 def test_other_removed_flags(name, flag, removed_in):

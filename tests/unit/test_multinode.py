@@ -117,7 +117,7 @@ def _cpu_nodes(n=2):
 
 
 def _tiny(tmp_path):
-    from vllm_ops.testbed import make_tiny_model
+    from tests.support.testbed import make_tiny_model
 
     return load_model_spec(str(make_tiny_model(tmp_path / "tiny")))
 

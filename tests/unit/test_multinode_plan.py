@@ -68,7 +68,7 @@ def test_replicas_per_node_use_the_same_shape():
 
 
 def test_cpu_nodes_default_to_native(tmp_path):
-    from vllm_ops.testbed import make_tiny_model
+    from tests.support.testbed import make_tiny_model
 
     spec = load_model_spec(str(make_tiny_model(tmp_path / "tiny")))
     inv = Inventory(nodes=tuple(Node(gpus=(), hostname=f"h{i}", address=f"10.200.0.{i + 1}", cpu_count=1,

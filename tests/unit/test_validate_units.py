@@ -88,10 +88,17 @@ def test_cli_rejects_bad_flags(run_cli):
     assert rc == 2
 
 
-def test_unreachable_server_fails_every_check_without_traceback(run_cli):
-    rc, out, err = run_cli("validate", "--url", "http://127.0.0.1:9", "--json", "--quiet",
-                           "--only", "health,version,chat")
-    assert rc == 1
-    doc = json.loads(out)
-    assert [x["status"] for x in doc["checks"]] == ["fail", "fail", "fail"]
-    assert "Traceback" not in err
+@pytest.mark.parametrize("command", [
+    ["validate", "--only", "health,version,chat", "--json"],
+    ["validate"],
+    ["bench", "--concurrency", "1", "--num-prompts", "1"],
+    ["generate", "hi"],
+    ["generate", "hi", "--json"],
+])
+def test_unreachable_server_is_one_line_naming_the_url(run_cli, command):
+    # nothing listens on port 9: one line naming the URL and the error, exit 1, nothing else
+    rc, out, err = run_cli(*command, "--url", "http://127.0.0.1:9")
+    assert rc == 1, (out, err)
+    assert out == "" and err.count("\n") == 1 and "Traceback" not in err
+    assert err.startswith("vllm-ops: error: cannot reach the server at http://127.0.0.1:9: ")
+    assert "refused" in err.lower() or "connect call failed" in err.lower()

@@ -143,6 +143,22 @@ def transport_error(exc: Exception, req: Req) -> VLLMError:
     return VLLMConnectionError(f"cannot reach {req.url}: {detail}", url=req.url)
 
 
+def unavailable_error(exc: VLLMError, root_url: str) -> VLLMError:
+    """The one-line error for a server whose ``GET /health`` failed: it names the server root and
+    why (no connection, no answer in time, or the error status it answered)."""
+    if isinstance(exc, VLLMStatusError):
+        said = f": {exc.message}" if exc.message and exc.message.strip() not in ("", "error") else ""
+        return error_for_status(exc.status_code, f"the server at {root_url} is not healthy: GET /health "
+                                f"answered {exc.status_code}{said}", url=root_url)
+    cause = exc.__cause__
+    why = " ".join(str(cause).split()) if cause is not None and str(cause) else exc.message
+    if isinstance(exc, VLLMConnectionError):
+        return type(exc)(f"cannot reach the server at {root_url}: {why}", url=root_url)
+    if isinstance(exc, VLLMTimeoutError):
+        return VLLMTimeoutError(f"the server at {root_url} did not answer GET /health in time", url=root_url)
+    return type(exc)(f"the server at {root_url} is not usable: {exc.message}", url=root_url)
+
+
 def _json_schema(value: Any) -> Any:
     """A JSON schema from a dict, a JSON string or a pydantic model class."""
     if isinstance(value, type) and hasattr(value, "model_json_schema"):

@@ -23,7 +23,8 @@ from typing import Any, AsyncIterator, Iterable, Iterator, Sequence
 import httpx
 
 from vllm_ops.client._aio import AioPool
-from vllm_ops.client._base import _DONE, BaseProvider, Flow, Req, gen_args, status_error, transport_error
+from vllm_ops.client._base import (_DONE, BaseProvider, Flow, Req, gen_args, status_error, transport_error,
+                                   unavailable_error)
 from vllm_ops.client._models import GenerateResponse, ModelInfo, StreamEvent, Tokenized
 from vllm_ops.client._prometheus import Metrics
 from vllm_ops.client._sse import SSEDataDecoder
@@ -350,6 +351,22 @@ class VLLMProvider(BaseProvider):
         except VLLMError:
             return False
 
+    def require_healthy(self) -> None:
+        """``GET /health`` once (never retried); unless it answers 2xx, raise one
+        :class:`VLLMError` whose message names the server root and why (``cannot reach the server
+        at http://host:port: [Errno 111] Connection refused``, ``... is not healthy: GET /health
+        answered 503``). Commands call it before anything else."""
+        try:
+            self._drive(self._health_flow())
+        except VLLMError as exc:
+            raise unavailable_error(exc, self.root_url) from exc
+
+    async def arequire_healthy(self) -> None:
+        try:
+            await self._adrive(self._health_flow())
+        except VLLMError as exc:
+            raise unavailable_error(exc, self.root_url) from exc
+
     def version(self) -> str:
         """The server's vLLM version (``GET /version``, cached)."""
         return self._drive(self._version_text_flow())
@@ -364,11 +381,21 @@ class VLLMProvider(BaseProvider):
     async def alist_models(self) -> list[ModelInfo]:
         return await self._adrive(self._models_flow())
 
-    def list_adapters(self) -> list[ModelInfo]:
-        """Loaded LoRA adapters: the ``/v1/models`` entries whose ``parent`` is the base model."""
+    def list_adapters(self) -> list[str]:
+        """Names of the loaded LoRA adapters (``/v1/models`` entries whose ``parent`` is the base
+        model), so ``if "sql" not in llm.list_adapters(): llm.load_adapter("sql", path)`` works.
+        Their paths and parents: :meth:`list_adapter_models`."""
+        return [m.id for m in self._drive(self._adapters_flow())]
+
+    async def alist_adapters(self) -> list[str]:
+        return [m.id for m in await self._adrive(self._adapters_flow())]
+
+    def list_adapter_models(self) -> list[ModelInfo]:
+        """The loaded LoRA adapters' ``/v1/models`` entries: ``id``, ``root`` (the path the server
+        loaded), ``parent`` (the base model)."""
         return self._drive(self._adapters_flow())
 
-    async def alist_adapters(self) -> list[ModelInfo]:
+    async def alist_adapter_models(self) -> list[ModelInfo]:
         return await self._adrive(self._adapters_flow())
 
     def load_adapter(self, name: str, path: str, *, load_inplace: bool = False) -> str:

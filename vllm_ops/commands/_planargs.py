@@ -161,13 +161,13 @@ def choose_hardware(args: argparse.Namespace, *, cmd: str = "plan"):
         return parse_gpu_spec(DEFAULT_GPUS), None
 
 
-def plan_from_args(args: argparse.Namespace, *, cmd: str = "plan", vllm_version: str | None = None,
-                   default_model: bool = True):
-    """The whole planning step of a command → Plan."""
+def plan_inputs(args: argparse.Namespace, *, cmd: str = "plan", vllm_version: str | None = None,
+                default_model: bool = True) -> dict:
+    """What the planner needs, from the flags: ``model`` (ModelSpec), ``inventory``, ``pins`` and
+    the keyword arguments of ``planning.plan`` (version, profile, extra_args, env, ...)."""
     from vllm_ops.errors import BadInput
     from vllm_ops.models import load_model_spec
     from vllm_ops.output import info
-    from vllm_ops.planning import plan
     from vllm_ops.planning.versions import DEFAULT_VLLM_VERSION
 
     env = parse_env(getattr(args, "env", None))
@@ -183,8 +183,17 @@ def plan_from_args(args: argparse.Namespace, *, cmd: str = "plan", vllm_version:
         info(f"vllm-ops {cmd}: no --model given: planning the embedded default {DEFAULT_MODEL} "
              f"(built-in catalog, offline)")
     spec = load_model_spec(model_name, offline=True if not args.model else args.offline)
-    return plan(spec, inventory, pins=pins_from_args(args),
-                vllm_version=vllm_version or args.vllm_version or DEFAULT_VLLM_VERSION,
-                profile=profile, extra_args=tuple(getattr(args, "passthrough", None) or ()), env=env,
-                served_name=args.served_model_name, port=args.port if args.port is not None else 8000,
-                **multinode_from_args(args))
+    return {"model": spec, "inventory": inventory, "pins": pins_from_args(args),
+            "vllm_version": vllm_version or args.vllm_version or DEFAULT_VLLM_VERSION, "profile": profile,
+            "extra_args": tuple(getattr(args, "passthrough", None) or ()), "env": env,
+            "served_name": args.served_model_name, "port": args.port if args.port is not None else 8000,
+            **multinode_from_args(args)}
+
+
+def plan_from_args(args: argparse.Namespace, *, cmd: str = "plan", vllm_version: str | None = None,
+                   default_model: bool = True):
+    """The whole planning step of a command → Plan."""
+    from vllm_ops.planning import plan
+
+    kw = plan_inputs(args, cmd=cmd, vllm_version=vllm_version, default_model=default_model)
+    return plan(kw.pop("model"), kw.pop("inventory"), **kw)

@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 import argparse
-import os
+
+from vllm_ops.commands._server import add_server_flags, connect, report_console, server_from_args
 
 
 def _ints(text: str) -> list[int]:
@@ -26,9 +27,6 @@ def _rates(text: str) -> list[float]:
 
 
 def configure(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--url", default=None,
-                   help="server root, http://host:port (default: VLLM_BASE_URL without /v1, "
-                        "else http://localhost:8000)")
     p.add_argument("--model", default=None, help="served model or adapter name (default: the base model)")
     lv = p.add_mutually_exclusive_group()
     lv.add_argument("--concurrency", type=_ints, default=None, metavar="N,N,...",
@@ -41,27 +39,14 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dataset", default=None, metavar="FILE",
                    help="prompts from a file (JSONL/JSON with prompt/text, ShareGPT, or text lines)")
     p.add_argument("--plan", default=None, metavar="PLAN.json",
-                   help="a `vllm-ops plan --json` file to compare the saturation with")
+                   help="a `vllm-ops plan --json` file: compare the saturation with it, print the predicted "
+                        "TTFT/TPOT/throughput beside the measured ones and record the pairs for calibration")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--sample-interval", type=float, default=0.5, metavar="S",
                    help="seconds between /metrics samples during a level (0: before/after only)")
-    p.add_argument("--json", action="store_true", help="print one JSON document on stdout")
     p.add_argument("--plot", default=None, metavar="FILE.png",
                    help="write a PNG chart (matplotlib; a terminal chart without it)")
-    p.add_argument("--api-key-env", default="VLLM_API_KEY", metavar="VAR",
-                   help="environment variable holding the API key (default VLLM_API_KEY)")
-    p.add_argument("--quiet", action="store_true", help="no progress on stderr")
-
-
-def default_root_url(url: str | None) -> str:
-    if url:
-        return url.rstrip("/")
-    env = os.environ.get("VLLM_BASE_URL")
-    if env:
-        from vllm_ops.client._base import split_urls
-
-        return split_urls(env)[0]
-    return "http://localhost:8000"
+    add_server_flags(p, timeout=600.0)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -73,17 +58,18 @@ def run(args: argparse.Namespace) -> int:
     for flag in ("num_prompts", "input_len", "output_len"):
         if getattr(args, flag) < 1:
             raise BadInput(f"--{flag.replace('_', '-')} must be at least 1")
-    from vllm_ops.commands.validate import check_root_url, report_console
-
-    url = check_root_url(default_root_url(args.url), "--url" if args.url else "VLLM_BASE_URL")
-    plan = PlanLimits.load(args.plan) if args.plan else plan_limits_for(url)
+    server = server_from_args(args)
+    url = server.url
+    plan_file = PlanLimits.load(args.plan) if args.plan else None  # a bad file: exit 2 first
+    connect(server, max_retries=0).close()  # unreachable or unhealthy: one line, exit 1, now
+    plan = plan_file or plan_limits_for(url)
     progress = output.Progress(quiet=args.quiet)
     report = run_bench(url, model=args.model,
                        concurrency=args.concurrency or [1, 4, 16, 64],
                        request_rates=args.request_rate,
                        num_prompts=args.num_prompts, input_len=args.input_len,
                        output_len=args.output_len, dataset=args.dataset, plan=plan,
-                       api_key=os.environ.get(args.api_key_env) or None, seed=args.seed,
+                       api_key=server.api_key, timeout=server.timeout, seed=args.seed,
                        sample_interval=args.sample_interval,
                        progress=progress)
     if args.plot:
@@ -95,11 +81,24 @@ def run(args: argparse.Namespace) -> int:
         else:
             output.warn("matplotlib is not installed (pip install 'vllm-ops[plot]'): terminal chart instead")
             output.info(terminal_chart(report))
+    rows = None
+    if args.plan:
+        from vllm_ops.loadtest.predicted import compare, load_full_plan
+
+        full = load_full_plan(args.plan)
+        rows = compare(full, report) if full is not None else None
     if args.json:
-        output.print_json(report.to_dict())
+        doc = report.to_dict()
+        if rows is not None:
+            doc["predicted"] = rows
+        output.print_json(doc)
     else:
         from vllm_ops.loadtest.plot import terminal_chart
 
         report.print_table(report_console())
+        if rows is not None:
+            from vllm_ops.loadtest.predicted import print_comparison
+
+            print_comparison(rows, report_console())
         print(terminal_chart(report))
     return 0 if report.ok else 1

@@ -1,17 +1,19 @@
 """`vllm-ops generate PROMPT`: one request through the bundled client; prints the answer.
 
 Constraints (one at most): ``--json-schema FILE``, ``--regex R``, ``--choice a,b``,
-``--grammar G`` — sent as vLLM's ``structured_outputs``. ``--url`` is the server root
-(default: ``VLLM_BASE_URL``); the key comes from ``VLLM_API_KEY`` only (never argv).
+``--grammar G`` — sent as vLLM's ``structured_outputs``. Server flags (``--url``, the root;
+``--api-key-env``; ``--json``; ``--quiet``; ``--timeout``) are shared with validate and bench
+(:mod:`vllm_ops.commands._server`); the key never comes from argv.
 """
 from __future__ import annotations
 
 import argparse
 
+from vllm_ops.commands._server import add_server_flags, connect, server_from_args
+
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("prompt", metavar="PROMPT", help="the prompt (sent as a user message)")
-    parser.add_argument("--url", help="server root, e.g. http://localhost:8000 (default: VLLM_BASE_URL)")
     parser.add_argument("--model", help="served model or LoRA adapter name (default: the server's model)")
     g = parser.add_mutually_exclusive_group()
     g.add_argument("--json-schema", metavar="FILE", help="constrain the answer to this JSON schema")
@@ -24,7 +26,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--completions", action="store_true",
                         help="use /v1/completions with the raw prompt instead of chat")
     parser.add_argument("--stream", action="store_true", help="print the answer as it arrives")
-    parser.add_argument("--json", action="store_true", help="print one JSON document")
+    add_server_flags(parser, timeout=None, progress=False)
 
 
 def _schema(path: str):
@@ -44,7 +46,6 @@ def _schema(path: str):
 def run(args: argparse.Namespace) -> int:
     import sys
 
-    from vllm_ops.client import VLLMProvider
     from vllm_ops.errors import BadInput
     from vllm_ops.output import print_json
 
@@ -61,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
         kw["guided_grammar"] = args.grammar
     if args.max_tokens is not None and args.max_tokens < 1:
         raise BadInput("--max-tokens must be at least 1")
-    llm = VLLMProvider.from_root_url(args.url) if args.url else VLLMProvider()
+    llm = connect(server_from_args(args))  # unreachable or unhealthy: one line, exit 1, now
     common = dict(model=args.model, max_tokens=args.max_tokens, temperature=args.temperature,
                   system_prompt=args.system, endpoint="completions" if args.completions else "chat", **kw)
     with llm:

@@ -10,7 +10,9 @@ names in the env file, and ``vllm-ops launch`` takes the values from its environ
 ``--env``) at start time, refusing to start when one is missing (see planning/plan.py).
 ``--port`` must be 1..65535 (for every replica's port); ``--env`` names must be variable names;
 ``--dtype`` / ``--kv-cache-dtype`` must be one of vLLM's choices.
-Exit 0 fits · 3 does not fit (the JSON is printed either way) · 2 bad input.
+``--slo tpot_ms=X[,ttft_ms=Y]`` with ``--input-len/--output-len/--concurrency|--rate`` searches
+the layout with the most goodput within the targets (commands/_slo.py, planning/slo.py).
+Exit 0 fits · 3 does not fit, or no layout meets --slo (the JSON is printed either way) · 2 bad input.
 """
 from __future__ import annotations
 
@@ -21,19 +23,32 @@ from vllm_ops.commands._planargs import DEFAULT_MODEL, DEFAULT_PROFILE  # noqa: 
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
+    from vllm_ops.commands._perfargs import add_workload_arguments
     from vllm_ops.commands._planargs import add_multinode_arguments, add_plan_arguments
 
     add_plan_arguments(parser)
     add_multinode_arguments(parser)
+    add_workload_arguments(parser)
     parser.add_argument("--json", action="store_true", help="print the plan as one JSON document")
     parser.add_argument("--explain", action="store_true", help="show the memory arithmetic")
+    from vllm_ops.commands._slo import add_slo_arguments
+
+    add_slo_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
     from vllm_ops import output
     from vllm_ops.commands._planargs import plan_from_args
 
+    if getattr(args, "slo", None) is not None:
+        from vllm_ops.commands._slo import run_slo
+
+        return run_slo(args)
+    from vllm_ops.commands._perfargs import add_performance, workload_from_args
+
+    workload_from_args(args)                  # bad workload flags: exit 2 before planning
     result = plan_from_args(args, cmd="plan")
+    add_performance(result, args)
     if args.json:
         output.print_json(result.to_dict())
     else:
@@ -115,6 +130,8 @@ def _print_table(p, *, explain: bool) -> None:
         con.print(f"[yellow]warning[/] {escape('[' + w.code + ']')} {escape(w.message)}")
     if p.env:
         con.print("env: " + " ".join(f"{k}={v}" for k, v in p.env.items()))
+    if p.performance:
+        _print_performance(con, p.performance)
     con.print(f"[bold]command:[/] {escape(p.command)}")
     if explain:
         con.print("[bold]arithmetic:[/]")
@@ -124,3 +141,25 @@ def _print_table(p, *, explain: bool) -> None:
         for line in p.assumptions:
             con.print("  - " + escape(line))
     sys.stdout.flush()
+
+
+def _print_performance(con, perf: dict) -> None:
+    from rich.markup import escape
+
+    w = perf.get("workload") or {}
+    load = f"concurrency {w.get('concurrency')}" if w.get("concurrency") else f"{w.get('rate')} req/s"
+    head = f"[bold]performance[/] (one replica, {w.get('input_len')} in / {w.get('output_len')} out, {load}): "
+    if perf.get("tpot_ms") is None and perf.get("ttft_ms") is None:
+        con.print(head + escape(f"not predicted: {perf.get('reason')}"))
+        return
+    f = lambda v, u: "-" if v is None else f"{v:.1f}{u}"  # noqa: E731
+    con.print(head + f"TTFT {f(perf.get('ttft_ms'), ' ms')}, TPOT {f(perf.get('tpot_ms'), ' ms')} "
+              f"(floor {f(perf.get('tpot_floor_ms'), ' ms')}), {f(perf.get('output_tokens_per_s'), ' tok/s')}, "
+              f"{f(perf.get('requests_per_s'), ' req/s')}; bound: {perf.get('bound')}; "
+              f"running {f(perf.get('effective_concurrency'), '')}")
+    if perf.get("reason"):
+        con.print("  " + escape(perf["reason"]))
+    m = perf.get("measured")
+    if m:
+        con.print(escape(f"  measured before: TTFT {m.get('ttft_ms')} ms, TPOT {m.get('tpot_ms')} ms, "
+                         f"{m.get('output_tokens_per_s')} tok/s"))

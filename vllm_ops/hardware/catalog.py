@@ -3,7 +3,9 @@
 ``lookup("h100")`` finds an entry by key or alias (case-insensitive); ``match_nvml_name`` maps
 the name NVML reports (``"NVIDIA H100 80GB HBM3"``) to an entry, or ``None`` when unknown.
 ``memory_bytes`` is the CUDA total (what torch reports and vLLM budgets against), not the NVML
-total; ``memory_source`` says whether the figure was measured or derived (see the JSON file).
+total; ``memory_source`` says whether the figure was measured or derived (see the JSON file). The
+performance model reads ``bandwidth_gbs``, the dense ``bf16/fp8/fp4_tflops``, ``nvlink_gbs`` and
+``pcie_gbs``; ``perf_source`` names the datasheet they come from.
 """
 from __future__ import annotations
 
@@ -35,6 +37,11 @@ class GpuType:
     nvml_total_bytes: int | None = None        # what nvidia-smi shows as total
     nvlink_links: int | None = None            # NVLink links per GPU (topo -m shows NV<links>)
     memory_source: str = "derived"             # "measured" / "derived-torch" / "derived-nvml"
+    bf16_tflops: float | None = None           # dense 16-bit tensor TFLOP/s (datasheet, no sparsity)
+    fp8_tflops: float | None = None            # dense FP8 tensor TFLOP/s; None: no FP8 units
+    fp4_tflops: float | None = None            # dense FP4 tensor TFLOP/s; None: no FP4 units
+    pcie_gbs: float | None = None              # PCIe bandwidth per direction (x16), GB/s
+    perf_source: str | None = None             # the datasheet the performance figures come from
 
     @property
     def memory_gib(self) -> float:
@@ -79,6 +86,8 @@ def _load() -> tuple[GpuType, ...]:
                     aliases=tuple(g.get("aliases", ())),
                     nvml_total_bytes=(g["nvml_total_mib"] * MiB if g.get("nvml_total_mib") else None),
                     nvlink_links=g.get("nvlink_links"), memory_source=g.get("memory_source", "derived"),
+                    bf16_tflops=g.get("bf16_tflops"), fp8_tflops=g.get("fp8_tflops"),
+                    fp4_tflops=g.get("fp4_tflops"), pcie_gbs=g.get("pcie_gbs"), perf_source=g.get("perf_source"),
                 ))
             index: dict[str, GpuType] = {}
             for e in entries:

@@ -10,7 +10,8 @@ One JSON object per line in ``<state_dir>/calibration.jsonl``::
      "actual": {"weights_gib": 14.29, "kv_cache_gib": 55.62, "kv_cache_tokens": 1041472, ...}}
 
 :func:`lookup` (used by ``vllm-ops plan``) returns the newest record for the same model, hardware,
-vLLM version and memory-relevant flags. Standard library only: it runs on the plan path.
+vLLM version and memory-relevant flags; records of another ``kind`` (``"perf"``: predicted and measured
+TTFT/TPOT/throughput, from ``vllm-ops bench --plan`` and ``vllm-ops tune``) are skipped. Standard library only: it runs on the plan path.
 """
 from __future__ import annotations
 
@@ -131,9 +132,56 @@ def lookup(model_id: str, gpu_key: str, vllm_version: str | None, flags: Mapping
     want = normalize_flags(flags)
     best = None
     for rec in records(state_dir):
-        if (rec.get("model_id") == model_id and rec.get("gpu_key") == gpu_key
+        if (rec.get("kind", "memory") == "memory" and rec.get("model_id") == model_id and rec.get("gpu_key") == gpu_key
                 and rec.get("vllm_version") == vllm_version and rec.get("flags") == want
                 and rec.get("actual")):
+            if best is None or rec.get("ts", 0) >= best.get("ts", 0):
+                best = rec
+    return best
+
+
+# -- performance records: predicted beside measured TTFT/TPOT/throughput (`vllm-ops bench --plan`) -------
+PERF_FIGURES: tuple[str, ...] = ("ttft_ms", "tpot_ms", "output_tokens_per_s", "requests_per_s")
+
+
+def _plan_keys(plan: Any) -> tuple[str, str, str | None, dict[str, Any]]:
+    va = dict(plan.vllm_args or {})
+    if "--enable-expert-parallel" in (plan.extra_args or []):
+        va["enable_expert_parallel"] = True
+    world = int(va.get("tensor_parallel_size") or 1) * int(va.get("pipeline_parallel_size") or 1) * \
+        int(va.get("data_parallel_size") or 1)
+    hw = hardware_of(plan.hardware or {}, world)
+    return (str(plan.model.get("id")), gpu_key(hw["gpu_name"], hw["gpu_count"], hw["total_bytes"]),
+            plan.vllm_version, normalize_flags(va))
+
+
+def make_perf_record(plan: Any, workload: Mapping[str, Any], predicted: Mapping[str, Any] | None,
+                     measured: Mapping[str, Any], ts: float | None = None) -> dict[str, Any]:
+    """One ``kind: "perf"`` record: the plan's model/hardware/version/flags, the load
+    (``input_len``, ``output_len``, ``concurrency`` or ``rate``, ``num_requests``), and the figures."""
+    model_id, key, version, flags = _plan_keys(plan)
+    return {
+        "kind": "perf", "ts": ts if ts is not None else time.time(), "model_id": model_id, "gpu_key": key,
+        "vllm_version": version, "flags": flags,
+        "workload": {k: workload.get(k) for k in ("input_len", "output_len", "concurrency", "rate", "num_requests")
+                     if workload.get(k) is not None},
+        "predicted": {k: (predicted or {}).get(k) for k in PERF_FIGURES if (predicted or {}).get(k) is not None},
+        "measured": {k: measured.get(k) for k in PERF_FIGURES if measured.get(k) is not None},
+    }
+
+
+def lookup_perf(plan: Any, workload: Any, state_dir: str | os.PathLike | None = None) -> dict[str, Any] | None:
+    """The newest perf record for this plan's model, hardware, vLLM version and memory flags at the
+    same input/output lengths and concurrency (or rate), or None."""
+    model_id, key, version, flags = _plan_keys(plan)
+    want = {"input_len": workload.input_len, "output_len": workload.output_len}
+    want.update({"concurrency": workload.concurrency} if workload.concurrency is not None else {"rate": workload.rate})
+    best = None
+    for rec in records(state_dir):
+        wl = rec.get("workload") or {}
+        if (rec.get("kind") == "perf" and rec.get("model_id") == model_id and rec.get("gpu_key") == key
+                and rec.get("vllm_version") == version and rec.get("flags") == flags and rec.get("measured")
+                and all(wl.get(k) == v for k, v in want.items())):
             if best is None or rec.get("ts", 0) >= best.get("ts", 0):
                 best = rec
     return best

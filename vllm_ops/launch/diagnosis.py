@@ -16,21 +16,13 @@ import re
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
 
-# Flags vLLM removed: flag → (release or PR that removed it, number of values it took, advice)
+from vllm_ops.planning.versions import REMOVED_FLAGS as _VERSION_REMOVED_FLAGS
+
+# Flags vLLM removed: flag → (release and PR that removed it, number of values it took, advice).
+# The one table is planning/versions.py REMOVED_FLAGS (upgrade-check reads it too).
 REMOVED_FLAGS: dict[str, tuple[str, int, str]] = {
-    "--swap-space": ("v0.18.0 (PR #36216)", 1,
-                     "V1 never swaps to CPU (preemption recomputes); drop it"),
-    "--disable-log-requests": ("PR #35723 (Mar 2026)", 0,
-                               "request logging is off by default now; drop it "
-                               "(--enable-log-requests turns it on)"),
-    "--guided-decoding-backend": ("v0.12.0 (PR #29326)", 1,
-                                  "use --structured-outputs-config '{\"backend\": \"...\"}'"),
-    "--guided-decoding-disable-fallback": ("v0.12.0 (PR #29326)", 0,
-                                           "use --structured-outputs-config"),
-    "--guided-decoding-disable-any-whitespace": ("v0.12.0 (PR #29326)", 0,
-                                                 "use --structured-outputs-config"),
-    "--guided-decoding-disable-additional-properties": ("v0.12.0 (PR #29326)", 0,
-                                                        "use --structured-outputs-config"),
+    r.flag: (f"v{r.removed_in} ({r.pr})", r.values, r.fix)
+    for r in _VERSION_REMOVED_FLAGS
 }
 
 

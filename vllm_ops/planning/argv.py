@@ -20,7 +20,9 @@ from typing import Any, Iterable, Sequence
 from vllm_ops.errors import BadInput
 
 SECRET_FLAGS = {"--api-key": "VLLM_API_KEY", "--hf-token": "HF_TOKEN"}   # vLLM flag → its variable
-SERVE = ("vllm", "serve")                          # the entry point ``plan.command`` is written with
+SERVE = ("vllm", "serve")
+SHORT_FLAGS = {"-tp": "--tensor-parallel-size", "-pp": "--pipeline-parallel-size", "-dp": "--data-parallel-size",
+               "-q": "--quantization"}                 # vLLM's short spellings of planner flags                          # the entry point ``plan.command`` is written with
 OPEN_HOSTS = ("", "0.0.0.0", "::", "[::]")         # --host values that listen on every interface
 # flags whose vLLM default is on (or "auto"): False must be said as --no-<flag>
 DEFAULT_ON = {"enable_prefix_caching", "enable_chunked_prefill", "async_scheduling"}
@@ -134,6 +136,30 @@ def value_of(args: Sequence[str], flag: str) -> str | None:
         elif tok.startswith(flag + "="):
             val = tok.split("=", 1)[1]
     return val
+
+
+def after_entry(words: Sequence[str]) -> list[str]:
+    """``vllm serve M ...`` / ``python -m vllm.entrypoints.openai.api_server ...`` → what follows
+    the entry point (anything else: the words as they are)."""
+    words = list(words)
+    if words[:2] == list(SERVE):
+        return words[2:]
+    for i, w in enumerate(words[:4]):
+        if str(w).startswith("vllm.entrypoints"):
+            return words[i + 1:]
+    return words
+
+
+def arg_lines(args: Iterable[str]) -> tuple[tuple[str, ...], ...]:
+    """Group an argument list (for display and per-flag edits): each ``--flag`` with the values
+    that follow it."""
+    lines: list[list[str]] = []
+    for a in args:
+        if not lines or a.startswith("-"):
+            lines.append([a])
+        else:
+            lines[-1].append(a)
+    return tuple(tuple(ln) for ln in lines)
 
 
 def model_as_flag(args: Sequence[str]) -> list[str]:
@@ -272,6 +298,7 @@ def command(plan: Any) -> str:
     return shlex.join([*SERVE, *serve_args(plan, replica)])
 
 
-__all__ = ["DEFAULT_ON", "NATIVE_KEYS", "OPEN_HOSTS", "SECRET_FLAGS", "SERVE", "bind_host", "check_text",
+__all__ = ["DEFAULT_ON", "NATIVE_KEYS", "OPEN_HOSTS", "SECRET_FLAGS", "SERVE", "SHORT_FLAGS", "after_entry",
+           "arg_lines", "bind_host", "check_text",
            "command", "drop", "flag_name", "flag_words", "model_as_flag", "model_target", "parse_flags",
            "serve_args", "served_name", "split_secret_args", "strip_flags", "value_of"]

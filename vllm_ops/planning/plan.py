@@ -96,6 +96,9 @@ class Plan:
     calibration: dict[str, Any] | None = None   # a calibration record used, if any
     explain: list[str] = field(default_factory=list)           # the memory arithmetic, line by line
     alternatives: list[dict[str, Any]] = field(default_factory=list)  # same layout at other max_num_seqs
+    performance: dict[str, Any] | None = None   # planning/performance.py at the --input-len/--output-len load
+    slo: dict[str, Any] | None = None           # `plan --slo`: the targets, workload and search (planning/slo.py)
+    candidates: list[dict[str, Any]] = field(default_factory=list)   # `plan --slo`: ranked, predicted figures
     cpu: bool = None                            # type: ignore[assignment]  # the CPU build (set by the planner; None → from an older plan)
     served_name: str = ""                       # the name clients ask for (set by the planner)
 

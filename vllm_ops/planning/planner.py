@@ -30,6 +30,7 @@ PIN_KEYS = (
     "max_model_len", "max_num_seqs", "max_num_batched_tokens", "kv_cache_dtype", "dtype", "quantization",
     "enforce_eager",
 )
+PROFILE_LAYOUT_KEYS = ("tensor_parallel_size", "pipeline_parallel_size", "kv_cache_dtype", "quantization")
 _INT_PINS = ("tensor_parallel_size", "pipeline_parallel_size", "data_parallel_size", "max_model_len",
              "max_num_seqs", "max_num_batched_tokens")
 _FP8_KV = ("fp8", "fp8_e4m3", "fp8_e5m2", "fp8_inc")
@@ -275,6 +276,9 @@ def plan_layout(model: ModelSpec, inventory: Inventory, *, pins: dict | None = N
         env_in[k] = str(v)
     env_out, extra_args, secret_names, warnings = _split_secrets(env_in, extra_args, env_secrets)
     prof_defaults = {k.replace("-", "_"): v for k, v in (getattr(profile, "vllm_defaults", None) or {}).items()}
+    # a profile that fixes a layout (one written by `vllm-ops tune`) acts as pins the user may override
+    from_profile = [k for k in PROFILE_LAYOUT_KEYS if prof_defaults.get(k) is not None and k not in pins]
+    pins.update(_norm_pins({k: prof_defaults[k] for k in from_profile}))
     cpu = (getattr(profile, "kind", "gpu") == "cpu") or not inventory.gpus
     reasons: dict[str, str] = {}
     assumptions = rules.assumptions()
@@ -497,6 +501,12 @@ def plan_layout(model: ModelSpec, inventory: Inventory, *, pins: dict | None = N
     else:
         reasons["max_num_batched_tokens"] = f"{f.max_num_batched_tokens}: vLLM {version} default"
     reasons["kv_cache_dtype"] = f"{kvd}" + (" (pinned)" if "kv_cache_dtype" in pins else " (model dtype)")
+
+    for k in from_profile:
+        if k in reasons:
+            reasons[k] = reasons[k].replace("(pinned)", f"({_profile_label(profile)} default)")
+        else:
+            reasons[k] = f"{pins[k]} ({_profile_label(profile)} default)"
 
     # -- replicas ----------------------------------------------------------------------------
     dp = dp_pin or 1

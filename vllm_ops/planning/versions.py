@@ -116,6 +116,101 @@ RULES: tuple[Rule, ...] = (
 )
 
 
+# -- releases this table knows ------------------------------------------------------------------
+# Every `vllm` release on PyPI from 0.6.5 (the first release with the memory profiling these rules
+# model: vllm PR #10511; the calibration logs start there) to 0.33.0 (the release whose source the
+# table was read from), as `pip index versions vllm` listed them on 2026-12-03. Later releases
+# (0.34.0 was published by then) and earlier ones are refused, not guessed: add a release here only
+# with the rule rows it changes.
+KNOWN_RELEASES: tuple[str, ...] = (
+    "0.6.5", "0.6.6", "0.6.6.post1", "0.7.0", "0.7.1", "0.7.2", "0.7.3",
+    "0.8.0", "0.8.1", "0.8.2", "0.8.3", "0.8.4", "0.8.5", "0.8.5.post1",
+    "0.9.0", "0.9.0.1", "0.9.1", "0.9.2", "0.10.0", "0.10.1", "0.10.1.1", "0.10.2",
+    "0.11.0", "0.11.1", "0.11.2", "0.12.0", "0.13.0", "0.14.0", "0.14.1", "0.15.0", "0.15.1", "0.16.0",
+    "0.17.0", "0.17.1", "0.18.0", "0.18.1", "0.19.0", "0.19.1", "0.20.0", "0.20.1", "0.20.2",
+    "0.21.0", "0.22.0", "0.22.1", "0.23.0", "0.24.0", "0.25.0", "0.25.1", "0.26.0", "0.27.0", "0.27.1",
+    "0.28.0", "0.29.0", "0.30.0", "0.31.0", "0.32.0", "0.33.0",
+)
+
+
+# -- what a deployment passes or sends that a release removed --------------------------------------
+@dataclass(frozen=True)
+class FlagRemoval:
+    flag: str              # as written on the command line
+    removed_in: str        # first release that rejects it ("unrecognized arguments")
+    values: int            # how many values follow it
+    pr: str                # the vLLM pull request that removed it
+    source: str            # release notes / public reports that date it
+    fix: str
+
+
+REMOVED_FLAGS: tuple[FlagRemoval, ...] = (
+    FlagRemoval("--swap-space", "0.18.0", 1, "PR #36216",
+                "vllm PR #36216 (2026-03-06); present in 0.17.1, absent from 0.18.0 on (unslothai/unsloth-zoo "
+                "issue #1210 read EngineArgs of every release 0.15.0-0.29.0)",
+                "V1 never swaps to CPU (preemption recomputes); drop it"),
+    FlagRemoval("--disable-log-requests", "0.17.0", 0, "PR #35723",
+                "vllm PR #35723 (Mar 2026; deprecated since PR #21739, Aug 2025); llm-d/llm-d-benchmark PR #781: "
+                "'removed from vLLM 0.17.0'",
+                "request logging is off by default now; drop it (--enable-log-requests turns it on)"),
+    FlagRemoval("--guided-decoding-backend", "0.12.0", 1, "PR #29326", "vllm PR #29326 (v0.12.0 release notes)",
+                "use --structured-outputs-config '{\"backend\": \"...\"}'"),
+    FlagRemoval("--guided-decoding-disable-fallback", "0.12.0", 0, "PR #29326",
+                "vllm PR #29326 (v0.12.0 release notes)", "use --structured-outputs-config"),
+    FlagRemoval("--guided-decoding-disable-any-whitespace", "0.12.0", 0, "PR #29326",
+                "vllm PR #29326 (v0.12.0 release notes)", "use --structured-outputs-config"),
+    FlagRemoval("--guided-decoding-disable-additional-properties", "0.12.0", 0, "PR #29326",
+                "vllm PR #29326 (v0.12.0 release notes)", "use --structured-outputs-config"),
+)
+
+
+@dataclass(frozen=True)
+class RequestChange:
+    fields: tuple[str, ...]   # request fields (or metric names) that changed
+    since: str                # first release with the change
+    what: str
+    source: str
+    fix: str
+    client: str               # what the bundled client (vllm_ops.client) does about it
+    removed: bool = True      # False: deprecated only (still honoured)
+
+
+REQUEST_CHANGES: tuple[RequestChange, ...] = (
+    RequestChange(("guided_json", "guided_regex", "guided_choice", "guided_grammar"), "0.11.0",
+                  "the `structured_outputs` object replaces the top-level guided_* fields (deprecated)",
+                  "vllm PR #22772 (v0.11.0)", "send structured_outputs.{json,regex,choice,grammar}",
+                  "sends structured_outputs to >= 0.11.0 and guided_* to older servers (by GET /version)",
+                  removed=False),
+    RequestChange(("guided_json", "guided_regex", "guided_choice", "guided_grammar",
+                   "guided_whitespace_pattern", "guided_decoding_backend"), "0.12.0",
+                  "guided_* request fields removed: the server answers 200 with UNCONSTRAINED output",
+                  "vllm PR #29326 (v0.12.0 release notes)",
+                  "callers that send guided_* themselves must send structured_outputs (or response_format)",
+                  "never sends guided_* to >= 0.11.0"),
+    RequestChange(("best_of",), "0.12.0", "best_of removed: silently ignored (one choice comes back)",
+                  "vllm PR #29090 (v0.12.0 release notes)",
+                  "use n=K, or use_beam_search=true with n as the beam width",
+                  "refuses best_of without beam search against >= 0.12.0 (InvalidRequestError)"),
+    RequestChange(("vllm:gpu_cache_usage_perc", "vllm:gpu_prefix_cache_queries", "vllm:gpu_prefix_cache_hits"),
+                  "0.12.0", "metrics renamed (dashboards and alerts reading them go blank)",
+                  "vllm PR #29330 (v0.12.0 release notes)",
+                  "read vllm:kv_cache_usage_perc and vllm:prefix_cache_{queries,hits}_total",
+                  "reads vllm:kv_cache_usage_perc"),
+)
+
+# version-table keys that are vLLM defaults a deployment can pin: key -> the flags that pin it
+# (no flags: no vLLM flag overrides it here; the planner models its effect)
+DEFAULT_KEYS: dict[str, tuple[str, ...]] = {
+    "gpu_memory_utilization": ("gpu_memory_utilization",),
+    "batch_defaults": ("max_num_seqs", "max_num_batched_tokens"),
+    "engine": (),
+    "dense_runner": (),
+    "moe_runner": (),
+    "cudagraph_in_budget": (),
+    "cudagraph_max_capture": (),
+}
+
+
 def parse_version(v: str) -> tuple[int, ...]:
     """"0.25.0" / "v0.7.3" / "0.6.6.post1" / "~0.11" → (0, 25, 0)."""
     s = str(v).strip().lstrip("~v")
@@ -186,3 +281,29 @@ def batch_defaults(rules: VersionRules, *, gpu_total_gib: float | None, gpu_name
     if total >= 70 and "A100" not in name and "GB10" not in name:
         return 1024, 8192, f"{total:.0f} GiB GPU (H100/H200 class): 1024 seqs / 8192 tokens"
     return 256, 2048, f"{total:.0f} GiB GPU: 256 seqs / 2048 tokens"
+
+
+def is_known_release(version: str) -> bool:
+    return str(version).strip().lstrip("v") in KNOWN_RELEASES
+
+
+def check_release(version: str, what: str = "vLLM release") -> str:
+    """``version`` as written in :data:`KNOWN_RELEASES` ("v0.25.0" -> "0.25.0"); BadInput (exit 2)
+    naming the known releases when the table does not know it."""
+    from vllm_ops.errors import BadInput
+
+    v = str(version or "").strip().lstrip("v")
+    if v in KNOWN_RELEASES:
+        return v
+    raise BadInput(f"unknown {what} {str(version)!r}: this version table knows " + " ".join(KNOWN_RELEASES),
+                   hint="releases outside the table are refused, not guessed")
+
+
+def rules_between(old: str, new: str) -> list[Rule]:
+    """The rule rows that take effect after ``old`` up to and including ``new`` (old < since <= new)."""
+    lo, hi = parse_version(old), parse_version(new)
+    return [r for r in RULES if lo < parse_version(r.since) <= hi]
+
+
+def removed_flag(flag: str) -> FlagRemoval | None:
+    return next((r for r in REMOVED_FLAGS if r.flag == flag), None)

@@ -14,7 +14,7 @@ from typing import Any
 
 from vllm_ops.errors import BadInput
 from vllm_ops.planning.argv import (  # noqa: F401  (serve_args & co. re-exported for render's users)
-    NATIVE_KEYS, OPEN_HOSTS, bind_host, check_text, drop, model_target, serve_args, served_name,
+    NATIVE_KEYS, OPEN_HOSTS, arg_lines, bind_host, check_text, drop, model_target, serve_args, served_name,
 )
 from vllm_ops.planning.plan import PlanNode, is_secret_name, pinned_image
 
@@ -139,17 +139,6 @@ class RenderVars:
     @property
     def ray_argv_lines(self) -> tuple[tuple[str, ...], ...]:
         return arg_lines(self.ray_argv)
-
-
-def arg_lines(argv) -> tuple[tuple[str, ...], ...]:
-    """Group an argument list for display: each ``--flag`` with the values that follow it."""
-    lines: list[list[str]] = []
-    for a in argv:
-        if not lines or a.startswith("-"):
-            lines.append([a])
-        else:
-            lines[-1].append(a)
-    return tuple(tuple(ln) for ln in lines)
 
 
 # ----------------------------------------------------------------------------------------------

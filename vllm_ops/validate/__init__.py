@@ -6,7 +6,9 @@
 
 Modules: :mod:`.report` (CheckResult, ValidationReport: JSON, JUnit XML, table),
 :mod:`.constraints` (structured-output constraints and their verifiers), :mod:`.checks`
-(one async function per check), :mod:`.runner` (order and wiring).
+(one async function per check), :mod:`.lora` (the LoRA checks) over :mod:`.fingerprint`
+(logprob fingerprints and the noise rule), :mod:`.adapters` (writes a PEFT adapter; extra
+``[lora]``), :mod:`.runner` (order and wiring).
 """
 from __future__ import annotations
 

@@ -3,19 +3,16 @@
 Every check returns a :class:`CheckResult` (pass / fail / skip with its reason) and never raises:
 an unexpected error is a ``fail`` with its one-line message. Each check is written so that a
 server misbehaving in exactly its way makes it fail (``tests/support/proxy.py`` proves each).
+The LoRA checks live in :mod:`.lora`.
 """
 from __future__ import annotations
 
 import asyncio
-import json
-import tempfile
 import time
-import uuid
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Awaitable, Callable
 
-from vllm_ops.client import NotFoundError, VLLMError, VLLMProvider, VLLMStatusError
+from vllm_ops.client import NotFoundError, VLLMError, VLLMProvider
 from vllm_ops.loadtest.stats import percentile
 from vllm_ops.validate import constraints
 from vllm_ops.validate.report import FAIL, PASS, SKIP, CheckResult
@@ -47,6 +44,10 @@ class Context:
     concurrency: int = 8
     repeats: int = 3
     make_adapter: bool = True
+    # LoRA fingerprints (vllm_ops.validate.lora): the base's, each adapter's solo one, the noise
+    base_print: list[Any] | None = None
+    prints: dict[str, list[Any]] = field(default_factory=dict)
+    noise: float = 0.0
 
 
 async def run_check(name: str, fn: Callable[..., Awaitable[Any]], *args: Any) -> CheckResult:
@@ -209,89 +210,6 @@ async def check_beam(ctx: Context) -> Any:
     if len(set(texts)) != n:
         raise CheckFailed(f"the {n} beams are not distinct: {texts}")
     return f"{n} distinct beams", {"beams": texts}
-
-
-# -- LoRA ----------------------------------------------------------------------------------
-async def _greedy(ctx: Context, model: str) -> str:
-    r = await ctx.llm.agenerate(PROMPT, model=model, endpoint="completions", max_tokens=16,
-                                temperature=0.0, ignore_eos=True)
-    return r.content
-
-
-def _lora_unsupported(exc: VLLMStatusError) -> str | None:
-    msg = (exc.message or "").strip()
-    if exc.status_code == 404 and msg.lower() in ("not found", ""):
-        return ("the server has no runtime LoRA routes (start it with --enable-lora and "
-                "VLLM_ALLOW_RUNTIME_LORA_UPDATING=True)")
-    if "lora is not enabled" in msg.lower():
-        return "the server was started without --enable-lora"
-    return None
-
-
-async def check_lora(ctx: Context, name: str, path: str) -> Any:
-    models = await ctx.llm.alist_models()
-    if any(m.id == name for m in models):
-        raise CheckSkipped(f"an adapter named {name!r} is already loaded; validate loads and "
-                           f"unloads its own (use another name)")
-    try:
-        await ctx.llm.aload_adapter(name, path)
-    except VLLMStatusError as exc:
-        why = _lora_unsupported(exc)
-        if why:
-            raise CheckSkipped(why) from None
-        raise CheckFailed(f"loading {name} from {path} failed: {' '.join(str(exc).split())[:200]}") from None
-    steps = ["loaded"]
-    try:
-        models = await ctx.llm.alist_models()
-        entry = next((m for m in models if m.id == name), None)
-        if entry is None:
-            raise CheckFailed(f"{name} was loaded but GET /v1/models does not list it")
-        if entry.parent != ctx.model:
-            raise CheckFailed(f"{name} is listed with parent {entry.parent!r}, not {ctx.model!r}")
-        steps.append(f"listed (parent {entry.parent})")
-        base = await _greedy(ctx, ctx.model or "")
-        adapted = await _greedy(ctx, name)
-        if adapted == base:
-            raise CheckFailed(f"a request for {name} was answered like the base model (greedy "
-                              f"output identical: {base[:40]!r}): the adapter's weights were not used")
-        steps.append("answers differently from the base model")
-    finally:
-        try:
-            await ctx.llm.aunload_adapter(name)
-            unloaded = True
-        except VLLMError as exc:
-            unloaded = str(exc)
-    if unloaded is not True:
-        raise CheckFailed(f"unloading {name} failed: {unloaded}")
-    models = await ctx.llm.alist_models()
-    if any(m.id == name for m in models):
-        raise CheckFailed(f"{name} is still listed after unloading")
-    steps.append("unloaded, gone")
-    return f"{name}: " + ", ".join(steps), {"adapter": name, "path": path}
-
-
-async def adapter_to_make(ctx: Context) -> tuple[str | None, str | None, str]:
-    """(name, path, "") of an adapter written for the served model, or (None, None, why not)."""
-    if not ctx.make_adapter:
-        return None, None, "no --lora given"
-    models = await ctx.llm.alist_models()
-    base = next((m for m in models if m.id == ctx.model), None)
-    root = Path(base.root) if base is not None and base.root else None
-    if root is None or not (root / "config.json").is_file():
-        return None, None, ("no --lora given, and the served model's directory "
-                            f"({base.root if base else '?'}) is not readable here to write one")
-    try:
-        from vllm_ops.testbed import make_lora_adapter
-
-        config = json.loads((root / "config.json").read_text())
-        tmp = Path(tempfile.mkdtemp(prefix="vllm-ops-validate-lora-"))
-        name = f"vllm-ops-validate-{uuid.uuid4().hex[:8]}"
-        make_lora_adapter(tmp / name, config, base_model_name=ctx.model or "base")
-    except ImportError as exc:
-        return None, None, f"no --lora given, and writing one needs numpy and safetensors ({exc.name})"
-    except (KeyError, ValueError, OSError) as exc:
-        return None, None, f"no --lora given, and no adapter can be written for this model ({exc})"
-    return name, str(tmp / name), ""
 
 
 # -- load and metrics ----------------------------------------------------------------------

@@ -1,9 +1,12 @@
 """``run_validation``: every check against one server → :class:`ValidationReport`.
 
-Order: health, version, model listed, tokenize round trip, chat, completion, stream,
-structured outputs (json, regex, choice, grammar; ``repeats`` answers each), beam search,
-LoRA lifecycle (each ``--lora``, or one written for the served model), concurrency, metrics
-(last, after traffic). Request count is modest: about 30 short requests plus ``concurrency``.
+First ``GET /health`` once: an unreachable or unhealthy server raises one client error naming the
+URL (the CLI: one line, exit 1) before any check. Order: health, version, model listed, tokenize
+round trip, chat, completion, stream, structured outputs (json, regex, choice, grammar;
+``repeats`` answers each), beam search, LoRA (each ``--lora`` alone, or one written for the
+served model; with two or more, all at once: ``lora.multi``, ``lora.multi_base``), concurrency,
+metrics (last, after traffic). Request count is modest: about 30 short requests plus
+``concurrency``, plus 16 per adapter and 8 x (adapters + 1) for the multi-adapter checks.
 """
 from __future__ import annotations
 
@@ -61,8 +64,9 @@ async def arun_validation(url: str, model: str | None = None, *,
     def wanted(name: str) -> bool:
         return not only or any(name == o or name.startswith(o + ".") for o in only)
 
-    made_dir: Path | None = None
     try:
+        # unreachable or unhealthy: one VLLMError naming the URL, before any check (CLI: exit 1)
+        await llm.arequire_healthy()
         for name, fn, args in (("health", c.check_health, ()), ("version", c.check_version, ()),
                                ("model.listed", c.check_model_listed, ())):
             if wanted(name):
@@ -83,34 +87,53 @@ async def arun_validation(url: str, model: str | None = None, *,
         for name, fn, args in plain:
             if wanted(name):
                 await run(name, fn, *args)
-        if wanted("lora") or any(wanted(f"lora.{n}") for n in ctx.loras):
-            adapters = dict(ctx.loras)
-            if not adapters:
-                name, path, why = await _adapter(ctx)
-                if name is None:
-                    report.checks.append(CheckResult("lora", SKIP, why))
-                else:
-                    adapters[name] = path
-                    made_dir = Path(path).parent
-            for name, path in adapters.items():
-                check = f"lora.{name}" if ctx.loras else "lora"
-                if wanted(check):
-                    await run(check, c.check_lora, name, path)
+        await _lora_checks(ctx, run, wanted, report)
         for name, fn in (("concurrency", c.check_concurrency), ("metrics", c.check_metrics)):
             if wanted(name):
                 await run(name, fn)
     finally:
         report.duration_s = time.perf_counter() - t0
-        if made_dir is not None:
-            shutil.rmtree(made_dir, ignore_errors=True)
         if own:
             await llm.aclose()
     return report
 
 
+async def _lora_checks(ctx: Any, run: Any, wanted: Callable[[str], bool], report: ValidationReport) -> None:
+    """``lora.NAME`` for each ``--lora`` (or ``lora`` for one validate writes), then
+    ``lora.multi`` and ``lora.multi_base`` when two or more were given."""
+    from vllm_ops.validate import lora
+
+    names = list(ctx.loras)
+    checks = [f"lora.{n}" for n in names] + (["lora.multi", "lora.multi_base"] if len(names) > 1 else [])
+    if not (wanted("lora") or any(wanted(x) for x in checks)):
+        return
+    adapters = dict(ctx.loras)
+    made_dir = None
+    if not adapters:
+        name, path, why = await _adapter(ctx)
+        if name is None:
+            report.checks.append(CheckResult("lora", SKIP, why))
+            return
+        adapters[name] = path
+        made_dir = Path(path).parent
+    multi = len(names) > 1 and (wanted("lora.multi") or wanted("lora.multi_base"))
+    try:
+        for name, path in adapters.items():
+            check = f"lora.{name}" if ctx.loras else "lora"
+            if wanted(check) or multi:  # the multi checks need each adapter's solo fingerprint
+                await run(check, lora.check_lora, name, path)
+        if len(names) > 1:
+            for check, fn in (("lora.multi", lora.check_multi), ("lora.multi_base", lora.check_multi_base)):
+                if wanted(check):
+                    await run(check, fn, adapters)
+    finally:
+        if made_dir is not None:
+            shutil.rmtree(made_dir, ignore_errors=True)
+
+
 async def _adapter(ctx: Any) -> tuple[str | None, str | None, str]:
     from vllm_ops.client import VLLMError
-    from vllm_ops.validate.checks import adapter_to_make
+    from vllm_ops.validate.lora import adapter_to_make
 
     try:
         return await adapter_to_make(ctx)
@@ -127,5 +150,7 @@ def run_validation(url: str, model: str | None = None, *, loras: Mapping[str, st
     Keyword arguments: ``api_key``, ``timeout``, ``repeats`` (answers per structured-output
     check), ``make_adapter``, ``only`` (check names or groups to run, e.g. ``["structured",
     "lora"]``), ``progress(stage, detail)``, ``provider`` (a VLLMProvider to use).
+    An unreachable or unhealthy server raises the client's :class:`~vllm_ops.client.VLLMError`
+    (its message names the URL and the error) before any check runs.
     """
     return asyncio.run(arun_validation(url, model, loras=loras, concurrency=concurrency, **kwargs))

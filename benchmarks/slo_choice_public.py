@@ -1,0 +1,191 @@
+"""Does `plan --slo` choose the tensor-parallel size that serves the most? Checked on public runs.
+
+Data: the public measured vLLM serving runs vendored with the performance model
+(vllm-perf-public.csv: NVIDIA aiconfigurator's vLLM rows; provenance in the README beside it).
+Rows are grouped by (model, system, ISL, OSL, concurrency); a group with several TP sizes measured
+is a question: given as many GPUs as the largest TP measured (replicas of the smaller ones, each
+server at the row's concurrency, as measured) and a TPOT target, which TP serves the most output
+tokens per second per GPU within the target?
+
+Per group, targets are relative to the group's fastest measured TPOT (x1.1, x1.25, x1.5, x2, x3)
+plus no target at all, so every case has a measured layout within it. Measured per-GPU goodput of a
+layout: OSL x C / (TTFT + (OSL - 1) x TPOT) / TP when its measured TPOT meets the target, else 0.
+The choice: the `plan --slo` search (planning/slo.py) on the same GPUs with each server at the
+row's concurrency (``split=False``), KV dtype and weights as measured, max-num-seqs and
+max-num-batched-tokens left to the planner (the runs used vLLM's defaults), restricted to the TP
+sizes measured. A case counts as "within 10%" when the chosen TP's measured goodput is at least
+0.9 x the best measured. Fixed rules for comparison: always the smallest TP, always the largest.
+
+In-sample: the performance model's efficiencies were fitted on rows of this same file
+(planning/perf_fit.py FITTED_ON says which); the output says so. It is not a held-out figure.
+
+    python benchmarks/slo_choice_public.py [--json] [--verbose]
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import sys
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+CSV_PATHS = (ROOT / "vllm_ops" / "data" / "perf" / "vllm-perf-public.csv",
+             ROOT / "tests" / "data" / "perf" / "vllm-perf-public.csv")
+GPUS = {"h100_sxm": "H100", "h200_sxm": "H200"}
+# a published checkpoint → the catalog model with the same architecture + the pin that loads it the same way
+MODELS = {"nvidia/Llama-3.1-8B-Instruct-FP8": ("meta-llama/Llama-3.1-8B-Instruct", "fp8")}
+TARGET_FACTORS = (1.1, 1.25, 1.5, 2.0, 3.0, math.inf)
+WITHIN = 0.9
+GOAL = 0.85
+
+
+def _csv() -> Path:
+    for p in CSV_PATHS:
+        if p.exists():
+            return p
+    raise SystemExit("vllm-perf-public.csv is not vendored in this checkout (it comes with the performance model)")
+
+
+def groups(path: Path) -> dict[tuple, dict[int, dict[str, Any]]]:
+    """(model, system, isl, osl, concurrency, precision) → {tp: row} for dense-TP aggregated rows."""
+    out: dict[tuple, dict[int, dict[str, Any]]] = defaultdict(dict)
+    with open(path, newline="", encoding="utf-8") as f:
+        for r in csv.DictReader(f):
+            if r["mode"] != "agg" or not r["tp_size"] or not r["batch_size"]:
+                continue
+            if int(r["moe_ep_size"] or 1) > 1 or r["attention_dp_size"] not in ("", "1"):
+                continue
+            key = (r["model_path"], r["system"], int(r["isl"]), int(r["osl"]), int(r["batch_size"]),
+                   r["gemm_quant_mode"] or "bf16", r["backend_version"] or "0.12.0")
+            out[key][int(r["tp_size"])] = r
+    return {k: v for k, v in out.items() if len(v) >= 2}
+
+
+def measured_goodput(row: dict[str, Any], osl: int, c: int, tp: int, target: float) -> float:
+    ttft, tpot = float(row["silicon_ttft_ms"]), float(row["silicon_tpot_ms"])
+    if tpot > target:
+        return 0.0
+    return osl * c / ((ttft + (osl - 1) * tpot) / 1000.0) / tp
+
+
+def search_group(key: tuple) -> Any:
+    """The `plan --slo` search for one group (each server at the row's concurrency)."""
+    from vllm_ops.hardware import parse_gpu_spec
+    from vllm_ops.models import load_model_spec
+    from vllm_ops.planning.performance import Workload
+    from vllm_ops.planning.slo import SLO, search
+
+    model, system, isl, osl, c, quant, version, max_tp = key
+    cat_model, q = MODELS.get(model, (model, None))
+    spec = load_model_spec(cat_model, offline=True)
+    pins: dict[str, Any] = {"kv_cache_dtype": "auto"}
+    if (q or quant == "fp8") and not spec.quantization:
+        pins["quantization"] = q or "fp8"
+    return search(spec, parse_gpu_spec(f"{max_tp}x{GPUS[system]}"), SLO(tpot_ms=1e9),
+                  Workload(isl, osl, concurrency=c), pins=pins, vllm_version=version, split=False)
+
+
+def choose(res: Any, tps: list[int], target: float) -> tuple[int | None, dict[int, Any]]:
+    """The TP the search picks among ``tps`` under ``target`` (None when it predicts none), and
+    each TP's candidate (its first default-flag one: the runs used vLLM's defaults)."""
+    from vllm_ops.planning.slo import SLO, with_slo
+
+    res = with_slo(res, SLO(tpot_ms=target if math.isfinite(target) else 1e9))
+    by_tp: dict[int, Any] = {}
+    for cand in res.candidates:
+        if cand.tensor_parallel_size in tps and cand.pipeline_parallel_size == 1 and not cand.changed:
+            by_tp.setdefault(cand.tensor_parallel_size, cand)
+    ranked = sorted(by_tp.values(), key=lambda x: x.rank)
+    predicted = [x for x in ranked if x.performance and x.performance.get("tpot_ms") is not None]
+    return (predicted[0].tensor_parallel_size if predicted else None), by_tp
+
+
+def evaluate(verbose: bool = False) -> dict[str, Any]:
+    cases = []
+    for key, rows in sorted(groups(_csv()).items()):
+        model, system, isl, osl, c = key[:5]
+        tps = sorted(rows)
+        fastest = min(float(r["silicon_tpot_ms"]) for r in rows.values())
+        res = search_group((*key, max(tps)))
+        for f in TARGET_FACTORS:
+            target = fastest * f
+            meas = {tp: measured_goodput(rows[tp], osl, c, tp, target) for tp in tps}
+            best = max(meas.values())
+            chosen, cands = choose(res, tps, target)
+            case = {"model": model, "system": system, "isl": isl, "osl": osl, "concurrency": c, "tps": tps,
+                    "target_tpot_ms": round(target, 2) if math.isfinite(target) else None, "factor": f,
+                    "measured_goodput": {tp: round(v, 1) for tp, v in meas.items()},
+                    "best_tp": max(meas, key=meas.get), "chosen_tp": chosen,
+                    "predicted_tpot_ms": {tp: _tpot(x) for tp, x in cands.items()},
+                    "measured_tpot_ms": {tp: float(rows[tp]["silicon_tpot_ms"]) for tp in tps}}
+            for rule, tp in (("search", chosen), ("smallest", tps[0]), ("largest", tps[-1])):
+                case[rule] = tp is not None and meas[tp] >= WITHIN * best
+            cases.append(case)
+            if verbose:
+                print(json.dumps(case), file=sys.stderr)
+    return summarize(cases)
+
+
+def _tpot(cand: Any) -> float | None:
+    t = (cand.performance or {}).get("tpot_ms")
+    return None if t is None else round(float(t), 2)
+
+
+def summarize(cases: list[dict[str, Any]]) -> dict[str, Any]:
+    n = len(cases)
+    share = {rule: (sum(c[rule] for c in cases) / n if n else 0.0) for rule in ("search", "smallest", "largest")}
+    try:
+        from vllm_ops.planning import perf_fit
+
+        fitted_on = str(getattr(perf_fit, "FITTED_ON", "unknown"))
+    except ImportError:
+        fitted_on = "unknown (perf_fit not present)"
+    models = sorted({c["model"] for c in cases})
+    by_factor: dict[str, float] = {}
+    for f in TARGET_FACTORS:
+        sel = [c for c in cases if c["factor"] == f]
+        if sel:
+            by_factor["none" if math.isinf(f) else f"x{f:g}"] = round(sum(c["search"] for c in sel) / len(sel), 3)
+    return {"cases": n, "groups": len({(c["model"], c["system"], c["isl"], c["osl"], c["concurrency"]) for c in cases}),
+            "models": models, "within_10pct_share": share, "search_share_by_target": by_factor, "goal": GOAL,
+            "meets_goal": share["search"] >= GOAL and share["search"] > max(share["smallest"], share["largest"]),
+            "unanswered": sum(1 for c in cases if c["chosen_tp"] is None),
+            "in_sample": f"IN-SAMPLE: every model here ({', '.join(models)}) comes from the file the performance "
+                         f"model is fitted on (perf_fit.FITTED_ON: {fitted_on}); these figures are not held-out",
+            "detail": cases}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--json", action="store_true")
+    ap.add_argument("--verbose", action="store_true", help="one JSON line per case on stderr")
+    args = ap.parse_args()
+    out = evaluate(args.verbose)
+    if args.json:
+        print(json.dumps(out, indent=1))
+        return 0
+    s = out["within_10pct_share"]
+    print(f"{out['cases']} cases ({out['groups']} groups x {len(TARGET_FACTORS)} TPOT targets) on "
+          f"{', '.join(out['models'])}")
+    print(f"chosen TP within 10% of the best measured per-GPU goodput: search {s['search']:.0%} "
+          f"(goal >= {GOAL:.0%}), always smallest TP {s['smallest']:.0%}, always largest TP {s['largest']:.0%}; "
+          f"{out['unanswered']} case(s) unanswered")
+    print("search by TPOT target (x the group's fastest measured TPOT): "
+          + ", ".join(f"{k} {v:.0%}" for k, v in out["search_share_by_target"].items()))
+    print(out["in_sample"])
+    misses = [c for c in out["detail"] if not c["search"]]
+    for c in misses[:12]:
+        print(f"  miss: {c['model']} {c['system']} {c['isl']}/{c['osl']} c={c['concurrency']} target "
+              f"{c['target_tpot_ms']} ms: chose TP{c['chosen_tp']}, best TP{c['best_tp']}; goodput "
+              f"{c['measured_goodput']}; TPOT predicted {c['predicted_tpot_ms']} measured {c['measured_tpot_ms']}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

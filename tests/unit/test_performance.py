@@ -1,0 +1,257 @@
+"""The performance model (vllm_ops/planning/performance.py): behaviour of predict(), the scheduler
+simulation, the `plan --input-len/--output-len/--concurrency` CLI and the perf calibration records."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from vllm_ops.errors import BadInput
+from vllm_ops.hardware import parse_gpu_spec
+from vllm_ops.models import load_model_spec
+from vllm_ops.planning import plan
+from vllm_ops.planning.perf_sim import simulate
+from vllm_ops.planning.performance import BOUNDS, Performance, Workload, predict
+
+
+def _plan(model="Qwen/Qwen3-32B", gpus="2xH100", **pins):
+    spec = load_model_spec(model, offline=True)
+    pins.setdefault("tensor_parallel_size", int(gpus.split("x")[0]))
+    return plan(spec, parse_gpu_spec(gpus), pins=pins, vllm_version="0.25.0"), spec
+
+
+def test_prediction_has_every_figure_and_respects_the_roofline():
+    p, spec = _plan()
+    perf = predict(p, Workload(1024, 128, concurrency=16), spec=spec)
+    assert perf.reason is None
+    for k in ("ttft_ms", "tpot_ms", "output_tokens_per_s", "requests_per_s", "tpot_floor_ms", "effective_concurrency"):
+        assert getattr(perf, k) > 0, k
+    assert perf.bound in BOUNDS
+    assert perf.tpot_ms >= perf.tpot_floor_ms
+    assert perf.output_tokens_per_s == pytest.approx(perf.requests_per_s * 128)
+    assert any("fitted" in n for n in perf.notes)
+    d = perf.to_dict()
+    assert set(d) >= {"ttft_ms", "tpot_ms", "output_tokens_per_s", "requests_per_s", "bound", "tpot_floor_ms",
+                      "effective_concurrency", "reason", "notes"}
+
+
+def test_more_load_costs_latency_and_buys_throughput():
+    p, spec = _plan()
+    lo = predict(p, Workload(1024, 256, concurrency=4), spec=spec)
+    hi = predict(p, Workload(1024, 256, concurrency=64), spec=spec)
+    assert hi.tpot_ms > lo.tpot_ms
+    assert hi.output_tokens_per_s > 2 * lo.output_tokens_per_s
+    longer = predict(p, Workload(8192, 256, concurrency=4), spec=spec)
+    assert longer.ttft_ms > lo.ttft_ms
+
+
+def test_more_tensor_parallelism_is_faster_per_token():
+    p2, spec = _plan(gpus="2xH100")
+    p4, _ = _plan(gpus="4xH100")
+    w = Workload(1024, 256, concurrency=8)
+    assert predict(p4, w, spec=spec).tpot_ms < predict(p2, w, spec=spec).tpot_ms
+
+
+def test_fp8_weights_decode_faster_than_bf16():
+    p16, spec = _plan(model="meta-llama/Llama-3.1-8B-Instruct", gpus="1xH100")
+    p8, _ = _plan(model="meta-llama/Llama-3.1-8B-Instruct", gpus="1xH100", quantization="fp8")
+    w = Workload(512, 256, concurrency=1)
+    assert predict(p8, w, spec=spec).tpot_ms < predict(p16, w, spec=spec).tpot_ms
+
+
+def test_moe_reads_only_the_routed_experts_at_small_batch():
+    p, spec = _plan(model="Qwen/Qwen3-235B-A22B-FP8", gpus="4xH200")
+    one = predict(p, Workload(1000, 200, concurrency=1), spec=spec)
+    many = predict(p, Workload(1000, 200, concurrency=32), spec=spec)
+    assert one.tpot_ms < many.tpot_ms
+    assert one.bound == "weights-bandwidth"
+
+
+def test_concurrency_above_max_num_seqs_queues():
+    p, spec = _plan(max_num_seqs=8)
+    free = predict(p, Workload(1024, 128, concurrency=8), spec=spec)
+    over = predict(p, Workload(1024, 128, concurrency=32), spec=spec)
+    assert over.bound == "max-num-seqs"
+    assert over.effective_concurrency == 8
+    assert over.ttft_ms > 3 * free.ttft_ms          # waiting for a slot shows up in TTFT
+    assert any("wait in the queue" in n for n in over.notes)
+
+
+def test_kv_capacity_caps_running_requests():
+    p, spec = _plan(model="Qwen/Qwen3-32B", gpus="2xH100")
+    per_req = 8192 + 1024
+    cap = p.memory.kv_cache_tokens // per_req
+    perf = predict(p, Workload(8192, 1024, concurrency=cap + 20), spec=spec)
+    assert perf.bound == "kv-capacity"
+    assert perf.effective_concurrency == cap
+
+
+def test_open_loop_overload_refuses_ttft_with_reason():
+    p, spec = _plan()
+    ok = predict(p, Workload(1024, 128, rate=0.5), spec=spec)
+    assert ok.ttft_ms is not None and ok.requests_per_s == pytest.approx(0.5)
+    over = predict(p, Workload(1024, 128, rate=500.0), spec=spec)
+    assert over.ttft_ms is None and over.bound == "queueing"
+    assert "grow without bound" in over.reason
+    assert over.requests_per_s < 500
+
+
+@pytest.mark.parametrize("kw, why", [
+    ({"pipeline_parallel_size": 2}, "pipeline parallelism"),
+])
+def test_unmodelled_layouts_say_why(kw, why):
+    p, spec = _plan(gpus="4xH100", tensor_parallel_size=2, **kw)
+    perf = predict(p, Workload(1024, 128, concurrency=4), spec=spec)
+    assert perf.tpot_ms is None and perf.ttft_ms is None and why in perf.reason
+
+
+def test_unknown_gpu_and_too_long_requests_say_why():
+    spec = load_model_spec("Qwen/Qwen2.5-7B-Instruct", offline=True)
+    p = plan(spec, parse_gpu_spec("1x79.18GiB"), pins={}, vllm_version="0.25.0")
+    perf = predict(p, Workload(100, 100, concurrency=1), spec=spec)
+    assert perf.tpot_ms is None and "performance figures" in perf.reason
+    p2, spec2 = _plan(gpus="1xH100", max_model_len=4096, model="Qwen/Qwen2.5-7B-Instruct")
+    perf = predict(p2, Workload(4000, 200, concurrency=1), spec=spec2)
+    assert perf.tpot_ms is None and "max-model-len" in perf.reason
+
+
+def test_bad_workloads_are_bad_input():
+    p, spec = _plan()
+    for w in (Workload(100, 100), Workload(100, 100, concurrency=2, rate=1.0), Workload(0, 10, concurrency=1),
+              Workload(10, 10, concurrency=0), Workload(10, 10, rate=-1.0)):
+        with pytest.raises(BadInput):
+            predict(p, w, spec=spec)
+
+
+def test_simulation_matches_hand_arithmetic_for_one_request():
+    # one request alone: prefill in one step, then output_len-1 decode steps of fixed cost
+    step = lambda n_dec, ctx, n_pre, pre_ctx: 10.0 if n_pre else 2.0  # noqa: E731
+    r = simulate(step, input_len=100, output_len=11, max_num_seqs=8, max_batched_tokens=2048,
+                 kv_capacity_tokens=10_000, concurrency=1, num_requests=3)
+    assert r.ttft_ms == pytest.approx(10.0)
+    assert r.tpot_ms == pytest.approx(2.0)
+    assert r.e2e_ms == pytest.approx(10.0 + 10 * 2.0)
+
+
+def test_simulation_chunks_long_prompts_over_the_token_budget():
+    step = lambda n_dec, ctx, n_pre, pre_ctx: 1.0 + n_pre / 1000.0  # noqa: E731
+    r = simulate(step, input_len=5000, output_len=2, max_num_seqs=8, max_batched_tokens=2000,
+                 kv_capacity_tokens=100_000, concurrency=1, num_requests=1)
+    assert r.ttft_ms == pytest.approx(3 * 1.0 + 5.0)     # three chunks: 2000 + 2000 + 1000
+
+
+def test_plan_cli_adds_performance(run_cli):
+    rc, out, err = run_cli("plan", "--model", "Qwen/Qwen3-32B", "--gpus", "2xH100", "--tensor-parallel-size", "2",
+                           "--input-len", "1024", "--output-len", "128", "--concurrency", "16", "--json")
+    assert rc == 0, err
+    perf = json.loads(out)["performance"]
+    assert perf["ttft_ms"] > 0 and perf["tpot_ms"] > 0 and perf["bound"] in BOUNDS
+    assert perf["workload"] == {"input_len": 1024, "output_len": 128, "concurrency": 16, "rate": None}
+    rc, out, err = run_cli("plan", "--model", "Qwen/Qwen3-32B", "--gpus", "2xH100", "--input-len", "1024",
+                           "--output-len", "128", "--concurrency", "16")
+    assert rc == 0 and "TPOT" in out and "bound:" in out
+
+
+def test_plan_cli_without_workload_has_no_performance(run_cli):
+    rc, out, _ = run_cli("plan", "--model", "Qwen/Qwen3-32B", "--gpus", "2xH100", "--json")
+    assert rc == 0 and json.loads(out)["performance"] is None
+
+
+@pytest.mark.parametrize("argv", [
+    ("--input-len", "1024", "--concurrency", "4"),
+    ("--input-len", "1024", "--output-len", "10"),
+    ("--input-len", "1024", "--output-len", "10", "--concurrency", "0"),
+    ("--input-len", "1024", "--output-len", "10", "--concurrency", "2", "--rate", "1"),
+])
+def test_plan_cli_incomplete_workload_is_exit_2(run_cli, argv):
+    rc, out, err = run_cli("plan", "--model", "Qwen/Qwen3-32B", "--gpus", "2xH100", *argv)
+    assert rc == 2
+    assert "Traceback" not in err
+
+
+def test_plan_cli_pins_reach_the_prediction(run_cli):
+    base = ("plan", "--model", "meta-llama/Llama-3.1-8B-Instruct", "--gpus", "1xH200", "--input-len", "2000",
+            "--output-len", "200", "--concurrency", "8", "--json", "--vllm-version", "0.25.0")
+    rc, out, _ = run_cli(*base)
+    bf16 = json.loads(out)["performance"]
+    rc, out, _ = run_cli(*base, "--quantization", "fp8", "--kv-cache-dtype", "fp8")
+    fp8 = json.loads(out)["performance"]
+    assert rc == 0 and fp8["tpot_ms"] < bf16["tpot_ms"]
+    rc, out, _ = run_cli("plan", "--model", "Qwen/Qwen3-235B-A22B-FP8", "--gpus", "4xH200", "-tp", "4",
+                         "--input-len", "1000", "--output-len", "100", "--concurrency", "8", "--json", "--",
+                         "--enable-expert-parallel")
+    assert rc == 0 and json.loads(out)["performance"]["tpot_ms"] > 0
+
+
+def test_plan_round_trips_with_performance():
+    from vllm_ops.planning.plan import Plan
+
+    p, spec = _plan()
+    p.performance = predict(p, Workload(128, 128, concurrency=2), spec=spec).to_dict()
+    q = Plan.from_dict(json.loads(json.dumps(p.to_dict())))
+    assert q.performance == p.performance
+
+
+def test_perf_records_are_found_for_the_same_plan_and_load(tmp_path):
+    from vllm_ops.launch import calibration
+
+    p, _ = _plan()
+    w = Workload(1024, 128, concurrency=16)
+    rec = calibration.make_perf_record(p, {"input_len": 1024, "output_len": 128, "concurrency": 16},
+                                       {"ttft_ms": 100.0, "tpot_ms": 20.0}, {"ttft_ms": 110.0, "tpot_ms": 21.0})
+    calibration.append(rec, tmp_path)
+    got = calibration.lookup_perf(p, w, tmp_path)
+    assert got["measured"] == {"ttft_ms": 110.0, "tpot_ms": 21.0}
+    assert calibration.lookup_perf(p, Workload(1024, 128, concurrency=8), tmp_path) is None
+    assert calibration.lookup(rec["model_id"], rec["gpu_key"], p.vllm_version, p.vllm_args, tmp_path) is None
+
+
+def test_performance_refusal_shape():
+    r = Performance(None, None, None, None, None, None, None, reason="x")
+    assert r.to_dict()["reason"] == "x"
+
+
+def _report(levels):
+    from vllm_ops.loadtest.report import BenchReport
+    from vllm_ops.loadtest.stats import Distribution, LevelStats
+
+    lvs = []
+    for c, ttft, tpot in levels:
+        lvs.append(LevelStats(concurrency=c, request_rate=None, num_requests=40, completed=40, failed=0,
+                              duration_s=10.0, request_throughput=4.0, output_throughput=512.0,
+                              total_output_tokens=5120, total_prompt_tokens=40960,
+                              ttft_ms=Distribution(count=40, mean=ttft), itl_ms=Distribution(),
+                              tpot_ms=Distribution(count=40, mean=tpot), e2e_ms=Distribution()))
+    return BenchReport(url="http://x", model="m", input_len=1024, output_len=128, num_prompts=40,
+                       mode="concurrency", levels=lvs)
+
+
+def test_bench_plan_comparison_records_pairs_that_plan_shows(tmp_path, monkeypatch, run_cli):
+    from vllm_ops.launch import calibration
+    from vllm_ops.loadtest.predicted import compare, load_full_plan
+
+    rc, out, _ = run_cli("plan", "--model", "Qwen/Qwen3-32B", "--gpus", "2xH100", "--json")
+    pf = tmp_path / "plan.json"
+    pf.write_text(out)
+    p = load_full_plan(pf)
+    rows = compare(p, _report([(1, 90.0, 15.0), (4, 120.0, 17.0)]), state_dir=tmp_path)
+    assert [r["level"] for r in rows] == ["c=1", "c=4"]
+    assert all(r["predicted"]["tpot_ms"] > 0 and r["measured"]["tpot_ms"] for r in rows)
+    recs = [r for r in calibration.records(tmp_path) if r.get("kind") == "perf"]
+    assert len(recs) == 2 and recs[0]["measured"]["ttft_ms"] == 90.0
+    monkeypatch.setenv("VLLM_OPS_STATE_DIR", str(tmp_path))
+    rc, out, _ = run_cli("plan", "--model", "Qwen/Qwen3-32B", "--gpus", "2xH100", "--json", "--input-len", "1024",
+                         "--output-len", "128", "--concurrency", "4")
+    perf = json.loads(out)["performance"]
+    assert perf["measured"]["tpot_ms"] == 17.0
+    assert any("calibration record" in n for n in perf["notes"])
+
+
+def test_bench_plan_comparison_refuses_datasets(tmp_path):
+    from vllm_ops.loadtest.predicted import compare
+
+    p, _ = _plan()
+    rep = _report([(2, 100.0, 20.0)])
+    rep.dataset = "prompts.jsonl"
+    rows = compare(p, rep, state_dir=tmp_path)
+    assert rows[0]["predicted"] is None and "dataset" in rows[0]["reason"]

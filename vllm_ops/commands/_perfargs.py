@@ -1,0 +1,56 @@
+"""The workload flags of `vllm-ops plan` (--input-len/--output-len/--concurrency/--rate) and the step
+that adds ``performance`` to a plan (see vllm_ops/planning/performance.py)."""
+from __future__ import annotations
+
+import argparse
+
+GROUP = "performance (predict TTFT/TPOT/throughput of one replica at this load)"
+
+
+def add_workload_arguments(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group(GROUP)
+    g.add_argument("--input-len", type=int, default=None, metavar="ISL", help="prompt tokens per request")
+    g.add_argument("--output-len", type=int, default=None, metavar="OSL", help="output tokens per request")
+    load = g.add_mutually_exclusive_group()
+    load.add_argument("--concurrency", type=int, default=None, metavar="C",
+                      help="closed loop: C requests in flight on one replica")
+    load.add_argument("--rate", type=float, default=None, metavar="R", help="open loop: R requests/s on one replica")
+
+
+def workload_from_args(args: argparse.Namespace):
+    """A Workload when any workload flag is given (BadInput when incomplete), else None."""
+    from vllm_ops.errors import BadInput
+    from vllm_ops.planning.performance import Workload
+
+    isl, osl = getattr(args, "input_len", None), getattr(args, "output_len", None)
+    c, r = getattr(args, "concurrency", None), getattr(args, "rate", None)
+    if isl is None and osl is None and c is None and r is None:
+        return None
+    if isl is None or osl is None or (c is None and r is None):
+        raise BadInput("a performance prediction needs --input-len, --output-len and --concurrency or --rate")
+    w = Workload(input_len=isl, output_len=osl, concurrency=c, rate=r)
+    w.check()
+    return w
+
+
+def add_performance(plan, args: argparse.Namespace) -> None:
+    """Fill ``plan.performance`` when the workload flags are given (measured records attached)."""
+    w = workload_from_args(args)
+    if w is None:
+        return
+    from vllm_ops.planning.performance import predict
+
+    perf = predict(plan, w).to_dict()
+    perf["workload"] = {"input_len": w.input_len, "output_len": w.output_len, "concurrency": w.concurrency,
+                        "rate": w.rate}
+    try:
+        from vllm_ops.launch.calibration import lookup_perf
+
+        rec = lookup_perf(plan, w)
+    except Exception:  # noqa: BLE001 — records are a bonus; a broken file never breaks planning
+        rec = None
+    if rec is not None:
+        perf["measured"] = rec.get("measured")
+        perf["notes"].append(f"measured on this model, hardware, vLLM version, flags and load "
+                             f"(calibration record of {rec.get('ts')}): see 'measured'")
+    plan.performance = perf

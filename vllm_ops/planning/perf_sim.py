@@ -1,0 +1,239 @@
+"""vLLM's scheduler, stepped: how requests of one replica share engine steps.
+
+A small event simulation of vLLM's V1 scheduler for fixed input/output lengths (what ``vllm bench
+serve`` and ``vllm-ops bench`` send): every step gives each running decode request one token, then
+fills the rest of the ``max_num_batched_tokens`` budget with prompt tokens first-come first-served
+(chunked prefill, mixed into the decode step). A waiting request is admitted when a slot is free
+under ``max_num_seqs`` and the KV cache can hold it: each admitted request reserves
+``input_len + output_len`` tokens (vLLM allocates blocks as it goes and preempts when they run out,
+which settles at about the same number of running requests; preemption itself is not modelled).
+Requests that move together (admitted or finished in the same step) are kept as one cohort, and
+runs of pure decode steps are summed in one go, so a plan's prediction costs milliseconds.
+
+Closed loop (``concurrency``): C clients each send the next request when the previous one ends.
+Open loop (``rate``): arrivals at exponential gaps from a fixed seed. The first-token time of a
+request includes the wait in the queue; TPOT is (last token - first token) / (output_len - 1).
+"""
+from __future__ import annotations
+
+import heapq
+import random
+from collections import deque
+from dataclasses import dataclass
+from typing import Callable
+
+StepFn = Callable[[int, float, int, float], float]
+
+
+@dataclass
+class SimResult:
+    ttft_ms: float | None
+    tpot_ms: float | None
+    e2e_ms: float | None
+    requests: int                 # requests counted in the means
+    duration_ms: float            # from the first counted arrival to the last counted finish
+    mean_running: float           # time-weighted decode batch
+    max_running: int
+    limit: int                    # running requests allowed (min of max_num_seqs and KV capacity)
+    queued_max: int               # longest wait queue seen
+    mean_step_ms: float
+    itl_median_ms: float | None = None   # median gap between two tokens of one request (per decode token)
+
+
+@dataclass
+class _Pre:
+    n: int
+    done: int                     # prompt tokens done over the cohort
+    finished: int                 # requests whose prompt is done
+    arrival: float
+    counted: bool
+
+
+def simulate(step: StepFn, *, input_len: int, output_len: int, max_num_seqs: int, max_batched_tokens: int,
+             kv_capacity_tokens: int, concurrency: int | None = None, rate: float | None = None,
+             num_requests: int = 0, warmup: int = 0, seed: int = 0, stagger_ms: float = 0.0,
+             osl_jitter: float = 0.0, max_steps: int = 2_000_000) -> SimResult:
+    """Run ``num_requests`` requests; the first ``warmup`` sent are left out of the means. Closed loop:
+    the C clients start together (``stagger_ms`` 0: a benchmark's first wave) or one every
+    ``stagger_ms`` (the steady state, where finishes and so arrivals are spread out).
+    ``osl_jitter`` j > 0: each request's output length is drawn uniformly from
+    ``output_len * [1-j, 1+j]`` (same mean; requests that started together drift apart, as they do
+    with real clients), 0: every request has exactly ``output_len``."""
+    isl, osl = int(input_len), int(output_len)
+    per_req = isl + osl
+    limit = max(0, min(int(max_num_seqs), int(kv_capacity_tokens) // per_req if per_req else 0))
+    if limit < 1:
+        raise ValueError("not even one request fits")
+    budget_cap = int(max_batched_tokens)
+    arrivals: deque[float] = deque()
+    if rate is not None:
+        rng = random.Random(seed)
+        t_a = 0.0
+        for _ in range(num_requests):
+            arrivals.append(t_a)
+            t_a += rng.expovariate(rate) * 1e3
+    waiting: deque[list] = deque()                   # [n, arrival_ms, counted]
+    pre: deque[_Pre] = deque()
+    dec: list[tuple] = []                            # heap of (finish_step, seq, n, first_ms, counted, arrival, osl)
+    jrng = random.Random(seed + 1)
+    seq = 0
+    sent = 0
+
+    n_wait = 0
+
+    def send(n: int, t_now: float) -> None:
+        nonlocal sent, n_wait
+        n = min(n, num_requests - sent)
+        if n > 0:
+            waiting.append([n, t_now, sent >= warmup])
+            sent += n
+            n_wait += n
+
+    if concurrency is not None and stagger_ms > 0:
+        for i in range(min(int(concurrency), num_requests)):
+            arrivals.append(i * stagger_ms)
+    elif concurrency is not None:
+        send(int(concurrency), 0.0)
+    t = 0.0
+    stepno = 0
+    n_dec = n_pre_req = 0
+    sum_ctx = 0.0
+    done = 0
+    ttft_sum = tpot_sum = e2e_sum = 0.0
+    counted = counted_tpot = 0
+    first_counted_arrival: float | None = None
+    last_finish = 0.0
+    busy_weighted = 0.0
+    max_running = queued_max = 0
+    steps_run = 0
+    gaps: list[tuple[float, float]] = []           # (step ms, decode tokens in it) for the ITL median
+    while done < num_requests and steps_run < max_steps:
+        while arrivals and arrivals[0] <= t:
+            a = arrivals.popleft()
+            waiting.append([1, a, sent >= warmup])
+            sent += 1
+            n_wait += 1
+        free = limit - n_dec - n_pre_req
+        while free > 0 and waiting:
+            w = waiting[0]
+            take = min(free, w[0])
+            pre.append(_Pre(take, 0, 0, w[1], w[2]))
+            n_pre_req += take
+            n_wait -= take
+            free -= take
+            w[0] -= take
+            if w[0] == 0:
+                waiting.popleft()
+        if waiting:
+            queued_max = max(queued_max, n_wait)
+        if not pre and not n_dec:
+            if arrivals:
+                t = max(t, arrivals[0])
+                continue
+            break                                   # nothing left to run
+        budget = max(budget_cap - n_dec, 0)
+        n_tok = 0
+        pre_ctx = 0.0
+        for c in pre:
+            if budget <= 0:
+                break
+            need = c.n * isl - c.done
+            take = min(need, budget)
+            if take <= 0:
+                continue
+            pre_ctx += take * (c.done % isl + take / 2.0) if c.n == 1 else take * isl / 2.0
+            c.done += take
+            budget -= take
+            n_tok += take
+        if n_tok == 0 and n_dec:
+            # a run of pure decode steps: up to the next finish (or the next arrival, open loop)
+            k = max(dec[0][0] - stepno, 1)
+            d0 = step(n_dec, sum_ctx, 0, 0.0)
+            if arrivals:
+                k = max(1, min(k, int((arrivals[0] - t) / d0) + 1))
+            d1 = step(n_dec, sum_ctx + (k - 1) * n_dec, 0, 0.0) if k > 1 else d0
+            dt = (d0 + d1) / 2.0 * k
+            t += dt
+            busy_weighted += n_dec * dt
+            gaps.append((dt / k, n_dec * k))
+            stepno += k
+            steps_run += k
+            sum_ctx += n_dec * k
+        else:
+            dt = step(n_dec, sum_ctx, n_tok, pre_ctx)
+            t += dt
+            busy_weighted += n_dec * dt
+            if n_dec:
+                gaps.append((dt, n_dec))
+            stepno += 1
+            steps_run += 1
+            sum_ctx += n_dec
+            # prompts finished in this step: first token now, then decode
+            while pre:
+                c = pre[0]
+                fin = min(c.done // isl, c.n) if isl else c.n
+                new = fin - c.finished
+                if new > 0:
+                    c.finished = fin
+                    n_pre_req -= new
+                    if c.counted:
+                        ttft_sum += new * (t - c.arrival)
+                        counted += new
+                        if first_counted_arrival is None or c.arrival < first_counted_arrival:
+                            first_counted_arrival = c.arrival
+                    if osl <= 1:
+                        done += new
+                        if c.counted:
+                            e2e_sum += new * (t - c.arrival)
+                            last_finish = t
+                        if concurrency is not None:
+                            send(new, t)
+                    else:
+                        if osl_jitter > 0:
+                            lens = [max(2, int(round(osl * (1 + osl_jitter * (2 * jrng.random() - 1)))))
+                                    for _ in range(new)]
+                        else:
+                            lens = [osl]
+                        for ln in lens:
+                            m = new if len(lens) == 1 else 1
+                            seq += 1
+                            heapq.heappush(dec, (stepno + ln - 1, seq, m, t, c.counted, c.arrival, ln))
+                        n_dec += new
+                        sum_ctx += new * (isl + 1)
+                if c.finished >= c.n:
+                    pre.popleft()
+                else:
+                    break
+        max_running = max(max_running, n_dec + n_pre_req)
+        while dec and dec[0][0] <= stepno:
+            _, _, n, first, cnt, arr, ln = heapq.heappop(dec)
+            n_dec -= n
+            sum_ctx -= n * (isl + ln)
+            done += n
+            if cnt:
+                tpot_sum += n * (t - first) / (ln - 1)
+                e2e_sum += n * (t - arr)
+                counted_tpot += n
+                last_finish = t
+            if concurrency is not None:
+                send(n, t)
+    start = first_counted_arrival or 0.0
+    return SimResult(
+        ttft_ms=ttft_sum / counted if counted else None,
+        tpot_ms=tpot_sum / counted_tpot if counted_tpot else None,
+        e2e_ms=e2e_sum / counted if counted else None,
+        requests=counted, duration_ms=max(last_finish - start, 1e-9),
+        mean_running=busy_weighted / t if t else 0.0, max_running=max_running, limit=limit,
+        queued_max=queued_max, mean_step_ms=t / stepno if stepno else 0.0, itl_median_ms=_weighted_median(gaps))
+
+
+def _weighted_median(pairs: list[tuple[float, float]]) -> float | None:
+    total = sum(w for _v, w in pairs)
+    if not total:
+        return None
+    acc = 0.0
+    for v, w in sorted(pairs):
+        acc += w
+        if acc >= total / 2:
+            return v
+    return None  # pragma: no cover

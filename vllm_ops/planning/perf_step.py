@@ -1,0 +1,184 @@
+"""What one vLLM engine step costs on one GPU of a replica: the roofline terms of the performance model.
+
+A step runs ``n_dec`` decode tokens (one per running request, reading ``sum_ctx`` cached tokens in
+attention) and ``n_pre`` prefill tokens (chunked prefill, mixed into the same step; ``pre_ctx`` is
+the sum over those tokens of the context each attends to). Per GPU it does:
+
+* GEMMs: reads the weights once (MoE: only the experts some token of the step routed to, expected
+  ``E * (1 - (1 - k/E)**N)`` per layer) and does ``2 * active_params * tokens`` FLOPs;
+  time = max(bytes / achieved bandwidth, FLOPs / achieved FLOP/s) — a kernel is bound by one or the other.
+* attention: reads the KV cache of every decode token's context (KV bytes per token per GPU from
+  the memory plan: MLA's compressed latent, fp8 KV) and does ``4 * heads * head_dim`` FLOPs per
+  (query, key) pair per layer; time = max(bytes / bandwidth, FLOPs / FLOP/s), separately from the
+  GEMMs (separate kernels).
+* communication: two tensor-parallel all-reduces per layer (attention output and MLP/MoE output),
+  ring cost ``2 (g-1)/g * tokens * hidden * 2 B`` over the GPU link plus a fixed latency per call;
+  with attention data parallelism the MoE layer exchanges every DP rank's tokens.
+* a fixed per-step overhead (scheduler, input preparation, sampling, launch) plus a per-layer
+  floor (every layer runs a dozen small kernels - norms, rotary, routing - whatever the batch), and
+  an extra per-layer cost when the step runs outside a full CUDA graph (mixed prefill steps above
+  the capture size, or ``--enforce-eager``).
+
+Efficiencies (achieved bandwidth fraction, achieved FLOP fraction, overheads, all-reduce latency)
+come from :mod:`vllm_ops.planning.perf_fit`, which names the measured rows they were fitted on.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Efficiency:
+    bw: float                      # achieved fraction of the HBM bandwidth
+    flops: float                   # achieved fraction of dense tensor FLOP/s (large GEMMs)
+    step_ms: float                 # fixed cost of every engine step
+    layer_us: float                # per layer and step: kernel floor (a dozen small kernels per layer)
+    allreduce_us: float            # latency of one all-reduce call (added per call)
+    request_ms: float              # client-side fixed cost of one request's first token (HTTP, tokenizer)
+    moe_eff: float = 1.0           # fused-MoE kernel efficiency relative to dense GEMMs (bandwidth and FLOP/s)
+    eager_layer_us: float = 0.0    # extra per layer for steps not run as one CUDA graph
+    flops_fp8: float = 0.0         # achieved fraction of dense FP8 FLOP/s (FP8/FP4 weights); 0: same as flops
+
+
+@dataclass(frozen=True)
+class StepParts:
+    gemm_ms: float
+    attn_ms: float
+    comm_ms: float
+    overhead_ms: float
+    gemm_bound: str                # "weights-bandwidth" | "compute"
+    attn_bound: str                # "kv-bandwidth" | "compute"
+
+    @property
+    def total_ms(self) -> float:
+        return self.gemm_ms + self.attn_ms + self.comm_ms + self.overhead_ms
+
+
+@dataclass
+class StepCost:
+    """Per-GPU cost model of one engine step of one replica (see the module doc)."""
+    weight_bytes: float            # non-expert weights read per step (no embedding table), per GPU
+    expert_bytes: float            # all routed-expert weights held by one GPU (0 for dense models)
+    num_experts: int               # routed experts per MoE layer
+    experts_per_token: int
+    moe_tokens_factor: int         # DP ranks whose tokens pass through this GPU's experts
+    flops_per_token: float         # 2 x active parameters per GPU (without lm_head)
+    expert_flops_per_token: float  # the MoE part of flops_per_token
+    head_flops_per_token: float    # lm_head, per sampled token
+    kv_bytes_per_token: float      # KV cache bytes per cached token per GPU
+    attn_flops_per_pair: float     # FLOPs per (query token, cached token) pair per GPU
+    layers: int
+    hidden: int
+    tp: int
+    moe_group: int                 # GPUs the MoE layer spans (tp x dp)
+    bw: float                      # HBM bytes/s
+    flops_peak: float              # dense FLOP/s in the weights' precision
+    attn_flops_peak: float         # dense FLOP/s of attention (16-bit)
+    link_bw: float                 # bytes/s one way between two GPUs of the replica
+    graph_max_tokens: int          # largest batch run as a full CUDA graph (0: eager)
+    eff: Efficiency
+    low_precision: bool = False    # FP8/FP4 GEMMs: eff.flops_fp8 applies
+    notes: list[str] = field(default_factory=list)
+
+    def _weights_read(self, n_tokens: int, moe_eff: float = 1.0) -> float:
+        """Weight bytes read in a step of ``n_tokens``; expert bytes divided by ``moe_eff`` (the
+        fused-MoE kernels' bandwidth relative to dense GEMMs) when given."""
+        if not self.expert_bytes:
+            return self.weight_bytes
+        routed = max(n_tokens, 0) * self.moe_tokens_factor
+        frac = 1.0 - (1.0 - self.experts_per_token / self.num_experts) ** routed if routed else 0.0
+        return self.weight_bytes + self.expert_bytes * frac / moe_eff
+
+    def parts(self, n_dec: int, sum_ctx: float, n_pre: int = 0, pre_ctx: float = 0.0) -> StepParts:
+        e = self.eff
+        n = n_dec + n_pre
+        w_s = self._weights_read(n, e.moe_eff) / (self.bw * e.bw)
+        dense_flops = (self.flops_per_token - self.expert_flops_per_token) * n
+        moe_flops = self.expert_flops_per_token * n / e.moe_eff
+        gemm_eff = (e.flops_fp8 or e.flops) if self.low_precision else e.flops
+        c_s = (dense_flops + moe_flops) / (self.flops_peak * gemm_eff) \
+            + self.head_flops_per_token * (n_dec + (1 if n_pre else 0)) / (self.attn_flops_peak * e.flops)
+        gemm_ms = max(w_s, c_s) * 1e3
+        kv_s = self.kv_bytes_per_token * sum_ctx / (self.bw * e.bw)
+        a_s = self.attn_flops_per_pair * (sum_ctx + pre_ctx) / (self.attn_flops_peak * e.flops)
+        attn_ms = max(kv_s, a_s) * 1e3
+        comm_ms = 0.0
+        if self.tp > 1:
+            comm_ms += self.layers * self._allreduce_ms(n, self.tp)
+        if self.moe_group > 1:
+            comm_ms += self.layers * self._allreduce_ms(n * max(self.moe_tokens_factor, 1), self.moe_group)
+        overhead = e.step_ms + self.layers * e.layer_us / 1e3
+        if n > self.graph_max_tokens:
+            overhead += self.layers * e.eager_layer_us / 1e3
+        return StepParts(gemm_ms, attn_ms, comm_ms, overhead,
+                         "weights-bandwidth" if w_s >= c_s else "compute",
+                         "kv-bandwidth" if kv_s >= a_s else "compute")
+
+    def _allreduce_ms(self, n_tokens: int, group: int) -> float:
+        msg = n_tokens * self.hidden * 2.0
+        return (self.eff.allreduce_us * 1e-6 + 2 * (group - 1) / group * msg / self.link_bw) * 1e3
+
+    def step_ms(self, n_dec: int, sum_ctx: float, n_pre: int = 0, pre_ctx: float = 0.0) -> float:
+        """``parts(...).total_ms``, computed without building the parts (the simulation's hot path)."""
+        k = self.__dict__.get("_k")
+        if k is None:
+            k = self._k = self._constants()
+        bw, w_fixed, w_exp, q, moe_f, f_dense, f_moe, f_head, kv_c, a_c, comm_c, comm_b, comm2_c, comm2_b, ovh, \
+            eager, gmax = k
+        n = n_dec + n_pre
+        if w_exp:
+            routed = n * moe_f
+            w = w_fixed + w_exp * (1.0 - q ** routed if routed else 0.0)
+        else:
+            w = w_fixed
+        c = (f_dense + f_moe) * n + f_head * (n_dec + (1 if n_pre else 0))
+        gemm = w if w >= c else c
+        kv = kv_c * sum_ctx
+        at = a_c * (sum_ctx + pre_ctx)
+        t = gemm + (kv if kv >= at else at) + ovh
+        if comm_c:
+            t += comm_c + comm_b * n
+        if comm2_c:
+            t += comm2_c + comm2_b * n
+        if n > gmax:
+            t += eager
+        return t
+
+    def _constants(self) -> tuple:
+        """Per-plan constants of :meth:`step_ms`, in ms per unit."""
+        e = self.eff
+        to_w = 1e3 / (self.bw * e.bw)
+        gemm_eff = (e.flops_fp8 or e.flops) if self.low_precision else e.flops
+        to_c = 1e3 / (self.flops_peak * gemm_eff)
+        q = (1.0 - self.experts_per_token / self.num_experts) if self.num_experts else 0.0
+        comm_c = comm_b = comm2_c = comm2_b = 0.0
+        if self.tp > 1:
+            comm_c = self.layers * e.allreduce_us * 1e-3
+            comm_b = self.layers * 2 * (self.tp - 1) / self.tp * self.hidden * 2.0 / self.link_bw * 1e3
+        if self.moe_group > 1:
+            g = self.moe_group
+            comm2_c = self.layers * e.allreduce_us * 1e-3
+            comm2_b = self.layers * 2 * (g - 1) / g * self.hidden * 2.0 * max(self.moe_tokens_factor, 1) \
+                / self.link_bw * 1e3
+        return (to_w, self.weight_bytes * to_w, self.expert_bytes / e.moe_eff * to_w, q, self.moe_tokens_factor,
+                (self.flops_per_token - self.expert_flops_per_token) * to_c,
+                self.expert_flops_per_token / e.moe_eff * to_c,
+                self.head_flops_per_token * 1e3 / (self.attn_flops_peak * e.flops),
+                self.kv_bytes_per_token * to_w, self.attn_flops_per_pair * 1e3 / (self.attn_flops_peak * e.flops),
+                comm_c, comm_b, comm2_c, comm2_b, e.step_ms + self.layers * e.layer_us / 1e3,
+                self.layers * e.eager_layer_us / 1e3, self.graph_max_tokens)
+
+    def floor_ms(self, n_dec: int, sum_ctx: float) -> float:
+        """Roofline floor of a pure decode step: every term at 100% of the peak, no overhead."""
+        n = max(n_dec, 1)
+        mem = (self._weights_read(n) + self.kv_bytes_per_token * sum_ctx) / self.bw
+        comp = (self.flops_per_token * n + self.attn_flops_per_pair * sum_ctx) / self.flops_peak
+        return max(mem, comp) * 1e3
+
+
+def unique_expert_fraction(tokens: int, experts: int, per_token: int) -> float:
+    """Expected fraction of ``experts`` that at least one of ``tokens`` routes to (uniform routing)."""
+    if tokens <= 0 or experts <= 0:
+        return 0.0
+    return 1.0 - math.pow(1.0 - per_token / experts, tokens)

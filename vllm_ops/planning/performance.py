@@ -1,0 +1,288 @@
+"""How a plan will serve: TTFT, TPOT and throughput of one replica at a given load, before launch.
+
+    predict(plan, Workload(input_len, output_len, concurrency=C)) -> Performance
+
+First principles plus a few measured efficiencies. The per-step cost (weights and KV read, GEMM and
+attention FLOPs, tensor-parallel all-reduces, a fixed step overhead) is :mod:`.perf_step`; vLLM's
+scheduler (chunked prefill within ``max_num_batched_tokens``, ``max_num_seqs``, the KV capacity
+``plan.memory.kv_cache_tokens``, queueing) is :mod:`.perf_sim`; the fitted efficiencies and the
+rows they were fitted on are :mod:`.perf_fit`.
+
+Per replica: with several replicas the workload's concurrency (or rate) is what ONE replica sees;
+the caller splits a total load over replicas. Closed loop (``concurrency``): C clients, each sending
+its next request when the previous one ends, ``num_requests`` requests in all as a benchmark sends
+them (first wave included), or, when ``num_requests`` is None, the steady state after the first
+wave. Open loop (``rate``): Poisson arrivals. Not modelled (a one-line ``reason`` instead of
+figures): pipeline parallelism, CPU servers, GPUs without catalog performance figures, requests
+longer than ``max_model_len``. Import-light: nothing heavy at import time.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # pragma: no cover
+    from vllm_ops.models.spec import ModelSpec
+    from vllm_ops.planning.perf_step import StepCost
+    from vllm_ops.planning.plan import Plan
+
+BOUNDS = ("weights-bandwidth", "kv-bandwidth", "compute", "communication", "max-num-seqs", "kv-capacity",
+          "queueing")
+GRAPH_MAX_TOKENS = 512            # vLLM's largest CUDA-graph capture size (full graphs for decode batches)
+_FP8_METHODS = ("fp8", "fbgemm_fp8", "modelopt", "fp8_per_tensor", "fp8_per_channel", "fp8_per_block",
+                "deepseek_v4_fp8", "modelopt_mxfp8", "mxfp8")
+_FP4_METHODS = ("nvfp4", "modelopt_fp4", "nvfp4_per_token")
+_W4A16_METHODS = ("awq", "auto_awq", "awq_marlin", "gptq", "auto_gptq", "gptq_marlin", "mxfp4", "gpt_oss_mxfp4",
+                  "moe_wna16", "bitsandbytes")
+
+
+@dataclass(frozen=True)
+class Workload:
+    input_len: int                 # ISL, tokens per request prompt
+    output_len: int                # OSL, tokens generated per request
+    concurrency: int | None = None # closed loop: C requests always in flight (vLLM bench --max-concurrency)
+    rate: float | None = None      # open loop: requests/s (Poisson); exactly one of concurrency/rate set
+    num_requests: int | None = None  # requests a benchmark sends (first wave included); None: steady state
+
+    def check(self) -> None:
+        from vllm_ops.errors import BadInput
+
+        if (self.concurrency is None) == (self.rate is None):
+            raise BadInput("give exactly one of --concurrency and --rate with --input-len/--output-len")
+        if int(self.input_len) < 1 or int(self.output_len) < 1:
+            raise BadInput("--input-len and --output-len must be at least 1")
+        if self.concurrency is not None and int(self.concurrency) < 1:
+            raise BadInput("--concurrency must be at least 1")
+        if self.rate is not None and not float(self.rate) > 0:
+            raise BadInput("--rate must be > 0 requests/s")
+        if self.num_requests is not None and int(self.num_requests) < 1:
+            raise BadInput("the number of requests must be at least 1")
+
+
+@dataclass
+class Performance:
+    ttft_ms: float | None          # mean time to first token
+    tpot_ms: float | None          # mean time per output token after the first
+    output_tokens_per_s: float | None   # whole server (one replica) at that load
+    requests_per_s: float | None        # one replica
+    bound: str | None              # one of BOUNDS
+    tpot_floor_ms: float | None    # roofline floor for TPOT at that batch
+    effective_concurrency: float | None # requests actually running per replica (after max_num_seqs / KV capacity)
+    reason: str | None = None      # set when figures are None: why it cannot predict
+    notes: list[str] = field(default_factory=list)   # assumptions / fitted constants used (with data names)
+    itl_median_ms: float | None = None  # median inter-token gap (decode steps without a prefill chunk dominate)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        for k, v in d.items():
+            if isinstance(v, float):
+                d[k] = round(v, 3)
+        return d
+
+
+def refuse(reason: str, notes: list[str] | None = None) -> Performance:
+    return Performance(None, None, None, None, None, None, None, reason=reason, notes=list(notes or []))
+
+
+def predict(plan: "Plan", workload: Workload, *, spec: "ModelSpec | None" = None,
+            efficiency: Any = None) -> Performance:
+    """Per-replica prediction for ``plan``'s layout at ``workload`` (see the module doc).
+    ``efficiency``: a :class:`~vllm_ops.planning.perf_step.Efficiency` to use instead of the fitted one
+    (the evaluation fits and checks them)."""
+    workload.check()
+    why = _unsupported(plan, workload)
+    if why:
+        return refuse(why)
+    if spec is None:
+        try:
+            from vllm_ops.models import load_model_spec
+
+            spec = load_model_spec(plan.model.get("path") or plan.model["id"], offline=True)
+        except Exception as exc:  # noqa: BLE001 — any failure to resolve is a reason, not a crash
+            return refuse(f"model facts for {plan.model.get('id')!r} not available offline ({type(exc).__name__})")
+    from vllm_ops.planning import perf_fit
+
+    eff = efficiency or perf_fit.EFFICIENCY
+    cost, why = step_cost(plan, spec, eff)
+    if cost is None:
+        return refuse(why or "no performance figures for this GPU")
+    return _run(plan, workload, cost, perf_fit.notes() if efficiency is None else ["efficiencies given by the caller"])
+
+
+def _unsupported(plan: "Plan", w: Workload) -> str | None:
+    va = plan.vllm_args or {}
+    if not plan.fits:
+        return f"the plan does not fit ({plan.failure_stage}): nothing to serve"
+    if plan.cpu:
+        return "CPU servers are not modelled (GPU roofline only)"
+    if int(va.get("pipeline_parallel_size") or 1) > 1:
+        return "pipeline parallelism is not modelled"
+    if len(plan.nodes or []) > 1 and any(n.replica is not None for n in plan.nodes):
+        return "replicas spanning several nodes are not modelled"
+    mml = int(va.get("max_model_len") or 0)
+    if mml and w.input_len + w.output_len > mml:
+        return (f"input {w.input_len} + output {w.output_len} tokens exceed --max-model-len {mml}: "
+                f"vLLM refuses such requests")
+    return None
+
+
+def _gpu_type(plan: "Plan"):
+    from vllm_ops.hardware import catalog
+
+    nodes = (plan.hardware or {}).get("nodes") or []
+    gpus = nodes[0].get("gpus") if nodes else []
+    if not gpus:
+        return None
+    g = gpus[0]
+    return catalog.find(g.get("catalog_key") or "") or catalog.find(g.get("name") or "")
+
+
+def _weight_precision(plan: "Plan", spec: "ModelSpec") -> str:
+    q = str((plan.vllm_args or {}).get("quantization") or (spec.quantization.method if spec.quantization else "")
+            or "").lower()
+    if q == "compressed-tensors" and spec.quantization is not None:
+        return "fp8" if (spec.quantization.activation_bits or 16) <= 8 and (spec.quantization.bits or 16) == 8 \
+            else "w4a16" if (spec.quantization.bits or 16) <= 4 else "bf16"
+    if q in _FP8_METHODS:
+        return "fp8"
+    if q in _FP4_METHODS:
+        return "fp4"
+    if q in _W4A16_METHODS:
+        return "w4a16"
+    return "bf16"
+
+
+def step_cost(plan: "Plan", spec: "ModelSpec", eff) -> "tuple[StepCost | None, str | None]":
+    """The per-GPU step cost of ``plan``'s replica, or (None, why)."""
+    from vllm_ops.planning.memory import VOCAB_PADDING
+    from vllm_ops.planning.perf_step import StepCost
+
+    g = _gpu_type(plan)
+    if g is None or not g.bf16_tflops:
+        name = ((plan.hardware or {}).get("spec") or "this GPU")
+        return None, f"no performance figures (bandwidth, TFLOP/s) for {name} in the GPU catalog"
+    va = plan.vllm_args or {}
+    tp = int(va.get("tensor_parallel_size") or 1)
+    dp = int(va.get("data_parallel_size") or 1) if spec.moe is not None else 1
+    prec = _weight_precision(plan, spec)
+    notes: list[str] = []
+    peak = {"fp8": g.fp8_tflops, "fp4": g.fp4_tflops}.get(prec) or g.bf16_tflops
+    if prec in ("fp8", "fp4") and not {"fp8": g.fp8_tflops, "fp4": g.fp4_tflops}.get(prec):
+        notes.append(f"{g.key} has no {prec} tensor cores: weights dequantised, 16-bit FLOP/s used")
+    H, V, L = spec.hidden_size, spec.vocab_size, spec.num_layers
+    vpad = -(-V // VOCAB_PADDING) * VOCAB_PADDING
+    emb_b = V * H * 2.0
+    head_b = 0.0 if spec.tie_word_embeddings else emb_b
+    body_b = max(float(spec.weight_bytes or 2 * spec.param_count) - emb_b - head_b, 1.0)
+    if prec == "fp8" and spec.quantization is None:
+        body_b *= 0.5                                  # online fp8 of a 16-bit checkpoint
+    emb_params = V * H * (1 if spec.tie_word_embeddings else 2)
+    body_p = max(spec.param_count - emb_params, 1)
+    exp_p = 0.0
+    k_over_e = 0.0
+    if spec.moe is not None:
+        m = spec.moe
+        n_moe = max((L - m.num_dense_layers) // max(m.moe_layer_freq, 1), 0)
+        exp_p = float(n_moe * m.num_experts * 3 * H * m.moe_intermediate_size)
+        k_over_e = m.experts_per_token / m.num_experts
+    exp_b = body_b * exp_p / body_p
+    ne_p = body_p - exp_p
+    head_rank = vpad * H * 2.0 / tp                    # lm_head (or the tied embedding) read every step
+    kvb = float(plan.memory.kv_bytes_per_token or 0) or spec.kv_bytes_per_token() / tp
+    hq = spec.num_attention_heads / tp
+    if spec.mla is not None:
+        pair = 2.0 * hq * (2 * spec.mla.kv_lora_rank + spec.mla.qk_rope_head_dim) * L
+    else:
+        pair = 4.0 * hq * spec.head_dim * L
+    if spec.num_sliding_layers:
+        notes.append("sliding-window layers counted as full attention (KV read and FLOPs are upper bounds)")
+    link = (g.nvlink_gbs / 2 if g.interconnect == "nvlink" and g.nvlink_gbs else (g.pcie_gbs or 16)) * 1e9
+    eager = bool(va.get("enforce_eager"))
+    cost = StepCost(
+        weight_bytes=(body_b - exp_b) / tp + head_rank, expert_bytes=exp_b / (tp * dp),
+        num_experts=spec.moe.num_experts if spec.moe else 0,
+        experts_per_token=spec.moe.experts_per_token if spec.moe else 0, moe_tokens_factor=dp,
+        flops_per_token=2.0 * (ne_p + exp_p * k_over_e) / tp, expert_flops_per_token=2.0 * exp_p * k_over_e / tp,
+        head_flops_per_token=2.0 * vpad * H / tp, kv_bytes_per_token=kvb, attn_flops_per_pair=pair,
+        layers=L, hidden=H, tp=tp, moe_group=tp * dp, bw=g.bandwidth_gbs * 1e9, flops_peak=peak * 1e12,
+        attn_flops_peak=g.bf16_tflops * 1e12, link_bw=link, graph_max_tokens=0 if eager else GRAPH_MAX_TOKENS,
+        eff=eff, notes=notes, low_precision=peak != g.bf16_tflops)
+    cost.notes.append(f"{g.key}: {g.bandwidth_gbs:g} GB/s HBM, {peak:g} TFLOP/s dense ({prec} weights), "
+                      f"link {link / 1e9:g} GB/s one way ({g.perf_source})")
+    return cost, None
+
+
+def _run(plan: "Plan", w: Workload, cost: "StepCost", fit_notes: list[str]) -> Performance:
+    from vllm_ops.planning.perf_sim import simulate
+
+    va = plan.vllm_args or {}
+    seqs = int(va.get("max_num_seqs") or 256)
+    mbt = int(va.get("max_num_batched_tokens") or 2048)
+    cap = int(plan.memory.kv_cache_tokens or 0)
+    isl, osl = int(w.input_len), int(w.output_len)
+    limit = min(seqs, cap // (isl + osl)) if cap else seqs
+    if limit < 1:
+        return refuse(f"one request of {isl}+{osl} tokens needs more KV cache than the "
+                      f"{cap} tokens this replica has")
+    notes = list(cost.notes) + fit_notes
+    from vllm_ops.planning.perf_fit import OSL_JITTER as jitter
+    kw = dict(input_len=isl, output_len=osl, max_num_seqs=seqs, max_batched_tokens=mbt, kv_capacity_tokens=cap)
+    if w.concurrency is not None:
+        c = int(w.concurrency)
+        n = int(w.num_requests) if w.num_requests else c + max(2 * c, 32)
+        warm = 0 if w.num_requests else c
+        stagger = 0.0
+        if not w.num_requests:     # steady state: clients spread over one request's lifetime
+            b = min(c, limit)
+            stagger = osl * cost.step_ms(b, b * (isl + osl / 2.0), b * isl // max(osl, 1), 0.0) / b
+        r = simulate(cost.step_ms, concurrency=c, num_requests=n, warmup=warm, stagger_ms=stagger,
+                     osl_jitter=jitter, **kw)
+        if r.ttft_ms is None:
+            return refuse("too few requests to measure", notes)
+        e2e = r.e2e_ms + cost.eff.request_ms
+        rps = min(c, n) / e2e * 1e3
+        running = float(min(c, limit))
+        overloaded = None
+    else:
+        rate = float(w.rate)
+        sat = simulate(cost.step_ms, concurrency=limit, num_requests=limit + max(limit // 2, 32), warmup=limit,
+                       osl_jitter=jitter, **kw)
+        capacity = limit / (sat.e2e_ms + cost.eff.request_ms) * 1e3 if sat.e2e_ms else 0.0
+        overloaded = capacity if rate > 0.97 * capacity else None
+        if overloaded is not None:
+            r = sat                        # at saturation: the server runs `limit` requests, the rest queue
+        else:
+            n = int(w.num_requests) if w.num_requests else min(max(200, int(rate * 30)), 1000)
+            r = simulate(cost.step_ms, rate=rate, num_requests=n, warmup=n // 10, osl_jitter=jitter, **kw)
+        rps = min(rate, capacity)
+        running = r.mean_running
+    ttft = (r.ttft_ms + cost.eff.request_ms) if r.ttft_ms is not None else None
+    tpot = r.tpot_ms if osl > 1 else None
+    avg_ctx = isl + osl / 2.0
+    floor = cost.floor_ms(max(int(round(running)), 1), max(running, 1.0) * avg_ctx) if osl > 1 else None
+    bound = _bound(cost, running, avg_ctx, isl, osl, limit, seqs, w, overloaded)
+    perf = Performance(ttft_ms=ttft, tpot_ms=tpot, output_tokens_per_s=rps * osl, requests_per_s=rps,
+                       bound=bound, tpot_floor_ms=floor, effective_concurrency=running, notes=notes)
+    if overloaded is not None:
+        perf.ttft_ms = None
+        perf.reason = (f"arrival rate {w.rate:g}/s is above what one replica serves (about {overloaded:.3g}/s): "
+                       f"the queue, and TTFT, grow without bound")
+    if w.concurrency is not None and int(w.concurrency) > limit:
+        perf.notes.append(f"{int(w.concurrency) - limit} of {int(w.concurrency)} requests wait in the queue "
+                          f"(limit {limit} running: max_num_seqs {seqs}, KV cache {cap} tokens / {isl + osl} "
+                          f"per request)")
+    return perf
+
+
+def _bound(cost: "StepCost", running: float, avg_ctx: float, isl: int, osl: int, limit: int, seqs: int,
+           w: Workload, overloaded: float | None) -> str:
+    if overloaded is not None:
+        return "queueing"
+    if w.concurrency is not None and int(w.concurrency) > limit:
+        return "max-num-seqs" if limit == seqs else "kv-capacity"
+    b = max(int(round(running)), 1)
+    p = cost.parts(b, b * avg_ctx, int(round(b * isl / max(osl, 1))), b * isl / max(osl, 1) * isl / 2.0)
+    terms = {"communication": p.comm_ms}
+    terms[p.gemm_bound] = terms.get(p.gemm_bound, 0.0) + p.gemm_ms
+    terms[p.attn_bound] = terms.get(p.attn_bound, 0.0) + p.attn_ms
+    return max(terms.items(), key=lambda kv: kv[1])[0]
