@@ -325,7 +325,7 @@ class _Checker:
             ok = (not isinstance(v, bool) and isinstance(v, int) and v >= 1) or \
                 (isinstance(v, str) and bool(_SIZE_RE.match(v)) and float(re.sub("[A-Za-z]", "", v)) > 0)
         elif kind in ("dtype", "kv_cache_dtype"):
-            from vllm_ops.planning.planner import DTYPES, KV_CACHE_DTYPES, _kv_dtype_ok
+            from vllm_ops.planning.pins import DTYPES, KV_CACHE_DTYPES, kv_dtype_ok as _kv_dtype_ok
 
             ok = isinstance(v, str) and (v.lower() in DTYPES if kind == "dtype" else _kv_dtype_ok(v.lower()))
             desc = f"{desc}: " + (", ".join(DTYPES) if kind == "dtype"

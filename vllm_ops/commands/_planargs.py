@@ -96,7 +96,7 @@ def multinode_from_args(args: argparse.Namespace) -> dict:
         out["backend"] = backend
     port = getattr(args, "master_port", None)
     if port is not None:
-        from vllm_ops.planning.planner import check_port
+        from vllm_ops.planning.pins import check_port
 
         out["master_port"] = check_port(port, "--master-port")
     return out

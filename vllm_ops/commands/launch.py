@@ -123,7 +123,7 @@ def run(args: argparse.Namespace) -> int:
     from vllm_ops.launch.state import StateStore
     from vllm_ops.output import Progress, info, print_json
     from vllm_ops.planning.plan import is_secret_name
-    from vllm_ops.planning.planner import check_port
+    from vllm_ops.planning.pins import check_port
     from vllm_ops.settings import load_settings
 
     if bool(args.model) == bool(args.plan):
@@ -399,7 +399,7 @@ def _make_plan(args: argparse.Namespace, version: str | None, extra: list[str],
     from vllm_ops.launch.locate import base_version
     from vllm_ops.models import load_model_spec
     from vllm_ops.output import warn
-    from vllm_ops.planning.planner import PIN_KEYS
+    from vllm_ops.planning.pins import PIN_KEYS
 
     spec = load_model_spec(args.model, offline=args.offline)
     inventory, profile = choose_hardware(args, cmd="launch")

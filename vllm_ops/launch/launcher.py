@@ -134,7 +134,7 @@ def build_spec(plan: Any, opts: LaunchOptions, flags_override: dict[str, Any] | 
         raise BadInput(f"the plan has {len(replicas)} replica(s); no replica {opts.replica}")
     replica = replicas[opts.replica] if replicas else Replica(gpu_ids=[], port=8000)
     if opts.port is not None:
-        from vllm_ops.planning.planner import check_port
+        from vllm_ops.planning.pins import check_port
 
         replica = replace(replica, port=check_port(opts.port))
     served = served_name(plan)
@@ -209,7 +209,7 @@ def _replan(plan: Any, opts: LaunchOptions, change: Change, progress: Progress) 
     (an environment variable, a removed flag, another port) keeps the prediction; a changed pin
     re-plans through ``opts.replan``; without one (a saved --plan) the prediction is stale."""
     from vllm_ops.errors import VllmOpsError
-    from vllm_ops.planning.planner import PIN_KEYS
+    from vllm_ops.planning.pins import PIN_KEYS
 
     changed = {k: v for k, v in change.set_flags.items() if k in PIN_KEYS}
     if not changed:

@@ -3,7 +3,7 @@
     plan_multinode(model, inventory, *, pins, vllm_version, profile=None, backend="ray"|"native",
                    master_port=29500, ...) -> Plan
 
-The memory model is the single-node planner's (:func:`vllm_ops.planning.planner.plan`, which calls
+The memory model is the single-node planner's (:func:`vllm_ops.planning.planner.plan_layout`, which calls
 :func:`vllm_ops.planning.memory.estimate`): this module only chooses how many nodes one replica
 spans and pins that layout (``tensor_parallel_size`` = GPUs per node, ``pipeline_parallel_size`` =
 nodes per replica), then lays the result out over the nodes:
@@ -30,7 +30,7 @@ from vllm_ops.hardware.inventory import Inventory, Node
 from vllm_ops.models.spec import ModelSpec
 from vllm_ops.planning.argv import command as command_of
 from vllm_ops.planning.plan import Plan, PlanNode, PlanWarning, Replica
-from vllm_ops.planning.planner import HEALTHY_CONCURRENCY, _norm_pins, _valid_tps
+from vllm_ops.planning.pins import HEALTHY_CONCURRENCY, normalize_pins, valid_tps
 from vllm_ops.planning.planner import plan_layout as plan_single
 from vllm_ops.planning.versions import DEFAULT_VLLM_VERSION
 
@@ -89,7 +89,7 @@ def plan_multinode(model: ModelSpec, inventory: Inventory, *, pins: dict | None 
         raise BadInput(f"unknown multi-node backend {backend!r}", hint="one of: " + ", ".join(BACKENDS))
     if not 1 <= int(master_port) <= 65535:
         raise BadInput(f"master port {master_port} is not a TCP port")
-    pins = _norm_pins(pins)
+    pins = normalize_pins(pins)
     cpu = _cpu(inventory, profile)
     _check_nodes(inventory, cpu)
     n_nodes = len(inventory.nodes)
@@ -145,7 +145,7 @@ def _choose(model, inventory, per_node, n_nodes, pins, kw) -> tuple[Plan, int, i
         tp = int(single.vllm_args["tensor_parallel_size"])
         full = plan_single(model, inventory, pins={**pins, "tensor_parallel_size": tp}, **kw)
         return full, tp, 1, 1, f"1: one replica fits on one node (TP {tp})"
-    tps = [t for t in _valid_tps(model, per_node)]
+    tps = valid_tps(model, per_node)
     tp = max(tps) if tps else 1
     first_fit: tuple[Plan, int] | None = None
     last: tuple[Plan, int] | None = None

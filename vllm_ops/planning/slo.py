@@ -6,7 +6,7 @@ The space: tensor-parallel size × replicas (pipeline stages only where the plan
 a TP size that cannot hold the model gets the fewest stages that do), ``max_num_seqs``, ``max_num_batched_tokens``, the KV cache dtype (``auto``/``fp8`` where the
 GPU has fp8) and fp8 weights (only with ``allow_fp8``: online fp8 changes the outputs). A pinned
 flag is not searched. Each candidate is planned by the memory planner with its flags as pins
-(:func:`vllm_ops.planning.planner.plan`: the memory plan is a hard constraint, never re-derived
+(:func:`vllm_ops.planning.plan`: the memory plan is a hard constraint, never re-derived
 here) and scored by the performance model (:func:`vllm_ops.planning.performance.predict`).
 
 Load: ``workload.concurrency`` / ``workload.rate`` is what the whole box sees; replicas split it
@@ -165,14 +165,14 @@ def search(model: Any, inventory: Any, slo: SLO, workload: Any, *, pins: dict | 
            split: bool = True, plan_kwargs: dict | None = None) -> SearchResult:
     """Every candidate layout planned and predicted, ranked (see the module doc). ``plan_kwargs``
     go to the planner unchanged (extra_args, env, served_name, port)."""
-    from vllm_ops.planning import planner
+    from vllm_ops.planning import front, pins as pin_rules
     from vllm_ops.planning.versions import DEFAULT_VLLM_VERSION
 
     t0 = time.perf_counter()
     if len(getattr(inventory, "nodes", []) or []) > 1:
         raise BadInput("--slo plans one node: the search over layouts spanning several nodes is not modelled",
                        hint="plan one node with --gpus/--profile, or drop --slo")
-    pins = planner._norm_pins(pins)
+    pins = pin_rules.normalize_pins(pins)
     if pins.get("data_parallel_size", 1) > 1:
         raise BadInput("--slo searches separate replicas, not --data-parallel-size (one server with DP ranks "
                        "is not modelled by the search)", hint="drop --data-parallel-size, or plan without --slo")
@@ -183,7 +183,7 @@ def search(model: Any, inventory: Any, slo: SLO, workload: Any, *, pins: dict | 
     seen: set[tuple] = set()
 
     def one(p_pins: dict) -> list[Candidate]:
-        p = planner.plan(model, inventory, pins={**pins, **p_pins}, **kw)
+        p = front.plan(model, inventory, pins={**pins, **p_pins}, **kw)
         key = _flags_key(p)
         if key in seen:
             return []
@@ -208,7 +208,7 @@ def search(model: Any, inventory: Any, slo: SLO, workload: Any, *, pins: dict | 
 def _axes(model: Any, inventory: Any, pins: dict, allow_fp8: bool, profile: Any) -> dict[str, Any]:
     """What is searched: TP sizes, PP sizes (1 first, more only when nothing fits), KV dtypes and
     weight quantizations allowed here."""
-    from vllm_ops.planning import planner
+    from vllm_ops.planning import pins as pin_rules, planner
 
     cpu = (getattr(profile, "kind", "gpu") == "cpu") or not inventory.gpus
     gpus = 1 if cpu else len(inventory.gpus)
@@ -217,7 +217,7 @@ def _axes(model: Any, inventory: Any, pins: dict, allow_fp8: bool, profile: Any)
     cc = g0.compute_capability if g0 and g0.compute_capability else (gtype.compute_capability if gtype else None)
     has_fp8 = (not cpu) and (gtype.fp8 if gtype else (cc is not None and tuple(cc) >= (8, 9)))
     tps = [pins["tensor_parallel_size"]] if "tensor_parallel_size" in pins else (
-        [1] if cpu else planner._valid_tps(model, gpus) or [1])
+        [1] if cpu else pin_rules.valid_tps(model, gpus) or [1])
     # PP is not searched: the planner adds pipeline stages itself when a TP size cannot hold the model
     pps = [pins["pipeline_parallel_size"]] if "pipeline_parallel_size" in pins else [1]
     kvs = [pins["kv_cache_dtype"]] if "kv_cache_dtype" in pins else (["auto", "fp8"] if has_fp8 else ["auto"])

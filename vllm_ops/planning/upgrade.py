@@ -98,7 +98,7 @@ class UpgradeReport:
 def plan_pins(plan) -> dict[str, Any]:
     """The flags a saved plan's deployment chose itself: pinned (``reasons`` say "(pinned)") or
     set by its profile; a value the planner took from vLLM's defaults is not a pin."""
-    from vllm_ops.planning.planner import PIN_KEYS
+    from vllm_ops.planning.pins import PIN_KEYS
 
     va, why = plan.vllm_args or {}, plan.reasons or {}
     pins = {k: va[k] for k in PIN_KEYS
@@ -139,7 +139,7 @@ def deployment_from_argv(argv: list[str], *, version: str, inventory, source: st
     """The deployment a ``vllm serve MODEL --flag v ...`` argument list describes (``vllm serve``
     and the module entry point may lead; the model is the first positional word or ``--model``).
     Every planner flag given is a pin; the other arguments pass through unchanged."""
-    from vllm_ops.planning.planner import PIN_KEYS
+    from vllm_ops.planning.pins import PIN_KEYS
     words = after_entry(list(argv))
     model = None
     if words and not words[0].startswith("-"):
