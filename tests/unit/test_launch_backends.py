@@ -15,7 +15,8 @@ from tests.unit.test_launch import FAKE_VLLM, _free_port, _plan
 from vllm_ops.errors import BadInput
 from vllm_ops.launch.backend import ProcessBackend, backend_for
 from vllm_ops.launch.diagnosis import RULES, Context, diagnose
-from vllm_ops.launch.launcher import LaunchOptions, launch, stop
+from vllm_ops.launch.launcher import LaunchOptions, launch
+from vllm_ops.launch.lifecycle import stop
 from vllm_ops.launch.locate import VllmCommand
 from vllm_ops.launch.state import Deployment, StateStore
 from vllm_ops.planning.plan import Memory
@@ -129,10 +130,13 @@ class _Recorder:
 
 def test_stop_status_logs_use_the_recorded_backend(tmp_path, monkeypatch, run_cli):
     import vllm_ops.launch.backend as backend
+    import vllm_ops.launch.lifecycle as lifecycle
 
     rec = _Recorder()
     real = backend.backend_for
-    monkeypatch.setattr(backend, "backend_for", lambda name, **o: rec if name == "docker" else real(name, **o))
+    fake = lambda name, **o: rec if name == "docker" else real(name, **o)  # noqa: E731
+    monkeypatch.setattr(backend, "backend_for", fake)
+    monkeypatch.setattr(lifecycle, "backend_for", fake)       # stop goes through launch's front door
     monkeypatch.setenv("VLLM_OPS_STATE_DIR", str(tmp_path))
     store = StateStore(tmp_path)
     store.save(_dep(tmp_path, name="c1"))

@@ -10,9 +10,9 @@ import os
 import shlex
 import subprocess
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, Sequence
 
 from vllm_ops.errors import RuntimeFailure
 from vllm_ops.launch import procs
@@ -133,6 +133,31 @@ class ProcessBackend:
                 pass
 
 
+class PrefixedProcessBackend:
+    """A :class:`ProcessBackend` with vLLM started under a command prefix (``ssh host``, ``ip netns
+    exec ns``); ``name`` is what the deployment records (process, ray, native, native-worker)."""
+
+    def __init__(self, prefix: Sequence[str] = (), name: str = "ray"):
+        self._inner = ProcessBackend()
+        self.prefix = list(prefix)
+        self.name = name
+
+    def start(self, spec: LaunchSpec) -> Deployment:
+        spec = replace(spec, argv=[*self.prefix, *spec.argv])
+        dep = self._inner.start(spec)
+        dep.backend = self.name
+        return dep
+
+    def alive(self, dep: Deployment) -> bool:
+        return self._inner.alive(dep)
+
+    def exit_code(self, dep: Deployment) -> int | None:
+        return self._inner.exit_code(dep)
+
+    def stop(self, dep: Deployment, grace: float = 20.0) -> bool:
+        return self._inner.stop(dep, grace)
+
+
 BACKENDS = ("process", "docker", "compose", "ray")   # what `launch --backend` offers
 
 
@@ -143,7 +168,7 @@ def backend_for(name: str, **options: Any) -> LaunchBackend:
     docker/compose, ``prefix=`` (a command prefix such as ``ssh host``) for the process kinds.
 
     process, ray (vLLM's API server is a local process; its Ray nodes are stopped with the
-    deployment by :func:`vllm_ops.launch.launcher.stop`), native and native-worker (vLLM's own
+    deployment by :func:`vllm_ops.launch.lifecycle.stop`), native and native-worker (vLLM's own
     multi-node mode: each rank is a local process group) are process groups; docker and
     compose are containers. An unknown name is BadInput."""
     from vllm_ops.errors import BadInput
@@ -161,7 +186,5 @@ def backend_for(name: str, **options: Any) -> LaunchBackend:
     if name == "process" and not opts.get("prefix"):
         return ProcessBackend()
     if name in ("process", "ray", "native", "native-worker"):
-        from vllm_ops.launch.ray_backend import PrefixedProcessBackend
-
         return PrefixedProcessBackend(opts.get("prefix") or (), name=name)
     raise BadInput(f"unknown launch backend {name!r}", hint="one of: " + ", ".join(BACKENDS))

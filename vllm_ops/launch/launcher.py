@@ -20,7 +20,7 @@ import urllib.request
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
-from vllm_ops.errors import BadInput, MalformedFile, RuntimeFailure
+from vllm_ops.errors import BadInput, RuntimeFailure, VllmOpsError
 from vllm_ops.launch import calibration, procs
 from vllm_ops.launch.backend import LaunchBackend, LaunchSpec, ProcessBackend
 from vllm_ops.launch.diagnosis import Change, Context, Diagnosis, diagnose
@@ -29,6 +29,7 @@ from vllm_ops.launch.logparse import StartupLog
 from vllm_ops.launch.state import Deployment, StateStore, check_name, default_name
 from vllm_ops.planning.argv import OPEN_HOSTS, parse_flags, serve_args, served_name, strip_flags
 from vllm_ops.planning.argv import split_secret_args as split_secrets  # noqa: F401  (re-exported)
+from vllm_ops.planning.pins import PIN_KEYS, check_port
 from vllm_ops.planning.plan import Replica
 
 
@@ -134,8 +135,6 @@ def build_spec(plan: Any, opts: LaunchOptions, flags_override: dict[str, Any] | 
         raise BadInput(f"the plan has {len(replicas)} replica(s); no replica {opts.replica}")
     replica = replicas[opts.replica] if replicas else Replica(gpu_ids=[], port=8000)
     if opts.port is not None:
-        from vllm_ops.planning.pins import check_port
-
         replica = replace(replica, port=check_port(opts.port))
     served = served_name(plan)
     extra, secret_env = split_secrets(list(extra_override if extra_override is not None
@@ -207,10 +206,8 @@ def launch(plan: Any, opts: LaunchOptions, progress: Progress | None = None) -> 
 def _replan(plan: Any, opts: LaunchOptions, change: Change, progress: Progress) -> tuple[Any, bool]:
     """(the plan whose memory figures predict the retried start, stale?). A change of no pin
     (an environment variable, a removed flag, another port) keeps the prediction; a changed pin
-    re-plans through ``opts.replan``; without one (a saved --plan) the prediction is stale."""
-    from vllm_ops.errors import VllmOpsError
-    from vllm_ops.planning.pins import PIN_KEYS
-
+    re-plans through ``opts.replan`` (a ``pins → Plan`` callable from the planning front door,
+    :func:`vllm_ops.planning.replanner`); without one (a saved --plan) the prediction is stale."""
     changed = {k: v for k, v in change.set_flags.items() if k in PIN_KEYS}
     if not changed:
         return plan, False
@@ -456,45 +453,6 @@ def _validate(root: str, served: str, api_key: str | None, progress: Progress) -
                           f"({report.duration_s:.1f}s)")
 
 
-def stop(dep: Deployment, store: StateStore, backend: LaunchBackend | None = None,
-         grace: float = 20.0) -> bool:
-    """Stop a deployment and what vllm-ops started with it, and mark it stopped. True if
-    something had to be killed (SIGKILL / a container killed after the grace period).
-
-    The backend defaults to the one the deployment records (:func:`backend_for`). With it go:
-    a native multi-node deployment's worker ranks (``<name>-rank<R>``, their state files
-    removed) and the Ray nodes a ``--backend ray`` launch started (``ray/<name>.json``; a
-    cluster it only joined is left alone)."""
-    from vllm_ops.launch.backend import backend_for
-
-    backend = backend or backend_for(dep.backend)
-    killed = bool(backend.stop(dep, grace))
-    dep.status = "stopped"
-    store.save(dep)
-    killed = stop_companions(dep.name, store, grace) or killed
-    return killed
-
-
-def stop_companions(name: str, store: StateStore, grace: float = 20.0) -> bool:
-    """Stop the worker ranks and Ray nodes recorded under deployment ``name`` (see :func:`stop`)."""
-    from vllm_ops.launch.backend import backend_for
-    from vllm_ops.launch.multinode import worker_names
-    from vllm_ops.launch.ray_backend import ClusterStore, stop_cluster
-
-    killed = False
-    for wname in worker_names(store, name):
-        try:
-            w = store.load(wname)
-        except (KeyError, MalformedFile):
-            store.remove(wname)
-            continue
-        killed = bool(backend_for(w.backend).stop(w, grace)) or killed
-        store.remove(wname)
-    if ClusterStore(store).load(name):
-        stop_cluster(name, store, grace=min(grace, 15.0))
-    return killed
-
-
-__all__ = ["LaunchFailed", "LaunchOptions", "LaunchResult", "launch", "stop", "stop_companions", "build_spec",
+__all__ = ["LaunchFailed", "LaunchOptions", "LaunchResult", "launch", "build_spec",
            "parse_flags", "strip_flags", "split_secrets", "port_free",
            "default_ready_timeout"]

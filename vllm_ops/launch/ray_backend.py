@@ -32,7 +32,9 @@ from typing import Any, Callable, Sequence
 
 from vllm_ops.errors import BadInput, RuntimeFailure
 from vllm_ops.launch import procs
+from vllm_ops.launch.backend import PrefixedProcessBackend
 from vllm_ops.launch.diagnosis import Diagnosis
+from vllm_ops.launch.launcher import launch
 from vllm_ops.launch.state import StateStore, check_name, write_atomic
 
 DEFAULT_RAY_PORT = 6379
@@ -385,32 +387,6 @@ def ray_plan(plan: Any) -> Any:
     return replace(plan, vllm_args=va)
 
 
-class PrefixedProcessBackend:
-    """The launch engineer's ProcessBackend, with vLLM started under a command prefix."""
-
-    def __init__(self, prefix: Sequence[str] = (), name: str = "ray"):
-        from vllm_ops.launch.backend import ProcessBackend
-
-        self._inner = ProcessBackend()
-        self.prefix = list(prefix)
-        self.name = name
-
-    def start(self, spec):
-        spec = replace(spec, argv=[*self.prefix, *spec.argv])
-        dep = self._inner.start(spec)
-        dep.backend = self.name
-        return dep
-
-    def alive(self, dep):
-        return self._inner.alive(dep)
-
-    def exit_code(self, dep):
-        return self._inner.exit_code(dep)
-
-    def stop(self, dep, grace: float = 20.0):
-        return self._inner.stop(dep, grace)
-
-
 def launch_ray(plan: Any, ray: RayLaunch, opts: Any, progress: Callable[[str, str], None] | None = None
                ) -> RayLaunchResult:
     """Start (or join) the Ray cluster, check its resources, then start vLLM on it.
@@ -421,7 +397,6 @@ def launch_ray(plan: Any, ray: RayLaunch, opts: Any, progress: Callable[[str, st
     :class:`NotEnoughResources` before vLLM is started. A failed vLLM start is diagnosed by the
     launcher's table (the Ray rules come first in it).
     """
-    from vllm_ops.launch.launcher import launch
 
     progress = progress or (lambda stage, detail="": None)
     if bool(ray.address) == bool(ray.head):

