@@ -93,10 +93,12 @@ def test_nodes_inventory_puts_one_address_per_node():
 
 def test_container_backends_need_no_local_vllm(tmp_path, monkeypatch, run_cli):
     """--backend docker never looks for vLLM here: the error is Docker's (a dead daemon)."""
+    import vllm_ops.commands.launch as launch_cmd
     import vllm_ops.launch.locate as locate
 
-    monkeypatch.setattr(locate, "find_vllm", lambda *a, **k: pytest.fail("find_vllm called"))
-    monkeypatch.setattr(locate, "installed_version", lambda *a, **k: pytest.fail("installed_version called"))
+    for mod in (locate, launch_cmd):
+        monkeypatch.setattr(mod, "find_vllm", lambda *a, **k: pytest.fail("find_vllm called"))
+        monkeypatch.setattr(mod, "installed_version", lambda *a, **k: pytest.fail("installed_version called"))
     monkeypatch.setenv("VLLM_OPS_STATE_DIR", str(tmp_path / "state"))
     monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/none.sock")
     plan = tmp_path / "plan.json"
@@ -129,14 +131,16 @@ class _Recorder:
 
 
 def test_stop_status_logs_use_the_recorded_backend(tmp_path, monkeypatch, run_cli):
+    import importlib
+
     import vllm_ops.launch.backend as backend
-    import vllm_ops.launch.lifecycle as lifecycle
 
     rec = _Recorder()
     real = backend.backend_for
     fake = lambda name, **o: rec if name == "docker" else real(name, **o)  # noqa: E731
-    monkeypatch.setattr(backend, "backend_for", fake)
-    monkeypatch.setattr(lifecycle, "backend_for", fake)       # stop goes through launch's front door
+    for where in ("vllm_ops.launch.backend", "vllm_ops.launch.lifecycle", "vllm_ops.commands.status",
+                  "vllm_ops.commands.logs"):                  # every module that picks the backend
+        monkeypatch.setattr(importlib.import_module(where), "backend_for", fake)
     monkeypatch.setenv("VLLM_OPS_STATE_DIR", str(tmp_path))
     store = StateStore(tmp_path)
     store.save(_dep(tmp_path, name="c1"))

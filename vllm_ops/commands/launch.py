@@ -52,10 +52,25 @@ import sys
 import time
 from typing import Any
 
+from vllm_ops import planning
+from vllm_ops.commands._planargs import (
+    add_plan_arguments, choose_hardware, multinode_from_args, parse_env, pins_from_args,
+)
+from vllm_ops.errors import BadInput
+from vllm_ops.launch import lifecycle
+from vllm_ops.launch.backend import BACKENDS, backend_for
+from vllm_ops.launch.launcher import LaunchFailed, LaunchOptions, split_secrets
+from vllm_ops.launch.lifecycle import Topology, stop, topology_mode
+from vllm_ops.launch.locate import base_version, find_vllm, installed_version
+from vllm_ops.launch.state import StateStore
+from vllm_ops.models import load_model_spec
+from vllm_ops.output import Progress, info, print_json, warn
+from vllm_ops.planning.argv import parse_flags, strip_flags
+from vllm_ops.planning.pins import PIN_KEYS, check_port
+from vllm_ops.planning.plan import is_secret_name
+
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    from vllm_ops.commands._planargs import add_plan_arguments
-
     add_plan_arguments(parser, model_default_help=False)   # --model --gpus --profile --force --port --env pins ...
     parser.add_argument("--plan", help="launch a saved `vllm-ops plan --json` document")
     parser.add_argument("--replica", type=int, default=0, metavar="I",
@@ -71,7 +86,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--name", help="deployment name (default: <served-name>-<port>)")
     parser.add_argument("--json", action="store_true", help="print the result as one JSON document")
     parser.add_argument("--quiet", action="store_true", help="no progress lines")
-    from vllm_ops.launch.backend import BACKENDS
 
     parser.add_argument("--backend", choices=BACKENDS, default="process",
                         help="process (default): vLLM here; docker: a container per replica; compose: "
@@ -107,8 +121,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def _parse_env(items: list[str]) -> dict[str, str]:
     """``--env KEY=VALUE`` → dict, the same rule as plan/render (names checked)."""
-    from vllm_ops.commands._planargs import parse_env
-
     return parse_env(items)
 
 
@@ -117,14 +129,6 @@ def _sigterm(signum: int, frame: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from vllm_ops.errors import BadInput
-    from vllm_ops.launch import lifecycle
-    from vllm_ops.launch.launcher import LaunchFailed, LaunchOptions, split_secrets
-    from vllm_ops.launch.locate import find_vllm, installed_version
-    from vllm_ops.launch.state import StateStore
-    from vllm_ops.output import Progress, info, print_json
-    from vllm_ops.planning.plan import is_secret_name
-    from vllm_ops.planning.pins import check_port
     from vllm_ops.settings import load_settings
 
     if bool(args.model) == bool(args.plan):
@@ -213,8 +217,6 @@ def run(args: argparse.Namespace) -> int:
 # ------------------------------------------------------------------------------ dispatch
 def _check_backend_args(args: argparse.Namespace) -> None:
     """Flags of one backend given to another: BadInput (exit 2) before anything starts."""
-    from vllm_ops.errors import BadInput
-
     container = args.backend in ("docker", "compose")
     given = lambda *names: [n for n in names if getattr(args, n.lstrip("-").replace("-", "_"), None)]  # noqa: E731
     if not container and (bad := given("--image", "--volume", "--shm-size")):
@@ -241,8 +243,6 @@ def _topology(args: argparse.Namespace, plan):
     """The flags that say how the plan's ranks reach their nodes (lifecycle.Topology)."""
     import shlex
 
-    from vllm_ops.launch.lifecycle import Topology, topology_mode
-
     node_flags = any(getattr(args, n, None) for n in ("node_exec", "node_env", "master_addr"))
     mode = topology_mode(plan, args.backend, node_rank=args.node_rank, node_flags=node_flags)
     return Topology(mode=mode, node_rank=args.node_rank,
@@ -265,14 +265,10 @@ def _describe_mode(mode: str, args: argparse.Namespace) -> str:
 
 
 def _backend(args: argparse.Namespace):
-    from vllm_ops.launch.backend import backend_for
-
     return backend_for(args.backend, image=args.image, volumes=args.volume or None, shm_size=args.shm_size)
 
 
 def _process_kind(name: str):
-    from vllm_ops.launch.backend import backend_for
-
     return backend_for(name)
 
 
@@ -283,8 +279,6 @@ def _where(dep) -> str:
 
 
 def _ranked(items: list[str], sep: str, what: str) -> dict[int, str]:
-    from vllm_ops.errors import BadInput
-
     out: dict[int, str] = {}
     for it in items or []:
         rank, found, rest = it.partition(sep)
@@ -295,8 +289,6 @@ def _ranked(items: list[str], sep: str, what: str) -> dict[int, str]:
 
 
 def _node_env(items: list[str]) -> dict[int, dict[str, str]]:
-    from vllm_ops.commands._planargs import parse_env
-
     out: dict[int, dict[str, str]] = {}
     for it in items or []:
         rank, _, kv = it.partition(":")
@@ -312,14 +304,6 @@ def _make_plan(args: argparse.Namespace, version: str | None, extra: list[str],
     pins too, so the prediction is for what really starts. ``replan(pins)``: the same request with
     pins that win over all (the change --auto-retry applied), from the planning front door.
     ``--nodes``: one node per address (multi-node plan)."""
-    from vllm_ops import planning
-    from vllm_ops.commands._planargs import choose_hardware, multinode_from_args, pins_from_args
-    from vllm_ops.planning.argv import parse_flags, strip_flags
-    from vllm_ops.launch.locate import base_version
-    from vllm_ops.models import load_model_spec
-    from vllm_ops.output import warn
-    from vllm_ops.planning.pins import PIN_KEYS
-
     spec = load_model_spec(args.model, offline=args.offline)
     inventory, profile = choose_hardware(args, cmd="launch")
     extra_pins = {k: v for k, v in parse_flags(extra).items() if k in PIN_KEYS}
@@ -341,8 +325,6 @@ def _make_plan(args: argparse.Namespace, version: str | None, extra: list[str],
 def _nodes_inventory(inventory, nodes: str):
     """``--nodes A,B,...``: the chosen hardware's first node once per address (rank order)."""
     from dataclasses import replace
-
-    from vllm_ops.errors import BadInput
 
     addrs = [a.strip() for a in nodes.split(",") if a.strip()]
     if len(addrs) < 2 or len(set(addrs)) != len(addrs):
@@ -370,8 +352,6 @@ def _stage_printer(progress):
 
 
 def _print_failure(exc) -> None:
-    from vllm_ops.output import info
-
     d = exc.diagnosis
     if d is not None:
         info(f"vllm-ops: vLLM failed to start: {d.cause}")
@@ -392,8 +372,6 @@ _ROWS = (("weights_gib", "weights (GiB)"), ("activation_peak_gib", "activation p
 
 
 def _print_figures(result) -> None:
-    from vllm_ops.output import info
-
     rows = [(label, result.predicted.get(k), result.actual.get(k)) for k, label in _ROWS
             if result.predicted.get(k) is not None or result.actual.get(k) is not None]
     if not rows:
@@ -420,9 +398,6 @@ def _fmt(v: Any) -> str:
 
 
 def _foreground(dep, store, opts) -> int:
-    from vllm_ops.launch.lifecycle import stop
-    from vllm_ops.output import info
-
     info("vllm-ops: running in the foreground; Ctrl-C or SIGTERM stops it")
     try:
         while opts.backend.alive(dep):

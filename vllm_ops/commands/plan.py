@@ -19,32 +19,29 @@ from __future__ import annotations
 import argparse
 import sys
 
-from vllm_ops.commands._planargs import DEFAULT_MODEL, DEFAULT_PROFILE  # noqa: F401  (re-exported)
+from vllm_ops import output
+from vllm_ops.commands._perfargs import add_performance, add_workload_arguments, workload_from_args
+from vllm_ops.commands._planargs import (  # noqa: F401  (re-exported)
+    DEFAULT_MODEL, DEFAULT_PROFILE, add_multinode_arguments, add_plan_arguments, plan_from_args,
+)
+from vllm_ops.commands._slo import add_slo_arguments
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    from vllm_ops.commands._perfargs import add_workload_arguments
-    from vllm_ops.commands._planargs import add_multinode_arguments, add_plan_arguments
-
     add_plan_arguments(parser)
     add_multinode_arguments(parser)
     add_workload_arguments(parser)
     parser.add_argument("--json", action="store_true", help="print the plan as one JSON document")
     parser.add_argument("--explain", action="store_true", help="show the memory arithmetic")
-    from vllm_ops.commands._slo import add_slo_arguments
 
     add_slo_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
-    from vllm_ops import output
-    from vllm_ops.commands._planargs import plan_from_args
-
     if getattr(args, "slo", None) is not None:
         from vllm_ops.commands._slo import run_slo
 
         return run_slo(args)
-    from vllm_ops.commands._perfargs import add_performance, workload_from_args
 
     workload_from_args(args)                  # bad workload flags: exit 2 before planning
     result = plan_from_args(args, cmd="plan")

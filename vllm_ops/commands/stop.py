@@ -20,6 +20,11 @@ from __future__ import annotations
 
 import argparse
 
+from vllm_ops.errors import BadInput
+from vllm_ops.launch.lifecycle import find_targets, stop_targets
+from vllm_ops.launch.state import StateStore
+from vllm_ops.output import info, warn
+
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("name", nargs="?", help="deployment (default: the only one)")
@@ -29,10 +34,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from vllm_ops.errors import BadInput
-    from vllm_ops.launch.lifecycle import find_targets, stop_targets
-    from vllm_ops.launch.state import StateStore
-    from vllm_ops.output import info, warn
     from vllm_ops.settings import load_settings
 
     store = StateStore(load_settings().state_dir)

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol, Sequence
 
-from vllm_ops.errors import RuntimeFailure
+from vllm_ops.errors import BadInput, RuntimeFailure
 from vllm_ops.launch import procs
 from vllm_ops.launch.state import Deployment, redact_env
 
@@ -171,8 +171,6 @@ def backend_for(name: str, **options: Any) -> LaunchBackend:
     deployment by :func:`vllm_ops.launch.lifecycle.stop`), native and native-worker (vLLM's own
     multi-node mode: each rank is a local process group) are process groups; docker and
     compose are containers. An unknown name is BadInput."""
-    from vllm_ops.errors import BadInput
-
     opts = {k: v for k, v in options.items() if v is not None}
     if name in ("docker", "compose"):
         from vllm_ops.launch.docker_backend import DockerBackend, DockerOptions

@@ -29,10 +29,13 @@ from pathlib import Path
 from typing import Any
 
 from vllm_ops.errors import BadInput, RuntimeFailure
-from vllm_ops.launch.docker_backend import (LABEL_DEPLOYMENT, LABEL_MANAGED, LABEL_REPLICA, PASS_ENV,
-                                            DockerBackend, DockerOptions, container_args,
-                                            container_name, docker_errors, parse_volume)
+from vllm_ops.launch.docker_backend import (
+    DockerBackend, DockerOptions, LABEL_DEPLOYMENT, LABEL_MANAGED, LABEL_REPLICA, PASS_ENV, container_args,
+    container_name, docker_errors, parse_volume,
+)
 from vllm_ops.launch.state import Deployment, redact_env
+from vllm_ops.planning.plan import Plan
+from vllm_ops.render import render
 
 COMPOSE_FILE = "docker-compose.yml"
 OVERRIDE_FILE = "vllm-ops.compose.yml"
@@ -111,9 +114,6 @@ class ComposeBackend(DockerBackend):
 
     def start(self, spec: Any) -> Deployment:
         import yaml
-
-        from vllm_ops.planning.plan import Plan
-        from vllm_ops.render import render
 
         compose = self.compose          # fails (one line) before anything is written or started
         _ = self.client                 # the daemon must answer too

@@ -35,6 +35,7 @@ from vllm_ops.launch.diagnosis import Context, diagnose
 from vllm_ops.launch.launcher import LaunchFailed, launch
 from vllm_ops.launch.state import Deployment, StateStore, default_name
 from vllm_ops.planning.argv import drop, serve_args, served_name
+from vllm_ops.planning.multinode import node_args
 from vllm_ops.planning.plan import PlanNode
 
 HEADLESS_BOOTSTRAP = (
@@ -92,8 +93,6 @@ def _check(plan: Any) -> int:
 def rank_plan(plan: Any, rank: int, nl: NativeLaunch | None = None) -> Any:
     """The plan as rank ``rank`` runs it: its ``--node-rank``, ``--headless`` on ranks > 0,
     the master address/port overrides, and its node's environment."""
-    from vllm_ops.planning.multinode import node_args
-
     nl = nl or NativeLaunch()
     nodes = {int(n.rank or 0): n for n in _nodes_of(plan, 0)}
     node = nodes.get(rank) or PlanNode(name=f"rank {rank}", rank=rank, head=rank == 0)

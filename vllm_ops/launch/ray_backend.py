@@ -33,7 +33,7 @@ from typing import Any, Callable, Sequence
 from vllm_ops.errors import BadInput, RuntimeFailure
 from vllm_ops.launch import procs
 from vllm_ops.launch.backend import PrefixedProcessBackend
-from vllm_ops.launch.diagnosis import Diagnosis
+from vllm_ops.launch.diagnosis import Context, Diagnosis, diagnose
 from vllm_ops.launch.launcher import launch
 from vllm_ops.launch.state import StateStore, check_name, write_atomic
 
@@ -352,8 +352,6 @@ def check_resources(plan: Any, res: ClusterResources, address: str) -> Requireme
 # -------------------------------------------------------------------------------- diagnosis
 def diagnose_ray(log_text: str) -> Diagnosis | None:
     """Only the Ray rules of :data:`vllm_ops.launch.diagnosis.RULES` (the log of a Ray start)."""
-    from vllm_ops.launch.diagnosis import Context, diagnose
-
     return diagnose(log_text, Context(flags={"distributed_executor_backend": "ray"}), only="ray-")
 
 

@@ -20,7 +20,8 @@ import re
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-from vllm_ops.planning.argv import SECRET_FLAGS, split_secret_args  # noqa: F401  (re-exported)
+from vllm_ops.errors import BadInput, MalformedFile
+from vllm_ops.planning.argv import SECRET_FLAGS, check_text, split_secret_args  # noqa: F401  (re-exported)
 
 SECRET_NAME = re.compile(r"KEY|TOKEN|SECRET|PASSWORD|CREDENTIAL", re.I)
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -146,8 +147,6 @@ class Plan:
     def load(cls, path: str) -> "Plan":
         """A saved ``vllm-ops plan --json`` document; MalformedFile (exit 2) when it is missing,
         not JSON, not a JSON object, or not shaped like a plan."""
-        from vllm_ops.errors import MalformedFile
-
         try:
             with open(path, encoding="utf-8") as f:
                 doc = json.load(f)
@@ -178,9 +177,6 @@ def default_image(vllm_version: str, cpu: bool) -> str:
 
 def pinned_image(plan: "Plan") -> str:
     """The plan's image, refused (BadInput) unless pinned to a version or a digest."""
-    from vllm_ops.errors import BadInput
-    from vllm_ops.planning.argv import check_text
-
     image = plan.image
     repo = CPU_IMAGE if plan.cpu else GPU_IMAGE
     if not image:

@@ -32,6 +32,9 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Iterable
 
 from vllm_ops.errors import BadInput
+from vllm_ops.planning import front, performance, pins as pin_rules, planner
+from vllm_ops.planning.plan import PlanWarning
+from vllm_ops.planning.versions import DEFAULT_VLLM_VERSION
 
 SLO_KEYS = ("tpot_ms", "ttft_ms")
 MAX_SEQS_VARIANTS = 2          # lower max_num_seqs tried besides the planner's own choice
@@ -165,9 +168,6 @@ def search(model: Any, inventory: Any, slo: SLO, workload: Any, *, pins: dict | 
            split: bool = True, plan_kwargs: dict | None = None) -> SearchResult:
     """Every candidate layout planned and predicted, ranked (see the module doc). ``plan_kwargs``
     go to the planner unchanged (extra_args, env, served_name, port)."""
-    from vllm_ops.planning import front, pins as pin_rules
-    from vllm_ops.planning.versions import DEFAULT_VLLM_VERSION
-
     t0 = time.perf_counter()
     if len(getattr(inventory, "nodes", []) or []) > 1:
         raise BadInput("--slo plans one node: the search over layouts spanning several nodes is not modelled",
@@ -208,8 +208,6 @@ def search(model: Any, inventory: Any, slo: SLO, workload: Any, *, pins: dict | 
 def _axes(model: Any, inventory: Any, pins: dict, allow_fp8: bool, profile: Any) -> dict[str, Any]:
     """What is searched: TP sizes, PP sizes (1 first, more only when nothing fits), KV dtypes and
     weight quantizations allowed here."""
-    from vllm_ops.planning import pins as pin_rules, planner
-
     cpu = (getattr(profile, "kind", "gpu") == "cpu") or not inventory.gpus
     gpus = 1 if cpu else len(inventory.gpus)
     gtype = None if cpu else planner._gpu_type(inventory)
@@ -316,8 +314,6 @@ def _notes(axes: dict, pins: dict, allow_fp8: bool, split: bool, workload: Any) 
 
 # -- scoring -------------------------------------------------------------------------------------
 def _predict(p: Any, workload: Any, model: Any) -> dict[str, Any]:
-    from vllm_ops.planning import performance
-
     try:
         perf = performance.predict(p, workload, spec=model)
     except (ValueError, KeyError, TypeError, ZeroDivisionError) as exc:
@@ -471,8 +467,6 @@ def chosen_plan(result: SearchResult) -> Any:
     """The chosen candidate's Plan, with ``slo`` (the search), ``candidates`` (ranked, predicted
     figures), ``performance`` (the chosen one's prediction) and reasons saying why. When nothing
     meets the SLO it is the closest candidate, with an ``slo-missed`` warning naming what misses."""
-    from vllm_ops.planning.plan import PlanWarning
-
     c = result.chosen
     p = replace(c.plan, reasons=dict(c.plan.reasons), warnings=list(c.plan.warnings))
     p.slo = result.to_dict()

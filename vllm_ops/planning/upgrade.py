@@ -24,9 +24,14 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
 
 from vllm_ops.errors import BadInput
+from vllm_ops.hardware.inventory import Inventory
+from vllm_ops.launch.launcher import strip_flags
+from vllm_ops.models import load_model_spec
+from vllm_ops.planning import plan
 from vllm_ops.planning.argv import SHORT_FLAGS, after_entry, arg_lines, parse_flags
+from vllm_ops.planning.pins import PIN_KEYS
 from vllm_ops.planning.versions import (
-    DEFAULT_KEYS, KNOWN_RELEASES, REMOVED_FLAGS, REQUEST_CHANGES, FlagRemoval, check_release, parse_version,
+    DEFAULT_KEYS, FlagRemoval, KNOWN_RELEASES, REMOVED_FLAGS, REQUEST_CHANGES, check_release, parse_version,
     rules_between, rules_for,
 )
 
@@ -98,8 +103,6 @@ class UpgradeReport:
 def plan_pins(plan) -> dict[str, Any]:
     """The flags a saved plan's deployment chose itself: pinned (``reasons`` say "(pinned)") or
     set by its profile; a value the planner took from vLLM's defaults is not a pin."""
-    from vllm_ops.planning.pins import PIN_KEYS
-
     va, why = plan.vllm_args or {}, plan.reasons or {}
     pins = {k: va[k] for k in PIN_KEYS
             if va.get(k) is not None and any(w in str(why.get(k, "")) for w in _OWN_CHOICE)}
@@ -114,8 +117,6 @@ def plan_pins(plan) -> dict[str, Any]:
 
 def deployment_from_plan(plan, source: str) -> Deployment:
     """The deployment a saved ``vllm-ops plan --json`` describes."""
-    from vllm_ops.hardware.inventory import Inventory
-
     try:
         inventory = Inventory.from_dict(plan.hardware or {})
     except (TypeError, ValueError, KeyError) as exc:
@@ -139,7 +140,6 @@ def deployment_from_argv(argv: list[str], *, version: str, inventory, source: st
     """The deployment a ``vllm serve MODEL --flag v ...`` argument list describes (``vllm serve``
     and the module entry point may lead; the model is the first positional word or ``--model``).
     Every planner flag given is a pin; the other arguments pass through unchanged."""
-    from vllm_ops.planning.pins import PIN_KEYS
     words = after_entry(list(argv))
     model = None
     if words and not words[0].startswith("-"):
@@ -212,14 +212,10 @@ def check_upgrade(dep: Deployment, to_version: str, *,
 
 
 def _load_model(name: str):
-    from vllm_ops.models import load_model_spec
-
     return load_model_spec(name)
 
 
 def _plan(dep: Deployment, spec, version: str, extra_args: list[str]):
-    from vllm_ops.planning import plan
-
     return plan(spec, dep.inventory, pins=dict(dep.pins), vllm_version=version, extra_args=tuple(extra_args),
                 env=dict(dep.env), served_name=dep.served_name, port=dep.port, env_secrets=dep.env_secrets,
                 **({"backend": dep.backend} if dep.backend else {}))
@@ -237,8 +233,6 @@ def _flags_passed(dep: Deployment) -> dict[str, str]:
 
 
 def _strip(args: list[str], removed: list[FlagRemoval]) -> list[str]:
-    from vllm_ops.launch.launcher import strip_flags
-
     return strip_flags(list(args), {r.flag[2:].replace("-", "_") for r in removed}) if removed else list(args)
 
 

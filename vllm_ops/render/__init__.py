@@ -24,6 +24,10 @@ from pathlib import Path
 from typing import Any
 
 from vllm_ops.errors import BadInput, RuntimeFailure
+from vllm_ops.render import quoting as q
+from vllm_ops.render.quoting import systemd_split
+from vllm_ops.render.vars import ENV_FILE_NAME, build_vars
+from vllm_ops.resources import templates_dir
 
 FORMATS = ("command", "compose", "systemd", "k8s", "ray")
 ALL = "all"
@@ -88,9 +92,6 @@ def _env():
 def _make_env():
     import jinja2
 
-    from vllm_ops.render import quoting as q
-    from vllm_ops.resources import templates_dir
-
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(templates_dir())),
         undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=True,
@@ -104,8 +105,6 @@ def _make_env():
 def formats_for(plan) -> tuple[str, ...]:
     """The formats ``all`` renders for this plan (multi-node plans: the plan's path — native node
     scripts or Ray scripts — and a LeaderWorkerSet)."""
-    from vllm_ops.render.vars import build_vars
-
     v = build_vars(plan)
     if v.multinode:
         return ("command", "k8s") if v.backend == "native" else ("ray", "k8s")
@@ -116,8 +115,6 @@ def formats_for(plan) -> tuple[str, ...]:
 
 def render(plan, fmt: str, *, output_dir: str | os.PathLike | None = None) -> Artifacts:
     """Render ``plan`` as ``fmt`` (one of FORMATS or "all"); write the files when output_dir is set."""
-    from vllm_ops.render.vars import ENV_FILE_NAME, build_vars
-
     if fmt != ALL and fmt not in FORMATS:
         raise BadInput(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)} or all")
     v = build_vars(plan)
@@ -268,8 +265,6 @@ def _check_yaml(rel: str, text: str, v) -> None:
 
 
 def _check_unit(rel: str, text: str, v) -> None:
-    from vllm_ops.render.quoting import systemd_split
-
     joined = text.replace("\\\n", " ")
     sections = {ln.strip() for ln in joined.splitlines() if ln.startswith("[")}
     if not {"[Unit]", "[Service]", "[Install]"} <= sections:

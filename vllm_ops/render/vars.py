@@ -16,6 +16,7 @@ from vllm_ops.errors import BadInput
 from vllm_ops.planning.argv import (  # noqa: F401  (serve_args & co. re-exported for render's users)
     NATIVE_KEYS, OPEN_HOSTS, arg_lines, bind_host, check_text, drop, model_target, serve_args, served_name,
 )
+from vllm_ops.planning.multinode import node_args
 from vllm_ops.planning.plan import PlanNode, is_secret_name, pinned_image
 
 # --- fixed deployment settings (not from the plan, but never written into a template) --------
@@ -226,8 +227,6 @@ def _net_defaults(plan, node: PlanNode | None, *, address: bool) -> dict[str, st
 
 def _native_vars(plan, spanning: list[PlanNode], nnodes: int, cpu: bool):
     """NodeVars for vLLM's native multi-node mode: every node's script, and the LWS pair."""
-    from vllm_ops.planning.multinode import node_args
-
     va = plan.vllm_args or {}
     several = len({n.replica for n in spanning}) > 1
     no_native = {k: None for k in NATIVE_KEYS}
