@@ -96,6 +96,13 @@ def _print_table(p, *, explain: bool) -> None:
     t.add_row(*(f"{x:.2f}" for x in (m.total_gib, m.budget_gib, m.weights_gib, m.activation_peak_gib,
                                      m.non_torch_gib, m.cuda_graph_gib, m.sampler_warmup_gib, m.kv_cache_gib)),
               f"{m.kv_cache_tokens:,}", f"{m.max_concurrency:.2f}x")
+    if p.calibration:                       # the row above is measured (planning/calibrated.py)
+        pr = {**m.__dict__, **(p.calibration.get("predicted") or {})}
+        t.add_row("predicted", "", *(f"{pr[k]:.2f}" for k in ("weights_gib", "activation_peak_gib",
+                                                             "non_torch_gib", "cuda_graph_gib")),
+                  f"{m.sampler_warmup_gib:.2f}", f"{pr['kv_cache_gib']:.2f}", f"{int(pr['kv_cache_tokens']):,}",
+                  f"{pr['max_concurrency']:.2f}x")
+        t.title = "memory per GPU (GiB): MEASURED by an earlier launch (calibration record), predicted below"
     con.print(t)
     if p.alternatives:
         a = Table(title="same layout at other --max-num-seqs", show_header=True)

@@ -169,12 +169,18 @@ def _dtype(cfg: dict) -> str:
     return _DTYPE_ALIASES.get(str(raw).lower(), "bfloat16")
 
 
-def parse_quantization(qc: Any, model_id: str) -> Quantization | None:
+def parse_quantization(qc: Any, model_id: str, source_file: str = "config.json") -> Quantization | None:
+    """The quantization facts of a ``quantization_config`` (or a ModelOpt ``hf_quant_config.json``
+    already reshaped by :func:`vllm_ops.models.quant.from_hf_quant_config`); ``incomplete`` says
+    when vLLM cannot use it as written (:func:`vllm_ops.models.quant.incomplete_reason`)."""
+    from vllm_ops.models.quant import incomplete_reason
+
     if qc is None:
         return None
     if not isinstance(qc, dict):
         raise MalformedFile(f"{_where(model_id)}: 'quantization_config' must be an object")
     method = str(qc.get("quant_method") or qc.get("quant_algo") or "unknown").lower()
+    incomplete = incomplete_reason(method, qc)
     bits = qc.get("bits") if isinstance(qc.get("bits"), int) else None
     group = qc.get("group_size") if isinstance(qc.get("group_size"), int) else None
     act_bits = None
@@ -185,6 +191,9 @@ def parse_quantization(qc: Any, model_id: str) -> Quantization | None:
         v = qc.get(k)
         if isinstance(v, list):
             excluded.extend(str(x) for x in v)
+    kvq = str(qc.get("kv_cache_quant_algo") or "").upper()
+    if "FP8" in kvq:
+        kv_scheme = "fp8"
     if method == "fp8":
         bits, act_bits = 8, 8
         wbs = qc.get("weight_block_size")
@@ -196,8 +205,9 @@ def parse_quantization(qc: Any, model_id: str) -> Quantization | None:
         method, bits, group = "nvfp4", 4, 16
     elif method == "modelopt":
         algo = str(qc.get("quant_algo", "")).upper()
-        if "FP8" in algo:
-            method, bits = "fp8", 8
+        if "FP8" in algo:                            # per-tensor static: weight + input scales
+            method, bits, act_bits = "fp8", 8, 8
+            qc = {**qc, "activation_scheme": "static"}
     elif method == "bitsandbytes":
         bits = 4 if qc.get("load_in_4bit") else 8
     elif method == "compressed-tensors":
@@ -225,7 +235,8 @@ def parse_quantization(qc: Any, model_id: str) -> Quantization | None:
         group = group if group is not None else 128
         method = method.split("_")[0]
     return Quantization(method=method, bits=bits, group_size=group, activation_bits=act_bits,
-                        kv_cache_scheme=kv_scheme, modules_not_converted=tuple(excluded), raw=qc)
+                        kv_cache_scheme=kv_scheme, modules_not_converted=tuple(excluded),
+                        incomplete=incomplete, source_file=source_file, raw=qc)
 
 
 def _layer_types(cfg: dict, model_type: str, n_layers: int, model_id: str) -> tuple[int | None, tuple[str, ...] | None]:
@@ -296,6 +307,34 @@ def is_moe_layer(cfg: dict, model_type: str, i: int) -> bool:
     return True
 
 
+_STATE_KINDS = ("mamba", "linear_attention", "conv", "ssm", "linear")
+_STATE_KEYS = ("mamba_d_state", "ssm_state_size", "mamba_expand", "linear_num_value_heads", "mamba_n_heads",
+               "attn_layer_period", "hybrid_override_pattern", "full_attention_interval")
+
+
+def state_layer_kinds(cfg: dict, model_type: str) -> tuple[str, ...]:
+    """Layer kinds whose per-request state is not an attention KV cache (Mamba/SSM, linear
+    attention / Gated DeltaNet, short convolutions): () for attention-only models. Read from
+    ``layer_types`` / ``layers_block_type`` (Qwen3-Next, Granite-4, LFM2), Nemotron-H's
+    ``hybrid_override_pattern`` ('M' = Mamba), Jamba's ``attn_layer_period``, a ``mamba``
+    model_type, or any SSM-only config key."""
+    kinds: set[str] = set()
+    for key in ("layer_types", "layers_block_type"):
+        lt = cfg.get(key)
+        if isinstance(lt, list):
+            kinds.update(str(t) for t in lt if isinstance(t, str) and str(t).startswith(_STATE_KINDS))
+    pattern = cfg.get("hybrid_override_pattern")
+    if isinstance(pattern, str) and "M" in pattern:
+        kinds.add("mamba")
+    if "mamba" in model_type or model_type in ("falcon_h1", "zamba2", "bamba", "plamo2", "nemotron_h"):
+        kinds.add("mamba")
+    if model_type == "qwen3_next" or "full_attention_interval" in cfg:
+        kinds.add("linear_attention")
+    if not kinds and any(k in cfg for k in _STATE_KEYS):
+        kinds.add("mamba" if "attn_layer_period" in cfg or "mamba_d_state" in cfg else "linear_attention")
+    return tuple(sorted(kinds))
+
+
 def _mla(cfg: dict, model_id: str) -> MLA | None:
     if cfg.get("kv_lora_rank") is None:
         return None
@@ -308,10 +347,40 @@ def _mla(cfg: dict, model_id: str) -> MLA | None:
     )
 
 
+def _sizes(counted, vision, index_total_size: int | None, dtype: str, multimodal: bool,
+           notes: list[str]) -> dict:
+    """Parameters and bytes of the whole checkpoint: the counted language model, plus the vision
+    tower counted from vision_config unless the index total_size (which includes it) is known."""
+    db = 4 if dtype == "float32" else 2
+    unq = counted.unquantized_params
+    if multimodal:
+        if index_total_size is not None:
+            notes.append("vision/audio tower included through the safetensors index total_size")
+            unq += max(index_total_size - counted.bytes, 0) // db
+        elif vision is not None:
+            notes.append(f"vision tower counted from vision_config ({vision.kind}, "
+                         f"{vision.params / 1e9:.2f}B parameters at {dtype})")
+        else:
+            notes.append("vision/audio tower not counted (no vision_config and no safetensors index "
+                         "total_size): weight bytes cover the language model only")
+    tower = vision.params if (vision is not None and index_total_size is None) else 0
+    computed = counted.bytes + tower * db
+    if index_total_size is not None:
+        notes.append(f"computed weight bytes differ from the index by "
+                     f"{(computed - index_total_size) / index_total_size * 100:+.2f}%")
+    return {"params": counted.params + tower, "computed": computed, "unquantized": unq + tower,
+            "bytes": index_total_size if index_total_size is not None else computed,
+            "source": "safetensors-index" if index_total_size is not None else "computed"}
+
+
 def spec_from_config(config: dict, *, model_id: str, source: str = "config",
                      index_total_size: int | None = None, config_path: str | None = None,
-                     local_dir: str | None = None, catalog_source: str | None = None) -> ModelSpec:
-    """Build a :class:`ModelSpec` from a parsed config.json. Raises ``MalformedFile`` (one line)."""
+                     local_dir: str | None = None, catalog_source: str | None = None,
+                     hf_quant_config: dict | None = None) -> ModelSpec:
+    """Build a :class:`ModelSpec` from a parsed config.json (and the ``hf_quant_config.json``
+    beside it, when there is one). Raises ``MalformedFile`` (one line)."""
+    from vllm_ops.models.quant import from_hf_quant_config
+    from vllm_ops.models.vision import vision_of
     from vllm_ops.models.weights import count_weights
 
     if not isinstance(config, dict):
@@ -355,6 +424,8 @@ def spec_from_config(config: dict, *, model_id: str, source: str = "config",
     quant = parse_quantization(cfg.get("quantization_config"), model_id)
     if quant is None and isinstance(cfg.get("compression_config"), dict):
         quant = parse_quantization(cfg["compression_config"], model_id)
+    if quant is None and hf_quant_config is not None:
+        quant = parse_quantization(from_hf_quant_config(hf_quant_config), model_id, "hf_quant_config.json")
     tie = cfg.get("tie_word_embeddings")
     if tie is None:
         tie = config.get("tie_word_embeddings", False)
@@ -369,18 +440,9 @@ def spec_from_config(config: dict, *, model_id: str, source: str = "config",
                             inter=inter, heads=heads, kv_heads=kv_heads, head_dim=head_dim,
                             vocab=vocab, tie=bool(tie), dtype=dtype, moe=moe, mla=mla, quant=quant)
     notes.extend(counted.notes)
-    if multimodal:
-        if index_total_size is not None:
-            notes.append("vision/audio tower included through the safetensors index total_size")
-        else:
-            notes.append("vision/audio tower not counted (no safetensors index total_size known): "
-                         "weight bytes cover the language model only")
-    if index_total_size is not None:
-        weight_bytes, wsrc = index_total_size, "safetensors-index"
-        diff = (counted.bytes - index_total_size) / index_total_size * 100
-        notes.append(f"computed weight bytes differ from the index by {diff:+.2f}%")
-    else:
-        weight_bytes, wsrc = counted.bytes, "computed"
+    vision = vision_of(config, hidden) if multimodal else None
+    sizes = _sizes(counted, vision, index_total_size, dtype, multimodal, notes)
+    state = state_layer_kinds(cfg, model_type)
 
     return ModelSpec(
         id=model_id, source=source, architecture=architecture, model_type=model_type,
@@ -390,8 +452,9 @@ def spec_from_config(config: dict, *, model_id: str, source: str = "config",
         max_model_len=max_len,
         tie_word_embeddings=bool(tie), torch_dtype=dtype, moe=moe, mla=mla,
         sliding_window=sliding, layer_types=layer_types, quantization=quant,
-        multimodal=multimodal, param_count=counted.params, weight_bytes=weight_bytes,
-        weight_bytes_source=wsrc, computed_weight_bytes=counted.bytes,
+        multimodal=multimodal, param_count=sizes["params"], weight_bytes=sizes["bytes"],
+        weight_bytes_source=sizes["source"], computed_weight_bytes=sizes["computed"],
         index_total_size=index_total_size, config_path=config_path, local_dir=local_dir,
         catalog_source=catalog_source, notes=tuple(notes),
+        unquantized_params=sizes["unquantized"], vision=vision, state_layers=state,
     )

@@ -94,10 +94,13 @@ def spec_from_dir(directory: Path, *, model_id: str | None = None, source: str =
         total = total_size_from_index(read_json_file(idx_path, _MAX_INDEX_BYTES), str(idx_path))
     elif (directory / "model.safetensors").is_file() and source == "dir":
         total = None  # single-file checkpoint: header parsing is out of scope, computed is used
+    hqc_path = directory / "hf_quant_config.json"          # NVIDIA ModelOpt checkpoints (models/quant.py)
+    hqc = read_json_file(hqc_path) if hqc_path.is_file() else None
     mid = model_id or str(directory)
     try:
         return spec_from_config(config, model_id=mid, source=source, index_total_size=total,
-                                config_path=str(cfg_path), local_dir=str(directory))
+                                config_path=str(cfg_path), local_dir=str(directory),
+                                hf_quant_config=hqc if isinstance(hqc, dict) else None)
     except MalformedFile as exc:
         msg = str(exc).replace(f"config.json of {mid}", str(cfg_path))
         raise MalformedFile(msg, hint=exc.hint) from None
@@ -241,8 +244,10 @@ def _from_catalog(name: str) -> ModelSpec | None:
     if entry is None:
         return None
     total = entry.get("safetensors_total_size")
+    hqc = entry.get("hf_quant_config")
     return spec_from_config(entry["config"], model_id=entry.get("id") or name, source="catalog",
-                            index_total_size=total, catalog_source=catalog.source_line(entry))
+                            index_total_size=total, catalog_source=catalog.source_line(entry),
+                            hf_quant_config=hqc if isinstance(hqc, dict) else None)
 
 
 def _unknown(name: str, extra: str = "") -> UnknownModel:

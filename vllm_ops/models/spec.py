@@ -18,6 +18,8 @@ class Quantization:
     activation_bits: int | None = None
     kv_cache_scheme: str | None = None
     modules_not_converted: tuple[str, ...] = ()
+    incomplete: str | None = None              # why vLLM cannot use this config as written (see models/quant.py)
+    source_file: str = "config.json"           # "config.json" | "hf_quant_config.json" (modelopt)
     raw: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
 
@@ -39,6 +41,19 @@ class MLA:
     qk_nope_head_dim: int
     v_head_dim: int
     q_lora_rank: int | None = None
+
+
+@dataclass(frozen=True)
+class Vision:
+    """The vision tower of a multimodal model, as vLLM profiles it (see planning/encoder.py)."""
+    params: int                                # tower + projector parameters (counted from vision_config)
+    hidden_size: int
+    intermediate_size: int
+    num_layers: int
+    patches_per_item: int                      # encoder sequence length of one image at the largest size
+    tokens_per_item: int                       # language-model tokens one image becomes
+    kind: str = "vit"                          # vision_config.model_type
+    sized: bool = True                         # False: dynamic resolution (the largest image is the processor's max_pixels)
 
 
 @dataclass(frozen=True)
@@ -73,6 +88,9 @@ class ModelSpec:
     local_dir: str | None = None               # a model directory on disk (for launching)
     catalog_source: str | None = None          # provenance for catalog entries
     notes: tuple[str, ...] = ()
+    unquantized_params: int | None = None      # parameters stored at torch_dtype (rescaled by --dtype)
+    vision: Vision | None = None               # the vision tower (multimodal models)
+    state_layers: tuple[str, ...] = ()         # layer kinds whose state is not a KV cache (mamba, linear_attention)
 
     # -- derived facts the planner uses ---------------------------------------------------
     @property
@@ -106,11 +124,13 @@ class ModelSpec:
             d["moe"] = MoE(**d["moe"])
         if d.get("mla") is not None:
             d["mla"] = MLA(**d["mla"])
+        if d.get("vision") is not None:
+            d["vision"] = Vision(**d["vision"])
         if d.get("quantization") is not None:
             q = dict(d["quantization"])
             q["modules_not_converted"] = tuple(q.get("modules_not_converted") or ())
             d["quantization"] = Quantization(**q)
-        for k in ("layer_types", "notes"):
+        for k in ("layer_types", "notes", "state_layers"):
             if d.get(k) is not None:
                 d[k] = tuple(d[k])
         return cls(**d)

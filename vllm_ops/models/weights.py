@@ -38,6 +38,7 @@ _QWEN2_QKV_BIAS = ("qwen2", "qwen2_moe", "qwen2_vl", "qwen2_5_vl", "qwen2_5_vl_t
 class Counted:
     params: int = 0
     bytes: int = 0
+    unquantized_params: int = 0        # stored at torch_dtype (what --dtype rescales)
     notes: list[str] = field(default_factory=list)
 
 
@@ -71,8 +72,11 @@ class _Tally:
         self.q = quant
         self.params = 0
         self.bytes = 0
+        self.unq = 0
         self.excl = _compile_exclusions(quant.modules_not_converted) if quant else None
         method = quant.method if quant else None
+        if quant is not None and (quant.incomplete or "").startswith("no config_groups"):
+            method = "unknown"                       # vLLM loads such a config unquantized
         self.method = method
         # which linear layers a method quantizes by default
         self.experts_only = method == "mxfp4"
@@ -80,6 +84,8 @@ class _Tally:
     def plain(self, n: int, count: int = 1, nbytes: int | None = None) -> None:
         self.params += n * count
         self.bytes += n * count * (self.db if nbytes is None else nbytes)
+        if nbytes is None:
+            self.unq += n * count
 
     def excluded(self, name: str) -> bool:
         return bool(self.excl and self.excl.match(name))
@@ -93,6 +99,7 @@ class _Tally:
         if (not quantizable or self.q is None or self.method in ("unknown",)
                 or (self.experts_only and not expert) or self.excluded(name)):
             self.bytes += n * self.db * count
+            self.unq += n * count
             return
         self.bytes += self._qbytes(fin, fout) * count
 
@@ -243,5 +250,8 @@ def count_weights(cfg: dict, *, model_type: str, n_layers: int, hidden: int, int
                          "(vLLM loads them only for MTP speculative decoding)")
     if quant is not None and quant.method == "unknown":
         out.notes.append("quantization method not recognised: linear layers counted at torch_dtype")
-    out.params, out.bytes = t.params, t.bytes
+    elif t.method == "unknown" and quant is not None:
+        out.notes.append(f"{quant.method} config without config_groups: linear layers counted unquantized "
+                         f"(what vLLM loads)")
+    out.params, out.bytes, out.unquantized_params = t.params, t.bytes, t.unq
     return out

@@ -1,6 +1,6 @@
 """vLLM's startup memory arithmetic, per GPU, as a pure function of config.json facts and flags.
 
-The sequence it mirrors (vLLM ``gpu_worker.py``; see ``shared/reference/vllm-api-and-memory.md`` §6)::
+The sequence it mirrors (vLLM ``gpu_worker.py`` ``determine_available_memory``)::
 
     budget   = ceil(total x gpu_memory_utilization)            # a fraction of TOTAL, not free memory
     weights  = per-rank share of the checkpoint (+ small buffers)
@@ -16,7 +16,13 @@ post-KV sampler warm-up that the profile did not see. That leftover is ``margin_
 tiny, identical flags can succeed once and OOM the next time (calibration rows 53/54).
 
 Numbers are GiB per GPU unless the name says otherwise. All coefficients are fitted to real logs
-(``shared/data/*.csv``) and named here once.
+(the public startup logs and the measured runs named in ``planning/versions.py``) and named once.
+
+:func:`estimate` runs named steps over small typed facts: :func:`weights_step` (served dtype,
+planning/dtypes.py), :func:`activation_step` (language-model profile, plus the vision encoder's,
+planning/encoder.py), :func:`non_torch_gib`, :func:`graphs_step`, then the KV element size
+(:func:`kv_elem_bytes`), the block layout (planning/kvlayout.py) and :func:`_failure_stage`.
+What an estimate does not model is returned as coded ``warnings`` (see planning/coverage.py).
 """
 from __future__ import annotations
 
@@ -24,6 +30,9 @@ import math
 from dataclasses import dataclass, field
 
 from vllm_ops.models.spec import ModelSpec
+from vllm_ops.planning.dtypes import DTYPE_BYTES, checkpoint_kv_fp8, served_dtype, served_weight_bytes
+from vllm_ops.planning.encoder import EncoderProfile, encoder_profile
+from vllm_ops.planning.kvlayout import KVLayout, cdiv, kv_groups, kv_layer_bytes, kv_layout  # noqa: F401
 from vllm_ops.planning.versions import VersionRules
 
 GiB = 1024**3
@@ -68,6 +77,8 @@ class Flags:
     block_size: int = GPU_BLOCK_SIZE
     max_loras: int = 0               # --enable-lora: adapter slots (0: LoRA off)
     max_lora_rank: int = LORA_DEFAULT_MAX_RANK
+    image_limit: int | None = None   # --limit-mm-per-prompt image count (None: vLLM's default)
+    bf16_ok: bool = True             # the GPU has bfloat16 (compute capability >= 8.0)
 
 
 @dataclass
@@ -95,22 +106,20 @@ class Estimate:
     runner: str
     thin: bool = False
     explain: list[str] = field(default_factory=list)
+    dtype: str = "bfloat16"            # the served dtype (planning/dtypes.py)
+    encoder_profile_gib: float = 0.0   # the vision encoder's profiling peak (planning/encoder.py)
+    warnings: list[tuple[str, str]] = field(default_factory=list)   # (code, message): estimated / not modelled
 
 
 # -- pieces -----------------------------------------------------------------------------------
-def act_dtype_bytes(model: ModelSpec, dtype: str) -> int:
-    if dtype in ("float32", "float"):
-        return 4
-    return 2
-
-
-def weights_per_gpu_bytes(model: ModelSpec, tp: int, pp: int, quantization: str | None = None) -> float:
-    """The checkpoint split over TP x PP; embedding and lm_head are split by TP only (vocab padded to 64)
-    and sit on the first/last pipeline stage."""
-    W = float(model.weight_bytes or 2 * model.param_count)
+def weights_per_gpu_bytes(model: ModelSpec, tp: int, pp: int, quantization: str | None = None,
+                          dtype: str = "bfloat16") -> float:
+    """The checkpoint, at the served ``dtype`` (planning/dtypes.py), split over TP x PP; embedding and
+    lm_head are split by TP only (vocab padded to 64) and sit on the first/last pipeline stage."""
+    W = served_weight_bytes(model, dtype) if model.weight_bytes else 2.0 * model.param_count
     H, V = model.hidden_size, model.vocab_size
     vpad = math.ceil(V / VOCAB_PADDING) * VOCAB_PADDING
-    emb_elem = 2.0                                   # embeddings stay in 16-bit in every quant scheme we know
+    emb_elem = float(DTYPE_BYTES.get(dtype, 2))      # embeddings are never quantized: served dtype
     emb = V * H * emb_elem
     head = 0.0 if model.tie_word_embeddings else V * H * emb_elem
     body = max(W - emb - head, 0.0)
@@ -127,7 +136,7 @@ def weights_per_gpu_bytes(model: ModelSpec, tp: int, pp: int, quantization: str 
     # k/v projections are replicated when TP exceeds the KV heads
     extra = 0.0
     if model.mla is None and tp > model.num_kv_heads > 0:
-        per_head = 2 * H * model.head_dim * 2.0
+        per_head = 2 * H * model.head_dim * emb_elem
         extra = model.num_layers / pp * per_head * (1 - model.num_kv_heads / tp)
     return body / (tp * pp) + vocab_part + extra
 
@@ -209,35 +218,6 @@ def forward_bytes_per_token(model: ModelSpec, tp: int, b: int, hidden_copies: fl
     return peak * b
 
 
-def kv_layer_bytes(model: ModelSpec, tp: int, kv_cache_dtype: str) -> float:
-    """KV bytes per token per layer on one TP rank."""
-    b = KV_DTYPE_BYTES.get(kv_cache_dtype.lower(), 2.0) if kv_cache_dtype else None
-    if b is None:
-        b = 4.0 if model.torch_dtype in ("float32",) and False else 2.0
-    if model.mla is not None:
-        return (model.mla.kv_lora_rank + model.mla.qk_rope_head_dim) * b      # not split by TP
-    return 2 * max(1, model.num_kv_heads // tp) * model.head_dim * b
-
-
-def kv_groups(model: ModelSpec, pp: int, max_model_len: int) -> tuple[int, int]:
-    """(full-attention layers, sliding-window layers) on the worst pipeline stage."""
-    L = model.num_layers
-    sliding = 0
-    if model.sliding_window and model.sliding_window < max_model_len:
-        if model.layer_types:
-            sliding = sum(1 for t in model.layer_types if t.startswith("sliding") or t.startswith("chunked"))
-        else:
-            sliding = L
-    attn_types = [t for t in (model.layer_types or ()) if "attention" in t or t.startswith("sliding")]
-    attn_layers = len(attn_types) if model.layer_types and attn_types else L
-    full = attn_layers - sliding
-    return math.ceil(full / pp) if full else 0, math.ceil(sliding / pp) if sliding else 0
-
-
-def cdiv(a: int, b: int) -> int:
-    return -(-a // b)
-
-
 def graph_capture_size(rules: VersionRules, max_num_seqs: int) -> int:
     if rules["cudagraph_max_capture"].startswith("min(2*"):
         return min(2 * max_num_seqs, 512)
@@ -253,157 +233,201 @@ def non_torch_gib(rules: VersionRules, world: int) -> float:
     return nt
 
 
-# -- the estimate -----------------------------------------------------------------------------
-def estimate(model: ModelSpec, total_bytes: int, flags: Flags, rules: VersionRules, *,
-             free_bytes: int | None = None, cpu_kv_space_gib: float | None = None) -> Estimate:
-    """One replica's per-GPU memory at these flags, and whether vLLM would start."""
-    ex: list[str] = []
+# -- the estimate, step by step ---------------------------------------------------------------
+@dataclass(frozen=True)
+class Weights:
+    gib: float
+    dtype: str                     # served dtype
+    act_bytes: int                 # activation element size
+    line: str
+
+
+@dataclass(frozen=True)
+class Activation:
+    gib: float                     # the torch peak of the profile (encoder included)
+    sampler_gib: float             # the sampler part (num_reqs x vocab logits copies)
+    sampler_row_gib: float         # one fp32 num_reqs x vocab copy
+    encoder: EncoderProfile
+    lines: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Graphs:
+    gib: float
+    in_budget: bool
+    line: str
+
+
+def weights_step(model: ModelSpec, flags: Flags) -> Weights:
+    """Per-GPU weights at the served dtype, with allocator tails and LoRA buffers."""
     tp, pp = flags.tp, flags.pp
-    total = total_bytes / GiB
-    b = act_dtype_bytes(model, flags.dtype)
-    runner = rules["moe_runner"] if model.moe is not None else rules["dense_runner"]
+    dtype, why = served_dtype(model, flags.dtype, bf16_ok=flags.bf16_ok)
+    b = DTYPE_BYTES.get(dtype, 2)
+    tails = allocator_tail_bytes(model, tp, pp, b) / GiB if not flags.quantization else 0.0
+    lora = lora_buffer_bytes(model, tp, pp, flags.max_loras, flags.max_lora_rank, b) / GiB
+    w = weights_per_gpu_bytes(model, tp, pp, flags.quantization, dtype) / GiB + WEIGHTS_OVERHEAD_GIB + tails + lora
+    ckpt = served_weight_bytes(model, dtype) / GiB
+    line = (f"weights = {ckpt:.2f} GiB checkpoint at {dtype} ({why}) split over TP={tp} x PP={pp} "
+            f"(embedding/lm_head over TP only, vocab padded to 64) + {WEIGHTS_OVERHEAD_GIB}"
+            + (f" + allocator tails {tails:.2f}" if tails >= 0.005 else "")
+            + (f" + LoRA buffers {lora:.2f} ({flags.max_loras} x rank {flags.max_lora_rank})" if lora else "")
+            + f" = {w:.2f} GiB")
+    return Weights(gib=w, dtype=dtype, act_bytes=b, line=line)
 
-    tails = allocator_tail_bytes(model, tp, pp) / GiB if not flags.quantization else 0.0
-    lora = lora_buffer_bytes(model, tp, pp, flags.max_loras, flags.max_lora_rank) / GiB
-    weights = weights_per_gpu_bytes(model, tp, pp, flags.quantization) / GiB + WEIGHTS_OVERHEAD_GIB + tails + lora
-    ex.append(f"weights = {model.weight_bytes / GiB:.2f} GiB checkpoint split over TP={tp} x PP={pp} "
-              f"(embedding/lm_head over TP only, vocab padded to 64) + {WEIGHTS_OVERHEAD_GIB}"
-              + (f" + allocator tails {tails:.2f}" if tails >= 0.005 else "")
-              + (f" + LoRA buffers {lora:.2f} ({flags.max_loras} x rank {flags.max_lora_rank})" if lora else "")
-              + f" = {weights:.2f} GiB")
 
-    # activation peak of the profile run
+def activation_step(model: ModelSpec, flags: Flags, rules: VersionRules, runner: str, b: int) -> Activation:
+    """The torch peak of the profile run: the language model's dummy forward and sampler, and the
+    vision encoder's dummy batch before them (planning/encoder.py)."""
     T = flags.max_num_batched_tokens
     reqs = min(flags.max_num_seqs, T)
     S = reqs * model.vocab_size * 4 / GiB                     # one fp32 num_reqs x vocab logits copy
-    fwd = T * forward_bytes_per_token(model, tp, b) / GiB
-    hidden = 2 * T * model.hidden_size * b / GiB
     if runner == "v2":
         # the dummy forward and the dummy sampler run peak one after the other; a small part of the
         # sampler state is live through both (fit in versions.py)
-        k = rules["sampler_copies_v2_runner"]
-        ka = rules["sampler_profiled_copies_v2_runner"]
-        fwd = T * forward_bytes_per_token(model, tp, b, rules["forward_hidden_copies_v2_runner"]) / GiB
+        k, ka = rules["sampler_copies_v2_runner"], rules["sampler_profiled_copies_v2_runner"]
+        fwd = T * forward_bytes_per_token(model, flags.tp, b, rules["forward_hidden_copies_v2_runner"]) / GiB
         sampler = (k + ka) * S
         act = max(fwd, k * S) + ka * S
-        ex.append(f"activation = max(forward({T} tokens) {fwd:.2f}, {k} x sampler rows {reqs} x vocab "
-                  f"{model.vocab_size} x 4 B ({S:.3f}) = {k * S:.2f}) + {ka} x {S:.3f} = {act:.2f} GiB  "
-                  f"[Model Runner V2]")
+        line = (f"activation = max(forward({T} tokens) {fwd:.2f}, {k} x sampler rows {reqs} x vocab "
+                f"{model.vocab_size} x 4 B ({S:.3f}) = {k * S:.2f}) + {ka} x {S:.3f} = {act:.2f} GiB  "
+                f"[Model Runner V2]")
     else:
         k = rules["sampler_copies_v1_runner"]
+        fwd = T * forward_bytes_per_token(model, flags.tp, b) / GiB
+        hidden = 2 * T * model.hidden_size * b / GiB
         sampler = k * S + hidden
         act = max(fwd, sampler)
-        ex.append(f"activation = max(forward({T} tokens) {fwd:.2f}, {k} x {reqs} x {model.vocab_size} x 4 B "
-                  f"+ hidden {hidden:.2f} = {sampler:.2f}) = {act:.2f} GiB  [V0/V1 runner]")
-    if pp > 1 and runner != "v2":
-        pass
+        line = (f"activation = max(forward({T} tokens) {fwd:.2f}, {k} x {reqs} x {model.vocab_size} x 4 B "
+                f"+ hidden {hidden:.2f} = {sampler:.2f}) = {act:.2f} GiB  [V0/V1 runner]")
+    enc = encoder_profile(model, tp=flags.tp, max_num_batched_tokens=T, max_num_seqs=flags.max_num_seqs,
+                          act_bytes=b, image_limit=flags.image_limit, engine=rules["engine"])
+    lines = [line]
+    if enc.items:
+        total = max(act + enc.outputs_gib, enc.peak_gib)
+        lines.append(f"encoder profile: {enc.items} dummy images x {model.vision.patches_per_item} patches "
+                     f"-> peak {enc.peak_gib:.2f} GiB, outputs {enc.outputs_gib:.2f} GiB kept; activation = "
+                     f"max({act:.2f} + {enc.outputs_gib:.2f}, {enc.peak_gib:.2f}) = {total:.2f} GiB (estimate)")
+        act = total
+    elif model.vision is not None:
+        lines.append(f"encoder profile: none ({enc.skipped})")
+    return Activation(gib=act, sampler_gib=sampler, sampler_row_gib=S, encoder=enc, lines=tuple(lines))
 
-    nt = non_torch_gib(rules, tp * pp)
-    ex.append(f"non-torch = {nt:.2f} GiB (TP1 base {rules['non_torch_tp1_gib']}, "
-              f"+{rules['non_torch_first_tp_doubling_gib']} at TP2, +{rules['non_torch_per_tp_doubling_gib']} "
-              f"per further doubling of TP x PP)")
 
-    # CUDA graphs
+def graphs_step(model: ModelSpec, flags: Flags, rules: VersionRules, runner: str) -> Graphs:
     if flags.enforce_eager:
-        graphs, in_budget = 0.0, False
-        ex.append("CUDA graphs: none (--enforce-eager)")
-    else:
-        cap = graph_capture_size(rules, flags.max_num_seqs)
-        layers_stage = math.ceil(model.num_layers / pp)
-        # half the pool is hidden-size tensors (replicated over TP), half per-rank intermediates
-        graphs = (GRAPH_BYTES_PER_TOKEN_HIDDEN_LAYER * cap * model.hidden_size * layers_stage / GiB
-                  * (0.5 + 0.5 / tp))
-        in_budget = bool(rules["cudagraph_in_budget"]) and runner == "v1"
-        ex.append(f"CUDA graphs ~ {graphs:.2f} GiB (capture up to {cap}), "
+        return Graphs(0.0, False, "CUDA graphs: none (--enforce-eager)")
+    cap = graph_capture_size(rules, flags.max_num_seqs)
+    layers_stage = math.ceil(model.num_layers / flags.pp)
+    # half the pool is hidden-size tensors (replicated over TP), half per-rank intermediates
+    gib = (GRAPH_BYTES_PER_TOKEN_HIDDEN_LAYER * cap * model.hidden_size * layers_stage / GiB
+           * (0.5 + 0.5 / flags.tp))
+    in_budget = bool(rules["cudagraph_in_budget"]) and runner == "v1"
+    return Graphs(gib, in_budget, f"CUDA graphs ~ {gib:.2f} GiB (capture up to {cap}), "
                   + ("subtracted from the budget (estimate)" if in_budget else "outside the budget"))
 
-    # budget and KV
-    if cpu_kv_space_gib is not None:
-        budget = total
-        kv = cpu_kv_space_gib
+
+def kv_elem_bytes(model: ModelSpec, flags: Flags, rules: VersionRules, act_bytes: int) -> tuple[float, str]:
+    """KV-cache element size: the pinned --kv-cache-dtype, else the checkpoint's FP8 KV scheme (from
+    the version rule on), else the served dtype."""
+    kvd = (flags.kv_cache_dtype or "auto").lower()
+    if kvd != "auto":
+        return KV_DTYPE_BYTES.get(kvd, 2.0), f"--kv-cache-dtype {kvd}"
+    if checkpoint_kv_fp8(model) and rules.values.get("kv_cache_dtype_auto_from_checkpoint"):
+        return 1.0, "fp8 (the checkpoint's quantization config names an FP8 KV cache)"
+    return float(act_bytes), "the served dtype"
+
+
+def _failure_stage(e: dict, cpu: bool) -> str | None:
+    """Which startup stage runs out first (None: vLLM starts)."""
+    if cpu:
+        if e["weights"] > e["total"]:
+            return "weights"
+        return "kv_cache" if e["need_one"] > e["kv"] else None
+    if e["outside"] < 0:
+        return "startup"
+    if e["weights"] > e["budget"]:
+        return "weights"
+    if e["weights"] + e["act"] + e["nt"] > e["budget"]:
+        return "activation"
+    if e["kv"] <= 0:
+        return "cuda_graph" if e["in_budget"] and e["kv"] + e["graphs"] > 0 else "kv_cache"
+    if e["need_one"] > e["kv"]:
+        return "kv_cache"
+    if e["outside"] - e["graphs_out"] < 0:
+        return "cuda_graph"
+    return "sampler_warmup" if e["margin"] < 0 else None
+
+
+def estimate(model: ModelSpec, total_bytes: int, flags: Flags, rules: VersionRules, *,
+             free_bytes: int | None = None, cpu_kv_space_gib: float | None = None) -> Estimate:
+    """One replica's per-GPU memory at these flags, and whether vLLM would start."""
+    cpu = cpu_kv_space_gib is not None
+    total = total_bytes / GiB
+    runner = rules["moe_runner"] if model.moe is not None else rules["dense_runner"]
+    w = weights_step(model, flags)
+    a = activation_step(model, flags, rules, runner, w.act_bytes)
+    nt = non_torch_gib(rules, flags.tp * flags.pp)
+    g = graphs_step(model, flags, rules, runner)
+    ex = [w.line, *a.lines,
+          f"non-torch = {nt:.2f} GiB (TP1 base {rules['non_torch_tp1_gib']}, +{rules['non_torch_first_tp_doubling_gib']} "
+          f"at TP2, +{rules['non_torch_per_tp_doubling_gib']} per further doubling of TP x PP)", g.line]
+    if cpu:
+        budget, kv = total, cpu_kv_space_gib
     else:
         budget = math.ceil(total_bytes * flags.gpu_memory_utilization) / GiB
-        kv = budget - weights - act - nt - (graphs if in_budget else 0.0)
+        kv = budget - w.gib - a.gib - nt - (g.gib if g.in_budget else 0.0)
     ex.append(f"budget = {total:.2f} x {flags.gpu_memory_utilization} = {budget:.2f} GiB")
-    ex.append(f"KV = budget - weights - activation - non-torch{' - graphs' if in_budget else ''} = {kv:.2f} GiB")
-
-    layer_b = kv_layer_bytes(model, tp, flags.kv_cache_dtype if flags.kv_cache_dtype != "auto" else "auto")
-    full_l, slide_l = kv_groups(model, pp, flags.max_model_len)
-    bs = flags.block_size
-    L_kv = full_l + slide_l
-    per_token = int(layer_b * L_kv)
-    page = layer_b * bs
-    if full_l and slide_l:
-        group_size = min(full_l, slide_l)
-        if max(full_l, slide_l) < 1.25 * group_size:
-            group_size = max(full_l, slide_l)
-        n_full_groups = cdiv(full_l, group_size)
-        n_slide_groups = cdiv(slide_l, group_size)
-    else:
-        group_size = L_kv
-        n_full_groups = 1 if full_l else 0
-        n_slide_groups = 1 if slide_l else 0
-    blocks = max(int(kv * GiB // (page * group_size)), 0) if kv > 0 and page > 0 else 0
-    full_blocks = cdiv(flags.max_model_len, bs)
-    sw = model.sliding_window or 0
-    slide_blocks = cdiv(min(sw - 1 + T, flags.max_model_len), bs) + 1 if slide_l else 0
-    per_req = n_full_groups * full_blocks + n_slide_groups * slide_blocks
-    conc = blocks / per_req if per_req else 0.0
-    tokens = int(conc * flags.max_model_len) if slide_l else blocks * bs
-    need_one = per_req * page * group_size / GiB
-    ex.append(f"KV bytes/token/GPU = {L_kv} layers x {layer_b:.0f} B = {per_token} B; block {bs}; "
-              f"{blocks} blocks -> {tokens} tokens, {conc:.2f}x at {flags.max_model_len}")
-    # longest single request the KV can hold
-    if kv <= 0 or page <= 0:
-        max_len = 0
-    elif slide_l and not full_l:
-        max_len = model.max_position_embeddings
-    else:
-        avail_blocks = blocks - n_slide_groups * slide_blocks
-        max_len = max(avail_blocks // max(n_full_groups, 1), 0) * bs
-
-    # what happens outside the budget
+    ex.append(f"KV = budget - weights - activation - non-torch{' - graphs' if g.in_budget else ''} = {kv:.2f} GiB")
+    elem, elem_why = kv_elem_bytes(model, flags, rules, w.act_bytes)
+    lay = kv_layout(model, kv_gib=kv, layer_bytes=kv_layer_bytes(model, flags.tp, elem), pp=flags.pp,
+                    max_model_len=flags.max_model_len, block_size=flags.block_size,
+                    max_num_batched_tokens=flags.max_num_batched_tokens)
+    ex.append(f"KV bytes/token/GPU = {lay.full_layers + lay.sliding_layers} layers x {lay.layer_bytes:.0f} B "
+              f"({elem_why}) = {lay.per_token} B; block {flags.block_size}; {lay.blocks} blocks -> "
+              f"{lay.tokens} tokens, {lay.concurrency:.2f}x at {flags.max_model_len}")
     free = (free_bytes / GiB) if free_bytes is not None else total
-    ctx = 0.0 if cpu_kv_space_gib is not None else CUDA_CONTEXT_GIB
+    ctx = 0.0 if cpu else CUDA_CONTEXT_GIB
     outside = free - ctx - budget
-    graphs_out = 0.0 if in_budget else graphs
-    unprof = rules["warmup_unprofiled_copies"] * S if cpu_kv_space_gib is None else 0.0
+    graphs_out = 0.0 if g.in_budget else g.gib
+    unprof = rules["warmup_unprofiled_copies"] * a.sampler_row_gib if not cpu else 0.0
     margin = outside - graphs_out - unprof
-    if cpu_kv_space_gib is None:
+    if not cpu:
         ex.append(f"outside the budget: free {free:.2f} - CUDA context {ctx:.2f} - budget {budget:.2f} "
                   f"- graphs {graphs_out:.2f} - unprofiled sampler warm-up {unprof:.2f} = margin {margin:.2f} GiB")
-
-    stage: str | None = None
-    if cpu_kv_space_gib is None:
-        if outside < 0:
-            stage = "startup"
-        elif weights > budget:
-            stage = "weights"
-        elif weights + act + nt > budget:
-            stage = "activation"
-        elif kv <= 0:
-            stage = "cuda_graph" if in_budget and kv + graphs > 0 else "kv_cache"
-        elif need_one > kv:
-            stage = "kv_cache"
-        elif outside - graphs_out < 0:
-            stage = "cuda_graph"
-        elif margin < 0:
-            stage = "sampler_warmup"
-    else:
-        if weights > total:
-            stage = "weights"
-        elif need_one > kv:
-            stage = "kv_cache"
-    fits = stage is None
-    if stage in ("kv_cache",) and kv > 0:
-        margin = min(margin, kv - need_one)
+    stage = _failure_stage(dict(total=total, budget=budget, weights=w.gib, act=a.gib, nt=nt, kv=kv,
+                                graphs=g.gib, in_budget=g.in_budget, need_one=lay.need_one_gib,
+                                outside=outside, graphs_out=graphs_out, margin=margin), cpu)
+    if stage == "kv_cache" and kv > 0:
+        margin = min(margin, kv - lay.need_one_gib)
     if stage in ("weights", "activation") or (stage == "kv_cache" and kv <= 0):
         margin = min(margin, kv)
-    thin = fits and cpu_kv_space_gib is None and margin < max(THIN_MARGIN_FRACTION * budget, THIN_MARGIN_MIN_GIB)
+    fits = stage is None
+    thin = fits and not cpu and margin < max(THIN_MARGIN_FRACTION * budget, THIN_MARGIN_MIN_GIB)
     return Estimate(
-        total_gib=total, budget_gib=budget, weights_gib=weights, activation_peak_gib=act, non_torch_gib=nt,
-        cuda_graph_gib=graphs, cuda_graph_in_budget=in_budget, sampler_warmup_gib=sampler,
-        warmup_unprofiled_gib=unprof, kv_cache_gib=kv, kv_cache_tokens=tokens, max_concurrency=conc,
-        kv_bytes_per_token=per_token, num_blocks=blocks, kv_needed_one_seq_gib=need_one,
-        max_len_that_fits=max_len, outside_budget_gib=outside, margin_gib=margin, fits=fits,
-        failure_stage=stage, runner=runner, thin=thin, explain=ex)
+        total_gib=total, budget_gib=budget, weights_gib=w.gib, activation_peak_gib=a.gib, non_torch_gib=nt,
+        cuda_graph_gib=g.gib, cuda_graph_in_budget=g.in_budget, sampler_warmup_gib=a.sampler_gib,
+        warmup_unprofiled_gib=unprof, kv_cache_gib=kv, kv_cache_tokens=lay.tokens, max_concurrency=lay.concurrency,
+        kv_bytes_per_token=lay.per_token, num_blocks=lay.blocks, kv_needed_one_seq_gib=lay.need_one_gib,
+        max_len_that_fits=lay.max_len, outside_budget_gib=outside, margin_gib=margin, fits=fits,
+        failure_stage=stage, runner=runner, thin=thin, explain=ex, dtype=w.dtype,
+        encoder_profile_gib=a.encoder.peak_gib, warnings=estimate_warnings(model, a.encoder))
+
+
+def estimate_warnings(model: ModelSpec, enc: EncoderProfile) -> list[tuple[str, str]]:
+    """(code, message) for each estimated or unmodelled part of this estimate."""
+    out: list[tuple[str, str]] = []
+    if enc.items:
+        out.append(("encoder-profile-estimated",
+                    f"the vision encoder's profiling run ({enc.items} dummy images, peak {enc.peak_gib:.2f} GiB) "
+                    f"is an estimate from vision_config widths, not fitted to a real run; pass "
+                    f"--limit-mm-per-prompt '{{\"image\": 0}}' for text-only serving (no encoder profile)"))
+    elif not enc.modelled and enc.skipped == "V0 engine":
+        out.append(("encoder-profile-not-modelled",
+                    "the V0 engine profiles max_num_seqs dummy multimodal sequences; that activation peak is "
+                    "not modelled (a public Llama-3.2-11B-Vision V0 log shows 36.63 GiB): the KV figure is "
+                    "too high"))
+    elif not enc.modelled:
+        out.append(("encoder-profile-not-modelled",
+                    f"the vision encoder's profiling run is not modelled ({enc.skipped}): the KV figure is too "
+                    f"high by that peak; --limit-mm-per-prompt '{{\"image\": 0}}' serves text only without it"))
+    return out

@@ -71,6 +71,7 @@ class Memory:
     kv_cache_tokens: int = 0
     max_concurrency: float = 0.0                # at max_model_len
     kv_bytes_per_token: int = 0                 # per GPU (per TP rank)
+    encoder_profile_gib: float = 0.0            # vision encoder profiling peak (estimate; in activation_peak_gib)
 
 
 @dataclass

@@ -20,6 +20,8 @@ from vllm_ops.hardware.inventory import Inventory
 from vllm_ops.models.spec import ModelSpec
 from vllm_ops.planning.argv import SECRET_FLAGS, split_secret_args, value_of
 from vllm_ops.planning.argv import command as command_of
+from vllm_ops.planning.coverage import coverage_warnings, refuse_unmodelled
+from vllm_ops.planning.dtypes import checkpoint_kv_fp8
 from vllm_ops.planning.memory import (
     CPU_BLOCK_SIZE, GPU_BLOCK_SIZE, LORA_DEFAULT_MAX_LORAS, LORA_DEFAULT_MAX_RANK, Estimate, Flags, GiB, estimate,
 )
@@ -181,6 +183,8 @@ class _Facts:
     cpu_kv: float | None = None
     lora_slots: int = 0
     lora_rank: int = 0
+    image_limit: Any = None                  # --limit-mm-per-prompt images (models.vision)
+    bf16_ok: bool = True                     # compute capability >= 8.0 (or unknown)
 
     def pin(self, key: str) -> Any:
         return self.pins.get(key)
@@ -235,6 +239,7 @@ def _request(model: ModelSpec, inventory: Inventory, *, pins, vllm_version, prof
     """The request normalised: pins, version rules, environment without secrets, profile defaults."""
     pins = normalize_pins(pins)
     port = check_port(port)
+    refuse_unmodelled(model)              # Mamba/linear-attention state, quantization configs vLLM refuses
     version = str(vllm_version or DEFAULT_VLLM_VERSION).lstrip("v")
     parse_version(version)
     rules = rules_for(version)
@@ -325,6 +330,10 @@ def _fixed_flags(f: _Facts) -> None:
         f.env["VLLM_CPU_KVCACHE_SPACE"] = f"{f.cpu_kv:g}"
         f.reasons["VLLM_CPU_KVCACHE_SPACE"] = f"{f.cpu_kv:g} GiB of RAM for the KV cache (CPU backend)"
     f.lora_slots, f.lora_rank = lora_from_args(f.extra_args)
+    from vllm_ops.models.vision import image_limit_from_args
+
+    f.image_limit = image_limit_from_args([str(a) for a in f.extra_args])
+    f.bf16_ok = not (f.cc is not None and tuple(f.cc) < (8, 0))
     if f.lora_slots and not f.cpu:
         f.reasons["lora"] = (f"--enable-lora: {f.lora_slots} adapter slot(s) of rank {f.lora_rank} "
                              f"(buffers counted with the weights)")
@@ -385,7 +394,8 @@ class _Search:
         fl = Flags(tp=tp, pp=pp, gpu_memory_utilization=f.util, max_model_len=mlen, max_num_seqs=s,
                    max_num_batched_tokens=t, kv_cache_dtype=f.kvd, dtype=f.dtype,
                    quantization=f.pin("quantization"), enforce_eager=f.eager, block_size=f.block,
-                   max_loras=f.lora_slots, max_lora_rank=f.lora_rank)
+                   max_loras=f.lora_slots, max_lora_rank=f.lora_rank, image_limit=f.image_limit,
+                   bf16_ok=f.bf16_ok)
         return fl, why
 
     def est(self, fl: Flags) -> Estimate:
@@ -578,9 +588,23 @@ def _warnings(f: _Facts, c: _Choice) -> None:
     if f.cpu and f.model.head_dim not in (32, 64, 80, 96, 112, 128, 160, 192, 224, 256, 512) and f.model.mla is None:
         w.append(PlanWarning("cpu-head-size", f"head_dim {f.model.head_dim} is not supported by the CPU "
                                               f"attention kernel; the first request will fail"))
+    _honesty_notes(f, c)
     if not e.fits:
         w.append(PlanWarning("does-not-fit", f"does not fit: {e.failure_stage} "
                                              f"(short by {-min(e.margin_gib, 0):.2f} GiB per GPU)"))
+
+
+def _honesty_notes(f: _Facts, c: _Choice) -> None:
+    """What the memory model does not cover (coverage warnings, the estimate's own warnings), and
+    the dtype / KV dtype the estimate really used."""
+    e, model = c.est, f.model
+    for code, msg in coverage_warnings(model) + list(e.warnings):
+        f.warnings.append(PlanWarning(code, msg))
+    if e.dtype != (model.torch_dtype or "bfloat16") or "dtype" in f.pins:
+        f.reasons["dtype"] += f"; weights, activations and an auto KV cache in {e.dtype}"
+    if f.kvd == "auto" and checkpoint_kv_fp8(model) and f.rules.values.get("kv_cache_dtype_auto_from_checkpoint"):
+        f.reasons["kv_cache_dtype"] = (f"auto: fp8, as the checkpoint's {model.quantization.source_file} names "
+                                       f"({model.quantization.kv_cache_scheme}; vLLM {f.version})")
 
 
 def _fp8_warnings(f: _Facts) -> None:
@@ -630,7 +654,7 @@ def _assemble(f: _Facts, search: _Search, c: _Choice, replicas: list[Replica]) -
         non_torch_gib=_r(e.non_torch_gib), cuda_graph_gib=_r(e.cuda_graph_gib if not f.cpu else 0.0),
         sampler_warmup_gib=_r(e.sampler_warmup_gib), kv_cache_gib=_r(e.kv_cache_gib),
         kv_cache_tokens=int(e.kv_cache_tokens), max_concurrency=_r(e.max_concurrency),
-        kv_bytes_per_token=int(e.kv_bytes_per_token))
+        kv_bytes_per_token=int(e.kv_bytes_per_token), encoder_profile_gib=_r(e.encoder_profile_gib))
     assumptions = f.rules.assumptions() + [
         f"model runner for this model: {e.runner} ({'MoE' if model.moe else 'dense'})",
         f"CUDA context {0.52} GiB is outside the budget" if not f.cpu else "CPU backend: KV cache from VLLM_CPU_KVCACHE_SPACE",

@@ -104,6 +104,11 @@ RULES: tuple[Rule, ...] = (
     Rule("cudagraph_max_capture", "0.8.0", "min(2*max_num_seqs,512)",
          "V1 captures sizes up to min(2 x max_num_seqs, 512)"),
     # sampler warm-up after the KV cache is allocated needs more than was profiled
+    Rule("kv_cache_dtype_auto_from_checkpoint", "0.0.0", False,
+         "--kv-cache-dtype auto is the model dtype even when the checkpoint names an FP8 KV cache"),
+    Rule("kv_cache_dtype_auto_from_checkpoint", "0.13.0", True,
+         "--kv-cache-dtype auto follows a checkpoint's kv_cache_quant_algo FP8 (ModelOpt hf_quant_config.json) "
+         "or kv_cache_scheme (vLLM PR #30785, merged 2025-12-16; first release assumed 0.13.0)"),
     Rule("warmup_unprofiled_copies", "0.0.0", 0.0,
          "the sampler peak is fully profiled before the KV cache is sized"),
     Rule("warmup_unprofiled_copies", "0.12.0", 6.7,

@@ -1,7 +1,7 @@
-"""Regenerate vllm_ops/data/models/*.json from the shared model-configs folder (33 models) and
+"""Regenerate vllm_ops/data/models/*.json from a model-configs folder (36 models) and
 from tests/data/models/extra/*.json (models added beyond the 33, each with its own _source).
 
-    python tests/data/models/build_catalog.py ../shared/data/model-configs
+    python tests/data/models/build_catalog.py MODEL_CONFIGS_DIR
 """
 from __future__ import annotations
 
@@ -16,21 +16,26 @@ OUT = REPO / "vllm_ops" / "data" / "models"
 
 def entry_from_shared(folder: Path) -> dict:
     src = (folder / "SOURCE.txt").read_text(encoding="utf-8")
-    model = re.search(r"^Model:\s*(\S+)", src, re.M).group(1)
-    status = (re.search(r"^Status:\s*(.+)$", src, re.M) or [None, ""])[1].strip()
-    first = next((ln.strip() for ln in src.splitlines()[2:] if ln.strip()), "")
+    m = re.search(r"^Model:\s*(\S+)", src, re.M)
+    # the verbatim quantized configs' SOURCE.txt is one line (no Model:/Status:): id from the folder
+    model = m.group(1) if m else folder.name.replace("__", "/", 1)
+    status = (re.search(r"^Status:\s*(.+)$", src, re.M) or [None, "verbatim" if not m else ""])[1].strip()
+    first = next((ln.strip() for ln in src.splitlines()[(2 if m else 0):] if ln.strip()), "")
     first = re.sub(r"^(Source|Primary|Base text|Architecture):\s*", "", first)
     total = None
     ts = folder / "safetensors_total_size.txt"
     if ts.is_file():
         total = int(ts.read_text().split()[0])
+    hqc = folder / "hf_quant_config.json"
+    extra = {"hf_quant_config": json.loads(hqc.read_text(encoding="utf-8"))} if hqc.is_file() else {}
     return {
         "id": model,
         "_source": {"status": status, "from": first,
-                    "provenance": "shared/data/model-configs/" + folder.name + "/SOURCE.txt",
+                    "provenance": "model-configs/" + folder.name + "/SOURCE.txt",
                     "source_txt": src},
         "safetensors_total_size": total,
         "config": json.loads((folder / "config.json").read_text(encoding="utf-8")),
+        **extra,
     }
 
 
@@ -45,4 +50,6 @@ def main(shared: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1] if len(sys.argv) > 1 else str(REPO.parent / "shared" / "data" / "model-configs"))
+    if len(sys.argv) != 2:
+        sys.exit("usage: build_catalog.py MODEL_CONFIGS_DIR  (folders of config.json + SOURCE.txt)")
+    main(sys.argv[1])
