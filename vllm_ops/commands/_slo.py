@@ -14,6 +14,7 @@ from typing import Any
 
 from vllm_ops import output
 from vllm_ops.commands._planargs import plan_inputs
+from vllm_ops.commands._plantable import print_plan_table
 from vllm_ops.errors import BadInput
 
 TABLE_TOP = 8          # variants listed under the per-layout table
@@ -95,9 +96,7 @@ def run_slo(args: argparse.Namespace) -> int:
         output.print_json(p.to_dict())
     else:
         print_candidates(result)
-        from vllm_ops.commands.plan import _print_table
-
-        _print_table(p, explain=args.explain)
+        print_plan_table(p, explain=args.explain)
     if not result.feasible:
         c = result.chosen
         output.info(f"vllm-ops plan: no layout meets --slo {args.slo}: the closest is {c.layout} "
