@@ -41,7 +41,8 @@ import json, os, sys, time, urllib.request
 from vllm_ops.errors import VllmOpsError
 from vllm_ops.hardware import parse_gpu_spec
 from vllm_ops.launch import ray_backend as rb
-from vllm_ops.launch.launcher import LaunchFailed, LaunchOptions, stop
+from vllm_ops.launch.launcher import LaunchFailed, LaunchOptions
+from vllm_ops.launch.lifecycle import stop
 from vllm_ops.launch.locate import MODULE, VllmCommand
 from vllm_ops.launch.state import StateStore
 from vllm_ops.models import load_model_spec

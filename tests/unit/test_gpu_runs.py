@@ -56,7 +56,7 @@ from vllm_ops.launch.diagnosis import Context, diagnose
 from vllm_ops.launch.logparse import STAGES, StartupLog, parse_figures
 from vllm_ops.models import load_model_spec
 from vllm_ops.planning import plan
-from vllm_ops.planning.planner import PIN_KEYS
+from vllm_ops.planning.pins import PIN_KEYS
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 RUNS = DATA / "gpu-runs"

@@ -111,7 +111,7 @@ def _addressed(backend: str) -> Plan:
                            replace(one, hostname="gpu-b", address="192.0.2.11")))
     p = plan(load_model_spec("meta-llama/Llama-3.1-405B-Instruct", offline=True), inv, vllm_version="0.33.0",
              backend=backend, env={"GLOO_SOCKET_IFNAME": "ens5"})
-    p.nodes[1]["env"]["NCCL_SOCKET_IFNAME"] = "ib0"
+    p.nodes[1].env["NCCL_SOCKET_IFNAME"] = "ib0"
     return p
 
 

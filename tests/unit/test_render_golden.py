@@ -104,7 +104,7 @@ def test_multinode_goldens_are_tp8_pp2_over_two_nodes():
         plan = Plan.load(str(ROOT / f"2x8xh100-llama-3.1-405b-{backend}" / "plan.json"))
         va = plan.vllm_args
         assert (va["tensor_parallel_size"], va["pipeline_parallel_size"]) == (8, 2)
-        assert [(n["name"], n["rank"], n["replica"]) for n in plan.nodes] == [("node0", 0, 0), ("node1", 1, 0)]
+        assert [(n.name, n.rank, n.replica) for n in plan.nodes] == [("node0", 0, 0), ("node1", 1, 0)]
         assert "inter-node-bandwidth" in {w.code for w in plan.warnings}
     ray = _golden_files("2x8xh100-llama-3.1-405b-ray")
     assert "--distributed-executor-backend ray" in ray["ray-head.sh"].replace(" \\\n  ", " ")

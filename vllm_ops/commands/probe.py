@@ -8,6 +8,11 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from vllm_ops.errors import NoGPU
+from vllm_ops.hardware import catalog, probe
+from vllm_ops.hardware.inventory import Inventory, Node
+from vllm_ops.output import console
+
 GiB = 1024**3
 MiB = 1024**2
 
@@ -21,9 +26,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from vllm_ops.errors import NoGPU
-    from vllm_ops.hardware import probe
-
     try:
         inv = probe()
     except NoGPU as exc:
@@ -46,8 +48,6 @@ def run(args: argparse.Namespace) -> int:
 
 
 def document(inv: Any) -> dict:
-    from vllm_ops.hardware import catalog
-
     doc = inv.to_dict()
     doc["available"] = True
     matched = {g.catalog_key for n in inv.nodes for g in n.gpus if g.catalog_key}
@@ -57,8 +57,6 @@ def document(inv: Any) -> dict:
 
 
 def no_gpu_document(exc: Any) -> dict:
-    from vllm_ops.hardware.inventory import Inventory, Node
-
     doc = Inventory(nodes=(Node(gpus=()),), source="probed").to_dict()
     doc.update(available=False, error=str(exc), hint=exc.hint, catalog={}, topology=[])
     return doc
@@ -86,8 +84,6 @@ def _gib(b: int | None) -> str:
 def print_table(inv: Any) -> None:
     from rich import box
     from rich.table import Table
-
-    from vllm_ops.output import console
 
     con = console()
     head = (f"driver {inv.driver_version or '?'} · CUDA driver {inv.cuda_driver_version or '?'} · "
