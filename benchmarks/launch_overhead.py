@@ -62,7 +62,8 @@ def main() -> int:
     a = ap.parse_args()
 
     from vllm_ops import planning
-    from vllm_ops.launch.launcher import LaunchOptions, build_spec, free_port, launch, stop
+    from vllm_ops.launch.launcher import LaunchOptions, build_spec, free_port, launch
+    from vllm_ops.launch.lifecycle import stop
     from vllm_ops.launch.locate import find_vllm
     from vllm_ops.launch.state import StateStore
     from vllm_ops.models import load_model_spec

@@ -1,23 +1,34 @@
 #!/usr/bin/env bash
-# End-to-end run of vllm-ops on a GPU machine with a real vLLM (the lent H100s: see
-# ../shared/tools/gpu-vllm/ and GPU-TESTING-GUIDE.md). Also runs on a CPU box with the vLLM CPU
-# build when MODE=cpu (a check of this script itself).
+# End-to-end run of vllm-ops on a GPU box with vLLM installed (`pip install vllm==X`, or a `vllm`
+# on PATH; see GPU-TESTING-GUIDE.md). Also runs on a CPU box with the vLLM CPU build when
+# MODE=cpu (a check of this script itself).
 #
-#   bash scripts/gpu_e2e.sh PART OUTDIR
+#   MODELS=DIR bash scripts/gpu_e2e.sh PART OUTDIR
 #     PART 1: probe; Qwen2.5-7B on one GPU (plan → launch → validate → bench → stop);
-#             one real failure (a max-model-len whose KV cache cannot fit) diagnosed
+#             one launch meant to fail (a max-model-len whose KV cache cannot fit) on a second GPU
 #     PART 2: Llama-3.1-70B with TP=2 on both GPUs (plan → launch → validate → bench → stop)
+# MODELS holds ORG__NAME folders: real checkpoints, or config.json + tokenizer only built by
+# `python scripts/gpu_models.py DIR MODEL_ID...` (the runs use --load-format dummy either way).
 # Everything lands in OUTDIR (plans, launch/validate/bench JSON and text, trimmed vLLM logs).
+# vllm-ops runs from this checkout (`python3 -m vllm_ops`); the vLLM server is found as
+# `vllm` on PATH or through VLLM_OPS_VLLM (a `vllm` executable or a Python that imports vllm).
 set -uo pipefail
 PART=${1:?part}; O=${2:?outdir}; mkdir -p "$O"
 MODE=${MODE:-gpu}
-MODELS=${MODELS:-/root/models}
-export VLLM_OPS_STATE_DIR=${VLLM_OPS_STATE_DIR:-/root/vllm-ops-state}
+MODELS=${MODELS:?set MODELS to a folder of ORG__NAME model folders}
+export VLLM_OPS_STATE_DIR=${VLLM_OPS_STATE_DIR:-$O/state}
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
 PY=${PY:-python3}
 vo() { "$PY" -m vllm_ops "$@"; }
 # plan for the vLLM that will run (launch reads it itself; plan needs it said)
-VLLM_VERSION=$("${VLLM_OPS_VLLM:-python3}" -c 'import vllm; print(vllm.__version__.split("+")[0])' 2>/dev/null | tail -1)
+vllm_version() {  # the installed vLLM's version: VLLM_OPS_VLLM or $PY as a Python, else `vllm --version`
+  local py
+  for py in "${VLLM_OPS_VLLM:-}" "$PY"; do
+    [ -n "$py" ] && "$py" -c 'import vllm; print(vllm.__version__.split("+")[0])' 2>/dev/null && return
+  done
+  command -v vllm >/dev/null && vllm --version 2>/dev/null
+}
+VLLM_VERSION=$(vllm_version | tail -1)
 VV=(); [ -n "$VLLM_VERSION" ] && VV=(--vllm-version "$VLLM_VERSION")
 log() { echo "=== $(date +%T) $*" | tee -a "$O/steps.txt"; }
 keep_logs() {  # trimmed vLLM logs: the lines the log parser and the planner use

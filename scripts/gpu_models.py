@@ -1,7 +1,12 @@
-"""Build model folders (real config.json + a tokenizer sized to the config's vocabulary) for
-running real architectures with `--load-format dummy` on the lent GPU machines.
+"""Build model folders (the real config.json from vllm-ops's model catalog + a tokenizer sized to
+the config's vocabulary) for running real architectures with `--load-format dummy` on a GPU box
+without downloading any weights (vLLM fills them with random values: shapes, memory and timings are
+real, the text is not).
 
     python scripts/gpu_models.py OUT_DIR Qwen/Qwen2.5-7B-Instruct meta-llama/Llama-3.1-70B-Instruct
+
+Model ids are the catalog's (`vllm-ops models list`). Needs the `tokenizers` package (installed
+with vLLM).
 
 The tokenizer: a small byte-level BPE trained on a few lines, its tokens placed on the ids the
 config leaves free, the config's bos/eos ids given to special tokens, ChatML markers added, and
@@ -31,11 +36,21 @@ def _ids(v) -> list[int]:
     return list(v) if isinstance(v, list) else [int(v)]
 
 
+def catalog_config(model_id: str) -> dict:
+    """The model's config.json as kept in vllm_ops/data/models/ (the repository's catalog)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from vllm_ops.models import catalog
+
+    entry = catalog.get_entry(model_id)
+    if entry is None:
+        sys.exit(f"gpu_models: {model_id} is not in the model catalog (vllm-ops models list)")
+    return entry["config"]
+
+
 def build(model_id: str, out: Path) -> Path:
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
-    shared = Path(__file__).resolve().parents[2] / "shared/data/model-configs" / model_id.replace("/", "__")
-    cfg = json.loads((shared / "config.json").read_text())
+    cfg = catalog_config(model_id)
     text_cfg = cfg.get("text_config", cfg)
     vocab_size = int(text_cfg["vocab_size"])
     bos = _ids(text_cfg.get("bos_token_id", cfg.get("bos_token_id")))
@@ -93,6 +108,8 @@ def build(model_id: str, out: Path) -> Path:
 
 
 if __name__ == "__main__":
+    if len(sys.argv) < 3:
+        sys.exit("usage: python scripts/gpu_models.py OUT_DIR MODEL_ID [MODEL_ID ...]")
     out = Path(sys.argv[1])
     for m in sys.argv[2:]:
         print(build(m, out))

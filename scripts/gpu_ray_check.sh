@@ -1,18 +1,18 @@
 #!/usr/bin/env bash
-# vLLM's Ray executor on a lent GPU machine (2 GPUs: nvidia-h100-x2), through vllm-ops's Ray backend.
+# vLLM's Ray executor on a box with 2 GPUs, through vllm-ops's Ray backend.
 #
-# Prerequisites (see ../shared/tools/gpu-vllm/README.md): vLLM 0.25.0 installed by .gpu/s/install.sh
-# (/root/site, /root/s/env.sh), and the Ray wheel carried in two chunks (each < 50 MiB):
-#   call A: carry .gpu-ray/r1         command: mkdir -p /root/wh && cp -r .gpu-ray/r1 /root/wh/
-#   call B: carry .gpu-ray/r2         command: bash scripts/gpu_ray_check.sh /root/models/Qwen__Qwen2.5-7B-Instruct
-# (r2 may also be carried together with r1; the script looks in .gpu-ray/ and in /root/wh/.)
+#   bash scripts/gpu_ray_check.sh MODEL_DIR        (OUT=DIR for the logs, default /tmp/ray-out)
 #
-# What it does, each step bounded (<= 240 s): install Ray 2.60.0 into /root/site, start a
-# single-node Ray head (`ray start --head --num-gpus 2`) through vllm_ops.launch.ray_backend,
-# check Ray's resources against a TP=2 plan BEFORE starting vLLM, start vLLM with
-# --distributed-executor-backend ray (--load-format dummy), send one chat request and one
-# completion, then stop vLLM and the Ray processes it started, and check nothing is left.
-# A second check asks for TP=4 on the 2-GPU cluster and expects the one-line refusal.
+# Prerequisites: vLLM and Ray installed for `python3` (`pip install vllm==X ray`), `ray` on PATH
+# (or RAY=/path/to/ray), and MODEL_DIR a model folder (a real checkpoint, or config.json +
+# tokenizer from `python scripts/gpu_models.py`; vLLM runs with --load-format dummy).
+#
+# What it does, each step bounded (<= 240 s): start a single-node Ray head
+# (`ray start --head --num-gpus 2`) through vllm_ops.launch.ray_backend, check Ray's resources
+# against a TP=2 plan BEFORE starting vLLM, start vLLM with --distributed-executor-backend ray
+# (--load-format dummy), send one completion, then stop vLLM and the Ray processes it started,
+# and check nothing is left. A second check asks for TP=4 on the 2-GPU cluster and expects the
+# one-line refusal.
 # Logs: $OUT/ray-check.log (this script), $OUT/ray-vllm.log, $OUT/ray-head.log, $OUT/ray-result.json.
 set -uo pipefail
 MODEL=${1:?usage: bash scripts/gpu_ray_check.sh MODEL_DIR}
@@ -24,48 +24,25 @@ date
 HERE=$(cd "$(dirname "$0")/.." && pwd)
 cd "$HERE"
 
-# -- vLLM environment from the lead's install ---------------------------------------------------
-if [ ! -f /root/s/env.sh ]; then
-  echo "ray-check: /root/s/env.sh missing: run .gpu/s/install.sh (vLLM 0.25.0) first"; exit 2
-fi
-# shellcheck disable=SC1091
-source /root/s/env.sh
-export VLLM_LOGGING_LEVEL=INFO RAY_USAGE_STATS_ENABLED=0
+export VLLM_LOGGING_LEVEL=${VLLM_LOGGING_LEVEL:-INFO} RAY_USAGE_STATS_ENABLED=0
 nvidia-smi --query-gpu=index,name,memory.total,memory.used --format=csv
-
-# -- Ray from the carried chunks ------------------------------------------------------------------
-part() { for d in .gpu-ray /root/wh; do [ -f "$d/$1" ] && { echo "$d/$1"; return; }; done; }
-if ! python3 -c 'import ray' 2>/dev/null; then
-  P1=$(part r1/ray.part1); P2=$(part r2/ray.part2); SUM=$(part r2/ray.sha256)
-  [ -n "$P1" ] && [ -n "$P2" ] || { echo "ray-check: Ray wheel chunks not found (r1/ray.part1, r2/ray.part2)"; exit 2; }
-  WHL=/root/wh/ray-2.60.0-cp312-cp312-manylinux2014_x86_64.whl
-  mkdir -p /root/wh && cat "$P1" "$P2" > "$WHL"
-  if [ -n "$SUM" ]; then
-    SUM=$(readlink -f "$SUM")
-    (cd /root/wh && sha256sum -c "$SUM") || { echo "ray-check: Ray wheel checksum mismatch"; exit 2; }
-  fi
-  timeout 240 python3 -m pip install -q --no-index --no-deps --no-compile --target /root/site "$WHL" \
-    || { echo "ray-check: pip install of the Ray wheel failed"; exit 2; }
-fi
-python3 -c 'import ray, vllm; print("ray", ray.__version__, "vllm", vllm.__version__)' || exit 2
-RAY=/root/site/bin/ray
-if [ ! -x "$RAY" ]; then   # pip --target writes the console script there; make one if it did not
-  printf '#!/usr/bin/env bash\nexec python3 -c "import sys; from ray.scripts.scripts import main; sys.argv[0]=\\"ray\\"; sys.exit(main())" "$@"\n' > "$RAY"
-  chmod +x "$RAY"
-fi
-export PATH=/root/site/bin:$PATH
+python3 -c 'import ray, vllm; print("ray", ray.__version__, "vllm", vllm.__version__)' \
+  || { echo "ray-check: python3 cannot import ray and vllm (pip install vllm ray)"; exit 2; }
+RAY=${RAY:-$(command -v ray || true)}
+[ -n "$RAY" ] && [ -x "$RAY" ] || { echo "ray-check: no ray executable on PATH (set RAY=...)"; exit 2; }
 timeout 60 "$RAY" --version
 
-# -- the check, through vllm_ops (the project travels with the call) -------------------------------
-export PYTHONPATH=$HERE:$PYTHONPATH
-export VO_MODEL=$MODEL VO_OUT=$OUT VO_RAY=$RAY VO_STATE=/root/vo-ray-state
+# -- the check, through vllm_ops from this checkout ------------------------------------------------
+export PYTHONPATH=$HERE${PYTHONPATH:+:$PYTHONPATH}
+export VO_MODEL=$MODEL VO_OUT=$OUT VO_RAY=$RAY VO_STATE=$OUT/state
 rm -rf "$VO_STATE"
 timeout 600 python3 - <<'PY'
 import json, os, sys, time, urllib.request
 from vllm_ops.errors import VllmOpsError
 from vllm_ops.hardware import parse_gpu_spec
 from vllm_ops.launch import ray_backend as rb
-from vllm_ops.launch.launcher import LaunchFailed, LaunchOptions, stop
+from vllm_ops.launch.launcher import LaunchFailed, LaunchOptions
+from vllm_ops.launch.lifecycle import stop
 from vllm_ops.launch.locate import MODULE, VllmCommand
 from vllm_ops.launch.state import StateStore
 from vllm_ops.models import load_model_spec
@@ -151,9 +128,9 @@ echo "ray-check: python step exit status $rc"
 # nothing of Ray or vLLM may be left
 left=$(ps -eo pid,args | grep -E 'raylet|gcs_server|vllm.entrypoints|ray::' | grep -v grep || true)
 if [ -n "$left" ]; then
-  echo "ray-check: LEFTOVER processes:"; echo "$left"
-  # only what this script started: the Ray session dirs under /tmp/ray and vLLM from this check
-  echo "$left" | awk '{print $1}' | xargs -r kill -9 2>/dev/null || true
+  # reported, not killed: on a shared box they may belong to someone else's Ray
+  echo "ray-check: Ray or vLLM processes still running (check whether this run left them):"; echo "$left"
+  [ $rc = 0 ] && rc=1
 else
   echo "ray-check: no Ray or vLLM process left"
 fi

@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-SHARED = (REPO.parent / "shared") if (REPO.parent / "shared").is_dir() else None
 UNDER_CI = os.environ.get("CI", "").lower() not in ("", "0", "false", "no")
 
 
@@ -22,12 +21,6 @@ def require_real(available: bool, reason: str) -> None:
     if UNDER_CI:
         pytest.fail(f"real part missing under CI: {reason}", pytrace=False)
     pytest.skip(reason)
-
-
-@pytest.fixture(scope="session")
-def shared_dir() -> Path:
-    require_real(SHARED is not None, "../shared (reference data) is not beside the checkout")
-    return SHARED
 
 
 @pytest.fixture(scope="module")

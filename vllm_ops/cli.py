@@ -13,6 +13,9 @@ import importlib
 import os
 import sys
 
+from vllm_ops import __version__
+from vllm_ops.errors import VllmOpsError, shorten
+
 # command name → (module under vllm_ops.commands, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "probe": ("probe", "read the GPUs through NVML"),
@@ -34,7 +37,6 @@ COMMANDS: dict[str, tuple[str, str]] = {
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # usage errors: one line, exit 2
-        from vllm_ops.errors import shorten
 
         sys.stderr.write(f"vllm-ops: error: {shorten(message)} (see '{self.prog} --help')\n")
         raise SystemExit(2)
@@ -46,8 +48,6 @@ def _available() -> dict[str, tuple[str, str]]:
 
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
-    from vllm_ops import __version__
-
     parser = _Parser(prog="vllm-ops", description="Get vLLM serving right the first time.")
     parser.add_argument("--version", action="version", version=f"vllm-ops {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
@@ -82,8 +82,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run_command(args: argparse.Namespace) -> int:
-    from vllm_ops.errors import VllmOpsError
-
     debug = os.environ.get("VLLM_OPS_DEBUG") not in (None, "", "0")
     try:
         rc = args._run(args)

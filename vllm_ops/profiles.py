@@ -21,6 +21,10 @@ from pathlib import Path
 from typing import Any
 
 from vllm_ops.errors import BadInput, MalformedFile
+from vllm_ops.hardware import catalog, parse_gpu_spec
+from vllm_ops.hardware.inventory import GiB, Inventory, Node
+from vllm_ops.planning.plan import is_secret_name
+from vllm_ops.resources import profiles_dir
 
 PROFILES_DIR_ENV = "VLLM_OPS_PROFILES_DIR"
 MAX_PROFILE_BYTES = 64 * 1024          # a hardware profile is a few hundred bytes
@@ -104,13 +108,10 @@ class Profile:
         """A simulated :class:`Inventory` of this box (source ``"profile"``)."""
         from dataclasses import replace
 
-        from vllm_ops.hardware.inventory import GiB, Inventory, Node
-
         if self.kind == "cpu":
             node = Node(gpus=(), cpu_count=self.cpu_threads,
                         ram_bytes=int(self.cpu_ram_gib * GiB) if self.cpu_ram_gib else None)
             return Inventory(nodes=(node,), source="profile", spec=self.name, interconnect_override="none")
-        from vllm_ops.hardware import parse_gpu_spec
 
         inv = parse_gpu_spec(self.hardware_spec)
         return replace(inv, source="profile", spec=self.name, interconnect_override=self.interconnect)
@@ -144,8 +145,6 @@ def _user_dir(user_dir: str | os.PathLike | None) -> Path | None:
 
 def _index(user_dir: str | os.PathLike | None) -> dict[str, tuple[Path, str]]:
     """name → (file, origin); user files override bundled ones by name."""
-    from vllm_ops.resources import profiles_dir
-
     found: dict[str, tuple[Path, str]] = {}
     dirs = [(profiles_dir(), "bundled")]
     ud = _user_dir(user_dir)
@@ -325,7 +324,7 @@ class _Checker:
             ok = (not isinstance(v, bool) and isinstance(v, int) and v >= 1) or \
                 (isinstance(v, str) and bool(_SIZE_RE.match(v)) and float(re.sub("[A-Za-z]", "", v)) > 0)
         elif kind in ("dtype", "kv_cache_dtype"):
-            from vllm_ops.planning.planner import DTYPES, KV_CACHE_DTYPES, _kv_dtype_ok
+            from vllm_ops.planning.pins import DTYPES, KV_CACHE_DTYPES, kv_dtype_ok as _kv_dtype_ok
 
             ok = isinstance(v, str) and (v.lower() in DTYPES if kind == "dtype" else _kv_dtype_ok(v.lower()))
             desc = f"{desc}: " + (", ".join(DTYPES) if kind == "dtype"
@@ -338,8 +337,6 @@ class _Checker:
 def _check_gpu_key(name: str, chk: _Checker) -> str:
     """A GPU catalog key (or alias) → the catalog's key, via ``vllm_ops.hardware.catalog``."""
     import difflib
-
-    from vllm_ops.hardware import catalog
 
     entry = catalog.find(name)
     if entry is not None:
@@ -430,8 +427,6 @@ def validate_profile(raw: dict[str, Any], *, path: str = "<profile>", stem: str 
         if lim is not None and isinstance(v, (int, float)) and not isinstance(v, bool) and v > lim:
             raise chk.fail(f"vllm_defaults.{k}", f"{v} is above its limit {lim} (limits.{k})")
 
-    from vllm_ops.planning.plan import is_secret_name   # the one secret-name rule (lazy: import cost)
-
     env: dict[str, str] = {}
     for k, v in chk.mapping(raw.get("env"), "env").items():
         if not isinstance(k, str) or not _ENV_NAME_RE.match(k):
@@ -473,7 +468,6 @@ def _fmt_num(v: float | int) -> str:
 def _probed_key(gpu) -> str | None:
     if getattr(gpu, "catalog_key", None):
         return gpu.catalog_key
-    from vllm_ops.hardware import catalog
 
     entry = catalog.match_nvml_name(gpu.name)
     return entry.key if entry is not None else None

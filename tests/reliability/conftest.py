@@ -1,7 +1,8 @@
 """Reliability suite helpers: a session tally of bad inputs tried and faults injected, the
 one-line-error check every bad input goes through, and an orphan-process scan.
 
-The tally is printed in the terminal summary and stored in the pytest cache under
+The tally counts distinct inputs (a repeated input, or a second command on the same input,
+is not counted again). It is printed in the terminal summary and stored in the pytest cache under
 ``reliability/counts`` (``.pytest_cache/v/reliability/counts``) so the closing note can quote it.
 """
 from __future__ import annotations
@@ -15,20 +16,32 @@ from pathlib import Path
 
 import pytest
 
-TALLY: Counter = Counter()          # "inputs:<category>" / "faults:<category>" → count
+SEEN: set = set()                   # ("inputs"|"faults", category, input key): each DISTINCT input once
 
 
-def count_input(category: str, n: int = 1) -> None:
-    TALLY[f"inputs:{category}"] += n
+def _key(key) -> str:
+    """An input's identity: the caller's key (the generated value itself), else the running test's
+    id (a parametrized test id names one input)."""
+    if key is not None:
+        return repr(key)
+    return os.environ.get("PYTEST_CURRENT_TEST", "?").rsplit(" (", 1)[0]
 
 
-def count_fault(category: str, n: int = 1) -> None:
-    TALLY[f"faults:{category}"] += n
+def count_input(category: str, n: int = 1, key=None) -> None:
+    """Count ``n`` distinct bad inputs of ``category``; the same input tried again is not recounted."""
+    base = _key(key)
+    SEEN.update(("inputs", category, f"{base}#{i}") for i in range(n))
+
+
+def count_fault(category: str, n: int = 1, key=None) -> None:
+    base = _key(key)
+    SEEN.update(("faults", category, f"{base}#{i}") for i in range(n))
 
 
 def totals() -> dict:
-    inputs = {k.split(":", 1)[1]: v for k, v in TALLY.items() if k.startswith("inputs:")}
-    faults = {k.split(":", 1)[1]: v for k, v in TALLY.items() if k.startswith("faults:")}
+    tally = Counter((kind, cat) for kind, cat, _ in SEEN)
+    inputs = {cat: v for (kind, cat), v in tally.items() if kind == "inputs"}
+    faults = {cat: v for (kind, cat), v in tally.items() if kind == "faults"}
     return {"inputs_total": sum(inputs.values()), "faults_total": sum(faults.values()),
             "inputs": dict(sorted(inputs.items())), "faults": dict(sorted(faults.items()))}
 

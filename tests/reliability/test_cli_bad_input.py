@@ -2,12 +2,16 @@
 Each is one line naming the problem, exit 2 (3 only for a plan that honestly does not fit)."""
 from __future__ import annotations
 
+import math
+import re
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from tests.reliability.conftest import assert_one_line_error, count_input
 from tests.reliability.strategies import RELIABLE, hostile_text
+from vllm_ops.planning.planner import KV_CACHE_DTYPE_FAMILIES, KV_CACHE_DTYPES
 
 M = "Qwen/Qwen2.5-Coder-7B-Instruct"
 
@@ -27,12 +31,24 @@ def test_bad_gpu_spec(spec, check_cli):
 @RELIABLE
 @given(spec=st.one_of(hostile_text, st.from_regex(r"\A[0-9]{0,4}[x×*]?[A-Za-z0-9.\-()]{0,12}\Z")))
 def test_generated_gpu_specs(spec, run_cli):
-    count_input("gpu-spec-generated")
     if spec.startswith("-"):
         spec = "=" + spec
+    count_input("gpu-spec-generated", key=spec)
     rc, out, err = run_cli("plan", "--model", M, "--gpus", spec, "--json")
-    # an empty or whitespace spec is "not given": the embedded default plans
-    assert_one_line_error(rc, err, (0, 2, 3), what=repr(spec))
+    # only a well-formed spec may plan (exit 0, or 3 when it does not fit); anything else is exit 2
+    expect = (0, 2, 3) if _spec_well_formed(spec) else (2,)
+    assert_one_line_error(rc, err, expect, what=repr(spec))
+
+
+_NAME = r"(?:[A-Za-z][A-Za-z0-9.\-]*|\d+(?:\.\d+)?[A-Za-z]+)"          # a GPU name or a raw size
+_COUNTED = rf"(?:[1-9]\d*[x×*])?{_NAME}"
+
+
+def _spec_well_formed(spec: str) -> bool:
+    """The spec grammar, written independently of the parser: empty (not given: the default),
+    [N x]NAME, or M x([N x]NAME) - counts from 1, no other characters."""
+    s = re.sub(r"\s+", "", spec)
+    return not s or re.fullmatch(rf"{_COUNTED}|[1-9]\d*[x×*]\({_COUNTED}\)", s, re.I) is not None
 
 
 BAD_PINS = [
@@ -74,9 +90,25 @@ def test_render_impossible_pins(fmt, check_cli):
        value=st.one_of(st.integers(min_value=-(2**64), max_value=2**64).map(str),
                        st.floats(allow_nan=True, allow_infinity=True).map(repr), hostile_text))
 def test_generated_pins(flag, value, run_cli):
-    count_input("pin-generated")
+    count_input("pin-generated", key=(flag, value))
     rc, out, err = run_cli("plan", "--model", M, "--gpus", "4xL4", f"{flag}={value}", "--json")
-    assert_one_line_error(rc, err, (0, 2, 3), what=f"{flag}={value!r}")
+    # a value of the wrong kind is exit 2; a well-formed one may still be impossible here (exit 2)
+    expect = (0, 2, 3) if _pin_well_formed(flag, value) else (2,)
+    assert_one_line_error(rc, err, expect, what=f"{flag}={value!r}")
+
+
+def _pin_well_formed(flag: str, value: str) -> bool:
+    """What each flag accepts (vLLM's own types): a positive integer, a fraction in (0, 1], or one of
+    vLLM's KV-cache dtypes."""
+    if flag == "--kv-cache-dtype":
+        return value in KV_CACHE_DTYPES or value.startswith(KV_CACHE_DTYPE_FAMILIES)
+    try:
+        number = float(value) if flag == "--gpu-memory-utilization" else int(value)
+    except ValueError:
+        return False
+    if flag == "--gpu-memory-utilization":
+        return math.isfinite(number) and 0 < number <= 1
+    return number >= 1
 
 
 BAD_MODELS = ["nope", "Qwen/NoSuchModel-7B", "qwen2.5-coder-7b-instruct-typo", "../../etc", "/etc/passwd",

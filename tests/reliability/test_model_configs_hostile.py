@@ -88,9 +88,15 @@ def test_generated_config_values(key, value, tmp_path_factory, run_cli):
     cfg = dict(BASE)
     cfg[key] = value
     d = _model_dir(tmp_path_factory.mktemp("cfg"), raw=json.dumps(cfg).encode())
-    count_input("model-config-generated")
+    count_input("model-config-generated", key=(key, value))
     rc, out, err = run_cli("plan", "--model", str(d), "--gpus", "1xL4", "--json")
-    assert_one_line_error(rc, err, (0, 2, 3), what=f"{key}={value!r}"[:200])
+    # a size the model cannot be planned without must be a positive integer (not a bool), else exit 2;
+    # other keys are optional or free-form, so a value there may plan (0), not fit (3) or be refused (2)
+    bad_size = key in SIZE_KEYS and (type(value) is not int or value < 1)
+    assert_one_line_error(rc, err, (2,) if bad_size else (0, 2, 3), what=f"{key}={value!r}"[:200])
+
+
+SIZE_KEYS = ("hidden_size", "num_attention_heads", "num_hidden_layers", "vocab_size")   # intermediate_size defaults to 4 x hidden
 
 
 @pytest.mark.parametrize("model_type", [["llama"], {"a": 1}])

@@ -659,7 +659,7 @@ def test_container_removed_behind_vllm_ops_back(container_dep, docker_client, do
     """`docker rm -f` of the deployment's container: the backend reads it as not alive, describes
     nothing, stop answers (nothing to stop) without an error; the CLI status/stop answer clearly;
     no container and no process of it is left."""
-    from vllm_ops.launch.launcher import stop
+    from vllm_ops.launch.lifecycle import stop
 
     c = _container_ready(container_dep)
     count_fault("real-container-removed")

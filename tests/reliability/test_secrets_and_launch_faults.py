@@ -20,7 +20,8 @@ import pytest
 from tests.reliability.conftest import (assert_one_line_error, count_fault, count_input, kill_marker_processes,
                                         processes_with, wait_no_processes)
 from vllm_ops.errors import RuntimeFailure
-from vllm_ops.launch.launcher import LaunchOptions, launch, stop
+from vllm_ops.launch.launcher import LaunchOptions, launch
+from vllm_ops.launch.lifecycle import stop
 from vllm_ops.launch.locate import VllmCommand
 from vllm_ops.launch.state import StateStore
 

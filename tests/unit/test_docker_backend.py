@@ -14,25 +14,31 @@ from vllm_ops.launch.docker_backend import DockerBackend, DockerOptions
 
 # ------------------------------------------------------------------------------ pure helpers
 def test_container_args_from_serve_and_module_forms():
-    serve = ["vllm", "serve", "/m", "--served-model-name", "x", "--port", "8123", "--host",
+    serve = ["/m", "--served-model-name", "x", "--port", "8123", "--host",
              "127.0.0.1", "--max-model-len", "1024"]
-    module = ["/py", "-m", "vllm.entrypoints.openai.api_server", "--model", "/m",
-              "--served-model-name", "x", "--port=8123", "--max-model-len", "1024"]
+    module = ["--model", "/m", "--served-model-name", "x", "--port=8123", "--max-model-len", "1024"]
     want = ["--model", "/m", "--served-model-name", "x", "--max-model-len", "1024",
             "--host", "0.0.0.0", "--port", "8000"]
     assert db.container_args(serve) == want
     assert db.container_args(module) == want
 
 
-def test_image_for_plan_kinds():
-    gpu = {"vllm_version": "0.32.0", "image": "", "hardware": {"gpus": [{"name": "H100"}]}}
-    cpu = {"vllm_version": "0.32.0", "profile": "cpu", "image": "vllm/vllm-openai:v0.32.0"}
-    assert db.image_for(gpu) == "vllm/vllm-openai:v0.32.0"
-    assert db.image_for({**gpu, "image": "vllm/vllm-openai:v0.31.1"}) == "vllm/vllm-openai:v0.31.1"
-    assert db.image_for(cpu) == "vllm/vllm-openai-cpu:v0.32.0"
-    assert db.image_for({"hardware": {"nodes": [{"gpus": []}]}}, vllm_version="v0.30.0") == \
-        "vllm/vllm-openai-cpu:v0.30.0"
-    assert db.image_for(cpu, override="mine:1") == "mine:1"
+def test_saved_plans_without_cpu_or_image_are_upgraded_once():
+    """The image and the CPU flag are the planner's (Plan.cpu, Plan.image); a plan saved before
+    they were settled gets them from its other fields when it is loaded."""
+    from vllm_ops.planning.plan import Plan
+
+    base = {"model": {"id": "m"}, "vllm_version": "0.32.0", "replicas": [{"gpu_ids": [0]}],
+            "vllm_args": {}, "memory": {}, "fits": True}
+    gpu = {**base, "image": "", "hardware": {"gpus": [{"name": "H100"}]}}
+    cpu = {**base, "profile": "cpu", "image": "vllm/vllm-openai:v0.32.0", "hardware": {},
+           "replicas": [{"gpu_ids": []}]}
+    assert Plan.from_dict(gpu).image == "vllm/vllm-openai:v0.32.0" and not Plan.from_dict(gpu).cpu
+    assert Plan.from_dict({**gpu, "image": "vllm/vllm-openai:v0.31.1"}).image == "vllm/vllm-openai:v0.31.1"
+    assert Plan.from_dict(cpu).image == "vllm/vllm-openai-cpu:v0.32.0" and Plan.from_dict(cpu).cpu
+    bare = {**base, "image": "", "hardware": {"nodes": [{"gpus": []}]}, "replicas": [{"gpu_ids": []}]}
+    assert Plan.from_dict(bare).cpu and Plan.from_dict(bare).image == "vllm/vllm-openai-cpu:v0.32.0"
+    assert Plan.from_dict({**gpu, "cpu": False}).served_name == "m"
 
 
 def test_env_passes_secrets_by_env_only_and_drops_host_only():
@@ -44,10 +50,7 @@ def test_env_passes_secrets_by_env_only_and_drops_host_only():
     assert "VLLM_API_KEY" not in db.container_env({}, removed=("VLLM_API_KEY",), caller=caller)
 
 
-def test_device_ids_and_replica_index():
-    gpu_plan = {"hardware": {"gpus": [{}, {}, {}, {}]}}
-    assert db.device_ids({"CUDA_VISIBLE_DEVICES": "2,3"}, gpu_plan) == ["2", "3"]
-    assert db.device_ids({"CUDA_VISIBLE_DEVICES": "0"}, {"profile": "cpu"}) == []
+def test_replica_index():
     assert db.replica_index("qwen-8000") == 0
     assert db.replica_index("qwen-8000-r2") == 2
 
@@ -153,11 +156,12 @@ class QuietBackend(DockerBackend):
 def _spec(tmp_path, **kw) -> LaunchSpec:
     model = tmp_path / "m"
     model.mkdir(exist_ok=True)
-    base = dict(name="tiny-8000", argv=["vllm", "serve", str(model), "--served-model-name", "tiny",
-                                        "--port", "8000", "--host", "127.0.0.1"],
+    args = [str(model), "--served-model-name", "tiny", "--port", "8000", "--host", "127.0.0.1"]
+    base = dict(name="tiny-8000", argv=["vllm", "serve", *args], args=args,
                 env_added={"VLLM_CPU_KVCACHE_SPACE": "1"}, log_path=tmp_path / "logs" / "t.log",
                 port=18000, host="127.0.0.1", served_name="tiny", model_id="tiny",
-                vllm_version="0.32.0", plan={"profile": "cpu", "vllm_version": "0.32.0"})
+                vllm_version="0.32.0", plan={"profile": "cpu", "vllm_version": "0.32.0"}, cpu=True,
+                image="vllm/vllm-openai-cpu:v0.32.0")
     base.update(kw)
     return LaunchSpec(**base)
 
@@ -199,7 +203,7 @@ def test_gpu_replica_gets_device_request_with_its_ids(tmp_path):
     client = FakeClient()
     be = QuietBackend(DockerOptions(image="img:1", hf_cache=None, shm_size="8g"), client=client)
     be.start(_spec(tmp_path, name="q-8001-r1", env_added={"CUDA_VISIBLE_DEVICES": "2,3"},
-                   plan={"hardware": {"gpus": [{}, {}, {}, {}]}}))
+                   plan={"hardware": {"gpus": [{}, {}, {}, {}]}}, cpu=False, gpu_ids=[2, 3]))
     (_, kw), = [c for c in client.calls if c[0] == "create"]
     (req,) = kw["device_requests"]
     assert req["Driver"] == "nvidia" and req["DeviceIDs"] == ["2", "3"]
@@ -264,7 +268,7 @@ def test_compose_missing_is_a_clear_error():
 def test_compose_override_adapts_the_rendered_service():
     from vllm_ops.launch.compose_backend import override_doc
 
-    cmd = db.container_args(["vllm", "serve", "/m", "--host", "127.0.0.1", "--port", "9001"], 9001)
+    cmd = db.container_args(["/m", "--host", "127.0.0.1", "--port", "9001"], 9001)
     doc = override_doc("vllm", "tiny", cmd, DockerOptions(image="img:1", volumes=["/usr:/usr:ro"]),
                        caller={"HF_TOKEN": "hf-secret"})
     svc = doc["services"]["vllm"]

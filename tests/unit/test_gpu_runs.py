@@ -1,12 +1,12 @@
 """Real GPU runs replayed: the log parser, the diagnosis and the planner against what a real
-vLLM 0.25.0 printed on lent machines (tests/data/gpu-runs/, see its README.md).
+vLLM 0.25.0 printed on 2x H200 and 1x H100 80GB HBM3 machines (tests/data/gpu-runs/, see its README.md).
 
-Runs (machine named as it really was; the lender gave H200s for the H100s asked for):
+Runs:
 
-    q7            2x H200 box, GPU 0   Qwen2.5-7B-Instruct, TP1, 32768 ctx, LoRA on     trim-q7.log
-    l70           2x H200 box          Llama-3.1-70B-Instruct, TP2, 131072 ctx, LoRA on trim-l70.log
-    ray-tp2       2x H200 box          Qwen2.5-7B-Instruct, TP2 on Ray, 4096 ctx         trim-ray-tp2.log
-    q7-gmu0.2     2x H200 box, GPU 1   Qwen2.5-7B-Instruct, TP1, util 0.2 (fitted there) calibration-p1.jsonl
+    q7            2x H200, GPU 0       Qwen2.5-7B-Instruct, TP1, 32768 ctx, LoRA on     trim-q7.log
+    l70           2x H200              Llama-3.1-70B-Instruct, TP2, 131072 ctx, LoRA on trim-l70.log
+    ray-tp2       2x H200              Qwen2.5-7B-Instruct, TP2 on Ray, 4096 ctx         trim-ray-tp2.log
+    q7-gmu0.2     2x H200, GPU 1       Qwen2.5-7B-Instruct, TP1, util 0.2 (fitted there) calibration-p1.jsonl
                                        (its vLLM log was not kept: the figures are the ones the
                                        parser read live on the box and wrote to calibration)
     h100-fail     1x H100 80GB HBM3    Qwen2.5-7B, util 0.21, 32768 ctx: vLLM's KV check fails
@@ -16,27 +16,28 @@ Runs (machine named as it really was; the lender gave H200s for the H100s asked 
 Every "actual" figure is parsed from the committed files at test time; every "plan" figure is a
 fresh ``vllm_ops.planning.plan`` of the model's catalog config on ``Nx<torch total>`` (raw size:
 150,109,880,320 B per H200, 85,017,493,504 B per H100, from tests/data/nvml/*/torch.txt) for
-vLLM 0.25.0 with the flags the run used. ``pytest -s`` prints the table; as of this commit
-(plan/actual, error = (plan - actual) / actual):
+vLLM 0.25.0 with the flags the run used.
 
-    run         GPU     weights GiB         activation GiB    non-torch GiB     CUDA graphs GiB   KV GiB                KV tokens                    concurrency
-    q7          1xH200  14.23/14.37 -0.97%  1.38/1.13 +22.1%  0.22/0.22 +0.0%   0.75/1.22 -38.5%  112.80/112.90 -0.09%  2,112,032/2,114,032 -0.09%   64.45/64.52 -0.11%
-    l70         2xH200  65.75/66.01 -0.39%  1.40/1.16 +20.7%  0.41/0.54 -24.1%  3.65/2.57 +42.0%  61.06/60.90 +0.26%    400,144/399,104 +0.26%       3.05/3.04 +0.33%
-    ray-tp2     2xH200  7.13/7.16 -0.42%    0.94/- (a)        0.41/- (a)        0.56/0.55 +1.8%   120.13/119.95 +0.15%  4,498,816/4,492,096 +0.15%   1098.34/1096.70 +0.15%
-    q7-gmu0.2   1xH200  14.23/14.29 -0.42%  1.38/1.13 +22.1%  0.22/0.22 +0.0%   0.75/0.89 -15.7%  12.14/12.32 -1.46%    227,296/230,688 -1.47%       6.94/7.04 -1.42%
-    h100-fail   1xH100  14.23/14.29 -0.42%  1.38/1.13 +22.1%  0.22/0.22 +0.0%   0.75/- (b)        0.81/0.99 -18.2% (b)  15,088/- (b)                 0.46/- (b)
-    h100-retry  1xH100  14.23/14.29 -0.42%  1.38/1.13 +22.1%  0.22/0.22 +0.0%   0.75/0.89 -15.7%  0.81/0.99 -18.2% (c)  15,088/18,496 -18.4% (c)     0.82/1.00 -18.0% (c)
+IN-SAMPLE: the planner was recalibrated on these runs (activation of the V2 model runner, LoRA
+buffers, allocator rounding, non-torch by TP), so the bounds below show the arithmetic reproduces
+them, not how it does on runs it was not fitted on. ``pytest -s`` prints the table; as of this
+commit (plan/actual, error = (plan - actual) / actual):
+
+    run         GPU     weights GiB        activation GiB    non-torch GiB    CUDA graphs GiB   KV GiB               KV tokens                   concurrency
+    q7          1xH200  14.36/14.37 -0.07% 1.14/1.13 +0.88%  0.22/0.22 +0.00% 0.75/1.22 -38.5%  112.90/112.90 +0.00% 2,114,064/2,114,032 +0.00% 64.52/64.52 +0.00%
+    l70         2xH200  66.01/66.01 +0.00% 1.10/1.16 -5.17%  0.54/0.54 +0.00% 3.65/2.57 +42.0%  60.97/60.90 +0.11%   399,568/399,104 +0.12%     3.05/3.04 +0.33%
+    ray-tp2     2xH200  7.15/7.16 -0.14%   0.96/- (a)        0.54/- (a)       0.56/0.55 +1.8%   119.97/119.95 +0.02% 4,492,608/4,492,096 +0.01% 1096.83/1096.70 +0.01%
+    q7-gmu0.2   1xH200  14.28/14.29 -0.07% 1.14/1.13 +0.88%  0.22/0.22 +0.00% 0.75/0.89 -15.7%  12.32/12.32 +0.00%   230,720/230,688 +0.01%     7.04/7.04 +0.00%
+    h100-fail   1xH100  14.28/14.29 -0.07% 1.14/1.13 +0.88%  0.22/0.22 +0.00% 0.75/- (b)        0.99/0.99 +0.00% (b) 18,528/- (b)                0.57/- (b)
+    h100-retry  1xH100  14.28/14.29 -0.07% 1.14/1.13 +0.88%  0.22/0.22 +0.00% 0.75/0.89 -15.7%  0.99/0.99 +0.00%     18,528/18,496 +0.17%       1.01/1.00 +1.00%
 
     (a) the Ray run logged at INFO (no DEBUG memory-profiling line); graphs from ray-result.json
     (b) vLLM stopped at its KV check: "1.75 GiB KV cache is needed ... available KV cache memory
         (0.99 GiB) ... estimated maximum model length is 18496". The plan says does-not-fit
         (kv_cache), as vLLM did, and its bytes/token x 32768 is the same 1.75 GiB.
-    (c) strict xfail (PLANNER_BUG below): the planner's KV is budget - weights - activation -
-        non-torch = 16.63 - 14.23 - 1.38 - 0.22 = 0.81 GiB; vLLM had 16.63 - 14.29 - 1.13 - 0.22
-        = 0.99. The Model Runner V2 activation term (forward 1.09 + 0.5 x sampler 0.58) is 0.25 GiB
-        too big (vLLM measured 1.13 GiB at 1024 seqs on H100 and H200); the dummy-loaded weights
-        are 0.06 GiB bigger than planned (0.14 with --enable-lora). Invisible on a 100 GiB KV cache,
-        18 % and a false does-not-fit on this 1 GiB one (vLLM started and held one 18432-token request).
+    CUDA graphs sit outside the budget on vLLM 0.25's Model Runner V2 (they change the margin, not
+    the KV cache); they are still estimated from hidden size x layers and are NOT bounded here
+    (-39 % with LoRA, +42 % for 70B TP2: too few runs to fit TP and LoRA apart).
 """
 from __future__ import annotations
 
@@ -55,7 +56,7 @@ from vllm_ops.launch.diagnosis import Context, diagnose
 from vllm_ops.launch.logparse import STAGES, StartupLog, parse_figures
 from vllm_ops.models import load_model_spec
 from vllm_ops.planning import plan
-from vllm_ops.planning.planner import PIN_KEYS
+from vllm_ops.planning.pins import PIN_KEYS
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 RUNS = DATA / "gpu-runs"
@@ -347,19 +348,19 @@ def test_no_diagnosis_for_runs_that_started(name):
 # ------------------------------------------------------------------ the planner vs vLLM
 
 @pytest.mark.parametrize("name", STARTED + ["h100-fail"])
-def test_weights_within_1_5_percent(name):
+def test_weights_within_1_5_percent_in_sample(name):
     pred, act = replan(name).memory.weights_gib, runs()[name].actual["weights_gib"]
     assert abs(err(pred, act)) <= WEIGHTS_TOL, f"{name}: plan {pred} vs vLLM {act} GiB"
 
 
 @pytest.mark.parametrize("name", STARTED)
-def test_kv_gib_within_2_percent(name):
+def test_kv_gib_within_2_percent_in_sample(name):
     pred, act = replan(name).memory.kv_cache_gib, runs()[name].actual["kv_cache_gib"]
     assert abs(err(pred, act)) <= KV_TOL, f"{name}: plan {pred} vs vLLM {act} GiB"
 
 
 @pytest.mark.parametrize("name", STARTED)
-def test_kv_tokens_within_2_percent(name):
+def test_kv_tokens_within_2_percent_in_sample(name):
     pred, act = replan(name).memory.kv_cache_tokens, runs()[name].actual["kv_cache_tokens"]
     assert abs(err(pred, act)) <= KV_TOL, f"{name}: plan {pred} vs vLLM {act} tokens"
 

@@ -78,3 +78,38 @@ def test_probe_table_on_replayed_box(run_cli, h200_box, monkeypatch):
     assert rc == 0
     assert "NVIDIA H200" in out and "NV18" in out and "GPU-abf114ca-903c-e33a-39ef-017e3ccb3aef" in out
     assert "143771" in out and "139.80" in out
+
+
+_PIPED_PROBE = """
+import sys
+from vllm_ops.cli import main
+from vllm_ops.hardware import _nvml
+from vllm_ops.hardware.record import ReplayNvml, load_record
+with _nvml.use_backend(ReplayNvml(load_record(sys.argv[1]))):
+    sys.exit(main(["probe"]))
+"""
+
+
+@pytest.mark.parametrize("box", ["h100x1", "h200x2", "h200x4"])
+def test_probe_table_piped_at_80_columns_keeps_its_headers(box):
+    """stdout is a pipe (not a TTY) and COLUMNS=80: every header word and every figure is printed,
+    no line is wider than 80 (the long identifiers have their own table)."""
+    import os
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "COLUMNS": "80", "PYTHONPATH": str(repo)}
+    env.pop("FORCE_COLOR", None)
+    p = subprocess.run([sys.executable, "-c", _PIPED_PROBE, str(DATA.parent / box / "nvml-record.json")],
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, timeout=120)
+    assert p.returncode == 0, p.stderr
+    out = p.stdout
+    assert max(len(ln) for ln in out.splitlines()) <= 80, out
+    header = next(ln for ln in out.splitlines() if ln.split()[:2] == ["GPU", "name"])
+    for word in ("catalog", "NVML", "MiB", "CUDA", "GiB", "used", "CC", "power", "MIG", "ECC"):
+        assert word in header.split(), (word, header)
+    doc = json.loads((DATA.parent / box / "probe.json").read_text())
+    for g in doc["nodes"][0]["gpus"]:
+        assert g["uuid"] in out and g["pci_bus_id"] in out
+        assert f"{g['memory_cuda_total_bytes'] / 1024**3:.2f}" in out

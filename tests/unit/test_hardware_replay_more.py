@@ -1,7 +1,7 @@
 """The NVML probe replayed from more real boxes: 1x H100 80GB HBM3 (tests/data/nvml/h100x1) and
 4x H200 (tests/data/nvml/h200x4), plus the 2x H200 box of test_hardware_probe.py for symmetry.
 
-Each directory holds what one lent machine said in one call: ``nvml-record.json`` (every raw NVML
+Each directory holds what one machine said in one session: ``nvml-record.json`` (every raw NVML
 answer the probe used, `python3 -m vllm_ops.hardware.record`), ``smi-q.txt`` (`nvidia-smi -q`),
 ``topo.txt`` (`nvidia-smi topo -m`), ``nvlink.txt`` (`nvidia-smi nvlink -s`, multi-GPU boxes only),
 ``torch.txt`` (`torch.cuda.get_device_properties(i).total_memory`) and ``probe.json``

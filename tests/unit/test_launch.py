@@ -317,7 +317,7 @@ def test_launch_ready_records_figures_and_stops(tmp_path, fake, monkeypatch):
         with pytest.raises(BadInput, match="already running"):
             launch(_plan(), opts)
     finally:
-        from vllm_ops.launch.launcher import stop
+        from vllm_ops.launch.lifecycle import stop
         stop(dep, store, opts.backend, grace=5)
     assert not procs.alive(dep.pid) and procs.group_members(dep.pgid) == []
     assert store.load(dep.name).status == "stopped"
@@ -359,7 +359,7 @@ def test_auto_retry_removes_a_removed_flag(tmp_path, fake):
         assert result.retried.code == "unrecognized-arguments"
         assert "--swap-space" not in result.deployment.argv and "4" not in result.deployment.argv[-2:]
     finally:
-        from vllm_ops.launch.launcher import stop
+        from vllm_ops.launch.lifecycle import stop
         stop(result.deployment, store, opts.backend, grace=5)
     log = Path(result.deployment.log_path).read_text()
     assert log.count("=== vllm-ops launch") == 2      # both attempts in the one log

@@ -15,7 +15,8 @@ from tests.unit.test_launch import FAKE_VLLM, _free_port, _plan
 from vllm_ops.errors import BadInput
 from vllm_ops.launch.backend import ProcessBackend, backend_for
 from vllm_ops.launch.diagnosis import RULES, Context, diagnose
-from vllm_ops.launch.launcher import LaunchOptions, launch, stop
+from vllm_ops.launch.launcher import LaunchOptions, launch
+from vllm_ops.launch.lifecycle import stop
 from vllm_ops.launch.locate import VllmCommand
 from vllm_ops.launch.state import Deployment, StateStore
 from vllm_ops.planning.plan import Memory
@@ -92,10 +93,12 @@ def test_nodes_inventory_puts_one_address_per_node():
 
 def test_container_backends_need_no_local_vllm(tmp_path, monkeypatch, run_cli):
     """--backend docker never looks for vLLM here: the error is Docker's (a dead daemon)."""
+    import vllm_ops.commands.launch as launch_cmd
     import vllm_ops.launch.locate as locate
 
-    monkeypatch.setattr(locate, "find_vllm", lambda *a, **k: pytest.fail("find_vllm called"))
-    monkeypatch.setattr(locate, "installed_version", lambda *a, **k: pytest.fail("installed_version called"))
+    for mod in (locate, launch_cmd):
+        monkeypatch.setattr(mod, "find_vllm", lambda *a, **k: pytest.fail("find_vllm called"))
+        monkeypatch.setattr(mod, "installed_version", lambda *a, **k: pytest.fail("installed_version called"))
     monkeypatch.setenv("VLLM_OPS_STATE_DIR", str(tmp_path / "state"))
     monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/none.sock")
     plan = tmp_path / "plan.json"
@@ -128,11 +131,16 @@ class _Recorder:
 
 
 def test_stop_status_logs_use_the_recorded_backend(tmp_path, monkeypatch, run_cli):
+    import importlib
+
     import vllm_ops.launch.backend as backend
 
     rec = _Recorder()
     real = backend.backend_for
-    monkeypatch.setattr(backend, "backend_for", lambda name, **o: rec if name == "docker" else real(name, **o))
+    fake = lambda name, **o: rec if name == "docker" else real(name, **o)  # noqa: E731
+    for where in ("vllm_ops.launch.backend", "vllm_ops.launch.lifecycle", "vllm_ops.commands.status",
+                  "vllm_ops.commands.logs"):                  # every module that picks the backend
+        monkeypatch.setattr(importlib.import_module(where), "backend_for", fake)
     monkeypatch.setenv("VLLM_OPS_STATE_DIR", str(tmp_path))
     store = StateStore(tmp_path)
     store.save(_dep(tmp_path, name="c1"))

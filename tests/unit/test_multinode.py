@@ -37,7 +37,7 @@ def test_405b_on_two_h100_nodes_is_tp8_pp2(m405):
     assert p.vllm_args["tensor_parallel_size"] == 8
     assert p.vllm_args["pipeline_parallel_size"] == 2
     assert p.vllm_args["distributed_executor_backend"] == "ray"
-    assert [(n["name"], n["rank"], n["replica"], n["gpu_ids"]) for n in p.nodes] == [
+    assert [(n.name, n.rank, n.replica, n.gpu_ids) for n in p.nodes] == [
         ("node0", 0, 0, list(range(8))), ("node1", 1, 0, list(range(8)))]
     assert len(p.replicas) == 1
     assert [w.code for w in p.warnings].count("inter-node-bandwidth") == 1
@@ -58,7 +58,7 @@ def test_four_nodes_give_two_replicas_with_their_own_masters(m405):
     p = plan_multinode(m405, inv, vllm_version=V, backend="native", master_port=29555)
     assert len(p.replicas) == 2
     assert [r.port for r in p.replicas] == [8000, 8001]
-    assert [(n["rank"], n["replica"]) for n in p.nodes] == [(0, 0), (1, 0), (0, 1), (1, 1)]
+    assert [(n.rank, n.replica) for n in p.nodes] == [(0, 0), (1, 0), (0, 1), (1, 1)]
     va = p.vllm_args
     assert (va["nnodes"], va["node_rank"], va["master_addr"], va["master_port"]) == (2, 0, "node0", 29555)
     assert va["distributed_executor_backend"] == "mp"
@@ -82,8 +82,8 @@ def test_addresses_from_a_list_of_nodes(m405):
                            replace(one, hostname="gpu-b", address="192.0.2.11")))
     p = plan_multinode(m405, inv, vllm_version=V, backend="native")
     assert p.vllm_args["master_addr"] == "192.0.2.10"
-    assert [n["name"] for n in p.nodes] == ["gpu-a", "gpu-b"]
-    assert p.nodes[1]["address"] == "192.0.2.11"
+    assert [n.name for n in p.nodes] == ["gpu-a", "gpu-b"]
+    assert p.nodes[1].address == "192.0.2.11"
 
 
 def test_tp_across_nodes_is_warned_loudly(m405):
@@ -129,7 +129,7 @@ def test_cpu_nodes_native_pp2(tmp_path):
     assert (va["tensor_parallel_size"], va["pipeline_parallel_size"], va["nnodes"]) == (1, 2, 2)
     assert va["master_addr"] == "10.200.0.1"
     assert "VLLM_CPU_OMP_THREADS_BIND" not in p.env and p.env["VLLM_CPU_KVCACHE_SPACE"] == "1"
-    assert [n["env"]["VLLM_HOST_IP"] for n in p.nodes] == ["10.200.0.1", "10.200.0.2"]
+    assert [n.env["VLLM_HOST_IP"] for n in p.nodes] == ["10.200.0.1", "10.200.0.2"]
     py = VllmCommand(("/v/python", "-m", "vllm.entrypoints.openai.api_server"), "module", python="/v/python")
     nl = NativeLaunch(node_env={0: {"VLLM_CPU_OMP_THREADS_BIND": "0"}, 1: {"VLLM_CPU_OMP_THREADS_BIND": "1"}})
     head = node_command(p, 0, py, nl)

@@ -30,8 +30,8 @@ def test_plan_routes_several_nodes_through_plan_multinode(m405):
     assert p.to_dict() == plan_multinode(m405, inv, vllm_version=V).to_dict()
     assert (p.vllm_args["tensor_parallel_size"], p.vllm_args["pipeline_parallel_size"]) == (8, 2)
     assert p.vllm_args["distributed_executor_backend"] == "ray" and "nnodes" not in p.vllm_args
-    assert all(NODE_KEYS <= set(n) for n in p.nodes)
-    assert [(n["rank"], n["replica"], n["head"]) for n in p.nodes] == [(0, 0, True), (1, 0, False)]
+    assert all(NODE_KEYS <= set(vars(n)) for n in p.nodes)
+    assert [(n.rank, n.replica, n.head) for n in p.nodes] == [(0, 0, True), (1, 0, False)]
     assert [w.code for w in p.warnings].count("inter-node-bandwidth") == 1
     assert "pipeline hand-off" in next(w.message for w in p.warnings if w.code == "inter-node-bandwidth")
 
@@ -62,7 +62,7 @@ def test_one_node_keeps_the_single_node_plan(m405):
 def test_replicas_per_node_use_the_same_shape():
     m = load_model_spec("Qwen/Qwen2.5-Coder-7B-Instruct")
     p = plan(m, parse_gpu_spec("2x(4xL4)"), vllm_version=V)
-    assert [(n["name"], n["rank"], n["replica"]) for n in p.nodes] == [("node0", 0, None), ("node1", 0, None)]
+    assert [(n.name, n.rank, n.replica) for n in p.nodes] == [("node0", 0, None), ("node1", 0, None)]
     assert {r.node for r in p.replicas} == {"node0", "node1"}
     assert "inter-node-bandwidth" not in {w.code for w in p.warnings}
 

@@ -1,4 +1,4 @@
-"""The planner against real vLLM startup logs (shared/data/*.csv, read at test time) and its CLI."""
+"""The planner against real vLLM startup logs (tests/data/reference/*.csv, read at test time) and its CLI."""
 from __future__ import annotations
 
 import csv
@@ -15,10 +15,11 @@ import pytest
 from vllm_ops.errors import ImpossiblePin
 from vllm_ops.hardware import parse_gpu_spec
 from vllm_ops.hardware.inventory import GPU, Inventory, Node
-from vllm_ops.models import load_model_spec, spec_from_config
+from vllm_ops.models import catalog, load_model_spec, spec_from_config
 from vllm_ops.planning import Plan, plan, rules_for
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "planner"
+REFERENCE = DATA.parent / "reference"
 SEED_MODEL = "Qwen/Qwen2.5-Coder-7B-Instruct"
 
 
@@ -29,13 +30,14 @@ def _version(cell: str) -> str:
     return m.group(1)
 
 
-def _model(shared: Path, model_id: str):
+def _model(model_id: str):
+    """The model's config.json from the catalog (vllm_ops/data/models), or None when not there."""
     aliases = json.loads((DATA / "model_aliases.json").read_text())
     mid = aliases.get(model_id, model_id)
-    cfg = shared / "data" / "model-configs" / mid.replace("/", "__") / "config.json"
-    if not mid or not cfg.is_file():
+    entry = catalog.get_entry(mid) if mid else None
+    if entry is None:
         return None
-    return spec_from_config(json.loads(cfg.read_text()), model_id=mid)
+    return spec_from_config(entry["config"], model_id=mid)
 
 
 def _int(cell: str | None) -> int | None:
@@ -43,9 +45,9 @@ def _int(cell: str | None) -> int | None:
     return int(m.group(1)) if m else None
 
 
-def _cases(shared: Path) -> list[dict]:
+def _cases() -> list[dict]:
     rows = []
-    for r in csv.DictReader(open(shared / "data" / "vllm-memory-calibration.csv", encoding="utf-8")):
+    for r in csv.DictReader(open(REFERENCE / "vllm-memory-calibration.csv", encoding="utf-8")):
         rows.append(dict(
             id=f"cal-{r['row_id']}", version=_version(r["vllm_version"]), engine=r["engine"], model=r["model_id"],
             count=int(r["gpu_count"] or 1), total=float(r["total_gpu_memory_gib"]), tp=_int(r["tensor_parallel_size"]),
@@ -53,7 +55,7 @@ def _cases(shared: Path) -> list[dict]:
             seqs=_int(r["max_num_seqs"]), tokens=_int(r["max_num_batched_tokens"]),
             eager=r["enforce_eager"] == "true", kvd=r["kv_cache_dtype"], dtype=(r["dtype"] or "").split(" ")[0],
             kv=float(r["kv_cache_gib"]) if r["kv_cache_gib"] else None, outcome=r["outcome"]))
-    for r in csv.DictReader(open(shared / "data" / "vllm-h100-runs.csv", encoding="utf-8")):
+    for r in csv.DictReader(open(REFERENCE / "vllm-h100-runs.csv", encoding="utf-8")):
         seqs = r["max_num_seqs"] if "default" not in r["max_num_seqs"] else ""
         rows.append(dict(
             id=f"h100-{r['run']}", version="0.25.0", engine="V1", model=r["model"], count=int(r["gpus"]),
@@ -70,8 +72,8 @@ def _cases(shared: Path) -> list[dict]:
     return rows
 
 
-def _replay(shared: Path, case: dict) -> Plan | None:
-    model = _model(shared, case["model"])
+def _replay(case: dict) -> Plan | None:
+    model = _model(case["model"])
     if model is None:
         return None
     pins: dict = {"tensor_parallel_size": case["tp"] or 1}
@@ -102,26 +104,75 @@ def _succeeded(outcome: str) -> bool:
     return outcome.strip().lower() in ("success", "ok")
 
 
-def test_calibration_replay_median_kv_error_within_5_percent(shared_dir):
-    errors, table = [], []
-    for case in _cases(shared_dir):
-        if case["kv"] is None or not _succeeded(case["outcome"]) and not case["outcome"].startswith("OOM"):
-            continue
-        p = _replay(shared_dir, case)
+# Cases the KV replay does not bound, each with its reason. Everything else with a KV figure is
+# bounded one by one. The test fails if this list goes stale (a case here that replays fine).
+KV_NOT_BOUNDED = {
+    "cal-2": "the log excerpt's KV figure was truncated (no kv_cache_gib)",
+    "cal-3": "multimodal (mllama) dummy-input profile: 36.63 GiB activation peak from the vision "
+             "encoder, which the planner's activation term does not model",
+    "cal-7": "model not named in the log (a Qwen2-7B-family layout, but which one is unknown)",
+    "cal-27": "9.37 GiB activation peak for Llama-3-8B (1.2-1.3 GiB in every other log of that model); "
+              "the launch flags that caused it are not in the log",
+    "pub-pr48601-tp4": "Qwen/Qwen3.6-27B-FP8 is not in the model catalog",
+}
+KV_EACH_MAX, KV_P90_MAX, KV_MEDIAN_MAX = 5.0, 3.5, 1.5     # % |plan - vLLM| / vLLM, in-sample
+
+
+def _input_key(c: dict) -> tuple:
+    """Everything a replay reads: two rows with the same key are the same case (d*/r* twins,
+    calibration rows 53/54), counted once."""
+    return (c["version"], c["engine"], c["model"], c["count"], c["total"], c["tp"], c["pp"], c["util"],
+            c["mml"], c["seqs"], c["tokens"], c["eager"], c["kvd"], c["dtype"])
+
+
+def _distinct(cases: list[dict]) -> list[dict]:
+    seen, out = set(), []
+    for c in cases:
+        if _input_key(c) not in seen:
+            seen.add(_input_key(c))
+            out.append(c)
+    return out
+
+
+def _percentile(sorted_vals: list[float], q: float) -> float:
+    """Nearest-rank percentile (the smallest value with at least q of the values at or below it)."""
+    return sorted_vals[max(0, math.ceil(q * len(sorted_vals)) - 1)]
+
+
+def test_calibration_replay_kv_error_in_sample_every_case_p90_and_median():
+    """In-sample: the planner's constants were fitted on these rows. Every distinct case with a KV
+    figure is bounded (outside KV_NOT_BOUNDED), then the p90 and the median."""
+    errors, table, unbounded = [], [], set()
+    for case in _distinct(_cases()):
+        p = _replay(case) if case["kv"] is not None else None
         if p is None:
+            unbounded.add(case["id"])
             continue
         err = abs(p.memory.kv_cache_gib - case["kv"]) / case["kv"] * 100
+        table.append((case["id"], round(p.memory.kv_cache_gib, 2), case["kv"], round(err, 1)))
+        if case["id"] in KV_NOT_BOUNDED:
+            unbounded.add(case["id"])
+            continue
+        assert err <= KV_EACH_MAX, (case["id"], table[-1])
         errors.append(err)
-        table.append((case["id"], p.memory.kv_cache_gib, case["kv"], round(err, 1)))
+    assert unbounded == set(KV_NOT_BOUNDED), (unbounded ^ set(KV_NOT_BOUNDED), table)
     assert len(errors) >= 15, table
     errors.sort()
-    median = errors[len(errors) // 2] if len(errors) % 2 else sum(errors[len(errors) // 2 - 1:len(errors) // 2 + 1]) / 2
-    assert median <= 5.0, table
+    assert _percentile(errors, 0.9) <= KV_P90_MAX, table
+    assert _percentile(errors, 0.5) <= KV_MEDIAN_MAX, table
 
 
-def test_calibration_replay_v1_verdicts(shared_dir):
+def test_duplicate_rows_are_one_case():
+    cases = _cases()
+    ids = {c["id"] for c in _distinct(cases)}
+    assert "h100-r1_qwen7b_tp1" in ids and "h100-d1_qwen7b_tp1" not in ids     # DEBUG rerun twin
+    assert "cal-53" in ids and "cal-54" not in ids                             # identical flags, two outcomes
+    assert len(ids) < len(cases)
+
+
+def test_calibration_replay_v1_verdicts():
     """Right fit/no-fit on every V1 case with a known config; flipping pairs must say thin-margin."""
-    cases = [c for c in _cases(shared_dir) if c["engine"] == "V1"]
+    cases = [c for c in _cases() if c["engine"] == "V1"]
     # identical inputs with different outcomes (calibration rows 53/54)
     def key(c):
         return (c["version"], c["model"], c["total"], c["tp"], c["util"], c["mml"], c["seqs"], c["tokens"], c["eager"])
@@ -130,7 +181,7 @@ def test_calibration_replay_v1_verdicts(shared_dir):
         outcomes.setdefault(key(c), set()).add(_succeeded(c["outcome"]))
     checked = 0
     for c in cases:
-        p = _replay(shared_dir, c)
+        p = _replay(c)
         if p is None:
             continue
         checked += 1
@@ -142,29 +193,29 @@ def test_calibration_replay_v1_verdicts(shared_dir):
     assert checked >= 10
 
 
-def test_rows_53_54_flip_is_a_thin_margin(shared_dir):
-    rows = {c["id"]: c for c in _cases(shared_dir)}
-    p = _replay(shared_dir, rows["cal-53"])
+def test_rows_53_54_flip_is_a_thin_margin():
+    rows = {c["id"]: c for c in _cases()}
+    p = _replay(rows["cal-53"])
     assert p.fits and "thin-margin" in {w.code for w in p.warnings}
     assert 0 < p.margin_gib < 0.02 * p.memory.budget_gib + 0.25
 
 
-def test_row_58_kv_insufficient_and_estimated_length(shared_dir):
-    rows = {c["id"]: c for c in _cases(shared_dir)}
-    p = _replay(shared_dir, rows["cal-58"])
+def test_row_58_kv_insufficient_and_estimated_length():
+    rows = {c["id"]: c for c in _cases()}
+    p = _replay(rows["cal-58"])
     assert not p.fits and p.failure_stage == "kv_cache"
 
 
-def test_h100_measured_run_exact_arithmetic(shared_dir):
+def test_h100_measured_run_exact_arithmetic_in_sample():
     """0.9 x 79.18 - 14.29 - 1.13 - 0.22 = 55.62 GiB (d1); the plan is within 1%."""
-    rows = {c["id"]: c for c in _cases(shared_dir)}
+    rows = {c["id"]: c for c in _cases()}
     for rid in ("h100-d1_qwen7b_tp1", "h100-d3_llama8b_tp1", "h100-r7_qwen7b_tp1_eager"):
-        p = _replay(shared_dir, rows[rid])
+        p = _replay(rows[rid])
         assert p.fits
         assert abs(p.memory.kv_cache_gib - rows[rid]["kv"]) / rows[rid]["kv"] < 0.01
-    with open(shared_dir / "data" / "vllm-h100-runs.csv", encoding="utf-8") as f:
+    with open(REFERENCE / "vllm-h100-runs.csv", encoding="utf-8") as f:
         d1 = next(r for r in csv.DictReader(f) if r["run"] == "d1_qwen7b_tp1")
-    p = _replay(shared_dir, rows["h100-d1_qwen7b_tp1"])
+    p = _replay(rows["h100-d1_qwen7b_tp1"])
     assert abs(p.memory.activation_peak_gib - float(d1["activation_peak_gib"])) < 0.1
     assert abs(p.memory.non_torch_gib - float(d1["non_torch_gib"])) < 0.03
     assert abs(p.memory.weights_gib - float(d1["weights_gib"])) < 0.15

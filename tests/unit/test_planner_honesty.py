@@ -214,8 +214,6 @@ PUBLIC = Path(__file__).resolve().parents[1] / "data" / "reference" / "vllm-memo
 
 
 def _public_row(row_id: str) -> dict:
-    if not PUBLIC.is_file():
-        pytest.skip("tests/data/reference/vllm-memory-calibration.csv is vendored by issue #18's branch")
     return next(r for r in csv.DictReader(open(PUBLIC, encoding="utf-8")) if r["row_id"] == row_id)
 
 

@@ -1,8 +1,8 @@
 """render/: every format for several plans, validated against the real schemas.
 
-Compose files against the official Compose schema (shared/data/compose-spec.schema.json),
+Compose files against the official Compose schema (tests/data/reference/compose-spec.schema.json),
 Kubernetes manifests against Kubernetes' own schemas (kubernetes-validate, offline, strict),
-LeaderWorkerSets against the CRD's openAPIV3Schema (shared/data/lws-crd.yaml), shell scripts
+LeaderWorkerSets against the CRD's openAPIV3Schema (tests/data/reference/lws-crd.yaml), shell scripts
 with ``bash -n``, systemd units by splitting ExecStart= back by the unit-file rules.
 """
 from __future__ import annotations
@@ -23,6 +23,7 @@ from vllm_ops.render.vars import build_vars
 
 K8S_VERSION = "1.30"
 GOLDEN_PLAN = Path(__file__).resolve().parent.parent / "golden" / "l4x4-qwen2.5-coder-7b-instruct" / "plan.json"
+REFERENCE = Path(__file__).resolve().parent.parent / "data" / "reference"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -110,7 +111,7 @@ def _addressed(backend: str) -> Plan:
                            replace(one, hostname="gpu-b", address="192.0.2.11")))
     p = plan(load_model_spec("meta-llama/Llama-3.1-405B-Instruct", offline=True), inv, vllm_version="0.33.0",
              backend=backend, env={"GLOO_SOCKET_IFNAME": "ens5"})
-    p.nodes[1]["env"]["NCCL_SOCKET_IFNAME"] = "ib0"
+    p.nodes[1].env["NCCL_SOCKET_IFNAME"] = "ib0"
     return p
 
 
@@ -123,18 +124,18 @@ def all_renders():
 # schema helpers
 # ---------------------------------------------------------------------------------------------
 @pytest.fixture(scope="session")
-def compose_validator(shared_dir):
+def compose_validator():
     import jsonschema
 
-    schema = json.loads((shared_dir / "data" / "compose-spec.schema.json").read_text())
+    schema = json.loads((REFERENCE / "compose-spec.schema.json").read_text())
     return jsonschema.Draft7Validator(schema)   # the file declares draft-07
 
 
 @pytest.fixture(scope="session")
-def lws_validator(shared_dir):
+def lws_validator():
     import jsonschema
 
-    crd = yaml.load((shared_dir / "data" / "lws-crd.yaml").read_text(), Loader=yaml.CSafeLoader)
+    crd = yaml.load((REFERENCE / "lws-crd.yaml").read_text(), Loader=yaml.CSafeLoader)
     (version,) = [v for v in crd["spec"]["versions"] if v["name"] == "v1"]
     return jsonschema.Draft7Validator(version["schema"]["openAPIV3Schema"])
 

@@ -104,7 +104,7 @@ def test_multinode_goldens_are_tp8_pp2_over_two_nodes():
         plan = Plan.load(str(ROOT / f"2x8xh100-llama-3.1-405b-{backend}" / "plan.json"))
         va = plan.vllm_args
         assert (va["tensor_parallel_size"], va["pipeline_parallel_size"]) == (8, 2)
-        assert [(n["name"], n["rank"], n["replica"]) for n in plan.nodes] == [("node0", 0, 0), ("node1", 1, 0)]
+        assert [(n.name, n.rank, n.replica) for n in plan.nodes] == [("node0", 0, 0), ("node1", 1, 0)]
         assert "inter-node-bandwidth" in {w.code for w in plan.warnings}
     ray = _golden_files("2x8xh100-llama-3.1-405b-ray")
     assert "--distributed-executor-backend ray" in ray["ray-head.sh"].replace(" \\\n  ", " ")
@@ -143,3 +143,63 @@ def test_no_secret_value_in_any_rendered_file(fmt, monkeypatch, tmp_path, run_cl
     for text in texts:
         for v in SENTINELS.values():
             assert v not in text
+
+
+# -- the golden files against an independent expectation: the plan.json's vllm_args --------------
+def _expected_flags(vllm_args: dict) -> dict:
+    """vllm_args as `vllm serve` flags, by vLLM's CLI rules (key → --key-with-dashes, True → a bare
+    flag, False/None → left out), written here without the renderer's code."""
+    return {"--" + k.replace("_", "-"): (True if v is True else str(v))
+            for k, v in vllm_args.items() if k not in ("model", "port") and v is not None and v is not False}
+
+
+def _flags_of(argv: list[str]) -> tuple[str, dict]:
+    """(model, {flag: value}) of a `vllm serve MODEL --flag value ...` argv."""
+    model, flags, i = argv[0], {}, 1
+    while i < len(argv):
+        tok = argv[i]
+        assert tok.startswith("--"), (tok, argv)
+        if i + 1 < len(argv) and not argv[i + 1].startswith("--"):
+            flags[tok], i = argv[i + 1], i + 2
+        else:
+            flags[tok], i = True, i + 1
+    return model, flags
+
+
+def _serve_argvs_of_script(text: str) -> list[list[str]]:
+    import shlex
+
+    joined = text.replace("\\\n", " ")
+    out = []
+    for line in joined.splitlines():
+        if "vllm serve" in line and not line.lstrip().startswith("#"):
+            toks = shlex.split(line.split("vllm serve", 1)[1], comments=True)
+            out.append([t for t in toks if t != "&"])
+    return out
+
+
+def test_l4x4_golden_commands_are_the_plans_vllm_args():
+    import yaml
+
+    d = ROOT / "l4x4-qwen2.5-coder-7b-instruct"
+    doc = json.loads((d / "plan.json").read_text())
+    want = _expected_flags(doc["vllm_args"])
+    ports = {r["port"] for r in doc["replicas"]}
+    argvs = {"serve.sh": _serve_argvs_of_script((d / "serve.sh").read_text())}
+    for unit in ("vllm-0.service", "vllm-1.service"):
+        text = (d / unit).read_text()
+        exec_start = text.split("ExecStart=", 1)[1].replace("\\\n", " ").splitlines()[0]
+        argvs[unit] = _serve_argvs_of_script(exec_start)
+    compose = yaml.safe_load((d / "docker-compose.yml").read_text())
+    argvs["docker-compose.yml"] = [s["command"] for s in compose["services"].values() if "command" in s]
+    k8s = [o for o in yaml.safe_load_all((d / "k8s.yaml").read_text()) if o and o.get("kind") == "Deployment"]
+    argvs["k8s.yaml"] = [c["args"] for o in k8s for c in o["spec"]["template"]["spec"]["containers"]]
+    assert len(argvs["serve.sh"]) == len(doc["replicas"]) == 2
+    for name, cmds in argvs.items():
+        assert cmds, name
+        for argv in cmds:
+            model, flags = _flags_of(argv)
+            assert model == doc["vllm_args"]["model"], name
+            port = flags.pop("--port", None)
+            assert flags == want, (name, set(flags.items()) ^ set(want.items()))
+            assert port is None or int(port) in ports, (name, port)

@@ -221,7 +221,9 @@ def test_several_replicas_each_get_their_gpus_and_ports(tmp_path, stub_bin):
 
 def test_ray_worker_joins_the_planned_head(tmp_path, stub_bin):
     plan = make_plan(model="Qwen/Qwen2.5-72B-Instruct", tp=8, pp=2, nodes=2)
-    plan.nodes[0]["address"] = "head $(touch %s)" % MARK
+    plan.nodes[0].address = "head $(touch %s)" % MARK
+    for n in plan.nodes:                       # every rank of the replica names its head
+        n.head_address = plan.nodes[0].address
     art = render(plan, "ray")
     (call,) = run_script(art.files["ray-worker.sh"], tmp_path, stub_bin, "ray-worker.sh")
     assert call["argv"][:2] == ["start", "--address=head $(touch %s):6379" % MARK]

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from vllm_ops.errors import BadInput
+
 GROUP = "performance (predict TTFT/TPOT/throughput of one replica at this load)"
 
 
@@ -19,8 +21,7 @@ def add_workload_arguments(parser: argparse.ArgumentParser) -> None:
 
 def workload_from_args(args: argparse.Namespace):
     """A Workload when any workload flag is given (BadInput when incomplete), else None."""
-    from vllm_ops.errors import BadInput
-    from vllm_ops.planning.performance import Workload
+    from vllm_ops.planning.performance import Workload   # only with workload flags: plan's start-up budget
 
     isl, osl = getattr(args, "input_len", None), getattr(args, "output_len", None)
     c, r = getattr(args, "concurrency", None), getattr(args, "rate", None)

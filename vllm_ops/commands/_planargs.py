@@ -8,6 +8,16 @@ from __future__ import annotations
 
 import argparse
 
+from vllm_ops import hardware
+from vllm_ops.errors import BadInput, NoGPU
+from vllm_ops.hardware import parse_gpu_spec
+from vllm_ops.models import load_model_spec
+from vllm_ops.output import info
+from vllm_ops.planning import plan
+from vllm_ops.planning.plan import ENV_NAME
+from vllm_ops.planning.versions import DEFAULT_VLLM_VERSION
+from vllm_ops.profiles import load_profile
+
 DEFAULT_MODEL = "Qwen/Qwen2.5-Coder-7B-Instruct"
 DEFAULT_PROFILE = "l4x4"
 DEFAULT_GPUS = "4xL4"
@@ -65,9 +75,6 @@ def parse_env(items) -> dict[str, str]:
     (``[A-Za-z_][A-Za-z0-9_]*``); BadInput otherwise. Secret names (KEY|TOKEN|SECRET|PASSWORD)
     are returned like the rest: the planner keeps only their names (``plan.env_secrets``) and
     launch passes the values to vLLM through its environment."""
-    from vllm_ops.errors import BadInput
-    from vllm_ops.planning.plan import ENV_NAME
-
     env: dict[str, str] = {}
     for item in items or []:
         key, sep, value = item.partition("=")
@@ -96,7 +103,7 @@ def multinode_from_args(args: argparse.Namespace) -> dict:
         out["backend"] = backend
     port = getattr(args, "master_port", None)
     if port is not None:
-        from vllm_ops.planning.planner import check_port
+        from vllm_ops.planning.pins import check_port
 
         out["master_port"] = check_port(port, "--master-port")
     return out
@@ -114,7 +121,6 @@ def gpu_device_present() -> bool:
 def load_profile_arg(name, profiles_dir=None):
     if not name:
         return None
-    from vllm_ops.profiles import load_profile
 
     return load_profile(name, profiles_dir)
 
@@ -122,9 +128,6 @@ def load_profile_arg(name, profiles_dir=None):
 def _probe_or_none():
     if not gpu_device_present():
         return None
-    from vllm_ops import hardware
-    from vllm_ops.errors import NoGPU
-
     try:
         return hardware.probe()
     except NoGPU:
@@ -133,9 +136,6 @@ def _probe_or_none():
 
 def choose_hardware(args: argparse.Namespace, *, cmd: str = "plan"):
     """→ (Inventory, Profile | None), saying on stderr what was chosen when it is not obvious."""
-    from vllm_ops.hardware import parse_gpu_spec
-    from vllm_ops.output import info
-
     pdir = getattr(args, "profiles_dir", None)
     if args.gpus:   # simulated; a --profile then only gives defaults
         return parse_gpu_spec(args.gpus), load_profile_arg(args.profile, pdir)
@@ -165,11 +165,6 @@ def plan_inputs(args: argparse.Namespace, *, cmd: str = "plan", vllm_version: st
                 default_model: bool = True) -> dict:
     """What the planner needs, from the flags: ``model`` (ModelSpec), ``inventory``, ``pins`` and
     the keyword arguments of ``planning.plan`` (version, profile, extra_args, env, ...)."""
-    from vllm_ops.errors import BadInput
-    from vllm_ops.models import load_model_spec
-    from vllm_ops.output import info
-    from vllm_ops.planning.versions import DEFAULT_VLLM_VERSION
-
     env = parse_env(getattr(args, "env", None))
     inventory, profile = choose_hardware(args, cmd=cmd)
     model_name = args.model
@@ -193,8 +188,6 @@ def plan_inputs(args: argparse.Namespace, *, cmd: str = "plan", vllm_version: st
 def plan_from_args(args: argparse.Namespace, *, cmd: str = "plan", vllm_version: str | None = None,
                    default_model: bool = True):
     """The whole planning step of a command → Plan."""
-    from vllm_ops.planning import plan
-
     kw = plan_inputs(args, cmd=cmd, vllm_version=vllm_version, default_model=default_model)
     result = plan(kw.pop("model"), kw.pop("inventory"), **kw)
     if cmd == "plan" and not result.nodes:

@@ -17,6 +17,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from vllm_ops.errors import BadInput
+
 DEFAULT_KEY_ENV = "VLLM_API_KEY"
 DEFAULT_ROOT = "http://localhost:8000"
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
@@ -63,8 +65,6 @@ def check_root_url(url: str, what: str = "--url") -> str:
     port, no spaces); BadInput (exit 2) otherwise, before any request."""
     from urllib.parse import urlsplit
 
-    from vllm_ops.errors import BadInput
-
     bad = BadInput(f"{what} {url!r} is not an http(s) server URL",
                    hint="give the server root, e.g. http://localhost:8000")
     if not url or any(c.isspace() for c in url):
@@ -82,8 +82,6 @@ def check_root_url(url: str, what: str = "--url") -> str:
 def api_key_from(var: str | None) -> str | None:
     """The API key: from exactly ``var`` when given (unset or empty → BadInput), else from
     ``VLLM_API_KEY`` when set, else None."""
-    from vllm_ops.errors import BadInput
-
     if var is None:
         return os.environ.get(DEFAULT_KEY_ENV) or None
     if not _ENV_NAME.match(var):
@@ -98,8 +96,6 @@ def api_key_from(var: str | None) -> str | None:
 
 def server_from_args(args: argparse.Namespace) -> Server:
     """The checked :class:`Server` of the shared flags (BadInput, exit 2, on a bad one)."""
-    from vllm_ops.errors import BadInput
-
     url = check_root_url(default_root_url(args.url), "--url" if args.url else "VLLM_BASE_URL")
     if args.timeout is not None and not args.timeout > 0:
         raise BadInput(f"--timeout must be > 0 seconds, not {args.timeout:g}")

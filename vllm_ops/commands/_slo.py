@@ -12,6 +12,11 @@ import argparse
 import sys
 from typing import Any
 
+from vllm_ops import output
+from vllm_ops.commands._planargs import plan_inputs
+from vllm_ops.commands._plantable import print_plan_table
+from vllm_ops.errors import BadInput
+
 TABLE_TOP = 8          # variants listed under the per-layout table
 
 
@@ -48,8 +53,7 @@ def add_slo_arguments(parser: argparse.ArgumentParser) -> None:
 
 def workload_from_args(args: argparse.Namespace) -> Any:
     """The Workload of the flags; BadInput when the lengths or the load are missing or wrong."""
-    from vllm_ops.errors import BadInput
-    from vllm_ops.planning.performance import Workload
+    from vllm_ops.planning.performance import Workload   # only with --slo: plan's start-up budget
 
     isl, osl = getattr(args, "input_len", None), getattr(args, "output_len", None)
     conc, rate = getattr(args, "concurrency", None), getattr(args, "rate", None)
@@ -71,7 +75,6 @@ def workload_from_args(args: argparse.Namespace) -> Any:
 
 def search_from_args(args: argparse.Namespace, *, cmd: str = "plan", vllm_version: str | None = None) -> Any:
     """Parse --slo and the workload, plan every candidate → SearchResult."""
-    from vllm_ops.commands._planargs import plan_inputs
     from vllm_ops.planning.slo import parse_slo, search
 
     slo = parse_slo(args.slo)
@@ -85,7 +88,6 @@ def search_from_args(args: argparse.Namespace, *, cmd: str = "plan", vllm_versio
 
 
 def run_slo(args: argparse.Namespace) -> int:
-    from vllm_ops import output
     from vllm_ops.planning.slo import chosen_plan
 
     result = search_from_args(args)
@@ -94,9 +96,7 @@ def run_slo(args: argparse.Namespace) -> int:
         output.print_json(p.to_dict())
     else:
         print_candidates(result)
-        from vllm_ops.commands.plan import _print_table
-
-        _print_table(p, explain=args.explain)
+        print_plan_table(p, explain=args.explain)
     if not result.feasible:
         c = result.chosen
         output.info(f"vllm-ops plan: no layout meets --slo {args.slo}: the closest is {c.layout} "

@@ -3,7 +3,11 @@ from __future__ import annotations
 
 import argparse
 
+from vllm_ops import output
 from vllm_ops.commands._server import add_server_flags, connect, report_console, server_from_args
+from vllm_ops.errors import BadInput
+from vllm_ops.loadtest.bench import plan_limits_for, run_bench
+from vllm_ops.loadtest.report import PlanLimits
 
 
 def _ints(text: str) -> list[int]:
@@ -50,11 +54,6 @@ def configure(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from vllm_ops import output
-    from vllm_ops.errors import BadInput
-    from vllm_ops.loadtest.bench import plan_limits_for, run_bench
-    from vllm_ops.loadtest.report import PlanLimits
-
     for flag in ("num_prompts", "input_len", "output_len"):
         if getattr(args, flag) < 1:
             raise BadInput(f"--{flag.replace('_', '-')} must be at least 1")

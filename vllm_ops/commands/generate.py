@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 
 from vllm_ops.commands._server import add_server_flags, connect, server_from_args
+from vllm_ops.errors import BadInput, MalformedFile
+from vllm_ops.output import print_json
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -32,8 +34,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def _schema(path: str):
     import json
 
-    from vllm_ops.errors import MalformedFile
-
     try:
         with open(path, encoding="utf-8") as f:
             return json.load(f)
@@ -45,9 +45,6 @@ def _schema(path: str):
 
 def run(args: argparse.Namespace) -> int:
     import sys
-
-    from vllm_ops.errors import BadInput
-    from vllm_ops.output import print_json
 
     kw: dict = {}
     if args.json_schema:

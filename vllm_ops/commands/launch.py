@@ -52,10 +52,25 @@ import sys
 import time
 from typing import Any
 
+from vllm_ops import planning
+from vllm_ops.commands._planargs import (
+    add_plan_arguments, choose_hardware, multinode_from_args, parse_env, pins_from_args,
+)
+from vllm_ops.errors import BadInput
+from vllm_ops.launch import lifecycle
+from vllm_ops.launch.backend import BACKENDS, backend_for
+from vllm_ops.launch.launcher import LaunchFailed, LaunchOptions, split_secrets
+from vllm_ops.launch.lifecycle import Topology, stop, topology_mode
+from vllm_ops.launch.locate import base_version, find_vllm, installed_version
+from vllm_ops.launch.state import StateStore
+from vllm_ops.models import load_model_spec
+from vllm_ops.output import Progress, info, print_json, warn
+from vllm_ops.planning.argv import parse_flags, strip_flags
+from vllm_ops.planning.pins import PIN_KEYS, check_port
+from vllm_ops.planning.plan import is_secret_name
+
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    from vllm_ops.commands._planargs import add_plan_arguments
-
     add_plan_arguments(parser, model_default_help=False)   # --model --gpus --profile --force --port --env pins ...
     parser.add_argument("--plan", help="launch a saved `vllm-ops plan --json` document")
     parser.add_argument("--replica", type=int, default=0, metavar="I",
@@ -71,7 +86,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--name", help="deployment name (default: <served-name>-<port>)")
     parser.add_argument("--json", action="store_true", help="print the result as one JSON document")
     parser.add_argument("--quiet", action="store_true", help="no progress lines")
-    from vllm_ops.launch.backend import BACKENDS
 
     parser.add_argument("--backend", choices=BACKENDS, default="process",
                         help="process (default): vLLM here; docker: a container per replica; compose: "
@@ -107,8 +121,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def _parse_env(items: list[str]) -> dict[str, str]:
     """``--env KEY=VALUE`` → dict, the same rule as plan/render (names checked)."""
-    from vllm_ops.commands._planargs import parse_env
-
     return parse_env(items)
 
 
@@ -117,13 +129,6 @@ def _sigterm(signum: int, frame: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from vllm_ops.errors import BadInput
-    from vllm_ops.launch.launcher import LaunchFailed, LaunchOptions, split_secrets
-    from vllm_ops.launch.locate import find_vllm, installed_version
-    from vllm_ops.launch.state import StateStore
-    from vllm_ops.output import Progress, info, print_json
-    from vllm_ops.planning.plan import is_secret_name
-    from vllm_ops.planning.planner import check_port
     from vllm_ops.settings import load_settings
 
     if bool(args.model) == bool(args.plan):
@@ -154,14 +159,11 @@ def run(args: argparse.Namespace) -> int:
             passthrough = extra
         else:
             version = version or (installed_version(vllm) if local else None)
-            secret_names = sorted({*secrets, *secret_env})
-            plan = _make_plan(args, version, extra, plain_env, secret_names)
+            plan, replan = _make_plan(args, version, extra, plain_env, sorted({*secrets, *secret_env}))
             passthrough = []   # the planner put them into plan.extra_args
-
-            def replan(pins: dict) -> Any:   # --auto-retry changed a pin: plan what really starts
-                return _make_plan(args, version, extra, plain_env, secret_names, override=pins, quiet=True)
         progress = Progress(quiet=args.quiet or False)
-        mode = _mode(args, plan)
+        topo = _topology(args, plan)
+        mode = topo.mode
         opts = LaunchOptions(vllm=vllm, vllm_version=version, name=args.name, port=args.port,
                              env={**plain_env, **secrets, **secret_env}, extra_args=passthrough,
                              ready_timeout=args.ready_timeout, validate=args.validate,
@@ -171,7 +173,7 @@ def run(args: argparse.Namespace) -> int:
         info(f"vllm-ops: starting vLLM {version or '(version unknown)'} via {vllm.source} "
              f"({_describe_mode(mode, args)}): {where}")
         try:
-            result = _start(mode, plan, opts, args, _stage_printer(progress))
+            result = lifecycle.start(plan, opts, topo, _stage_printer(progress))
         except LaunchFailed as exc:
             _print_failure(exc)
             if args.json:
@@ -179,7 +181,7 @@ def run(args: argparse.Namespace) -> int:
                             "diagnosis": exc.diagnosis.to_dict() if exc.diagnosis else None,
                             "name": exc.deployment.name if exc.deployment else None})
             return 1
-        if isinstance(result, _Started):     # a node without vLLM's API server (worker rank, Ray worker)
+        if isinstance(result, lifecycle.Started):   # a node without vLLM's API server (worker rank, Ray worker)
             info(f"vllm-ops: {result.what}; stop it with `vllm-ops stop {result.name}`")
             if args.json:
                 print_json({"ready": True, "name": result.name, "role": result.role, "url": None,
@@ -213,18 +215,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 # ------------------------------------------------------------------------------ dispatch
-class _Started:
-    """A node that runs no API server: a headless worker rank or a Ray worker node."""
-
-    def __init__(self, name: str, role: str, what: str, deployment=None, workers=()):
-        self.name, self.role, self.what, self.deployment = name, role, what, deployment
-        self.workers = list(workers)
-
-
 def _check_backend_args(args: argparse.Namespace) -> None:
     """Flags of one backend given to another: BadInput (exit 2) before anything starts."""
-    from vllm_ops.errors import BadInput
-
     container = args.backend in ("docker", "compose")
     given = lambda *names: [n for n in names if getattr(args, n.lstrip("-").replace("-", "_"), None)]  # noqa: E731
     if not container and (bad := given("--image", "--volume", "--shm-size")):
@@ -247,28 +239,18 @@ def _check_backend_args(args: argparse.Namespace) -> None:
         raise BadInput("--distributed-backend native and --backend ray contradict each other")
 
 
-def _mode(args: argparse.Namespace, plan) -> str:
-    """single | native | ray | ray-worker."""
-    from vllm_ops.errors import BadInput
+def _topology(args: argparse.Namespace, plan):
+    """The flags that say how the plan's ranks reach their nodes (lifecycle.Topology)."""
+    import shlex
 
-    va = plan.vllm_args or {}
-    multi = int(va.get("nnodes") or 0) >= 2
-    if args.backend == "ray":
-        return "ray-worker" if (args.node_rank or 0) > 0 else "ray"
-    if str(va.get("distributed_executor_backend") or "") == "ray":
-        raise BadInput("the plan uses vLLM's Ray executor: launch it with --backend ray "
-                       "(--ray-address HOST:PORT to use a running cluster)")
-    if multi:
-        if args.backend != "process":
-            raise BadInput(f"the plan is a native multi-node plan (nnodes {va.get('nnodes')}); "
-                           f"--backend {args.backend} runs one server",
-                           hint="launch it with the default backend (vLLM's native multi-node mode)")
-        return "native"
-    if any(getattr(args, n, None) for n in ("node_exec", "node_env", "master_addr")) \
-            or args.node_rank is not None:
-        raise BadInput("--node-rank/--node-exec/--node-env/--master-* need a multi-node plan",
-                       hint="plan several nodes with --nodes ADDR,ADDR (or a saved multi-node --plan)")
-    return "single"
+    node_flags = any(getattr(args, n, None) for n in ("node_exec", "node_env", "master_addr"))
+    mode = topology_mode(plan, args.backend, node_rank=args.node_rank, node_flags=node_flags)
+    return Topology(mode=mode, node_rank=args.node_rank,
+                    node_prefix={r: shlex.split(v) for r, v in _ranked(args.node_exec, "=", "exec").items()},
+                    node_env=_node_env(args.node_env), master_addr=args.master_addr,
+                    master_port=args.master_port, ray_address=args.ray_address, ray_port=args.ray_port,
+                    ray_node_ip=args.ray_node_ip, ray_num_cpus=args.ray_num_cpus,
+                    ray_num_gpus=args.ray_num_gpus, ray_temp_dir=args.ray_temp_dir)
 
 
 def _describe_mode(mode: str, args: argparse.Namespace) -> str:
@@ -283,14 +265,10 @@ def _describe_mode(mode: str, args: argparse.Namespace) -> str:
 
 
 def _backend(args: argparse.Namespace):
-    from vllm_ops.launch.backend import backend_for
-
     return backend_for(args.backend, image=args.image, volumes=args.volume or None, shm_size=args.shm_size)
 
 
 def _process_kind(name: str):
-    from vllm_ops.launch.backend import backend_for
-
     return backend_for(name)
 
 
@@ -300,72 +278,7 @@ def _where(dep) -> str:
     return f"container {dep.container_name or dep.container_id or dep.name}"
 
 
-def _node_options(args: argparse.Namespace, vllm, store, log_name: str):
-    from vllm_ops.launch.ray_backend import RayNodeOptions, find_ray
-
-    return RayNodeOptions(ray=find_ray(vllm.python), node_ip=args.ray_node_ip, port=args.ray_port,
-                          num_cpus=args.ray_num_cpus, num_gpus=args.ray_num_gpus,
-                          temp_dir=args.ray_temp_dir, log_path=store.logs / f"{log_name}.log")
-
-
-def _start(mode: str, plan, opts, args: argparse.Namespace, progress):
-    """The one dispatch: LaunchResult (rank 0 / the server is ready) or _Started (a node without
-    an API server)."""
-    from vllm_ops.launch.launcher import deployment_name, launch
-
-    if mode == "single":
-        return launch(plan, opts, progress)
-    name = deployment_name(plan, opts)
-    opts.name = name
-    if mode in ("ray", "ray-worker"):
-        from vllm_ops.launch import ray_backend as rb
-
-        if mode == "ray-worker":
-            address = args.ray_address or _ray_head_address(plan, args)
-            node = rb.join(address, _node_options(args, opts.vllm, opts.store, f"{name}.ray"))
-            rb.ClusterStore(opts.store).save(name, [node], address=address)
-            return _Started(name, "ray-worker", f"this node (rank {args.node_rank}) joined the Ray cluster "
-                                                f"at {address} (pgid {node.pgid})")
-        head = None if args.ray_address else _node_options(args, opts.vllm, opts.store, f"{name}.ray-head")
-        ray = rb.RayLaunch(python=opts.vllm.python or sys.executable, address=args.ray_address,
-                           head=head, cluster_name=name)
-        return rb.launch_ray(plan, ray, opts, progress).launch
-    # native multi-node
-    import shlex
-
-    from vllm_ops.launch.multinode import NativeLaunch, launch_native
-
-    if opts.auto_retry:
-        from vllm_ops.output import warn
-
-        warn("--auto-retry is off for native multi-node launches: a change to rank 0's flags "
-             "would not reach the other ranks")
-        opts.auto_retry = False
-    nl = NativeLaunch(node_prefix={r: shlex.split(v) for r, v in _ranked(args.node_exec, "=", "exec").items()},
-                      node_env=_node_env(args.node_env), master_addr=args.master_addr,
-                      master_port=args.master_port, this_rank=args.node_rank)
-    res = launch_native(plan, nl, opts, progress)
-    if res.head is None:
-        w = res.workers[0] if res.workers else None
-        return _Started(name, "worker", f"rank {args.node_rank} of {name} started (headless, pid "
-                                        f"{w.pid if w else '?'}, log {w.log_path if w else '?'})",
-                        deployment=w, workers=[x.name for x in res.workers])
-    return res.head
-
-
-def _ray_head_address(plan, args: argparse.Namespace) -> str:
-    from vllm_ops.errors import BadInput
-
-    nodes = [n for n in (plan.nodes or []) if n.get("head") or n.get("rank") == 0]
-    addr = nodes[0].get("address") if nodes else None
-    if not addr:
-        raise BadInput("--node-rank R > 0 with --backend ray joins a Ray cluster: give --ray-address HEAD:PORT")
-    return f"{addr}:{args.ray_port}"
-
-
 def _ranked(items: list[str], sep: str, what: str) -> dict[int, str]:
-    from vllm_ops.errors import BadInput
-
     out: dict[int, str] = {}
     for it in items or []:
         rank, found, rest = it.partition(sep)
@@ -376,8 +289,6 @@ def _ranked(items: list[str], sep: str, what: str) -> dict[int, str]:
 
 
 def _node_env(items: list[str]) -> dict[int, dict[str, str]]:
-    from vllm_ops.commands._planargs import parse_env
-
     out: dict[int, dict[str, str]] = {}
     for it in items or []:
         rank, _, kv = it.partition(":")
@@ -387,43 +298,33 @@ def _node_env(items: list[str]) -> dict[int, dict[str, str]]:
 
 
 def _make_plan(args: argparse.Namespace, version: str | None, extra: list[str],
-               env: dict[str, str], secret_names: list[str] = (), override: dict | None = None,
-               quiet: bool = False):
-    """Plan for this vLLM, as `vllm-ops plan` would (same hardware choice and pins). Flags after
-    `--` that the planner can pin (--max-model-len, --tensor-parallel-size, ...) become pins too,
-    so the prediction is for what really starts. ``override``: pins that win over all (the
-    change --auto-retry applied). ``--nodes``: one node per address (multi-node plan)."""
-    from vllm_ops import planning
-    from vllm_ops.commands._planargs import choose_hardware, multinode_from_args, pins_from_args
-    from vllm_ops.launch.launcher import parse_flags, strip_flags
-    from vllm_ops.launch.locate import base_version
-    from vllm_ops.models import load_model_spec
-    from vllm_ops.output import warn
-    from vllm_ops.planning.planner import PIN_KEYS
-
+               env: dict[str, str], secret_names: list[str] = ()):
+    """(plan, replan) for this vLLM, as `vllm-ops plan` would (same hardware choice and pins).
+    Flags after `--` that the planner can pin (--max-model-len, --tensor-parallel-size, ...) become
+    pins too, so the prediction is for what really starts. ``replan(pins)``: the same request with
+    pins that win over all (the change --auto-retry applied), from the planning front door.
+    ``--nodes``: one node per address (multi-node plan)."""
     spec = load_model_spec(args.model, offline=args.offline)
     inventory, profile = choose_hardware(args, cmd="launch")
     extra_pins = {k: v for k, v in parse_flags(extra).items() if k in PIN_KEYS}
-    pins = {**extra_pins, **pins_from_args(args), **(override or {})}
+    pins = {**extra_pins, **pins_from_args(args)}
     rest = strip_flags(extra, set(extra_pins))
     if args.nodes:
         inventory = _nodes_inventory(inventory, args.nodes)
     multi = multinode_from_args(args)
     multi["backend"] = "ray" if args.backend == "ray" else "native"   # only used for several nodes
-    plan = planning.plan(spec, inventory, pins=pins, vllm_version=base_version(version), profile=profile,
-                         extra_args=rest, env=env, port=args.port or 8000, served_name=args.served_model_name,
-                         env_secrets=secret_names, **multi)
-    if not plan.fits and not quiet:
+    request = dict(pins=pins, vllm_version=base_version(version), profile=profile, extra_args=rest, env=env,
+                   port=args.port or 8000, served_name=args.served_model_name, env_secrets=secret_names, **multi)
+    plan = planning.plan(spec, inventory, **request)
+    if not plan.fits:
         warn(f"the plan predicts this does not fit ({plan.failure_stage}); starting anyway: "
              f"vLLM's log will say")
-    return plan
+    return plan, planning.replanner(spec, inventory, **request)
 
 
 def _nodes_inventory(inventory, nodes: str):
     """``--nodes A,B,...``: the chosen hardware's first node once per address (rank order)."""
     from dataclasses import replace
-
-    from vllm_ops.errors import BadInput
 
     addrs = [a.strip() for a in nodes.split(",") if a.strip()]
     if len(addrs) < 2 or len(set(addrs)) != len(addrs):
@@ -451,8 +352,6 @@ def _stage_printer(progress):
 
 
 def _print_failure(exc) -> None:
-    from vllm_ops.output import info
-
     d = exc.diagnosis
     if d is not None:
         info(f"vllm-ops: vLLM failed to start: {d.cause}")
@@ -473,8 +372,6 @@ _ROWS = (("weights_gib", "weights (GiB)"), ("activation_peak_gib", "activation p
 
 
 def _print_figures(result) -> None:
-    from vllm_ops.output import info
-
     rows = [(label, result.predicted.get(k), result.actual.get(k)) for k, label in _ROWS
             if result.predicted.get(k) is not None or result.actual.get(k) is not None]
     if not rows:
@@ -501,9 +398,6 @@ def _fmt(v: Any) -> str:
 
 
 def _foreground(dep, store, opts) -> int:
-    from vllm_ops.launch.launcher import stop
-    from vllm_ops.output import info
-
     info("vllm-ops: running in the foreground; Ctrl-C or SIGTERM stops it")
     try:
         while opts.backend.alive(dep):

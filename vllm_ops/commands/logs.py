@@ -9,6 +9,10 @@ import argparse
 import sys
 import time
 
+from vllm_ops.errors import RuntimeFailure
+from vllm_ops.launch.backend import backend_for
+from vllm_ops.launch.state import StateStore, check_name
+
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("name", nargs="?", help="deployment (default: the only one)")
@@ -18,9 +22,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def resolve(store, name: str | None):
     """The named deployment, or the only one; RuntimeFailure (one line) otherwise."""
-    from vllm_ops.errors import RuntimeFailure
-    from vllm_ops.launch.state import check_name
-
     if name is None:
         names = store.names()
         if len(names) != 1:
@@ -52,9 +53,6 @@ def tail_lines(path: str, n: int) -> tuple[list[str], int]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from vllm_ops.errors import RuntimeFailure
-    from vllm_ops.launch.backend import backend_for
-    from vllm_ops.launch.state import StateStore
     from vllm_ops.settings import load_settings
 
     store = StateStore(load_settings().state_dir)

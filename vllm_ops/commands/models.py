@@ -3,6 +3,10 @@ from __future__ import annotations
 
 import argparse
 
+from vllm_ops.errors import BadInput
+from vllm_ops.models import catalog, load_model_spec
+from vllm_ops.output import console
+
 GIB = 1 << 30
 
 
@@ -20,8 +24,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from vllm_ops.errors import BadInput
-
     cmd = getattr(args, "models_cmd", None)
     if cmd == "list":
         return _list(args)
@@ -31,8 +33,6 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _list(args) -> int:
-    from vllm_ops.models import catalog
-
     names = catalog.list_models()
     if args.json:
         from vllm_ops.output import print_json
@@ -79,8 +79,6 @@ def summary(spec) -> dict:
 
 
 def _show(args) -> int:
-    from vllm_ops.models import load_model_spec
-
     offline = True if args.offline else None
     spec = load_model_spec(args.model, offline=offline, prefer_hub=True if args.online else None)
     if args.json:
@@ -89,7 +87,6 @@ def _show(args) -> int:
         print_json({"summary": summary(spec), "spec": spec.to_dict()})
         return 0
     s = summary(spec)
-    from vllm_ops.output import console
 
     from rich.table import Table
 

@@ -8,6 +8,11 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from vllm_ops.errors import NoGPU
+from vllm_ops.hardware import catalog, probe
+from vllm_ops.hardware.inventory import Inventory, Node
+from vllm_ops.output import console
+
 GiB = 1024**3
 MiB = 1024**2
 
@@ -21,9 +26,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from vllm_ops.errors import NoGPU
-    from vllm_ops.hardware import probe
-
     try:
         inv = probe()
     except NoGPU as exc:
@@ -46,8 +48,6 @@ def run(args: argparse.Namespace) -> int:
 
 
 def document(inv: Any) -> dict:
-    from vllm_ops.hardware import catalog
-
     doc = inv.to_dict()
     doc["available"] = True
     matched = {g.catalog_key for n in inv.nodes for g in n.gpus if g.catalog_key}
@@ -57,8 +57,6 @@ def document(inv: Any) -> dict:
 
 
 def no_gpu_document(exc: Any) -> dict:
-    from vllm_ops.hardware.inventory import Inventory, Node
-
     doc = Inventory(nodes=(Node(gpus=()),), source="probed").to_dict()
     doc.update(available=False, error=str(exc), hint=exc.hint, catalog={}, topology=[])
     return doc
@@ -84,30 +82,23 @@ def _gib(b: int | None) -> str:
 
 
 def print_table(inv: Any) -> None:
+    from rich import box
     from rich.table import Table
-
-    from vllm_ops.output import console
 
     con = console()
     head = (f"driver {inv.driver_version or '?'} · CUDA driver {inv.cuda_driver_version or '?'} · "
             f"NVML {inv.nvml_version or '?'}")
     for node in inv.nodes:
-        t = Table(title=f"{node.hostname or 'this machine'}: {len(node.gpus)} GPU(s) · {head}",
-                  title_justify="left")
-        for col in ("GPU", "name", "catalog", "NVML total MiB", "CUDA total GiB", "used MiB",
-                    "CC", "power W", "MIG", "ECC", "bus id", "UUID"):
-            t.add_column(col, no_wrap=col in ("UUID", "bus id"))
+        con.print(f"{node.hostname or 'this machine'}: {len(node.gpus)} GPU(s) · {head}")
+        con.print(gpu_table(node.gpus))
+        con.print()
+        # the long identifiers get their own table, so the figures stay readable at 80 columns
+        ids = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, padding=(0, 1, 0, 0))
+        for col in ("GPU", "bus id", "UUID"):
+            ids.add_column(col, no_wrap=True, overflow="fold")
         for g in node.gpus:
-            t.add_row(
-                str(g.index), g.name, g.catalog_key or "-",
-                str(g.memory_total_bytes // MiB) if g.memory_total_bytes else "?",
-                _gib(g.memory_cuda_total_bytes),
-                "?" if g.memory_used_bytes is None else str(g.memory_used_bytes // MiB),
-                "?" if g.compute_capability is None else ".".join(map(str, g.compute_capability)),
-                "?" if g.power_limit_w is None else f"{g.power_limit_w:.0f}",
-                _onoff(g.mig_mode), _onoff(g.ecc_mode), g.pci_bus_id or "?", g.uuid or "?",
-            )
-        con.print(t)
+            ids.add_row(str(g.index), g.pci_bus_id or "?", g.uuid or "?")
+        con.print(ids)
         procs = [(g.index, p) for g in node.gpus for p in g.processes]
         if procs:
             con.print("processes: " + ", ".join(
@@ -123,6 +114,30 @@ def print_table(inv: Any) -> None:
             con.print(tt)
             con.print("NV#: # NVLink links · PIX/PXB: PCIe switch(es) · PHB: host bridge · "
                       "NODE: within a NUMA node · SYS: across NUMA nodes")
+
+
+# short headers: the table of a GPU with a long name still fits 80 columns (rich wraps what must)
+GPU_COLUMNS = ("GPU", "name", "catalog", "NVML MiB", "CUDA GiB", "used MiB", "CC", "power W", "MIG", "ECC")
+
+
+def gpu_table(gpus: Any) -> Any:
+    from rich import box
+    from rich.table import Table
+
+    t = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, padding=(0, 1, 0, 0))
+    for col in GPU_COLUMNS:
+        t.add_column(col, overflow="fold")
+    for g in gpus:
+        t.add_row(
+            str(g.index), g.name, g.catalog_key or "-",
+            str(g.memory_total_bytes // MiB) if g.memory_total_bytes else "?",
+            _gib(g.memory_cuda_total_bytes),
+            "?" if g.memory_used_bytes is None else str(g.memory_used_bytes // MiB),
+            "?" if g.compute_capability is None else ".".join(map(str, g.compute_capability)),
+            "?" if g.power_limit_w is None else f"{g.power_limit_w:.0f}",
+            _onoff(g.mig_mode), _onoff(g.ecc_mode),
+        )
+    return t
 
 
 def _onoff(v: bool | None) -> str:

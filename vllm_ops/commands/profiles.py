@@ -3,6 +3,9 @@ from __future__ import annotations
 
 import argparse
 
+from vllm_ops.errors import BadInput
+from vllm_ops.profiles import list_profiles, load_profile
+
 
 def add_profiles_dir(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--profiles-dir", metavar="DIR", default=None,
@@ -21,8 +24,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from vllm_ops.errors import BadInput
-
     cmd = getattr(args, "profiles_cmd", None)
     if cmd == "list":
         return _list(args)
@@ -38,8 +39,6 @@ def _hardware(p) -> str:
 
 
 def _list(args) -> int:
-    from vllm_ops.profiles import list_profiles
-
     profiles = list_profiles(args.profiles_dir)
     if args.json:
         from vllm_ops.output import print_json
@@ -57,8 +56,6 @@ def _list(args) -> int:
 
 
 def _show(args) -> int:
-    from vllm_ops.profiles import load_profile
-
     p = load_profile(args.name, args.profiles_dir)
     if args.json:
         from vllm_ops.output import print_json

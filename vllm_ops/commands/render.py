@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import argparse
 
+from vllm_ops.commands._planargs import add_multinode_arguments, add_plan_arguments, plan_from_args
+from vllm_ops.errors import BadInput
+from vllm_ops.output import info, print_json, warn
+from vllm_ops.render import render
+
 FORMAT_CHOICES = ("command", "compose", "systemd", "k8s", "ray", "all")
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
     """`vllm-ops plan`'s own flags (model, hardware, pins, --port, --env, --json ...), plus render's."""
-    from vllm_ops.commands._planargs import add_multinode_arguments, add_plan_arguments
-
     add_plan_arguments(parser)
     add_multinode_arguments(parser)
     parser.add_argument("--json", action="store_true", help="print the rendered files as one JSON document")
@@ -27,10 +30,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from vllm_ops.errors import BadInput
-    from vllm_ops.output import info, print_json, warn
-    from vllm_ops.render import render
-
     if args.plan:
         if args.model or args.profile or args.gpus:
             raise BadInput("--plan renders a saved plan; --model/--profile/--gpus would plan again",
@@ -75,6 +74,4 @@ def run(args: argparse.Namespace) -> int:
 
 def make_plan(args: argparse.Namespace):
     """Plan as `vllm-ops plan` does; a --profile is first checked against this machine's GPUs."""
-    from vllm_ops.commands._planargs import plan_from_args
-
     return plan_from_args(args, cmd="render", default_model=False)

@@ -15,6 +15,14 @@ import argparse
 import time
 from typing import Any
 
+from vllm_ops.errors import MalformedFile, RuntimeFailure
+from vllm_ops.launch import procs
+from vllm_ops.launch.backend import backend_for
+from vllm_ops.launch.launcher import _http_get
+from vllm_ops.launch.ray_backend import ClusterStore, nodes_status
+from vllm_ops.launch.state import StateStore, WORKER_BACKENDS, check_name
+from vllm_ops.output import info, print_json
+
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("name", nargs="?", help="one deployment (default: all)")
@@ -25,10 +33,6 @@ def describe(dep, backend) -> dict[str, Any]:
     """One row: through the deployment's own backend (process group / containers); a worker rank
     (no API server, port 0) is never probed on ``/health``; a backend that cannot answer (Docker
     daemon gone) gives alive ``None`` and its one-line error, not a traceback."""
-    from vllm_ops.errors import RuntimeFailure
-    from vllm_ops.launch.launcher import _http_get
-    from vllm_ops.launch.state import WORKER_BACKENDS
-
     worker = dep.backend in WORKER_BACKENDS or not dep.port
     error = None
     try:
@@ -71,8 +75,6 @@ def _port_of(argv: list[str]) -> int | None:
 
 def orphan_row(name: str, groups) -> dict[str, Any]:
     """One row for the process groups carrying ``name``'s marker without a usable state file."""
-    from vllm_ops.launch.launcher import _http_get
-
     g = groups[0]
     port = _port_of(g.argv)
     healthy = None if port is None else \
@@ -88,8 +90,6 @@ def orphan_row(name: str, groups) -> dict[str, Any]:
 
 def ray_rows(store) -> list[dict[str, Any]]:
     """The Ray nodes vllm-ops started (``ray/<name>.json``), one row per cluster record."""
-    from vllm_ops.launch.ray_backend import ClusterStore, nodes_status
-
     clusters = ClusterStore(store)
     rows = []
     for name in clusters.names():
@@ -100,11 +100,6 @@ def ray_rows(store) -> list[dict[str, Any]]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from vllm_ops.errors import MalformedFile, RuntimeFailure
-    from vllm_ops.launch import procs
-    from vllm_ops.launch.backend import backend_for
-    from vllm_ops.launch.state import StateStore, check_name
-    from vllm_ops.output import info, print_json
     from vllm_ops.settings import load_settings
 
     store = StateStore(load_settings().state_dir)

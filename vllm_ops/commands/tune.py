@@ -21,14 +21,22 @@ import signal
 from pathlib import Path
 from typing import Any
 
+from vllm_ops import output
+from vllm_ops.commands._planargs import add_plan_arguments, load_profile_arg, parse_env
+from vllm_ops.commands._slo import add_slo_arguments, print_candidates, search_from_args, workload_from_args
+from vllm_ops.errors import BadInput
+from vllm_ops.launch.backend import backend_for
+from vllm_ops.launch.launcher import split_secrets
+from vllm_ops.launch.locate import find_vllm, installed_version
+from vllm_ops.launch.state import StateStore
+from vllm_ops.launch.tune import DEFAULT_MAX_STARTS, TuneOptions, tune, write_profile
+from vllm_ops.planning.plan import is_secret_name
+from vllm_ops.planning.slo import parse_slo
+
 DEFAULT_PROFILES_DIR = "~/.config/vllm-ops/profiles"
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    from vllm_ops.commands._planargs import add_plan_arguments
-    from vllm_ops.commands._slo import add_slo_arguments
-    from vllm_ops.launch.tune import DEFAULT_MAX_STARTS
-
     add_plan_arguments(parser, model_default_help=False)
     add_slo_arguments(parser)
     t = parser.add_argument_group("tuning")
@@ -51,8 +59,6 @@ def _sigterm(signum: int, frame: Any) -> None:
 
 
 def _check(args: argparse.Namespace) -> None:
-    from vllm_ops.errors import BadInput
-
     if args.slo is None:
         raise BadInput("tune needs --slo tpot_ms=X[,ttft_ms=Y] and the workload "
                        "(--input-len, --output-len, --concurrency or --rate)")
@@ -67,11 +73,6 @@ def _check(args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from vllm_ops import output
-    from vllm_ops.commands._slo import print_candidates, search_from_args, workload_from_args
-    from vllm_ops.launch.state import StateStore
-    from vllm_ops.launch.tune import TuneOptions, tune
-    from vllm_ops.planning.slo import parse_slo
     from vllm_ops.settings import load_settings
 
     _check(args)
@@ -82,11 +83,6 @@ def run(args: argparse.Namespace) -> int:
     result = search_from_args(args, cmd="tune", vllm_version=version)
     if not args.json:
         print_candidates(result, output.console(stderr=True))
-    from vllm_ops.launch.launcher import split_secrets
-    from vllm_ops.planning.plan import is_secret_name
-
-    from vllm_ops.commands._planargs import parse_env
-
     # the planner kept the extra vLLM args in each plan (secrets as names only): launch needs the values
     _, secret_env = split_secrets(list(args.passthrough or []))
     secrets = {**{k: v for k, v in parse_env(args.env).items() if is_secret_name(k)}, **secret_env}
@@ -110,13 +106,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _vllm_and_backend(args: argparse.Namespace, settings: Any) -> tuple[Any, Any, str | None]:
-    from vllm_ops.launch.backend import backend_for
-
     if args.backend == "docker":
         from vllm_ops.launch.docker_backend import IMAGE_COMMAND as vllm
 
         return vllm, backend_for("docker", image=args.image), args.vllm_version or settings.vllm_version
-    from vllm_ops.launch.locate import find_vllm, installed_version
 
     vllm = find_vllm(settings.vllm)
     version = args.vllm_version or settings.vllm_version or installed_version(vllm)
@@ -124,17 +117,12 @@ def _vllm_and_backend(args: argparse.Namespace, settings: Any) -> tuple[Any, Any
 
 
 def _write_profile(out: Any, result: Any, args: argparse.Namespace) -> Path:
-    from vllm_ops.commands._planargs import load_profile_arg
-    from vllm_ops.launch.tune import write_profile
-
     directory = args.profiles_dir or os.environ.get("VLLM_OPS_PROFILES_DIR") or DEFAULT_PROFILES_DIR
     base = load_profile_arg(args.profile, args.profiles_dir) if args.profile and not args.gpus else None
     return write_profile(out, result, directory, name=args.profile_name, base=base)
 
 
 def _report(out: Any, result: Any, args: argparse.Namespace) -> None:
-    from vllm_ops import output
-
     if args.json:
         doc = out.to_dict()
         doc["search"] = result.to_dict()

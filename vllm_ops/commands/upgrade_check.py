@@ -16,6 +16,14 @@ from __future__ import annotations
 
 import argparse
 
+from vllm_ops import output
+from vllm_ops.commands._planargs import choose_hardware
+from vllm_ops.errors import BadInput, MalformedFile
+from vllm_ops.planning import upgrade
+from vllm_ops.planning.plan import is_secret_name
+from vllm_ops.planning.upgrade import check_upgrade
+from vllm_ops.profiles import read_yaml_mapping
+
 
 def configure(parser: argparse.ArgumentParser) -> None:
     src = parser.add_mutually_exclusive_group(required=True)
@@ -34,9 +42,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from vllm_ops import output
-    from vllm_ops.planning.upgrade import check_upgrade
-
     dep = _deployment(args)
     report = check_upgrade(dep, args.to)
     if args.json:
@@ -47,9 +52,6 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _deployment(args: argparse.Namespace):
-    from vllm_ops.errors import BadInput
-    from vllm_ops.planning import upgrade
-
     if args.plan:
         from vllm_ops.planning.plan import Plan
 
@@ -75,7 +77,6 @@ def _deployment(args: argparse.Namespace):
         raise BadInput(f"{source}: which vLLM release runs it now?",
                        hint="pass --from VERSION (the compose image has no release tag)" if args.compose
                        else "pass --from VERSION")
-    from vllm_ops.commands._planargs import choose_hardware
 
     inventory, _profile = choose_hardware(args, cmd="upgrade-check")
     return upgrade.deployment_from_argv(argv, version=version, inventory=inventory, source=source, env=env)
@@ -87,10 +88,6 @@ def _read_compose(path: str) -> tuple[list[str], str | None, dict[str, str]]:
     import re
     import shlex
     from pathlib import Path
-
-    from vllm_ops.errors import MalformedFile
-    from vllm_ops.planning.plan import is_secret_name
-    from vllm_ops.profiles import read_yaml_mapping
 
     try:
         doc = read_yaml_mapping(Path(path), max_bytes=1 << 20)

@@ -3,7 +3,10 @@ from __future__ import annotations
 
 import argparse
 
+from vllm_ops import output
 from vllm_ops.commands._server import add_server_flags, report_console, server_from_args
+from vllm_ops.errors import BadInput
+from vllm_ops.validate.runner import parse_lora_specs, run_validation
 
 __all__ = ["configure", "run", "report_console"]
 
@@ -22,10 +25,6 @@ def configure(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from vllm_ops import output
-    from vllm_ops.errors import BadInput
-    from vllm_ops.validate.runner import parse_lora_specs, run_validation
-
     if args.concurrency < 1 or args.repeats < 1:
         raise BadInput("--concurrency and --repeats must be at least 1")
     loras = parse_lora_specs(args.lora)

@@ -26,6 +26,10 @@ import sys
 from types import SimpleNamespace
 from typing import Any, Callable
 
+from vllm_ops.errors import NoGPU
+from vllm_ops.hardware import _nvml
+from vllm_ops.hardware._probe import probe
+
 FORMAT = "vllm-ops-nvml-record/1"
 
 
@@ -224,10 +228,6 @@ def load_record(path: str) -> dict:
 def record() -> dict:
     """Run the probe against the real pynvml, recording every answer; returns the document."""
     import platform
-
-    from vllm_ops.errors import NoGPU
-    from vllm_ops.hardware import _nvml
-    from vllm_ops.hardware._probe import probe
 
     lib = _nvml.backend()
     rec = RecordingNvml(lib)

@@ -1,7 +1,8 @@
 """Launch: Plan → a running vLLM deployment (state under ``VLLM_OPS_STATE_DIR``).
 
-    launcher.launch(plan, LaunchOptions(...)) -> LaunchResult     start, wait in stages, record
-    launcher.stop(deployment, store)                               stop the whole process group
+    lifecycle.start(plan, opts, Topology(...)) / lifecycle.stop(deployment, store)
+                                                                   the front door: every topology, companions
+    launcher.launch(plan, LaunchOptions(...)) -> LaunchResult     one server: start, wait in stages, record
     locate.find_vllm(setting) / locate.installed_version(cmd)      which vLLM, which version
     logparse.StartupLog / parse_figures                            stages and figures of the log
     diagnosis.diagnose(log_text, Context) -> Diagnosis | None      why a start failed, the fix

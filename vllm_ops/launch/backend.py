@@ -10,11 +10,11 @@ import os
 import shlex
 import subprocess
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, Sequence
 
-from vllm_ops.errors import RuntimeFailure
+from vllm_ops.errors import BadInput, RuntimeFailure
 from vllm_ops.launch import procs
 from vllm_ops.launch.state import Deployment, redact_env
 
@@ -23,7 +23,7 @@ from vllm_ops.launch.state import Deployment, redact_env
 class LaunchSpec:
     """Everything needed to start one vLLM server."""
     name: str
-    argv: list[str]
+    argv: list[str]                      # the local command: entry point (+ prefix) + args
     env_added: dict[str, str]            # variables vllm-ops sets on top of its own environment
     log_path: Path
     port: int
@@ -35,6 +35,10 @@ class LaunchSpec:
     env_removed: tuple[str, ...] = ()    # variables not passed on
     extra: dict[str, Any] = field(default_factory=dict)
     state_dir: str | None = None         # the StateStore root (default: the log's logs/ parent)
+    args: list[str] = field(default_factory=list)   # vLLM's arguments alone (planning.argv.serve_args + `--`)
+    cpu: bool = False                    # the plan's: the CPU build
+    gpu_ids: list[int] = field(default_factory=list)  # the replica's GPUs (host numbering)
+    image: str = ""                      # the plan's image (container backends)
 
     def environment(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if k not in self.env_removed}
@@ -129,6 +133,31 @@ class ProcessBackend:
                 pass
 
 
+class PrefixedProcessBackend:
+    """A :class:`ProcessBackend` with vLLM started under a command prefix (``ssh host``, ``ip netns
+    exec ns``); ``name`` is what the deployment records (process, ray, native, native-worker)."""
+
+    def __init__(self, prefix: Sequence[str] = (), name: str = "ray"):
+        self._inner = ProcessBackend()
+        self.prefix = list(prefix)
+        self.name = name
+
+    def start(self, spec: LaunchSpec) -> Deployment:
+        spec = replace(spec, argv=[*self.prefix, *spec.argv])
+        dep = self._inner.start(spec)
+        dep.backend = self.name
+        return dep
+
+    def alive(self, dep: Deployment) -> bool:
+        return self._inner.alive(dep)
+
+    def exit_code(self, dep: Deployment) -> int | None:
+        return self._inner.exit_code(dep)
+
+    def stop(self, dep: Deployment, grace: float = 20.0) -> bool:
+        return self._inner.stop(dep, grace)
+
+
 BACKENDS = ("process", "docker", "compose", "ray")   # what `launch --backend` offers
 
 
@@ -139,11 +168,9 @@ def backend_for(name: str, **options: Any) -> LaunchBackend:
     docker/compose, ``prefix=`` (a command prefix such as ``ssh host``) for the process kinds.
 
     process, ray (vLLM's API server is a local process; its Ray nodes are stopped with the
-    deployment by :func:`vllm_ops.launch.launcher.stop`), native and native-worker (vLLM's own
+    deployment by :func:`vllm_ops.launch.lifecycle.stop`), native and native-worker (vLLM's own
     multi-node mode: each rank is a local process group) are process groups; docker and
     compose are containers. An unknown name is BadInput."""
-    from vllm_ops.errors import BadInput
-
     opts = {k: v for k, v in options.items() if v is not None}
     if name in ("docker", "compose"):
         from vllm_ops.launch.docker_backend import DockerBackend, DockerOptions
@@ -157,7 +184,5 @@ def backend_for(name: str, **options: Any) -> LaunchBackend:
     if name == "process" and not opts.get("prefix"):
         return ProcessBackend()
     if name in ("process", "ray", "native", "native-worker"):
-        from vllm_ops.launch.ray_backend import PrefixedProcessBackend
-
         return PrefixedProcessBackend(opts.get("prefix") or (), name=name)
     raise BadInput(f"unknown launch backend {name!r}", hint="one of: " + ", ".join(BACKENDS))

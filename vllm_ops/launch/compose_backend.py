@@ -29,10 +29,13 @@ from pathlib import Path
 from typing import Any
 
 from vllm_ops.errors import BadInput, RuntimeFailure
-from vllm_ops.launch.docker_backend import (LABEL_DEPLOYMENT, LABEL_MANAGED, LABEL_REPLICA, PASS_ENV,
-                                            DockerBackend, DockerOptions, container_args,
-                                            container_name, docker_errors, parse_volume)
+from vllm_ops.launch.docker_backend import (
+    DockerBackend, DockerOptions, LABEL_DEPLOYMENT, LABEL_MANAGED, LABEL_REPLICA, PASS_ENV, container_args,
+    container_name, docker_errors, parse_volume,
+)
 from vllm_ops.launch.state import Deployment, redact_env
+from vllm_ops.planning.plan import Plan
+from vllm_ops.render import render
 
 COMPOSE_FILE = "docker-compose.yml"
 OVERRIDE_FILE = "vllm-ops.compose.yml"
@@ -112,9 +115,6 @@ class ComposeBackend(DockerBackend):
     def start(self, spec: Any) -> Deployment:
         import yaml
 
-        from vllm_ops.planning.plan import Plan
-        from vllm_ops.render import render
-
         compose = self.compose          # fails (one line) before anything is written or started
         _ = self.client                 # the daemon must answer too
         plan = Plan.from_dict(json.loads(json.dumps(spec.plan or {})))
@@ -131,7 +131,7 @@ class ComposeBackend(DockerBackend):
                     if s != "lb"]
         for cache in ("~/.cache/huggingface", "~/.cache/vllm"):   # bind sources must exist
             Path(cache).expanduser().mkdir(parents=True, exist_ok=True)
-        doc = override_doc(services[0], spec.name, container_args(spec.argv, int(spec.port)),
+        doc = override_doc(services[0], spec.name, container_args(spec.args, int(spec.port)),
                            self.options)
         (d / OVERRIDE_FILE).write_text(yaml.safe_dump(doc, sort_keys=False))
         spec.log_path.parent.mkdir(parents=True, exist_ok=True)

@@ -4,12 +4,12 @@ It implements :class:`vllm_ops.launch.backend.LaunchBackend` (``start``/``alive`
 ``stop``), so :func:`vllm_ops.launch.launcher.launch` drives it exactly like the process backend:
 the same staged readiness, progress, diagnosis and calibration. Differences:
 
-- ``start`` turns the spec's vLLM command into a container: image from the plan
-  (``vllm/vllm-openai:v<version>`` on GPU hosts, ``vllm/vllm-openai-cpu:v<version>`` for CPU plans)
-  or :attr:`DockerOptions.image`; the args after ``vllm serve`` become the container's command
+- ``start`` turns the spec into a container: the plan's image (the planner pins
+  ``vllm/vllm-openai:v<version>`` on GPU hosts, ``vllm/vllm-openai-cpu:v<version>`` for CPU plans)
+  or :attr:`DockerOptions.image`; the spec's vLLM args become the container's command
   (the image's ENTRYPOINT is ``vllm serve``), with ``--host 0.0.0.0 --port 8000`` inside and
   8000 published on the spec's host port; GPUs as an nvidia device request with the replica's
-  device ids (``CUDA_VISIBLE_DEVICES`` of the spec; not passed in: inside, they count from 0);
+  GPU ids (``spec.gpu_ids``; ``CUDA_VISIBLE_DEVICES`` is not passed in: inside, they count from 0);
   ``ipc_mode="host"`` (or ``shm_size``); ``~/.cache/huggingface`` bound to
   ``/root/.cache/huggingface``; local model/tokenizer directories bound read-only at the same
   path; extra ``--volume`` binds; labels ``vllm-ops.deployment=<name>``, ``vllm-ops.replica=<i>``.
@@ -38,9 +38,8 @@ from typing import Any, Iterator, Sequence
 from vllm_ops.errors import BadInput, RuntimeFailure
 from vllm_ops.launch.locate import VllmCommand
 from vllm_ops.launch.state import Deployment, redact_env
+from vllm_ops.planning.argv import drop, model_as_flag, value_of
 
-GPU_IMAGE = "vllm/vllm-openai"
-CPU_IMAGE = "vllm/vllm-openai-cpu"
 CONTAINER_PORT = 8000
 CONTAINER_HF_CACHE = "/root/.cache/huggingface"
 LABEL_DEPLOYMENT = "vllm-ops.deployment"
@@ -51,9 +50,8 @@ PASS_ENV: tuple[str, ...] = ("VLLM_API_KEY", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN
                              "HF_HUB_OFFLINE")
 # variables that must not reach the container (device numbering restarts at 0 inside)
 _HOST_ONLY_ENV = ("CUDA_VISIBLE_DEVICES",)
-_MODULE = "vllm.entrypoints.openai.api_server"
 # what LaunchOptions.vllm is for this backend: the image's ENTRYPOINT is `vllm serve` (nothing
-# local is run; build_spec's argv is turned into the container's command by container_args)
+# local is run; the spec's vLLM args become the container's command through container_args)
 IMAGE_COMMAND = VllmCommand(prefix=("vllm", "serve"), mode="serve", source="the container image")
 _PATH_FLAGS = ("--model", "--tokenizer", "--chat-template", "--download-dir")
 
@@ -82,76 +80,12 @@ class DockerOptions:
 
 
 # ------------------------------------------------------------------------- pure helpers
-def is_cpu_plan(plan: dict[str, Any] | None) -> bool:
-    """A plan for a CPU host (the ``cpu`` profile, or hardware without GPUs)."""
-    plan = plan or {}
-    if "cpu" in str(plan.get("profile") or "").lower():
-        return True
-    hw = plan.get("hardware") or {}
-    gpus = list(hw.get("gpus") or [])
-    for node in hw.get("nodes") or []:
-        gpus += list(node.get("gpus") or [])
-    return bool(hw) and not gpus
-
-
-def image_for(plan: dict[str, Any] | None, override: str | None = None,
-              vllm_version: str | None = None) -> str:
-    """``override`` if given; else the CPU image for CPU plans, else the plan's image, else
-    ``vllm/vllm-openai:v<version>``."""
-    if override:
-        return override
-    plan = plan or {}
-    version = str(vllm_version or plan.get("vllm_version") or "").lstrip("v")
-    tag = f"v{version}" if version else "latest"
-    if is_cpu_plan(plan):
-        image = str(plan.get("image") or "")
-        return image if image.startswith(CPU_IMAGE + ":") else f"{CPU_IMAGE}:{tag}"
-    return str(plan.get("image") or "") or f"{GPU_IMAGE}:{tag}"
-
-
-def vllm_args(argv: Sequence[str]) -> list[str]:
-    """The arguments after the vLLM entry point of a local command line, in ``--model X`` form.
-
-    ``vllm serve M --a b`` and ``python -m vllm.entrypoints.openai.api_server --model M --a b``
-    both give ``["--model", "M", "--a", "b"]`` (valid for the image's ``vllm serve`` entrypoint
-    and for the module entry point alike). Anything else is taken as vLLM args as they are.
-    """
-    argv = list(argv)
-    rest = argv
-    if _MODULE in argv:
-        rest = argv[argv.index(_MODULE) + 1:]
-    elif "serve" in argv[:3]:
-        rest = argv[argv.index("serve") + 1:]
-    if rest and not rest[0].startswith("-"):
-        rest = ["--model", rest[0], *rest[1:]]
-    return rest
-
-
-def container_args(argv: Sequence[str], port: int = CONTAINER_PORT) -> list[str]:
-    """``vllm_args`` with ``--host``/``--port`` replaced by the container's own (0.0.0.0:8000)."""
-    out: list[str] = []
-    args = vllm_args(argv)
-    i = 0
-    while i < len(args):
-        tok = args[i]
-        if tok in ("--host", "--port"):
-            i += 2
-            continue
-        if tok.startswith(("--host=", "--port=")):
-            i += 1
-            continue
-        out.append(tok)
-        i += 1
-    return [*out, "--host", "0.0.0.0", "--port", str(port)]
-
-
-def _flag_value(args: Sequence[str], flag: str) -> str | None:
-    for i, tok in enumerate(args):
-        if tok == flag and i + 1 < len(args):
-            return args[i + 1]
-        if tok.startswith(flag + "="):
-            return tok.split("=", 1)[1]
-    return None
+def container_args(args: Sequence[str], port: int = CONTAINER_PORT) -> list[str]:
+    """The container's command from vLLM's arguments (``spec.args``, model positional or
+    ``--model M``): ``--model M ...`` with ``--host``/``--port`` replaced by the container's own
+    (0.0.0.0:``port``)."""
+    rest = model_as_flag(drop(list(args), ("--host", "--port")))
+    return [*rest, "--host", "0.0.0.0", "--port", str(port)]
 
 
 def parse_volume(spec: str) -> tuple[str, str, str]:
@@ -172,7 +106,7 @@ def binds_for(args: Sequence[str], opts: DockerOptions) -> dict[str, dict[str, s
         cache.mkdir(parents=True, exist_ok=True)
         binds[str(cache.resolve())] = {"bind": CONTAINER_HF_CACHE, "mode": "rw"}
     for flag in _PATH_FLAGS:
-        value = _flag_value(args, flag)
+        value = value_of(args, flag)
         if value and value.startswith("/") and os.path.exists(value):
             binds.setdefault(value, {"bind": value, "mode": "ro"})
     for spec in opts.volumes:
@@ -192,14 +126,6 @@ def container_env(env_added: dict[str, str], removed: Sequence[str] = (),
     env.update(extra or {})
     env.setdefault("PYTHONUNBUFFERED", "1")
     return env
-
-
-def device_ids(env_added: dict[str, str], plan: dict[str, Any] | None) -> list[str]:
-    """The GPUs of this replica (``CUDA_VISIBLE_DEVICES`` the launcher chose); none on CPU."""
-    if is_cpu_plan(plan):
-        return []
-    ids = env_added.get("CUDA_VISIBLE_DEVICES", "")
-    return [i.strip() for i in ids.split(",") if i.strip()]
 
 
 def replica_index(name: str) -> int:
@@ -269,11 +195,12 @@ class DockerBackend:
     def start(self, spec: Any) -> Deployment:
         import docker.errors
 
-        plan = spec.plan or {}
-        image = image_for(plan, self.options.image, spec.vllm_version)
-        args = container_args(spec.argv)
+        image = self.options.image or spec.image
+        if not image:
+            raise BadInput(f"{spec.name}: the plan names no image", hint="pass --image")
+        args = container_args(spec.args)
         env = container_env(spec.env_added, spec.env_removed, self.options.env)
-        gpus = device_ids(spec.env_added, plan)
+        gpus = [] if spec.cpu else [str(g) for g in spec.gpu_ids]
         binds = binds_for(args, self.options)
         publish_host = spec.host if spec.host not in ("", "0.0.0.0", "::") else "0.0.0.0"
         name = container_name(spec.name)
@@ -294,7 +221,7 @@ class DockerBackend:
             kwargs["shm_size"] = self.options.shm_size
         else:
             kwargs["ipc_mode"] = "host"
-        if is_cpu_plan(plan):  # vLLM's documented CPU container settings (NUMA binding)
+        if spec.cpu:  # vLLM's documented CPU container settings (NUMA binding)
             kwargs["cap_add"] = ["SYS_NICE"]
             kwargs["security_opt"] = ["seccomp=unconfined"]
 

@@ -20,15 +20,17 @@ import urllib.request
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
-from vllm_ops.errors import BadInput, MalformedFile, RuntimeFailure
+from vllm_ops.errors import BadInput, RuntimeFailure, VllmOpsError
 from vllm_ops.launch import calibration, procs
 from vllm_ops.launch.backend import LaunchBackend, LaunchSpec, ProcessBackend
 from vllm_ops.launch.diagnosis import Change, Context, Diagnosis, diagnose
 from vllm_ops.launch.locate import VllmCommand
 from vllm_ops.launch.logparse import StartupLog
 from vllm_ops.launch.state import Deployment, StateStore, check_name, default_name
-from vllm_ops.planning.plan import SECRET_FLAGS as _SECRET_FLAGS  # noqa: F401  (--api-key → VLLM_API_KEY)
-from vllm_ops.planning.plan import Replica, split_secret_args
+from vllm_ops.planning.argv import OPEN_HOSTS, parse_flags, serve_args, served_name, strip_flags
+from vllm_ops.planning.argv import split_secret_args as split_secrets  # noqa: F401  (re-exported)
+from vllm_ops.planning.pins import PIN_KEYS, check_port
+from vllm_ops.planning.plan import Replica
 
 
 class LaunchFailed(RuntimeFailure):
@@ -81,66 +83,6 @@ class LaunchResult:
 Progress = Callable[[str, str], None]
 
 
-# ------------------------------------------------------------------------------------ args
-def _flag_name(tok: str) -> str | None:
-    if not tok.startswith("--") or tok == "--":
-        return None
-    return tok[2:].split("=", 1)[0].replace("-", "_")
-
-
-def parse_flags(args: list[str]) -> dict[str, Any]:
-    """A loose parse of vLLM args (for diagnosis context): ``--a-b v`` → ``{"a_b": "v"}``."""
-    out: dict[str, Any] = {}
-    i = 0
-    while i < len(args):
-        name = _flag_name(args[i])
-        if name is None:
-            i += 1
-            continue
-        if "=" in args[i]:
-            out[name] = _num(args[i].split("=", 1)[1])
-            i += 1
-        elif i + 1 < len(args) and not args[i + 1].startswith("--"):
-            out[name] = _num(args[i + 1])
-            i += 2
-        else:
-            out[name] = True
-            i += 1
-    return out
-
-
-def _num(v: str) -> Any:
-    for conv in (int, float):
-        try:
-            return conv(v)
-        except ValueError:
-            pass
-    return v
-
-
-def strip_flags(args: list[str], names: set[str]) -> list[str]:
-    """``args`` without the flags in ``names`` (underscore form) and their values."""
-    out: list[str] = []
-    i = 0
-    while i < len(args):
-        name = _flag_name(args[i])
-        if name is not None and (name in names or name.removeprefix("no_") in names):
-            i += 1
-            if "=" not in args[i - 1]:
-                while i < len(args) and not args[i].startswith("--"):
-                    i += 1
-            continue
-        out.append(args[i])
-        i += 1
-    return out
-
-
-def split_secrets(extra: list[str]) -> tuple[list[str], dict[str, str]]:
-    """Move ``--api-key K`` / ``--hf-token T`` out of argv into environment variables (the one
-    rule, :func:`vllm_ops.planning.plan.split_secret_args`, which the planner applies too)."""
-    return split_secret_args(extra)
-
-
 # ------------------------------------------------------------------------------- helpers
 def port_free(port: int, host: str = "0.0.0.0") -> bool:
     """True when a server could bind ``host:port`` (uvicorn binds with SO_REUSEADDR too)."""
@@ -165,9 +107,7 @@ def default_ready_timeout(plan: Any) -> float:
     gpus = int(flags.get("tensor_parallel_size") or 1) * int(flags.get("pipeline_parallel_size") or 1)
     weights = float(getattr(plan.memory, "weights_gib", 0.0) or 0.0) * gpus
     timeout = 120.0 + 30.0 * weights
-    from vllm_ops.render.vars import is_cpu_plan
-
-    return timeout * 2 if is_cpu_plan(plan) else timeout
+    return timeout * 2 if plan.cpu else timeout
 
 
 def _http_get(url: str, api_key: str | None, timeout: float = 2.0) -> tuple[int, bytes]:
@@ -188,17 +128,13 @@ def build_spec(plan: Any, opts: LaunchOptions, flags_override: dict[str, Any] | 
                extra_override: list[str] | None = None,
                env_override: dict[str, str] | None = None) -> LaunchSpec:
     """The command and environment for one replica of ``plan``. The argument list is the
-    renderer's (:func:`vllm_ops.render.vars.serve_args`); arguments after ``--`` win over the
+    plan's (:func:`vllm_ops.planning.argv.serve_args`, as rendered and planned); arguments after ``--`` win over the
     plan's flags of the same name; ``--api-key``/``--hf-token`` become environment variables."""
-    from vllm_ops.render.vars import is_cpu_plan, serve_args, served_name
-
     replicas = plan.replicas or []
     if replicas and opts.replica >= len(replicas):
         raise BadInput(f"the plan has {len(replicas)} replica(s); no replica {opts.replica}")
     replica = replicas[opts.replica] if replicas else Replica(gpu_ids=[], port=8000)
     if opts.port is not None:
-        from vllm_ops.planning.planner import check_port
-
         replica = replace(replica, port=check_port(opts.port))
     served = served_name(plan)
     extra, secret_env = split_secrets(list(extra_override if extra_override is not None
@@ -209,11 +145,12 @@ def build_spec(plan: Any, opts: LaunchOptions, flags_override: dict[str, Any] | 
     overrides.update({name: None for name in parse_flags(extra)})   # `--` args win
     bare = replace(plan, extra_args=[])
     args = serve_args(bare, replica, model_flag=opts.vllm.mode == "module", overrides=overrides)
-    argv = [*opts.vllm.prefix, *args, *extra]
+    args = [*args, *extra]
+    argv = [*opts.vllm.prefix, *args]
     flags = {k: v for k, v in {**(plan.vllm_args or {}), **overrides}.items() if v is not None}
     flags.update(parse_flags(extra))
     env = {str(k): str(v) for k, v in (plan.env or {}).items()}
-    cpu = is_cpu_plan(plan)
+    cpu = plan.cpu
     if cpu:
         env.setdefault("VLLM_TARGET_DEVICE", "cpu")
     elif replica.gpu_ids:
@@ -224,7 +161,8 @@ def build_spec(plan: Any, opts: LaunchOptions, flags_override: dict[str, Any] | 
     name = deployment_name(plan, opts, replica.port)
     model = plan.model or {}
     host = flags.get("host")
-    return LaunchSpec(name=name, argv=argv, env_added=env, log_path=opts.store.log_path(name),
+    return LaunchSpec(name=name, argv=argv, args=args, cpu=cpu, gpu_ids=[] if cpu else list(replica.gpu_ids),
+                      image=str(plan.image or ""), env_added=env, log_path=opts.store.log_path(name),
                       port=replica.port, host=str(host or "0.0.0.0"), served_name=served,
                       model_id=str(model.get("id") or model.get("path") or served),
                       vllm_version=opts.vllm_version,
@@ -235,8 +173,6 @@ def build_spec(plan: Any, opts: LaunchOptions, flags_override: dict[str, Any] | 
 
 def deployment_name(plan: Any, opts: LaunchOptions, port: int | None = None) -> str:
     """``opts.name``, else ``<served-name>-<port>`` (``-r<i>`` for replica i > 0)."""
-    from vllm_ops.render.vars import served_name
-
     if opts.name:
         return check_name(opts.name)
     if port is None:
@@ -270,10 +206,8 @@ def launch(plan: Any, opts: LaunchOptions, progress: Progress | None = None) -> 
 def _replan(plan: Any, opts: LaunchOptions, change: Change, progress: Progress) -> tuple[Any, bool]:
     """(the plan whose memory figures predict the retried start, stale?). A change of no pin
     (an environment variable, a removed flag, another port) keeps the prediction; a changed pin
-    re-plans through ``opts.replan``; without one (a saved --plan) the prediction is stale."""
-    from vllm_ops.errors import VllmOpsError
-    from vllm_ops.planning.planner import PIN_KEYS
-
+    re-plans through ``opts.replan`` (a ``pins → Plan`` callable from the planning front door,
+    :func:`vllm_ops.planning.replanner`); without one (a saved --plan) the prediction is stale."""
     changed = {k: v for k, v in change.set_flags.items() if k in PIN_KEYS}
     if not changed:
         return plan, False
@@ -309,8 +243,6 @@ def _check_secrets(plan: Any, spec: LaunchSpec) -> None:
 def _warn_open_bind(spec: LaunchSpec) -> None:
     """One warning line when vLLM will listen on every interface (no --host: vLLM's default; or
     0.0.0.0 / ::) with no VLLM_API_KEY in its environment."""
-    from vllm_ops.render.vars import OPEN_HOSTS
-
     if str(spec.host).strip() in OPEN_HOSTS and not spec.environment().get("VLLM_API_KEY"):
         from vllm_ops.output import warn
 
@@ -488,8 +420,7 @@ def _failure(message: str, log: StartupLog, spec: LaunchSpec, log_offset: int,
 
 
 def _is_moe(plan: dict[str, Any] | None) -> bool:
-    model = (plan or {}).get("model") or {}
-    return bool(model.get("is_moe") or model.get("num_experts") or model.get("moe"))
+    return bool(((plan or {}).get("model") or {}).get("moe"))     # the planner's model facts
 
 
 def _validate(root: str, served: str, api_key: str | None, progress: Progress) -> None:
@@ -522,45 +453,6 @@ def _validate(root: str, served: str, api_key: str | None, progress: Progress) -
                           f"({report.duration_s:.1f}s)")
 
 
-def stop(dep: Deployment, store: StateStore, backend: LaunchBackend | None = None,
-         grace: float = 20.0) -> bool:
-    """Stop a deployment and what vllm-ops started with it, and mark it stopped. True if
-    something had to be killed (SIGKILL / a container killed after the grace period).
-
-    The backend defaults to the one the deployment records (:func:`backend_for`). With it go:
-    a native multi-node deployment's worker ranks (``<name>-rank<R>``, their state files
-    removed) and the Ray nodes a ``--backend ray`` launch started (``ray/<name>.json``; a
-    cluster it only joined is left alone)."""
-    from vllm_ops.launch.backend import backend_for
-
-    backend = backend or backend_for(dep.backend)
-    killed = bool(backend.stop(dep, grace))
-    dep.status = "stopped"
-    store.save(dep)
-    killed = stop_companions(dep.name, store, grace) or killed
-    return killed
-
-
-def stop_companions(name: str, store: StateStore, grace: float = 20.0) -> bool:
-    """Stop the worker ranks and Ray nodes recorded under deployment ``name`` (see :func:`stop`)."""
-    from vllm_ops.launch.backend import backend_for
-    from vllm_ops.launch.multinode import worker_names
-    from vllm_ops.launch.ray_backend import ClusterStore, stop_cluster
-
-    killed = False
-    for wname in worker_names(store, name):
-        try:
-            w = store.load(wname)
-        except (KeyError, MalformedFile):
-            store.remove(wname)
-            continue
-        killed = bool(backend_for(w.backend).stop(w, grace)) or killed
-        store.remove(wname)
-    if ClusterStore(store).load(name):
-        stop_cluster(name, store, grace=min(grace, 15.0))
-    return killed
-
-
-__all__ = ["LaunchFailed", "LaunchOptions", "LaunchResult", "launch", "stop", "stop_companions", "build_spec",
+__all__ = ["LaunchFailed", "LaunchOptions", "LaunchResult", "launch", "build_spec",
            "parse_flags", "strip_flags", "split_secrets", "port_free",
            "default_ready_timeout"]

@@ -10,7 +10,7 @@ workers only, no API server). The ``mp`` executor and torch.distributed connect 
         the launcher (readiness stages, validation request, diagnosis); a failed start stops
         every rank it started and diagnoses the master's log, then the workers' logs.
     node_command(plan, rank, vllm) -> argv            one rank's command (for scripts / ssh)
-    stop_native(name, store)                          stop rank 0 and every worker rank
+    (stopping rank 0 stops every worker rank: :func:`vllm_ops.launch.lifecycle.stop`)
 
 How a rank reaches its node: ``NativeLaunch.node_prefix[rank]``, a command prefix such as
 ``ssh host`` or ``ip netns exec ns`` (the tests' network namespaces); ``[]`` runs it here. On a
@@ -23,16 +23,20 @@ module mode a headless rank is started through vLLM's own ``run_headless`` (the 
 """
 from __future__ import annotations
 
-import argparse
-import json
-import sys
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from vllm_ops.errors import BadInput, RuntimeFailure
-from vllm_ops.launch.state import Deployment, StateStore
+from vllm_ops.errors import BadInput
+from vllm_ops.launch import procs
+from vllm_ops.launch.backend import LaunchSpec, PrefixedProcessBackend, ProcessBackend
+from vllm_ops.launch.diagnosis import Context, diagnose
+from vllm_ops.launch.launcher import LaunchFailed, launch
+from vllm_ops.launch.state import Deployment, StateStore, default_name
+from vllm_ops.planning.argv import drop, serve_args, served_name
+from vllm_ops.planning.multinode import node_args
+from vllm_ops.planning.plan import PlanNode
 
 HEADLESS_BOOTSTRAP = (
     "import sys\n"
@@ -67,10 +71,9 @@ class NativeLaunchResult:
     workers: list[Deployment]
 
 
-def _nodes_of(plan: Any, replica: int) -> list[dict[str, Any]]:
-    nodes = [n for n in (plan.nodes or []) if n.get("replica") in (replica, None if replica == 0 else -1)]
-    nodes = [n for n in nodes if n.get("rank") is not None]
-    return sorted(nodes, key=lambda n: int(n.get("rank") or 0))
+def _nodes_of(plan: Any, replica: int) -> list[PlanNode]:
+    nodes = [n for n in (plan.nodes or []) if n.replica in (replica, None if replica == 0 else -1)]
+    return sorted(nodes, key=lambda n: int(n.rank or 0))
 
 
 def _check(plan: Any) -> int:
@@ -90,11 +93,9 @@ def _check(plan: Any) -> int:
 def rank_plan(plan: Any, rank: int, nl: NativeLaunch | None = None) -> Any:
     """The plan as rank ``rank`` runs it: its ``--node-rank``, ``--headless`` on ranks > 0,
     the master address/port overrides, and its node's environment."""
-    from vllm_ops.planning.multinode import node_args
-
     nl = nl or NativeLaunch()
-    nodes = {int(n.get("rank") or 0): n for n in _nodes_of(plan, 0)}
-    node = nodes.get(rank, {"rank": rank})
+    nodes = {int(n.rank or 0): n for n in _nodes_of(plan, 0)}
+    node = nodes.get(rank) or PlanNode(name=f"rank {rank}", rank=rank, head=rank == 0)
     va = node_args(plan, node)
     va["node_rank"] = rank
     if rank > 0:
@@ -105,57 +106,37 @@ def rank_plan(plan: Any, rank: int, nl: NativeLaunch | None = None) -> Any:
         va["master_addr"] = nl.master_addr
     if nl.master_port:
         va["master_port"] = int(nl.master_port)
-    env = {**(plan.env or {}), **(node.get("env") or {}), **nl.node_env.get(rank, {})}
+    env = {**(plan.env or {}), **(node.env or {}), **nl.node_env.get(rank, {})}
     return replace(plan, vllm_args=va, env=env)
 
 
 def node_command(plan: Any, rank: int, vllm: Any, nl: NativeLaunch | None = None) -> list[str]:
     """The argv of one rank (rank 0 serves; ranks > 0 are headless)."""
-    from vllm_ops.render.vars import serve_args
-
     rp = rank_plan(plan, rank, nl)
     replica = plan.replicas[0] if plan.replicas else None
     if rank > 0:
-        args = [a for a in serve_args(rp, replica, model_flag=vllm.mode == "module")]
-        args = _drop_port(args)
+        args = drop(serve_args(rp, replica, model_flag=vllm.mode == "module"), ("--port",))
         if vllm.mode == "module":
             return [vllm.python or vllm.prefix[0], "-c", HEADLESS_BOOTSTRAP, *args]
         return [*vllm.prefix, *args]
     return [*vllm.prefix, *serve_args(rp, replica, model_flag=vllm.mode == "module")]
 
 
-def _drop_port(args: list[str]) -> list[str]:
-    out, skip = [], False
-    for a in args:
-        if skip:
-            skip = False
-            continue
-        if a == "--port":
-            skip = True
-            continue
-        out.append(a)
-    return out
-
-
 def _start_worker(plan: Any, rank: int, nl: NativeLaunch, opts: Any, name: str) -> Deployment:
-    from vllm_ops.launch.backend import LaunchSpec, ProcessBackend
-
     argv = [*nl.node_prefix.get(rank, ()), *node_command(plan, rank, opts.vllm, nl)]
     rp = rank_plan(plan, rank, nl)
     env = {str(k): str(v) for k, v in (rp.env or {}).items()}
-    from vllm_ops.render.vars import is_cpu_plan
-
-    if is_cpu_plan(plan):
+    if plan.cpu:
         env.setdefault("VLLM_TARGET_DEVICE", "cpu")
     else:
-        node = {int(n.get("rank") or 0): n for n in _nodes_of(plan, 0)}.get(rank, {})
-        if node.get("gpu_ids"):
-            env.setdefault("CUDA_VISIBLE_DEVICES", ",".join(str(g) for g in node["gpu_ids"]))
+        node = {int(n.rank or 0): n for n in _nodes_of(plan, 0)}.get(rank)
+        if node is not None and node.gpu_ids:
+            env.setdefault("CUDA_VISIBLE_DEVICES", ",".join(str(g) for g in node.gpu_ids))
     env.update(opts.env)
     env.update(nl.node_env.get(rank, {}))
     wname = f"{name}-rank{rank}"
     spec = LaunchSpec(name=wname, argv=argv, env_added=env, log_path=opts.store.log_path(wname), port=0,
-                      host="", served_name=str((plan.model or {}).get("served_name") or ""),
+                      host="", served_name=served_name(plan),
                       model_id=str((plan.model or {}).get("id") or ""), vllm_version=opts.vllm_version,
                       plan=None, env_removed=("VLLM_API_KEY",))
     dep = ProcessBackend().start(spec)
@@ -168,12 +149,6 @@ def _start_worker(plan: Any, rank: int, nl: NativeLaunch, opts: Any, name: str) 
 def launch_native(plan: Any, nl: NativeLaunch, opts: Any,
                   progress: Callable[[str, str], None] | None = None) -> NativeLaunchResult:
     """Start every rank of replica 0 (see the module doc). ``opts``: the launcher's LaunchOptions."""
-    from vllm_ops.launch import procs
-    from vllm_ops.launch.diagnosis import Context, diagnose
-    from vllm_ops.launch.launcher import LaunchFailed, launch
-    from vllm_ops.launch.ray_backend import PrefixedProcessBackend
-    from vllm_ops.launch.state import default_name
-    from vllm_ops.render.vars import served_name
 
     progress = progress or (lambda stage, detail="": None)
     nn = _check(plan)
@@ -223,7 +198,6 @@ def launch_native(plan: Any, nl: NativeLaunch, opts: Any,
 
 def diagnose_multinode(log_text: str):
     """Only the multi-node rules of :data:`vllm_ops.launch.diagnosis.RULES` (a rank's log)."""
-    from vllm_ops.launch.diagnosis import Context, diagnose
 
     return diagnose(log_text, Context(flags={"nnodes": 2}), only="multinode-")
 
@@ -236,9 +210,6 @@ def _read(path: str | None) -> str:
 
 
 def _worker_failed(w: Deployment):
-    from vllm_ops.launch.diagnosis import Context, diagnose
-    from vllm_ops.launch.launcher import LaunchFailed
-
     d = diagnose(_read(w.log_path), Context(flags={"nnodes": 2}))
     tail = [ln for ln in _read(w.log_path).splitlines() if ln.strip()][-1:] or ["no output"]
     msg = f"vLLM {w.name} exited at once: " + (f"{d.cause} — fix: {d.fix}" if d else tail[0][:200])
@@ -246,8 +217,6 @@ def _worker_failed(w: Deployment):
 
 
 def _stop_workers(workers: Sequence[Deployment], store: StateStore, grace: float) -> None:
-    from vllm_ops.launch.backend import ProcessBackend
-
     backend = ProcessBackend()
     for w in workers:
         backend.stop(w, grace)
@@ -257,108 +226,3 @@ def _stop_workers(workers: Sequence[Deployment], store: StateStore, grace: float
 
 def worker_names(store: StateStore, name: str) -> list[str]:
     return [n for n in store.names() if n.startswith(f"{name}-rank") and n[len(name) + 5:].isdigit()]
-
-
-def stop_native(name: str, store: StateStore, grace: float = 20.0) -> list[str]:
-    """Stop rank 0 (``name``) and every ``<name>-rank<R>``; remove their state files."""
-    from vllm_ops.launch.backend import ProcessBackend
-
-    backend = ProcessBackend()
-    stopped = []
-    for n in [*worker_names(store, name), name]:
-        try:
-            dep = store.load(n)
-        except KeyError:
-            continue
-        backend.stop(dep, grace)
-        store.remove(n)
-        stopped.append(n)
-    return stopped
-
-
-# ------------------------------------------------------------------ a small entry point
-def _kv(items: Sequence[str], what: str) -> dict[int, Any]:
-    out: dict[int, Any] = {}
-    for it in items:
-        rank, sep, rest = it.partition("=" if what == "exec" else ":")
-        if not sep or not rank.isdigit():
-            raise BadInput(f"--node-{what} {it!r}: expected RANK{'=' if what == 'exec' else ':'}...")
-        out[int(rank)] = rest
-    return out
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m vllm_ops.launch.multinode launch --plan P.json [--node-exec R='ip netns exec ns']
-    [--node-env R:KEY=VALUE] [--name N] [--port P] [--no-validate] [--ready-timeout S]`` (detached:
-    returns once rank 0 is ready; prints one JSON line) and ``... stop NAME``."""
-    import shlex
-
-    from vllm_ops.launch.launcher import LaunchFailed, LaunchOptions
-    from vllm_ops.launch.locate import find_vllm
-    from vllm_ops.planning.plan import Plan
-
-    ap = argparse.ArgumentParser(prog="python -m vllm_ops.launch.multinode")
-    sub = ap.add_subparsers(dest="cmd", required=True)
-    la = sub.add_parser("launch")
-    la.add_argument("--plan", required=True)
-    la.add_argument("--node-exec", action="append", default=[], metavar="RANK=PREFIX")
-    la.add_argument("--node-env", action="append", default=[], metavar="RANK:KEY=VALUE")
-    la.add_argument("--master-addr")
-    la.add_argument("--master-port", type=int)
-    la.add_argument("--node-rank", type=int, help="start only this rank (run it on each node)")
-    la.add_argument("--name")
-    la.add_argument("--port", type=int)
-    la.add_argument("--ready-timeout", type=float)
-    la.add_argument("--no-validate", dest="validate", action="store_false")
-    la.add_argument("--vllm", help="vLLM executable or Python (default: VLLM_OPS_VLLM / PATH)")
-    la.add_argument("--state-dir")
-    st = sub.add_parser("stop")
-    st.add_argument("name")
-    st.add_argument("--state-dir")
-    args = ap.parse_args(argv)
-    store = StateStore(args.state_dir)
-    try:
-        if args.cmd == "stop":
-            print(json.dumps({"stopped": stop_native(args.name, store)}))
-            return 0
-        plan = Plan.load(args.plan)
-        env_items: dict[int, dict[str, str]] = {}
-        for it in args.node_env:
-            rank, _, kv = it.partition(":")
-            key, sep, val = kv.partition("=")
-            if not rank.isdigit() or not sep:
-                raise BadInput(f"--node-env {it!r}: expected RANK:KEY=VALUE")
-            env_items.setdefault(int(rank), {})[key] = val
-        nl = NativeLaunch(node_prefix={k: shlex.split(v) for k, v in _kv(args.node_exec, "exec").items()},
-                          node_env=env_items, master_addr=args.master_addr, master_port=args.master_port,
-                          this_rank=args.node_rank)
-        import os
-
-        opts = LaunchOptions(vllm=find_vllm(args.vllm or os.environ.get("VLLM_OPS_VLLM")), name=args.name, port=args.port,
-                             ready_timeout=args.ready_timeout, validate=args.validate, store=store,
-                             record_calibration=False)
-
-        def show(stage: str, detail: str = "") -> None:
-            sys.stderr.write(f"[multinode] {stage}: {detail}\n")
-            sys.stderr.flush()
-
-        try:
-            res = launch_native(plan, nl, opts, show)
-        except LaunchFailed as exc:
-            print(json.dumps({"ready": False, "error": exc.one_line(),
-                              "diagnosis": exc.diagnosis.to_dict() if exc.diagnosis else None}))
-            return 1
-        head = res.head
-        print(json.dumps({"ready": head is not None, "name": head.deployment.name if head else None,
-                          "url": head.deployment.url if head else None,
-                          "ready_s": round(head.ready_s, 1) if head else None,
-                          "actual": head.actual if head else None,
-                          "workers": [w.name for w in res.workers]}))
-        return 0
-    except (BadInput, RuntimeFailure) as exc:
-        print(json.dumps({"ready": False, "error": exc.one_line()}))
-        return 2 if isinstance(exc, BadInput) else 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -32,7 +32,9 @@ from typing import Any, Callable, Sequence
 
 from vllm_ops.errors import BadInput, RuntimeFailure
 from vllm_ops.launch import procs
-from vllm_ops.launch.diagnosis import Diagnosis
+from vllm_ops.launch.backend import PrefixedProcessBackend
+from vllm_ops.launch.diagnosis import Context, Diagnosis, diagnose
+from vllm_ops.launch.launcher import launch
 from vllm_ops.launch.state import StateStore, check_name, write_atomic
 
 DEFAULT_RAY_PORT = 6379
@@ -317,17 +319,14 @@ class Requirement:
 
 
 def requirement(plan: Any) -> Requirement:
-    from vllm_ops.render.vars import is_cpu_plan
-
     va = plan.vllm_args or {}
     tp = int(va.get("tensor_parallel_size") or 1)
     pp = int(va.get("pipeline_parallel_size") or 1)
     world = tp * pp
-    span = int(va.get("nnodes") or 0) or len({n.get("name") for n in (plan.nodes or [])
-                                               if n.get("replica") == 0}) or 1
+    span = int(va.get("nnodes") or 0) or len({n.name for n in (plan.nodes or []) if n.replica == 0}) or 1
     span = max(1, min(span, world))
     per = max(1, world // span)
-    return Requirement(key="CPU" if is_cpu_plan(plan) else "GPU", per_node=per, nodes=span, total=world)
+    return Requirement(key="CPU" if plan.cpu else "GPU", per_node=per, nodes=span, total=world)
 
 
 def check_resources(plan: Any, res: ClusterResources, address: str) -> Requirement:
@@ -353,8 +352,6 @@ def check_resources(plan: Any, res: ClusterResources, address: str) -> Requireme
 # -------------------------------------------------------------------------------- diagnosis
 def diagnose_ray(log_text: str) -> Diagnosis | None:
     """Only the Ray rules of :data:`vllm_ops.launch.diagnosis.RULES` (the log of a Ray start)."""
-    from vllm_ops.launch.diagnosis import Context, diagnose
-
     return diagnose(log_text, Context(flags={"distributed_executor_backend": "ray"}), only="ray-")
 
 
@@ -388,32 +385,6 @@ def ray_plan(plan: Any) -> Any:
     return replace(plan, vllm_args=va)
 
 
-class PrefixedProcessBackend:
-    """The launch engineer's ProcessBackend, with vLLM started under a command prefix."""
-
-    def __init__(self, prefix: Sequence[str] = (), name: str = "ray"):
-        from vllm_ops.launch.backend import ProcessBackend
-
-        self._inner = ProcessBackend()
-        self.prefix = list(prefix)
-        self.name = name
-
-    def start(self, spec):
-        spec = replace(spec, argv=[*self.prefix, *spec.argv])
-        dep = self._inner.start(spec)
-        dep.backend = self.name
-        return dep
-
-    def alive(self, dep):
-        return self._inner.alive(dep)
-
-    def exit_code(self, dep):
-        return self._inner.exit_code(dep)
-
-    def stop(self, dep, grace: float = 20.0):
-        return self._inner.stop(dep, grace)
-
-
 def launch_ray(plan: Any, ray: RayLaunch, opts: Any, progress: Callable[[str, str], None] | None = None
                ) -> RayLaunchResult:
     """Start (or join) the Ray cluster, check its resources, then start vLLM on it.
@@ -424,7 +395,6 @@ def launch_ray(plan: Any, ray: RayLaunch, opts: Any, progress: Callable[[str, st
     :class:`NotEnoughResources` before vLLM is started. A failed vLLM start is diagnosed by the
     launcher's table (the Ray rules come first in it).
     """
-    from vllm_ops.launch.launcher import launch
 
     progress = progress or (lambda stage, detail="": None)
     if bool(ray.address) == bool(ray.head):

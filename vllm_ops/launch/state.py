@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from vllm_ops.errors import BadInput, MalformedFile
+from vllm_ops.launch.procs import PID_LIMIT
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _SECRET = re.compile(r"KEY|TOKEN|SECRET|PASSWORD|CREDENTIAL", re.I)
@@ -222,8 +223,6 @@ STOP_FIELDS = ("backend", "pid", "pgid", "pid_start_ticks", "container_id", "con
 
 def _problems(d: dict) -> list[tuple[str, str]]:
     """(field, what is wrong) for every wrong field of a state file's object, in a fixed order."""
-    from vllm_ops.launch.procs import PID_LIMIT
-
     out: list[tuple[str, str]] = []
     required = [f.name for f in fields(Deployment) if f.default is MISSING and f.default_factory is MISSING]
     for key in required:

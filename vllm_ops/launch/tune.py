@@ -22,6 +22,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from vllm_ops.errors import VllmOpsError
+from vllm_ops.launch import calibration, launcher, lifecycle
+from vllm_ops.loadtest.bench import run_bench
+from vllm_ops.profiles import load_profile
+
 Progress = Callable[[str, str], None]
 DEFAULT_MAX_STARTS = 3
 PERF_FIGURES = ("ttft_ms", "tpot_ms", "output_tokens_per_s", "requests_per_s")
@@ -123,9 +128,6 @@ def tune(result: Any, opts: TuneOptions, progress: Progress | None = None) -> Tu
 def _run_trial(trial: Trial, result: Any, opts: TuneOptions, say: Progress) -> None:
     """Start replica 0 of the candidate, bench it, stop it (always)."""
     from vllm_ops.client import VLLMError
-    from vllm_ops.errors import VllmOpsError
-    from vllm_ops.launch import launcher
-
     cand = trial.candidate
     lopts = launcher.LaunchOptions(
         vllm=opts.vllm, vllm_version=opts.vllm_version, name=f"{opts.name}-{cand.rank}",
@@ -149,13 +151,11 @@ def _run_trial(trial: Trial, result: Any, opts: TuneOptions, say: Progress) -> N
             say("tune", trial.error)
     finally:
         if dep is not None:
-            launcher.stop(dep, opts.store, lopts.backend)
+            lifecycle.stop(dep, opts.store, lopts.backend)
             say("tune", f"stopped {dep.name}")
 
 
 def _bench(trial: Trial, result: Any, opts: TuneOptions, url: str, say: Progress) -> None:
-    from vllm_ops.loadtest.bench import run_bench
-
     cand, w = trial.candidate, result.workload
     load = cand.load or ({"concurrency": w.concurrency} if w.concurrency is not None else {"rate": w.rate})
     conc, rate = load.get("concurrency"), load.get("rate")
@@ -216,8 +216,6 @@ def _r(x: Any, nd: int = 2) -> float | None:
 def perf_record(trial: Trial, result: Any) -> dict[str, Any]:
     """A calibration record of kind ``perf`` (:func:`calibration.make_perf_record`): the prediction
     beside the measurement of one replica at the load it was benched with."""
-    from vllm_ops.launch import calibration
-
     w = result.workload
     load = trial.measured.get("load") or {}
     workload = {"input_len": w.input_len, "output_len": w.output_len, **load,
@@ -227,8 +225,6 @@ def perf_record(trial: Trial, result: Any) -> dict[str, Any]:
 
 
 def _record(trial: Trial, result: Any, opts: TuneOptions) -> str | None:
-    from vllm_ops.launch import calibration
-
     try:
         return str(calibration.append(perf_record(trial, result), opts.store.root))
     except OSError:
@@ -247,8 +243,6 @@ def write_profile(out: TuneResult, result: Any, directory: str | Path, name: str
     """``<directory>/<name>.yaml`` in the profiles format: the box of ``base`` (or of the plan) with
     the best measured flags as ``vllm_defaults``; loaded back to check it."""
     import yaml
-
-    from vllm_ops.profiles import load_profile
 
     t = out.best
     if t is None:

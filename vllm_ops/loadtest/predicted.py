@@ -12,12 +12,13 @@ import math
 from pathlib import Path
 from typing import Any
 
+from vllm_ops.planning.performance import Workload, predict
+from vllm_ops.planning.plan import Plan
+
 
 def load_full_plan(path: str | Path):
     """The Plan in a plan file (or a deployment state file that embeds one), or None when the
     document is not a whole plan (PlanLimits.load has already checked it is JSON)."""
-    from vllm_ops.planning.plan import Plan
-
     try:
         doc = json.loads(Path(path).read_text(encoding="utf-8"))
         if isinstance(doc, dict) and isinstance(doc.get("plan"), dict):
@@ -35,8 +36,6 @@ def measured_of(level: Any) -> dict[str, Any]:
 def compare(plan: Any, report: Any, *, record: bool = True, state_dir: Any = None) -> list[dict[str, Any]]:
     """One row per level: ``{"level", "predicted", "measured", "reason"}``; with ``record``, each
     level with a prediction and measured figures becomes a calibration record."""
-    from vllm_ops.planning.performance import Workload, predict
-
     rows = []
     for lv in report.levels:
         row: dict[str, Any] = {"level": lv.label, "measured": measured_of(lv), "predicted": None, "reason": None}

@@ -21,7 +21,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
+from vllm_ops.errors import BadInput, MalformedFile
 from vllm_ops.loadtest.stats import LevelStats
+from vllm_ops.output import console as make_console
 
 KV_FULL = 0.95
 
@@ -60,8 +62,6 @@ class PlanLimits:
 
     @classmethod
     def load(cls, path: str | Path) -> "PlanLimits":
-        from vllm_ops.errors import BadInput, MalformedFile
-
         p = Path(path)
         try:
             doc = json.loads(p.read_text(encoding="utf-8"))
@@ -166,8 +166,6 @@ class BenchReport:
 
     def print_table(self, console: Any = None) -> None:
         from rich.table import Table
-
-        from vllm_ops.output import console as make_console
 
         con = console or make_console()
         t = Table(title=f"vllm-ops bench {self.url} ({self.model}, in {self.input_len} / out "

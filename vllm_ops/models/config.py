@@ -28,6 +28,7 @@ from typing import Any
 
 from vllm_ops.errors import MalformedFile
 from vllm_ops.models.spec import MLA, ModelSpec, MoE, Quantization
+from vllm_ops.models.weights import count_weights, is_moe_layer
 
 # generous sanity bounds: anything beyond is a hostile or broken file
 _LIMITS = {
@@ -289,24 +290,6 @@ def _moe(cfg: dict, model_type: str, n_layers: int, inter: int, model_id: str) -
                num_dense_layers=dense if dense else first_k, moe_layer_freq=freq)
 
 
-def is_moe_layer(cfg: dict, model_type: str, i: int) -> bool:
-    """Whether decoder layer ``i`` has routed experts (DeepSeek first_k_dense_replace /
-    moe_layer_freq, Qwen-MoE mlp_only_layers / decoder_sparse_step)."""
-    first_k = cfg.get("first_k_dense_replace") or 0
-    if i < first_k:
-        return False
-    if "moe_layer_freq" in cfg and isinstance(cfg.get("moe_layer_freq"), int) and cfg["moe_layer_freq"] > 1:
-        if i % cfg["moe_layer_freq"] != 0:
-            return False
-    mlp_only = cfg.get("mlp_only_layers") or []
-    if isinstance(mlp_only, list) and i in mlp_only:
-        return False
-    step = cfg.get("decoder_sparse_step")
-    if isinstance(step, int) and not isinstance(step, bool) and step > 1 and (i + 1) % step != 0:
-        return False
-    return True
-
-
 _STATE_KINDS = ("mamba", "linear_attention", "conv", "ssm", "linear")
 _STATE_KEYS = ("mamba_d_state", "ssm_state_size", "mamba_expand", "linear_num_value_heads", "mamba_n_heads",
                "attn_layer_period", "hybrid_override_pattern", "full_attention_interval")
@@ -381,7 +364,6 @@ def spec_from_config(config: dict, *, model_id: str, source: str = "config",
     beside it, when there is one). Raises ``MalformedFile`` (one line)."""
     from vllm_ops.models.quant import from_hf_quant_config
     from vllm_ops.models.vision import vision_of
-    from vllm_ops.models.weights import count_weights
 
     if not isinstance(config, dict):
         raise MalformedFile(f"{_where(model_id)}: expected a JSON object, got {type(config).__name__}")

@@ -167,10 +167,27 @@ class _Tally:
         return b
 
 
+def is_moe_layer(cfg: dict, model_type: str, i: int) -> bool:
+    """Whether decoder layer ``i`` has routed experts (DeepSeek first_k_dense_replace /
+    moe_layer_freq, Qwen-MoE mlp_only_layers / decoder_sparse_step)."""
+    first_k = cfg.get("first_k_dense_replace") or 0
+    if i < first_k:
+        return False
+    if "moe_layer_freq" in cfg and isinstance(cfg.get("moe_layer_freq"), int) and cfg["moe_layer_freq"] > 1:
+        if i % cfg["moe_layer_freq"] != 0:
+            return False
+    mlp_only = cfg.get("mlp_only_layers") or []
+    if isinstance(mlp_only, list) and i in mlp_only:
+        return False
+    step = cfg.get("decoder_sparse_step")
+    if isinstance(step, int) and not isinstance(step, bool) and step > 1 and (i + 1) % step != 0:
+        return False
+    return True
+
+
 def count_weights(cfg: dict, *, model_type: str, n_layers: int, hidden: int, inter: int,
                   heads: int, kv_heads: int, head_dim: int, vocab: int, tie: bool, dtype: str,
                   moe, mla, quant) -> Counted:
-    from vllm_ops.models.config import is_moe_layer
 
     t = _Tally(dtype, quant, model_type)
     out = Counted()

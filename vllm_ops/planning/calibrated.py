@@ -20,7 +20,7 @@ def _record_for(plan: Plan, state_dir: str | os.PathLike | None) -> dict[str, An
     from vllm_ops.launch import calibration as cal
 
     args = plan.vllm_args or {}
-    cpu = plan.image.startswith("vllm/vllm-openai-cpu")
+    cpu = plan.cpu
     gpus = int(args.get("tensor_parallel_size") or 1) * int(args.get("pipeline_parallel_size") or 1)
     hw = cal.hardware_of(plan.hardware or {}, None if cpu else gpus)
     key = cal.gpu_key(hw["gpu_name"], hw["gpu_count"], hw["total_bytes"])

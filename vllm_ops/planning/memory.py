@@ -1,6 +1,6 @@
 """vLLM's startup memory arithmetic, per GPU, as a pure function of config.json facts and flags.
 
-The sequence it mirrors (vLLM ``gpu_worker.py`` ``determine_available_memory``)::
+The sequence it mirrors (vLLM 0.33.0 ``vllm/v1/worker/gpu_worker.py``, ``determine_available_memory``)::
 
     budget   = ceil(total x gpu_memory_utilization)            # a fraction of TOTAL, not free memory
     weights  = per-rank share of the checkpoint (+ small buffers)
@@ -16,7 +16,7 @@ post-KV sampler warm-up that the profile did not see. That leftover is ``margin_
 tiny, identical flags can succeed once and OOM the next time (calibration rows 53/54).
 
 Numbers are GiB per GPU unless the name says otherwise. All coefficients are fitted to real logs
-(the public startup logs and the measured runs named in ``planning/versions.py``) and named once.
+(``tests/data/reference/*.csv``, rows named in ``planning/versions.py``) and named once.
 
 :func:`estimate` runs named steps over small typed facts: :func:`weights_step` (served dtype,
 planning/dtypes.py), :func:`activation_step` (language-model profile, plus the vision encoder's,

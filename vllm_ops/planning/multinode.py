@@ -3,14 +3,13 @@
     plan_multinode(model, inventory, *, pins, vllm_version, profile=None, backend="ray"|"native",
                    master_port=29500, ...) -> Plan
 
-The memory model is the single-node planner's (:func:`vllm_ops.planning.planner.plan`, which calls
+The memory model is the single-node planner's (:func:`vllm_ops.planning.planner.plan_layout`, which calls
 :func:`vllm_ops.planning.memory.estimate`): this module only chooses how many nodes one replica
 spans and pins that layout (``tensor_parallel_size`` = GPUs per node, ``pipeline_parallel_size`` =
 nodes per replica), then lays the result out over the nodes:
 
-- ``plan.nodes``: one entry per node used, ``{"name", "address", "rank", "gpu_ids", "replica",
-  "head", "env"}`` (``rank`` is the node's rank inside its replica; rank 0 is the Ray head /
-  vLLM's master and serves the API; ``env`` holds per-node additions: ``VLLM_HOST_IP`` = the
+- ``plan.nodes``: one :class:`~vllm_ops.planning.plan.PlanNode` per node used (``rank`` is the
+  node's rank inside its replica; rank 0 is the Ray head / vLLM's master and serves the API; ``env`` holds per-node additions: ``VLLM_HOST_IP`` = the
   node's address when known, and the CPU build's thread binding),
 - ``plan.vllm_args``: ``distributed_executor_backend`` ``"ray"``, or for vLLM's native
   multi-node mode ``"mp"`` + ``nnodes``, ``node_rank`` (0: the head's command; every other node
@@ -23,15 +22,15 @@ Pure: no I/O, no environment reads (like the planner).
 from __future__ import annotations
 
 import math
-import shlex
 from dataclasses import replace
 from typing import Any, Iterable
 
 from vllm_ops.errors import BadInput, ImpossiblePin
 from vllm_ops.hardware.inventory import Inventory, Node
 from vllm_ops.models.spec import ModelSpec
-from vllm_ops.planning.plan import Plan, PlanWarning, Replica
-from vllm_ops.planning.planner import HEALTHY_CONCURRENCY, _norm_pins, _valid_tps
+from vllm_ops.planning.argv import command as command_of
+from vllm_ops.planning.plan import Plan, PlanNode, PlanWarning, Replica
+from vllm_ops.planning.pins import HEALTHY_CONCURRENCY, normalize_pins, valid_tps
 from vllm_ops.planning.planner import plan_layout as plan_single
 from vllm_ops.planning.versions import DEFAULT_VLLM_VERSION
 
@@ -90,7 +89,7 @@ def plan_multinode(model: ModelSpec, inventory: Inventory, *, pins: dict | None 
         raise BadInput(f"unknown multi-node backend {backend!r}", hint="one of: " + ", ".join(BACKENDS))
     if not 1 <= int(master_port) <= 65535:
         raise BadInput(f"master port {master_port} is not a TCP port")
-    pins = _norm_pins(pins)
+    pins = normalize_pins(pins)
     cpu = _cpu(inventory, profile)
     _check_nodes(inventory, cpu)
     n_nodes = len(inventory.nodes)
@@ -146,7 +145,7 @@ def _choose(model, inventory, per_node, n_nodes, pins, kw) -> tuple[Plan, int, i
         tp = int(single.vllm_args["tensor_parallel_size"])
         full = plan_single(model, inventory, pins={**pins, "tensor_parallel_size": tp}, **kw)
         return full, tp, 1, 1, f"1: one replica fits on one node (TP {tp})"
-    tps = [t for t in _valid_tps(model, per_node)]
+    tps = valid_tps(model, per_node)
     tp = max(tps) if tps else 1
     first_fit: tuple[Plan, int] | None = None
     last: tuple[Plan, int] | None = None
@@ -187,7 +186,7 @@ def _lay_out(base: Plan, inventory: Inventory, *, tp: int, pp: int, span: int, c
     warnings = [w for w in base.warnings if w.code != "tp-over-pcie" or span == 1]
     vargs = {k: v for k, v in base.vllm_args.items() if k not in _MULTINODE_KEYS}
     env = dict(base.env)
-    nodes: list[dict[str, Any]] = []
+    nodes: list[PlanNode] = []
     replicas: list[Replica] = []
 
     if span == 1:
@@ -196,8 +195,8 @@ def _lay_out(base: Plan, inventory: Inventory, *, tp: int, pp: int, span: int, c
         for i, nd in enumerate(inventory.nodes):
             ids = [g for r in replicas if r.node in (None, node_name(nd, i)) for g in r.gpu_ids] \
                 if n_nodes > 1 else [g.index for g in nd.gpus]
-            nodes.append({"name": node_name(nd, i), "address": nd.address, "rank": 0, "replica": None,
-                          "head": True, "gpu_ids": sorted(set(ids)), "env": {}})
+            nodes.append(PlanNode(name=node_name(nd, i), address=nd.address, rank=0, replica=None,
+                                  head=True, gpu_ids=sorted(set(ids))))
         reasons["nodes_per_replica"] = why_layout
         return replace(base, nodes=nodes, reasons=reasons, warnings=warnings)
 
@@ -214,8 +213,8 @@ def _lay_out(base: Plan, inventory: Inventory, *, tp: int, pp: int, span: int, c
             # vLLM finds its own address by routing towards a public IP; on hosts without a default
             # route that gives 0.0.0.0 and the ranks never meet: say it when the address is known
             nenv = {"VLLM_HOST_IP": nd.address} if nd.address else {}
-            nodes.append({"name": node_name(nd, i), "address": nd.address, "rank": r, "replica": g,
-                          "head": r == 0, "gpu_ids": ids, "env": nenv, "head_address": head_addr})
+            nodes.append(PlanNode(name=node_name(nd, i), address=nd.address, rank=r, replica=g,
+                                  head=r == 0, gpu_ids=ids, env=nenv, head_address=head_addr))
         replicas.append(Replica(gpu_ids=[] if cpu else [x.index for x in head.gpus][:ranks_per_node],
                                 port=port + g, node=node_name(head, g * span)))
         if g == 0:
@@ -224,7 +223,7 @@ def _lay_out(base: Plan, inventory: Inventory, *, tp: int, pp: int, span: int, c
     if cpu:
         for nd in nodes:
             # one pipeline rank per node: all of that node's cores (the test bed overrides per node)
-            nd["env"]["VLLM_CPU_OMP_THREADS_BIND"] = "auto"
+            nd.env["VLLM_CPU_OMP_THREADS_BIND"] = "auto"
         env.pop("VLLM_CPU_OMP_THREADS_BIND", None)
         reasons.pop("VLLM_CPU_OMP_THREADS_BIND", None)
 
@@ -281,41 +280,22 @@ def _lay_out(base: Plan, inventory: Inventory, *, tp: int, pp: int, span: int, c
             f"(~{net:.0f} GB/s per node{inside}); use RDMA (InfiniBand/RoCE) with NCCL and keep the nodes on "
             f"one switch; replicas that fit on fewer nodes are faster when you have the memory"))
 
-    argv = _command(base, vargs, list(base.extra_args))
-    return replace(base, nodes=nodes, replicas=replicas, vllm_args=vargs, env=env, reasons=reasons,
-                   warnings=warnings, command=argv)
+    out = replace(base, nodes=nodes, replicas=replicas, vllm_args=vargs, env=env, reasons=reasons,
+                  warnings=warnings)
+    out.command = command_of(out)          # rank 0's: the same argv render and launch use
+    return out
 
 
-def _command(base: Plan, vargs: dict[str, Any], extra_args: list[str]) -> str:
-    """The head's (rank 0) command: the single-node command with the multi-node flags added."""
-    words = shlex.split(base.command) if base.command else ["vllm", "serve", str(vargs.get("model"))]
-    n = len(extra_args)
-    tail = words[len(words) - n:] if n and words[len(words) - n:] == list(extra_args) else []
-    head = words[:len(words) - len(tail)]
-    for flag in ("--tensor-parallel-size", "--pipeline-parallel-size", "--distributed-executor-backend"):
-        while flag in head:
-            i = head.index(flag)
-            del head[i:i + 2]
-    i = head.index("--port") if "--port" in head else len(head)
-    add = ["--tensor-parallel-size", str(vargs["tensor_parallel_size"]),
-           "--pipeline-parallel-size", str(vargs["pipeline_parallel_size"]),
-           "--distributed-executor-backend", str(vargs["distributed_executor_backend"])]
-    for key in ("nnodes", "node_rank", "master_addr", "master_port"):
-        if key in vargs:
-            add += ["--" + key.replace("_", "-"), str(vargs[key])]
-    return shlex.join(head[:i] + add + head[i:] + tail)
-
-
-def node_args(plan: Plan, node: dict[str, Any]) -> dict[str, Any]:
+def node_args(plan: Plan, node: PlanNode) -> dict[str, Any]:
     """The vLLM flags (underscore names) one node of a native multi-node plan runs with:
     the plan's, with its own ``node_rank`` and ``headless`` on ranks > 0."""
     va = dict(plan.vllm_args or {})
     if "nnodes" not in va:
         return va
-    rank = int(node.get("rank") or 0)
+    rank = int(node.rank or 0)
     va["node_rank"] = rank
-    if node.get("head_address"):
-        va["master_addr"] = node["head_address"]       # the head of this node's replica
+    if node.head_address:
+        va["master_addr"] = node.head_address          # the head of this node's replica
     if rank > 0:
         va["headless"] = True
     return va

@@ -49,6 +49,98 @@ class _Pre:
     counted: bool
 
 
+@dataclass
+class _Tally:
+    """The sums behind the means (requests sent after the warm-up only)."""
+    ttft_sum: float = 0.0
+    tpot_sum: float = 0.0
+    e2e_sum: float = 0.0
+    counted: int = 0
+    counted_tpot: int = 0
+    first_arrival: float | None = None
+    last_finish: float = 0.0
+
+    def first_token(self, n: int, t: float, arrival: float) -> None:
+        self.ttft_sum += n * (t - arrival)
+        self.counted += n
+        if self.first_arrival is None or arrival < self.first_arrival:
+            self.first_arrival = arrival
+
+    def finished(self, n: int, t: float, arrival: float, first: float | None = None, ln: int = 0) -> None:
+        if first is not None:
+            self.tpot_sum += n * (t - first) / (ln - 1)
+            self.counted_tpot += n
+        self.e2e_sum += n * (t - arrival)
+        self.last_finish = t
+
+
+def _open_arrivals(rate: float | None, concurrency: int | None, stagger_ms: float, num_requests: int,
+                   seed: int) -> deque[float]:
+    """Arrival times (ms): exponential gaps at ``rate`` (open loop), or one client every
+    ``stagger_ms`` (closed loop started staggered)."""
+    arrivals: deque[float] = deque()
+    if rate is not None:
+        rng = random.Random(seed)
+        t_a = 0.0
+        for _ in range(num_requests):
+            arrivals.append(t_a)
+            t_a += rng.expovariate(rate) * 1e3
+    if concurrency is not None and stagger_ms > 0:
+        for i in range(min(int(concurrency), num_requests)):
+            arrivals.append(i * stagger_ms)
+    return arrivals
+
+
+def _prefill(pre: deque[_Pre], budget: int, isl: int) -> tuple[int, float]:
+    """Fill ``budget`` with prompt tokens, first come first served: (tokens, their summed context)."""
+    n_tok = 0
+    pre_ctx = 0.0
+    for c in pre:
+        if budget <= 0:
+            break
+        need = c.n * isl - c.done
+        take = min(need, budget)
+        if take <= 0:
+            continue
+        pre_ctx += take * (c.done % isl + take / 2.0) if c.n == 1 else take * isl / 2.0
+        c.done += take
+        budget -= take
+        n_tok += take
+    return n_tok, pre_ctx
+
+
+def _decode_run(step: StepFn, n_dec: int, sum_ctx: float, steps_to_finish: int, t: float,
+                arrivals: deque[float]) -> tuple[float, int]:
+    """A run of pure decode steps up to the next finish (or the next arrival, open loop): (ms, steps)."""
+    k = max(steps_to_finish, 1)
+    d0 = step(n_dec, sum_ctx, 0, 0.0)
+    if arrivals:
+        k = max(1, min(k, int((arrivals[0] - t) / d0) + 1))
+    d1 = step(n_dec, sum_ctx + (k - 1) * n_dec, 0, 0.0) if k > 1 else d0
+    return (d0 + d1) / 2.0 * k, k
+
+
+def _admit(pre: deque[_Pre], waiting: deque[list], free: int) -> int:
+    """Move waiting requests into prefill while slots are free; how many moved."""
+    took = 0
+    while free > 0 and waiting:
+        w = waiting[0]
+        take = min(free, w[0])
+        pre.append(_Pre(take, 0, 0, w[1], w[2]))
+        took += take
+        free -= take
+        w[0] -= take
+        if w[0] == 0:
+            waiting.popleft()
+    return took
+
+
+def _output_lengths(new: int, osl: int, jitter: float, rng: random.Random) -> list[int]:
+    if jitter > 0:
+        return [max(2, int(round(osl * (1 + jitter * (2 * rng.random() - 1))))) for _ in range(new)]
+    return [osl]
+
+
 def simulate(step: StepFn, *, input_len: int, output_len: int, max_num_seqs: int, max_batched_tokens: int,
              kv_capacity_tokens: int, concurrency: int | None = None, rate: float | None = None,
              num_requests: int = 0, warmup: int = 0, seed: int = 0, stagger_ms: float = 0.0,
@@ -65,21 +157,12 @@ def simulate(step: StepFn, *, input_len: int, output_len: int, max_num_seqs: int
     if limit < 1:
         raise ValueError("not even one request fits")
     budget_cap = int(max_batched_tokens)
-    arrivals: deque[float] = deque()
-    if rate is not None:
-        rng = random.Random(seed)
-        t_a = 0.0
-        for _ in range(num_requests):
-            arrivals.append(t_a)
-            t_a += rng.expovariate(rate) * 1e3
+    arrivals = _open_arrivals(rate, concurrency, stagger_ms, num_requests, seed)
     waiting: deque[list] = deque()                   # [n, arrival_ms, counted]
     pre: deque[_Pre] = deque()
     dec: list[tuple] = []                            # heap of (finish_step, seq, n, first_ms, counted, arrival, osl)
     jrng = random.Random(seed + 1)
-    seq = 0
-    sent = 0
-
-    n_wait = 0
+    seq = sent = n_wait = 0
 
     def send(n: int, t_now: float) -> None:
         nonlocal sent, n_wait
@@ -89,23 +172,12 @@ def simulate(step: StepFn, *, input_len: int, output_len: int, max_num_seqs: int
             sent += n
             n_wait += n
 
-    if concurrency is not None and stagger_ms > 0:
-        for i in range(min(int(concurrency), num_requests)):
-            arrivals.append(i * stagger_ms)
-    elif concurrency is not None:
+    if concurrency is not None and not stagger_ms > 0:
         send(int(concurrency), 0.0)
     t = 0.0
-    stepno = 0
-    n_dec = n_pre_req = 0
-    sum_ctx = 0.0
-    done = 0
-    ttft_sum = tpot_sum = e2e_sum = 0.0
-    counted = counted_tpot = 0
-    first_counted_arrival: float | None = None
-    last_finish = 0.0
-    busy_weighted = 0.0
-    max_running = queued_max = 0
-    steps_run = 0
+    stepno = n_dec = n_pre_req = done = steps_run = max_running = queued_max = 0
+    sum_ctx = busy_weighted = 0.0
+    tally = _Tally()
     gaps: list[tuple[float, float]] = []           # (step ms, decode tokens in it) for the ITL median
     while done < num_requests and steps_run < max_steps:
         while arrivals and arrivals[0] <= t:
@@ -113,17 +185,9 @@ def simulate(step: StepFn, *, input_len: int, output_len: int, max_num_seqs: int
             waiting.append([1, a, sent >= warmup])
             sent += 1
             n_wait += 1
-        free = limit - n_dec - n_pre_req
-        while free > 0 and waiting:
-            w = waiting[0]
-            take = min(free, w[0])
-            pre.append(_Pre(take, 0, 0, w[1], w[2]))
-            n_pre_req += take
-            n_wait -= take
-            free -= take
-            w[0] -= take
-            if w[0] == 0:
-                waiting.popleft()
+        took = _admit(pre, waiting, limit - n_dec - n_pre_req)
+        n_pre_req += took
+        n_wait -= took
         if waiting:
             queued_max = max(queued_max, n_wait)
         if not pre and not n_dec:
@@ -131,28 +195,9 @@ def simulate(step: StepFn, *, input_len: int, output_len: int, max_num_seqs: int
                 t = max(t, arrivals[0])
                 continue
             break                                   # nothing left to run
-        budget = max(budget_cap - n_dec, 0)
-        n_tok = 0
-        pre_ctx = 0.0
-        for c in pre:
-            if budget <= 0:
-                break
-            need = c.n * isl - c.done
-            take = min(need, budget)
-            if take <= 0:
-                continue
-            pre_ctx += take * (c.done % isl + take / 2.0) if c.n == 1 else take * isl / 2.0
-            c.done += take
-            budget -= take
-            n_tok += take
+        n_tok, pre_ctx = _prefill(pre, max(budget_cap - n_dec, 0), isl)
         if n_tok == 0 and n_dec:
-            # a run of pure decode steps: up to the next finish (or the next arrival, open loop)
-            k = max(dec[0][0] - stepno, 1)
-            d0 = step(n_dec, sum_ctx, 0, 0.0)
-            if arrivals:
-                k = max(1, min(k, int((arrivals[0] - t) / d0) + 1))
-            d1 = step(n_dec, sum_ctx + (k - 1) * n_dec, 0, 0.0) if k > 1 else d0
-            dt = (d0 + d1) / 2.0 * k
+            dt, k = _decode_run(step, n_dec, sum_ctx, dec[0][0] - stepno, t, arrivals)
             t += dt
             busy_weighted += n_dec * dt
             gaps.append((dt / k, n_dec * k))
@@ -177,23 +222,15 @@ def simulate(step: StepFn, *, input_len: int, output_len: int, max_num_seqs: int
                     c.finished = fin
                     n_pre_req -= new
                     if c.counted:
-                        ttft_sum += new * (t - c.arrival)
-                        counted += new
-                        if first_counted_arrival is None or c.arrival < first_counted_arrival:
-                            first_counted_arrival = c.arrival
+                        tally.first_token(new, t, c.arrival)
                     if osl <= 1:
                         done += new
                         if c.counted:
-                            e2e_sum += new * (t - c.arrival)
-                            last_finish = t
+                            tally.finished(new, t, c.arrival)
                         if concurrency is not None:
                             send(new, t)
                     else:
-                        if osl_jitter > 0:
-                            lens = [max(2, int(round(osl * (1 + osl_jitter * (2 * jrng.random() - 1)))))
-                                    for _ in range(new)]
-                        else:
-                            lens = [osl]
+                        lens = _output_lengths(new, osl, osl_jitter, jrng)
                         for ln in lens:
                             m = new if len(lens) == 1 else 1
                             seq += 1
@@ -211,18 +248,15 @@ def simulate(step: StepFn, *, input_len: int, output_len: int, max_num_seqs: int
             sum_ctx -= n * (isl + ln)
             done += n
             if cnt:
-                tpot_sum += n * (t - first) / (ln - 1)
-                e2e_sum += n * (t - arr)
-                counted_tpot += n
-                last_finish = t
+                tally.finished(n, t, arr, first, ln)
             if concurrency is not None:
                 send(n, t)
-    start = first_counted_arrival or 0.0
+    start = tally.first_arrival or 0.0
     return SimResult(
-        ttft_ms=ttft_sum / counted if counted else None,
-        tpot_ms=tpot_sum / counted_tpot if counted_tpot else None,
-        e2e_ms=e2e_sum / counted if counted else None,
-        requests=counted, duration_ms=max(last_finish - start, 1e-9),
+        ttft_ms=tally.ttft_sum / tally.counted if tally.counted else None,
+        tpot_ms=tally.tpot_sum / tally.counted_tpot if tally.counted_tpot else None,
+        e2e_ms=tally.e2e_sum / tally.counted if tally.counted else None,
+        requests=tally.counted, duration_ms=max(tally.last_finish - start, 1e-9),
         mean_running=busy_weighted / t if t else 0.0, max_running=max_running, limit=limit,
         queued_max=queued_max, mean_step_ms=t / stepno if stepno else 0.0, itl_median_ms=_weighted_median(gaps))
 

@@ -21,6 +21,14 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from vllm_ops.errors import BadInput
+from vllm_ops.hardware import catalog
+from vllm_ops.planning import perf_fit
+from vllm_ops.planning.memory import VOCAB_PADDING
+from vllm_ops.planning.perf_fit import OSL_JITTER as jitter
+from vllm_ops.planning.perf_sim import simulate
+from vllm_ops.planning.perf_step import StepCost
+
 if TYPE_CHECKING:  # pragma: no cover
     from vllm_ops.models.spec import ModelSpec
     from vllm_ops.planning.perf_step import StepCost
@@ -45,8 +53,6 @@ class Workload:
     num_requests: int | None = None  # requests a benchmark sends (first wave included); None: steady state
 
     def check(self) -> None:
-        from vllm_ops.errors import BadInput
-
         if (self.concurrency is None) == (self.rate is None):
             raise BadInput("give exactly one of --concurrency and --rate with --input-len/--output-len")
         if int(self.input_len) < 1 or int(self.output_len) < 1:
@@ -100,7 +106,6 @@ def predict(plan: "Plan", workload: Workload, *, spec: "ModelSpec | None" = None
             spec = load_model_spec(plan.model.get("path") or plan.model["id"], offline=True)
         except Exception as exc:  # noqa: BLE001 — any failure to resolve is a reason, not a crash
             return refuse(f"model facts for {plan.model.get('id')!r} not available offline ({type(exc).__name__})")
-    from vllm_ops.planning import perf_fit
 
     eff = efficiency or perf_fit.EFFICIENCY
     cost, why = step_cost(plan, spec, eff)
@@ -113,11 +118,11 @@ def _unsupported(plan: "Plan", w: Workload) -> str | None:
     va = plan.vllm_args or {}
     if not plan.fits:
         return f"the plan does not fit ({plan.failure_stage}): nothing to serve"
-    if str(plan.image).startswith("vllm/vllm-openai-cpu"):
+    if plan.cpu:
         return "CPU servers are not modelled (GPU roofline only)"
     if int(va.get("pipeline_parallel_size") or 1) > 1:
         return "pipeline parallelism is not modelled"
-    if len(plan.nodes or []) > 1 and any(n.get("replica") is not None for n in plan.nodes):
+    if len(plan.nodes or []) > 1 and any(n.replica is not None for n in plan.nodes):
         return "replicas spanning several nodes are not modelled"
     mml = int(va.get("max_model_len") or 0)
     if mml and w.input_len + w.output_len > mml:
@@ -127,8 +132,6 @@ def _unsupported(plan: "Plan", w: Workload) -> str | None:
 
 
 def _gpu_type(plan: "Plan"):
-    from vllm_ops.hardware import catalog
-
     nodes = (plan.hardware or {}).get("nodes") or []
     gpus = nodes[0].get("gpus") if nodes else []
     if not gpus:
@@ -154,9 +157,6 @@ def _weight_precision(plan: "Plan", spec: "ModelSpec") -> str:
 
 def step_cost(plan: "Plan", spec: "ModelSpec", eff) -> "tuple[StepCost | None, str | None]":
     """The per-GPU step cost of ``plan``'s replica, or (None, why)."""
-    from vllm_ops.planning.memory import VOCAB_PADDING
-    from vllm_ops.planning.perf_step import StepCost
-
     g = _gpu_type(plan)
     if g is None or not g.bf16_tflops:
         name = ((plan.hardware or {}).get("spec") or "this GPU")
@@ -217,8 +217,6 @@ def step_cost(plan: "Plan", spec: "ModelSpec", eff) -> "tuple[StepCost | None, s
 
 
 def _run(plan: "Plan", w: Workload, cost: "StepCost", fit_notes: list[str]) -> Performance:
-    from vllm_ops.planning.perf_sim import simulate
-
     va = plan.vllm_args or {}
     seqs = int(va.get("max_num_seqs") or 256)
     mbt = int(va.get("max_num_batched_tokens") or 2048)
@@ -229,7 +227,6 @@ def _run(plan: "Plan", w: Workload, cost: "StepCost", fit_notes: list[str]) -> P
         return refuse(f"one request of {isl}+{osl} tokens needs more KV cache than the "
                       f"{cap} tokens this replica has")
     notes = list(cost.notes) + fit_notes
-    from vllm_ops.planning.perf_fit import OSL_JITTER as jitter
     kw = dict(input_len=isl, output_len=osl, max_num_seqs=seqs, max_batched_tokens=mbt, kv_capacity_tokens=cap)
     if w.concurrency is not None:
         c = int(w.concurrency)

@@ -1,57 +1,38 @@
-"""The planner: ModelSpec + Inventory + pinned flags → Plan. Pure (no I/O, no environment reads).
+"""The planner: ModelSpec + Inventory + pinned flags → Plan, over one pool of GPUs. Pure (no I/O,
+no environment reads). The front door is :func:`vllm_ops.planning.plan` (planning/front.py), which
+hands inventories of several nodes to :mod:`~vllm_ops.planning.multinode`.
 
-Order: normalise and validate pins (a pin vLLM itself would reject raises ImpossiblePin), pick the
-hardware facts, choose TP/PP (smallest TP with a healthy KV cache), then max-model-len, then
-max-num-seqs (so the sampler warm-up fits), then replicas, warnings and the rendered command.
-Every choice gets a line in ``plan.reasons``; every version rule used goes to ``plan.assumptions``.
+Order (:func:`plan_layout`, one named step each): normalise and validate pins (a pin vLLM itself
+would reject raises ImpossiblePin), pick the hardware facts, choose TP/PP (smallest TP with a
+healthy KV cache), then max-model-len, then max-num-seqs (so the sampler warm-up fits), then
+replicas, warnings and the command. Every choice gets a line in ``plan.reasons``; every version
+rule used goes to ``plan.assumptions``.
 """
 from __future__ import annotations
 
+import json
 import math
-import shlex
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any, Iterable
 
 from vllm_ops.errors import BadInput, ImpossiblePin
 from vllm_ops.hardware.inventory import Inventory
 from vllm_ops.models.spec import ModelSpec
-from vllm_ops.planning.memory import (
-    CPU_BLOCK_SIZE, GPU_BLOCK_SIZE, KV_DTYPE_BYTES, LORA_DEFAULT_MAX_LORAS, LORA_DEFAULT_MAX_RANK, VOCAB_PADDING,
-    Estimate, Flags, GiB, estimate,
-)
-from vllm_ops.planning.plan import (
-    ENV_NAME, Memory, Plan, PlanWarning, Replica, is_secret_name, split_secret_args,
-)
+from vllm_ops.planning.argv import SECRET_FLAGS, split_secret_args, value_of
+from vllm_ops.planning.argv import command as command_of
 from vllm_ops.planning.coverage import coverage_warnings, refuse_unmodelled
 from vllm_ops.planning.dtypes import checkpoint_kv_fp8
-from vllm_ops.planning.plan import SECRET_FLAGS
+from vllm_ops.planning.memory import (
+    CPU_BLOCK_SIZE, GPU_BLOCK_SIZE, LORA_DEFAULT_MAX_LORAS, LORA_DEFAULT_MAX_RANK, Estimate, Flags, GiB, estimate,
+)
+from vllm_ops.planning.pins import (  # noqa: F401  (PIN_KEYS & co. re-exported for older imports)
+    DTYPES, FP8_KV, HEALTHY_CONCURRENCY, KV_CACHE_DTYPE_FAMILIES, KV_CACHE_DTYPES, MAX_PORT, PIN_KEYS,
+    PROFILE_LAYOUT_KEYS, QUANTIZATIONS, check_port, kv_dtype_ok, normalize_pins, tp_problem, truthy, valid_tps,
+)
+from vllm_ops.planning.plan import ENV_NAME, Memory, Plan, PlanWarning, Replica, default_image, is_secret_name
 from vllm_ops.planning.versions import DEFAULT_VLLM_VERSION, VersionRules, batch_defaults, parse_version, rules_for
 
-HEALTHY_CONCURRENCY = 4          # full-length sequences the KV cache should hold before we stop adding TP
 DEFAULT_CPU_KV_GIB = 4.0
-PIN_KEYS = (
-    "tensor_parallel_size", "pipeline_parallel_size", "data_parallel_size", "gpu_memory_utilization",
-    "max_model_len", "max_num_seqs", "max_num_batched_tokens", "kv_cache_dtype", "dtype", "quantization",
-    "enforce_eager",
-)
-PROFILE_LAYOUT_KEYS = ("tensor_parallel_size", "pipeline_parallel_size", "kv_cache_dtype", "quantization")
-_INT_PINS = ("tensor_parallel_size", "pipeline_parallel_size", "data_parallel_size", "max_model_len",
-             "max_num_seqs", "max_num_batched_tokens")
-_FP8_KV = ("fp8", "fp8_e4m3", "fp8_e5m2", "fp8_inc")
-# vLLM 0.33's choices (`vllm serve --help`; ../shared/reference/vllm-api-and-memory.md §5): vLLM
-# refuses anything else at start, so the planner refuses it first (ImpossiblePin, exit 2)
-DTYPES = ("auto", "half", "float16", "bfloat16", "float", "float32")
-KV_CACHE_DTYPES = ("auto", "float16", "bfloat16", "fp8", "fp8_e4m3", "fp8_e5m2", "fp8_inc", "fp8_ds_mla",
-                   "nvfp4_ds_mla", "nvfp4", "nvfp4_4over6", "int8_per_token_head", "fp8_per_token_head",
-                   "int4_per_token_head", "ultraquant_4bit")
-KV_CACHE_DTYPE_FAMILIES = ("turboquant_", "octave_")          # turboquant_*, octave_*
-# --quantization: a plugin may register more methods, so an unknown one is a warning, not an error
-QUANTIZATIONS = ("awq", "auto_awq", "fp8", "fbgemm_fp8", "fp_quant", "modelopt", "modelopt_fp4",
-                 "modelopt_mxfp8", "modelopt_mixed", "auto_gptq", "gptq", "gptq_marlin", "awq_marlin",
-                 "humming", "compressed-tensors", "experts_int8", "quark", "moe_wna16", "torchao", "inc",
-                 "mxfp4", "gpt_oss_mxfp4", "deepseek_v4_fp8", "online", "fp8_per_tensor", "fp8_per_block",
-                 "fp8_per_channel", "int8_per_channel_weight_only", "nvfp4_per_token", "mxfp8")
-MAX_PORT = 65535
 _SECRET_FLAG_ITEMS = tuple(SECRET_FLAGS.items())
 _ADA_OR_OLDER_MOE_NOTE = (
     "the seed saw Qwen3-Coder-30B-A3B-Instruct on 4x L4 fail while compiling the fused-MoE Triton kernels "
@@ -59,62 +40,6 @@ _ADA_OR_OLDER_MOE_NOTE = (
 
 
 # -- helpers ---------------------------------------------------------------------------------
-def _truthy(v: Any) -> bool:
-    return str(v).strip().lower() in ("1", "true", "yes", "on")
-
-
-def _norm_pins(pins: dict | None) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in (pins or {}).items():
-        if v is None or v is False and k != "enforce_eager":
-            continue
-        key = k.replace("-", "_").lstrip("_")
-        if key not in PIN_KEYS:
-            raise BadInput(f"unknown pinned flag {k!r}", hint="pins are " + ", ".join(PIN_KEYS))
-        if key in _INT_PINS:
-            try:
-                v = int(v)
-            except (TypeError, ValueError):
-                raise BadInput(f"--{key.replace('_', '-')} must be an integer, not {v!r}") from None
-            if v < 1:
-                raise ImpossiblePin(f"--{key.replace('_', '-')} must be >= 1, not {v}")
-        elif key == "gpu_memory_utilization":
-            try:
-                v = float(v)
-            except (TypeError, ValueError):
-                raise BadInput(f"--gpu-memory-utilization must be a number, not {v!r}") from None
-            if not 0 < v <= 1:
-                raise ImpossiblePin(f"--gpu-memory-utilization must be in (0, 1], not {v}",
-                                    hint="it is the fraction of each GPU's total memory vLLM may use")
-        elif key == "enforce_eager":
-            v = _truthy(v) if not isinstance(v, bool) else v
-            if not v:
-                continue
-        else:
-            v = str(v)
-        out[key] = v
-    return out
-
-
-def check_port(port: Any, what: str = "--port") -> int:
-    """A TCP port: an int in 1..65535 (BadInput otherwise). Replicas take consecutive ports, so
-    the planner also checks the last one."""
-    if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= MAX_PORT:
-        raise BadInput(f"{what} must be a port number in 1..{MAX_PORT}, not {str(port)[:40]!r}")
-    return port
-
-
-def _arg_value(args: list[str], flag: str) -> str | None:
-    """The value of ``--flag V`` / ``--flag=V`` in a vLLM argv (the last one wins), or None."""
-    val = None
-    for i, tok in enumerate(args):
-        if tok == flag and i + 1 < len(args):
-            val = args[i + 1]
-        elif tok.startswith(flag + "="):
-            val = tok.split("=", 1)[1]
-    return val
-
-
 def lora_from_args(extra_args: Iterable[str]) -> tuple[int, int]:
     """(max_loras, max_lora_rank) when ``--enable-lora`` is among the vLLM arguments, (0, 0) otherwise;
     vLLM's defaults (1 slot, rank 16) where the flags are not given."""
@@ -124,14 +49,14 @@ def lora_from_args(extra_args: Iterable[str]) -> tuple[int, int]:
         if tok == "--enable-lora":
             on = True
         elif tok.startswith("--enable-lora="):
-            on = _truthy(tok.split("=", 1)[1])
+            on = truthy(tok.split("=", 1)[1])
         elif tok == "--no-enable-lora":
             on = False
     if not on:
         return 0, 0
 
     def num(flag: str, default: int) -> int:
-        v = _arg_value(args, flag)
+        v = value_of(args, flag)
         try:
             n = int(v) if v is not None else default
         except ValueError:
@@ -158,10 +83,6 @@ def hardware_label(inventory: Inventory) -> str:
     if len(nodes) > 1:
         return f"{len(nodes)}x({nodes[0]})" if len(set(nodes)) == 1 else " | ".join(nodes)
     return nodes[0]
-
-
-def _kv_dtype_ok(kvd: str) -> bool:
-    return kvd in KV_CACHE_DTYPES or any(kvd.startswith(f) and len(kvd) > len(f) for f in KV_CACHE_DTYPE_FAMILIES)
 
 
 def _split_secrets(env: dict[str, str], extra_args: Iterable[str],
@@ -195,24 +116,6 @@ def _split_secrets(env: dict[str, str], extra_args: Iterable[str],
     return plain, rest, sorted(secret_names), warnings
 
 
-def _tp_problem(model: ModelSpec, tp: int) -> str | None:
-    """Why vLLM would refuse this TP size, or None."""
-    if model.num_attention_heads % tp:
-        return (f"Total number of attention heads ({model.num_attention_heads}) must be divisible by "
-                f"tensor parallel size ({tp})")
-    kv = model.num_kv_heads
-    if model.mla is None and kv and not (kv % tp == 0 or tp % kv == 0):
-        return f"{kv} KV heads and tensor parallel size {tp}: one must be a multiple of the other"
-    vpad = math.ceil(model.vocab_size / VOCAB_PADDING) * VOCAB_PADDING
-    if vpad % tp:
-        return f"padded vocab {vpad} is not divisible by tensor parallel size {tp}"
-    if model.moe is None and model.intermediate_size % tp:
-        return f"intermediate size {model.intermediate_size} is not divisible by tensor parallel size {tp}"
-    if model.moe is not None and model.moe.moe_intermediate_size % tp:
-        return f"MoE intermediate size {model.moe.moe_intermediate_size} is not divisible by tensor parallel size {tp}"
-    return None
-
-
 def _gpu_type(inv: Inventory):
     g = inv.gpus[0]
     try:
@@ -237,46 +140,104 @@ def _r(x: float) -> float:
     return round(float(x), 2)
 
 
-# -- the planner -------------------------------------------------------------------------------
-def plan(model: ModelSpec, inventory: Inventory, *, pins: dict | None = None,
-         vllm_version: str = DEFAULT_VLLM_VERSION, profile=None, extra_args: Iterable[str] = (),
-         env: dict | None = None, served_name: str | None = None, port: int = 8000,
-         env_secrets: Iterable[str] = (), backend: str | None = None, master_port: int | None = None,
-         network_gbs: float | None = None) -> Plan:
-    """Plan ``model`` on ``inventory``. ``env``/``extra_args`` may hold secrets (a name matching
-    KEY|TOKEN|SECRET|PASSWORD, ``--api-key K``): only their names reach the plan
-    (``plan.env_secrets``, with a warning), never the values; ``env_secrets`` adds names of
-    secrets the caller passes to vLLM itself (launch).
 
-    An inventory of more than one node is planned by
-    :func:`vllm_ops.planning.multinode.plan_multinode` (one ``plan.nodes`` shape for plan, render
-    and launch): ``backend`` ``"ray"`` (default for GPUs) or ``"native"`` (vLLM's
-    ``--nnodes/--node-rank/--master-addr/--master-port``; the only choice for CPU nodes),
-    ``master_port`` (native; default 29500), ``network_gbs`` (per-node network bandwidth, for the
-    ``inter-node-bandwidth`` warning). On one node these three are not used."""
-    if len(inventory.nodes) > 1:
-        from vllm_ops.planning.multinode import DEFAULT_MASTER_PORT, plan_multinode
+# -- the facts plan_layout works over ------------------------------------------------------------
+@dataclass
+class _Facts:
+    """The request, normalised, and what the hardware and pins fix before the layout search."""
+    model: ModelSpec
+    inventory: Inventory
+    profile: Any
+    pins: dict[str, Any]
+    from_profile: list[str]                  # pins that came from the profile's layout
+    prof_defaults: dict[str, Any]
+    version: str
+    rules: VersionRules
+    port: int
+    served_name: str | None
+    env_given: dict[str, Any]                # the caller's --env (not the profile's)
+    env: dict[str, str]                      # the plan's non-secret environment
+    extra_args: list[str]
+    secret_names: list[str]
+    warnings: list[PlanWarning]
+    reasons: dict[str, str]
+    cpu: bool
+    n_nodes: int
+    per_node: int
+    total_gpus: int
+    # -- fixed by _hardware_facts / _fixed_flags
+    gtype: Any = None
+    cc: Any = None
+    has_fp8: bool = False
+    total_bytes: int = 0
+    free_bytes: int | None = None
+    gname: str = ""
+    kvd: str = "auto"
+    dtype: str = "auto"
+    util: float = 0.0
+    allow_long: bool = False
+    model_max: int = 0
+    max_len: int = 0
+    block: int = GPU_BLOCK_SIZE
+    eager: bool = False
+    cpu_kv: float | None = None
+    lora_slots: int = 0
+    lora_rank: int = 0
+    image_limit: Any = None                  # --limit-mm-per-prompt images (models.vision)
+    bf16_ok: bool = True                     # compute capability >= 8.0 (or unknown)
 
-        cpu = (getattr(profile, "kind", "gpu") == "cpu") or inventory.gpu_count == 0
-        return plan_multinode(
-            model, inventory, pins=pins, vllm_version=vllm_version, profile=profile,
-            backend=backend or ("native" if cpu else "ray"),
-            master_port=DEFAULT_MASTER_PORT if master_port is None else master_port,
-            extra_args=extra_args, env=env, served_name=served_name, port=port, network_gbs=network_gbs,
-            env_secrets=env_secrets)
-    return plan_layout(model, inventory, pins=pins, vllm_version=vllm_version, profile=profile,
-                       extra_args=extra_args, env=env, served_name=served_name, port=port,
-                       env_secrets=env_secrets)
+    def pin(self, key: str) -> Any:
+        return self.pins.get(key)
 
 
+@dataclass
+class _Choice:
+    """The layout the search chose, and the flags and memory estimate it runs with."""
+    tp: int
+    pp: int
+    est: Estimate
+    flags: Flags
+    seqs_note: str
+    max_len: int
+    lowered_from: int | None
+    seqs_default: int
+    tok_default: int
+    batch_why: str
+
+
+# -- the planner ---------------------------------------------------------------------------------
 def plan_layout(model: ModelSpec, inventory: Inventory, *, pins: dict | None = None,
                 vllm_version: str = DEFAULT_VLLM_VERSION, profile=None, extra_args: Iterable[str] = (),
                 env: dict | None = None, served_name: str | None = None, port: int = 8000,
                 env_secrets: Iterable[str] = ()) -> Plan:
     """The memory model and the layout search over ``inventory`` as one pool of GPUs (what
-    :func:`plan` does on one node; :mod:`~vllm_ops.planning.multinode` calls it for each layout it
-    tries and lays the result out over the nodes). ``plan.nodes`` stays empty here."""
-    pins = _norm_pins(pins)
+    :func:`vllm_ops.planning.plan` does on one node; :mod:`~vllm_ops.planning.multinode` calls it
+    for each layout it tries and lays the result out over the nodes). ``plan.nodes`` stays empty.
+
+    Named steps: the request → pins vLLM would reject → hardware facts → the flags the layout does
+    not change → the TP/PP search (max-model-len, max-num-seqs) → reasons → replicas → warnings →
+    the Plan."""
+    f = _request(model, inventory, pins=pins, vllm_version=vllm_version, profile=profile,
+                 extra_args=extra_args, env=env, served_name=served_name, port=port, env_secrets=env_secrets)
+    _check_pins(f)
+    _hardware_facts(f)
+    _fixed_flags(f)
+    search = _Search(f)
+    choice = search.choose()
+    _layout_reasons(f, choice, search.tried)
+    replicas = _replicas(f, choice)
+    _warnings(f, choice)
+    _cpu_pp_env(f, choice.pp)
+    if replicas and max(r.port for r in replicas) > MAX_PORT:
+        raise BadInput(f"--port {f.port}: {len(replicas)} replicas need ports {f.port}.."
+                       f"{max(r.port for r in replicas)}, above {MAX_PORT}", hint="pick a lower --port")
+    return _assemble(f, search, choice, replicas)
+
+
+def _request(model: ModelSpec, inventory: Inventory, *, pins, vllm_version, profile, extra_args, env,
+             served_name, port, env_secrets) -> _Facts:
+    """The request normalised: pins, version rules, environment without secrets, profile defaults."""
+    pins = normalize_pins(pins)
     port = check_port(port)
     refuse_unmodelled(model)              # Mamba/linear-attention state, quantization configs vLLM refuses
     version = str(vllm_version or DEFAULT_VLLM_VERSION).lstrip("v")
@@ -290,424 +251,465 @@ def plan_layout(model: ModelSpec, inventory: Inventory, *, pins: dict | None = N
             raise BadInput(f"--env {str(k)[:80]!r}: not an environment variable name",
                            hint="letters, digits and '_', not starting with a digit")
         env_in[k] = str(v)
-    env_out, extra_args, secret_names, warnings = _split_secrets(env_in, extra_args, env_secrets)
+    env_out, rest, secret_names, warnings = _split_secrets(env_in, extra_args, env_secrets)
     prof_defaults = {k.replace("-", "_"): v for k, v in (getattr(profile, "vllm_defaults", None) or {}).items()}
     # a profile that fixes a layout (one written by `vllm-ops tune`) acts as pins the user may override
     from_profile = [k for k in PROFILE_LAYOUT_KEYS if prof_defaults.get(k) is not None and k not in pins]
-    pins.update(_norm_pins({k: prof_defaults[k] for k in from_profile}))
+    pins.update(normalize_pins({k: prof_defaults[k] for k in from_profile}))
     cpu = (getattr(profile, "kind", "gpu") == "cpu") or not inventory.gpus
-    reasons: dict[str, str] = {}
-    assumptions = rules.assumptions()
-
     n_nodes = max(len(inventory.nodes), 1)
-    per_node = len(inventory.gpus) if not cpu else 1
-    total_gpus = inventory.gpu_count if not cpu else n_nodes
+    return _Facts(
+        model=model, inventory=inventory, profile=profile, pins=pins, from_profile=from_profile,
+        prof_defaults=prof_defaults, version=version, rules=rules, port=port, served_name=served_name,
+        env_given=dict(env or {}), env=env_out, extra_args=list(rest), secret_names=secret_names,
+        warnings=warnings, reasons={}, cpu=cpu, n_nodes=n_nodes,
+        per_node=len(inventory.gpus) if not cpu else 1, total_gpus=inventory.gpu_count if not cpu else n_nodes)
 
-    # -- pins vLLM would reject ---------------------------------------------------------------
-    tp_pin = pins.get("tensor_parallel_size")
-    pp_pin = pins.get("pipeline_parallel_size")
-    dp_pin = pins.get("data_parallel_size")
+
+def _check_pins(f: _Facts) -> None:
+    """Pins vLLM would reject (ImpossiblePin, before any arithmetic)."""
+    tp_pin, pp_pin, dp_pin = f.pin("tensor_parallel_size"), f.pin("pipeline_parallel_size"), f.pin("data_parallel_size")
     if tp_pin:
-        why = _tp_problem(model, tp_pin)
+        why = tp_problem(f.model, tp_pin)
         if why:
-            raise ImpossiblePin(why, hint=f"valid sizes here: {_valid_tps(model, max(per_node, 8))}")
-    if not cpu and (tp_pin or 1) * (pp_pin or 1) * (dp_pin or 1) > total_gpus:
+            raise ImpossiblePin(why, hint=f"valid sizes here: {valid_tps(f.model, max(f.per_node, 8))}")
+    if not f.cpu and (tp_pin or 1) * (pp_pin or 1) * (dp_pin or 1) > f.total_gpus:
         raise ImpossiblePin(f"TP x PP x DP = {(tp_pin or 1) * (pp_pin or 1) * (dp_pin or 1)} is more than the "
-                            f"{total_gpus} GPU(s) planned for")
-    allow_long = _truthy(env_out.get("VLLM_ALLOW_LONG_MAX_MODEL_LEN", "0"))
-    mml_pin = pins.get("max_model_len")
-    if mml_pin and mml_pin > model.max_position_embeddings and not allow_long:
-        raise ImpossiblePin(f"--max-model-len {mml_pin} is above the model's {model.max_position_embeddings}",
+                            f"{f.total_gpus} GPU(s) planned for")
+    f.allow_long = truthy(f.env.get("VLLM_ALLOW_LONG_MAX_MODEL_LEN", "0"))
+    mml_pin = f.pin("max_model_len")
+    if mml_pin and mml_pin > f.model.max_position_embeddings and not f.allow_long:
+        raise ImpossiblePin(f"--max-model-len {mml_pin} is above the model's {f.model.max_position_embeddings}",
                             hint="set VLLM_ALLOW_LONG_MAX_MODEL_LEN=1 if the model really supports it")
-    kvd = str(pins.get("kv_cache_dtype", "auto")).strip().lower()
-    if not _kv_dtype_ok(kvd):
-        raise ImpossiblePin(f"unknown --kv-cache-dtype {kvd!r}",
+    f.kvd = str(f.pins.get("kv_cache_dtype", "auto")).strip().lower()
+    if not kv_dtype_ok(f.kvd):
+        raise ImpossiblePin(f"unknown --kv-cache-dtype {f.kvd!r}",
                             hint="vLLM accepts " + ", ".join(KV_CACHE_DTYPES) + ", turboquant_*, octave_*")
 
-    gtype = None if cpu else _gpu_type(inventory)
-    g0 = inventory.gpus[0] if inventory.gpus else None
-    cc = (g0.compute_capability if g0 and g0.compute_capability else (gtype.compute_capability if gtype else None))
-    has_fp8 = gtype.fp8 if gtype else (cc is not None and tuple(cc) >= (8, 9))
 
-    # dtype: no bf16 below compute capability 8.0
-    dtype = str(pins.get("dtype", prof_defaults.get("dtype") or "auto")).strip().lower()
+def _hardware_facts(f: _Facts) -> None:
+    """The GPU type (catalog), compute capability, fp8 support, per-GPU memory and free memory."""
+    inv = f.inventory
+    f.gtype = None if f.cpu else _gpu_type(inv)
+    g0 = inv.gpus[0] if inv.gpus else None
+    f.cc = (g0.compute_capability if g0 and g0.compute_capability
+            else (f.gtype.compute_capability if f.gtype else None))
+    f.has_fp8 = f.gtype.fp8 if f.gtype else (f.cc is not None and tuple(f.cc) >= (8, 9))
+    f.total_bytes = min((g.budget_total_bytes for g in inv.gpus), default=0) if not f.cpu else 0
+    if not f.cpu and inv.source == "probed":
+        frees = [g.memory_free_bytes for g in inv.gpus if g.memory_free_bytes is not None]
+        f.free_bytes = min(frees) if frees else None
+    f.gname = (g0.name if g0 else "") + " " + (f.gtype.key if f.gtype else "")
+
+
+def _fixed_flags(f: _Facts) -> None:
+    """The flags the layout search does not change: dtype, gpu-memory-utilization, max-model-len
+    (before any lowering), block size, eager, the CPU KV space, LoRA slots."""
+    _dtype(f)
+    if "gpu_memory_utilization" in f.pins:
+        f.util = f.pins["gpu_memory_utilization"]
+        f.reasons["gpu_memory_utilization"] = f"{f.util} (pinned)"
+    elif "gpu_memory_utilization" in f.prof_defaults:
+        f.util = float(f.prof_defaults["gpu_memory_utilization"])
+        f.reasons["gpu_memory_utilization"] = f"{f.util} (profile default)"
+    else:
+        f.util = f.rules["gpu_memory_utilization"]
+        f.reasons["gpu_memory_utilization"] = f"{f.util} (vLLM {f.version} default)"
+    f.model_max = f.model.max_position_embeddings
+    f.max_len = f.pin("max_model_len") or int(f.prof_defaults.get("max_model_len", 0) or 0) or f.model_max
+    if not f.allow_long:
+        f.max_len = min(f.max_len, f.model_max)
+    f.block = CPU_BLOCK_SIZE if f.cpu else GPU_BLOCK_SIZE
+    if f.cpu and f.model.mla is not None:
+        f.block = 16
+    f.eager = bool(f.pin("enforce_eager")) or truthy(f.prof_defaults.get("enforce_eager", False))
+    if f.eager:
+        f.reasons["enforce_eager"] = "on (pinned)" if f.pin("enforce_eager") else "on (profile default)"
+    if f.cpu:
+        f.cpu_kv = float(f.env.get("VLLM_CPU_KVCACHE_SPACE") or DEFAULT_CPU_KV_GIB)
+        f.env["VLLM_CPU_KVCACHE_SPACE"] = f"{f.cpu_kv:g}"
+        f.reasons["VLLM_CPU_KVCACHE_SPACE"] = f"{f.cpu_kv:g} GiB of RAM for the KV cache (CPU backend)"
+    f.lora_slots, f.lora_rank = lora_from_args(f.extra_args)
+    from vllm_ops.models.vision import image_limit_from_args
+
+    f.image_limit = image_limit_from_args([str(a) for a in f.extra_args])
+    f.bf16_ok = not (f.cc is not None and tuple(f.cc) < (8, 0))
+    if f.lora_slots and not f.cpu:
+        f.reasons["lora"] = (f"--enable-lora: {f.lora_slots} adapter slot(s) of rank {f.lora_rank} "
+                             f"(buffers counted with the weights)")
+
+
+def _dtype(f: _Facts) -> None:
+    """--dtype (no bf16 below compute capability 8.0) and the --quantization check."""
+    dtype = str(f.pins.get("dtype", f.prof_defaults.get("dtype") or "auto")).strip().lower()
     if dtype not in DTYPES:
         raise ImpossiblePin(f"unknown --dtype {dtype!r}", hint="vLLM accepts " + ", ".join(DTYPES))
-    quant = pins.get("quantization")
+    quant = f.pin("quantization")
     if quant is not None and quant not in QUANTIZATIONS:
-        warnings.append(PlanWarning(
-            "unknown-quantization", f"--quantization {quant!r} is not one of vLLM {version}'s methods "
+        f.warnings.append(PlanWarning(
+            "unknown-quantization", f"--quantization {quant!r} is not one of vLLM {f.version}'s methods "
                                     f"({', '.join(QUANTIZATIONS[:6])}, ...): vLLM refuses it unless a plugin "
                                     f"registers it"))
-    ckpt = (model.torch_dtype or "bfloat16").lower()
+    ckpt = (f.model.torch_dtype or "bfloat16").lower()
+    cc = f.cc
     if cc is not None and tuple(cc) < (8, 0):
         if dtype in ("bfloat16",):
             raise ImpossiblePin(f"--dtype bfloat16 needs compute capability >= 8.0; this GPU has "
                                 f"{cc[0]}.{cc[1]}", hint="use --dtype float16")
         if dtype == "auto" and ckpt in ("bfloat16", "bf16"):
             dtype = "float16"
-            reasons["dtype"] = (f"float16: the checkpoint is bfloat16 and compute capability {cc[0]}.{cc[1]} "
-                                f"has no bf16 ('auto' would fail)")
-            warnings.append(PlanWarning("dtype-fallback", reasons["dtype"]))
-    reasons.setdefault("dtype", f"{dtype}" + (" (pinned)" if "dtype" in pins else " (checkpoint dtype)"))
+            f.reasons["dtype"] = (f"float16: the checkpoint is bfloat16 and compute capability {cc[0]}.{cc[1]} "
+                                  f"has no bf16 ('auto' would fail)")
+            f.warnings.append(PlanWarning("dtype-fallback", f.reasons["dtype"]))
+    f.reasons.setdefault("dtype", f"{dtype}" + (" (pinned)" if "dtype" in f.pins else " (checkpoint dtype)"))
+    f.dtype = dtype
 
-    # gpu memory utilization
-    if "gpu_memory_utilization" in pins:
-        util = pins["gpu_memory_utilization"]
-        reasons["gpu_memory_utilization"] = f"{util} (pinned)"
-    elif "gpu_memory_utilization" in prof_defaults:
-        util = float(prof_defaults["gpu_memory_utilization"])
-        reasons["gpu_memory_utilization"] = f"{util} (profile default)"
-    else:
-        util = rules["gpu_memory_utilization"]
-        reasons["gpu_memory_utilization"] = f"{util} (vLLM {version} default)"
 
-    total_bytes = min((g.budget_total_bytes for g in inventory.gpus), default=0) if not cpu else 0
-    free_bytes = None
-    if not cpu and inventory.source == "probed":
-        frees = [g.memory_free_bytes for g in inventory.gpus if g.memory_free_bytes is not None]
-        free_bytes = min(frees) if frees else None
-    gname = (g0.name if g0 else "") + " " + (gtype.key if gtype else "")
+class _Search:
+    """The TP/PP search: the smallest layout with a healthy KV cache, else the one with the most
+    room; pipeline stages when one node's tensor parallel group cannot hold the model; a lower
+    max-model-len when nothing holds one full-length sequence. Each layout runs at its default
+    max-num-seqs, halved while only the sampler warm-up is short."""
 
-    model_max = model.max_position_embeddings
-    max_len = mml_pin or int(prof_defaults.get("max_model_len", 0) or 0) or model_max
-    if not allow_long:
-        max_len = min(max_len, model_max)
-    block = CPU_BLOCK_SIZE if cpu else GPU_BLOCK_SIZE
-    if cpu and model.mla is not None:
-        block = 16
+    def __init__(self, f: _Facts):
+        self.f = f
+        self.seqs_free = "max_num_seqs" not in f.pins and "max_num_seqs" not in f.prof_defaults and not f.cpu
+        self.tried: list[tuple[int, int, Estimate]] = []
+        self.notes: dict[tuple[int, int], tuple[Flags, str]] = {}
 
-    eager = bool(pins.get("enforce_eager")) or _truthy(prof_defaults.get("enforce_eager", False))
-    if eager:
-        reasons["enforce_eager"] = "on (pinned)" if pins.get("enforce_eager") else "on (profile default)"
-    cpu_kv = None
-    if cpu:
-        cpu_kv = float(env_out.get("VLLM_CPU_KVCACHE_SPACE") or DEFAULT_CPU_KV_GIB)
-        env_out["VLLM_CPU_KVCACHE_SPACE"] = f"{cpu_kv:g}"
-        reasons["VLLM_CPU_KVCACHE_SPACE"] = f"{cpu_kv:g} GiB of RAM for the KV cache (CPU backend)"
+    def batch_defaults(self, ws: int, mlen: int) -> tuple[int, int, str]:
+        f = self.f
+        return batch_defaults(f.rules, gpu_total_gib=f.total_bytes / GiB if f.total_bytes else None,
+                              gpu_name=f.gname, max_model_len=mlen, cpu=f.cpu, world_size=ws)
 
-    lora_slots, lora_rank = lora_from_args(extra_args)
-    from vllm_ops.models.vision import image_limit_from_args
-
-    image_limit = image_limit_from_args([str(a) for a in extra_args])
-    bf16_ok = not (cc is not None and tuple(cc) < (8, 0))
-    if lora_slots and not cpu:
-        reasons["lora"] = (f"--enable-lora: {lora_slots} adapter slot(s) of rank {lora_rank} "
-                           f"(buffers counted with the weights)")
-
-    def flags_for(tp: int, pp: int, mlen: int, seqs: int | None = None) -> tuple[Flags, str]:
-        ws = tp * pp
-        d_seqs, d_tok, why = batch_defaults(rules, gpu_total_gib=total_bytes / GiB if total_bytes else None,
-                                            gpu_name=gname, max_model_len=mlen, cpu=cpu, world_size=ws)
-        s = seqs or pins.get("max_num_seqs") or int(prof_defaults.get("max_num_seqs", 0) or 0) or d_seqs
-        t = pins.get("max_num_batched_tokens") or int(prof_defaults.get("max_num_batched_tokens", 0) or 0) or d_tok
-        if "max_num_batched_tokens" not in pins:
+    def flags_for(self, tp: int, pp: int, mlen: int, seqs: int | None = None) -> tuple[Flags, str]:
+        f = self.f
+        d_seqs, d_tok, why = self.batch_defaults(tp * pp, mlen)
+        s = seqs or f.pin("max_num_seqs") or int(f.prof_defaults.get("max_num_seqs", 0) or 0) or d_seqs
+        t = f.pin("max_num_batched_tokens") or int(f.prof_defaults.get("max_num_batched_tokens", 0) or 0) or d_tok
+        if "max_num_batched_tokens" not in f.pins:
             t = min(t, s * mlen)
-        if "max_num_seqs" not in pins and not seqs:
+        if "max_num_seqs" not in f.pins and not seqs:
             s = min(s, t)
-        f = Flags(tp=tp, pp=pp, gpu_memory_utilization=util, max_model_len=mlen, max_num_seqs=s,
-                  max_num_batched_tokens=t, kv_cache_dtype=kvd, dtype=dtype,
-                  quantization=pins.get("quantization"), enforce_eager=eager, block_size=block,
-                  max_loras=lora_slots, max_lora_rank=lora_rank, image_limit=image_limit, bf16_ok=bf16_ok)
-        return f, why
+        fl = Flags(tp=tp, pp=pp, gpu_memory_utilization=f.util, max_model_len=mlen, max_num_seqs=s,
+                   max_num_batched_tokens=t, kv_cache_dtype=f.kvd, dtype=f.dtype,
+                   quantization=f.pin("quantization"), enforce_eager=f.eager, block_size=f.block,
+                   max_loras=f.lora_slots, max_lora_rank=f.lora_rank, image_limit=f.image_limit,
+                   bf16_ok=f.bf16_ok)
+        return fl, why
 
-    def est(f: Flags) -> Estimate:
-        return estimate(model, total_bytes if not cpu else int(_ram(inventory) or 0), f, rules,
-                        free_bytes=free_bytes, cpu_kv_space_gib=cpu_kv)
+    def est(self, fl: Flags) -> Estimate:
+        f = self.f
+        return estimate(f.model, f.total_bytes if not f.cpu else int(_ram(f.inventory) or 0), fl, f.rules,
+                        free_bytes=f.free_bytes, cpu_kv_space_gib=f.cpu_kv)
 
-    seqs_free = "max_num_seqs" not in pins and "max_num_seqs" not in prof_defaults and not cpu
-
-    def evaluate(tp: int, pp: int, mlen: int) -> tuple[Flags, Estimate, str]:
+    def evaluate(self, tp: int, pp: int, mlen: int) -> tuple[Flags, Estimate, str]:
         """One layout at its default max-num-seqs, halved while only the sampler warm-up is short."""
-        f, why = flags_for(tp, pp, mlen)
-        e = est(f)
+        fl, why = self.flags_for(tp, pp, mlen)
+        e = self.est(fl)
         note = ""
-        s = s0 = f.max_num_seqs
-        while seqs_free and s > 64 and (e.failure_stage in ("sampler_warmup", "cuda_graph")
-                                        or (e.fits and e.thin and e.warmup_unprofiled_gib > 0)):
+        s = s0 = fl.max_num_seqs
+        while self.seqs_free and s > 64 and (e.failure_stage in ("sampler_warmup", "cuda_graph")
+                                             or (e.fits and e.thin and e.warmup_unprofiled_gib > 0)):
             s //= 2
-            f, _ = flags_for(tp, pp, mlen, seqs=s)
-            e = est(f)
-            note = (f"{s}: chosen so the post-KV sampler warm-up fits: lowered from vLLM {version}'s default "
-                    f"{s0} ({why}), whose warm-up would not fit in what the budget leaves outside (or only "
-                    f"with a thin margin)")
-        return f, e, note
+            fl, _ = self.flags_for(tp, pp, mlen, seqs=s)
+            e = self.est(fl)
+            note = (f"{s}: chosen so the post-KV sampler warm-up fits: lowered from vLLM {self.f.version}'s "
+                    f"default {s0} ({why}), whose warm-up would not fit in what the budget leaves outside (or "
+                    f"only with a thin margin)")
+        return fl, e, note
 
-    # -- choose TP / PP ----------------------------------------------------------------------
-    tps = [tp_pin] if tp_pin else (_valid_tps(model, per_node) if not cpu else [1])
-    if cpu and not tps:
-        tps = [1]
-    pps = [pp_pin] if pp_pin else [1]
-    tried: list[tuple[int, int, Estimate]] = []
-    notes: dict[tuple[int, int], tuple[Flags, str]] = {}
-
-    def run(tp: int, pp: int, mlen: int) -> tuple[int, int, Estimate]:
-        f, e, note = evaluate(tp, pp, mlen)
-        notes[(tp, pp)] = (f, note)
+    def run(self, tp: int, pp: int, mlen: int) -> tuple[int, int, Estimate]:
+        fl, e, note = self.evaluate(tp, pp, mlen)
+        self.notes[(tp, pp)] = (fl, note)
         return tp, pp, e
 
-    for pp in pps:
-        for tp in tps:
-            tried.append(run(tp, pp, max_len))
-    chosen = _pick(tried)
-    if chosen is None and not pp_pin and not cpu:
-        # one node cannot hold it: pipeline stages across nodes (or within the node when TP is capped)
-        for pp in range(2, max(total_gpus, 1) + 1):
-            for tp in (tps if tp_pin else _valid_tps(model, per_node)):
-                if tp * pp > total_gpus:
-                    continue
-                tried.append(run(tp, pp, max_len))
-            chosen = _pick([t for t in tried if t[1] == pp])
-            if chosen:
-                break
-    lowered_from = None
-    if chosen is None:
-        # nothing holds one full-length sequence: lower max-model-len (unless pinned)
-        cands = [t for t in tried if t[2].failure_stage in (None, "kv_cache") and t[2].max_len_that_fits > 0]
-        if cands and not mml_pin:
-            tp, pp, e = max(cands, key=lambda t: (t[2].max_len_that_fits, -t[0] * t[1], -t[1]))
-            new_len = _nice_len(min(e.max_len_that_fits, max_len), block)
-            if new_len >= block:
-                t2 = run(tp, pp, new_len)
-                while not t2[2].fits and t2[2].failure_stage == "kv_cache" and new_len > block:
-                    new_len = _nice_len(new_len - block, block)
-                    t2 = run(tp, pp, new_len)
-                lowered_from, max_len = max_len, new_len
-                chosen = t2
+    def choose(self) -> _Choice:
+        f = self.f
+        tp_pin, pp_pin = f.pin("tensor_parallel_size"), f.pin("pipeline_parallel_size")
+        tps = [tp_pin] if tp_pin else (valid_tps(f.model, f.per_node) if not f.cpu else [1])
+        if f.cpu and not tps:
+            tps = [1]
+        for pp in ([pp_pin] if pp_pin else [1]):
+            for tp in tps:
+                self.tried.append(self.run(tp, pp, f.max_len))
+        chosen = _pick(self.tried)
+        if chosen is None and not pp_pin and not f.cpu:
+            chosen = self._pipeline(tps if tp_pin else valid_tps(f.model, f.per_node))
+        max_len, lowered_from = f.max_len, None
         if chosen is None:
-            # report the most generous layout's failure
-            pool = [t for t in tried if t[0] * t[1] <= total_gpus] or tried
-            chosen = max(pool, key=lambda t: (t[0] * t[1], -t[1], t[2].kv_cache_gib))
-    tp, pp, e = chosen
-    f, seqs_note = notes[(tp, pp)]
-    _, _, batch_why = batch_defaults(rules, gpu_total_gib=total_bytes / GiB if total_bytes else None,
-                                     gpu_name=gname, max_model_len=max_len, cpu=cpu, world_size=tp * pp)
-    seqs_default, tok_default, _ = batch_defaults(
-        rules, gpu_total_gib=total_bytes / GiB if total_bytes else None, gpu_name=gname,
-        max_model_len=max_len, cpu=cpu, world_size=tp * pp)
+            chosen, max_len, lowered_from = self._lower_max_len()
+        tp, pp, e = chosen
+        fl, seqs_note = self.notes[(tp, pp)]
+        seqs_default, tok_default, batch_why = self.batch_defaults(tp * pp, max_len)
+        return _Choice(tp=tp, pp=pp, est=e, flags=fl, seqs_note=seqs_note, max_len=max_len,
+                       lowered_from=lowered_from, seqs_default=seqs_default, tok_default=tok_default,
+                       batch_why=batch_why)
 
-    # -- reasons -----------------------------------------------------------------------------
+    def _pipeline(self, tps: list[int]) -> tuple[int, int, Estimate] | None:
+        """One node cannot hold it: pipeline stages across nodes (or within the node when TP is capped)."""
+        f = self.f
+        for pp in range(2, max(f.total_gpus, 1) + 1):
+            for tp in tps:
+                if tp * pp > f.total_gpus:
+                    continue
+                self.tried.append(self.run(tp, pp, f.max_len))
+            chosen = _pick([t for t in self.tried if t[1] == pp])
+            if chosen:
+                return chosen
+        return None
+
+    def _lower_max_len(self) -> tuple[tuple[int, int, Estimate], int, int | None]:
+        """Nothing holds one full-length sequence: lower max-model-len (unless pinned); else report
+        the most generous layout's failure."""
+        f = self.f
+        cands = [t for t in self.tried if t[2].failure_stage in (None, "kv_cache") and t[2].max_len_that_fits > 0]
+        if cands and not f.pin("max_model_len"):
+            tp, pp, e = max(cands, key=lambda t: (t[2].max_len_that_fits, -t[0] * t[1], -t[1]))
+            new_len = _nice_len(min(e.max_len_that_fits, f.max_len), f.block)
+            if new_len >= f.block:
+                t2 = self.run(tp, pp, new_len)
+                while not t2[2].fits and t2[2].failure_stage == "kv_cache" and new_len > f.block:
+                    new_len = _nice_len(new_len - f.block, f.block)
+                    t2 = self.run(tp, pp, new_len)
+                return t2, new_len, f.max_len
+        pool = [t for t in self.tried if t[0] * t[1] <= f.total_gpus] or self.tried
+        return max(pool, key=lambda t: (t[0] * t[1], -t[1], t[2].kv_cache_gib)), f.max_len, None
+
+
+def _layout_reasons(f: _Facts, c: _Choice, tried: list[tuple[int, int, Estimate]]) -> None:
+    """Why each layout flag has its value (``plan.reasons``)."""
+    r, e, tp, pp, max_len = f.reasons, c.est, c.tp, c.pp, c.max_len
     tp_others = ", ".join(f"TP{t}: " + (f"{x.max_concurrency:.1f}x" if x.fits else f"does not fit ({x.failure_stage})")
                           for t, p, x in tried if p == pp and t != tp)
-    if tp_pin:
-        reasons["tensor_parallel_size"] = f"{tp} (pinned)"
-    elif cpu:
-        reasons["tensor_parallel_size"] = "1 (CPU backend)"
+    if f.pin("tensor_parallel_size"):
+        r["tensor_parallel_size"] = f"{tp} (pinned)"
+    elif f.cpu:
+        r["tensor_parallel_size"] = "1 (CPU backend)"
     else:
-        reasons["tensor_parallel_size"] = (
+        r["tensor_parallel_size"] = (
             f"{tp}: smallest size that fits with a healthy KV cache (>= {HEALTHY_CONCURRENCY} sequences of "
             f"{max_len} tokens: {e.max_concurrency:.1f}x)" if e.fits and e.max_concurrency >= HEALTHY_CONCURRENCY
             else f"{tp}: the layout with the most KV room ({e.max_concurrency:.1f}x at {max_len} tokens)")
         if tp_others:
-            reasons["tensor_parallel_size"] += f"; others: {tp_others}"
-    reasons["pipeline_parallel_size"] = (f"{pp} (pinned)" if pp_pin else
-                                         "1: the model fits within one node's tensor parallel group" if pp == 1 else
-                                         f"{pp}: one node's GPUs cannot hold the model")
-    if mml_pin:
-        reasons["max_model_len"] = f"{max_len} (pinned)"
-    elif lowered_from:
-        reasons["max_model_len"] = (f"{max_len}: lowered from {lowered_from}, the KV cache cannot hold one "
-                                    f"full-length sequence (longest that fits, rounded down)")
-        warnings.append(PlanWarning("max-model-len-lowered", reasons["max_model_len"]))
+            r["tensor_parallel_size"] += f"; others: {tp_others}"
+    r["pipeline_parallel_size"] = (f"{pp} (pinned)" if f.pin("pipeline_parallel_size") else
+                                   "1: the model fits within one node's tensor parallel group" if pp == 1 else
+                                   f"{pp}: one node's GPUs cannot hold the model")
+    if f.pin("max_model_len"):
+        r["max_model_len"] = f"{max_len} (pinned)"
+    elif c.lowered_from:
+        r["max_model_len"] = (f"{max_len}: lowered from {c.lowered_from}, the KV cache cannot hold one "
+                              f"full-length sequence (longest that fits, rounded down)")
+        f.warnings.append(PlanWarning("max-model-len-lowered", r["max_model_len"]))
     else:
-        reasons["max_model_len"] = f"{max_len}: the model's maximum"
-    reasons["max_num_seqs"] = _seqs_reason(f, pins, prof_defaults, profile, seqs_note, version=version,
-                                           seqs_default=seqs_default, batch_why=batch_why)
-    if "max_num_batched_tokens" in pins:
-        reasons["max_num_batched_tokens"] = f"{f.max_num_batched_tokens} (pinned)"
-    elif int(prof_defaults.get("max_num_batched_tokens", 0) or 0):
-        reasons["max_num_batched_tokens"] = (f"{f.max_num_batched_tokens}: {_profile_label(profile)} default "
-                                             f"(vLLM {version} would use {tok_default})")
+        r["max_model_len"] = f"{max_len}: the model's maximum"
+    r["max_num_seqs"] = _seqs_reason(c.flags, f.pins, f.prof_defaults, f.profile, c.seqs_note, version=f.version,
+                                     seqs_default=c.seqs_default, batch_why=c.batch_why)
+    if "max_num_batched_tokens" in f.pins:
+        r["max_num_batched_tokens"] = f"{c.flags.max_num_batched_tokens} (pinned)"
+    elif int(f.prof_defaults.get("max_num_batched_tokens", 0) or 0):
+        r["max_num_batched_tokens"] = (f"{c.flags.max_num_batched_tokens}: {_profile_label(f.profile)} default "
+                                       f"(vLLM {f.version} would use {c.tok_default})")
     else:
-        reasons["max_num_batched_tokens"] = f"{f.max_num_batched_tokens}: vLLM {version} default"
-    reasons["kv_cache_dtype"] = f"{kvd}" + (" (pinned)" if "kv_cache_dtype" in pins else " (model dtype)")
-
-    for k in from_profile:
-        if k in reasons:
-            reasons[k] = reasons[k].replace("(pinned)", f"({_profile_label(profile)} default)")
+        r["max_num_batched_tokens"] = f"{c.flags.max_num_batched_tokens}: vLLM {f.version} default"
+    r["kv_cache_dtype"] = f"{f.kvd}" + (" (pinned)" if "kv_cache_dtype" in f.pins else " (model dtype)")
+    for k in f.from_profile:
+        if k in r:
+            r[k] = r[k].replace("(pinned)", f"({_profile_label(f.profile)} default)")
         else:
-            reasons[k] = f"{pins[k]} ({_profile_label(profile)} default)"
+            r[k] = f"{f.pins[k]} ({_profile_label(f.profile)} default)"
 
-    # -- replicas ----------------------------------------------------------------------------
-    dp = dp_pin or 1
-    world = tp * pp * dp
-    replicas: list[Replica] = []
-    if cpu:
-        replicas = [Replica(gpu_ids=[], port=port, node=None)]
-        reasons["replicas"] = "1 server (CPU backend)"
-    elif world <= per_node:
-        k = per_node // world if not dp_pin else 1
-        for n, node in enumerate(inventory.nodes):
-            nname = (node.hostname or f"node{n}") if n_nodes > 1 else None
+
+def _replicas(f: _Facts, c: _Choice) -> list[Replica]:
+    """Independent servers: as many TP x PP groups as one node holds (or DP pinned), else one
+    server spanning nodes per group of nodes."""
+    dp_pin = f.pin("data_parallel_size")
+    world = c.tp * c.pp * (dp_pin or 1)
+    inv, replicas = f.inventory, []
+    if f.cpu:
+        f.reasons["replicas"] = "1 server (CPU backend)"
+        return [Replica(gpu_ids=[], port=f.port, node=None)]
+    if world <= f.per_node:
+        k = f.per_node // world if not dp_pin else 1
+        for n, node in enumerate(inv.nodes):
+            nname = (node.hostname or f"node{n}") if f.n_nodes > 1 else None
             for i in range(k):
                 replicas.append(Replica(gpu_ids=[g.index for g in node.gpus[i * world:(i + 1) * world]],
-                                        port=port + len(replicas), node=nname))
+                                        port=f.port + len(replicas), node=nname))
         if dp_pin:
-            reasons["replicas"] = f"1 server with --data-parallel-size {dp} (pinned)"
+            f.reasons["replicas"] = f"1 server with --data-parallel-size {dp_pin} (pinned)"
         else:
-            reasons["replicas"] = (f"{len(replicas)}: {per_node} GPU(s) per node / {world} per server"
-                                   + (" = separate servers behind a load balancer" if len(replicas) > 1 else ""))
-    else:
-        need = math.ceil(world / per_node)
-        groups = max(n_nodes // need, 1)
-        for gidx in range(groups):
-            members = inventory.nodes[gidx * need:(gidx + 1) * need]
-            ids = [g.index for g in members[0].gpus][:min(world, per_node)] if members else []
-            replicas.append(Replica(gpu_ids=ids, port=port + gidx,
-                                    node=(members[0].hostname or f"node{gidx * need}") if members else None))
-        reasons["replicas"] = f"{len(replicas)}: each server spans {need} node(s) ({world} GPUs)"
+            f.reasons["replicas"] = (f"{len(replicas)}: {f.per_node} GPU(s) per node / {world} per server"
+                                     + (" = separate servers behind a load balancer" if len(replicas) > 1 else ""))
+        return replicas
+    need = math.ceil(world / f.per_node)
+    for gidx in range(max(f.n_nodes // need, 1)):
+        members = inv.nodes[gidx * need:(gidx + 1) * need]
+        ids = [g.index for g in members[0].gpus][:min(world, f.per_node)] if members else []
+        replicas.append(Replica(gpu_ids=ids, port=f.port + gidx,
+                                node=(members[0].hostname or f"node{gidx * need}") if members else None))
+    f.reasons["replicas"] = f"{len(replicas)}: each server spans {need} node(s) ({world} GPUs)"
+    return replicas
 
-    # -- warnings ----------------------------------------------------------------------------
-    if not cpu and model.moe is not None and cc is not None and (tuple(cc) == (8, 9) or tuple(cc) < (9, 0)):
+
+def _warnings(f: _Facts, c: _Choice) -> None:
+    """What may still go wrong with this plan (``plan.warnings``)."""
+    e, cc, w = c.est, f.cc, f.warnings
+    if not f.cpu and f.model.moe is not None and cc is not None and (tuple(cc) == (8, 9) or tuple(cc) < (9, 0)):
         kind = "Ada (L4/L40S/RTX 40xx)" if tuple(cc) == (8, 9) else f"pre-Hopper (compute capability {cc[0]}.{cc[1]})"
-        warnings.append(PlanWarning(
+        w.append(PlanWarning(
             "moe-triton-compile",
-            f"{model.id} is a MoE model and these GPUs are {kind}: the fused-MoE Triton kernels have failed "
+            f"{f.model.id} is a MoE model and these GPUs are {kind}: the fused-MoE Triton kernels have failed "
             f"to compile on such cards; {_ADA_OR_OLDER_MOE_NOTE}. If startup fails while compiling, try "
             f"--enforce-eager or another MoE backend, or check the vLLM version's release notes"))
-    if not cpu and tp > 1 and inventory.interconnect == "pcie":
-        warnings.append(PlanWarning(
-            "tp-over-pcie", f"tensor parallel size {tp} runs its all-reduces over PCIe (no NVLink between these "
+    if not f.cpu and c.tp > 1 and f.inventory.interconnect == "pcie":
+        w.append(PlanWarning(
+            "tp-over-pcie", f"tensor parallel size {c.tp} runs its all-reduces over PCIe (no NVLink between these "
                             f"GPUs): expect slower decoding than replicas; prefer NVLink for TP"))
-    if not cpu and not has_fp8:
-        if kvd in _FP8_KV:
-            warnings.append(PlanWarning("fp8-unsupported", f"--kv-cache-dtype {kvd} on a GPU without fp8 support "
-                                                           f"(compute capability {cc}); expect errors or slow fallbacks"))
-        q = str(pins.get("quantization") or (model.quantization.method if model.quantization else "")).lower()
-        if q.startswith("fp8") and cc is not None:
-            warnings.append(PlanWarning("fp8-unsupported", f"fp8 weights on a GPU without fp8 support "
-                                                           f"(compute capability {cc[0]}.{cc[1]}): vLLM falls back to "
-                                                           f"weight-only fp8 (Marlin) kernels"))
+    if not f.cpu and not f.has_fp8:
+        _fp8_warnings(f)
     if e.thin:
-        warnings.append(PlanWarning(
+        w.append(PlanWarning(
             "thin-margin",
             f"only {e.margin_gib:.2f} GiB stays free on each GPU after the budget, CUDA context"
             + (", CUDA graphs" if not e.cuda_graph_in_budget and e.cuda_graph_gib else "")
             + (f" and the post-KV sampler warm-up ({e.warmup_unprofiled_gib:.2f} GiB)" if e.warmup_unprofiled_gib else "")
             + ": identical flags may start once and OOM the next time (another process using a few hundred MiB "
               "tips it); lower --gpu-memory-utilization or --max-num-seqs"))
-    if free_bytes is not None and not cpu:
-        want = math.ceil(total_bytes * util)
-        if free_bytes < want:
-            warnings.append(PlanWarning(
+    if f.free_bytes is not None and not f.cpu:
+        want = math.ceil(f.total_bytes * f.util)
+        if f.free_bytes < want:
+            w.append(PlanWarning(
                 "gpu-memory-in-use",
-                f"GPU free memory {free_bytes / GiB:.2f} GiB is less than the requested budget "
-                f"{want / GiB:.2f} GiB ({util} x {total_bytes / GiB:.2f}): vLLM refuses to start (\"Free memory on "
-                f"device ... is less than desired GPU memory utilization\"); other processes hold memory"))
-    if cpu and model.head_dim not in (32, 64, 80, 96, 112, 128, 160, 192, 224, 256, 512) and model.mla is None:
-        warnings.append(PlanWarning("cpu-head-size", f"head_dim {model.head_dim} is not supported by the CPU "
-                                                     f"attention kernel; the first request will fail"))
-    for code, msg in coverage_warnings(model) + list(e.warnings):
-        warnings.append(PlanWarning(code, msg))
-    if e.dtype != (model.torch_dtype or "bfloat16") or "dtype" in pins:
-        reasons["dtype"] += f"; weights, activations and an auto KV cache in {e.dtype}"
-    if kvd == "auto" and checkpoint_kv_fp8(model) and rules.values.get("kv_cache_dtype_auto_from_checkpoint"):
-        reasons["kv_cache_dtype"] = (f"auto: fp8, as the checkpoint's {model.quantization.source_file} names "
-                                     f"({model.quantization.kv_cache_scheme}; vLLM {version})")
+                f"GPU free memory {f.free_bytes / GiB:.2f} GiB is less than the requested budget "
+                f"{want / GiB:.2f} GiB ({f.util} x {f.total_bytes / GiB:.2f}): vLLM refuses to start (\"Free memory "
+                f"on device ... is less than desired GPU memory utilization\"); other processes hold memory"))
+    if f.cpu and f.model.head_dim not in (32, 64, 80, 96, 112, 128, 160, 192, 224, 256, 512) and f.model.mla is None:
+        w.append(PlanWarning("cpu-head-size", f"head_dim {f.model.head_dim} is not supported by the CPU "
+                                              f"attention kernel; the first request will fail"))
+    _honesty_notes(f, c)
     if not e.fits:
-        warnings.append(PlanWarning("does-not-fit", f"does not fit: {e.failure_stage} "
-                                                    f"(short by {-min(e.margin_gib, 0):.2f} GiB per GPU)"))
+        w.append(PlanWarning("does-not-fit", f"does not fit: {e.failure_stage} "
+                                             f"(short by {-min(e.margin_gib, 0):.2f} GiB per GPU)"))
 
-    # -- env for CPU PP ------------------------------------------------------------------------
-    if cpu and pp > 1 and env_out.get("VLLM_CPU_OMP_THREADS_BIND", "auto") == "auto" \
-            and "VLLM_CPU_OMP_THREADS_BIND" not in (env or {}):
-        cores = inventory.nodes[0].cpu_count if inventory.nodes and inventory.nodes[0].cpu_count else pp
+
+def _honesty_notes(f: _Facts, c: _Choice) -> None:
+    """What the memory model does not cover (coverage warnings, the estimate's own warnings), and
+    the dtype / KV dtype the estimate really used."""
+    e, model = c.est, f.model
+    for code, msg in coverage_warnings(model) + list(e.warnings):
+        f.warnings.append(PlanWarning(code, msg))
+    if e.dtype != (model.torch_dtype or "bfloat16") or "dtype" in f.pins:
+        f.reasons["dtype"] += f"; weights, activations and an auto KV cache in {e.dtype}"
+    if f.kvd == "auto" and checkpoint_kv_fp8(model) and f.rules.values.get("kv_cache_dtype_auto_from_checkpoint"):
+        f.reasons["kv_cache_dtype"] = (f"auto: fp8, as the checkpoint's {model.quantization.source_file} names "
+                                       f"({model.quantization.kv_cache_scheme}; vLLM {f.version})")
+
+
+def _fp8_warnings(f: _Facts) -> None:
+    cc = f.cc
+    if f.kvd in FP8_KV:
+        f.warnings.append(PlanWarning("fp8-unsupported", f"--kv-cache-dtype {f.kvd} on a GPU without fp8 support "
+                                                         f"(compute capability {cc}); expect errors or slow fallbacks"))
+    q = str(f.pin("quantization") or (f.model.quantization.method if f.model.quantization else "")).lower()
+    if q.startswith("fp8") and cc is not None:
+        f.warnings.append(PlanWarning("fp8-unsupported", f"fp8 weights on a GPU without fp8 support "
+                                                         f"(compute capability {cc[0]}.{cc[1]}): vLLM falls back to "
+                                                         f"weight-only fp8 (Marlin) kernels"))
+
+
+def _cpu_pp_env(f: _Facts, pp: int) -> None:
+    """The CPU build with PP > 1 needs one core range per pipeline rank."""
+    if f.cpu and pp > 1 and f.env.get("VLLM_CPU_OMP_THREADS_BIND", "auto") == "auto" \
+            and "VLLM_CPU_OMP_THREADS_BIND" not in f.env_given:
+        inv = f.inventory
+        cores = inv.nodes[0].cpu_count if inv.nodes and inv.nodes[0].cpu_count else pp
         per = max(cores // pp, 1)
-        env_out["VLLM_CPU_OMP_THREADS_BIND"] = "|".join(
+        f.env["VLLM_CPU_OMP_THREADS_BIND"] = "|".join(
             (f"{i * per}" if per == 1 else f"{i * per}-{i * per + per - 1}") for i in range(pp))
-        reasons["VLLM_CPU_OMP_THREADS_BIND"] = "one core range per pipeline rank (required with PP > 1 on CPU)"
+        f.reasons["VLLM_CPU_OMP_THREADS_BIND"] = "one core range per pipeline rank (required with PP > 1 on CPU)"
 
-    if replicas and max(r.port for r in replicas) > MAX_PORT:
-        raise BadInput(f"--port {port}: {len(replicas)} replicas need ports {port}..{max(r.port for r in replicas)}, "
-                       f"above {MAX_PORT}", hint="pick a lower --port")
 
-    # -- vLLM args and the command --------------------------------------------------------------
+def _assemble(f: _Facts, search: _Search, c: _Choice, replicas: list[Replica]) -> Plan:
+    """The Plan: vLLM's flags, the memory figures, the alternatives, hardware and model facts, and
+    the command (:func:`vllm_ops.planning.argv.command`, the argv render and launch use too)."""
+    e, model = c.est, f.model
     vargs: dict[str, Any] = {
         "model": model.local_dir or model.id,
-        "tensor_parallel_size": tp, "pipeline_parallel_size": pp, "data_parallel_size": dp,
-        "gpu_memory_utilization": util, "max_model_len": max_len, "max_num_seqs": f.max_num_seqs,
-        "max_num_batched_tokens": f.max_num_batched_tokens, "kv_cache_dtype": kvd, "dtype": dtype,
-        "quantization": pins.get("quantization"), "enforce_eager": eager,
-        "block_size": block, "port": port,
+        "tensor_parallel_size": c.tp, "pipeline_parallel_size": c.pp,
+        "data_parallel_size": f.pin("data_parallel_size") or 1,
+        "gpu_memory_utilization": f.util, "max_model_len": c.max_len, "max_num_seqs": c.flags.max_num_seqs,
+        "max_num_batched_tokens": c.flags.max_num_batched_tokens, "kv_cache_dtype": f.kvd, "dtype": f.dtype,
+        "quantization": f.pin("quantization"), "enforce_eager": f.eager, "block_size": f.block, "port": f.port,
     }
-    if served_name:
-        vargs["served_model_name"] = served_name
-    if cpu and pp > 1:
+    if f.served_name:
+        vargs["served_model_name"] = f.served_name
+    if f.cpu and c.pp > 1:
         vargs["distributed_executor_backend"] = "mp"
-    defaults = {"tensor_parallel_size": 1, "pipeline_parallel_size": 1, "data_parallel_size": 1,
-                "gpu_memory_utilization": None if cpu else rules["gpu_memory_utilization"],
-                "max_model_len": model_max, "max_num_seqs": seqs_default,
-                "max_num_batched_tokens": tok_default, "kv_cache_dtype": "auto", "dtype": "auto",
-                "quantization": None, "enforce_eager": False}
-    argv = ["vllm", "serve", str(vargs["model"])]
-    for key in defaults:
-        val = vargs[key]
-        if key not in pins and (val == defaults[key] or (cpu and key == "gpu_memory_utilization")):
-            continue
-        if key == "enforce_eager":
-            if val:
-                argv.append("--enforce-eager")
-            continue
-        if val is None:
-            continue
-        argv += [f"--{key.replace('_', '-')}", f"{val:g}" if isinstance(val, float) else str(val)]
-    if "distributed_executor_backend" in vargs:
-        argv += ["--distributed-executor-backend", vargs["distributed_executor_backend"]]
-    if served_name:
-        argv += ["--served-model-name", served_name]
-    argv += ["--port", str(port)]
-    argv += list(extra_args)          # secrets already moved out (_split_secrets)
-    command = shlex.join(argv)
-
-    # -- alternatives: the same layout at other max-num-seqs --------------------------------------
-    alternatives = []
-    if not cpu:
-        for s in sorted({256, 128, f.max_num_seqs}, reverse=True):
-            fa, _ = flags_for(tp, pp, max_len, seqs=s)
-            if "max_num_batched_tokens" not in pins:
-                fa = replace(fa, max_num_batched_tokens=min(f.max_num_batched_tokens, s * max_len)
-                             if "max_num_seqs" not in pins else fa.max_num_batched_tokens)
-            ea = est(fa)
-            alternatives.append({"max_num_seqs": s, "kv_cache_gib": _r(ea.kv_cache_gib),
-                                 "kv_cache_tokens": ea.kv_cache_tokens, "max_concurrency": _r(ea.max_concurrency),
-                                 "activation_peak_gib": _r(ea.activation_peak_gib),
-                                 "cuda_graph_gib": _r(ea.cuda_graph_gib), "margin_gib": _r(ea.margin_gib),
-                                 "fits": ea.fits, "failure_stage": ea.failure_stage, "thin_margin": ea.thin})
-
     mem = Memory(
-        total_gib=_r(e.total_gib if not cpu else (_ram(inventory) or 0) / GiB),
-        budget_gib=_r(e.budget_gib if not cpu else e.weights_gib + e.kv_cache_gib),
+        total_gib=_r(e.total_gib if not f.cpu else (_ram(f.inventory) or 0) / GiB),
+        budget_gib=_r(e.budget_gib if not f.cpu else e.weights_gib + e.kv_cache_gib),
         weights_gib=_r(e.weights_gib), activation_peak_gib=_r(e.activation_peak_gib),
-        non_torch_gib=_r(e.non_torch_gib), cuda_graph_gib=_r(e.cuda_graph_gib if not cpu else 0.0),
+        non_torch_gib=_r(e.non_torch_gib), cuda_graph_gib=_r(e.cuda_graph_gib if not f.cpu else 0.0),
         sampler_warmup_gib=_r(e.sampler_warmup_gib), kv_cache_gib=_r(e.kv_cache_gib),
         kv_cache_tokens=int(e.kv_cache_tokens), max_concurrency=_r(e.max_concurrency),
         kv_bytes_per_token=int(e.kv_bytes_per_token), encoder_profile_gib=_r(e.encoder_profile_gib))
-    image = f"vllm/vllm-openai-cpu:v{version}" if cpu else f"vllm/vllm-openai:v{version}"
-    import json
-
-    hw = json.loads(json.dumps(inventory.to_dict()))          # tuples → lists: the plan is JSON data
-    hw["source"] = inventory.source
-    if not hw.get("spec") and inventory.gpus:
-        hw["spec"] = hardware_label(inventory) + (" (probed)" if inventory.source == "probed" else "")
-    if profile is not None:
-        hw["profile"] = getattr(profile, "name", None)
-    mdict = {"id": model.id, "served_name": served_name or model.id, "path": model.local_dir,
-             "architecture": model.architecture, "moe": model.moe is not None, "mla": model.mla is not None,
-             "max_position_embeddings": model_max, "weight_gib": _r(model.weight_bytes / GiB),
-             "quantization": model.quantization.method if model.quantization else None, "source": model.source}
-    assumptions = assumptions + [
+    assumptions = f.rules.assumptions() + [
         f"model runner for this model: {e.runner} ({'MoE' if model.moe else 'dense'})",
-        f"CUDA context {0.52} GiB is outside the budget" if not cpu else "CPU backend: KV cache from VLLM_CPU_KVCACHE_SPACE",
+        f"CUDA context {0.52} GiB is outside the budget" if not f.cpu else "CPU backend: KV cache from VLLM_CPU_KVCACHE_SPACE",
         "KV cache per GPU = budget - weights - activation peak - non-torch"
         + (" - CUDA-graph estimate" if e.cuda_graph_in_budget else ""),
     ]
-    return Plan(
-        model=mdict, vllm_version=version, image=image, hardware=hw, replicas=replicas, vllm_args=vargs,
-        memory=mem, fits=e.fits, failure_stage=e.failure_stage, margin_gib=_r(e.margin_gib), warnings=warnings,
-        command=command, env=env_out, env_secrets=secret_names, extra_args=list(extra_args), nodes=[],
-        profile=getattr(profile, "name", None), reasons=reasons, assumptions=assumptions,
-        explain=e.explain, alternatives=alternatives,
+    out = Plan(
+        model=_model_facts(f), vllm_version=f.version, image=default_image(f.version, f.cpu),
+        hardware=_hardware_facts_dict(f), replicas=replicas, vllm_args=vargs, memory=mem, fits=e.fits,
+        failure_stage=e.failure_stage, margin_gib=_r(e.margin_gib), warnings=f.warnings, command="", env=f.env,
+        env_secrets=f.secret_names, extra_args=list(f.extra_args), nodes=[],
+        profile=getattr(f.profile, "name", None), reasons=f.reasons, assumptions=assumptions,
+        explain=e.explain, alternatives=_alternatives(f, search, c), cpu=f.cpu,
+        served_name=f.served_name or model.id,
     )
+    out.command = command_of(out)          # the same argv render and launch use (planning.argv)
+    return out
+
+
+def _alternatives(f: _Facts, search: _Search, c: _Choice) -> list[dict[str, Any]]:
+    """The same layout at other max-num-seqs (GPU plans)."""
+    out: list[dict[str, Any]] = []
+    if f.cpu:
+        return out
+    for s in sorted({256, 128, c.flags.max_num_seqs}, reverse=True):
+        fa, _ = search.flags_for(c.tp, c.pp, c.max_len, seqs=s)
+        if "max_num_batched_tokens" not in f.pins:
+            fa = replace(fa, max_num_batched_tokens=min(c.flags.max_num_batched_tokens, s * c.max_len)
+                         if "max_num_seqs" not in f.pins else fa.max_num_batched_tokens)
+        ea = search.est(fa)
+        out.append({"max_num_seqs": s, "kv_cache_gib": _r(ea.kv_cache_gib),
+                    "kv_cache_tokens": ea.kv_cache_tokens, "max_concurrency": _r(ea.max_concurrency),
+                    "activation_peak_gib": _r(ea.activation_peak_gib),
+                    "cuda_graph_gib": _r(ea.cuda_graph_gib), "margin_gib": _r(ea.margin_gib),
+                    "fits": ea.fits, "failure_stage": ea.failure_stage, "thin_margin": ea.thin})
+    return out
+
+
+def _hardware_facts_dict(f: _Facts) -> dict[str, Any]:
+    inv = f.inventory
+    hw = json.loads(json.dumps(inv.to_dict()))          # tuples → lists: the plan is JSON data
+    hw["source"] = inv.source
+    if not hw.get("spec") and inv.gpus:
+        hw["spec"] = hardware_label(inv) + (" (probed)" if inv.source == "probed" else "")
+    if f.profile is not None:
+        hw["profile"] = getattr(f.profile, "name", None)
+    return hw
+
+
+def _model_facts(f: _Facts) -> dict[str, Any]:
+    model = f.model
+    return {"id": model.id, "served_name": f.served_name or model.id, "path": model.local_dir,
+            "architecture": model.architecture, "moe": model.moe is not None, "mla": model.mla is not None,
+            "max_position_embeddings": f.model_max, "weight_gib": _r(model.weight_bytes / GiB),
+            "quantization": model.quantization.method if model.quantization else None, "source": model.source}
 
 
 def _profile_label(profile) -> str:
@@ -740,10 +742,6 @@ def _seqs_reason(f: Flags, pins: dict, prof_defaults: dict, profile, seqs_note: 
 
 def _ram(inv: Inventory) -> int | None:
     return inv.nodes[0].ram_bytes if inv.nodes else None
-
-
-def _valid_tps(model: ModelSpec, limit: int) -> list[int]:
-    return [t for t in range(1, max(limit, 1) + 1) if _tp_problem(model, t) is None]
 
 
 def _pick(tried: list[tuple[int, int, Estimate]]) -> tuple[int, int, Estimate] | None:

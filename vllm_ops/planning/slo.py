@@ -6,7 +6,7 @@ The space: tensor-parallel size × replicas (pipeline stages only where the plan
 a TP size that cannot hold the model gets the fewest stages that do), ``max_num_seqs``, ``max_num_batched_tokens``, the KV cache dtype (``auto``/``fp8`` where the
 GPU has fp8) and fp8 weights (only with ``allow_fp8``: online fp8 changes the outputs). A pinned
 flag is not searched. Each candidate is planned by the memory planner with its flags as pins
-(:func:`vllm_ops.planning.planner.plan`: the memory plan is a hard constraint, never re-derived
+(:func:`vllm_ops.planning.plan`: the memory plan is a hard constraint, never re-derived
 here) and scored by the performance model (:func:`vllm_ops.planning.performance.predict`).
 
 Load: ``workload.concurrency`` / ``workload.rate`` is what the whole box sees; replicas split it
@@ -32,6 +32,9 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Iterable
 
 from vllm_ops.errors import BadInput
+from vllm_ops.planning import front, performance, pins as pin_rules, planner
+from vllm_ops.planning.plan import PlanWarning
+from vllm_ops.planning.versions import DEFAULT_VLLM_VERSION
 
 SLO_KEYS = ("tpot_ms", "ttft_ms")
 MAX_SEQS_VARIANTS = 2          # lower max_num_seqs tried besides the planner's own choice
@@ -165,14 +168,11 @@ def search(model: Any, inventory: Any, slo: SLO, workload: Any, *, pins: dict | 
            split: bool = True, plan_kwargs: dict | None = None) -> SearchResult:
     """Every candidate layout planned and predicted, ranked (see the module doc). ``plan_kwargs``
     go to the planner unchanged (extra_args, env, served_name, port)."""
-    from vllm_ops.planning import planner
-    from vllm_ops.planning.versions import DEFAULT_VLLM_VERSION
-
     t0 = time.perf_counter()
     if len(getattr(inventory, "nodes", []) or []) > 1:
         raise BadInput("--slo plans one node: the search over layouts spanning several nodes is not modelled",
                        hint="plan one node with --gpus/--profile, or drop --slo")
-    pins = planner._norm_pins(pins)
+    pins = pin_rules.normalize_pins(pins)
     if pins.get("data_parallel_size", 1) > 1:
         raise BadInput("--slo searches separate replicas, not --data-parallel-size (one server with DP ranks "
                        "is not modelled by the search)", hint="drop --data-parallel-size, or plan without --slo")
@@ -183,7 +183,7 @@ def search(model: Any, inventory: Any, slo: SLO, workload: Any, *, pins: dict | 
     seen: set[tuple] = set()
 
     def one(p_pins: dict) -> list[Candidate]:
-        p = planner.plan(model, inventory, pins={**pins, **p_pins}, **kw)
+        p = front.plan(model, inventory, pins={**pins, **p_pins}, **kw)
         key = _flags_key(p)
         if key in seen:
             return []
@@ -208,8 +208,6 @@ def search(model: Any, inventory: Any, slo: SLO, workload: Any, *, pins: dict | 
 def _axes(model: Any, inventory: Any, pins: dict, allow_fp8: bool, profile: Any) -> dict[str, Any]:
     """What is searched: TP sizes, PP sizes (1 first, more only when nothing fits), KV dtypes and
     weight quantizations allowed here."""
-    from vllm_ops.planning import planner
-
     cpu = (getattr(profile, "kind", "gpu") == "cpu") or not inventory.gpus
     gpus = 1 if cpu else len(inventory.gpus)
     gtype = None if cpu else planner._gpu_type(inventory)
@@ -217,7 +215,7 @@ def _axes(model: Any, inventory: Any, pins: dict, allow_fp8: bool, profile: Any)
     cc = g0.compute_capability if g0 and g0.compute_capability else (gtype.compute_capability if gtype else None)
     has_fp8 = (not cpu) and (gtype.fp8 if gtype else (cc is not None and tuple(cc) >= (8, 9)))
     tps = [pins["tensor_parallel_size"]] if "tensor_parallel_size" in pins else (
-        [1] if cpu else planner._valid_tps(model, gpus) or [1])
+        [1] if cpu else pin_rules.valid_tps(model, gpus) or [1])
     # PP is not searched: the planner adds pipeline stages itself when a TP size cannot hold the model
     pps = [pins["pipeline_parallel_size"]] if "pipeline_parallel_size" in pins else [1]
     kvs = [pins["kv_cache_dtype"]] if "kv_cache_dtype" in pins else (["auto", "fp8"] if has_fp8 else ["auto"])
@@ -316,8 +314,6 @@ def _notes(axes: dict, pins: dict, allow_fp8: bool, split: bool, workload: Any) 
 
 # -- scoring -------------------------------------------------------------------------------------
 def _predict(p: Any, workload: Any, model: Any) -> dict[str, Any]:
-    from vllm_ops.planning import performance
-
     try:
         perf = performance.predict(p, workload, spec=model)
     except (ValueError, KeyError, TypeError, ZeroDivisionError) as exc:
@@ -471,8 +467,6 @@ def chosen_plan(result: SearchResult) -> Any:
     """The chosen candidate's Plan, with ``slo`` (the search), ``candidates`` (ranked, predicted
     figures), ``performance`` (the chosen one's prediction) and reasons saying why. When nothing
     meets the SLO it is the closest candidate, with an ``slo-missed`` warning naming what misses."""
-    from vllm_ops.planning.plan import PlanWarning
-
     c = result.chosen
     p = replace(c.plan, reasons=dict(c.plan.reasons), warnings=list(c.plan.warnings))
     p.slo = result.to_dict()

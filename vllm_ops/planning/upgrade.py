@@ -24,8 +24,14 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
 
 from vllm_ops.errors import BadInput
+from vllm_ops.hardware.inventory import Inventory
+from vllm_ops.launch.launcher import strip_flags
+from vllm_ops.models import load_model_spec
+from vllm_ops.planning import plan
+from vllm_ops.planning.argv import SHORT_FLAGS, after_entry, arg_lines, parse_flags
+from vllm_ops.planning.pins import PIN_KEYS
 from vllm_ops.planning.versions import (
-    DEFAULT_KEYS, KNOWN_RELEASES, REMOVED_FLAGS, REQUEST_CHANGES, FlagRemoval, check_release, parse_version,
+    DEFAULT_KEYS, FlagRemoval, KNOWN_RELEASES, REMOVED_FLAGS, REQUEST_CHANGES, check_release, parse_version,
     rules_between, rules_for,
 )
 
@@ -97,8 +103,6 @@ class UpgradeReport:
 def plan_pins(plan) -> dict[str, Any]:
     """The flags a saved plan's deployment chose itself: pinned (``reasons`` say "(pinned)") or
     set by its profile; a value the planner took from vLLM's defaults is not a pin."""
-    from vllm_ops.planning.planner import PIN_KEYS
-
     va, why = plan.vllm_args or {}, plan.reasons or {}
     pins = {k: va[k] for k in PIN_KEYS
             if va.get(k) is not None and any(w in str(why.get(k, "")) for w in _OWN_CHOICE)}
@@ -113,8 +117,6 @@ def plan_pins(plan) -> dict[str, Any]:
 
 def deployment_from_plan(plan, source: str) -> Deployment:
     """The deployment a saved ``vllm-ops plan --json`` describes."""
-    from vllm_ops.hardware.inventory import Inventory
-
     try:
         inventory = Inventory.from_dict(plan.hardware or {})
     except (TypeError, ValueError, KeyError) as exc:
@@ -138,20 +140,14 @@ def deployment_from_argv(argv: list[str], *, version: str, inventory, source: st
     """The deployment a ``vllm serve MODEL --flag v ...`` argument list describes (``vllm serve``
     and the module entry point may lead; the model is the first positional word or ``--model``).
     Every planner flag given is a pin; the other arguments pass through unchanged."""
-    from vllm_ops.launch.launcher import parse_flags
-    from vllm_ops.planning.planner import PIN_KEYS
-    from vllm_ops.render.vars import arg_lines
-
-    words = _drop_entry(list(argv))
+    words = after_entry(list(argv))
     model = None
     if words and not words[0].startswith("-"):
         model, words = words[0], words[1:]
     pins: dict[str, Any] = {}
     extra: list[str] = []
     served, port = None, 8000
-    from vllm_ops.commands._planargs import PINS
-
-    short = {n[1]: n[0] for n in PINS if len(n) > 1}          # -tp → --tensor-parallel-size
+    short = SHORT_FLAGS                                       # -tp → --tensor-parallel-size
     for group in arg_lines(words):
         flag, eq, val = group[0].partition("=")
         group = (short.get(flag, flag) + eq + val, *group[1:])
@@ -174,16 +170,6 @@ def deployment_from_argv(argv: list[str], *, version: str, inventory, source: st
     return Deployment(source=source, version=version, model=model, inventory=inventory, pins=pins,
                       extra_args=extra, env=dict(env or {}), served_name=served, port=port,
                       command=list(argv))
-
-
-def _drop_entry(words: list[str]) -> list[str]:
-    """``vllm serve M ...`` / ``python -m vllm.entrypoints.openai.api_server ...`` → what follows."""
-    if words[:2] == ["vllm", "serve"]:
-        return words[2:]
-    for i, w in enumerate(words[:4]):
-        if w.startswith("vllm.entrypoints"):
-            return words[i + 1:]
-    return words
 
 
 # ---------------------------------------------------------------------------- the check
@@ -226,14 +212,10 @@ def check_upgrade(dep: Deployment, to_version: str, *,
 
 
 def _load_model(name: str):
-    from vllm_ops.models import load_model_spec
-
     return load_model_spec(name)
 
 
 def _plan(dep: Deployment, spec, version: str, extra_args: list[str]):
-    from vllm_ops.planning import plan
-
     return plan(spec, dep.inventory, pins=dict(dep.pins), vllm_version=version, extra_args=tuple(extra_args),
                 env=dict(dep.env), served_name=dep.served_name, port=dep.port, env_secrets=dep.env_secrets,
                 **({"backend": dep.backend} if dep.backend else {}))
@@ -241,8 +223,6 @@ def _plan(dep: Deployment, spec, version: str, extra_args: list[str]):
 
 def _flags_passed(dep: Deployment) -> dict[str, str]:
     """flag → the words that pass it (``--swap-space 4``), from everything the deployment gives vLLM."""
-    from vllm_ops.render.vars import arg_lines
-
     words = dep.command if dep.command is not None else dep.extra_args
     out: dict[str, str] = {}
     for group in arg_lines([str(w) for w in words]):
@@ -253,8 +233,6 @@ def _flags_passed(dep: Deployment) -> dict[str, str]:
 
 
 def _strip(args: list[str], removed: list[FlagRemoval]) -> list[str]:
-    from vllm_ops.launch.launcher import strip_flags
-
     return strip_flags(list(args), {r.flag[2:].replace("-", "_") for r in removed}) if removed else list(args)
 
 
@@ -351,7 +329,7 @@ def _fit_finding(before, after, new: str) -> Finding:
 
 
 def _is_cpu(p) -> bool:
-    return "vllm-openai-cpu" in (p.image or "")
+    return bool(p.cpu)
 
 
 def _figures(p) -> dict[str, Any]:

@@ -4,9 +4,10 @@ Each :class:`Rule` row applies from ``since`` (inclusive) until the next row of 
 ``rules_for("0.25.0")`` folds the table into a :class:`VersionRules` for one version, and records
 every rule it used (with its source) so the plan can say what it assumed.
 
-Sources: vLLM 0.33.0 source notes (``shared/reference/vllm-api-and-memory.md`` §5–6), the measured
-vLLM 0.25.0 H100 runs (``shared/data/vllm-h100-runs.csv``) and the public startup logs in
-``shared/data/vllm-memory-calibration.csv`` (row numbers below).
+Sources: vLLM 0.33.0's source (``vllm/engine/arg_utils.py`` ``EngineArgs.get_batch_defaults``,
+``vllm/v1/worker/gpu_worker.py``), the measured vLLM 0.25.0 H100 runs
+(``tests/data/reference/vllm-h100-runs.csv``) and the public startup logs in
+``tests/data/reference/vllm-memory-calibration.csv`` (row numbers below).
 """
 from __future__ import annotations
 

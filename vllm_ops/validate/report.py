@@ -11,6 +11,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 from xml.etree import ElementTree as ET
 
+from vllm_ops.output import console as make_console
+
 PASS, FAIL, SKIP = "pass", "fail", "skip"
 STATUSES = (PASS, FAIL, SKIP)
 
@@ -95,8 +97,6 @@ class ValidationReport:
     # -- human table -------------------------------------------------------------------------
     def print_table(self, console: Any = None) -> None:
         from rich.table import Table
-
-        from vllm_ops.output import console as make_console
 
         con = console or make_console()
         title = f"vllm-ops validate {self.url} (model {self.model or '?'}, vLLM {self.version or '?'})"

@@ -16,15 +16,14 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
-from vllm_ops.validate.report import SKIP, CheckResult, ValidationReport
+from vllm_ops.errors import BadInput
+from vllm_ops.validate.report import CheckResult, SKIP, ValidationReport
 
 ProgressFn = Callable[[str, str], None]
 
 
 def parse_lora_specs(specs: list[str] | None) -> dict[str, str]:
     """``["name=/path", ...]`` → ``{name: path}`` (BadInput on a malformed item)."""
-    from vllm_ops.errors import BadInput
-
     out: dict[str, str] = {}
     for s in specs or ():
         name, sep, path = s.partition("=")
@@ -41,7 +40,6 @@ async def arun_validation(url: str, model: str | None = None, *,
                           progress: ProgressFn | None = None,
                           provider: Any = None) -> ValidationReport:
     from vllm_ops.client import VLLMProvider
-    from vllm_ops.errors import BadInput
     from vllm_ops.validate import checks as c
 
     if concurrency < 1:

@@ -1,7 +1,13 @@
-"""Regenerate vllm_ops/data/models/*.json from a model-configs folder (36 models) and
-from tests/data/models/extra/*.json (models added beyond the 33, each with its own _source).
+"""Add or refresh vllm_ops/data/models/*.json entries from a folder of model configs and from
+tests/data/models/extra/*.json (entries written by hand, each with its own _source).
 
-    python tests/data/models/build_catalog.py MODEL_CONFIGS_DIR
+    python tests/data/models/build_catalog.py CONFIGS_DIR
+
+CONFIGS_DIR holds one folder per model, named ORG__NAME, with the model's `config.json`, a
+`SOURCE.txt` (first line `Model: ORG/NAME`, then `Status: ...` and where the file came from) and,
+when known, `safetensors_total_size.txt` (the index's metadata.total_size); a verbatim
+quantized config's one-line SOURCE.txt takes the id from the folder name. The SOURCE.txt text is
+kept in the entry as `_source.source_txt`; the catalog files are the repository's copy.
 """
 from __future__ import annotations
 
@@ -14,7 +20,7 @@ REPO = Path(__file__).resolve().parents[3]
 OUT = REPO / "vllm_ops" / "data" / "models"
 
 
-def entry_from_shared(folder: Path) -> dict:
+def entry_from_folder(folder: Path) -> dict:
     src = (folder / "SOURCE.txt").read_text(encoding="utf-8")
     m = re.search(r"^Model:\s*(\S+)", src, re.M)
     # the verbatim quantized configs' SOURCE.txt is one line (no Model:/Status:): id from the folder
@@ -39,9 +45,9 @@ def entry_from_shared(folder: Path) -> dict:
     }
 
 
-def main(shared: str) -> None:
+def main(configs_dir: str) -> None:
     OUT.mkdir(parents=True, exist_ok=True)
-    entries = [entry_from_shared(d) for d in sorted(Path(shared).iterdir()) if (d / "config.json").is_file()]
+    entries = [entry_from_folder(d) for d in sorted(Path(configs_dir).iterdir()) if (d / "config.json").is_file()]
     for f in sorted((Path(__file__).parent / "extra").glob("*.json")):
         entries.append(json.loads(f.read_text(encoding="utf-8")))
     for e in entries:

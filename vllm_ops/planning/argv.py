@@ -1,0 +1,304 @@
+"""vLLM's command line: the one place it is built, parsed and edited.
+
+    serve_args(plan, replica, *, model_flag=False, overrides=None) -> list[str]   (after the entry point)
+    command(plan) -> str                               (``vllm serve ...`` of replica 0: ``plan.command``)
+    parse_flags(args) / strip_flags(args, names) / value_of(args, flag) / drop(args, flags)
+    split_secret_args(args) -> (args, {"VLLM_API_KEY": ...})
+    model_target(plan) / served_name(plan) / bind_host(plan)      (the plan's facts argv is built from)
+    check_text(value, what)                             (a string every target can carry literally)
+
+The planner's ``command``, every rendered file and every launched process take their vLLM
+arguments from :func:`serve_args`, so they carry the same flags. Pure: no I/O.
+"""
+from __future__ import annotations
+
+import json
+import re
+import shlex
+from typing import Any, Iterable, Sequence
+
+from vllm_ops.errors import BadInput
+
+SECRET_FLAGS = {"--api-key": "VLLM_API_KEY", "--hf-token": "HF_TOKEN"}   # vLLM flag → its variable
+SERVE = ("vllm", "serve")
+SHORT_FLAGS = {"-tp": "--tensor-parallel-size", "-pp": "--pipeline-parallel-size", "-dp": "--data-parallel-size",
+               "-q": "--quantization"}                 # vLLM's short spellings of planner flags                          # the entry point ``plan.command`` is written with
+OPEN_HOSTS = ("", "0.0.0.0", "::", "[::]")         # --host values that listen on every interface
+# flags whose vLLM default is on (or "auto"): False must be said as --no-<flag>
+DEFAULT_ON = {"enable_prefix_caching", "enable_chunked_prefill", "async_scheduling"}
+# flags serve_args writes itself, per replica (not from vllm_args)
+_OWN_FLAGS = {"model", "port"}
+# vLLM's native multi-node flags (per node: rank, master)
+NATIVE_KEYS = ("nnodes", "node_rank", "master_addr", "master_port", "headless")
+_SECRET_KEYS = {"api_key", "hf_token"}
+_FLAG_NAME = re.compile(r"^[a-z][a-z0-9_-]*$")
+# what no target carries literally: C0 controls but TAB, DEL, C1 controls (U+0080..U+009F, NEL
+# among them: a line break to YAML), lone surrogates (not encodable as UTF-8) and the
+# non-characters U+FFFE/U+FFFF (not printable to YAML)
+_CONTROL = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\ud800-\udfff\ufffe\uffff]")
+
+
+def check_text(value: object, what: str) -> str:
+    """A string every target can carry literally, or BadInput naming ``what``."""
+    s = str(value)
+    m = _CONTROL.search(s)
+    if m:
+        c = m.group()
+        ch = {"\n": "a newline", "\r": "a carriage return", "\x00": "a NUL byte"}.get(
+            c, f"control character U+{ord(c):04X}" if ord(c) < 0xA0 else f"unprintable character U+{ord(c):04X}")
+        raise BadInput(f"{what} holds {ch}: {s[:60]!r} cannot be rendered safely",
+                       hint="remove it; no deployment format can carry it literally")
+    return s
+
+
+# -- parsing -----------------------------------------------------------------------------------
+def flag_name(tok: str) -> str | None:
+    """``--max-model-len=8`` → ``"max_model_len"``; None for a value or a bare ``--``."""
+    if not tok.startswith("--") or tok == "--":
+        return None
+    return tok[2:].split("=", 1)[0].replace("-", "_")
+
+
+def _num(v: str) -> Any:
+    for conv in (int, float):
+        try:
+            return conv(v)
+        except ValueError:
+            pass
+    return v
+
+
+def parse_flags(args: Sequence[str]) -> dict[str, Any]:
+    """A loose parse of vLLM args: ``--a-b v`` → ``{"a_b": "v"}`` (numbers as numbers), a flag
+    with no value → True."""
+    out: dict[str, Any] = {}
+    i = 0
+    while i < len(args):
+        name = flag_name(args[i])
+        if name is None:
+            i += 1
+            continue
+        if "=" in args[i]:
+            out[name] = _num(args[i].split("=", 1)[1])
+            i += 1
+        elif i + 1 < len(args) and not args[i + 1].startswith("--"):
+            out[name] = _num(args[i + 1])
+            i += 2
+        else:
+            out[name] = True
+            i += 1
+    return out
+
+
+def strip_flags(args: Sequence[str], names: set[str] | Iterable[str]) -> list[str]:
+    """``args`` without the flags in ``names`` (underscore form, ``--no-X`` too) and their values."""
+    names = set(names)
+    out: list[str] = []
+    i = 0
+    while i < len(args):
+        name = flag_name(args[i])
+        if name is not None and (name in names or name.removeprefix("no_") in names):
+            i += 1
+            if "=" not in args[i - 1]:
+                while i < len(args) and not args[i].startswith("--"):
+                    i += 1
+            continue
+        out.append(args[i])
+        i += 1
+    return out
+
+
+def drop(args: Sequence[str], flags: Iterable[str]) -> list[str]:
+    """``args`` without each ``--flag V`` / ``--flag=V`` in ``flags`` (exactly one value each)."""
+    flags = tuple(flags)
+    out: list[str] = []
+    i = 0
+    while i < len(args):
+        tok = str(args[i])
+        if tok in flags:
+            i += 2
+            continue
+        if tok.split("=", 1)[0] in flags and "=" in tok:
+            i += 1
+            continue
+        out.append(tok)
+        i += 1
+    return out
+
+
+def value_of(args: Sequence[str], flag: str) -> str | None:
+    """The value of ``--flag V`` / ``--flag=V`` in ``args`` (the last one wins), or None."""
+    val = None
+    for i, tok in enumerate(args):
+        tok = str(tok)
+        if tok == flag and i + 1 < len(args):
+            val = str(args[i + 1])
+        elif tok.startswith(flag + "="):
+            val = tok.split("=", 1)[1]
+    return val
+
+
+def after_entry(words: Sequence[str]) -> list[str]:
+    """``vllm serve M ...`` / ``python -m vllm.entrypoints.openai.api_server ...`` → what follows
+    the entry point (anything else: the words as they are)."""
+    words = list(words)
+    if words[:2] == list(SERVE):
+        return words[2:]
+    for i, w in enumerate(words[:4]):
+        if str(w).startswith("vllm.entrypoints"):
+            return words[i + 1:]
+    return words
+
+
+def arg_lines(args: Iterable[str]) -> tuple[tuple[str, ...], ...]:
+    """Group an argument list (for display and per-flag edits): each ``--flag`` with the values
+    that follow it."""
+    lines: list[list[str]] = []
+    for a in args:
+        if not lines or a.startswith("-"):
+            lines.append([a])
+        else:
+            lines[-1].append(a)
+    return tuple(tuple(ln) for ln in lines)
+
+
+def model_as_flag(args: Sequence[str]) -> list[str]:
+    """Args in ``vllm serve`` form (model positional) as ``--model M ...`` (the module entry point
+    and the image's entrypoint read both)."""
+    args = list(args)
+    if args and not str(args[0]).startswith("-"):
+        return ["--model", args[0], *args[1:]]
+    return args
+
+
+def split_secret_args(args: Iterable[str]) -> tuple[list[str], dict[str, str]]:
+    """``args`` without ``--api-key K`` / ``--api-key=K`` / ``--hf-token T``, and those values
+    as environment variables (``{"VLLM_API_KEY": K}``): a secret never travels in argv."""
+    args = list(args)
+    out: list[str] = []
+    env: dict[str, str] = {}
+    i = 0
+    while i < len(args):
+        tok = str(args[i])
+        key = tok.split("=", 1)[0]
+        if key in SECRET_FLAGS:
+            if "=" in tok:
+                env[SECRET_FLAGS[key]] = tok.split("=", 1)[1]
+                i += 1
+            elif i + 1 < len(args):
+                env[SECRET_FLAGS[key]] = str(args[i + 1])
+                i += 2
+            else:
+                i += 1
+            continue
+        out.append(tok)
+        i += 1
+    return out, env
+
+
+# -- the plan's facts --------------------------------------------------------------------------
+def model_target(plan: Any) -> str:
+    """What vLLM loads: the model's local path, else its id."""
+    m = plan.model or {}
+    target = m.get("path") or m.get("id")
+    if not target:
+        raise BadInput("plan: model.id is missing")
+    if str(target).startswith("-"):
+        raise BadInput(f"model name {target!r} starts with '-': vLLM would read it as a flag")
+    return check_text(target, "model name")
+
+
+def served_name(plan: Any) -> str:
+    """The name clients ask for (``/v1/models``)."""
+    vn = (plan.vllm_args or {}).get("served_model_name")
+    if isinstance(vn, (list, tuple)) and vn:
+        vn = vn[0]
+    own = getattr(plan, "served_name", None) or (plan.model or {}).get("served_name")
+    return check_text(vn or own or (plan.model or {}).get("id") or model_target(plan), "served model name")
+
+
+def bind_host(plan: Any) -> str:
+    """The --host vLLM is given (extra args win over vllm_args); "" when none: vLLM then listens
+    on all interfaces."""
+    host = (plan.vllm_args or {}).get("host") or ""
+    extra = value_of([str(a) for a in plan.extra_args or ()], "--host")
+    return str(extra if extra is not None else host)
+
+
+# -- building ----------------------------------------------------------------------------------
+def flag_words(name: str, value: Any) -> list[str]:
+    """One vLLM flag as argv words: None → nothing, True → ``--flag``, False → ``--no-flag`` for a
+    default-on flag (else nothing), lists as several values, dicts as JSON, floats exactly."""
+    flag = "--" + name.replace("_", "-")
+    if value is None:
+        return []
+    if isinstance(value, bool):
+        if value:
+            return [flag]
+        return ["--no-" + name.replace("_", "-")] if name in DEFAULT_ON else []
+    if isinstance(value, (list, tuple)):
+        items = [check_text(v, f"vLLM flag --{name}") for v in value]
+        if any(i.startswith("-") for i in items):
+            raise BadInput(f"plan: a value of --{name} starts with '-': vLLM would read it as a flag")
+        return [flag, *items] if items else []
+    if isinstance(value, dict):
+        return [flag, json.dumps(value, separators=(",", ":"), sort_keys=True)]
+    if isinstance(value, float) and value.is_integer() and name not in ("gpu_memory_utilization",):
+        value = int(value)
+    text = check_text(value, f"vLLM flag --{name}")
+    if text.startswith("-"):
+        return [f"{flag}={text}"]          # argparse would read "-x" as the next option
+    return [flag, text]
+
+
+def _port(v: Any) -> int:
+    if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+        raise BadInput(f"plan: replica port must be a non-negative integer, got {v!r}")
+    return v
+
+
+def serve_args(plan: Any, replica: Any = None, *, model_flag: bool = False,
+               overrides: dict[str, Any] | None = None) -> list[str]:
+    """The vLLM argument list for one replica: the model, then plan.vllm_args, then extra_args.
+
+    ``model_flag`` writes ``--model M`` (the api_server module) instead of a positional model
+    (``vllm serve M``). ``overrides`` replaces or adds flags (None removes one). Secrets are never
+    arguments: argv is visible to every user of the host.
+    """
+    model = model_target(plan)
+    args: list[str] = ["--model", model] if model_flag else [model]
+    vargs = dict(plan.vllm_args or {})
+    vargs.update(overrides or {})
+    for name in vargs:
+        if not isinstance(name, str) or not _FLAG_NAME.match(name):
+            raise BadInput(f"plan: vllm_args key {name!r} is not a vLLM flag name")
+        if name.replace("-", "_") in _SECRET_KEYS:
+            raise BadInput(f"plan: vllm_args.{name} is a secret; it belongs in the env file, never in argv")
+    served = served_name(plan)
+    if "served_model_name" not in vargs and served != model:
+        args += flag_words("served_model_name", served)
+    for name, value in vargs.items():
+        if name.replace("-", "_") in _OWN_FLAGS:
+            continue
+        args += flag_words(name.replace("-", "_"), value)
+    port = replica.port if replica is not None else vargs.get("port")
+    if port is not None:
+        args += ["--port", str(_port(port))]
+    for a in plan.extra_args or ():
+        flag = str(a).split("=", 1)[0]
+        if flag in SECRET_FLAGS:
+            raise BadInput(f"plan: extra_args holds {flag}; set {SECRET_FLAGS[flag]} in the env file instead")
+        args.append(check_text(a, "extra argument"))
+    return args
+
+
+def command(plan: Any) -> str:
+    """``vllm serve ...`` of replica 0 (rank 0 on several nodes): what ``plan.command`` holds."""
+    replica = plan.replicas[0] if plan.replicas else None
+    return shlex.join([*SERVE, *serve_args(plan, replica)])
+
+
+__all__ = ["DEFAULT_ON", "NATIVE_KEYS", "OPEN_HOSTS", "SECRET_FLAGS", "SERVE", "SHORT_FLAGS", "after_entry",
+           "arg_lines", "bind_host", "check_text",
+           "command", "drop", "flag_name", "flag_words", "model_as_flag", "model_target", "parse_flags",
+           "serve_args", "served_name", "split_secret_args", "strip_flags", "value_of"]
