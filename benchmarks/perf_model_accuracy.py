@@ -352,6 +352,15 @@ def main(argv: list[str] | None = None) -> int:
                 if sc:
                     print(f"{m:40} {kind:9} {sc['answered']:>4}/{sc['rows']:<4} {sc['tpot_median']!s:>8} "
                           f"{sc['tpot_p90']!s:>6} {sc['ttft_median']!s:>8} {sc['ttft_p90']!s:>6}")
+        pooled_pairs = []
+        for m, fold in d["held_out"].items():
+            eff = fitted[m][0]
+            pooled_pairs += predict_all([c for c in loaded[name] if c.model == m], eff)
+        sc = score(pooled_pairs, sum(1 for c in loaded[name] if not c.excluded))
+        print(f"{'all models, pooled':40} {'held-out':9} {sc['answered']:>4}/{sc['rows']:<4} {sc['tpot_median']!s:>8} "
+              f"{sc['tpot_p90']!s:>6} {sc['ttft_median']!s:>8} {sc['ttft_p90']!s:>6}")
+        print("targets on unseen models: answered >= 90%, TPOT median <= 10% (p90 <= 25%), TTFT median <= 20% "
+              "(p90 <= 50%); errors are absolute %")
         if "fit_all" in d:
             print("fitted on all rows:", json.dumps(d["fit_all"]))
     return 0
