@@ -11,11 +11,20 @@ Data sets (vendored, provenance in their READMEs):
   public   tests/data/perf/vllm-perf-public.csv   NVIDIA aiconfigurator vLLM rows (3 models, H100/H200)
   gpu      tests/data/gpu-runs/perf/<run>/        `vllm-ops bench` runs (plan.json + bench-*.json), when present
 
-Assumptions about how the public rows were measured (their harness is not published): each level is
-a closed-loop benchmark of REQUESTS_PER_C x concurrency requests with the first wave included
-(--requests-per-c 0: steady state instead), TPOT is the mean over requests of (e2e - TTFT)/(OSL-1)
-(--tpot-stat itl compares with the median inter-token gap instead). `disagg` rows are excluded with
-that reason; attention-data-parallel MoE rows (tp_size < GPUs) are planned as TP over the GPUs for
+How the public rows were measured (PUBLIC_PROTOCOL; the rows are "a 2026-04 dump of the internal
+benchmark DB", ai-dynamo/aiconfigurator docs/design/prediction_regression_gate_design.md @095f58a5, whose
+harness script is not published, so the protocol is the one aiconfigurator documents for benchmarking its
+deployments, same commit): aiperf, closed loop at --concurrency C, ``concurrency * 10`` requests
+(docs/dynamo_deployment_guide.md: "to reduce the impact of first batch of requests, we use concurrency * 10
+as num_requests"; the generated bench_run.sh uses x20, k8s_bench.yaml x50:
+src/aiconfigurator/generator/config/backend_templates/benchmark/), fixed ISL/OSL with ignore_eos, and
+--warmup-request-count 2C, which aiperf drains before the profiling phase starts (ai-dynamo/aiperf
+@6d492f96 docs/tutorials/warmup.md: it "waits indefinitely for all warmup responses before starting
+profiling"), so the measured phase starts with one synchronised wave: num_requests = 10 x C, first
+wave included. TPOT is aiperf's inter_token_latency, per request (e2e - TTFT)/(OSL-1), then the mean
+over requests (ai-dynamo/aiperf@0176f594 docs/metrics-reference.md) = vLLM bench's mean TPOT. Other
+protocols (--protocol, --compare-protocols) are for comparison only: choosing one by its held-out
+error would be an in-sample choice. `disagg` rows are excluded with that reason; attention-data-parallel MoE rows (tp_size < GPUs) are planned as TP over the GPUs for
 memory and predicted as DP attention + TP-sharded experts.
 
     python benchmarks/perf_model_accuracy.py                   # held-out + in-sample figures
@@ -43,7 +52,19 @@ GPUS = {"h100_sxm": "H100", "h200_sxm": "H200"}
 # the published checkpoint → the catalog entry with the same architecture + the pin that loads it the same way
 MODELS = {"nvidia/Llama-3.1-8B-Instruct-FP8": ("meta-llama/Llama-3.1-8B-Instruct", "fp8")}
 TPOT_STAT = "mean"               # "mean": vllm bench's mean TPOT; "itl": the median inter-token gap
-REQUESTS_PER_C = 10              # public rows: requests per client assumed (first wave included)
+REQUESTS_PER_C = 10              # public rows: requests per client (first wave included), PUBLIC_PROTOCOL
+# measurement protocols of the public rows: requests per client (0: steady state) and TPOT statistic;
+# "aiperf-x10" is the documented one (see the module docstring), the others are for comparison
+PROTOCOLS = {"aiperf-x10": (10, "mean"), "aiperf-x20": (20, "mean"), "aiperf-x50": (50, "mean"),
+             "one-wave": (1, "mean"), "steady-state": (0, "mean"), "aiperf-x10-itl-median": (10, "itl")}
+PUBLIC_PROTOCOL = {"name": "aiperf-x10", "harness": "aiperf --concurrency C --num-requests 10*C "
+                   "--warmup-request-count 2*C (drained before profiling), ignore_eos, streaming",
+                   "requests_per_client": 10, "first_wave_included": True, "tpot_stat": "mean",
+                   "sources": ["ai-dynamo/aiconfigurator@095f58a5 docs/dynamo_deployment_guide.md",
+                               "ai-dynamo/aiconfigurator@095f58a5 src/aiconfigurator/generator/config/"
+                               "backend_templates/benchmark/bench_run.sh.j2",
+                               "ai-dynamo/aiperf@6d492f96 docs/tutorials/warmup.md",
+                               "ai-dynamo/aiperf@0176f594 docs/metrics-reference.md (inter_token_latency)"]}
 TARGETS = {"answered": 0.90, "tpot_median": 10.0, "tpot_p90": 25.0, "ttft_median": 20.0, "ttft_p90": 50.0}
 
 
@@ -272,6 +293,26 @@ def leave_one_out(cases: list[Case], fitted: dict) -> dict[str, Any]:
     return out
 
 
+def compare_protocols(fitted: dict) -> dict[str, Any]:
+    """Held-out figures of the public rows under each protocol of PROTOCOLS, with the same fold
+    constants (fitted under PUBLIC_PROTOCOL): how much the protocol assumption moves the figures."""
+    global TPOT_STAT
+    saved, out = TPOT_STAT, {}
+    try:
+        for name, (k, stat) in PROTOCOLS.items():
+            TPOT_STAT = stat
+            cases = [c for c in public_cases(num_requests_per_c=k) if not c.excluded]
+            per, pooled = {}, []
+            for m in sorted({c.model for c in cases}):
+                pairs = predict_all([c for c in cases if c.model == m], fitted[m][0])
+                per[m], pooled = score(pairs, len(pairs)), pooled + pairs
+            out[name] = {"requests_per_client": k, "tpot_stat": stat, "pooled": score(pooled, len(cases)),
+                         "per_model": per}
+    finally:
+        TPOT_STAT = saved
+    return out
+
+
 FIT_JSON = ROOT / "vllm_ops" / "data" / "perf" / "fit.json"
 
 
@@ -279,7 +320,8 @@ def write_fit(doc: dict[str, Any]) -> None:
     """vllm_ops/data/perf/fit.json from a --fit run (see vllm_ops/planning/perf_fit.py)."""
     out: dict[str, Any] = {"_about": "written by benchmarks/perf_model_accuracy.py --fit --write; "
                                      "figures are held-out absolute % errors (see planning/perf_fit.py)",
-                           "requests_per_client": REQUESTS_PER_C, "tpot_stat": TPOT_STAT, "held_out": {}}
+                           "requests_per_client": REQUESTS_PER_C, "tpot_stat": TPOT_STAT,
+                           "protocol": PUBLIC_PROTOCOL, "held_out": {}}
     fitted_on: list[str] = []
     for name, d in doc.items():
         for m, fold in d["held_out"].items():
@@ -304,11 +346,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data", choices=("public", "gpu", "all"), default="all")
     ap.add_argument("--tpot-stat", choices=("mean", "itl"), default=TPOT_STAT,
                     help="compare measured TPOT with the predicted mean TPOT or the median inter-token gap")
-    ap.add_argument("--requests-per-c", type=int, default=REQUESTS_PER_C,
+    ap.add_argument("--requests-per-c", type=int, default=None,
                     help="public rows: requests per client of the benchmark (0: steady state)")
+    ap.add_argument("--protocol", choices=sorted(PROTOCOLS), default=PUBLIC_PROTOCOL["name"],
+                    help="measurement protocol assumed for the public rows (default: the documented one)")
+    ap.add_argument("--compare-protocols", action="store_true",
+                    help="held-out figures of the public rows under every protocol, stored fold constants")
     a = ap.parse_args(argv)
-    globals()["TPOT_STAT"] = a.tpot_stat
-    globals()["REQUESTS_PER_C"] = a.requests_per_c
+    k, stat = PROTOCOLS[a.protocol]
+    globals()["TPOT_STAT"] = a.tpot_stat if a.tpot_stat != TPOT_STAT else stat
+    globals()["REQUESTS_PER_C"] = k if a.requests_per_c is None else a.requests_per_c
     sets = {"public": public_cases, "gpu": gpu_cases}
     loaded = {name: load() for name, load in sets.items() if a.data in (name, "all")}
     loaded = {k: v for k, v in loaded.items() if v}
@@ -323,6 +370,8 @@ def main(argv: list[str] | None = None) -> int:
         fitted = run_folds(pooled, [*models, *([None] if a.fit else [])], a.iters, a.workers)
     else:
         fitted = stored
+    if a.compare_protocols:
+        return _print_protocols(compare_protocols(fitted), a.json)
     doc: dict[str, Any] = {}
     for name, cases in loaded.items():
         kept = [c for c in cases if not c.excluded]
@@ -363,6 +412,21 @@ def main(argv: list[str] | None = None) -> int:
               "(p90 <= 50%); errors are absolute %")
         if "fit_all" in d:
             print("fitted on all rows:", json.dumps(d["fit_all"]))
+    return 0
+
+
+def _print_protocols(doc: dict[str, Any], as_json: bool) -> int:
+    if as_json:
+        print(json.dumps(doc, indent=1))
+        return 0
+    print(f"public rows, held-out (fold constants fitted under {PUBLIC_PROTOCOL['name']}, the documented "
+          f"protocol; the others are not refitted)")
+    print(f"{'protocol':24} {'req/C':>5} {'TPOT':>5} {'TPOT med':>8} {'p90':>6} {'TTFT med':>8} {'p90':>6}  per model TPOT/TTFT med")
+    for name, d in doc.items():
+        sc = d["pooled"]
+        per = "  ".join(f"{m.split('/')[-1][:12]} {s['tpot_median']}/{s['ttft_median']}" for m, s in d["per_model"].items())
+        print(f"{name:24} {d['requests_per_client']:>5} {d['tpot_stat']:>5} {sc['tpot_median']!s:>8} {sc['tpot_p90']!s:>6} "
+              f"{sc['ttft_median']!s:>8} {sc['ttft_p90']!s:>6}  {per}")
     return 0
 
 
