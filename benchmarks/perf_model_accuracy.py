@@ -307,9 +307,35 @@ def compare_protocols(fitted: dict) -> dict[str, Any]:
                 pairs = predict_all([c for c in cases if c.model == m], fitted[m][0])
                 per[m], pooled = score(pairs, len(pairs)), pooled + pairs
             out[name] = {"requests_per_client": k, "tpot_stat": stat, "pooled": score(pooled, len(cases)),
-                         "per_model": per}
+                         "per_model": per, "ruled_out_rows": len(first_wave_bound(cases, k))}
     finally:
         TPOT_STAT = saved
+    return out
+
+
+def first_wave_bound(cases: list[Case], k: int, peak_frac: float = 1.0) -> list[tuple[str, float]]:
+    """Rows whose measured mean TTFT is below what a protocol of ``k`` requests per client with the
+    first wave measured allows, whatever the efficiencies: the C requests of the first wave arrive
+    together, the i-th first token needs at least i prefills done, so the first wave's mean TTFT is at
+    least (C+1)/2 prefills, and the mean over k waves at least (C+1)/(2k) prefills; one prefill takes
+    at least its GEMM FLOPs (2 x active parameters x ISL) at ``peak_frac`` of the catalog's dense
+    FLOP/s (no attention, no overhead, no communication). Fit-free: it needs no fitted constant.
+    Returns (row, bound / measured) for the rows it rules out."""
+    from vllm_ops.planning import perf_fit
+    from vllm_ops.planning.performance import step_cost
+
+    peak = replace(perf_fit.DEFAULT, bw=1.0, flops=1.0, flops_fp8=1.0, moe_flops=1.0, moe_bw=1.0)
+    out = []
+    for c in cases:
+        if c.excluded or not k:
+            continue
+        cost, _why = step_cost(c.plan, c.spec, peak)
+        if cost is None:
+            continue
+        prefill_ms = cost.flops_per_token * c.workload.input_len / (cost.flops_peak * peak_frac) * 1e3
+        bound = (c.workload.concurrency + 1) / (2.0 * k) * prefill_ms
+        if c.ttft_ms < bound:
+            out.append((c.name, bound / c.ttft_ms))
     return out
 
 
@@ -421,12 +447,15 @@ def _print_protocols(doc: dict[str, Any], as_json: bool) -> int:
         return 0
     print(f"public rows, held-out (fold constants fitted under {PUBLIC_PROTOCOL['name']}, the documented "
           f"protocol; the others are not refitted)")
-    print(f"{'protocol':24} {'req/C':>5} {'TPOT':>5} {'TPOT med':>8} {'p90':>6} {'TTFT med':>8} {'p90':>6}  per model TPOT/TTFT med")
+    print("ruled out: rows whose measured TTFT the protocol's first wave makes impossible even at 100% of the "
+          "FLOP/s peak (first_wave_bound)")
+    print(f"{'protocol':24} {'req/C':>5} {'TPOT':>5} {'TPOT med':>8} {'p90':>6} {'TTFT med':>8} {'p90':>6} "
+          f"{'ruled out':>9}  per model TPOT/TTFT med")
     for name, d in doc.items():
         sc = d["pooled"]
         per = "  ".join(f"{m.split('/')[-1][:12]} {s['tpot_median']}/{s['ttft_median']}" for m, s in d["per_model"].items())
         print(f"{name:24} {d['requests_per_client']:>5} {d['tpot_stat']:>5} {sc['tpot_median']!s:>8} {sc['tpot_p90']!s:>6} "
-              f"{sc['ttft_median']!s:>8} {sc['ttft_p90']!s:>6}  {per}")
+              f"{sc['ttft_median']!s:>8} {sc['ttft_p90']!s:>6} {d['ruled_out_rows']:>9}  {per}")
     return 0
 
 

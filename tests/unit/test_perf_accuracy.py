@@ -50,3 +50,15 @@ def test_disaggregated_rows_are_excluded_with_a_reason(cases):
     ex = [c for c in cases["public"] if c.excluded]
     assert ex and all("disaggregated" in c.excluded for c in ex)
     assert all(c.plan is None for c in ex)
+
+
+def test_public_rows_use_the_documented_measurement_protocol(bench, cases):
+    """The public rows are evaluated under the protocol their publisher documents (aiperf, 10 x C
+    requests with the first wave in the measured phase, mean TPOT), the one fit.json was fitted under,
+    not whichever protocol fits best."""
+    proto = bench.PUBLIC_PROTOCOL
+    assert perf_fit._DOC.get("protocol") == proto
+    assert bench.PROTOCOLS[proto["name"]] == (proto["requests_per_client"], proto["tpot_stat"]) == (10, "mean")
+    assert proto["sources"]
+    rows = [c for c in cases["public"] if not c.excluded]
+    assert rows and all(c.workload.num_requests == 10 * c.workload.concurrency for c in rows)
