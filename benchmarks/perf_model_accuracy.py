@@ -11,20 +11,23 @@ Data sets (vendored, provenance in their READMEs):
   public   tests/data/perf/vllm-perf-public.csv   NVIDIA aiconfigurator vLLM rows (3 models, H100/H200)
   gpu      tests/data/gpu-runs/perf/<run>/        `vllm-ops bench` runs (plan.json + bench-*.json), when present
 
-How the public rows were measured (PUBLIC_PROTOCOL; the rows are "a 2026-04 dump of the internal
-benchmark DB", ai-dynamo/aiconfigurator docs/design/prediction_regression_gate_design.md @095f58a5, whose
-harness script is not published, so the protocol is the one aiconfigurator documents for benchmarking its
-deployments, same commit): aiperf, closed loop at --concurrency C, ``concurrency * 10`` requests
-(docs/dynamo_deployment_guide.md: "to reduce the impact of first batch of requests, we use concurrency * 10
-as num_requests"; the generated bench_run.sh uses x20, k8s_bench.yaml x50:
-src/aiconfigurator/generator/config/backend_templates/benchmark/), fixed ISL/OSL with ignore_eos, and
---warmup-request-count 2C, which aiperf drains before the profiling phase starts (ai-dynamo/aiperf
-@6d492f96 docs/tutorials/warmup.md: it "waits indefinitely for all warmup responses before starting
-profiling"), so the measured phase starts with one synchronised wave: num_requests = 10 x C, first
-wave included. TPOT is aiperf's inter_token_latency, per request (e2e - TTFT)/(OSL-1), then the mean
-over requests (ai-dynamo/aiperf@0176f594 docs/metrics-reference.md) = vLLM bench's mean TPOT. Other
-protocols (--protocol, --compare-protocols) are for comparison only: choosing one by its held-out
-error would be an in-sample choice. `disagg` rows are excluded with that reason; attention-data-parallel MoE rows (tp_size < GPUs) are planned as TP over the GPUs for
+How the public rows were measured (PUBLIC_PROTOCOL). The rows are "a 2026-04 dump of the internal
+benchmark DB" (ai-dynamo/aiconfigurator@095f58a5 docs/design/prediction_regression_gate_design.md); the
+script that measured them is not published. aiconfigurator documents how it benchmarks vLLM deployments
+(same commit): aiperf, closed loop at --concurrency C, fixed ISL/OSL with ignore_eos, warmup 2C requests
+that aiperf drains before the profiling phase (ai-dynamo/aiperf@6d492f96 docs/tutorials/warmup.md:
+"waits indefinitely for all warmup responses before starting profiling"), so the measured phase starts
+with one synchronised wave, and k x C measured requests: k = 10 in docs/dynamo_deployment_guide.md
+("to reduce the impact of first batch of requests, we use concurrency * 10 as num_requests"), k = 20 in
+the bench_run.sh it generates and k = 50 in k8s_bench.yaml
+(src/aiconfigurator/generator/config/backend_templates/benchmark/). TPOT is aiperf's
+inter_token_latency, (e2e - TTFT)/(OSL-1) per request, mean over requests
+(ai-dynamo/aiperf@0176f594 docs/metrics-reference.md) = vLLM bench's mean TPOT.
+Which k: first_wave_bound (fit-free: the first wave's prefills at 100% of the catalog's FLOP/s peak)
+rules k = 10 out for 3 rows (measured mean TTFT below the bound, up to 1.6x) and one wave (k = 1) for
+80 of 165; k = 20 and 50 are both possible. PUBLIC_PROTOCOL takes k = 20, the script aiconfigurator
+ships for bare-metal runs; k = 50 is evaluated beside it (--compare-protocols). No choice here looks at
+the held-out errors; choosing by them would be in-sample. `disagg` rows are excluded with that reason; attention-data-parallel MoE rows (tp_size < GPUs) are planned as TP over the GPUs for
 memory and predicted as DP attention + TP-sharded experts.
 
     python benchmarks/perf_model_accuracy.py                   # held-out + in-sample figures
@@ -52,14 +55,16 @@ GPUS = {"h100_sxm": "H100", "h200_sxm": "H200"}
 # the published checkpoint → the catalog entry with the same architecture + the pin that loads it the same way
 MODELS = {"nvidia/Llama-3.1-8B-Instruct-FP8": ("meta-llama/Llama-3.1-8B-Instruct", "fp8")}
 TPOT_STAT = "mean"               # "mean": vllm bench's mean TPOT; "itl": the median inter-token gap
-REQUESTS_PER_C = 10              # public rows: requests per client (first wave included), PUBLIC_PROTOCOL
+REQUESTS_PER_C = 20              # public rows: requests per client (first wave included), PUBLIC_PROTOCOL
 # measurement protocols of the public rows: requests per client (0: steady state) and TPOT statistic;
-# "aiperf-x10" is the documented one (see the module docstring), the others are for comparison
+# "aiperf-x20" is the one kept (see the module docstring), the others are for comparison
 PROTOCOLS = {"aiperf-x10": (10, "mean"), "aiperf-x20": (20, "mean"), "aiperf-x50": (50, "mean"),
              "one-wave": (1, "mean"), "steady-state": (0, "mean"), "aiperf-x10-itl-median": (10, "itl")}
-PUBLIC_PROTOCOL = {"name": "aiperf-x10", "harness": "aiperf --concurrency C --num-requests 10*C "
+PUBLIC_PROTOCOL = {"name": "aiperf-x20", "harness": "aiperf --concurrency C --num-requests 20*C "
                    "--warmup-request-count 2*C (drained before profiling), ignore_eos, streaming",
-                   "requests_per_client": 10, "first_wave_included": True, "tpot_stat": "mean",
+                   "requests_per_client": 20, "first_wave_included": True, "tpot_stat": "mean",
+                   "why": "aiconfigurator's generated bench_run.sh (x20); x10 (its deployment guide) is ruled out "
+                          "for 3 rows by first_wave_bound, x50 (k8s_bench.yaml) is not",
                    "sources": ["ai-dynamo/aiconfigurator@095f58a5 docs/dynamo_deployment_guide.md",
                                "ai-dynamo/aiconfigurator@095f58a5 src/aiconfigurator/generator/config/"
                                "backend_templates/benchmark/bench_run.sh.j2",
@@ -342,12 +347,12 @@ def first_wave_bound(cases: list[Case], k: int, peak_frac: float = 1.0) -> list[
 FIT_JSON = ROOT / "vllm_ops" / "data" / "perf" / "fit.json"
 
 
-def write_fit(doc: dict[str, Any]) -> None:
+def write_fit(doc: dict[str, Any], iters: int) -> None:
     """vllm_ops/data/perf/fit.json from a --fit run (see vllm_ops/planning/perf_fit.py)."""
     out: dict[str, Any] = {"_about": "written by benchmarks/perf_model_accuracy.py --fit --write; "
                                      "figures are held-out absolute % errors (see planning/perf_fit.py)",
                            "requests_per_client": REQUESTS_PER_C, "tpot_stat": TPOT_STAT,
-                           "protocol": PUBLIC_PROTOCOL, "held_out": {}}
+                           "protocol": PUBLIC_PROTOCOL, "fit_iterations": iters, "held_out": {}}
     fitted_on: list[str] = []
     for name, d in doc.items():
         for m, fold in d["held_out"].items():
@@ -364,7 +369,7 @@ def write_fit(doc: dict[str, Any]) -> None:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--fit", action="store_true", help="fit on all rows and print the constants")
-    ap.add_argument("--iters", type=int, default=25)
+    ap.add_argument("--iters", type=int, default=10, help="coordinate-search rounds per fit (10: ~9 min on 2 cores)")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--write", action="store_true",
                     help="with --fit: write the constants and held-out figures to vllm_ops/data/perf/fit.json")
@@ -415,7 +420,7 @@ def main(argv: list[str] | None = None) -> int:
             doc[name]["fit_all"] = {"efficiency": {k: round(v, 4) for k, v in eff.__dict__.items()},
                                     "loss": round(lv, 4)}
     if a.write and a.fit:
-        write_fit(doc)
+        write_fit(doc, a.iters)
     if a.json:
         print(json.dumps(doc, indent=1))
         return 0
@@ -445,8 +450,8 @@ def _print_protocols(doc: dict[str, Any], as_json: bool) -> int:
     if as_json:
         print(json.dumps(doc, indent=1))
         return 0
-    print(f"public rows, held-out (fold constants fitted under {PUBLIC_PROTOCOL['name']}, the documented "
-          f"protocol; the others are not refitted)")
+    print(f"public rows, held-out (fold constants fitted under {PUBLIC_PROTOCOL['name']}, the protocol kept; "
+          f"the others are not refitted)")
     print("ruled out: rows whose measured TTFT the protocol's first wave makes impossible even at 100% of the "
           "FLOP/s peak (first_wave_bound)")
     print(f"{'protocol':24} {'req/C':>5} {'TPOT':>5} {'TPOT med':>8} {'p90':>6} {'TTFT med':>8} {'p90':>6} "

@@ -53,12 +53,20 @@ def test_disaggregated_rows_are_excluded_with_a_reason(cases):
 
 
 def test_public_rows_use_the_documented_measurement_protocol(bench, cases):
-    """The public rows are evaluated under the protocol their publisher documents (aiperf, 10 x C
+    """The public rows are evaluated under a protocol their publisher documents (aiperf, 20 x C
     requests with the first wave in the measured phase, mean TPOT), the one fit.json was fitted under,
     not whichever protocol fits best."""
     proto = bench.PUBLIC_PROTOCOL
     assert perf_fit._DOC.get("protocol") == proto
-    assert bench.PROTOCOLS[proto["name"]] == (proto["requests_per_client"], proto["tpot_stat"]) == (10, "mean")
+    assert bench.PROTOCOLS[proto["name"]] == (proto["requests_per_client"], proto["tpot_stat"]) == (20, "mean")
     assert proto["sources"]
     rows = [c for c in cases["public"] if not c.excluded]
-    assert rows and all(c.workload.num_requests == 10 * c.workload.concurrency for c in rows)
+    assert rows and all(c.workload.num_requests == 20 * c.workload.concurrency for c in rows)
+
+
+def test_first_wave_bound_rules_out_one_wave_but_not_the_protocol_kept(bench, cases):
+    """Fit-free: with one wave, most measured TTFTs would need prefills faster than the FLOP/s peak;
+    with the protocol kept, none does."""
+    rows = [c for c in cases["public"] if not c.excluded]
+    assert len(bench.first_wave_bound(rows, 1)) > len(rows) // 3
+    assert bench.first_wave_bound(rows, bench.PUBLIC_PROTOCOL["requests_per_client"]) == []
