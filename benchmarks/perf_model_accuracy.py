@@ -27,8 +27,10 @@ Which k: first_wave_bound (fit-free: the first wave's prefills at 100% of the ca
 rules k = 10 out for 3 rows (measured mean TTFT below the bound, up to 1.6x) and one wave (k = 1) for
 80 of 165; k = 20 and 50 are both possible. PUBLIC_PROTOCOL takes k = 20, the script aiconfigurator
 ships for bare-metal runs; k = 50 is evaluated beside it (--compare-protocols). No choice here looks at
-the held-out errors; choosing by them would be in-sample. `disagg` rows are excluded with that reason; attention-data-parallel MoE rows (tp_size < GPUs) are planned as TP over the GPUs for
-memory and predicted as DP attention + TP-sharded experts.
+the held-out errors; choosing by them would be in-sample.
+
+`disagg` rows are excluded with that reason; attention-data-parallel MoE rows (tp_size < GPUs) are
+planned as TP over the GPUs for memory and predicted as DP attention + TP-sharded experts.
 
     python benchmarks/perf_model_accuracy.py                   # held-out + in-sample figures
     python benchmarks/perf_model_accuracy.py --fit --write     # refit, write vllm_ops/data/perf/fit.json
@@ -458,9 +460,10 @@ def _print_protocols(doc: dict[str, Any], as_json: bool) -> int:
           f"{'ruled out':>9}  per model TPOT/TTFT med")
     for name, d in doc.items():
         sc = d["pooled"]
-        per = "  ".join(f"{m.split('/')[-1][:12]} {s['tpot_median']}/{s['ttft_median']}" for m, s in d["per_model"].items())
-        print(f"{name:24} {d['requests_per_client']:>5} {d['tpot_stat']:>5} {sc['tpot_median']!s:>8} {sc['tpot_p90']!s:>6} "
-              f"{sc['ttft_median']!s:>8} {sc['ttft_p90']!s:>6} {d['ruled_out_rows']:>9}  {per}")
+        per = "  ".join(f"{m.split('/')[-1][:12]} {s['tpot_median']}/{s['ttft_median']}"
+                        for m, s in d["per_model"].items())
+        print(f"{name:24} {d['requests_per_client']:>5} {d['tpot_stat']:>5} {sc['tpot_median']!s:>8} "
+              f"{sc['tpot_p90']!s:>6} {sc['ttft_median']!s:>8} {sc['ttft_p90']!s:>6} {d['ruled_out_rows']:>9}  {per}")
     return 0
 
 
