@@ -16,12 +16,15 @@ O="$OUTDIR/$NAME"; mkdir -p "$O"
 export VLLM_OPS_STATE_DIR=${VLLM_OPS_STATE_DIR:-$HOME/.vllm-ops-bench-state}
 PY=${PY:-python3}
 vo() { "$PY" -m vllm_ops "$@"; }
+# plan for the vLLM that will run (launch reads the installed version itself; plan needs it said)
+VV=$("${VLLM_OPS_VLLM:-python3}" -c 'import vllm; print(vllm.__version__.split("+")[0])' 2>/dev/null | tail -1)
+VVA=(); [ -n "$VV" ] && VVA=(--vllm-version "$VV")
 log() { echo "=== $(date +%T) $NAME: $*" | tee -a "$O/steps.txt" >&2; }
 
 log "plan"
-vo plan --json --model "$MODEL" --port "$PORT" "$@" > "$O/plan.json" 2> "$O/plan.err"
+vo plan --json "${VVA[@]}" --model "$MODEL" --port "$PORT" "$@" > "$O/plan.json" 2> "$O/plan.err"
 echo "plan exit $?" >> "$O/steps.txt"
-vo plan --explain --model "$MODEL" --port "$PORT" "$@" > "$O/plan.txt" 2>&1
+vo plan --explain "${VVA[@]}" --model "$MODEL" --port "$PORT" "$@" > "$O/plan.txt" 2>&1
 log "launch"
 t0=$(date +%s)
 vo launch --model "$MODEL" --port "$PORT" --name "$NAME" --detach --no-validate --json --ready-timeout 480 "$@" \

@@ -52,7 +52,9 @@ def build(model_id: str, out: Path) -> Path:
 
     cfg = catalog_config(model_id)
     text_cfg = cfg.get("text_config", cfg)
-    vocab_size = int(text_cfg["vocab_size"])
+    # a key the config omits takes transformers' default (Gemma3TextConfig: vocab 262208, bos 2)
+    vocab_size = int(text_cfg.get("vocab_size") or TEXT_DEFAULTS[text_cfg["model_type"]]["vocab_size"])
+    text_cfg.setdefault("vocab_size", vocab_size)
     bos = _ids(text_cfg.get("bos_token_id", cfg.get("bos_token_id")))
     eos = _ids(text_cfg.get("eos_token_id", cfg.get("eos_token_id")))
 
@@ -102,9 +104,55 @@ def build(model_id: str, out: Path) -> Path:
         "clean_up_tokenization_spaces": False}, indent=2))
     (d / "generation_config.json").write_text(json.dumps({
         "bos_token_id": bos[0] if bos else None, "eos_token_id": eos or None}, indent=2))
+    if cfg.get("model_type") == "gemma3" and cfg.get("vision_config"):
+        add_gemma3_processor(d, cfg)
     check = Tokenizer.from_file(str(d / "tokenizer.json"))
     assert check.get_vocab_size(with_added_tokens=True) == vocab_size, (check.get_vocab_size(), vocab_size)
     return d
+
+
+TEXT_DEFAULTS = {"gemma3_text": {"vocab_size": 262208}}
+
+
+def _place_tokens(tj: dict, want: dict[int, str], special: bool = True) -> None:
+    """Put tokens on fixed ids, displacing filler tokens (a BPE token moves to a filler's id)."""
+    vocab = tj["model"]["vocab"]
+    inv = {i: t for t, i in vocab.items()}
+    fillers = (t for t in list(vocab) if t.startswith("<filler_"))
+    for i, text in want.items():
+        old = inv.get(i)
+        if old is not None:
+            vocab.pop(old)
+            if not old.startswith("<filler_") and not old.startswith("<|"):
+                vocab[old] = vocab.pop(next(fillers))
+        vocab[text] = i
+    tj["added_tokens"] = sorted([a for a in tj["added_tokens"] if a["id"] not in want] + [
+        {"id": i, "content": t, "single_word": False, "lstrip": False, "rstrip": False, "normalized": False,
+         "special": special} for i, t in want.items()], key=lambda a: a["id"])
+
+
+def add_gemma3_processor(d: Path, cfg: dict) -> None:
+    """What vLLM's gemma3_mm needs to build its dummy images: the image tokens on the config's ids,
+    literal newline tokens ('\\n' .. four of them: vLLM 0.25 reads vocab['\\n'] .. vocab['\\n\\n\\n\\n'];
+    without them it fails with KeyError: '\\n'), and Gemma3Processor / Gemma3ImageProcessor configs."""
+    tj = json.loads((d / "tokenizer.json").read_text())
+    _place_tokens(tj, {cfg["boi_token_index"]: "<start_of_image>", cfg["eoi_token_index"]: "<end_of_image>",
+                       cfg["image_token_index"]: "<image_soft_token>", 105: "<start_of_turn>"})
+    free = sorted(i for t, i in tj["model"]["vocab"].items() if t.startswith("<filler_"))[:4]
+    _place_tokens(tj, {i: "\n" * (n + 1) for n, i in enumerate(free)}, special=False)
+    (d / "tokenizer.json").write_text(json.dumps(tj))
+    tc = json.loads((d / "tokenizer_config.json").read_text())
+    image = {"boi_token": "<start_of_image>", "eoi_token": "<end_of_image>", "image_token": "<image_soft_token>"}
+    tc.update(image, processor_class="Gemma3Processor", extra_special_tokens=image)
+    (d / "tokenizer_config.json").write_text(json.dumps(tc, indent=2))
+    seq = int(cfg.get("mm_tokens_per_image", 256))
+    size = int(cfg["vision_config"].get("image_size", 896))
+    (d / "preprocessor_config.json").write_text(json.dumps({
+        "image_processor_type": "Gemma3ImageProcessor", "processor_class": "Gemma3Processor",
+        "do_normalize": True, "do_rescale": True, "do_resize": True, "image_mean": [0.5] * 3, "image_std": [0.5] * 3,
+        "image_seq_length": seq, "resample": 2, "rescale_factor": 1 / 255, "size": {"height": size, "width": size}},
+        indent=2))
+    (d / "processor_config.json").write_text(json.dumps({"image_seq_length": seq, "processor_class": "Gemma3Processor"}))
 
 
 if __name__ == "__main__":

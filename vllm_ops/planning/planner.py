@@ -30,7 +30,10 @@ from vllm_ops.planning.pins import (  # noqa: F401  (PIN_KEYS & co. re-exported 
     PROFILE_LAYOUT_KEYS, QUANTIZATIONS, check_port, kv_dtype_ok, normalize_pins, tp_problem, truthy, valid_tps,
 )
 from vllm_ops.planning.plan import ENV_NAME, Memory, Plan, PlanWarning, Replica, default_image, is_secret_name
-from vllm_ops.planning.versions import DEFAULT_VLLM_VERSION, VersionRules, batch_defaults, parse_version, rules_for
+from vllm_ops.planning.versions import (
+    DEFAULT_VLLM_VERSION, KNOWN_RELEASES, VersionRules, batch_defaults, is_known_release, parse_version, removed_flag,
+    rules_for,
+)
 
 DEFAULT_CPU_KV_GIB = 4.0
 _SECRET_FLAG_ITEMS = tuple(SECRET_FLAGS.items())
@@ -553,6 +556,22 @@ def _replicas(f: _Facts, c: _Choice) -> list[Replica]:
     return replicas
 
 
+def _version_warnings(f: _Facts) -> None:
+    """A release the version table does not know, and flags that release no longer accepts."""
+    if not is_known_release(f.version):
+        f.warnings.append(PlanWarning(
+            "vllm-version-unknown",
+            f"vLLM {f.version} is not in the version table (it knows {KNOWN_RELEASES[0]} .. {KNOWN_RELEASES[-1]}): "
+            f"the rules of the nearest known release were applied, and defaults or memory accounting that changed "
+            f"since are not modelled"))
+    for tok in f.extra_args:
+        r = removed_flag(str(tok).split("=", 1)[0])
+        if r is not None and parse_version(f.version) >= parse_version(r.removed_in):
+            f.warnings.append(PlanWarning(
+                "flag-removed", f"{r.flag} was removed in vLLM {r.removed_in} ({r.pr}): vLLM {f.version} refuses "
+                                f"to start with it; {r.fix}"))
+
+
 def _warnings(f: _Facts, c: _Choice) -> None:
     """What may still go wrong with this plan (``plan.warnings``)."""
     e, cc, w = c.est, f.cc, f.warnings
@@ -569,6 +588,7 @@ def _warnings(f: _Facts, c: _Choice) -> None:
                             f"GPUs): expect slower decoding than replicas; prefer NVLink for TP"))
     if not f.cpu and not f.has_fp8:
         _fp8_warnings(f)
+    _version_warnings(f)
     if e.thin:
         w.append(PlanWarning(
             "thin-margin",
