@@ -364,6 +364,10 @@ def write_fit(doc: dict[str, Any], iters: int) -> None:
         if "fit_all" in d:
             out["efficiency"] = d["fit_all"]["efficiency"]
     out["fitted_on"] = fitted_on
+    if FIT_JSON.is_file():        # the protocol comparison is recorded by hand from --protocol runs: kept
+        old = json.loads(FIT_JSON.read_text(encoding="utf-8")).get("protocols_evaluated")
+        if old:
+            out["protocols_evaluated"] = old
     FIT_JSON.parent.mkdir(parents=True, exist_ok=True)
     FIT_JSON.write_text(json.dumps(out, indent=1) + "\n", encoding="utf-8")
 
