@@ -9,7 +9,7 @@ from the held-out model.
 
 Data sets (vendored, provenance in their READMEs):
   public   tests/data/perf/vllm-perf-public.csv   NVIDIA aiconfigurator vLLM rows (3 models, H100/H200)
-  gpu      tests/data/gpu-runs/perf/<run>/        `vllm-ops bench` runs (plan.json + bench-*.json), when present
+  gpu      tests/data/gpu-runs/h200x1/perf/<run>/      `vllm-ops bench` runs (plan.json + bench-*.json), when present
 
 How the public rows were measured (PUBLIC_PROTOCOL). The rows are "a 2026-04 dump of the internal
 benchmark DB" (ai-dynamo/aiconfigurator@095f58a5 docs/design/prediction_regression_gate_design.md); the
@@ -52,7 +52,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 PUBLIC_CSV = ROOT / "tests" / "data" / "perf" / "vllm-perf-public.csv"
-GPU_RUNS = ROOT / "tests" / "data" / "gpu-runs" / "perf"
+GPU_RUNS = ROOT / "tests" / "data" / "gpu-runs" / "h200x1" / "perf"
 GPUS = {"h100_sxm": "H100", "h200_sxm": "H200"}
 # the published checkpoint → the catalog entry with the same architecture + the pin that loads it the same way
 MODELS = {"nvidia/Llama-3.1-8B-Instruct-FP8": ("meta-llama/Llama-3.1-8B-Instruct", "fp8")}
