@@ -85,12 +85,12 @@ def test_two_adapters_at_once_and_the_cli(vllm_server, run_cli, tmp_path):
     assert "each answered by its own adapter" in st["lora.multi"]["detail"]
     # vLLM 0.32's CPU LoRA ops pick the LAST adapter slot for base-model tokens (index -1): with
     # --max-loras 2 and both slots filled, base requests batched with adapter requests are answered
-    # by lora-b (on 3 prompts of 4 exactly lora-b's logprobs, measured). lora.multi_base names it;
-    # on a correct server it passes like the rest.
+    # by an adapter (seen: lora-b's exact logprobs on 3 prompts of 4; in another run lora-a's on 3, which
+    # slot a batch lands in varies). lora.multi_base names it; on a correct server it passes like the rest.
     mb = st["lora.multi_base"]
     if doc["version"] in CPU_LAST_SLOT_BUG:
         assert mb["status"] == "fail", mb
-        assert "a request for tiny (the base model)" in mb["detail"] and "lora-b 0" in mb["detail"], mb
+        assert "a request for tiny (the base model) was answered like lora-" in mb["detail"], mb
         assert rc == 1 and doc["ok"] is False
     else:
         assert mb["status"] == "pass" and rc == 0 and doc["ok"] is True, mb
