@@ -20,9 +20,9 @@ from typing import Any, Iterable, Sequence
 from vllm_ops.errors import BadInput
 
 SECRET_FLAGS = {"--api-key": "VLLM_API_KEY", "--hf-token": "HF_TOKEN"}   # vLLM flag → its variable
-SERVE = ("vllm", "serve")
+SERVE = ("vllm", "serve")                          # the entry point ``plan.command`` is written with
 SHORT_FLAGS = {"-tp": "--tensor-parallel-size", "-pp": "--pipeline-parallel-size", "-dp": "--data-parallel-size",
-               "-q": "--quantization"}                 # vLLM's short spellings of planner flags                          # the entry point ``plan.command`` is written with
+               "-q": "--quantization"}                 # vLLM's short spellings of planner flags
 OPEN_HOSTS = ("", "0.0.0.0", "::", "[::]")         # --host values that listen on every interface
 # flags whose vLLM default is on (or "auto"): False must be said as --no-<flag>
 DEFAULT_ON = {"enable_prefix_caching", "enable_chunked_prefill", "async_scheduling"}
