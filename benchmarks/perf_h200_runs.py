@@ -2,14 +2,14 @@
 
     python benchmarks/perf_h200_runs.py [--json]
 
-Each run is re-planned for vLLM 0.25.0 on 1x the H200's torch total with the flags it ran with, and every
-measured `vllm-ops bench` level (ISL, OSL, concurrency, number of prompts: first wave included) is predicted
+Each run's plan.json (re-planned for vLLM 0.25.0 with the flags it ran with) and every measured `vllm-ops bench` level (ISL, OSL, concurrency, number of prompts: first wave included) is predicted
 with the same request count. HELD-OUT: the model's constants (vllm_ops/data/perf/fit.json) were fitted on the
 public rows in tests/data/perf/ only; none of these runs was used to fit anything.
 Prints predicted vs measured mean TTFT, mean TPOT and output tokens/s, and the median/p90 absolute errors.
 """
 from __future__ import annotations
 
+import importlib.util
 import json
 import statistics
 import sys
@@ -17,38 +17,27 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-RUNS = REPO / "tests" / "data" / "gpu-runs" / "h200x1"
-MODELS = {"q7": "Qwen/Qwen2.5-7B-Instruct", "q30fp8": "Qwen/Qwen3-30B-A3B-FP8"}
 
 
-def levels():
-    for run, model in MODELS.items():
-        for f in sorted((RUNS / "perf" / run).glob("bench-*.json")):
-            doc = json.loads(f.read_text())
-            for lv in doc["levels"]:
-                yield run, model, doc["input_len"], doc["output_len"], lv
+def _accuracy_module():
+    """benchmarks/perf_model_accuracy.py, which owns loading the runs as cases (``gpu_cases``)."""
+    spec = importlib.util.spec_from_file_location("perf_model_accuracy", REPO / "benchmarks" / "perf_model_accuracy.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault("perf_model_accuracy", mod)
+    spec.loader.exec_module(mod)
+    return mod
 
 
 def rows() -> list[dict]:
-    from vllm_ops.hardware import parse_gpu_spec
-    from vllm_ops.models import load_model_spec
-    from vllm_ops.planning import plan
-    from vllm_ops.planning.performance import Workload, predict
-
-    inv = parse_gpu_spec("1xH200")
-    plans, out = {}, []
-    for run, model, isl, osl, lv in levels():
-        if run not in plans:
-            spec = load_model_spec(model, offline=True)
-            plans[run] = (plan(spec, inv, pins={"max_num_seqs": 1024, "max_num_batched_tokens": 8192},
-                               vllm_version="0.25.0", extra_args=["--load-format", "dummy"]), spec)
-        p, spec = plans[run]
-        w = Workload(isl, osl, concurrency=int(lv["concurrency"]), num_requests=int(lv["num_requests"]))
-        perf = predict(p, w, spec=spec)
-        out.append({"run": run, "isl": isl, "osl": osl, "c": lv["concurrency"], "n": lv["num_requests"],
-                    "ttft": (perf.ttft_ms, lv["ttft_ms"]["mean"]), "tpot": (perf.tpot_ms, lv["tpot_ms"]["mean"]),
-                    "tok_s": (perf.output_tokens_per_s, lv["output_throughput"]), "bound": perf.bound,
-                    "reason": perf.reason})
+    """One row per measured level: the run's plan (``plan.json``: vLLM 0.25.0, the flags it ran with) and the
+    benchmark's own request count, predicted with the fitted constants."""
+    acc = _accuracy_module()
+    out = []
+    for c, perf in acc.predict_all(acc.gpu_cases()):
+        w = c.workload
+        out.append({"run": c.name.split("/", 1)[0], "isl": w.input_len, "osl": w.output_len, "c": w.concurrency,
+                    "n": w.num_requests, "ttft": (perf.ttft_ms, c.ttft_ms), "tpot": (perf.tpot_ms, c.tpot_ms),
+                    "tok_s": (perf.output_tokens_per_s, c.out_tok_s), "bound": perf.bound, "reason": perf.reason})
     return out
 
 

@@ -85,6 +85,7 @@ class Case:
     tpot_ms: float
     spec: Any = None
     excluded: str | None = None    # why the row is not a configuration we answer for
+    out_tok_s: float | None = None # measured output tokens/s (our own bench runs; the public rows have none)
 
 
 def _plan_for(model: str, quant: str | None, gpu: str, tp: int, dp: int, version: str, kv_dtype: str | None = None,
@@ -171,7 +172,8 @@ def gpu_cases(folder: Path = GPU_RUNS) -> list[Case]:
                 w = Workload(int(doc["input_len"]), int(doc["output_len"]), concurrency=int(lv["concurrency"]),
                              num_requests=int(lv.get("num_requests") or doc.get("num_prompts") or 100))
                 cases.append(Case(f"{run.name}/{f.stem}", p.model["id"], p, w, float(ttft), float(tpot),
-                                  spec=spec, excluded=None if p.fits else "the plan does not fit"))
+                                  spec=spec, excluded=None if p.fits else "the plan does not fit",
+                                  out_tok_s=lv.get("output_throughput")))
     return cases
 
 
