@@ -59,7 +59,8 @@ from vllm_ops.commands._planargs import (
 from vllm_ops.errors import BadInput
 from vllm_ops.launch import lifecycle
 from vllm_ops.launch.backend import BACKENDS, backend_for
-from vllm_ops.launch.launcher import LaunchFailed, LaunchOptions, split_secrets
+from vllm_ops.launch.launcher import LaunchFailed, LaunchOptions
+from vllm_ops.planning.argv import split_secret_args
 from vllm_ops.launch.lifecycle import Topology, stop, topology_mode
 from vllm_ops.launch.locate import base_version, find_vllm, installed_version
 from vllm_ops.launch.state import StateStore
@@ -146,7 +147,7 @@ def run(args: argparse.Namespace) -> int:
         else:  # nothing local runs: the image's `vllm serve` does
             from vllm_ops.launch.docker_backend import IMAGE_COMMAND as vllm
         env = _parse_env(args.env)
-        extra, secret_env = split_secrets(list(args.passthrough or []))
+        extra, secret_env = split_secret_args(list(args.passthrough or []))
         secrets = {k: v for k, v in env.items() if is_secret_name(k)}
         plain_env = {k: v for k, v in env.items() if k not in secrets}
         version = args.vllm_version or settings.vllm_version

@@ -26,10 +26,10 @@ from vllm_ops.commands._planargs import add_plan_arguments, load_profile_arg, pa
 from vllm_ops.commands._slo import add_slo_arguments, print_candidates, search_from_args, workload_from_args
 from vllm_ops.errors import BadInput
 from vllm_ops.launch.backend import backend_for
-from vllm_ops.launch.launcher import split_secrets
 from vllm_ops.launch.locate import find_vllm, installed_version
 from vllm_ops.launch.state import StateStore
 from vllm_ops.launch.tune import DEFAULT_MAX_STARTS, TuneOptions, tune, write_profile
+from vllm_ops.planning.argv import split_secret_args
 from vllm_ops.planning.plan import is_secret_name
 from vllm_ops.planning.slo import parse_slo
 
@@ -84,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
     if not args.json:
         print_candidates(result, output.console(stderr=True))
     # the planner kept the extra vLLM args in each plan (secrets as names only): launch needs the values
-    _, secret_env = split_secrets(list(args.passthrough or []))
+    _, secret_env = split_secret_args(list(args.passthrough or []))
     secrets = {**{k: v for k, v in parse_env(args.env).items() if is_secret_name(k)}, **secret_env}
     opts = TuneOptions(vllm=vllm, store=store, backend=backend, max_starts=args.max_starts,
                        num_prompts=args.num_prompts, port=args.port, ready_timeout=args.ready_timeout,

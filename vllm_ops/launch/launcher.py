@@ -28,7 +28,7 @@ from vllm_ops.launch.locate import VllmCommand
 from vllm_ops.launch.logparse import StartupLog
 from vllm_ops.launch.state import Deployment, StateStore, check_name, default_name
 from vllm_ops.planning.argv import OPEN_HOSTS, parse_flags, serve_args, served_name, strip_flags
-from vllm_ops.planning.argv import split_secret_args as split_secrets  # noqa: F401  (re-exported)
+from vllm_ops.planning.argv import split_secret_args as split_secrets
 from vllm_ops.planning.pins import PIN_KEYS, check_port
 from vllm_ops.planning.plan import Replica
 
@@ -454,5 +454,5 @@ def _validate(root: str, served: str, api_key: str | None, progress: Progress) -
 
 
 __all__ = ["LaunchFailed", "LaunchOptions", "LaunchResult", "launch", "build_spec",
-           "parse_flags", "strip_flags", "split_secrets", "port_free",
+           "port_free",
            "default_ready_timeout"]

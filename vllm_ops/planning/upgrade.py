@@ -25,10 +25,9 @@ from typing import Any, Callable
 
 from vllm_ops.errors import BadInput
 from vllm_ops.hardware.inventory import Inventory
-from vllm_ops.launch.launcher import strip_flags
 from vllm_ops.models import load_model_spec
 from vllm_ops.planning import plan
-from vllm_ops.planning.argv import SHORT_FLAGS, after_entry, arg_lines, parse_flags
+from vllm_ops.planning.argv import SHORT_FLAGS, after_entry, arg_lines, parse_flags, strip_flags
 from vllm_ops.planning.pins import PIN_KEYS
 from vllm_ops.planning.versions import (
     DEFAULT_KEYS, FlagRemoval, KNOWN_RELEASES, REMOVED_FLAGS, REQUEST_CHANGES, check_release, parse_version,
