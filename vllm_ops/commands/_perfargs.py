@@ -34,9 +34,9 @@ def workload_from_args(args: argparse.Namespace):
     return w
 
 
-def add_performance(plan, args: argparse.Namespace) -> None:
-    """Fill ``plan.performance`` when the workload flags are given (measured records attached)."""
-    w = workload_from_args(args)
+def add_performance(plan, w) -> None:
+    """Fill ``plan.performance`` for the workload ``w`` (None: the flags were not given; measured
+    records attached)."""
     if w is None:
         return
     from vllm_ops.planning.performance import predict

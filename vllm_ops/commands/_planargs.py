@@ -189,9 +189,4 @@ def plan_from_args(args: argparse.Namespace, *, cmd: str = "plan", vllm_version:
                    default_model: bool = True):
     """The whole planning step of a command → Plan."""
     kw = plan_inputs(args, cmd=cmd, vllm_version=vllm_version, default_model=default_model)
-    result = plan(kw.pop("model"), kw.pop("inventory"), **kw)
-    if cmd == "plan" and not result.nodes:
-        from vllm_ops.planning.calibrated import apply_calibration   # measured figures of earlier launches
-
-        result = apply_calibration(result)
-    return result
+    return plan(kw.pop("model"), kw.pop("inventory"), **kw)

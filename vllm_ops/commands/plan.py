@@ -25,6 +25,7 @@ from vllm_ops.commands._planargs import (  # noqa: F401  (re-exported)
 )
 from vllm_ops.commands._plantable import print_plan_table as _print_table
 from vllm_ops.commands._slo import add_slo_arguments, run_slo
+from vllm_ops.planning.calibrated import apply_calibration
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -41,9 +42,11 @@ def run(args: argparse.Namespace) -> int:
     if getattr(args, "slo", None) is not None:
         return run_slo(args)
 
-    workload_from_args(args)                  # bad workload flags: exit 2 before planning
+    workload = workload_from_args(args)       # bad workload flags: exit 2 before planning
     result = plan_from_args(args, cmd="plan")
-    add_performance(result, args)
+    if not result.nodes:
+        result = apply_calibration(result)    # measured figures of earlier launches
+    add_performance(result, workload)
     if args.json:
         output.print_json(result.to_dict())
     else:

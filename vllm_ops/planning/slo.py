@@ -318,7 +318,7 @@ def _predict(p: Any, workload: Any, model: Any) -> dict[str, Any]:
         perf = performance.predict(p, workload, spec=model)
     except (ValueError, KeyError, TypeError, ZeroDivisionError) as exc:
         return {"reason": f"the performance model failed: {type(exc).__name__}: {exc}"}
-    return perf.to_dict() if hasattr(perf, "to_dict") else dict(perf)
+    return perf.to_dict()
 
 
 def _workload(workload: Any, **changes: Any) -> Any:
@@ -471,7 +471,7 @@ def chosen_plan(result: SearchResult) -> Any:
     p = replace(c.plan, reasons=dict(c.plan.reasons), warnings=list(c.plan.warnings))
     p.slo = result.to_dict()
     p.candidates = [x.to_dict() for x in result.candidates]
-    if hasattr(p, "performance") and c.performance is not None:
+    if c.performance is not None:
         w = result.workload
         p.performance = {**c.performance, "workload": {"input_len": w.input_len, "output_len": w.output_len,
                                                        **c.load}}
