@@ -81,32 +81,3 @@ def vision_of(config: dict, text_hidden: int) -> Vision | None:
         params += h * text_hidden + text_hidden + text_hidden * text_hidden + text_hidden
         tokens = patches
     return Vision(params, h, inter, layers, patches, tokens, kind, sized)
-
-
-def image_limit_from_args(args: list[str]) -> int | None:
-    """Images per prompt from ``--limit-mm-per-prompt`` among vLLM's arguments (JSON
-    ``{"image": 0}`` or the older ``image=0,video=1``); None when it is not given or has no image
-    entry (vLLM's default)."""
-    import json
-
-    val = None
-    for i, tok in enumerate(args):
-        if tok == "--limit-mm-per-prompt" and i + 1 < len(args):
-            val = args[i + 1]
-        elif tok.startswith("--limit-mm-per-prompt="):
-            val = tok.split("=", 1)[1]
-    if val is None:
-        return None
-    try:
-        doc = json.loads(val)
-    except ValueError:
-        doc = dict(p.split("=", 1) for p in val.split(",") if "=" in p)
-    if not isinstance(doc, dict) or "image" not in doc:
-        return None
-    v = doc["image"]
-    if isinstance(v, dict):
-        v = v.get("count")
-    try:
-        return max(int(v), 0)
-    except (TypeError, ValueError):
-        return None

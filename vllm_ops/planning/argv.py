@@ -138,6 +138,28 @@ def value_of(args: Sequence[str], flag: str) -> str | None:
     return val
 
 
+def image_limit_from_args(args: list[str]) -> int | None:
+    """Images per prompt from ``--limit-mm-per-prompt`` among vLLM's arguments (JSON
+    ``{"image": 0}`` or the older ``image=0,video=1``); None when it is not given or has no image
+    entry (vLLM's default)."""
+    val = value_of(args, "--limit-mm-per-prompt")
+    if val is None:
+        return None
+    try:
+        doc = json.loads(val)
+    except ValueError:
+        doc = dict(p.split("=", 1) for p in val.split(",") if "=" in p)
+    if not isinstance(doc, dict) or "image" not in doc:
+        return None
+    v = doc["image"]
+    if isinstance(v, dict):
+        v = v.get("count")
+    try:
+        return max(int(v), 0)
+    except (TypeError, ValueError):
+        return None
+
+
 def after_entry(words: Sequence[str]) -> list[str]:
     """``vllm serve M ...`` / ``python -m vllm.entrypoints.openai.api_server ...`` → what follows
     the entry point (anything else: the words as they are)."""
@@ -251,9 +273,10 @@ def flag_words(name: str, value: Any) -> list[str]:
     return [flag, text]
 
 
-def _port(v: Any) -> int:
+def nonneg_int(v: Any, what: str) -> int:
+    """``v`` when it is a non-negative int (not a bool), else BadInput naming ``what``."""
     if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-        raise BadInput(f"plan: replica port must be a non-negative integer, got {v!r}")
+        raise BadInput(f"plan: {what} must be a non-negative integer, got {v!r}")
     return v
 
 
@@ -283,7 +306,7 @@ def serve_args(plan: Any, replica: Any = None, *, model_flag: bool = False,
         args += flag_words(name.replace("-", "_"), value)
     port = replica.port if replica is not None else vargs.get("port")
     if port is not None:
-        args += ["--port", str(_port(port))]
+        args += ["--port", str(nonneg_int(port, "replica port"))]
     for a in plan.extra_args or ():
         flag = str(a).split("=", 1)[0]
         if flag in SECRET_FLAGS:

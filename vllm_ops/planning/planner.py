@@ -20,6 +20,7 @@ from vllm_ops.hardware.inventory import Inventory
 from vllm_ops.models.spec import ModelSpec
 from vllm_ops.planning.argv import SECRET_FLAGS, split_secret_args, value_of
 from vllm_ops.planning.argv import command as command_of
+from vllm_ops.planning.argv import image_limit_from_args
 from vllm_ops.planning.coverage import coverage_warnings, refuse_unmodelled
 from vllm_ops.planning.dtypes import checkpoint_kv_fp8
 from vllm_ops.planning.memory import (
@@ -333,8 +334,6 @@ def _fixed_flags(f: _Facts) -> None:
         f.env["VLLM_CPU_KVCACHE_SPACE"] = f"{f.cpu_kv:g}"
         f.reasons["VLLM_CPU_KVCACHE_SPACE"] = f"{f.cpu_kv:g} GiB of RAM for the KV cache (CPU backend)"
     f.lora_slots, f.lora_rank = lora_from_args(f.extra_args)
-    from vllm_ops.models.vision import image_limit_from_args
-
     f.image_limit = image_limit_from_args([str(a) for a in f.extra_args])
     f.bf16_ok = not (f.cc is not None and tuple(f.cc) < (8, 0))
     if f.lora_slots and not f.cpu:

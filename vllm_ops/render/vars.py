@@ -16,6 +16,7 @@ from vllm_ops.errors import BadInput
 from vllm_ops.planning.argv import (  # noqa: F401  (serve_args & co. re-exported for render's users)
     NATIVE_KEYS, OPEN_HOSTS, arg_lines, bind_host, check_text, drop, model_target, serve_args, served_name,
 )
+from vllm_ops.planning.argv import nonneg_int as _int
 from vllm_ops.planning.multinode import node_args
 from vllm_ops.planning.plan import PlanNode, is_secret_name, pinned_image
 
@@ -147,12 +148,6 @@ def open_bind_note(where: str = "") -> str:
     """The one warning about a server open to the network without an API key."""
     return (f"{where}vLLM listens on all interfaces (no --host, or 0.0.0.0): without VLLM_API_KEY anyone who "
             f"can reach the port can use it; set VLLM_API_KEY (env file) or bind with `-- --host 127.0.0.1`")
-
-
-def _int(v: Any, what: str) -> int:
-    if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-        raise BadInput(f"plan: {what} must be a non-negative integer, got {v!r}")
-    return v
 
 
 def dns_name(text: str, prefix: str = "vllm") -> str:
