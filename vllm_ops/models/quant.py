@@ -37,6 +37,11 @@ REQUIRED_KEYS: dict[str, tuple[tuple[str, ...], ...]] = {
 LOADS_UNQUANTIZED = "no config_groups"
 
 
+def loads_unquantized(q: Any) -> bool:
+    """True when vLLM loads this (incomplete) quantization config unquantized rather than refusing it."""
+    return q is not None and bool(q.incomplete) and q.incomplete.startswith(LOADS_UNQUANTIZED)
+
+
 def missing_keys(method: str, raw: dict[str, Any]) -> list[str] | None:
     """vLLM's error for the first required key group ``raw`` lacks, or None."""
     for keys in REQUIRED_KEYS.get(method, ()):

@@ -30,6 +30,8 @@ import fnmatch
 import re
 from dataclasses import dataclass, field
 
+from vllm_ops.models.quant import loads_unquantized
+
 _DTYPE_BYTES = {"bfloat16": 2, "float16": 2, "float32": 4}
 _QWEN2_QKV_BIAS = ("qwen2", "qwen2_moe", "qwen2_vl", "qwen2_5_vl", "qwen2_5_vl_text", "qwen2_vl_text")
 
@@ -75,7 +77,7 @@ class _Tally:
         self.unq = 0
         self.excl = _compile_exclusions(quant.modules_not_converted) if quant else None
         method = quant.method if quant else None
-        if quant is not None and (quant.incomplete or "").startswith("no config_groups"):
+        if loads_unquantized(quant):
             method = "unknown"                       # vLLM loads such a config unquantized
         self.method = method
         # which linear layers a method quantizes by default

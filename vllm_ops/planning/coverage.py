@@ -20,7 +20,7 @@ Mamba/SSM state, linear attention      refusal ``hybrid-state-not-modelled``
 from __future__ import annotations
 
 from vllm_ops.errors import BadInput
-from vllm_ops.models.quant import LOADS_UNQUANTIZED
+from vllm_ops.models.quant import loads_unquantized
 from vllm_ops.models.spec import ModelSpec
 
 
@@ -41,7 +41,7 @@ def refuse_unmodelled(model: ModelSpec) -> None:
             f"(Mamba/SSM or linear-attention, in KV-cache groups with a unified page size) that vllm-ops "
             f"does not size", hint="start vLLM directly and read its 'GPU KV cache size' line")
     q = model.quantization
-    if q is not None and q.incomplete and not q.incomplete.startswith(LOADS_UNQUANTIZED):
+    if q is not None and q.incomplete and not loads_unquantized(q):
         raise NotModelled(
             "quant-config-incomplete",
             f"vLLM refuses {model.id}'s {q.source_file} ({q.method}): {q.incomplete}",
@@ -53,7 +53,7 @@ def coverage_warnings(model: ModelSpec) -> list[tuple[str, str]]:
     or not at all."""
     out: list[tuple[str, str]] = []
     q = model.quantization
-    if q is not None and q.incomplete and q.incomplete.startswith(LOADS_UNQUANTIZED):
+    if loads_unquantized(q):
         out.append(("quant-config-incomplete",
                     f"{q.method} config without config_groups: vLLM loads every linear layer unquantized "
                     f"({model.weight_bytes / 1024**3:.2f} GiB planned, as vLLM loads this file); the real "
