@@ -23,7 +23,7 @@ from vllm_ops.launch import procs
 from vllm_ops.launch import ray_backend as rb
 from vllm_ops.launch.backend import LaunchBackend, backend_for
 from vllm_ops.launch.launcher import LaunchOptions, deployment_name, launch
-from vllm_ops.launch.multinode import NativeLaunch, launch_native, worker_names
+from vllm_ops.launch.multinode import NativeLaunch, is_rank_of, launch_native, worker_names
 from vllm_ops.launch.state import Deployment, StateStore, check_name
 from vllm_ops.output import warn
 
@@ -189,12 +189,6 @@ def _usable(store: StateStore, name: str):
     return dep, None, None
 
 
-def _rank_of(name: str, group_name: str) -> bool:
-    """True when ``group_name`` is a native multi-node worker rank of ``name`` (``NAME-rank<R>``)."""
-    rest = group_name[len(name):] if group_name.startswith(name) else ""
-    return rest.startswith("-rank") and rest[5:].isdigit()
-
-
 def find_targets(store: StateStore, name: str | None = None, all: bool = False) -> StopTargets:
     """What ``vllm-ops stop [NAME | --all]`` stops (see commands/stop.py)."""
     if all:
@@ -223,7 +217,7 @@ def find_targets(store: StateStore, name: str | None = None, all: bool = False) 
     elif name not in store.names() and clusters.load(name):
         t.lone_clusters = [name]
     else:
-        t.orphans = [g for g in procs.marked_groups(store.root) if g.name == name or _rank_of(name, g.name)]
+        t.orphans = [g for g in procs.marked_groups(store.root) if g.name == name or is_rank_of(name, g.name)]
         if not t.orphans:
             if error is not None:
                 raise error

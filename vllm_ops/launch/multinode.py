@@ -224,5 +224,10 @@ def _stop_workers(workers: Sequence[Deployment], store: StateStore, grace: float
         store.save(w)
 
 
+def is_rank_of(name: str, other: str) -> bool:
+    """True when ``other`` is a native multi-node worker rank of ``name`` (``NAME-rank<R>``)."""
+    return other.startswith(f"{name}-rank") and other[len(name) + 5:].isdigit()
+
+
 def worker_names(store: StateStore, name: str) -> list[str]:
-    return [n for n in store.names() if n.startswith(f"{name}-rank") and n[len(name) + 5:].isdigit()]
+    return [n for n in store.names() if is_rank_of(name, n)]

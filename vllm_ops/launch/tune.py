@@ -25,11 +25,11 @@ from typing import Any, Callable
 from vllm_ops.errors import VllmOpsError
 from vllm_ops.launch import calibration, launcher, lifecycle
 from vllm_ops.loadtest.bench import run_bench
+from vllm_ops.loadtest.predicted import measured_of
 from vllm_ops.profiles import load_profile
 
 Progress = Callable[[str, str], None]
 DEFAULT_MAX_STARTS = 3
-PERF_FIGURES = ("ttft_ms", "tpot_ms", "output_tokens_per_s", "requests_per_s")
 
 
 @dataclass
@@ -165,9 +165,8 @@ def _bench(trial: Trial, result: Any, opts: TuneOptions, url: str, say: Progress
                        num_prompts=opts.num_prompts, input_len=w.input_len, output_len=w.output_len,
                        api_key=opts.api_key, progress=say, sample_interval=0.5)
     lv = report.levels[0]
-    trial.measured = {"ttft_ms": _r(lv.ttft_ms.mean), "tpot_ms": _r(lv.tpot_ms.mean),
-                      "output_tokens_per_s": _r(lv.output_throughput), "requests_per_s": _r(lv.request_throughput, 4),
-                      "completed": lv.completed, "failed": lv.failed, "load": load,
+    trial.measured = {k: _r(v, 4 if k == "requests_per_s" else 2) for k, v in measured_of(lv).items()}
+    trial.measured |= {"completed": lv.completed, "failed": lv.failed, "load": load,
                       "preemptions": lv.server.preemptions}
     _judge(trial, result)
     say("tune", f"{cand.layout}: TTFT {trial.measured['ttft_ms']} ms, TPOT {trial.measured['tpot_ms']} ms, "
@@ -221,7 +220,7 @@ def perf_record(trial: Trial, result: Any) -> dict[str, Any]:
     workload = {"input_len": w.input_len, "output_len": w.output_len, **load,
                 "num_requests": trial.measured.get("completed")}
     return calibration.make_perf_record(trial.candidate.plan, workload, trial.candidate.performance,
-                                        {k: trial.measured.get(k) for k in PERF_FIGURES})
+                                        trial.measured)
 
 
 def _record(trial: Trial, result: Any, opts: TuneOptions) -> str | None:
