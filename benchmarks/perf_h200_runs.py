@@ -2,7 +2,8 @@
 
     python benchmarks/perf_h200_runs.py [--json]
 
-Each run's plan.json (re-planned for vLLM 0.25.0 with the flags it ran with) and every measured `vllm-ops bench` level (ISL, OSL, concurrency, number of prompts: first wave included) is predicted
+Each run's plan.json (re-planned for vLLM 0.25.0 with the flags it ran with) and every measured
+`vllm-ops bench` level (ISL, OSL, concurrency, number of prompts: first wave included) is predicted
 with the same request count. HELD-OUT: the model's constants (vllm_ops/data/perf/fit.json) were fitted on the
 public rows in tests/data/perf/ only; none of these runs was used to fit anything.
 Prints predicted vs measured mean TTFT, mean TPOT and output tokens/s, and the median/p90 absolute errors.
