@@ -130,6 +130,29 @@ def test_search_covers_every_layout_and_ranks_meeting_first():
             assert c.misses
 
 
+def test_efficiency_reaches_every_prediction_only_when_given(stand_in, monkeypatch):
+    from vllm_ops.hardware import parse_gpu_spec
+    from vllm_ops.models import load_model_spec
+    from vllm_ops.planning.performance import Workload
+    from vllm_ops.planning.slo import parse_slo, search
+
+    seen = []
+
+    def predict(plan, workload, *, spec=None, **kw):
+        seen.append(kw)
+        return fake_predict(plan, workload, spec=spec)
+
+    monkeypatch.setattr(stand_in, "predict", predict)
+    spec = load_model_spec("Qwen/Qwen2.5-Coder-7B-Instruct", offline=True)
+    w = Workload(input_len=512, output_len=256, concurrency=16)
+    search(spec, parse_gpu_spec("4xL4"), parse_slo("tpot_ms=50"), w)
+    assert seen and all(kw == {} for kw in seen)       # the shipped efficiencies: predict's own default
+    seen.clear()
+    marker = object()
+    search(spec, parse_gpu_spec("4xL4"), parse_slo("tpot_ms=50"), w, efficiency=marker)
+    assert seen and all(kw == {"efficiency": marker} for kw in seen)
+
+
 def test_box_concurrency_is_split_over_replicas():
     r = _search(concurrency=10)
     by = {c.layout: c for c in r.best_per_layout()}
