@@ -23,7 +23,8 @@ from typing import Any
 
 from vllm_ops import output
 from vllm_ops.commands._planargs import add_plan_arguments, load_profile_arg, parse_env
-from vllm_ops.commands._slo import add_slo_arguments, print_candidates, search_from_args, workload_from_args
+from vllm_ops.commands._perfargs import workload_from_args
+from vllm_ops.commands._slo import add_slo_arguments, print_candidates, search_from_args
 from vllm_ops.errors import BadInput
 from vllm_ops.launch.backend import backend_for
 from vllm_ops.launch.locate import find_vllm, installed_version
@@ -76,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
     from vllm_ops.settings import load_settings
 
     _check(args)
-    parse_slo(args.slo), workload_from_args(args)          # bad input before anything is located
+    parse_slo(args.slo), workload_from_args(args, required_by="--slo")   # bad input before anything is located
     settings = load_settings()
     store = StateStore(settings.state_dir)
     vllm, backend, version = _vllm_and_backend(args, settings)
