@@ -27,7 +27,7 @@ from vllm_ops.commands._perfargs import workload_from_args
 from vllm_ops.commands._slo import add_slo_arguments, print_candidates, search_from_args
 from vllm_ops.errors import BadInput
 from vllm_ops.launch.backend import backend_for
-from vllm_ops.launch.locate import find_vllm, installed_version
+from vllm_ops.launch.locate import resolve_vllm
 from vllm_ops.launch.state import StateStore
 from vllm_ops.launch.tune import DEFAULT_MAX_STARTS, TuneOptions, tune, write_profile
 from vllm_ops.planning.argv import split_secret_args
@@ -107,14 +107,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _vllm_and_backend(args: argparse.Namespace, settings: Any) -> tuple[Any, Any, str | None]:
-    if args.backend == "docker":
-        from vllm_ops.launch.docker_backend import IMAGE_COMMAND as vllm
-
-        return vllm, backend_for("docker", image=args.image), args.vllm_version or settings.vllm_version
-
-    vllm = find_vllm(settings.vllm)
-    version = args.vllm_version or settings.vllm_version or installed_version(vllm)
-    return vllm, backend_for("process"), version
+    docker = args.backend == "docker"
+    vllm, version = resolve_vllm(not docker, settings.vllm, args.vllm_version or settings.vllm_version)
+    return vllm, (backend_for("docker", image=args.image) if docker else backend_for("process")), version
 
 
 def _write_profile(out: Any, result: Any, args: argparse.Namespace) -> Path:
