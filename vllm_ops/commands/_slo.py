@@ -95,10 +95,9 @@ def candidates_table(rows: list[Any], title: str) -> Any:
 
 def print_candidates(result: Any, console: Any = None) -> None:
     """The best variant of each layout, then the top variants overall, then the search notes."""
-    from rich.console import Console
     from rich.markup import escape
 
-    con = console or Console(highlight=False, soft_wrap=False, width=None if sys.stdout.isatty() else 160)
+    con = console or output.console(pipe_width=160)
     w, slo = result.workload, result.slo
     load = f"concurrency {w.concurrency}" if w.concurrency is not None else f"rate {w.rate:g}/s"
     targets = f"TPOT <= {slo.tpot_ms:g} ms" + (f", TTFT <= {slo.ttft_ms:g} ms" if slo.ttft_ms else "")

@@ -126,11 +126,7 @@ def _report(out: Any, result: Any, args: argparse.Namespace) -> None:
         return
     from rich.table import Table
 
-    import sys
-
-    from rich.console import Console
-
-    con = Console(highlight=False, soft_wrap=False, width=None if sys.stdout.isatty() else 160)
+    con = output.console(pipe_width=160)
     t = Table(title=f"vllm-ops tune: {out.starts} start(s), predicted beside measured (one replica at its load)",
               title_justify="left")
     for col in ("rank", "layout", "seqs", "batched tok", "KV", "load", "TTFT ms pred/meas", "TPOT ms pred/meas",
