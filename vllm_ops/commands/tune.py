@@ -51,6 +51,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     t.add_argument("--profile-name", default=None, metavar="NAME",
                    help="name of the profile written (default <profile>-<model>)")
     t.add_argument("--name", default="vllm-ops-tune", help="deployment name prefix (default vllm-ops-tune)")
+    t.add_argument("--keep", default=None, metavar="DIR",
+                   help="keep each candidate's plan.json and bench JSON under DIR/<name>-<rank>/")
     t.add_argument("--json", action="store_true", help="print the result as one JSON document")
     t.add_argument("--quiet", action="store_true", help="no progress lines")
 
@@ -89,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
     secrets = {**{k: v for k, v in parse_env(args.env).items() if is_secret_name(k)}, **secret_env}
     opts = TuneOptions(vllm=vllm, store=store, backend=backend, max_starts=args.max_starts,
                        num_prompts=args.num_prompts, port=args.port, ready_timeout=args.ready_timeout,
-                       env=secrets, vllm_version=version, name=args.name,
+                       env=secrets, vllm_version=version, name=args.name, keep_dir=args.keep,
                        api_key=secrets.get("VLLM_API_KEY") or os.environ.get("VLLM_API_KEY"))
     previous = signal.signal(signal.SIGTERM, _sigterm)
     try:
