@@ -6,8 +6,9 @@ block_size) + 1``. With both kinds (the hybrid KV cache manager), layers are gro
 groups of equal size (the smaller count, unless the larger is within 25 %), each group's block
 holds ``block_size`` tokens of every layer of the group, and one pool of blocks serves all groups.
 A model whose layers all slide can serve any length. vLLM reports the pool as
-``num_blocks // number of groups x block_size`` tokens (``_report_kv_cache_config``), which is
-``kv_cache_tokens`` here; concurrency counts the blocks one request needs in every group. Mamba/SSM and linear-attention layers are
+``num_blocks // number of groups x block_size`` tokens (``_report_kv_cache_config``) up to the
+release the ``kv_tokens_report`` rule of planning/versions.py names, then as
+``int(concurrency x max_model_len)``; that is ``kv_cache_tokens`` here; concurrency counts the blocks one request needs in every group. Mamba/SSM and linear-attention layers are
 refused before this point (planning/coverage.py).
 """
 from __future__ import annotations
@@ -27,7 +28,8 @@ class KVLayout:
     sliding_layers: int
     per_token: int                 # all KV layers of the stage, full-attention equivalent
     blocks: int
-    tokens: int
+    tokens: int                    # what vLLM prints as "GPU KV cache size" (version rule)
+    pool_tokens: int               # tokens the pool holds when every group stores every token (short requests)
     concurrency: float
     need_one_gib: float            # one request at max_model_len
     max_len: int                   # the longest request the cache holds
@@ -60,7 +62,7 @@ def kv_groups(model: ModelSpec, pp: int, max_model_len: int) -> tuple[int, int]:
 
 
 def kv_layout(model: ModelSpec, *, kv_gib: float, layer_bytes: float, pp: int, max_model_len: int,
-              block_size: int, max_num_batched_tokens: int) -> KVLayout:
+              block_size: int, max_num_batched_tokens: int, tokens_report: str = "blocks_per_group") -> KVLayout:
     full_l, slide_l = kv_groups(model, pp, max_model_len)
     bs = block_size
     L_kv = full_l + slide_l
@@ -79,7 +81,9 @@ def kv_layout(model: ModelSpec, *, kv_gib: float, layer_bytes: float, pp: int, m
     slide_blocks = cdiv(min(sw - 1 + max_num_batched_tokens, max_model_len), bs) + 1 if slide_l else 0
     per_req = n_full * full_blocks + n_slide * slide_blocks
     conc = blocks / per_req if per_req else 0.0
-    tokens = blocks // max(n_full + n_slide, 1) * bs     # vLLM's "GPU KV cache size: N tokens"
+    pool_tokens = blocks // max(n_full + n_slide, 1) * bs
+    # vLLM's "GPU KV cache size: N tokens" (the kv_tokens_report rule, planning/versions.py)
+    tokens = int(conc * max_model_len) if tokens_report == "concurrency_x_len" else pool_tokens
     need_one = per_req * page * group_size / GiB
     if kv_gib <= 0 or page <= 0:
         max_len = 0
@@ -88,5 +92,5 @@ def kv_layout(model: ModelSpec, *, kv_gib: float, layer_bytes: float, pp: int, m
     else:
         max_len = max((blocks - n_slide * slide_blocks) // max(n_full, 1), 0) * bs
     return KVLayout(layer_bytes=layer_bytes, full_layers=full_l, sliding_layers=slide_l,
-                    per_token=int(layer_bytes * L_kv), blocks=blocks, tokens=tokens, concurrency=conc,
+                    per_token=int(layer_bytes * L_kv), blocks=blocks, tokens=tokens, pool_tokens=pool_tokens, concurrency=conc,
                     need_one_gib=need_one, max_len=max_len)

@@ -108,6 +108,7 @@ class Estimate:
     explain: list[str] = field(default_factory=list)
     dtype: str = "bfloat16"            # the served dtype (planning/dtypes.py)
     encoder_profile_gib: float = 0.0   # the vision encoder's profiling peak (planning/encoder.py)
+    kv_pool_tokens: int = 0            # tokens the pool holds with every KV group storing every token
     warnings: list[tuple[str, str]] = field(default_factory=list)   # (code, message): estimated / not modelled
 
 
@@ -381,7 +382,7 @@ def estimate(model: ModelSpec, total_bytes: int, flags: Flags, rules: VersionRul
     elem, elem_why = kv_elem_bytes(model, flags, rules, w.act_bytes)
     lay = kv_layout(model, kv_gib=kv, layer_bytes=kv_layer_bytes(model, flags.tp, elem), pp=flags.pp,
                     max_model_len=flags.max_model_len, block_size=flags.block_size,
-                    max_num_batched_tokens=flags.max_num_batched_tokens)
+                    max_num_batched_tokens=flags.max_num_batched_tokens, tokens_report=rules["kv_tokens_report"])
     ex.append(f"KV bytes/token/GPU = {lay.full_layers + lay.sliding_layers} layers x {lay.layer_bytes:.0f} B "
               f"({elem_why}) = {lay.per_token} B; block {flags.block_size}; {lay.blocks} blocks -> "
               f"{lay.tokens} tokens, {lay.concurrency:.2f}x at {flags.max_model_len}")
@@ -406,7 +407,7 @@ def estimate(model: ModelSpec, total_bytes: int, flags: Flags, rules: VersionRul
     return Estimate(
         total_gib=total, budget_gib=budget, weights_gib=w.gib, activation_peak_gib=a.gib, non_torch_gib=nt,
         cuda_graph_gib=g.gib, cuda_graph_in_budget=g.in_budget, sampler_warmup_gib=a.sampler_gib,
-        warmup_unprofiled_gib=unprof, kv_cache_gib=kv, kv_cache_tokens=lay.tokens, max_concurrency=lay.concurrency,
+        warmup_unprofiled_gib=unprof, kv_cache_gib=kv, kv_cache_tokens=lay.tokens, kv_pool_tokens=lay.pool_tokens, max_concurrency=lay.concurrency,
         kv_bytes_per_token=lay.per_token, num_blocks=lay.blocks, kv_needed_one_seq_gib=lay.need_one_gib,
         max_len_that_fits=lay.max_len, outside_budget_gib=outside, margin_gib=margin, fits=fits,
         failure_stage=stage, runner=runner, thin=thin, explain=ex, dtype=w.dtype,

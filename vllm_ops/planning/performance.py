@@ -220,7 +220,7 @@ def _run(plan: "Plan", w: Workload, cost: "StepCost", fit_notes: list[str]) -> P
     va = plan.vllm_args or {}
     seqs = int(va.get("max_num_seqs") or 256)
     mbt = int(va.get("max_num_batched_tokens") or 2048)
-    cap = int(plan.memory.kv_cache_tokens or 0)
+    cap = int(plan.memory.kv_pool_tokens or plan.memory.kv_cache_tokens or 0)
     isl, osl = int(w.input_len), int(w.output_len)
     limit = min(seqs, cap // (isl + osl)) if cap else seqs
     if limit < 1:

@@ -72,6 +72,8 @@ class Memory:
     max_concurrency: float = 0.0                # at max_model_len
     kv_bytes_per_token: int = 0                 # per GPU (per TP rank)
     encoder_profile_gib: float = 0.0            # vision encoder profiling peak (estimate; in activation_peak_gib)
+    kv_pool_tokens: int = 0                     # tokens of short requests the pool holds (hybrid models: below
+                                                # kv_cache_tokens, which vLLM >= 0.25 prints as concurrency x max_model_len)
 
 
 @dataclass

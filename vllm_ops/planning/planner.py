@@ -673,7 +673,8 @@ def _assemble(f: _Facts, search: _Search, c: _Choice, replicas: list[Replica]) -
         non_torch_gib=_r(e.non_torch_gib), cuda_graph_gib=_r(e.cuda_graph_gib if not f.cpu else 0.0),
         sampler_warmup_gib=_r(e.sampler_warmup_gib), kv_cache_gib=_r(e.kv_cache_gib),
         kv_cache_tokens=int(e.kv_cache_tokens), max_concurrency=_r(e.max_concurrency),
-        kv_bytes_per_token=int(e.kv_bytes_per_token), encoder_profile_gib=_r(e.encoder_profile_gib))
+        kv_bytes_per_token=int(e.kv_bytes_per_token), encoder_profile_gib=_r(e.encoder_profile_gib),
+        kv_pool_tokens=int(e.kv_pool_tokens))
     assumptions = f.rules.assumptions() + [
         f"model runner for this model: {e.runner} ({'MoE' if model.moe else 'dense'})",
         f"CUDA context {0.52} GiB is outside the budget" if not f.cpu else "CPU backend: KV cache from VLLM_CPU_KVCACHE_SPACE",

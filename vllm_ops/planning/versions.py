@@ -110,6 +110,13 @@ RULES: tuple[Rule, ...] = (
     Rule("kv_cache_dtype_auto_from_checkpoint", "0.13.0", True,
          "--kv-cache-dtype auto follows a checkpoint's kv_cache_quant_algo FP8 (ModelOpt hf_quant_config.json) "
          "or kv_cache_scheme (vLLM PR #30785, merged 2025-12-16; first release assumed 0.13.0)"),
+    # what "GPU KV cache size: N tokens" reports (kv_cache_tokens); equal for one KV cache group, not for hybrid models
+    Rule("kv_tokens_report", "0.0.0", "blocks_per_group",
+         "'GPU KV cache size' = num_blocks // KV cache groups x block size (kv_cache_utils; vllm issue #40691 shows it "
+         "on 0.19.0)"),
+    Rule("kv_tokens_report", "0.25.0", "concurrency_x_len",
+         "'GPU KV cache size' = int(max concurrency x max_model_len) (vllm PRs #38364/#40694; measured on 0.25.0: "
+         "gemma-3-27b-it 693,059 tokens = 5.29x x 131,072; first release between 0.20 and 0.25 not known, 0.25.0 assumed)"),
     Rule("warmup_unprofiled_copies", "0.0.0", 0.0,
          "the sampler peak is fully profiled before the KV cache is sized"),
     Rule("warmup_unprofiled_copies", "0.12.0", 6.7,
