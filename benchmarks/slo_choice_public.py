@@ -16,10 +16,14 @@ max-num-batched-tokens left to the planner (the runs used vLLM's defaults), rest
 sizes measured. A case counts as "within 10%" when the chosen TP's measured goodput is at least
 0.9 x the best measured. Fixed rules for comparison: always the smallest TP, always the largest.
 
-In-sample: the performance model's efficiencies were fitted on rows of this same file
-(planning/perf_fit.py FITTED_ON says which); the output says so. It is not a held-out figure.
+Held-out (the default): each model's cases are predicted with the efficiencies fitted WITHOUT
+that model's rows (fit.json ``held_out``, loaded as planning/perf_fit.py HELD_OUT["public:<model>"],
+passed to the search as ``efficiency=``). A model with no such fold is predicted with the shipped
+efficiencies, reported as in-sample and left out of the held-out figure. ``--in-sample`` also
+prints the figure with the shipped efficiencies (fitted on every row of this file, this model's
+included) beside it.
 
-    python benchmarks/slo_choice_public.py [--json] [--verbose]
+    python benchmarks/slo_choice_public.py [--in-sample] [--json] [--verbose]
 """
 from __future__ import annotations
 
@@ -39,6 +43,8 @@ CSV_PATHS = (ROOT / "vllm_ops" / "data" / "perf" / "vllm-perf-public.csv",
              ROOT / "tests" / "data" / "perf" / "vllm-perf-public.csv")
 GPUS = {"h100_sxm": "H100", "h200_sxm": "H200"}
 # a published checkpoint → the catalog model with the same architecture + the pin that loads it the same way
+FOLD_SET = "public"          # perf_fit.HELD_OUT keys are "<measurement set>:<model id>"
+RULES = ("search", "smallest", "largest")
 MODELS = {"nvidia/Llama-3.1-8B-Instruct-FP8": ("meta-llama/Llama-3.1-8B-Instruct", "fp8")}
 TARGET_FACTORS = (1.1, 1.25, 1.5, 2.0, 3.0, math.inf)
 WITHIN = 0.9
@@ -74,8 +80,18 @@ def measured_goodput(row: dict[str, Any], osl: int, c: int, tp: int, target: flo
     return osl * c / ((ttft + (osl - 1) * tpot) / 1000.0) / tp
 
 
-def search_group(key: tuple) -> Any:
-    """The `plan --slo` search for one group (each server at the row's concurrency)."""
+def fold(model: str) -> tuple[Any, list[str] | None]:
+    """(efficiency fitted without ``model``, the models it was fitted on), or (None, None) when
+    fit.json has no such fold (then the shipped, in-sample efficiencies apply)."""
+    from vllm_ops.planning import perf_fit
+
+    f = perf_fit.HELD_OUT.get(f"{FOLD_SET}:{model}")
+    return (f["efficiency"], list(f["fitted_on"])) if f else (None, None)
+
+
+def search_group(key: tuple, efficiency: Any = None) -> Any:
+    """The `plan --slo` search for one group (each server at the row's concurrency), predicting
+    with ``efficiency`` (None: the shipped efficiencies)."""
     from vllm_ops.hardware import parse_gpu_spec
     from vllm_ops.models import load_model_spec
     from vllm_ops.planning.performance import Workload
@@ -88,7 +104,8 @@ def search_group(key: tuple) -> Any:
     if (q or quant == "fp8") and not spec.quantization:
         pins["quantization"] = q or "fp8"
     return search(spec, parse_gpu_spec(f"{max_tp}x{GPUS[system]}"), SLO(tpot_ms=1e9),
-                  Workload(isl, osl, concurrency=c), pins=pins, vllm_version=version, split=False)
+                  Workload(isl, osl, concurrency=c), pins=pins, vllm_version=version, split=False,
+                  efficiency=efficiency)
 
 
 def choose(res: Any, tps: list[int], target: float) -> tuple[int | None, dict[int, Any]]:
@@ -106,30 +123,51 @@ def choose(res: Any, tps: list[int], target: float) -> tuple[int | None, dict[in
     return (predicted[0].tensor_parallel_size if predicted else None), by_tp
 
 
-def evaluate(verbose: bool = False) -> dict[str, Any]:
-    cases = []
+def evaluate(verbose: bool = False, in_sample: bool = False) -> dict[str, Any]:
+    """The held-out figure (each model with its own fold; models without one apart, in-sample) and,
+    with ``in_sample``, the figure with the shipped efficiencies beside it."""
+    held, apart, shipped = [], [], []
     for key, rows in sorted(groups(_csv()).items()):
-        model, system, isl, osl, c = key[:5]
-        tps = sorted(rows)
-        fastest = min(float(r["silicon_tpot_ms"]) for r in rows.values())
-        res = search_group((*key, max(tps)))
-        for f in TARGET_FACTORS:
-            target = fastest * f
-            meas = {tp: measured_goodput(rows[tp], osl, c, tp, target) for tp in tps}
-            best = max(meas.values())
-            chosen, cands = choose(res, tps, target)
-            case = {"model": model, "system": system, "isl": isl, "osl": osl, "concurrency": c, "tps": tps,
-                    "target_tpot_ms": round(target, 2) if math.isfinite(target) else None, "factor": f,
-                    "measured_goodput": {tp: round(v, 1) for tp, v in meas.items()},
-                    "best_tp": max(meas, key=meas.get), "chosen_tp": chosen,
-                    "predicted_tpot_ms": {tp: _tpot(x) for tp, x in cands.items()},
-                    "measured_tpot_ms": {tp: float(rows[tp]["silicon_tpot_ms"]) for tp in tps}}
-            for rule, tp in (("search", chosen), ("smallest", tps[0]), ("largest", tps[-1])):
-                case[rule] = tp is not None and meas[tp] >= WITHIN * best
-            cases.append(case)
-            if verbose:
-                print(json.dumps(case), file=sys.stderr)
-    return summarize(cases)
+        eff, fitted_on = fold(key[0])
+        cases = group_cases(key, rows, eff, verbose)
+        for case in cases:
+            case["fitted_on"] = fitted_on
+        (held if eff is not None else apart).extend(cases)
+        if in_sample:
+            shipped.extend(cases if eff is None else group_cases(key, rows, None, verbose))
+    out = {"held_out": summarize(held), "goal": GOAL,
+           "in_sample_only": summarize(apart) if apart else None,
+           "in_sample": summarize(shipped) if in_sample else None,
+           "fitted_on_all": _fitted_on_all()}
+    h = out["held_out"]["within_10pct_share"]
+    out["meets_goal"] = bool(held) and h["search"] >= GOAL and h["search"] > max(h["smallest"], h["largest"])
+    return out
+
+
+def group_cases(key: tuple, rows: dict[int, dict[str, Any]], eff: Any, verbose: bool) -> list[dict[str, Any]]:
+    """One case per TPOT target for one group, the search predicting with ``eff``."""
+    model, system, isl, osl, c = key[:5]
+    tps = sorted(rows)
+    fastest = min(float(r["silicon_tpot_ms"]) for r in rows.values())
+    res = search_group((*key, max(tps)), eff)
+    cases = []
+    for f in TARGET_FACTORS:
+        target = fastest * f
+        meas = {tp: measured_goodput(rows[tp], osl, c, tp, target) for tp in tps}
+        best = max(meas.values())
+        chosen, cands = choose(res, tps, target)
+        case = {"model": model, "system": system, "isl": isl, "osl": osl, "concurrency": c, "tps": tps,
+                "target_tpot_ms": round(target, 2) if math.isfinite(target) else None, "factor": f,
+                "measured_goodput": {tp: round(v, 1) for tp, v in meas.items()},
+                "best_tp": max(meas, key=meas.get), "chosen_tp": chosen,
+                "predicted_tpot_ms": {tp: _tpot(x) for tp, x in cands.items()},
+                "measured_tpot_ms": {tp: float(rows[tp]["silicon_tpot_ms"]) for tp in tps}}
+        for rule, tp in (("search", chosen), ("smallest", tps[0]), ("largest", tps[-1])):
+            case[rule] = tp is not None and meas[tp] >= WITHIN * best
+        cases.append(case)
+        if verbose:
+            print(json.dumps(case), file=sys.stderr)
+    return cases
 
 
 def _tpot(cand: Any) -> float | None:
@@ -137,53 +175,87 @@ def _tpot(cand: Any) -> float | None:
     return None if t is None else round(float(t), 2)
 
 
-def summarize(cases: list[dict[str, Any]]) -> dict[str, Any]:
-    n = len(cases)
-    share = {rule: (sum(c[rule] for c in cases) / n if n else 0.0) for rule in ("search", "smallest", "largest")}
+def _share(cases: list[dict[str, Any]]) -> dict[str, float]:
+    return {rule: (round(sum(c[rule] for c in cases) / len(cases), 3) if cases else 0.0) for rule in RULES}
+
+
+def _fitted_on_all() -> str:
     try:
         from vllm_ops.planning import perf_fit
 
-        fitted_on = str(getattr(perf_fit, "FITTED_ON", "unknown"))
+        return str(getattr(perf_fit, "FITTED_ON", "unknown"))
     except ImportError:
-        fitted_on = "unknown (perf_fit not present)"
+        return "unknown (perf_fit not present)"
+
+
+def summarize(cases: list[dict[str, Any]]) -> dict[str, Any]:
+    """Shares of cases within 10% of the best measured: pooled, per model and per TPOT target."""
     models = sorted({c["model"] for c in cases})
     by_factor: dict[str, float] = {}
     for f in TARGET_FACTORS:
         sel = [c for c in cases if c["factor"] == f]
         if sel:
-            by_factor["none" if math.isinf(f) else f"x{f:g}"] = round(sum(c["search"] for c in sel) / len(sel), 3)
-    return {"cases": n, "groups": len({(c["model"], c["system"], c["isl"], c["osl"], c["concurrency"]) for c in cases}),
-            "models": models, "within_10pct_share": share, "search_share_by_target": by_factor, "goal": GOAL,
-            "meets_goal": share["search"] >= GOAL and share["search"] > max(share["smallest"], share["largest"]),
-            "unanswered": sum(1 for c in cases if c["chosen_tp"] is None),
-            "in_sample": f"IN-SAMPLE: every model here ({', '.join(models)}) comes from the file the performance "
-                         f"model is fitted on (perf_fit.FITTED_ON: {fitted_on}); these figures are not held-out",
+            by_factor["none" if math.isinf(f) else f"x{f:g}"] = _share(sel)["search"]
+    per_model = {}
+    for m in models:
+        sel = [c for c in cases if c["model"] == m]
+        per_model[m] = {"cases": len(sel), "within_10pct_share": _share(sel), "fitted_on": sel[0].get("fitted_on")}
+    return {"cases": len(cases),
+            "groups": len({(c["model"], c["system"], c["isl"], c["osl"], c["concurrency"]) for c in cases}),
+            "models": models, "within_10pct_share": _share(cases), "per_model": per_model,
+            "search_share_by_target": by_factor, "unanswered": sum(1 for c in cases if c["chosen_tp"] is None),
             "detail": cases}
+
+
+def _line(label: str, s: dict[str, float], n: int) -> str:
+    return (f"  {label}: search {s['search']:.0%}, always smallest TP {s['smallest']:.0%}, "
+            f"always largest TP {s['largest']:.0%} ({n} cases)")
+
+
+def report(out: dict[str, Any]) -> list[str]:
+    """The text report: held-out per model and pooled, in-sample beside when asked."""
+    h = out["held_out"]
+    lines = [f"chosen TP within 10% of the best measured per-GPU goodput (goal >= {GOAL:.0%} and better than "
+             f"both fixed rules), {len(TARGET_FACTORS)} TPOT targets per group"]
+    lines.append(f"HELD-OUT (each model predicted with the efficiencies fitted without it): {h['cases']} cases, "
+                 f"{h['groups']} groups, {h['unanswered']} unanswered; meets the goal: {out['meets_goal']}")
+    for m, pm in h["per_model"].items():
+        lines.append(_line(f"{m} (fitted on {', '.join(pm['fitted_on'] or [])})", pm["within_10pct_share"],
+                           pm["cases"]))
+    lines.append(_line("pooled", h["within_10pct_share"], h["cases"]))
+    lines.append("  search by TPOT target (x the group's fastest measured TPOT): "
+                 + ", ".join(f"{k} {v:.0%}" for k, v in h["search_share_by_target"].items()))
+    if out["in_sample_only"]:
+        a = out["in_sample_only"]
+        lines.append(f"IN-SAMPLE ONLY (no held-out fold in fit.json; not in the held-out figure): "
+                     f"{', '.join(a['models'])}")
+        lines.append(_line("pooled", a["within_10pct_share"], a["cases"]))
+    if out["in_sample"]:
+        i = out["in_sample"]
+        lines.append(f"IN-SAMPLE (shipped efficiencies, fitted on {out['fitted_on_all']}):")
+        for m, pm in i["per_model"].items():
+            lines.append(_line(m, pm["within_10pct_share"], pm["cases"]))
+        lines.append(_line("pooled", i["within_10pct_share"], i["cases"]))
+    for c in [c for c in h["detail"] if not c["search"]][:12]:
+        lines.append(f"  held-out miss: {c['model']} {c['system']} {c['isl']}/{c['osl']} c={c['concurrency']} "
+                     f"target {c['target_tpot_ms']} ms: chose TP{c['chosen_tp']}, best TP{c['best_tp']}; goodput "
+                     f"{c['measured_goodput']}; TPOT predicted {c['predicted_tpot_ms']} measured "
+                     f"{ {tp: round(v, 2) for tp, v in c['measured_tpot_ms'].items()} }")
+    return lines
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--in-sample", action="store_true",
+                    help="also the figure with the shipped efficiencies (fitted on these rows), beside")
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--verbose", action="store_true", help="one JSON line per case on stderr")
     args = ap.parse_args()
-    out = evaluate(args.verbose)
+    out = evaluate(args.verbose, args.in_sample)
     if args.json:
         print(json.dumps(out, indent=1))
-        return 0
-    s = out["within_10pct_share"]
-    print(f"{out['cases']} cases ({out['groups']} groups x {len(TARGET_FACTORS)} TPOT targets) on "
-          f"{', '.join(out['models'])}")
-    print(f"chosen TP within 10% of the best measured per-GPU goodput: search {s['search']:.0%} "
-          f"(goal >= {GOAL:.0%}), always smallest TP {s['smallest']:.0%}, always largest TP {s['largest']:.0%}; "
-          f"{out['unanswered']} case(s) unanswered")
-    print("search by TPOT target (x the group's fastest measured TPOT): "
-          + ", ".join(f"{k} {v:.0%}" for k, v in out["search_share_by_target"].items()))
-    print(out["in_sample"])
-    misses = [c for c in out["detail"] if not c["search"]]
-    for c in misses[:12]:
-        print(f"  miss: {c['model']} {c['system']} {c['isl']}/{c['osl']} c={c['concurrency']} target "
-              f"{c['target_tpot_ms']} ms: chose TP{c['chosen_tp']}, best TP{c['best_tp']}; goodput "
-              f"{c['measured_goodput']}; TPOT predicted {c['predicted_tpot_ms']} measured {c['measured_tpot_ms']}")
+    else:
+        print("\n".join(report(out)))
     return 0
 
 

@@ -51,8 +51,19 @@ class Progress:
         return time.monotonic() - self.t0
 
 
-def console(stderr: bool = False):
-    """A rich Console, imported only when a table is printed."""
+def console(stderr: bool = False, pipe_width: int | None = None):
+    """A rich Console, imported only when a table is printed. ``pipe_width``: the columns when
+    stdout is a pipe or a file (rich would otherwise fall back to 80 and cut columns); the
+    terminal's width on a TTY."""
     from rich.console import Console
 
-    return Console(stderr=stderr, highlight=False, soft_wrap=False)
+    width = pipe_width if pipe_width and not sys.stdout.isatty() else None
+    return Console(stderr=stderr, highlight=False, soft_wrap=False, width=width)
+
+
+def compact_table(**kw: Any):
+    """A rich Table with a rule under the header and no outer edge or padding (probe's tables)."""
+    from rich import box
+    from rich.table import Table
+
+    return Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, padding=(0, 1, 0, 0), **kw)

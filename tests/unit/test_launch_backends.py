@@ -93,12 +93,10 @@ def test_nodes_inventory_puts_one_address_per_node():
 
 def test_container_backends_need_no_local_vllm(tmp_path, monkeypatch, run_cli):
     """--backend docker never looks for vLLM here: the error is Docker's (a dead daemon)."""
-    import vllm_ops.commands.launch as launch_cmd
-    import vllm_ops.launch.locate as locate
+    import vllm_ops.launch.locate as locate     # resolve_vllm, used by launch and tune, looks up here
 
-    for mod in (locate, launch_cmd):
-        monkeypatch.setattr(mod, "find_vllm", lambda *a, **k: pytest.fail("find_vllm called"))
-        monkeypatch.setattr(mod, "installed_version", lambda *a, **k: pytest.fail("installed_version called"))
+    monkeypatch.setattr(locate, "find_vllm", lambda *a, **k: pytest.fail("find_vllm called"))
+    monkeypatch.setattr(locate, "installed_version", lambda *a, **k: pytest.fail("installed_version called"))
     monkeypatch.setenv("VLLM_OPS_STATE_DIR", str(tmp_path / "state"))
     monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/none.sock")
     plan = tmp_path / "plan.json"

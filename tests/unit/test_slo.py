@@ -1,27 +1,17 @@
 """`plan --slo`: the layout search (planning/slo.py) and its CLI (commands/_slo.py).
 
 The performance model (planning/performance.py) is replaced here by a small stand-in with the
-contract's shape (Workload, Performance.to_dict(), predict(plan, workload, spec=)), so these tests
+contract's shape (Performance.to_dict(), predict(plan, workload, spec=)), so these tests
 check the search and the ranking, not the model's figures.
 """
 from __future__ import annotations
 
 import json
-import sys
-import types
 from dataclasses import dataclass, field
 
 import pytest
 
 from vllm_ops.cli import main
-
-
-@dataclass(frozen=True)
-class FakeWorkload:
-    input_len: int
-    output_len: int
-    concurrency: int | None = None
-    rate: float | None = None
 
 
 @dataclass
@@ -73,18 +63,9 @@ def fake_predict(plan, workload, *, spec=None):
 @pytest.fixture(autouse=True)
 def stand_in(monkeypatch):
     CALLS.clear()
-    mod = sys.modules.get("vllm_ops.planning.performance")
-    if mod is None:   # the real module not merged yet: a stand-in module with the contract's names
-        mod = types.ModuleType("vllm_ops.planning.performance")
-        mod.Workload = FakeWorkload
-        mod.Performance = FakePerformance
-        mod.predict = fake_predict
-        monkeypatch.setitem(sys.modules, "vllm_ops.planning.performance", mod)
-        import vllm_ops.planning as pkg
+    from vllm_ops.planning import performance as mod
 
-        monkeypatch.setattr(pkg, "performance", mod, raising=False)
-    else:
-        monkeypatch.setattr(mod, "predict", fake_predict)
+    monkeypatch.setattr(mod, "predict", fake_predict)
     return mod
 
 
@@ -128,6 +109,30 @@ def test_search_covers_every_layout_and_ranks_meeting_first():
             assert c.performance["tpot_ms"] <= 20
         else:
             assert c.misses
+
+
+def test_efficiency_reaches_every_prediction_only_when_given(monkeypatch):
+    from vllm_ops.hardware import parse_gpu_spec
+    from vllm_ops.models import load_model_spec
+    from vllm_ops.planning import slo as slo_mod
+    from vllm_ops.planning.performance import Workload
+    from vllm_ops.planning.slo import parse_slo, search
+
+    seen = []
+
+    def predict(plan, workload, *, spec=None, **kw):
+        seen.append(kw)
+        return fake_predict(plan, workload, spec=spec)
+
+    monkeypatch.setattr(slo_mod.performance, "predict", predict)   # the module the search calls
+    spec = load_model_spec("Qwen/Qwen2.5-Coder-7B-Instruct", offline=True)
+    w = Workload(input_len=512, output_len=256, concurrency=16)
+    search(spec, parse_gpu_spec("4xL4"), parse_slo("tpot_ms=50"), w)
+    assert seen and all(kw == {} for kw in seen)       # the shipped efficiencies: predict's own default
+    seen.clear()
+    marker = object()
+    search(spec, parse_gpu_spec("4xL4"), parse_slo("tpot_ms=50"), w, efficiency=marker)
+    assert seen and all(kw == {"efficiency": marker} for kw in seen)
 
 
 def test_box_concurrency_is_split_over_replicas():
@@ -263,3 +268,28 @@ def test_cli_no_feasible_layout_exits_3_with_the_closest(capsys):
 def test_cli_bad_input_exits_2(capsys, argv, needle):
     rc, out, err = _cli(capsys, "plan", "--profile", "l4x4", *argv)
     assert rc == 2 and needle in err and "Traceback" not in err
+
+
+def test_workload_flags_have_one_home_for_plan_slo_and_tune():
+    """plan's prediction flags, --slo and tune share _perfargs: the same flags and the same checks."""
+    import argparse
+
+    from vllm_ops.commands._perfargs import workload_from_args
+    from vllm_ops.errors import BadInput
+
+    def ns(**kw):
+        return argparse.Namespace(**{"input_len": None, "output_len": None, "concurrency": None, "rate": None,
+                                     **kw})
+
+    assert workload_from_args(ns()) is None
+    with pytest.raises(BadInput, match="--slo needs --input-len"):
+        workload_from_args(ns(), required_by="--slo")
+    with pytest.raises(BadInput, match="one of them"):
+        workload_from_args(ns(input_len=8, output_len=8), required_by="--slo")
+    for req in (None, "--slo"):
+        with pytest.raises(BadInput, match="positive number"):
+            workload_from_args(ns(input_len=8, output_len=8, rate=float("inf")), required_by=req)
+        with pytest.raises(BadInput, match="at least 1"):
+            workload_from_args(ns(input_len=8, output_len=8, concurrency=0), required_by=req)
+    w = workload_from_args(ns(input_len=8, output_len=4, concurrency=2), required_by="--slo")
+    assert (w.input_len, w.output_len, w.concurrency, w.rate) == (8, 4, 2, None)

@@ -116,3 +116,21 @@ def test_profile_from_probed_like_hardware(tmp_path):
     prof = load_profile(path.stem, tmp_path)
     assert prof.kind == "gpu" and prof.count == 2 and prof.gpu.startswith("H100")
     assert path.stem.startswith("tuned-")
+
+
+def test_keep_writes_the_trial_plan_and_bench_report_for_regression_data(tmp_path):
+    import json
+
+    from vllm_ops.launch.tune import Trial, TuneOptions, _keep
+    from vllm_ops.loadtest.report import BenchReport
+    from vllm_ops.planning.plan import Plan
+
+    r = _search(slo="tpot_ms=30", concurrency=16)
+    t = Trial(candidate=r.candidates[0])
+    rep = BenchReport(url="http://x", model="m", input_len=1024, output_len=256, num_prompts=8, mode="concurrency")
+    _keep(t, rep, TuneOptions(vllm=None, store=None, name="tn", keep_dir=str(tmp_path)))
+    d = tmp_path / f"tn-{t.candidate.rank}"
+    assert Plan.from_dict(json.loads((d / "plan.json").read_text())).vllm_args == t.candidate.plan.vllm_args
+    assert json.loads((d / "bench-1024-256-cNone.json").read_text())["input_len"] == 1024
+    _keep(t, rep, TuneOptions(vllm=None, store=None, name="other"))        # no keep_dir: nothing written
+    assert not (tmp_path / f"other-{t.candidate.rank}").exists()

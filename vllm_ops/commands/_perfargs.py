@@ -7,28 +7,49 @@ import argparse
 from vllm_ops.errors import BadInput
 
 GROUP = "performance (predict TTFT/TPOT/throughput of one replica at this load)"
+BOX_GROUP = "workload (the box's load)"
+_LOAD_HELP = {
+    "replica": ("closed loop: C requests in flight on one replica", "open loop: R requests/s on one replica"),
+    "box": ("requests in flight on the whole box (closed loop); replicas split it",
+            "requests per second offered to the whole box (open loop) instead of --concurrency"),
+}
 
 
-def add_workload_arguments(parser: argparse.ArgumentParser) -> None:
-    g = parser.add_argument_group(GROUP)
+def add_workload_arguments(parser: argparse.ArgumentParser, *, load_of: str = "replica",
+                           group: str = GROUP) -> None:
+    """--input-len/--output-len and --concurrency | --rate (the load of one replica, or with
+    ``load_of="box"`` of the whole box); nothing when the parser has them already (`plan` defines
+    them for its prediction before --slo asks for them)."""
+    if "--input-len" in parser._option_string_actions:
+        return
+    conc_help, rate_help = _LOAD_HELP[load_of]
+    g = parser.add_argument_group(group)
     g.add_argument("--input-len", type=int, default=None, metavar="ISL", help="prompt tokens per request")
     g.add_argument("--output-len", type=int, default=None, metavar="OSL", help="output tokens per request")
     load = g.add_mutually_exclusive_group()
-    load.add_argument("--concurrency", type=int, default=None, metavar="C",
-                      help="closed loop: C requests in flight on one replica")
-    load.add_argument("--rate", type=float, default=None, metavar="R", help="open loop: R requests/s on one replica")
+    load.add_argument("--concurrency", type=int, default=None, metavar="C", help=conc_help)
+    load.add_argument("--rate", type=float, default=None, metavar="R", help=rate_help)
 
 
-def workload_from_args(args: argparse.Namespace):
-    """A Workload when any workload flag is given (BadInput when incomplete), else None."""
+def workload_from_args(args: argparse.Namespace, *, required_by: str | None = None):
+    """The Workload of the flags (BadInput when incomplete or out of range). Without
+    ``required_by``: None when no workload flag is given (no prediction asked for); with it (e.g.
+    ``"--slo"``) the lengths and the load are required."""
     from vllm_ops.planning.performance import Workload   # only with workload flags: plan's start-up budget
 
     isl, osl = getattr(args, "input_len", None), getattr(args, "output_len", None)
     c, r = getattr(args, "concurrency", None), getattr(args, "rate", None)
-    if isl is None and osl is None and c is None and r is None:
-        return None
-    if isl is None or osl is None or (c is None and r is None):
-        raise BadInput("a performance prediction needs --input-len, --output-len and --concurrency or --rate")
+    if required_by is None:
+        if isl is None and osl is None and c is None and r is None:
+            return None
+        if isl is None or osl is None or (c is None and r is None):
+            raise BadInput("a performance prediction needs --input-len, --output-len and --concurrency or --rate")
+    elif isl is None or osl is None:
+        raise BadInput(f"{required_by} needs --input-len ISL and --output-len OSL (tokens per request)")
+    elif (c is None) == (r is None):
+        raise BadInput("give the load as --concurrency C or --rate R (one of them)")
+    if r is not None and not 0 < r < float("inf"):
+        raise BadInput(f"--rate must be a positive number of requests per second, not {r}")
     w = Workload(input_len=isl, output_len=osl, concurrency=c, rate=r)
     w.check()
     return w

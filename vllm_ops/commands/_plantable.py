@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import sys
 
+from vllm_ops import output
+
 def _bar(parts: list[tuple[str, float, str]], total: float, width: int = 48) -> str:
     out = ""
     for _label, gib, style in parts:
@@ -14,12 +16,10 @@ def _bar(parts: list[tuple[str, float, str]], total: float, width: int = 48) -> 
 
 
 def print_plan_table(p, *, explain: bool) -> None:
-    from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
-    from rich.markup import escape
-
-    con = Console(highlight=False, soft_wrap=False, width=None if sys.stdout.isatty() else 132)
+    con = output.console(pipe_width=132)
     m = p.memory
     cpu = p.cpu
     hw = p.hardware

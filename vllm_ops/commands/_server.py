@@ -119,9 +119,7 @@ def connect(server: Server, **client_kwargs: Any):
 
 def report_console():
     """The console the human tables print on: the terminal's width on a TTY; 132 columns when
-    stdout is a pipe or a file (rich would otherwise fall back to 80 and cut columns), as `plan`."""
-    import sys
+    stdout is a pipe or a file, as `plan`."""
+    from vllm_ops import output
 
-    from rich.console import Console
-
-    return Console(highlight=False, soft_wrap=False, width=None if sys.stdout.isatty() else 132)
+    return output.console(pipe_width=132)

@@ -13,35 +13,15 @@ import sys
 from typing import Any
 
 from vllm_ops import output
+from vllm_ops.commands._perfargs import BOX_GROUP, add_workload_arguments, workload_from_args
 from vllm_ops.commands._planargs import plan_inputs
 from vllm_ops.commands._plantable import print_plan_table
-from vllm_ops.errors import BadInput
 
 TABLE_TOP = 8          # variants listed under the per-layout table
 
 
-def _has(parser: argparse.ArgumentParser, flag: str) -> bool:
-    return flag in parser._option_string_actions
-
-
-def add_workload_arguments(parser: argparse.ArgumentParser) -> None:
-    """--input-len/--output-len/--concurrency/--rate, unless the parser has them already (the
-    performance flags of `plan` define the same ones)."""
-    g = parser.add_argument_group("workload (the box's load)")
-    if not _has(parser, "--input-len"):
-        g.add_argument("--input-len", type=int, default=None, metavar="ISL", help="prompt tokens per request")
-    if not _has(parser, "--output-len"):
-        g.add_argument("--output-len", type=int, default=None, metavar="OSL", help="output tokens per request")
-    if not _has(parser, "--concurrency"):
-        g.add_argument("--concurrency", type=int, default=None, metavar="C",
-                       help="requests in flight on the whole box (closed loop); replicas split it")
-    if not _has(parser, "--rate"):
-        g.add_argument("--rate", type=float, default=None, metavar="R",
-                       help="requests per second offered to the whole box (open loop) instead of --concurrency")
-
-
 def add_slo_arguments(parser: argparse.ArgumentParser) -> None:
-    add_workload_arguments(parser)
+    add_workload_arguments(parser, load_of="box", group=BOX_GROUP)
     g = parser.add_argument_group("latency targets (--slo: search the layout with the most goodput)")
     g.add_argument("--slo", default=None, metavar="tpot_ms=X[,ttft_ms=Y]",
                    help="mean TPOT (and TTFT) targets: search TP x replicas, max-num-seqs, "
@@ -51,34 +31,12 @@ def add_slo_arguments(parser: argparse.ArgumentParser) -> None:
                    help="let --slo try fp8 weights (online quantization: changes the outputs)")
 
 
-def workload_from_args(args: argparse.Namespace) -> Any:
-    """The Workload of the flags; BadInput when the lengths or the load are missing or wrong."""
-    from vllm_ops.planning.performance import Workload   # only with --slo: plan's start-up budget
-
-    isl, osl = getattr(args, "input_len", None), getattr(args, "output_len", None)
-    conc, rate = getattr(args, "concurrency", None), getattr(args, "rate", None)
-    if isl is None or osl is None:
-        raise BadInput("--slo needs --input-len ISL and --output-len OSL (tokens per request)")
-    if isl < 1 or osl < 1:
-        raise BadInput("--input-len and --output-len must be at least 1")
-    if (conc is None) == (rate is None):
-        raise BadInput("give the load as --concurrency C or --rate R (one of them)")
-    if conc is not None and conc < 1:
-        raise BadInput(f"--concurrency must be at least 1, not {conc}")
-    if rate is not None and not (rate > 0 and rate != float("inf")):
-        raise BadInput(f"--rate must be a positive number of requests per second, not {rate}")
-    w = Workload(input_len=int(isl), output_len=int(osl), concurrency=conc, rate=rate)
-    if hasattr(w, "check"):
-        w.check()
-    return w
-
-
 def search_from_args(args: argparse.Namespace, *, cmd: str = "plan", vllm_version: str | None = None) -> Any:
     """Parse --slo and the workload, plan every candidate → SearchResult."""
     from vllm_ops.planning.slo import parse_slo, search
 
     slo = parse_slo(args.slo)
-    workload = workload_from_args(args)
+    workload = workload_from_args(args, required_by="--slo")
     kw = plan_inputs(args, cmd=cmd, vllm_version=vllm_version)
     model, inventory, pins = kw.pop("model"), kw.pop("inventory"), kw.pop("pins")
     version, profile = kw.pop("vllm_version"), kw.pop("profile")
@@ -137,10 +95,9 @@ def candidates_table(rows: list[Any], title: str) -> Any:
 
 def print_candidates(result: Any, console: Any = None) -> None:
     """The best variant of each layout, then the top variants overall, then the search notes."""
-    from rich.console import Console
     from rich.markup import escape
 
-    con = console or Console(highlight=False, soft_wrap=False, width=None if sys.stdout.isatty() else 160)
+    con = console or output.console(pipe_width=160)
     w, slo = result.workload, result.slo
     load = f"concurrency {w.concurrency}" if w.concurrency is not None else f"rate {w.rate:g}/s"
     targets = f"TPOT <= {slo.tpot_ms:g} ms" + (f", TTFT <= {slo.ttft_ms:g} ms" if slo.ttft_ms else "")

@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from vllm_ops import output
 from vllm_ops.commands._server import add_server_flags, connect, report_console, server_from_args
 from vllm_ops.errors import BadInput
 from vllm_ops.loadtest.bench import plan_limits_for, run_bench
-from vllm_ops.loadtest.report import PlanLimits
+from vllm_ops.loadtest.report import PlanLimits, read_plan_file
 
 
 def _ints(text: str) -> list[int]:
@@ -59,7 +60,8 @@ def run(args: argparse.Namespace) -> int:
             raise BadInput(f"--{flag.replace('_', '-')} must be at least 1")
     server = server_from_args(args)
     url = server.url
-    plan_file = PlanLimits.load(args.plan) if args.plan else None  # a bad file: exit 2 first
+    plan_doc = read_plan_file(args.plan) if args.plan else None   # read once; a bad file: exit 2 first
+    plan_file = PlanLimits.from_plan_dict(plan_doc, source=str(Path(args.plan))) if plan_doc is not None else None
     connect(server, max_retries=0).close()  # unreachable or unhealthy: one line, exit 1, now
     plan = plan_file or plan_limits_for(url)
     progress = output.Progress(quiet=args.quiet)
@@ -81,10 +83,10 @@ def run(args: argparse.Namespace) -> int:
             output.warn("matplotlib is not installed (pip install 'vllm-ops[plot]'): terminal chart instead")
             output.info(terminal_chart(report))
     rows = None
-    if args.plan:
-        from vllm_ops.loadtest.predicted import compare, load_full_plan
+    if plan_doc is not None:
+        from vllm_ops.loadtest.predicted import compare, full_plan
 
-        full = load_full_plan(args.plan)
+        full = full_plan(plan_doc)
         rows = compare(full, report) if full is not None else None
     if args.json:
         doc = report.to_dict()

@@ -62,7 +62,7 @@ from vllm_ops.launch.backend import BACKENDS, backend_for
 from vllm_ops.launch.launcher import LaunchFailed, LaunchOptions
 from vllm_ops.planning.argv import split_secret_args
 from vllm_ops.launch.lifecycle import Topology, stop, topology_mode
-from vllm_ops.launch.locate import base_version, find_vllm, installed_version
+from vllm_ops.launch.locate import base_version, resolve_vllm
 from vllm_ops.launch.state import StateStore
 from vllm_ops.models import load_model_spec
 from vllm_ops.output import Progress, info, print_json, warn
@@ -141,25 +141,21 @@ def run(args: argparse.Namespace) -> int:
     try:
         settings = load_settings()
         store = StateStore(settings.state_dir)
-        local = args.backend in ("process", "ray")
-        if local:
-            vllm = find_vllm(settings.vllm)
-        else:  # nothing local runs: the image's `vllm serve` does
-            from vllm_ops.launch.docker_backend import IMAGE_COMMAND as vllm
+        # a container backend runs the image's `vllm serve`: nothing local is looked for
+        vllm, version = resolve_vllm(args.backend in ("process", "ray"), settings.vllm,
+                                     args.vllm_version or settings.vllm_version)
         env = _parse_env(args.env)
         extra, secret_env = split_secret_args(list(args.passthrough or []))
         secrets = {k: v for k, v in env.items() if is_secret_name(k)}
         plain_env = {k: v for k, v in env.items() if k not in secrets}
-        version = args.vllm_version or settings.vllm_version
         replan = None
         if args.plan:
             from vllm_ops.planning.plan import Plan
 
             plan = Plan.load(args.plan)
-            version = version or (installed_version(vllm) if local else None) or plan.vllm_version
+            version = version or plan.vllm_version
             passthrough = extra
         else:
-            version = version or (installed_version(vllm) if local else None)
             plan, replan = _make_plan(args, version, extra, plain_env, sorted({*secrets, *secret_env}))
             passthrough = []   # the planner put them into plan.extra_args
         progress = Progress(quiet=args.quiet or False)

@@ -11,7 +11,7 @@ from typing import Any
 from vllm_ops.errors import NoGPU
 from vllm_ops.hardware import catalog, probe
 from vllm_ops.hardware.inventory import Inventory, Node
-from vllm_ops.output import console
+from vllm_ops.output import compact_table, console
 
 GiB = 1024**3
 MiB = 1024**2
@@ -82,7 +82,6 @@ def _gib(b: int | None) -> str:
 
 
 def print_table(inv: Any) -> None:
-    from rich import box
     from rich.table import Table
 
     con = console()
@@ -93,7 +92,7 @@ def print_table(inv: Any) -> None:
         con.print(gpu_table(node.gpus))
         con.print()
         # the long identifiers get their own table, so the figures stay readable at 80 columns
-        ids = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, padding=(0, 1, 0, 0))
+        ids = compact_table()
         for col in ("GPU", "bus id", "UUID"):
             ids.add_column(col, no_wrap=True, overflow="fold")
         for g in node.gpus:
@@ -121,10 +120,7 @@ GPU_COLUMNS = ("GPU", "name", "catalog", "NVML MiB", "CUDA GiB", "used MiB", "CC
 
 
 def gpu_table(gpus: Any) -> Any:
-    from rich import box
-    from rich.table import Table
-
-    t = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, padding=(0, 1, 0, 0))
+    t = compact_table()
     for col in GPU_COLUMNS:
         t.add_column(col, overflow="fold")
     for g in gpus:

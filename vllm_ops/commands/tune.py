@@ -23,10 +23,11 @@ from typing import Any
 
 from vllm_ops import output
 from vllm_ops.commands._planargs import add_plan_arguments, load_profile_arg, parse_env
-from vllm_ops.commands._slo import add_slo_arguments, print_candidates, search_from_args, workload_from_args
+from vllm_ops.commands._perfargs import workload_from_args
+from vllm_ops.commands._slo import add_slo_arguments, print_candidates, search_from_args
 from vllm_ops.errors import BadInput
 from vllm_ops.launch.backend import backend_for
-from vllm_ops.launch.locate import find_vllm, installed_version
+from vllm_ops.launch.locate import resolve_vllm
 from vllm_ops.launch.state import StateStore
 from vllm_ops.launch.tune import DEFAULT_MAX_STARTS, TuneOptions, tune, write_profile
 from vllm_ops.planning.argv import split_secret_args
@@ -50,6 +51,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     t.add_argument("--profile-name", default=None, metavar="NAME",
                    help="name of the profile written (default <profile>-<model>)")
     t.add_argument("--name", default="vllm-ops-tune", help="deployment name prefix (default vllm-ops-tune)")
+    t.add_argument("--keep", default=None, metavar="DIR",
+                   help="keep each candidate's plan.json and bench JSON under DIR/<name>-<rank>/")
     t.add_argument("--json", action="store_true", help="print the result as one JSON document")
     t.add_argument("--quiet", action="store_true", help="no progress lines")
 
@@ -76,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
     from vllm_ops.settings import load_settings
 
     _check(args)
-    parse_slo(args.slo), workload_from_args(args)          # bad input before anything is located
+    parse_slo(args.slo), workload_from_args(args, required_by="--slo")   # bad input before anything is located
     settings = load_settings()
     store = StateStore(settings.state_dir)
     vllm, backend, version = _vllm_and_backend(args, settings)
@@ -88,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
     secrets = {**{k: v for k, v in parse_env(args.env).items() if is_secret_name(k)}, **secret_env}
     opts = TuneOptions(vllm=vllm, store=store, backend=backend, max_starts=args.max_starts,
                        num_prompts=args.num_prompts, port=args.port, ready_timeout=args.ready_timeout,
-                       env=secrets, vllm_version=version, name=args.name,
+                       env=secrets, vllm_version=version, name=args.name, keep_dir=args.keep,
                        api_key=secrets.get("VLLM_API_KEY") or os.environ.get("VLLM_API_KEY"))
     previous = signal.signal(signal.SIGTERM, _sigterm)
     try:
@@ -106,14 +109,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _vllm_and_backend(args: argparse.Namespace, settings: Any) -> tuple[Any, Any, str | None]:
-    if args.backend == "docker":
-        from vllm_ops.launch.docker_backend import IMAGE_COMMAND as vllm
-
-        return vllm, backend_for("docker", image=args.image), args.vllm_version or settings.vllm_version
-
-    vllm = find_vllm(settings.vllm)
-    version = args.vllm_version or settings.vllm_version or installed_version(vllm)
-    return vllm, backend_for("process"), version
+    docker = args.backend == "docker"
+    vllm, version = resolve_vllm(not docker, settings.vllm, args.vllm_version or settings.vllm_version)
+    return vllm, (backend_for("docker", image=args.image) if docker else backend_for("process")), version
 
 
 def _write_profile(out: Any, result: Any, args: argparse.Namespace) -> Path:
@@ -130,11 +128,7 @@ def _report(out: Any, result: Any, args: argparse.Namespace) -> None:
         return
     from rich.table import Table
 
-    import sys
-
-    from rich.console import Console
-
-    con = Console(highlight=False, soft_wrap=False, width=None if sys.stdout.isatty() else 160)
+    con = output.console(pipe_width=160)
     t = Table(title=f"vllm-ops tune: {out.starts} start(s), predicted beside measured (one replica at its load)",
               title_justify="left")
     for col in ("rank", "layout", "seqs", "batched tok", "KV", "load", "TTFT ms pred/meas", "TPOT ms pred/meas",

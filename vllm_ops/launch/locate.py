@@ -125,6 +125,19 @@ def installed_version(cmd: VllmCommand) -> str | None:
         return None
 
 
+def resolve_vllm(local: bool, setting: str | None, pinned: str | None) -> tuple[VllmCommand, str | None]:
+    """The vLLM command to start and its version (``pinned`` first: --vllm-version or the setting).
+    ``local``: the vLLM found here (:func:`find_vllm`), its installed version when none is pinned;
+    otherwise (a container backend) the image's ``vllm serve`` and the pinned version only: nothing
+    local is looked for."""
+    if not local:
+        from vllm_ops.launch.docker_backend import IMAGE_COMMAND   # lazy: docker_backend imports this module
+
+        return IMAGE_COMMAND, pinned
+    cmd = find_vllm(setting)
+    return cmd, pinned or installed_version(cmd)
+
+
 def base_version(version: str | None) -> str | None:
     """``0.32.0+cpu`` → ``0.32.0`` (the planner's version rules ignore local build tags)."""
     return version.split("+", 1)[0] if version else None

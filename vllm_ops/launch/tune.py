@@ -46,6 +46,7 @@ class TuneOptions:
     vllm_version: str | None = None
     api_key: str | None = None
     name: str = "vllm-ops-tune"
+    keep_dir: str | None = None                 # each trial's plan.json + bench JSON kept under <keep_dir>/<name>-<rank>/
 
 
 @dataclass
@@ -164,6 +165,7 @@ def _bench(trial: Trial, result: Any, opts: TuneOptions, url: str, say: Progress
                        request_rates=[float(rate)] if rate is not None else None,
                        num_prompts=opts.num_prompts, input_len=w.input_len, output_len=w.output_len,
                        api_key=opts.api_key, progress=say, sample_interval=0.5)
+    _keep(trial, report, opts)
     lv = report.levels[0]
     trial.measured = {k: _r(v, 4 if k == "requests_per_s" else 2) for k, v in measured_of(lv).items()}
     trial.measured |= {"completed": lv.completed, "failed": lv.failed, "load": load,
@@ -172,6 +174,22 @@ def _bench(trial: Trial, result: Any, opts: TuneOptions, url: str, say: Progress
     say("tune", f"{cand.layout}: TTFT {trial.measured['ttft_ms']} ms, TPOT {trial.measured['tpot_ms']} ms, "
                 f"{trial.box_output_tokens_per_s} output tok/s for the box"
                 + ("" if trial.meets else f" (misses: {'; '.join(trial.misses)})"))
+
+
+def _keep(trial: Trial, report: Any, opts: TuneOptions) -> None:
+    """The trial's plan and bench report as ``vllm-ops plan --json`` / ``bench --json`` write them (the
+    layout scripts/gpu_bench_matrix.sh keeps: regression data for the performance model)."""
+    if not opts.keep_dir:
+        return
+    import json
+
+    d = Path(opts.keep_dir).expanduser() / f"{opts.name}-{trial.candidate.rank}"
+    d.mkdir(parents=True, exist_ok=True)
+    (d / "plan.json").write_text(json.dumps(trial.candidate.plan.to_dict(), indent=1), encoding="utf-8")
+    doc = report.to_dict()
+    lv = (doc.get("levels") or [{}])[0]
+    (d / f"bench-{doc.get('input_len')}-{doc.get('output_len')}-c{lv.get('concurrency')}.json").write_text(
+        json.dumps(doc, indent=1), encoding="utf-8")
 
 
 def _judge(trial: Trial, result: Any) -> None:

@@ -7,24 +7,31 @@ The prediction is per replica: the bench URL is assumed to reach one replica of 
 """
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any
 
+from vllm_ops.errors import VllmOpsError
+from vllm_ops.loadtest.report import read_plan_file
 from vllm_ops.planning.performance import Workload, predict
 from vllm_ops.planning.plan import Plan
 
 
+def full_plan(doc: dict[str, Any]):
+    """The Plan of a plan document (:func:`vllm_ops.loadtest.report.read_plan_file`), or None
+    when the document is not a whole plan (only the limits `bench` reads)."""
+    try:
+        return Plan.from_dict(doc) if "model" in doc else None
+    except (ValueError, TypeError, KeyError):
+        return None
+
+
 def load_full_plan(path: str | Path):
     """The Plan in a plan file (or a deployment state file that embeds one), or None when the
-    document is not a whole plan (PlanLimits.load has already checked it is JSON)."""
+    file is not a whole plan."""
     try:
-        doc = json.loads(Path(path).read_text(encoding="utf-8"))
-        if isinstance(doc, dict) and isinstance(doc.get("plan"), dict):
-            doc = doc["plan"]
-        return Plan.from_dict(doc) if isinstance(doc, dict) and "model" in doc else None
-    except (OSError, ValueError, TypeError, KeyError):
+        return full_plan(read_plan_file(path))
+    except VllmOpsError:
         return None
 
 

@@ -62,18 +62,24 @@ class PlanLimits:
 
     @classmethod
     def load(cls, path: str | Path) -> "PlanLimits":
-        p = Path(path)
-        try:
-            doc = json.loads(p.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise BadInput(f"plan file not found: {p}") from None
-        except (OSError, ValueError) as exc:
-            raise MalformedFile(f"{p}: not a JSON plan ({exc})") from None
-        if isinstance(doc, dict) and "plan" in doc and isinstance(doc["plan"], dict):
-            doc = doc["plan"]  # a deployment state file embeds its plan
-        if not isinstance(doc, dict) or ("memory" not in doc and "vllm_args" not in doc):
-            raise MalformedFile(f"{p}: not a vllm-ops plan (no memory / vllm_args)")
-        return cls.from_plan_dict(doc, source=str(p))
+        return cls.from_plan_dict(read_plan_file(path), source=str(Path(path)))
+
+
+def read_plan_file(path: str | Path) -> dict:
+    """The plan document of a `vllm-ops plan --json` file (or the plan a deployment state file
+    embeds); BadInput when the file is missing, MalformedFile when it is not a plan."""
+    p = Path(path)
+    try:
+        doc = json.loads(p.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise BadInput(f"plan file not found: {p}") from None
+    except (OSError, ValueError) as exc:
+        raise MalformedFile(f"{p}: not a JSON plan ({exc})") from None
+    if isinstance(doc, dict) and "plan" in doc and isinstance(doc["plan"], dict):
+        doc = doc["plan"]  # a deployment state file embeds its plan
+    if not isinstance(doc, dict) or ("memory" not in doc and "vllm_args" not in doc):
+        raise MalformedFile(f"{p}: not a vllm-ops plan (no memory / vllm_args)")
+    return doc
 
 
 @dataclass

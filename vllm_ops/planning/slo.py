@@ -165,9 +165,11 @@ class SearchResult:
 # -- the search --------------------------------------------------------------------------------
 def search(model: Any, inventory: Any, slo: SLO, workload: Any, *, pins: dict | None = None,
            vllm_version: str | None = None, profile: Any = None, allow_fp8: bool = False,
-           split: bool = True, plan_kwargs: dict | None = None) -> SearchResult:
+           split: bool = True, plan_kwargs: dict | None = None, efficiency: Any = None) -> SearchResult:
     """Every candidate layout planned and predicted, ranked (see the module doc). ``plan_kwargs``
-    go to the planner unchanged (extra_args, env, served_name, port)."""
+    go to the planner unchanged (extra_args, env, served_name, port). ``efficiency``: the
+    performance model's efficiencies to predict with instead of the shipped fit (e.g. a fold
+    fitted without the model, for a held-out evaluation); None: the shipped ones."""
     t0 = time.perf_counter()
     if len(getattr(inventory, "nodes", []) or []) > 1:
         raise BadInput("--slo plans one node: the search over layouts spanning several nodes is not modelled",
@@ -189,7 +191,7 @@ def search(model: Any, inventory: Any, slo: SLO, workload: Any, *, pins: dict | 
             return []
         seen.add(key)
         changed = sorted(k for k in p_pins if k not in ("tensor_parallel_size", "pipeline_parallel_size"))
-        scored = _score(p, model, inventory, slo, workload, split)
+        scored = _score(p, model, inventory, slo, workload, split, efficiency)
         for c in scored:
             c.changed = changed
         cands.extend(scored)
@@ -313,9 +315,10 @@ def _notes(axes: dict, pins: dict, allow_fp8: bool, split: bool, workload: Any) 
 
 
 # -- scoring -------------------------------------------------------------------------------------
-def _predict(p: Any, workload: Any, model: Any) -> dict[str, Any]:
+def _predict(p: Any, workload: Any, model: Any, efficiency: Any = None) -> dict[str, Any]:
+    kw = {} if efficiency is None else {"efficiency": efficiency}
     try:
-        perf = performance.predict(p, workload, spec=model)
+        perf = performance.predict(p, workload, spec=model, **kw)
     except (ValueError, KeyError, TypeError, ZeroDivisionError) as exc:
         return {"reason": f"the performance model failed: {type(exc).__name__}: {exc}"}
     return perf.to_dict()
@@ -325,7 +328,8 @@ def _workload(workload: Any, **changes: Any) -> Any:
     return replace(workload, **changes)
 
 
-def _score(p: Any, model: Any, inventory: Any, slo: SLO, workload: Any, split: bool) -> list[Candidate]:
+def _score(p: Any, model: Any, inventory: Any, slo: SLO, workload: Any, split: bool,
+           efficiency: Any = None) -> list[Candidate]:
     """The candidate(s) of one plan: with a rate and ``split``, one per replica count tried (the
     fewest that meet the SLO, or all replicas)."""
     a = p.vllm_args
@@ -346,16 +350,16 @@ def _score(p: Any, model: Any, inventory: Any, slo: SLO, workload: Any, split: b
     if workload.rate is not None and split:
         out = []
         for r in range(1, r_max + 1):
-            c = _evaluate(p, model, slo, workload, base, r, per_gpu, r_max, split, box_gpus)
+            c = _evaluate(p, model, slo, workload, base, r, per_gpu, r_max, split, box_gpus, efficiency)
             out.append(c)
             if c.meets:
                 break
         return out
-    return [_evaluate(p, model, slo, workload, base, r_max, per_gpu, r_max, split, box_gpus)]
+    return [_evaluate(p, model, slo, workload, base, r_max, per_gpu, r_max, split, box_gpus, efficiency)]
 
 
 def _evaluate(p: Any, model: Any, slo: SLO, workload: Any, base: dict, r: int, per_gpu: int,
-              r_max: int, split: bool, box_gpus: int) -> Candidate:
+              r_max: int, split: bool, box_gpus: int, efficiency: Any = None) -> Candidate:
     """Predict ``r`` replicas of plan ``p`` under the (split) workload and check the SLO."""
     plan_r = p if r == r_max else replace(p, replicas=p.replicas[:r])
     gpus_used = per_gpu * r
@@ -364,7 +368,7 @@ def _evaluate(p: Any, model: Any, slo: SLO, workload: Any, base: dict, r: int, p
     total_tok = total_req = 0.0
     busiest: dict[str, Any] | None = None
     for n, w in groups:
-        perf = _predict(plan_r, w, model)
+        perf = _predict(plan_r, w, model, efficiency)
         if perf.get("tpot_ms") is None or perf.get("output_tokens_per_s") is None:
             c.performance = perf
             c.load = _load_dict(w)
