@@ -1,11 +1,15 @@
 """Accuracy of the performance model (vllm_ops/planning/performance.py) on measured vLLM serving runs.
 
 Held-out evaluation, leave-one-model-out: for each model the efficiencies are fitted on the OTHER
-models' rows only (every measurement set pooled) and the errors are reported on this model's rows
-("held-out"); "in-sample" rows use the shipped constants (vllm_ops/data/perf/fit.json, fitted on
-every row). A fold whose training rows hold no MoE model keeps the MoE efficiencies neutral (1.0,
-no per-layer cost); one without FP8 rows uses the 16-bit GEMM efficiency for FP8: nothing is taken
-from the held-out model.
+models' rows only (every measurement set pooled: the public rows and our own H200 runs) and the errors
+are reported on this model's rows ("held-out"); "in-sample" rows use the shipped constants
+(vllm_ops/data/perf/fit.json, fitted on every row). In the loss every model weighs the same (a model
+measured at 93 levels does not outvote one measured at 7), and a fit runs on at most
+FIT_ROWS_PER_MODEL evenly spaced rows of a model (speed; the figures use every row). A fold whose
+training rows hold no MoE model keeps the MoE efficiencies neutral (1.0, no per-layer cost); FP8
+GEMMs reach the same fraction of the FP8 peak as 16-bit ones of theirs: nothing is taken from the
+held-out model. closed_loop_work_bound (fit-free) names rows whose closed-loop cycle is shorter
+than the stated prompts and KV reads need at 100% of the peaks.
 
 Data sets (vendored, provenance in their READMEs):
   public   tests/data/perf/vllm-perf-public.csv   NVIDIA aiconfigurator vLLM rows (3 models, H100/H200)
@@ -434,7 +438,7 @@ def write_fit(doc: dict[str, Any], iters: int) -> None:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--fit", action="store_true", help="fit on all rows and print the constants")
-    ap.add_argument("--iters", type=int, default=10, help="coordinate-search rounds per fit (10: ~9 min on 2 cores)")
+    ap.add_argument("--iters", type=int, default=10, help="coordinate-search rounds per fit (10: ~4 min for the 6 fits on 2 cores)")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--write", action="store_true",
                     help="with --fit: write the constants and held-out figures to vllm_ops/data/perf/fit.json")
