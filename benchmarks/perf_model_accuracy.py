@@ -510,6 +510,11 @@ def main(argv: list[str] | None = None) -> int:
               f"{sc['tpot_p90']!s:>6} {sc['ttft_median']!s:>8} {sc['ttft_p90']!s:>6}")
         print("targets on unseen models: answered >= 90%, TPOT median <= 10% (p90 <= 25%), TTFT median <= 20% "
               "(p90 <= 50%); errors are absolute %")
+        over = closed_loop_work_bound(loaded[name])
+        if over:
+            print(f"fit-free: {len(over)} row(s) need more than 90% of the peaks for the stated prompts and KV "
+                  "reads in their closed-loop cycle (closed_loop_work_bound): " +
+                  ", ".join(f"{n} {r}" for n, r in over))
         if "fit_all" in d:
             print("fitted on all rows:", json.dumps(d["fit_all"]))
     return 0
