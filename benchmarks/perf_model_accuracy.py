@@ -238,7 +238,8 @@ MOE_PARAMS = ("moe_bw", "moe_flops", "moe_layer_us")
 # allreduce_us at most 30 us: one small-message all-reduce over NVLink (NCCL or vLLM's custom all-reduce) takes
 # about 10-30 us; fitted up to 100 us it absorbed other models' misses (Qwen3-235B-A22B-FP8's flat TPOT)
 BOUNDS_ = {"bw": (0.3, 1.0), "flops": (0.2, 1.0), "step_ms": (0.05, 10.0), "layer_us": (0.0, 200.0),
-           "allreduce_us": (1.0, 30.0), "request_ms": (0.0, 100.0), "moe_bw": (0.1, 1.0), "moe_flops": (0.05, 1.0), "moe_layer_us": (0.0, 400.0), "eager_layer_us": (0.0, 200.0), "flops_fp8": (0.2, 1.0)}
+           "allreduce_us": (1.0, 30.0), "request_ms": (0.0, 100.0), "moe_bw": (0.1, 1.0), "moe_flops": (0.05, 1.0),
+           "moe_layer_us": (0.0, 400.0), "eager_layer_us": (0.0, 200.0), "flops_fp8": (0.2, 1.0)}
 
 
 def fit(cases: list[Case], start=None, iters: int = 60, params: tuple[str, ...] = PARAMS):
@@ -438,7 +439,8 @@ def write_fit(doc: dict[str, Any], iters: int) -> None:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--fit", action="store_true", help="fit on all rows and print the constants")
-    ap.add_argument("--iters", type=int, default=10, help="coordinate-search rounds per fit (10: ~4 min for the 6 fits on 2 cores)")
+    ap.add_argument("--iters", type=int, default=10,
+                    help="coordinate-search rounds per fit (10: ~4 min for the 6 fits on 2 cores)")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--write", action="store_true",
                     help="with --fit: write the constants and held-out figures to vllm_ops/data/perf/fit.json")
