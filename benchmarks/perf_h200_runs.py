@@ -4,8 +4,10 @@
 
 Each run's plan.json (re-planned for vLLM 0.25.0 with the flags it ran with) and every measured
 `vllm-ops bench` level (ISL, OSL, concurrency, number of prompts: first wave included) is predicted
-with the same request count. HELD-OUT: the model's constants (vllm_ops/data/perf/fit.json) were fitted on the
-public rows in tests/data/perf/ only; none of these runs was used to fit anything.
+with the same request count. HELD-OUT: each run is predicted with the constants fitted WITHOUT its model's rows
+(vllm_ops/data/perf/fit.json ``held_out["gpu:<model>"]``: the public rows in tests/data/perf/ and the other
+runs here, leave-one-model-out); a model without such a fold is predicted with the constants fitted on every
+row and marked in-sample.
 Prints predicted vs measured mean TTFT, mean TPOT and output tokens/s, and the median/p90 absolute errors.
 """
 from __future__ import annotations
@@ -32,13 +34,19 @@ def _accuracy_module():
 def rows() -> list[dict]:
     """One row per measured level: the run's plan (``plan.json``: vLLM 0.25.0, the flags it ran with) and the
     benchmark's own request count, predicted with the fitted constants."""
+    from vllm_ops.planning import perf_fit
+
     acc = _accuracy_module()
     out = []
-    for c, perf in acc.predict_all(acc.gpu_cases()):
-        w = c.workload
-        out.append({"run": c.name.split("/", 1)[0], "isl": w.input_len, "osl": w.output_len, "c": w.concurrency,
-                    "n": w.num_requests, "ttft": (perf.ttft_ms, c.ttft_ms), "tpot": (perf.tpot_ms, c.tpot_ms),
-                    "tok_s": (perf.output_tokens_per_s, c.out_tok_s), "bound": perf.bound, "reason": perf.reason})
+    for c in acc.gpu_cases():
+        fold = perf_fit.HELD_OUT.get(f"gpu:{c.model}")
+        for _c, perf in acc.predict_all([c], fold["efficiency"] if fold else None):
+            w = c.workload
+            out.append({"run": c.name.split("/", 1)[0], "isl": w.input_len, "osl": w.output_len,
+                        "c": w.concurrency, "n": w.num_requests, "held_out": fold is not None,
+                        "ttft": (perf.ttft_ms, c.ttft_ms), "tpot": (perf.tpot_ms, c.tpot_ms),
+                        "tok_s": (perf.output_tokens_per_s, c.out_tok_s), "bound": perf.bound,
+                        "reason": perf.reason})
     return out
 
 
@@ -52,12 +60,13 @@ def main() -> int:
     if "--json" in sys.argv:
         print(json.dumps(rs, indent=1))
         return 0
-    print("HELD-OUT (no H200 run was used to fit the performance model)")
-    print(f"{'run':7} {'ISL':>5} {'OSL':>5} {'C':>4} {'N':>4} | {'TTFT ms pred/meas':>20} | "
+    print("held-out: constants fitted without the run's model (leave-one-model-out); in-sample: fitted on every row")
+    print(f"{'run':7} {'kind':9} {'ISL':>5} {'OSL':>5} {'C':>4} {'N':>4} | {'TTFT ms pred/meas':>20} | "
           f"{'TPOT ms pred/meas':>18} | {'tok/s pred/meas':>18} | bound")
     for r in rs:
         f = lambda pair, k=1: "-" if pair[0] is None else f"{pair[0]:.{k}f}/{pair[1]:.{k}f}"  # noqa: E731
-        print(f"{r['run']:7} {r['isl']:5} {r['osl']:5} {r['c']:4} {r['n']:4} | {f(r['ttft']):>20} | "
+        kind = "held-out" if r["held_out"] else "in-sample"
+        print(f"{r['run']:7} {kind:9} {r['isl']:5} {r['osl']:5} {r['c']:4} {r['n']:4} | {f(r['ttft']):>20} | "
               f"{f(r['tpot'], 2):>18} | {f(r['tok_s'], 0):>18} | {r['bound'] or r['reason']}")
     for key in ("ttft", "tpot", "tok_s"):
         errs = sorted(e for e in (_err(r[key]) for r in rs) if e is not None)

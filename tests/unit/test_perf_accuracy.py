@@ -46,6 +46,46 @@ def test_held_out_figures_stay_within_the_recorded_ones(bench, cases, key):
         assert got[k] <= want[k] * 1.15 + 2.0, (k, got, want)
 
 
+# pooled held-out figures of each measurement set (every model predicted with its own leave-one-model-out fold,
+# fitted on the public rows AND our H200 runs of the other models), as benchmarks/perf_model_accuracy.py
+# printed them, plus a small margin: a regression guard, not the targets of issue #22 (not met)
+HELD_OUT_POOLED = {"public": {"tpot_median": 31.0, "tpot_p90": 70.0, "ttft_median": 38.0,
+                              "ttft_p90": 70.0},
+                   "gpu": {"tpot_median": 48.0, "tpot_p90": 120.0, "ttft_median": 34.0,
+                           "ttft_p90": 82.0}}
+
+
+def test_folds_leave_one_model_out_of_both_sets():
+    """Every model of either set has a fold fitted on every OTHER model of both sets (public rows and our
+    own runs pooled), never on itself."""
+    models = {k.split(":", 1)[1] for k in perf_fit.HELD_OUT}
+    assert {k.split(":", 1)[0] for k in perf_fit.HELD_OUT} == {"public", "gpu"}
+    for key, fold in perf_fit.HELD_OUT.items():
+        model = key.split(":", 1)[1]
+        assert sorted(fold["fitted_on"]) == sorted(models - {model}), key
+
+
+@pytest.mark.parametrize("data", sorted(HELD_OUT_POOLED))
+def test_pooled_held_out_figures_stay_within_bounds(bench, cases, data):
+    pairs = []
+    for key, fold in perf_fit.HELD_OUT.items():
+        d, model = key.split(":", 1)
+        if d == data:
+            pairs += bench.predict_all([c for c in cases[data] if c.model == model], fold["efficiency"])
+    got = bench.score(pairs, sum(1 for c in cases[data] if not c.excluded))
+    assert got["answered_frac"] >= 0.9
+    for k, bound in HELD_OUT_POOLED[data].items():
+        assert got[k] <= bound, (k, got)
+
+
+def test_closed_loop_work_bound_flags_rows_that_need_more_than_the_peaks(bench, cases):
+    """Fit-free: some published Llama-3.1-8B-FP8 rows leave less time per closed-loop cycle than their
+    stated prompts (at the FP8 peak) and KV reads (at full bandwidth) need; none of our own runs does."""
+    flagged = dict(bench.closed_loop_work_bound([c for c in cases["public"] if not c.excluded]))
+    assert any("llama" in n.lower() and r > 1.0 for n, r in flagged.items())
+    assert bench.closed_loop_work_bound([c for c in cases["gpu"] if not c.excluded]) == []
+
+
 def test_disaggregated_rows_are_excluded_with_a_reason(cases):
     ex = [c for c in cases["public"] if c.excluded]
     assert ex and all("disaggregated" in c.excluded for c in ex)

@@ -5,12 +5,13 @@ The constants live in ``vllm_ops/data/perf/fit.json``, written by
 
 * ``efficiency``: fitted on every row of the measurement sets named in ``fitted_on`` (what
   ``vllm-ops plan`` uses);
-* ``held_out``: one entry per ``"<set>:<model>"``, the efficiencies fitted WITHOUT that model's rows
-  (``fitted_on`` names the models used) and the errors they give on that model's rows (``figures``:
-  held-out, answered fraction and TPOT/TTFT median and p90 absolute % error).
+* ``held_out``: one entry per ``"<set>:<model>"``, the efficiencies fitted WITHOUT that model's rows,
+  on every other model of BOTH sets (``fitted_on`` names them: leave-one-model-out over the union, so the
+  MoE/FP8 constants of one MoE model's fold come from the other MoE model) and the errors they give on
+  that model's rows (``figures``: held-out, answered fraction and TPOT/TTFT median and p90 absolute % error).
 
 Measurement sets: ``public`` = tests/data/perf/vllm-perf-public.csv (NVIDIA aiconfigurator vLLM rows),
-``gpu`` = tests/data/gpu-runs/perf/ (``vllm-ops bench`` runs on an H200). Without the file (or for a
+``gpu`` = tests/data/gpu-runs/h200x1/perf/ (``vllm-ops bench`` runs on an H200). Without the file (or for a
 field it lacks) the first-principles defaults below apply, said in the notes.
 """
 from __future__ import annotations
