@@ -149,7 +149,12 @@ def test_sliding_window_hybrid_is_modelled_without_warning():
                                   model_id="oss-all-full"))
     assert p.fits and p.memory.max_concurrency > 1.5 * full.memory.max_concurrency
     blocks = p.memory.kv_cache_gib * 1024**3 // (16 * 12 * p.memory.kv_bytes_per_token / 24)
-    assert abs(p.memory.kv_cache_tokens / (blocks // 2 * 16) - 1) < 1e-3   # vLLM: num_blocks // groups x block
+    assert abs(p.memory.kv_pool_tokens / (blocks // 2 * 16) - 1) < 1e-3    # the pool: num_blocks // groups x block
+    # what vLLM >= 0.25 prints as "GPU KV cache size": max concurrency x max_model_len (versions.kv_tokens_report)
+    mml = p.vllm_args["max_model_len"]
+    assert abs(p.memory.kv_cache_tokens / (p.memory.max_concurrency * mml) - 1) < 1e-3
+    old = _plan("openai/gpt-oss-20b", version="0.19.0")
+    assert old.memory.kv_cache_tokens == old.memory.kv_pool_tokens
     assert not _codes(p) & {"hybrid-state-not-modelled", "encoder-profile-estimated"}
 
 

@@ -37,6 +37,10 @@ def search_from_args(args: argparse.Namespace, *, cmd: str = "plan", vllm_versio
 
     slo = parse_slo(args.slo)
     workload = workload_from_args(args, required_by="--slo")
+    if cmd == "tune":       # tune benches each candidate with --num-prompts requests: predict that, first wave included
+        from dataclasses import replace
+
+        workload = replace(workload, num_requests=int(args.num_prompts))
     kw = plan_inputs(args, cmd=cmd, vllm_version=vllm_version)
     model, inventory, pins = kw.pop("model"), kw.pop("inventory"), kw.pop("pins")
     version, profile = kw.pop("vllm_version"), kw.pop("profile")
