@@ -134,3 +134,20 @@ def test_keep_writes_the_trial_plan_and_bench_report_for_regression_data(tmp_pat
     assert json.loads((d / "bench-1024-256-cNone.json").read_text())["input_len"] == 1024
     _keep(t, rep, TuneOptions(vllm=None, store=None, name="other"))        # no keep_dir: nothing written
     assert not (tmp_path / f"other-{t.candidate.rank}").exists()
+
+
+def test_tune_predicts_the_protocol_it_benches():
+    """tune benches each candidate with --num-prompts requests (first wave included): its candidates are
+    predicted for that many requests, `plan --slo` for the steady state."""
+    import argparse
+
+    from vllm_ops.commands import tune as tune_cmd
+    from vllm_ops.commands._slo import search_from_args
+
+    ap = argparse.ArgumentParser()
+    tune_cmd.configure(ap)
+    args = ap.parse_args(["--gpus", "1xH200", "--model", "Qwen/Qwen2.5-7B-Instruct", "--slo", "tpot_ms=15",
+                          "--input-len", "1024", "--output-len", "256", "--concurrency", "64", "--num-prompts", "128",
+                          "--vllm-version", "0.25.0"])
+    assert search_from_args(args, cmd="tune", vllm_version="0.25.0").workload.num_requests == 128
+    assert search_from_args(args, cmd="plan", vllm_version="0.25.0").workload.num_requests is None
