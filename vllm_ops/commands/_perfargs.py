@@ -55,14 +55,14 @@ def workload_from_args(args: argparse.Namespace, *, required_by: str | None = No
     return w
 
 
-def add_performance(plan, w) -> None:
+def add_performance(plan, w, spec=None) -> None:
     """Fill ``plan.performance`` for the workload ``w`` (None: the flags were not given; measured
     records attached)."""
     if w is None:
         return
     from vllm_ops.planning.performance import predict
 
-    perf = predict(plan, w).to_dict()
+    perf = predict(plan, w, spec=spec).to_dict()
     perf["workload"] = {"input_len": w.input_len, "output_len": w.output_len, "concurrency": w.concurrency,
                         "rate": w.rate}
     try:

@@ -188,5 +188,12 @@ def plan_inputs(args: argparse.Namespace, *, cmd: str = "plan", vllm_version: st
 def plan_from_args(args: argparse.Namespace, *, cmd: str = "plan", vllm_version: str | None = None,
                    default_model: bool = True):
     """The whole planning step of a command → Plan."""
+    return plan_and_spec_from_args(args, cmd=cmd, vllm_version=vllm_version, default_model=default_model)[0]
+
+
+def plan_and_spec_from_args(args: argparse.Namespace, *, cmd: str = "plan", vllm_version: str | None = None,
+                            default_model: bool = True):
+    """``plan_from_args`` and the ModelSpec it planned (for what else needs the model's facts)."""
     kw = plan_inputs(args, cmd=cmd, vllm_version=vllm_version, default_model=default_model)
-    return plan(kw.pop("model"), kw.pop("inventory"), **kw)
+    spec = kw.pop("model")
+    return plan(spec, kw.pop("inventory"), **kw), spec

@@ -21,7 +21,8 @@ import argparse
 from vllm_ops import output
 from vllm_ops.commands._perfargs import add_performance, add_workload_arguments, workload_from_args
 from vllm_ops.commands._planargs import (  # noqa: F401  (re-exported)
-    DEFAULT_MODEL, DEFAULT_PROFILE, add_multinode_arguments, add_plan_arguments, plan_from_args,
+    DEFAULT_MODEL, DEFAULT_PROFILE, add_multinode_arguments, add_plan_arguments, plan_and_spec_from_args,
+    plan_from_args,
 )
 from vllm_ops.commands._plantable import print_plan_table as _print_table
 from vllm_ops.commands._slo import add_slo_arguments, run_slo
@@ -43,10 +44,10 @@ def run(args: argparse.Namespace) -> int:
         return run_slo(args)
 
     workload = workload_from_args(args)       # bad workload flags: exit 2 before planning
-    result = plan_from_args(args, cmd="plan")
+    result, spec = plan_and_spec_from_args(args, cmd="plan")
     if not result.nodes:
         result = apply_calibration(result)    # measured figures of earlier launches
-    add_performance(result, workload)
+    add_performance(result, workload, spec=spec)
     if args.json:
         output.print_json(result.to_dict())
     else:

@@ -13,7 +13,7 @@ from typing import Any
 
 from vllm_ops.errors import VllmOpsError
 from vllm_ops.loadtest.report import read_plan_file
-from vllm_ops.planning.performance import Workload, predict
+from vllm_ops.planning.performance import Workload, model_spec_of, predict
 from vllm_ops.planning.plan import Plan
 
 
@@ -44,6 +44,7 @@ def compare(plan: Any, report: Any, *, record: bool = True, state_dir: Any = Non
     """One row per level: ``{"level", "predicted", "measured", "reason"}``; with ``record``, each
     level with a prediction and measured figures becomes a calibration record."""
     rows = []
+    spec = model_spec_of(plan)[0]          # once for every level (None: predict says why)
     for lv in report.levels:
         row: dict[str, Any] = {"level": lv.label, "measured": measured_of(lv), "predicted": None, "reason": None}
         rate = lv.request_rate
@@ -54,7 +55,7 @@ def compare(plan: Any, report: Any, *, record: bool = True, state_dir: Any = Non
         else:
             w = Workload(report.input_len, report.output_len, concurrency=lv.concurrency,
                          rate=None if lv.concurrency is not None else rate, num_requests=lv.num_requests or None)
-            perf = predict(plan, w)
+            perf = predict(plan, w, spec=spec)
             row["predicted"] = {k: getattr(perf, k) for k in ("ttft_ms", "tpot_ms", "output_tokens_per_s",
                                                               "requests_per_s", "bound")}
             row["reason"] = perf.reason

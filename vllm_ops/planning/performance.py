@@ -90,6 +90,17 @@ def refuse(reason: str, notes: list[str] | None = None) -> Performance:
     return Performance(None, None, None, None, None, None, None, reason=reason, notes=list(notes or []))
 
 
+def model_spec_of(plan: "Plan") -> tuple["ModelSpec | None", str | None]:
+    """The model facts of ``plan`` (offline), or None and why not; callers predicting several loads of one
+    plan load them once and pass ``spec=``."""
+    try:
+        from vllm_ops.models import load_model_spec
+
+        return load_model_spec(plan.model.get("path") or plan.model["id"], offline=True), None
+    except Exception as exc:  # noqa: BLE001 — any failure to resolve is a reason, not a crash
+        return None, f"model facts for {plan.model.get('id')!r} not available offline ({type(exc).__name__})"
+
+
 def predict(plan: "Plan", workload: Workload, *, spec: "ModelSpec | None" = None,
             efficiency: Any = None) -> Performance:
     """Per-replica prediction for ``plan``'s layout at ``workload`` (see the module doc).
@@ -100,12 +111,9 @@ def predict(plan: "Plan", workload: Workload, *, spec: "ModelSpec | None" = None
     if why:
         return refuse(why)
     if spec is None:
-        try:
-            from vllm_ops.models import load_model_spec
-
-            spec = load_model_spec(plan.model.get("path") or plan.model["id"], offline=True)
-        except Exception as exc:  # noqa: BLE001 — any failure to resolve is a reason, not a crash
-            return refuse(f"model facts for {plan.model.get('id')!r} not available offline ({type(exc).__name__})")
+        spec, why = model_spec_of(plan)
+        if spec is None:
+            return refuse(why)
 
     eff = efficiency or perf_fit.EFFICIENCY
     cost, why = step_cost(plan, spec, eff)
