@@ -149,5 +149,9 @@ def test_tune_predicts_the_protocol_it_benches():
     args = ap.parse_args(["--gpus", "1xH200", "--model", "Qwen/Qwen2.5-7B-Instruct", "--slo", "tpot_ms=15",
                           "--input-len", "1024", "--output-len", "256", "--concurrency", "64", "--num-prompts", "128",
                           "--vllm-version", "0.25.0"])
-    assert search_from_args(args, cmd="tune", vllm_version="0.25.0").workload.num_requests == 128
+    assert search_from_args(args, cmd="tune", vllm_version="0.25.0",
+                            num_requests=args.num_prompts).workload.num_requests == 128
     assert search_from_args(args, cmd="plan", vllm_version="0.25.0").workload.num_requests is None
+    import inspect
+
+    assert "num_requests=args.num_prompts" in inspect.getsource(tune_cmd.run)

@@ -31,16 +31,18 @@ def add_slo_arguments(parser: argparse.ArgumentParser) -> None:
                    help="let --slo try fp8 weights (online quantization: changes the outputs)")
 
 
-def search_from_args(args: argparse.Namespace, *, cmd: str = "plan", vllm_version: str | None = None) -> Any:
-    """Parse --slo and the workload, plan every candidate → SearchResult."""
+def search_from_args(args: argparse.Namespace, *, cmd: str = "plan", vllm_version: str | None = None,
+                     num_requests: int | None = None) -> Any:
+    """Parse --slo and the workload, plan every candidate → SearchResult. ``num_requests``: predict a
+    benchmark of that many requests (first wave included) instead of the steady state."""
     from vllm_ops.planning.slo import parse_slo, search
 
     slo = parse_slo(args.slo)
     workload = workload_from_args(args, required_by="--slo")
-    if cmd == "tune":       # tune benches each candidate with --num-prompts requests: predict that, first wave included
+    if num_requests is not None:
         from dataclasses import replace
 
-        workload = replace(workload, num_requests=int(args.num_prompts))
+        workload = replace(workload, num_requests=int(num_requests))
     kw = plan_inputs(args, cmd=cmd, vllm_version=vllm_version)
     model, inventory, pins = kw.pop("model"), kw.pop("inventory"), kw.pop("pins")
     version, profile = kw.pop("vllm_version"), kw.pop("profile")

@@ -83,7 +83,8 @@ def run(args: argparse.Namespace) -> int:
     settings = load_settings()
     store = StateStore(settings.state_dir)
     vllm, backend, version = _vllm_and_backend(args, settings)
-    result = search_from_args(args, cmd="tune", vllm_version=version)
+    # each candidate is benched with --num-prompts requests: predict that, first wave included
+    result = search_from_args(args, cmd="tune", vllm_version=version, num_requests=args.num_prompts)
     if not args.json:
         print_candidates(result, output.console(stderr=True))
     # the planner kept the extra vLLM args in each plan (secrets as names only): launch needs the values
