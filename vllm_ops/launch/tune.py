@@ -185,11 +185,10 @@ def _keep(trial: Trial, report: Any, opts: TuneOptions) -> None:
 
     d = Path(opts.keep_dir).expanduser() / f"{opts.name}-{trial.candidate.rank}"
     d.mkdir(parents=True, exist_ok=True)
-    (d / "plan.json").write_text(json.dumps(trial.candidate.plan.to_dict(), indent=1), encoding="utf-8")
-    doc = report.to_dict()
-    lv = (doc.get("levels") or [{}])[0]
-    (d / f"bench-{doc.get('input_len')}-{doc.get('output_len')}-c{lv.get('concurrency')}.json").write_text(
-        json.dumps(doc, indent=1), encoding="utf-8")
+    (d / "plan.json").write_text(trial.candidate.plan.to_json(indent=1), encoding="utf-8")
+    conc = report.levels[0].concurrency if report.levels else None
+    (d / f"bench-{report.input_len}-{report.output_len}-c{conc}.json").write_text(
+        json.dumps(report.to_dict(), indent=1), encoding="utf-8")
 
 
 def _judge(trial: Trial, result: Any) -> None:
