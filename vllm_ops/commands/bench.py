@@ -46,7 +46,12 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--plan", default=None, metavar="PLAN.json",
                    help="a `vllm-ops plan --json` file: compare the saturation with it, print the predicted "
                         "TTFT/TPOT/throughput beside the measured ones and record the pairs for calibration")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=None,
+                   help="seed of the random prompts (default: a new one, printed in --json; every level and the "
+                        "warm-up get their own prompts, so vLLM's prefix cache never serves a level)")
+    p.add_argument("--prompt-pool", type=int, default=None, metavar="N",
+                   help="send each level's requests over N distinct prompts (passes in a new order; aiperf's "
+                        "default is 100): measures prefix-cache reuse; the cache hit column says how much")
     p.add_argument("--sample-interval", type=float, default=0.5, metavar="S",
                    help="seconds between /metrics samples during a level (0: before/after only)")
     p.add_argument("--plot", default=None, metavar="FILE.png",
@@ -71,6 +76,7 @@ def run(args: argparse.Namespace) -> int:
                        num_prompts=args.num_prompts, input_len=args.input_len,
                        output_len=args.output_len, dataset=args.dataset, plan=plan,
                        api_key=server.api_key, timeout=server.timeout, seed=args.seed,
+                       prompt_pool=args.prompt_pool,
                        sample_interval=args.sample_interval,
                        progress=progress)
     if args.plot:

@@ -4,7 +4,10 @@ Every request is a streaming ``/v1/completions`` call through the bundled client
 (``VLLMProvider.astream_events``) with
 ``ignore_eos: true`` and ``max_tokens = output_len`` (fixed output length) and
 ``stream_options.include_usage`` (exact token counts). Prompts are random token-id lists of
-``input_len`` drawn from the server's own vocabulary (or a ``--dataset`` file). Between levels,
+``input_len`` drawn from the server's own vocabulary (or a ``--dataset`` file), new ones for every
+level and for the warm-up request (vLLM's prefix cache would otherwise serve a prompt sent before,
+and the level would time cache hits, not prefills); ``prompt_pool`` N sends each level's requests
+over N distinct prompts instead (prefix-cache reuse measured on purpose). Between levels,
 ``/metrics`` is read before and after (counter deltas) and sampled during the level (peak KV
 cache usage, longest queue, biggest batch).
 """
@@ -17,7 +20,7 @@ from typing import Any, Callable, Sequence
 
 from vllm_ops.errors import BadInput
 from vllm_ops.loadtest.generator import run_concurrency, run_rate, sample_while
-from vllm_ops.loadtest.prompts import (VOCAB_TEXT, load_dataset, random_token_prompts,
+from vllm_ops.loadtest.prompts import (VOCAB_TEXT, load_dataset, pooled_prompts, random_token_prompts,
                                        vocabulary_from_tokens)
 from vllm_ops.loadtest.report import BenchReport, PlanLimits, analyse
 from vllm_ops.loadtest.stats import ServerSide, summarize
@@ -38,11 +41,31 @@ def _delta(before: Any, after: Any, name: str) -> float | None:
     return None if a is None or b is None else a - b
 
 
+# prefix-cache counters: the names since vLLM 0.12.0, then the older ones (planning/versions.py, PR #29330)
+_PREFIX_COUNTERS = (("vllm:prefix_cache_hits_total", "vllm:prefix_cache_queries_total"),
+                    ("vllm:gpu_prefix_cache_hits_total", "vllm:gpu_prefix_cache_queries_total"))
+
+
+def _prefix_hit_rate(before: Any, after: Any) -> float | None:
+    """Fraction of the level's prompt tokens vLLM served from its prefix cache (None: not exposed)."""
+    for hits, queries in _PREFIX_COUNTERS:
+        h, q = _delta(before, after, hits), _delta(before, after, queries)
+        if h is not None and q is not None:
+            return h / q if q > 0 else 0.0
+    return None
+
+
+def level_seed(seed: int, level: int) -> int:
+    """The prompts' seed of level ``level`` (0: the warm-up request): distinct prompts everywhere."""
+    return seed * 1_000_003 + level
+
+
 async def arun_bench(url: str, *, model: str | None = None,
                      concurrency: Sequence[int] | None = (1, 4, 16, 64),
                      request_rates: Sequence[float] | None = None, num_prompts: int = 100,
                      input_len: int = 128, output_len: int = 128, dataset: str | None = None,
-                     plan: PlanLimits | None = None, api_key: str | None = None, seed: int = 0,
+                     plan: PlanLimits | None = None, api_key: str | None = None, seed: int | None = None,
+                     prompt_pool: int | None = None,
                      sample_interval: float = 0.5, timeout: float = 600.0,
                      progress: Progress | None = None, provider: Any = None) -> BenchReport:
     from vllm_ops.client import VLLMError, VLLMProvider
@@ -59,6 +82,12 @@ async def arun_bench(url: str, *, model: str | None = None,
         raise BadInput("concurrency levels must be ≥ 1 and request rates > 0")
     if num_prompts < 1 or output_len < 1 or (dataset is None and input_len < 1):
         raise BadInput("num-prompts, input-len and output-len must be at least 1")
+    if prompt_pool is not None and prompt_pool < 1:
+        raise BadInput("--prompt-pool must be at least 1")
+    if seed is None:
+        import random
+
+        seed = random.SystemRandom().randrange(1 << 30)
     say = progress or (lambda stage, detail="": None)
     top = max([c or 0 for c, _ in levels] + [num_prompts if mode == "request_rate" else 0, 1])
     own = provider is None
@@ -79,13 +108,19 @@ async def arun_bench(url: str, *, model: str | None = None,
 
         prompt_lens: list[int] | None
         if dataset:
-            prompts: list[Any] = load_dataset(dataset, num_prompts, seed)
+            prompts_of = lambda i: load_dataset(dataset, num_prompts, seed)  # noqa: E731 — a file is what it is
             prompt_lens = None
+            warm_prompt = prompts_of(0)[0]
         else:
             tok = await llm.atokenize(VOCAB_TEXT, add_special_tokens=False)
             vocab = vocabulary_from_tokens([tok.tokens])
-            prompts = random_token_prompts(vocab, num_prompts, input_len, seed)
+
+            def prompts_of(i: int) -> list[Any]:
+                s = level_seed(seed, i)
+                return pooled_prompts(vocab, num_prompts, input_len, prompt_pool, s) if prompt_pool else \
+                    random_token_prompts(vocab, num_prompts, input_len, s)
             prompt_lens = [input_len] * num_prompts
+            warm_prompt = random_token_prompts(vocab, 1, input_len, level_seed(seed, 0))[0]
 
         events = llm.astream_events
         include_usage = {"include_usage": True}
@@ -96,12 +131,14 @@ async def arun_bench(url: str, *, model: str | None = None,
 
         # one warm-up request (not timed): connections, the server's first-request costs
         say("warm-up", f"{model} at {url}")
-        async for _ in stream(prompts[0]):
+        async for _ in stream(warm_prompt):
             pass
 
         report = BenchReport(url=url, model=model, input_len=input_len, output_len=output_len,
-                             num_prompts=num_prompts, mode=mode, dataset=dataset, version=version)
-        for c, r in levels:
+                             num_prompts=num_prompts, mode=mode, dataset=dataset, version=version, seed=seed,
+                             prompt_pool=prompt_pool)
+        for i, (c, r) in enumerate(levels, start=1):
+            prompts = prompts_of(i)
             label = f"concurrency {c}" if c is not None else f"rate {r:g}/s"
             say("bench", f"{label}: {num_prompts} requests")
             before = await _metrics_or_none(llm)
@@ -133,6 +170,7 @@ async def arun_bench(url: str, *, model: str | None = None,
                 peak_kv_cache_usage=_gauge_max(samples, "vllm:kv_cache_usage_perc"),
                 max_waiting=_gauge_max(samples, "vllm:num_requests_waiting"),
                 max_running=_gauge_max(samples, "vllm:num_requests_running"),
+                prefix_cache_hit_rate=_prefix_hit_rate(before, after),
                 samples=len(samples))
             report.levels.append(stats)
             say("bench", f"{label}: {stats.request_throughput:.2f} req/s, "

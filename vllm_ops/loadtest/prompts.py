@@ -43,6 +43,22 @@ def random_token_prompts(vocab: Sequence[int], n: int, input_len: int, seed: int
     return [[rng.choice(vocab) for _ in range(input_len)] for _ in range(n)]
 
 
+def pooled_prompts(vocab: Sequence[int], n: int, input_len: int, pool: int, seed: int = 0) -> list[list[int]]:
+    """``n`` requests over ``pool`` distinct prompts: each pass over the pool in a fresh seeded order (as
+    aiperf sends its dataset entries, 100 by default), so a prompt comes back after about ``pool``
+    other requests and vLLM's prefix cache serves it if it still holds it."""
+    if pool < 1:
+        raise BadInput("--prompt-pool must be at least 1")
+    base = random_token_prompts(vocab, min(pool, n), input_len, seed)
+    rng = random.Random(seed + 1)
+    out: list[list[int]] = []
+    while len(out) < n:
+        order = list(range(len(base)))
+        rng.shuffle(order)
+        out.extend(base[i] for i in order[: n - len(out)])
+    return out
+
+
 def load_dataset(path: str | Path, n: int, seed: int = 0) -> list[str]:
     """Prompts from a file, cycled/sampled to ``n``.
 

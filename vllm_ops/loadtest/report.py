@@ -158,6 +158,8 @@ class BenchReport:
     saturation: Saturation | None = None
     dataset: str | None = None
     version: str | None = None
+    seed: int | None = None                     # the prompts' seed (each level draws its own from it)
+    prompt_pool: int | None = None              # distinct prompts per level (None: every request its own)
 
     @property
     def ok(self) -> bool:
@@ -166,7 +168,8 @@ class BenchReport:
     def to_dict(self) -> dict[str, Any]:
         return {"url": self.url, "model": self.model, "version": self.version, "mode": self.mode,
                 "input_len": self.input_len, "output_len": self.output_len,
-                "num_prompts": self.num_prompts, "dataset": self.dataset, "ok": self.ok,
+                "num_prompts": self.num_prompts, "dataset": self.dataset, "seed": self.seed,
+                "prompt_pool": self.prompt_pool, "ok": self.ok,
                 "levels": [lv.to_dict() for lv in self.levels],
                 "saturation": self.saturation.to_dict() if self.saturation else None}
 
@@ -178,7 +181,7 @@ class BenchReport:
                         f"{self.output_len} tokens, {self.num_prompts} prompts per level)",
                   title_justify="left")
         for col in ("level", "ok", "err", "req/s", "out tok/s", "TTFT p50/p90/p99 ms",
-                    "ITL p50/p99 ms", "E2E p50/p90/p99 ms", "KV peak", "max wait", "preempt"):
+                    "ITL p50/p99 ms", "E2E p50/p90/p99 ms", "KV peak", "cache hit", "max wait", "preempt"):
             t.add_column(col, justify="right" if col != "level" else "left")
         for lv in self.levels:
             s = lv.server
@@ -186,6 +189,7 @@ class BenchReport:
                       f"{lv.output_throughput:.1f}", _pcts(lv.ttft_ms, 3), _pcts(lv.itl_ms, 2),
                       _pcts(lv.e2e_ms, 3),
                       "-" if s.peak_kv_cache_usage is None else f"{s.peak_kv_cache_usage * 100:.1f}%",
+                      "-" if s.prefix_cache_hit_rate is None else f"{s.prefix_cache_hit_rate * 100:.0f}%",
                       "-" if s.max_waiting is None else f"{s.max_waiting:g}",
                       "-" if s.preemptions is None else f"{s.preemptions:g}")
         con.print(t)

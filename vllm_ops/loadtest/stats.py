@@ -105,6 +105,7 @@ class ServerSide:
     peak_kv_cache_usage: float | None = None    # max sampled vllm:kv_cache_usage_perc (0–1)
     max_waiting: float | None = None            # max sampled vllm:num_requests_waiting
     max_running: float | None = None            # max sampled vllm:num_requests_running
+    prefix_cache_hit_rate: float | None = None  # prompt tokens served from the prefix cache / prompt tokens
     samples: int = 0
 
     def to_dict(self) -> dict[str, Any]:
