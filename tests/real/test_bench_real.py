@@ -48,3 +48,27 @@ def test_errors_are_counted_through_a_failing_proxy(vllm_server):
     assert lv.total_output_tokens == 6 * 4
     assert "500" in lv.errors[0] and "injected" in lv.errors[0]
     assert not report.ok
+
+
+# The CPU build's KV block is 128 tokens and vLLM caches full blocks only: a 160-token prompt sent
+# again is served 128 of its 160 tokens from the prefix cache (0.8 of it).
+_CACHED_LEN = 160
+
+
+def test_fresh_prompts_miss_and_a_prompt_pool_hits_the_prefix_cache(vllm_server, run_cli):
+    def bench(*extra: str) -> dict:
+        rc, out, err = run_cli("bench", "--url", vllm_server.root_url, "--num-prompts", "8",
+                               "--input-len", str(_CACHED_LEN), "--output-len", "2", "--sample-interval", "0",
+                               "--json", "--quiet", *extra)
+        assert rc == 0, err
+        return json.loads(out)
+
+    fresh = bench("--concurrency", "1,2")
+    assert isinstance(fresh["seed"], int) and fresh["prompt_pool"] is None
+    assert [lv["server"]["prefix_cache_hit_rate"] for lv in fresh["levels"]] == [0.0, 0.0]
+    # 2 prompts sent 4 times each, one at a time: the 6 repeats hit 128 of 160 tokens → 0.6
+    pooled = bench("--concurrency", "1", "--prompt-pool", "2")
+    assert pooled["prompt_pool"] == 2
+    (lv,) = pooled["levels"]
+    assert lv["server"]["prompt_tokens"] == 8 * _CACHED_LEN
+    assert lv["server"]["prefix_cache_hit_rate"] == pytest.approx(6 * 128 / (8 * _CACHED_LEN), abs=0.05)

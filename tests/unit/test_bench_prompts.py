@@ -182,6 +182,21 @@ async def test_prompt_pool_reuses_prompts_within_a_level_only():
     assert rep.to_dict()["prompt_pool"] == 2
 
 
+async def test_a_dataset_is_sampled_per_level_and_pooled_too(tmp_path):
+    data = tmp_path / "prompts.txt"
+    data.write_text("".join(f"prompt number {i}\n" for i in range(50)))
+    srv = _CachingServer()
+    await _bench(srv, concurrency=[1, 2], num_prompts=6, seed=2, dataset=str(data))
+    warm, one, two = _groups(srv.sent, 6, 2)
+    assert len(one) == len(two) == 6 and one != two                 # each level its own sample
+    srv = _CachingServer()
+    rep = await _bench(srv, concurrency=[1, 2], num_prompts=9, seed=2, dataset=str(data), prompt_pool=3)
+    _, one, two = _groups(srv.sent, 9, 2)
+    assert len(one) == len(two) == 3                                 # --prompt-pool applies to a file
+    assert sorted(Counter(srv.sent[1:10]).values()) == [3, 3, 3]
+    assert rep.levels[0].server.prefix_cache_hit_rate > 0.5
+
+
 async def test_a_random_seed_is_drawn_and_recorded():
     a, b = _CachingServer(), _CachingServer()
     ra = await _bench(a, concurrency=[1], num_prompts=2)

@@ -4,10 +4,11 @@ Every request is a streaming ``/v1/completions`` call through the bundled client
 (``VLLMProvider.astream_events``) with
 ``ignore_eos: true`` and ``max_tokens = output_len`` (fixed output length) and
 ``stream_options.include_usage`` (exact token counts). Prompts are random token-id lists of
-``input_len`` drawn from the server's own vocabulary (or a ``--dataset`` file), new ones for every
-level and for the warm-up request (vLLM's prefix cache would otherwise serve a prompt sent before,
-and the level would time cache hits, not prefills); ``prompt_pool`` N sends each level's requests
-over N distinct prompts instead (prefix-cache reuse measured on purpose). Between levels,
+``input_len`` drawn from the server's own vocabulary (or a ``--dataset`` file, sampled per level),
+new ones for every level and for the warm-up request (vLLM's prefix cache would otherwise serve a
+prompt sent before, and the level would time cache hits, not prefills); ``prompt_pool`` N sends
+each level's requests over N distinct prompts instead (prefix-cache reuse measured on purpose,
+with random prompts or a dataset). Between levels,
 ``/metrics`` is read before and after (counter deltas) and sampled during the level (peak KV
 cache usage, longest queue, biggest batch).
 """
@@ -20,8 +21,8 @@ from typing import Any, Callable, Sequence
 
 from vllm_ops.errors import BadInput
 from vllm_ops.loadtest.generator import run_concurrency, run_rate, sample_while
-from vllm_ops.loadtest.prompts import (VOCAB_TEXT, load_dataset, pooled_prompts, random_token_prompts,
-                                       vocabulary_from_tokens)
+from vllm_ops.loadtest.prompts import (VOCAB_TEXT, in_passes, load_dataset, pooled_prompts,
+                                       random_token_prompts, vocabulary_from_tokens)
 from vllm_ops.loadtest.report import BenchReport, PlanLimits, analyse
 from vllm_ops.loadtest.stats import ServerSide, summarize
 
@@ -58,6 +59,20 @@ def _prefix_hit_rate(before: Any, after: Any) -> float | None:
 def level_seed(seed: int, level: int) -> int:
     """The prompts' seed of level ``level`` (0: the warm-up request): distinct prompts everywhere."""
     return seed * 1_000_003 + level
+
+
+def level_prompts(level: int, *, n: int, pool: int | None, seed: int, input_len: int,
+                  vocab: Sequence[int] | None = None, dataset: str | None = None) -> list[Any]:
+    """The ``n`` prompts of level ``level`` (0: the warm-up) from its own seed: random token ids from
+    ``vocab``, or a sample of the ``dataset`` file (a file with fewer than ``n`` prompts repeats);
+    with ``pool``, passes over ``pool`` distinct ones."""
+    s = level_seed(seed, level)
+    if dataset:
+        if pool:
+            return in_passes(load_dataset(dataset, min(pool, n), s), n, s)
+        return load_dataset(dataset, n, s)
+    assert vocab is not None
+    return pooled_prompts(vocab, n, input_len, pool, s) if pool else random_token_prompts(vocab, n, input_len, s)
 
 
 async def arun_bench(url: str, *, model: str | None = None,
@@ -106,21 +121,13 @@ async def arun_bench(url: str, *, model: str | None = None,
             model = base[0].id
         llm.model = model
 
-        prompt_lens: list[int] | None
-        if dataset:
-            prompts_of = lambda i: load_dataset(dataset, num_prompts, seed)  # noqa: E731 — a file is what it is
-            prompt_lens = None
-            warm_prompt = prompts_of(0)[0]
-        else:
+        vocab = None
+        if not dataset:
             tok = await llm.atokenize(VOCAB_TEXT, add_special_tokens=False)
             vocab = vocabulary_from_tokens([tok.tokens])
-
-            def prompts_of(i: int) -> list[Any]:
-                s = level_seed(seed, i)
-                return pooled_prompts(vocab, num_prompts, input_len, prompt_pool, s) if prompt_pool else \
-                    random_token_prompts(vocab, num_prompts, input_len, s)
-            prompt_lens = [input_len] * num_prompts
-            warm_prompt = random_token_prompts(vocab, 1, input_len, level_seed(seed, 0))[0]
+        source = dict(seed=seed, input_len=input_len, vocab=vocab, dataset=dataset)
+        prompt_lens = None if dataset else [input_len] * num_prompts
+        warm_prompt = level_prompts(0, n=1, pool=None, **source)[0]
 
         events = llm.astream_events
         include_usage = {"include_usage": True}
@@ -138,7 +145,7 @@ async def arun_bench(url: str, *, model: str | None = None,
                              num_prompts=num_prompts, mode=mode, dataset=dataset, version=version, seed=seed,
                              prompt_pool=prompt_pool)
         for i, (c, r) in enumerate(levels, start=1):
-            prompts = prompts_of(i)
+            prompts = level_prompts(i, n=num_prompts, pool=prompt_pool, **source)
             label = f"concurrency {c}" if c is not None else f"rate {r:g}/s"
             say("bench", f"{label}: {num_prompts} requests")
             before = await _metrics_or_none(llm)

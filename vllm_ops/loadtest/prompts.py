@@ -11,9 +11,11 @@ from __future__ import annotations
 import json
 import random
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable, Sequence, TypeVar
 
 from vllm_ops.errors import BadInput, MalformedFile
+
+T = TypeVar("T")
 
 VOCAB_TEXT = (
     "The quick brown fox jumps over the lazy dog. vLLM serves large language models with paged "
@@ -49,9 +51,13 @@ def pooled_prompts(vocab: Sequence[int], n: int, input_len: int, pool: int, seed
     other requests and vLLM's prefix cache serves it if it still holds it."""
     if pool < 1:
         raise BadInput("--prompt-pool must be at least 1")
-    base = random_token_prompts(vocab, min(pool, n), input_len, seed)
+    return in_passes(random_token_prompts(vocab, min(pool, n), input_len, seed), n, seed)
+
+
+def in_passes(base: Sequence[T], n: int, seed: int = 0) -> list[T]:
+    """``n`` items as passes over ``base``, each pass in a fresh seeded order (the last one cut short)."""
     rng = random.Random(seed + 1)
-    out: list[list[int]] = []
+    out: list[T] = []
     while len(out) < n:
         order = list(range(len(base)))
         rng.shuffle(order)
