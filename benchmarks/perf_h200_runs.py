@@ -6,8 +6,8 @@ Each run's plan.json (re-planned for vLLM 0.25.0 with the flags it ran with) and
 `vllm-ops bench` level (ISL, OSL, concurrency, number of prompts: first wave included) is predicted
 with the same request count. HELD-OUT: each run is predicted with the constants fitted WITHOUT its model's rows
 (vllm_ops/data/perf/fit.json ``held_out["gpu:<model>"]``: the public rows in tests/data/perf/ and the other
-runs here, leave-one-model-out); a model without such a fold is predicted with the constants fitted on every
-row and marked in-sample.
+runs here, leave-one-model-out); a model measured after the fit (in no fold and not among the rows the shipped
+constants were fitted on) is predicted with those constants and is held-out too; any other is marked in-sample.
 Prints predicted vs measured mean TTFT, mean TPOT and output tokens/s, and the median/p90 absolute errors.
 """
 from __future__ import annotations
@@ -43,7 +43,8 @@ def rows() -> list[dict]:
         for _c, perf in acc.predict_all([c], fold["efficiency"] if fold else None):
             w = c.workload
             out.append({"run": c.name.split("/", 1)[0], "isl": w.input_len, "osl": w.output_len,
-                        "c": w.concurrency, "n": w.num_requests, "held_out": fold is not None,
+                        "c": w.concurrency, "n": w.num_requests, "hit": round(w.prefix_cache_hit, 3),
+                        "held_out": fold is not None or c.model not in perf_fit.FITTED_MODELS,
                         "ttft": (perf.ttft_ms, c.ttft_ms), "tpot": (perf.tpot_ms, c.tpot_ms),
                         "tok_s": (perf.output_tokens_per_s, c.out_tok_s), "bound": perf.bound,
                         "reason": perf.reason})
@@ -61,12 +62,14 @@ def main() -> int:
         print(json.dumps(rs, indent=1))
         return 0
     print("held-out: constants fitted without the run's model (leave-one-model-out); in-sample: fitted on every row")
-    print(f"{'run':7} {'kind':9} {'ISL':>5} {'OSL':>5} {'C':>4} {'N':>4} | {'TTFT ms pred/meas':>20} | "
+    print("hit: fraction of prompt tokens vLLM's prefix cache served (measured; runs before bench drew new prompts "
+          "per level: replayed from their fixed-seed prompts)")
+    print(f"{'run':7} {'kind':9} {'ISL':>5} {'OSL':>5} {'C':>4} {'N':>5} {'hit':>4} | {'TTFT ms pred/meas':>20} | "
           f"{'TPOT ms pred/meas':>18} | {'tok/s pred/meas':>18} | bound")
     for r in rs:
         f = lambda pair, k=1: "-" if pair[0] is None else f"{pair[0]:.{k}f}/{pair[1]:.{k}f}"  # noqa: E731
         kind = "held-out" if r["held_out"] else "in-sample"
-        print(f"{r['run']:7} {kind:9} {r['isl']:5} {r['osl']:5} {r['c']:4} {r['n']:4} | {f(r['ttft']):>20} | "
+        print(f"{r['run']:7} {kind:9} {r['isl']:5} {r['osl']:5} {r['c']:4} {r['n']:5} {r['hit']:4.2f} | {f(r['ttft']):>20} | "
               f"{f(r['tpot'], 2):>18} | {f(r['tok_s'], 0):>18} | {r['bound'] or r['reason']}")
     for key in ("ttft", "tpot", "tok_s"):
         errs = sorted(e for e in (_err(r[key]) for r in rs) if e is not None)

@@ -110,3 +110,26 @@ def test_first_wave_bound_rules_out_one_wave_but_not_the_protocol_kept(bench, ca
     rows = [c for c in cases["public"] if not c.excluded]
     assert len(bench.first_wave_bound(rows, 1)) > len(rows) // 3
     assert bench.first_wave_bound(rows, bench.PUBLIC_PROTOCOL["requests_per_client"]) == []
+
+
+def test_old_fixed_seed_runs_get_the_prefix_hits_they_had(bench, tmp_path):
+    # levels sent with seed 0: prompt k of length L is the stream's tokens [kL, (k+1)L); a later level
+    # repeats the head of every earlier prompt that started at the same offset
+    hits = bench.seed_reuse_hits(tmp_path, [(512, 8, ""), (1024, 6, "a"), (1024, 16, "b"), (4096, 4, "c")])
+    # a: prompt 0 whole (the level's warm-up request sent it), prompts 1-3 half (512-token prompts 2, 4, 6)
+    assert hits["a"] == pytest.approx((1008 + 3 * 512) / (6 * 1024))
+    # b: prompts 0-5 whole (level a), 6-7 half (512-token prompts 12, 14 were not sent: only 0-7), rest cold
+    assert hits["b"] == pytest.approx((1008 + 5 * 1008) / (16 * 1024))
+    # c: prompt 0 whole (warm-up request), prompts 1-3 start where level b's prompts 4, 8, 12 did: 1024 each
+    assert hits["c"] == pytest.approx((4080 + 3 * 1024) / (4 * 4096))
+
+
+def test_aiperf_prompt_pool_hits_follow_warmup_and_cache_capacity(bench):
+    f = bench.pool_hit_fraction
+    big = 10**9
+    assert f(100, 64, 1280, 2000, 100, big) == pytest.approx(1999 // 16 * 16 / 2000)   # warm-up saw all 100
+    assert f(100, 16, 320, 8000, 100, big) == pytest.approx((1 - 68 / 320) * 7984 / 8000)  # 68 first sends
+    assert f(100, 64, 1280, 2000, 100, 50 * 2100) < 0.2        # the cache holds 50 of the 100 prompts
+    cases = bench.public_cases()
+    hit = {c.model: c.workload.prefix_cache_hit for c in cases if not c.excluded}
+    assert hit["nvidia/Llama-3.1-8B-Instruct-FP8"] > 0.3 and hit["Qwen/Qwen3-32B"] == 0.0

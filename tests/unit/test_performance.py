@@ -140,13 +140,55 @@ def test_simulation_chunks_long_prompts_over_the_token_budget():
     assert r.ttft_ms == pytest.approx(3 * 1.0 + 5.0)     # three chunks: 2000 + 2000 + 1000
 
 
+def test_simulation_prefills_only_what_the_prefix_cache_lacks():
+    # 5000-token prompt, 4992 of them cached: one 8-token prefill that attends to the cached 4992
+    seen = []
+
+    def step(n_dec, ctx, n_pre, pre_ctx):
+        if n_pre:
+            seen.append((n_pre, pre_ctx))
+        return 1.0 + n_pre / 1000.0
+
+    r = simulate(step, input_len=5000, output_len=2, max_num_seqs=8, max_batched_tokens=2000,
+                 kv_capacity_tokens=100_000, concurrency=1, num_requests=1, prompt_cached=4992)
+    assert r.ttft_ms == pytest.approx(1.0 + 8 / 1000.0)
+    assert seen == [(8, pytest.approx(8 * (4992 + 4)))]
+
+
+def test_prefix_cache_hit_whole_blocks_and_never_the_last_token():
+    from vllm_ops.planning.performance import cached_prompt_tokens
+
+    assert cached_prompt_tokens(1000, 0.0, 16) == 0
+    assert cached_prompt_tokens(1000, 0.5, 16) == 496        # 500 -> whole 16-token blocks
+    assert cached_prompt_tokens(1024, 1.0, 16) == 1008       # the last block holds the last token: computed
+    assert cached_prompt_tokens(1, 1.0, 16) == 0
+
+
+def test_prefix_cache_hits_cut_prefill_work_in_the_prediction(run_cli):
+    p, spec = _plan("meta-llama/Llama-3.1-8B-Instruct", "1xH200")
+    cold = predict(p, Workload(4000, 100, concurrency=32), spec=spec)
+    warm = predict(p, Workload(4000, 100, concurrency=32, prefix_cache_hit=0.9), spec=spec)
+    assert warm.ttft_ms < cold.ttft_ms and warm.tpot_ms < cold.tpot_ms
+    assert any("prefix cache: 90%" in n for n in warm.notes)
+    rc, out, err = run_cli("plan", "--model", "meta-llama/Llama-3.1-8B-Instruct", "--gpus", "1xH200",
+                           "--input-len", "4000", "--output-len", "100", "--concurrency", "32",
+                           "--prefix-cache-hit", "0.9", "--json")
+    assert rc == 0, err
+    assert json.loads(out)["performance"]["workload"]["prefix_cache_hit"] == 0.9
+    rc, _out, err = run_cli("plan", "--model", "meta-llama/Llama-3.1-8B-Instruct", "--gpus", "1xH200",
+                            "--input-len", "4000", "--output-len", "100", "--concurrency", "32",
+                            "--prefix-cache-hit", "1.5")
+    assert rc == 2 and "prefix-cache-hit" in err
+
+
 def test_plan_cli_adds_performance(run_cli):
     rc, out, err = run_cli("plan", "--model", "Qwen/Qwen3-32B", "--gpus", "2xH100", "--tensor-parallel-size", "2",
                            "--input-len", "1024", "--output-len", "128", "--concurrency", "16", "--json")
     assert rc == 0, err
     perf = json.loads(out)["performance"]
     assert perf["ttft_ms"] > 0 and perf["tpot_ms"] > 0 and perf["bound"] in BOUNDS
-    assert perf["workload"] == {"input_len": 1024, "output_len": 128, "concurrency": 16, "rate": None}
+    assert perf["workload"] == {"input_len": 1024, "output_len": 128, "concurrency": 16, "rate": None,
+                                "prefix_cache_hit": 0.0}
     rc, out, err = run_cli("plan", "--model", "Qwen/Qwen3-32B", "--gpus", "2xH100", "--input-len", "1024",
                            "--output-len", "128", "--concurrency", "16")
     assert rc == 0 and "TPOT" in out and "bound:" in out

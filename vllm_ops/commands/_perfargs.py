@@ -29,6 +29,9 @@ def add_workload_arguments(parser: argparse.ArgumentParser, *, load_of: str = "r
     load = g.add_mutually_exclusive_group()
     load.add_argument("--concurrency", type=int, default=None, metavar="C", help=conc_help)
     load.add_argument("--rate", type=float, default=None, metavar="R", help=rate_help)
+    g.add_argument("--prefix-cache-hit", type=float, default=0.0, metavar="F",
+                   help="fraction of each prompt vLLM's prefix cache serves (a shared system prompt, chat "
+                        "history; default 0: every prompt prefilled in full)")
 
 
 def workload_from_args(args: argparse.Namespace, *, required_by: str | None = None):
@@ -50,7 +53,8 @@ def workload_from_args(args: argparse.Namespace, *, required_by: str | None = No
         raise BadInput("give the load as --concurrency C or --rate R (one of them)")
     if r is not None and not 0 < r < float("inf"):
         raise BadInput(f"--rate must be a positive number of requests per second, not {r}")
-    w = Workload(input_len=isl, output_len=osl, concurrency=c, rate=r)
+    w = Workload(input_len=isl, output_len=osl, concurrency=c, rate=r,
+                 prefix_cache_hit=float(getattr(args, "prefix_cache_hit", 0.0) or 0.0))
     w.check()
     return w
 
@@ -64,7 +68,7 @@ def add_performance(plan, w, spec=None) -> None:
 
     perf = predict(plan, w, spec=spec).to_dict()
     perf["workload"] = {"input_len": w.input_len, "output_len": w.output_len, "concurrency": w.concurrency,
-                        "rate": w.rate}
+                        "rate": w.rate, "prefix_cache_hit": w.prefix_cache_hit}
     try:
         from vllm_ops.launch.calibration import lookup_perf
 

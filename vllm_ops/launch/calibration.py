@@ -172,16 +172,18 @@ def make_perf_record(plan: Any, workload: Mapping[str, Any], predicted: Mapping[
 
 def lookup_perf(plan: Any, workload: Any, state_dir: str | os.PathLike | None = None) -> dict[str, Any] | None:
     """The newest perf record for this plan's model, hardware, vLLM version and memory flags at the
-    same input/output lengths and concurrency (or rate), or None."""
+    same input/output lengths and concurrency (or rate) and a prefix-cache hit rate within 0.1, or None."""
     model_id, key, version, flags = _plan_keys(plan)
     want = {"input_len": workload.input_len, "output_len": workload.output_len}
     want.update({"concurrency": workload.concurrency} if workload.concurrency is not None else {"rate": workload.rate})
+    hit = float(getattr(workload, "prefix_cache_hit", 0.0) or 0.0)
     best = None
     for rec in records(state_dir):
         wl = rec.get("workload") or {}
         if (rec.get("kind") == "perf" and rec.get("model_id") == model_id and rec.get("gpu_key") == key
                 and rec.get("vllm_version") == version and rec.get("flags") == flags and rec.get("measured")
-                and all(wl.get(k) == v for k, v in want.items())):
+                and all(wl.get(k) == v for k, v in want.items())
+                and abs(float(wl.get("prefix_cache_hit") or 0.0) - hit) <= 0.1):    # measured at a like reuse
             if best is None or rec.get("ts", 0) >= best.get("ts", 0):
                 best = rec
     return best

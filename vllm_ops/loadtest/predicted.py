@@ -53,8 +53,10 @@ def compare(plan: Any, report: Any, *, record: bool = True, state_dir: Any = Non
         elif rate is not None and math.isinf(rate):
             row["reason"] = "rate=inf sends every request at once: no prediction"
         else:
+            hit = lv.server.prefix_cache_hit_rate if lv.server is not None else None
             w = Workload(report.input_len, report.output_len, concurrency=lv.concurrency,
-                         rate=None if lv.concurrency is not None else rate, num_requests=lv.num_requests or None)
+                         rate=None if lv.concurrency is not None else rate, num_requests=lv.num_requests or None,
+                         prefix_cache_hit=min(max(float(hit or 0.0), 0.0), 1.0))
             perf = predict(plan, w, spec=spec)
             row["predicted"] = {k: getattr(perf, k) for k in ("ttft_ms", "tpot_ms", "output_tokens_per_s",
                                                               "requests_per_s", "bound")}
@@ -63,7 +65,7 @@ def compare(plan: Any, report: Any, *, record: bool = True, state_dir: Any = Non
                 from vllm_ops.launch import calibration
 
                 wl = {"input_len": w.input_len, "output_len": w.output_len, "concurrency": w.concurrency,
-                      "rate": w.rate, "num_requests": w.num_requests}
+                      "rate": w.rate, "num_requests": w.num_requests, "prefix_cache_hit": w.prefix_cache_hit}
                 calibration.append(calibration.make_perf_record(plan, wl, row["predicted"], row["measured"]),
                                    state_dir)
         rows.append(row)

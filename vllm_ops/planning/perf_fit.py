@@ -47,6 +47,8 @@ def _load() -> dict:
 _DOC = _load()
 EFFICIENCY = _eff(_DOC.get("efficiency") or {}) if _DOC else DEFAULT
 FITTED_ON = ", ".join(_DOC.get("fitted_on") or []) or "nothing: first-principles defaults"
+# the models the shipped constants saw (any set): a model outside it is held out from EFFICIENCY itself
+FITTED_MODELS = frozenset(k.split(":", 1)[-1] for k in _DOC.get("fitted_on") or [])
 HELD_OUT = {k: {"efficiency": _eff(v.get("efficiency") or {}), "fitted_on": list(v.get("fitted_on") or []),
                 "figures": dict(v.get("figures") or {})}
             for k, v in (_DOC.get("held_out") or {}).items()}

@@ -10,6 +10,10 @@ which settles at about the same number of running requests; preemption itself is
 Requests that move together (admitted or finished in the same step) are kept as one cohort, and
 runs of pure decode steps are summed in one go, so a plan's prediction costs milliseconds.
 
+Prefix cache: ``prompt_cached`` tokens of every prompt are served from vLLM's prefix cache (whole KV
+blocks: shared system prompts, a benchmark that repeats its prompts); only the rest is prefilled, and
+it attends to the cached part as well.
+
 Closed loop (``concurrency``): C clients each send the next request when the previous one ends.
 Open loop (``rate``): arrivals at exponential gaps from a fixed seed. The first-token time of a
 request includes the wait in the queue; TPOT is (last token - first token) / (output_len - 1).
@@ -91,8 +95,9 @@ def _open_arrivals(rate: float | None, concurrency: int | None, stagger_ms: floa
     return arrivals
 
 
-def _prefill(pre: deque[_Pre], budget: int, isl: int) -> tuple[int, float]:
-    """Fill ``budget`` with prompt tokens, first come first served: (tokens, their summed context)."""
+def _prefill(pre: deque[_Pre], budget: int, isl: int, cached: int = 0) -> tuple[int, float]:
+    """Fill ``budget`` with prompt tokens, first come first served: (tokens, their summed context).
+    ``isl`` is the part of a prompt computed; ``cached`` tokens before it come from the prefix cache."""
     n_tok = 0
     pre_ctx = 0.0
     for c in pre:
@@ -102,7 +107,7 @@ def _prefill(pre: deque[_Pre], budget: int, isl: int) -> tuple[int, float]:
         take = min(need, budget)
         if take <= 0:
             continue
-        pre_ctx += take * (c.done % isl + take / 2.0) if c.n == 1 else take * isl / 2.0
+        pre_ctx += take * (cached + (c.done % isl + take / 2.0 if c.n == 1 else isl / 2.0))
         c.done += take
         budget -= take
         n_tok += take
@@ -144,7 +149,7 @@ def _output_lengths(new: int, osl: int, jitter: float, rng: random.Random) -> li
 def simulate(step: StepFn, *, input_len: int, output_len: int, max_num_seqs: int, max_batched_tokens: int,
              kv_capacity_tokens: int, concurrency: int | None = None, rate: float | None = None,
              num_requests: int = 0, warmup: int = 0, seed: int = 0, stagger_ms: float = 0.0,
-             osl_jitter: float = 0.0, max_steps: int = 2_000_000) -> SimResult:
+             osl_jitter: float = 0.0, prompt_cached: int = 0, max_steps: int = 2_000_000) -> SimResult:
     """Run ``num_requests`` requests; the first ``warmup`` sent are left out of the means. Closed loop:
     the C clients start together (``stagger_ms`` 0: a benchmark's first wave) or one every
     ``stagger_ms`` (the steady state, where finishes and so arrivals are spread out).
@@ -152,6 +157,8 @@ def simulate(step: StepFn, *, input_len: int, output_len: int, max_num_seqs: int
     ``output_len * [1-j, 1+j]`` (same mean; requests that started together drift apart, as they do
     with real clients), 0: every request has exactly ``output_len``."""
     isl, osl = int(input_len), int(output_len)
+    cached = min(max(int(prompt_cached), 0), isl - 1)
+    isl_c = isl - cached                             # prompt tokens prefilled per request
     per_req = isl + osl
     limit = max(0, min(int(max_num_seqs), int(kv_capacity_tokens) // per_req if per_req else 0))
     if limit < 1:
@@ -195,7 +202,7 @@ def simulate(step: StepFn, *, input_len: int, output_len: int, max_num_seqs: int
                 t = max(t, arrivals[0])
                 continue
             break                                   # nothing left to run
-        n_tok, pre_ctx = _prefill(pre, max(budget_cap - n_dec, 0), isl)
+        n_tok, pre_ctx = _prefill(pre, max(budget_cap - n_dec, 0), isl_c, cached)
         if n_tok == 0 and n_dec:
             dt, k = _decode_run(step, n_dec, sum_ctx, dec[0][0] - stepno, t, arrivals)
             t += dt
@@ -216,7 +223,7 @@ def simulate(step: StepFn, *, input_len: int, output_len: int, max_num_seqs: int
             # prompts finished in this step: first token now, then decode
             while pre:
                 c = pre[0]
-                fin = min(c.done // isl, c.n) if isl else c.n
+                fin = min(c.done // isl_c, c.n)
                 new = fin - c.finished
                 if new > 0:
                     c.finished = fin

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from vllm_ops.errors import BadInput
 from vllm_ops.hardware import catalog
 from vllm_ops.planning import perf_fit
-from vllm_ops.planning.memory import VOCAB_PADDING
+from vllm_ops.planning.memory import GPU_BLOCK_SIZE, VOCAB_PADDING
 from vllm_ops.planning.perf_fit import OSL_JITTER as jitter
 from vllm_ops.planning.perf_sim import simulate
 from vllm_ops.planning.perf_step import StepCost
@@ -51,6 +51,7 @@ class Workload:
     concurrency: int | None = None # closed loop: C requests always in flight (vLLM bench --max-concurrency)
     rate: float | None = None      # open loop: requests/s (Poisson); exactly one of concurrency/rate set
     num_requests: int | None = None  # requests a benchmark sends (first wave included); None: steady state
+    prefix_cache_hit: float = 0.0  # fraction of prompt tokens vLLM's prefix cache serves (shared prefixes)
 
     def check(self) -> None:
         if (self.concurrency is None) == (self.rate is None):
@@ -63,6 +64,8 @@ class Workload:
             raise BadInput("--rate must be > 0 requests/s")
         if self.num_requests is not None and int(self.num_requests) < 1:
             raise BadInput("the number of requests must be at least 1")
+        if not 0.0 <= float(self.prefix_cache_hit) <= 1.0:
+            raise BadInput("--prefix-cache-hit must be a fraction from 0 to 1")
 
 
 @dataclass
@@ -235,7 +238,12 @@ def _run(plan: "Plan", w: Workload, cost: "StepCost", fit_notes: list[str]) -> P
         return refuse(f"one request of {isl}+{osl} tokens needs more KV cache than the "
                       f"{cap} tokens this replica has")
     notes = list(cost.notes) + fit_notes
-    kw = dict(input_len=isl, output_len=osl, max_num_seqs=seqs, max_batched_tokens=mbt, kv_capacity_tokens=cap)
+    if w.prefix_cache_hit:
+        notes.append(f"prefix cache: {w.prefix_cache_hit:.0%} of every prompt assumed cached (whole KV blocks); "
+                     f"only the rest is prefilled")
+    cached = cached_prompt_tokens(isl, w.prefix_cache_hit, int(va.get("block_size") or GPU_BLOCK_SIZE))
+    kw = dict(input_len=isl, output_len=osl, max_num_seqs=seqs, max_batched_tokens=mbt, kv_capacity_tokens=cap,
+              prompt_cached=cached)
     if w.concurrency is not None:
         c = int(w.concurrency)
         n = int(w.num_requests) if w.num_requests else c + max(2 * c, 32)
@@ -243,7 +251,7 @@ def _run(plan: "Plan", w: Workload, cost: "StepCost", fit_notes: list[str]) -> P
         stagger = 0.0
         if not w.num_requests:     # steady state: clients spread over one request's lifetime
             b = min(c, limit)
-            stagger = osl * cost.step_ms(b, b * (isl + osl / 2.0), b * isl // max(osl, 1), 0.0) / b
+            stagger = osl * cost.step_ms(b, b * (isl + osl / 2.0), b * (isl - cached) // max(osl, 1), 0.0) / b
         r = simulate(cost.step_ms, concurrency=c, num_requests=n, warmup=warm, stagger_ms=stagger,
                      osl_jitter=jitter, **kw)
         if r.ttft_ms is None:
@@ -269,7 +277,7 @@ def _run(plan: "Plan", w: Workload, cost: "StepCost", fit_notes: list[str]) -> P
     tpot = r.tpot_ms if osl > 1 else None
     avg_ctx = isl + osl / 2.0
     floor = cost.floor_ms(max(int(round(running)), 1), max(running, 1.0) * avg_ctx) if osl > 1 else None
-    bound = _bound(cost, running, avg_ctx, isl, osl, limit, seqs, w, overloaded)
+    bound = _bound(cost, running, avg_ctx, isl - cached, osl, limit, seqs, w, overloaded)
     perf = Performance(ttft_ms=ttft, tpot_ms=tpot, output_tokens_per_s=rps * osl, requests_per_s=rps,
                        bound=bound, tpot_floor_ms=floor, effective_concurrency=running, notes=notes,
                        itl_median_ms=r.itl_median_ms if osl > 1 else None)
@@ -282,6 +290,15 @@ def _run(plan: "Plan", w: Workload, cost: "StepCost", fit_notes: list[str]) -> P
                           f"(limit {limit} running: max_num_seqs {seqs}, KV cache {cap} tokens / {isl + osl} "
                           f"per request)")
     return perf
+
+
+def cached_prompt_tokens(isl: int, hit: float, block: int) -> int:
+    """Prompt tokens the prefix cache serves at hit fraction ``hit``: whole KV blocks, and never the
+    last prompt token (vLLM computes at least that one to sample the first output token)."""
+    if not hit or isl < 2:
+        return 0
+    block = max(int(block), 1)
+    return min(int(hit * isl) // block, (isl - 1) // block) * block
 
 
 def _bound(cost: "StepCost", running: float, avg_ctx: float, isl: int, osl: int, limit: int, seqs: int,
