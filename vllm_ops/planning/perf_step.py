@@ -41,6 +41,8 @@ class Efficiency:
     moe_layer_us: float = 0.0      # extra per MoE layer and step (routing, sort/align, gather kernels)
     eager_layer_us: float = 0.0    # extra per layer for steps not run as one CUDA graph
     flops_fp8: float = 0.0         # achieved fraction of dense FP8 FLOP/s (FP8/FP4 weights); 0: same as flops
+    harness_ms: float = 0.0        # per request, the public rows' harness only (a Dynamo frontend + aiperf in
+                                   # front of vLLM): fitted so that it does not leak into request_ms; plans ignore it
 
 
 @dataclass(frozen=True)
