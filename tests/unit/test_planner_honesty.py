@@ -102,6 +102,9 @@ def test_modelopt_hf_quant_config_fp8_kv_cache_by_version():
     assert new.memory.kv_bytes_per_token == 80 * per_layer_fp8
     assert old.memory.kv_bytes_per_token == 2 * 80 * per_layer_fp8
     assert _plan(spec, pins={"kv_cache_dtype": "bfloat16"}).memory.kv_bytes_per_token == 2 * 80 * per_layer_fp8
+    # the reason names the checkpoint only where the estimate took fp8 from it
+    assert new.reasons["kv_cache_dtype"].startswith("auto: fp8, as the checkpoint's hf_quant_config.json names")
+    assert "checkpoint" not in old.reasons["kv_cache_dtype"]
 
 
 def test_modelopt_dir_reads_hf_quant_config(tmp_path):

@@ -102,3 +102,24 @@ def test_unreachable_server_is_one_line_naming_the_url(run_cli, command):
     assert out == "" and err.count("\n") == 1 and "Traceback" not in err
     assert err.startswith("vllm-ops: error: cannot reach the server at http://127.0.0.1:9: ")
     assert "refused" in err.lower() or "connect call failed" in err.lower()
+
+
+def test_health_check_is_the_one_pre_check_request():
+    # request shape: the pre-check's GET /health is the health check's result (one request, not two)
+    import httpx
+
+    from vllm_ops.client import VLLMProvider
+    from vllm_ops.client.settings import ClientSettings
+    from vllm_ops.validate.runner import run_validation
+
+    seen: list[str] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        seen.append(request.url.path)
+        return httpx.Response(200 if request.url.path == "/health" else 404)
+
+    llm = VLLMProvider(settings=ClientSettings(base_url="http://srv:8000/v1", model="tiny", max_retries=0),
+                       transport=httpx.MockTransport(answer))
+    report = run_validation("http://srv:8000", "tiny", only=["health"], provider=llm)
+    assert [(c.name, c.status, c.detail) for c in report.checks] == [("health", "pass", "GET /health: 200")]
+    assert seen == ["/health"]

@@ -140,17 +140,34 @@ def stop(dep: Deployment, store: StateStore, backend: LaunchBackend | None = Non
     a native multi-node deployment's worker ranks (``<name>-rank<R>``, their state files
     removed) and the Ray nodes a ``--backend ray`` launch started (``ray/<name>.json``; a
     cluster it only joined is left alone)."""
-    backend = backend or backend_for(dep.backend)
-    killed = bool(backend.stop(dep, grace))
-    dep.status = "stopped"
-    store.save(dep)
-    return stop_companions(dep.name, store, grace) or killed
+    return _stop(dep, store, backend, grace).killed
 
 
 def stop_companions(name: str, store: StateStore, grace: float = 20.0) -> bool:
     """Stop the worker ranks and Ray nodes recorded under deployment ``name`` (see :func:`stop`)."""
+    return _stop_companions(name, store, grace).killed
+
+
+@dataclass(frozen=True)
+class _Stopped:
+    killed: bool                   # something needed SIGKILL / a container was killed
+    workers: list[str]             # the worker ranks' state names stopped with it
+    ray_nodes: list[Any]           # the Ray nodes it started (rb.RayNode)
+
+
+def _stop(dep: Deployment, store: StateStore, backend: LaunchBackend | None, grace: float) -> _Stopped:
+    backend = backend or backend_for(dep.backend)
+    killed = bool(backend.stop(dep, grace))
+    dep.status = "stopped"
+    store.save(dep)
+    companions = _stop_companions(dep.name, store, grace)
+    return _Stopped(companions.killed or killed, companions.workers, companions.ray_nodes)
+
+
+def _stop_companions(name: str, store: StateStore, grace: float) -> _Stopped:
     killed = False
-    for wname in worker_names(store, name):
+    workers = worker_names(store, name)
+    for wname in workers:
         try:
             w = store.load(wname)
         except (KeyError, MalformedFile):
@@ -158,9 +175,8 @@ def stop_companions(name: str, store: StateStore, grace: float = 20.0) -> bool:
             continue
         killed = bool(backend_for(w.backend).stop(w, grace)) or killed
         store.remove(wname)
-    if rb.ClusterStore(store).load(name):
-        rb.stop_cluster(name, store, grace=min(grace, 15.0))
-    return killed
+    nodes = rb.stop_cluster(name, store, grace=min(grace, 15.0)) if rb.ClusterStore(store).load(name) else []
+    return _Stopped(killed, workers, nodes)
 
 
 @dataclass
@@ -247,18 +263,16 @@ def _all_targets(store: StateStore) -> StopTargets:
 def stop_targets(t: StopTargets, store: StateStore, grace: float = 20.0) -> list[str]:
     """Stop everything in ``t``; one line per deployment, orphan group or Ray cluster stopped."""
     lines: list[str] = []
-    clusters = rb.ClusterStore(store)
     # a worker rank goes with its rank 0 (stop_companions): stop heads first, skip ranks already gone
     for dep in sorted(t.deployments, key=lambda d: d.backend == "native-worker"):
         if dep.backend == "native-worker" and dep.name not in store.names():
             continue
-        workers, ray_nodes = worker_names(store, dep.name), clusters.load(dep.name)
-        killed = stop(dep, store, backend_for(dep.backend), grace=grace)
+        done = _stop(dep, store, backend_for(dep.backend), grace)
         store.remove(dep.name)
         what = f"pid {dep.pid}" if dep.pid else f"{dep.backend} container removed"
-        more = (f", {len(workers)} worker rank(s)" if workers else "") + \
-               (f", {len(ray_nodes)} Ray node(s) it started" if ray_nodes else "")
-        lines.append(f"stopped {dep.name} ({what}{more}{', SIGKILL needed' if killed else ''})")
+        more = (f", {len(done.workers)} worker rank(s)" if done.workers else "") + \
+               (f", {len(done.ray_nodes)} Ray node(s) it started" if done.ray_nodes else "")
+        lines.append(f"stopped {dep.name} ({what}{more}{', SIGKILL needed' if done.killed else ''})")
     for g in t.orphans:
         killed = procs.stop_marked(g, grace=grace)
         store.remove(g.name)

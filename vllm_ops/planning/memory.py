@@ -107,6 +107,7 @@ class Estimate:
     thin: bool = False
     explain: list[str] = field(default_factory=list)
     dtype: str = "bfloat16"            # the served dtype (planning/dtypes.py)
+    kv_fp8_from_checkpoint: bool = False   # an ``auto`` KV cache in fp8, as the checkpoint names (kv_elem_bytes)
     encoder_profile_gib: float = 0.0   # the vision encoder's profiling peak (planning/encoder.py)
     kv_pool_tokens: int = 0            # tokens the pool holds with every KV group storing every token
     warnings: list[tuple[str, str]] = field(default_factory=list)   # (code, message): estimated / not modelled
@@ -327,36 +328,60 @@ def graphs_step(model: ModelSpec, flags: Flags, rules: VersionRules, runner: str
                   + ("subtracted from the budget (estimate)" if in_budget else "outside the budget"))
 
 
-def kv_elem_bytes(model: ModelSpec, flags: Flags, rules: VersionRules, act_bytes: int) -> tuple[float, str]:
+@dataclass(frozen=True)
+class KvElem:
+    bytes: float
+    why: str
+    from_checkpoint: bool          # an ``auto`` KV cache in fp8 because the checkpoint names one
+
+
+def kv_elem_bytes(model: ModelSpec, flags: Flags, rules: VersionRules, act_bytes: int) -> KvElem:
     """KV-cache element size: the pinned --kv-cache-dtype, else the checkpoint's FP8 KV scheme (from
     the version rule on), else the served dtype."""
     kvd = (flags.kv_cache_dtype or "auto").lower()
     if kvd != "auto":
-        return KV_DTYPE_BYTES.get(kvd, 2.0), f"--kv-cache-dtype {kvd}"
+        return KvElem(KV_DTYPE_BYTES.get(kvd, 2.0), f"--kv-cache-dtype {kvd}", False)
     if checkpoint_kv_fp8(model) and rules.values.get("kv_cache_dtype_auto_from_checkpoint"):
-        return 1.0, "fp8 (the checkpoint's quantization config names an FP8 KV cache)"
-    return float(act_bytes), "the served dtype"
+        return KvElem(1.0, "fp8 (the checkpoint's quantization config names an FP8 KV cache)", True)
+    return KvElem(float(act_bytes), "the served dtype", False)
 
 
-def _failure_stage(e: dict, cpu: bool) -> str | None:
+@dataclass(frozen=True)
+class StageFigures:
+    """What :func:`_failure_stage` compares (GiB per GPU)."""
+    total: float                   # the GPU (CPU: the RAM)
+    budget: float
+    weights: float
+    activation: float
+    non_torch: float
+    kv: float                      # KV cache left in the budget
+    graphs: float                  # the CUDA-graph pool
+    graphs_in_budget: bool
+    need_one: float                # KV one request at max_model_len needs
+    outside: float                 # free - CUDA context - budget
+    graphs_out: float              # graphs not charged to the budget
+    margin: float                  # left after everything
+
+
+def _failure_stage(s: StageFigures, cpu: bool) -> str | None:
     """Which startup stage runs out first (None: vLLM starts)."""
     if cpu:
-        if e["weights"] > e["total"]:
+        if s.weights > s.total:
             return "weights"
-        return "kv_cache" if e["need_one"] > e["kv"] else None
-    if e["outside"] < 0:
+        return "kv_cache" if s.need_one > s.kv else None
+    if s.outside < 0:
         return "startup"
-    if e["weights"] > e["budget"]:
+    if s.weights > s.budget:
         return "weights"
-    if e["weights"] + e["act"] + e["nt"] > e["budget"]:
+    if s.weights + s.activation + s.non_torch > s.budget:
         return "activation"
-    if e["kv"] <= 0:
-        return "cuda_graph" if e["in_budget"] and e["kv"] + e["graphs"] > 0 else "kv_cache"
-    if e["need_one"] > e["kv"]:
+    if s.kv <= 0:
+        return "cuda_graph" if s.graphs_in_budget and s.kv + s.graphs > 0 else "kv_cache"
+    if s.need_one > s.kv:
         return "kv_cache"
-    if e["outside"] - e["graphs_out"] < 0:
+    if s.outside - s.graphs_out < 0:
         return "cuda_graph"
-    return "sampler_warmup" if e["margin"] < 0 else None
+    return "sampler_warmup" if s.margin < 0 else None
 
 
 def estimate(model: ModelSpec, total_bytes: int, flags: Flags, rules: VersionRules, *,
@@ -379,12 +404,12 @@ def estimate(model: ModelSpec, total_bytes: int, flags: Flags, rules: VersionRul
         kv = budget - w.gib - a.gib - nt - (g.gib if g.in_budget else 0.0)
     ex.append(f"budget = {total:.2f} x {flags.gpu_memory_utilization} = {budget:.2f} GiB")
     ex.append(f"KV = budget - weights - activation - non-torch{' - graphs' if g.in_budget else ''} = {kv:.2f} GiB")
-    elem, elem_why = kv_elem_bytes(model, flags, rules, w.act_bytes)
-    lay = kv_layout(model, kv_gib=kv, layer_bytes=kv_layer_bytes(model, flags.tp, elem), pp=flags.pp,
+    elem = kv_elem_bytes(model, flags, rules, w.act_bytes)
+    lay = kv_layout(model, kv_gib=kv, layer_bytes=kv_layer_bytes(model, flags.tp, elem.bytes), pp=flags.pp,
                     max_model_len=flags.max_model_len, block_size=flags.block_size,
                     max_num_batched_tokens=flags.max_num_batched_tokens, tokens_report=rules["kv_tokens_report"])
     ex.append(f"KV bytes/token/GPU = {lay.full_layers + lay.sliding_layers} layers x {lay.layer_bytes:.0f} B "
-              f"({elem_why}) = {lay.per_token} B; block {flags.block_size}; {lay.blocks} blocks -> "
+              f"({elem.why}) = {lay.per_token} B; block {flags.block_size}; {lay.blocks} blocks -> "
               f"{lay.tokens} tokens, {lay.concurrency:.2f}x at {flags.max_model_len}")
     free = (free_bytes / GiB) if free_bytes is not None else total
     ctx = 0.0 if cpu else CUDA_CONTEXT_GIB
@@ -395,9 +420,10 @@ def estimate(model: ModelSpec, total_bytes: int, flags: Flags, rules: VersionRul
     if not cpu:
         ex.append(f"outside the budget: free {free:.2f} - CUDA context {ctx:.2f} - budget {budget:.2f} "
                   f"- graphs {graphs_out:.2f} - unprofiled sampler warm-up {unprof:.2f} = margin {margin:.2f} GiB")
-    stage = _failure_stage(dict(total=total, budget=budget, weights=w.gib, act=a.gib, nt=nt, kv=kv,
-                                graphs=g.gib, in_budget=g.in_budget, need_one=lay.need_one_gib,
-                                outside=outside, graphs_out=graphs_out, margin=margin), cpu)
+    stage = _failure_stage(StageFigures(total=total, budget=budget, weights=w.gib, activation=a.gib, non_torch=nt,
+                                        kv=kv, graphs=g.gib, graphs_in_budget=g.in_budget,
+                                        need_one=lay.need_one_gib, outside=outside, graphs_out=graphs_out,
+                                        margin=margin), cpu)
     if stage == "kv_cache" and kv > 0:
         margin = min(margin, kv - lay.need_one_gib)
     if stage in ("weights", "activation") or (stage == "kv_cache" and kv <= 0):
@@ -411,6 +437,7 @@ def estimate(model: ModelSpec, total_bytes: int, flags: Flags, rules: VersionRul
         kv_bytes_per_token=lay.per_token, num_blocks=lay.blocks, kv_needed_one_seq_gib=lay.need_one_gib,
         max_len_that_fits=lay.max_len, outside_budget_gib=outside, margin_gib=margin, fits=fits,
         failure_stage=stage, runner=runner, thin=thin, explain=ex, dtype=w.dtype,
+        kv_fp8_from_checkpoint=elem.from_checkpoint,
         encoder_profile_gib=a.encoder.peak_gib, warnings=estimate_warnings(model, a.encoder))
 
 

@@ -22,7 +22,6 @@ from vllm_ops.planning.argv import SECRET_FLAGS, split_secret_args, value_of
 from vllm_ops.planning.argv import command as command_of
 from vllm_ops.planning.argv import image_limit_from_args
 from vllm_ops.planning.coverage import coverage_warnings, refuse_unmodelled
-from vllm_ops.planning.dtypes import checkpoint_kv_fp8
 from vllm_ops.planning.memory import (
     CPU_BLOCK_SIZE, GPU_BLOCK_SIZE, LORA_DEFAULT_MAX_LORAS, LORA_DEFAULT_MAX_RANK, Estimate, Flags, GiB, estimate,
 )
@@ -621,7 +620,7 @@ def _honesty_notes(f: _Facts, c: _Choice) -> None:
         f.warnings.append(PlanWarning(code, msg))
     if e.dtype != (model.torch_dtype or "bfloat16") or "dtype" in f.pins:
         f.reasons["dtype"] += f"; weights, activations and an auto KV cache in {e.dtype}"
-    if f.kvd == "auto" and checkpoint_kv_fp8(model) and f.rules.values.get("kv_cache_dtype_auto_from_checkpoint"):
+    if e.kv_fp8_from_checkpoint:
         f.reasons["kv_cache_dtype"] = (f"auto: fp8, as the checkpoint's {model.quantization.source_file} names "
                                        f"({model.quantization.kv_cache_scheme}; vLLM {f.version})")
 

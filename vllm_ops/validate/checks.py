@@ -73,10 +73,12 @@ def _ms(t0: float) -> float:
 
 
 # -- server basics -------------------------------------------------------------------------
-async def check_health(ctx: Context) -> Any:
-    if not await ctx.llm.ahealth():
-        raise CheckFailed("GET /health did not answer 200")
-    return "GET /health: 200"
+async def require_health(llm: VLLMProvider) -> CheckResult:
+    """``GET /health`` once, before any other check: an unreachable or unhealthy server raises the
+    client's :class:`VLLMError` naming the URL; a healthy one is the ``health`` check's pass."""
+    t0 = time.perf_counter()
+    await llm.arequire_healthy()
+    return CheckResult("health", PASS, "GET /health: 200", (time.perf_counter() - t0) * 1000.0, {})
 
 
 async def check_version(ctx: Context) -> Any:

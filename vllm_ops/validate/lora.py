@@ -44,11 +44,6 @@ async def _ask(ctx: Context, model: str, prompt: str) -> fp.Answer:
         raise CheckFailed(f"a request for {model} with logprobs={fp.TOP_K}: {exc}") from None
 
 
-async def _alone(ctx: Context, model: str) -> list[fp.Answer]:
-    """The model's answers to every prompt, one request at a time."""
-    return [await _ask(ctx, model, p) for p in fp.PROMPTS]
-
-
 async def _batched(ctx: Context, models: Sequence[str], rounds: int = 1) -> dict[str, list[list[fp.Answer]]]:
     """Every (model, prompt) ``rounds`` times, shuffled and sent at once: ``{model: [answers per
     round]}``, each answers list in prompt order."""
@@ -61,13 +56,19 @@ async def _batched(ctx: Context, models: Sequence[str], rounds: int = 1) -> dict
     return out
 
 
+async def _fingerprint(ctx: Context, model: str) -> tuple[list[fp.Answer], float]:
+    """The model's fingerprint (its answers to every prompt, one request at a time) and its batch
+    noise (how far the same prompts sent at once land from it)."""
+    alone = [await _ask(ctx, model, p) for p in fp.PROMPTS]
+    batched = (await _batched(ctx, [model]))[model][0]
+    return alone, fp.noise(alone, batched)
+
+
 async def base_print(ctx: Context) -> list[fp.Answer]:
     """The base model's fingerprint (asked alone, once per run) and its batch noise."""
     if ctx.base_print is None:
-        base = ctx.model or ""
-        ctx.base_print = await _alone(ctx, base)
-        batched = (await _batched(ctx, [base]))[base][0]
-        ctx.noise = max(ctx.noise, fp.noise(ctx.base_print, batched))
+        ctx.base_print, noise = await _fingerprint(ctx, ctx.model or "")
+        ctx.noise = max(ctx.noise, noise)
     return ctx.base_print
 
 
@@ -142,13 +143,7 @@ async def _with_loaded(ctx: Context, adapters: Mapping[str, str], body: Any) -> 
 # -- lora.NAME -----------------------------------------------------------------------------
 async def check_lora(ctx: Context, name: str, path: str) -> Any:
     base = await base_print(ctx)
-
-    async def body() -> tuple[list[fp.Answer], float]:
-        alone = await _alone(ctx, name)
-        batched = (await _batched(ctx, [name]))[name][0]
-        return alone, fp.noise(alone, batched)
-
-    alone, own_noise = await _with_loaded(ctx, {name: path}, body)
+    alone, own_noise = await _with_loaded(ctx, {name: path}, lambda: _fingerprint(ctx, name))
     ctx.noise = max(ctx.noise, own_noise)
     limit = fp.threshold(ctx.noise)
     diff = fp.spread(base, alone)

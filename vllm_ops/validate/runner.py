@@ -1,7 +1,7 @@
 """``run_validation``: every check against one server → :class:`ValidationReport`.
 
 First ``GET /health`` once: an unreachable or unhealthy server raises one client error naming the
-URL (the CLI: one line, exit 1) before any check. Order: health, version, model listed, tokenize
+URL (the CLI: one line, exit 1) before any check; a healthy answer is the ``health`` check's pass. Order: health, version, model listed, tokenize
 round trip, chat, completion, stream, structured outputs (json, regex, choice, grammar;
 ``repeats`` answers each), beam search, LoRA (each ``--lora`` alone, or one written for the
 served model; with two or more, all at once: ``lora.multi``, ``lora.multi_base``), concurrency,
@@ -63,10 +63,13 @@ async def arun_validation(url: str, model: str | None = None, *,
         return not only or any(name == o or name.startswith(o + ".") for o in only)
 
     try:
-        # unreachable or unhealthy: one VLLMError naming the URL, before any check (CLI: exit 1)
-        await llm.arequire_healthy()
-        for name, fn, args in (("health", c.check_health, ()), ("version", c.check_version, ()),
-                               ("model.listed", c.check_model_listed, ())):
+        # unreachable or unhealthy: one VLLMError naming the URL, before any check (CLI: exit 1);
+        # that one request is the health check
+        health = await c.require_health(llm)
+        if wanted("health"):
+            say("validate", "health")
+            report.checks.append(health)
+        for name, fn, args in (("version", c.check_version, ()), ("model.listed", c.check_model_listed, ())):
             if wanted(name):
                 r = await run(name, fn, *args)
                 if name == "version":
