@@ -177,36 +177,14 @@ def test_status_shows_a_worker_rank_without_probing_it(tmp_path, monkeypatch, ru
         p.wait()
 
 
-def test_stopping_rank0_stops_its_worker_ranks(tmp_path):
+@pytest.fixture
+def multinode(tmp_path):
+    """A native deployment ``mn`` with one worker rank ``mn-rank1`` (sleeping process groups) and
+    one spare group: (store, [rank 0, rank 1, spare])."""
     import subprocess
     import sys
 
     from vllm_ops.launch import procs
-
-    store = StateStore(tmp_path)
-    kids = [subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], start_new_session=True)
-            for _ in range(2)]
-    try:
-        for name, p, backend in (("mn", kids[0], "native"), ("mn-rank1", kids[1], "native-worker")):
-            store.save(_dep(tmp_path, name=name, pid=p.pid, pgid=p.pid, backend=backend,
-                            pid_start_ticks=procs.start_ticks(p.pid), port=0 if "rank" in name else 8000))
-        stop(store.load("mn"), store, grace=2)
-        for p in kids:
-            p.wait(10)
-        assert store.names() == ["mn"]          # the worker's state file went with it
-    finally:
-        for p in kids:
-            if p.poll() is None:
-                p.kill()
-
-
-def test_stop_targets_names_the_worker_ranks_and_ray_nodes_it_stopped(tmp_path):
-    import subprocess
-    import sys
-
-    from vllm_ops.launch import procs
-    from vllm_ops.launch import ray_backend as rb
-    from vllm_ops.launch.lifecycle import find_targets, stop_targets
 
     store = StateStore(tmp_path)
     kids = [subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], start_new_session=True)
@@ -215,17 +193,36 @@ def test_stop_targets_names_the_worker_ranks_and_ray_nodes_it_stopped(tmp_path):
         for name, p, backend in (("mn", kids[0], "native"), ("mn-rank1", kids[1], "native-worker")):
             store.save(_dep(tmp_path, name=name, pid=p.pid, pgid=p.pid, backend=backend,
                             pid_start_ticks=procs.start_ticks(p.pid), port=0 if "rank" in name else 8000))
-        rb.ClusterStore(store).save("mn", [rb.RayNode("head", "127.0.0.1:6379", "127.0.0.1", kids[2].pid,
-                                                      procs.start_ticks(kids[2].pid), None, None)])
-        lines = stop_targets(find_targets(store, all=True), store, grace=2)
-        for p in kids:
-            p.wait(10)
-        assert lines == [f"stopped mn (pid {kids[0].pid}, 1 worker rank(s), 1 Ray node(s) it started)"]
-        assert store.names() == [] and rb.ClusterStore(store).names() == []
+        yield store, kids
     finally:
         for p in kids:
             if p.poll() is None:
                 p.kill()
+                p.wait()
+
+
+def test_stopping_rank0_stops_its_worker_ranks(multinode):
+    store, kids = multinode
+    stop(store.load("mn"), store, grace=2)
+    for p in kids[:2]:
+        p.wait(10)
+    assert store.names() == ["mn"]          # the worker's state file went with it
+
+
+def test_stop_targets_names_the_worker_ranks_and_ray_nodes_it_stopped(multinode):
+    from vllm_ops.launch import procs
+    from vllm_ops.launch import ray_backend as rb
+    from vllm_ops.launch.lifecycle import find_targets, stop_targets
+
+    store, kids = multinode
+    ray = kids[2]
+    rb.ClusterStore(store).save("mn", [rb.RayNode("head", "127.0.0.1:6379", "127.0.0.1", ray.pid,
+                                                  procs.start_ticks(ray.pid), None, None)])
+    lines = stop_targets(find_targets(store, all=True), store, grace=2)
+    for p in kids:
+        p.wait(10)
+    assert lines == [f"stopped mn (pid {kids[0].pid}, 1 worker rank(s), 1 Ray node(s) it started)"]
+    assert store.names() == [] and rb.ClusterStore(store).names() == []
 
 
 # ------------------------------------------------------------- re-plan after --auto-retry
