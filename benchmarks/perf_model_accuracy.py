@@ -233,6 +233,7 @@ def gpu_cases(folder: Path = GPU_RUNS) -> list[Case]:
     scripts/gpu_bench_matrix.sh writes them), when vendored. The benchmark's own request count is the
     workload's (``num_prompts``: the first wave included, as measured)."""
     from vllm_ops.models import load_model_spec
+    from vllm_ops.planning.perf_fit import BENCH_OUTPUT_SPREAD
     from vllm_ops.planning.performance import Workload
     from vllm_ops.planning.plan import Plan
 
@@ -259,7 +260,8 @@ def gpu_cases(folder: Path = GPU_RUNS) -> list[Case]:
                     continue
                 w = Workload(int(doc["input_len"]), int(doc["output_len"]), concurrency=int(lv["concurrency"]),
                              num_requests=int(lv.get("num_requests") or doc.get("num_prompts") or 100),
-                             prefix_cache_hit=_level_hit(doc, lv, f.stem, reuse))
+                             prefix_cache_hit=_level_hit(doc, lv, f.stem, reuse),
+                             output_spread=BENCH_OUTPUT_SPREAD)
                 cases.append(Case(f"{run.name}/{f.stem}", p.model["id"], p, w, float(ttft), float(tpot),
                                   spec=spec, excluded=None if p.fits else "the plan does not fit",
                                   out_tok_s=lv.get("output_throughput")))
@@ -498,14 +500,15 @@ def first_wave_bound(cases: list[Case], k: int, peak_frac: float = 1.0) -> list[
     return out
 
 
-def closed_loop_work_bound(cases: list[Case]) -> list[tuple[str, float]]:
+def closed_loop_work_bound(cases: list[Case], count_cached: bool = False) -> list[tuple[str, float]]:
     """Rows whose measured closed-loop cycle leaves too little time for the work the stated lengths imply,
     whatever the efficiencies. One request's cycle lasts TTFT + (OSL-1) x TPOT; in it the C clients'
     C prompts are prefilled (2 x active parameters x ISL FLOPs each, at 100% of the catalog's peak in the
     weights' precision) and about OSL decode steps each read the KV cache of the C running requests
     (C x (ISL + OSL/2) tokens at 100% of the HBM bandwidth). Fit-free. Returns (row, work / cycle) for
     rows above 0.9: at 0.9 every other cost (weights, attention FLOPs, overheads) and every efficiency
-    below 100% must fit in the last 10%."""
+    below 100% must fit in the last 10%. Prompts count whole (what the stated lengths imply without a prefix
+    cache) unless ``count_cached``: then the workload's prefix-cache hits are left out."""
     from vllm_ops.planning import perf_fit
     from vllm_ops.planning.performance import step_cost
 
@@ -520,7 +523,8 @@ def closed_loop_work_bound(cases: list[Case]) -> list[tuple[str, float]]:
         w = c.workload
         n = w.concurrency
         cycle = c.ttft_ms + (w.output_len - 1) * c.tpot_ms
-        prefill = n * w.input_len * cost.flops_per_token / cost.flops_peak * 1e3
+        computed = w.input_len * (1.0 - w.prefix_cache_hit) if count_cached else w.input_len
+        prefill = n * computed * cost.flops_per_token / cost.flops_peak * 1e3
         kv = w.output_len * n * (w.input_len + w.output_len / 2) * cost.kv_bytes_per_token / cost.bw * 1e3
         if (prefill + kv) / cycle > 0.9:
             out.append((c.name, round((prefill + kv) / cycle, 2)))

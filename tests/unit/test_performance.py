@@ -64,7 +64,7 @@ def test_moe_reads_only_the_routed_experts_at_small_batch():
     one = predict(p, Workload(1000, 200, concurrency=1), spec=spec)
     many = predict(p, Workload(1000, 200, concurrency=32), spec=spec)
     assert one.tpot_ms < many.tpot_ms
-    assert one.bound == "weights-bandwidth"
+    assert one.bound in ("weights-bandwidth", "communication")   # 94 layers x 2 all-reduces rival 8 experts
 
 
 def test_concurrency_above_max_num_seqs_queues():

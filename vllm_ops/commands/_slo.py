@@ -42,7 +42,9 @@ def search_from_args(args: argparse.Namespace, *, cmd: str = "plan", vllm_versio
     if num_requests is not None:
         from dataclasses import replace
 
-        workload = replace(workload, num_requests=int(num_requests))
+        from vllm_ops.planning.perf_fit import BENCH_OUTPUT_SPREAD   # the benchmark is vllm-ops bench's
+
+        workload = replace(workload, num_requests=int(num_requests), output_spread=BENCH_OUTPUT_SPREAD)
     kw = plan_inputs(args, cmd=cmd, vllm_version=vllm_version)
     model, inventory, pins = kw.pop("model"), kw.pop("inventory"), kw.pop("pins")
     version, profile = kw.pop("vllm_version"), kw.pop("profile")

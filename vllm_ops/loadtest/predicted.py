@@ -13,6 +13,7 @@ from typing import Any
 
 from vllm_ops.errors import VllmOpsError
 from vllm_ops.loadtest.report import read_plan_file
+from vllm_ops.planning.perf_fit import BENCH_OUTPUT_SPREAD
 from vllm_ops.planning.performance import Workload, model_spec_of, predict
 from vllm_ops.planning.plan import Plan
 
@@ -56,7 +57,8 @@ def compare(plan: Any, report: Any, *, record: bool = True, state_dir: Any = Non
             hit = lv.server.prefix_cache_hit_rate if lv.server is not None else None
             w = Workload(report.input_len, report.output_len, concurrency=lv.concurrency,
                          rate=None if lv.concurrency is not None else rate, num_requests=lv.num_requests or None,
-                         prefix_cache_hit=min(max(float(hit or 0.0), 0.0), 1.0))
+                         prefix_cache_hit=min(max(float(hit or 0.0), 0.0), 1.0),
+                         output_spread=BENCH_OUTPUT_SPREAD)
             perf = predict(plan, w, spec=spec)
             row["predicted"] = {k: getattr(perf, k) for k in ("ttft_ms", "tpot_ms", "output_tokens_per_s",
                                                               "requests_per_s", "bound")}

@@ -23,9 +23,17 @@ from vllm_ops.planning.perf_step import Efficiency
 
 DEFAULT = Efficiency(bw=0.85, flops=0.6, flops_fp8=0.0, step_ms=1.0, layer_us=35.0, allreduce_us=15.0,
                      request_ms=20.0, moe_bw=1.0, moe_flops=0.0, moe_layer_us=0.0, eager_layer_us=0.0)
-# requests that start together drift apart in a real server (client timing, tokenizer, HTTP): modelled as
-# output lengths spread uniformly over +-OSL_JITTER around the mean (an assumption, not fitted)
+# Requests that start together drift apart or not, depending on the load generator (a property of the
+# harness, not of vLLM), modelled as output lengths spread uniformly over +-spread around the mean:
+# * OSL_JITTER (0.1, an assumption, not fitted): clients that drift apart - real traffic, and NVIDIA's public rows
+#   (aiperf through a Dynamo frontend): with 0 their TTFT comes out 2-4x high (each wave of c=8 would share one
+#   8192-token prefill step), with 0.1 as measured within about 20 %;
+# * BENCH_OUTPUT_SPREAD (0): `vllm-ops bench` sends fixed-length requests from one event loop and its waves stay
+#   together: vLLM 0.25's per-step log of our Qwen3-30B-A3B run (1x H200, 1024/128, c=128, 512 requests,
+#   tests/data/gpu-runs/h200x1/perf/q30bf/engine-steps-c128.txt) shows each wave of 128 prefilled in 16 full
+#   8192-token steps, decoded together for ~112 steps and re-formed within a step or two of the last finish.
 OSL_JITTER = 0.1
+BENCH_OUTPUT_SPREAD = 0.0
 
 
 def _eff(d: dict) -> Efficiency:

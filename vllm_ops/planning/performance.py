@@ -25,7 +25,6 @@ from vllm_ops.errors import BadInput
 from vllm_ops.hardware import catalog
 from vllm_ops.planning import perf_fit
 from vllm_ops.planning.memory import GPU_BLOCK_SIZE, VOCAB_PADDING
-from vllm_ops.planning.perf_fit import OSL_JITTER as jitter
 from vllm_ops.planning.perf_sim import simulate
 from vllm_ops.planning.perf_step import StepCost
 
@@ -52,6 +51,8 @@ class Workload:
     rate: float | None = None      # open loop: requests/s (Poisson); exactly one of concurrency/rate set
     num_requests: int | None = None  # requests a benchmark sends (first wave included); None: steady state
     prefix_cache_hit: float = 0.0  # fraction of prompt tokens vLLM's prefix cache serves (shared prefixes)
+    output_spread: float | None = None  # how far requests drift apart (perf_fit: OSL_JITTER when None, clients
+                                        # that drift; BENCH_OUTPUT_SPREAD for vllm-ops bench's waves)
 
     def check(self) -> None:
         if (self.concurrency is None) == (self.rate is None):
@@ -238,6 +239,7 @@ def _run(plan: "Plan", w: Workload, cost: "StepCost", fit_notes: list[str]) -> P
         return refuse(f"one request of {isl}+{osl} tokens needs more KV cache than the "
                       f"{cap} tokens this replica has")
     notes = list(cost.notes) + fit_notes
+    jitter = perf_fit.OSL_JITTER if w.output_spread is None else float(w.output_spread)
     if w.prefix_cache_hit:
         notes.append(f"prefix cache: {w.prefix_cache_hit:.0%} of every prompt assumed cached (whole KV blocks); "
                      f"only the rest is prefilled")
