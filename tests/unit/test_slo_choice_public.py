@@ -7,10 +7,10 @@ import math
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-# measured held-out share (Qwen3-32B, efficiencies fitted on Qwen3-235B-A22B-FP8 + Llama-3.1-8B-FP8 + our
-# Qwen2.5-7B and Qwen3-30B-A3B-FP8 H200 runs, fit.json of 2026-12-03): 68% (58% with the public rows alone),
-# against 38% / 36% for the fixed rules; bound = the earlier figure minus a margin
-HELD_OUT_FLOOR = 0.78   # measured 0.82 held-out (180 cases; fit of 2026-12-03 with the H200 runs pooled)
+# the goal, asserted: held-out (Qwen3-32B predicted with efficiencies fitted on every other model's rows,
+# public and our H200 runs, leave-one-family-out, fit.json of 2026-12-03 session 4) the chosen TP is within 10% of
+# the best measured in 87% of the 180 cases (in-sample 89%), against 38% / 36% for the fixed rules
+HELD_OUT_FLOOR = 0.85
 
 
 def _bench():
@@ -44,6 +44,7 @@ def test_held_out_choice_beats_both_fixed_rules():
           f"in-sample {out['in_sample']['within_10pct_share']['search']:.0%}")
     assert share["search"] > max(share["smallest"], share["largest"])
     assert share["search"] >= HELD_OUT_FLOOR
+    assert out["meets_goal"]
     assert out["in_sample"]["cases"] == h["cases"]
     assert "HELD-OUT" in "\n".join(b.report(out))
 
