@@ -102,6 +102,9 @@ def test_tune_refuses_bad_input_before_starting(capsys):
     rc = main(["tune", "--profile", "cpu", "--model", "Qwen/Qwen2.5-0.5B", "--slo", "tpot_ms=9", "--input-len",
                "8", "--output-len", "8", "--concurrency", "2", "--max-starts", "0"])
     assert rc == 2 and "--max-starts" in capsys.readouterr().err
+    rc = main(["tune", "--profile", "cpu", "--model", "Qwen/Qwen2.5-0.5B", "--slo", "tpot_ms=9", "--input-len",
+               "8", "--output-len", "8", "--concurrency", "2", "--prefix-cache-hit", "0.5"])
+    assert rc == 2 and "--prefix-cache-hit" in capsys.readouterr().err
 
 
 def test_profile_from_probed_like_hardware(tmp_path):

@@ -73,6 +73,9 @@ def _check(args: argparse.Namespace) -> None:
         raise BadInput("--image needs --backend docker")
     if not args.model:
         raise BadInput("no model given", hint="pass --model M (an HF id, catalog name or model directory)")
+    if getattr(args, "prefix_cache_hit", 0.0):
+        raise BadInput("tune benches every candidate with fresh prompts: it cannot measure --prefix-cache-hit",
+                       hint="rank the layouts with `vllm-ops plan --slo ... --prefix-cache-hit F`")
 
 
 def run(args: argparse.Namespace) -> int:
