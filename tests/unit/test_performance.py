@@ -153,6 +153,9 @@ def test_simulation_prefills_only_what_the_prefix_cache_lacks():
                  kv_capacity_tokens=100_000, concurrency=1, num_requests=1, prompt_cached=4992)
     assert r.ttft_ms == pytest.approx(1.0 + 8 / 1000.0)
     assert seen == [(8, pytest.approx(8 * (4992 + 4)))]
+    with pytest.raises(ValueError):       # the last prompt token is always computed: the caller rounds
+        simulate(step, input_len=5000, output_len=2, max_num_seqs=8, max_batched_tokens=2000,
+                 kv_capacity_tokens=100_000, concurrency=1, num_requests=1, prompt_cached=5000)
 
 
 def test_prefix_cache_hit_whole_blocks_and_never_the_last_token():

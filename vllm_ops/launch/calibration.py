@@ -176,7 +176,7 @@ def lookup_perf(plan: Any, workload: Any, state_dir: str | os.PathLike | None = 
     model_id, key, version, flags = _plan_keys(plan)
     want = {"input_len": workload.input_len, "output_len": workload.output_len}
     want.update({"concurrency": workload.concurrency} if workload.concurrency is not None else {"rate": workload.rate})
-    hit = float(getattr(workload, "prefix_cache_hit", 0.0) or 0.0)
+    hit = float(workload.prefix_cache_hit)
     best = None
     for rec in records(state_dir):
         wl = rec.get("workload") or {}

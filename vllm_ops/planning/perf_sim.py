@@ -146,6 +146,15 @@ def _output_lengths(new: int, osl: int, jitter: float, rng: random.Random) -> li
     return [osl]
 
 
+def _prompt_split(isl: int, prompt_cached: int) -> tuple[int, int]:
+    """(cached, prefilled) tokens of a prompt; rounding to whole blocks and keeping the last token
+    computed is the caller's rule (performance.cached_prompt_tokens), checked here."""
+    cached = int(prompt_cached)
+    if cached and not 0 < cached < isl:
+        raise ValueError(f"prompt_cached {cached} outside 0..{isl - 1}")
+    return cached, isl - cached
+
+
 def simulate(step: StepFn, *, input_len: int, output_len: int, max_num_seqs: int, max_batched_tokens: int,
              kv_capacity_tokens: int, concurrency: int | None = None, rate: float | None = None,
              num_requests: int = 0, warmup: int = 0, seed: int = 0, stagger_ms: float = 0.0,
@@ -157,8 +166,7 @@ def simulate(step: StepFn, *, input_len: int, output_len: int, max_num_seqs: int
     ``output_len * [1-j, 1+j]`` (same mean; requests that started together drift apart, as they do
     with real clients), 0: every request has exactly ``output_len``."""
     isl, osl = int(input_len), int(output_len)
-    cached = min(max(int(prompt_cached), 0), isl - 1)
-    isl_c = isl - cached                             # prompt tokens prefilled per request
+    cached, isl_c = _prompt_split(isl, prompt_cached)
     per_req = isl + osl
     limit = max(0, min(int(max_num_seqs), int(kv_capacity_tokens) // per_req if per_req else 0))
     if limit < 1:
@@ -223,7 +231,7 @@ def simulate(step: StepFn, *, input_len: int, output_len: int, max_num_seqs: int
             # prompts finished in this step: first token now, then decode
             while pre:
                 c = pre[0]
-                fin = min(c.done // isl_c, c.n)
+                fin = min(c.done // isl_c, c.n) if isl_c else c.n
                 new = fin - c.finished
                 if new > 0:
                     c.finished = fin
