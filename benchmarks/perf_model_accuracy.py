@@ -586,6 +586,25 @@ def write_fit(doc: dict[str, Any], iters: int) -> None:
     FIT_JSON.write_text(json.dumps(out, indent=1) + "\n", encoding="utf-8")
 
 
+ACCURACY_JSON = ROOT / "vllm_ops" / "data" / "perf" / "accuracy.json"
+SET_NAMES = {"public": "NVIDIA's public vLLM rows (aiconfigurator, H100/H200, vLLM 0.12)",
+             "gpu": "our vllm-ops bench runs (1x H200, vLLM 0.25)"}
+
+
+def write_accuracy(doc: dict[str, Any], pooled: dict[str, dict]) -> None:
+    """vllm_ops/data/perf/accuracy.json: the held-out errors a plan quotes beside its prediction
+    (vllm_ops/planning/perf_fit.py: accuracy_for), pooled per measurement set and per model."""
+    out: dict[str, Any] = {"_about": "written by benchmarks/perf_model_accuracy.py --write-accuracy from the fold "
+                                     "constants of fit.json: absolute % errors, every row predicted with constants "
+                                     "fitted without its model's family", "sets": {}, "models": {}}
+    for name, d in doc.items():
+        out["sets"][name] = {"what": SET_NAMES.get(name, name), **pooled[name],
+                             "models": sorted(d["held_out"])}
+        for m, fold in d["held_out"].items():
+            out["models"].setdefault(m, {})[name] = fold["held_out"]
+    ACCURACY_JSON.write_text(json.dumps(out, indent=1) + "\n", encoding="utf-8")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--fit", action="store_true", help="fit on all rows and print the constants")
@@ -594,6 +613,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--write", action="store_true",
                     help="with --fit: write the constants and held-out figures to vllm_ops/data/perf/fit.json")
+    ap.add_argument("--write-accuracy", action="store_true",
+                    help="write the pooled held-out figures plans quote to vllm_ops/data/perf/accuracy.json")
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--data", choices=("public", "gpu", "all"), default="all")
     ap.add_argument("--tpot-stat", choices=("mean", "itl"), default=TPOT_STAT,
@@ -648,6 +669,11 @@ def main(argv: list[str] | None = None) -> int:
                                     "loss": round(lv, 4)}
     if a.write and a.fit:
         write_fit(doc, a.iters)
+    pooled_scores = {name: pooled_held_out(loaded[name], d, fitted) for name, d in doc.items()}
+    if a.write_accuracy:
+        if a.fit and not a.write:
+            raise SystemExit("--write-accuracy after --fit needs --write (the figures must match fit.json)")
+        write_accuracy(doc, pooled_scores)
     if a.json:
         print(json.dumps(doc, indent=1))
         return 0
@@ -659,11 +685,7 @@ def main(argv: list[str] | None = None) -> int:
                 if sc:
                     print(f"{m:40} {kind:9} {sc['answered']:>4}/{sc['rows']:<4} {sc['tpot_median']!s:>8} "
                           f"{sc['tpot_p90']!s:>6} {sc['ttft_median']!s:>8} {sc['ttft_p90']!s:>6}")
-        pooled_pairs = []
-        for m, fold in d["held_out"].items():
-            eff = fitted[m][0]
-            pooled_pairs += predict_all([c for c in loaded[name] if c.model == m], eff)
-        sc = score(pooled_pairs, sum(1 for c in loaded[name] if not c.excluded))
+        sc = pooled_scores[name]
         print(f"{'all models, pooled':40} {'held-out':9} {sc['answered']:>4}/{sc['rows']:<4} {sc['tpot_median']!s:>8} "
               f"{sc['tpot_p90']!s:>6} {sc['ttft_median']!s:>8} {sc['ttft_p90']!s:>6}")
         print("targets on unseen models: answered >= 90%, TPOT median <= 10% (p90 <= 25%), TTFT median <= 20% "
@@ -676,6 +698,14 @@ def main(argv: list[str] | None = None) -> int:
         if "fit_all" in d:
             print("fitted on all rows:", json.dumps(d["fit_all"]))
     return 0
+
+
+def pooled_held_out(cases: list[Case], d: dict[str, Any], fitted: dict) -> dict[str, Any]:
+    """Every row of a set predicted with its own model's fold constants, scored together."""
+    pairs: list[tuple[Case, Any]] = []
+    for m in d["held_out"]:
+        pairs += predict_all([c for c in cases if c.model == m], fitted[m][0])
+    return score(pairs, sum(1 for c in cases if not c.excluded))
 
 
 def _print_protocols(doc: dict[str, Any], as_json: bool) -> int:

@@ -32,6 +32,15 @@ def test_short_bench_figures_are_consistent(vllm_server, run_cli, tmp_path):
         assert lv["server"]["generation_tokens"] == 8 * 16
         assert lv["server"]["prompt_tokens"] == 8 * 32
         assert lv["server"]["preemptions"] == 0
+        # where the TTFT went, by vLLM's own histograms: parts that add up, measured for these 8 requests
+        srv = lv["server"]
+        assert 0 < srv["server_ttft_ms"] <= lv["ttft_ms"]["max"] * 1.05, srv
+        assert srv["queue_ms"] >= 0 and srv["prefill_ms"] > 0 and srv["decode_ms"] > 0, srv
+        assert srv["queue_ms"] + srv["prefill_ms"] <= srv["server_ttft_ms"] * 1.05 + 5, srv
+        assert srv["frontend_ms"] == pytest.approx(srv["server_ttft_ms"] - srv["queue_ms"] - srv["prefill_ms"])
+        assert srv["server_itl_ms"] > 0 and srv["engine_steps"] >= 16, srv   # >= 16 decode steps at c=1
+        assert 1 <= srv["tokens_per_step"] <= 32 + 4, srv
+        assert lv["client_lag_ms"]["count"] > 0 and lv["client_lag_ms"]["max"] >= 0   # the bench's own loop
     assert doc["levels"][1]["max_in_flight"] <= 4
     assert doc["saturation"]["bound"] in ("client_concurrency", "max_num_seqs", "kv_cache")
     assert png.stat().st_size > 1000 and "bench:" in err

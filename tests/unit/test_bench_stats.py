@@ -171,3 +171,71 @@ def test_report_json_roundtrips():
     doc = json.loads(json.dumps(rep.to_dict()))
     assert doc["levels"][0]["concurrency"] == 1 and doc["saturation"]["bound"] in (
         "client_concurrency", "max_num_seqs", "kv_cache", "unknown")
+
+
+# ---- where the TTFT went: vLLM's request histograms between two scrapes
+def _scrape(ttft: tuple[float, int], queue: tuple[float, int], prefill: tuple[float, int],
+            steps: tuple[float, int]):
+    from vllm_ops.client._prometheus import parse_prometheus
+
+    lines = []
+    for name, (total, n) in (("vllm:time_to_first_token_seconds", ttft), ("vllm:request_queue_time_seconds", queue),
+                             ("vllm:request_prefill_time_seconds", prefill), ("vllm:iteration_tokens_total", steps)):
+        lines += [f"# TYPE {name} histogram", f'{name}_sum{{model_name="m"}} {total}',
+                  f'{name}_count{{model_name="m"}} {n}']
+    return parse_prometheus("\n".join(lines) + "\n")
+
+
+def test_server_side_splits_the_level_ttft_from_histogram_deltas():
+    from vllm_ops.loadtest.bench import server_side
+
+    before = _scrape((1.0, 4), (0.2, 4), (0.4, 4), (1000.0, 100))
+    after = _scrape((1.0 + 8 * 0.5, 12), (0.2 + 8 * 0.1, 12), (0.4 + 8 * 0.3, 12), (1000.0 + 6400.0, 164))
+    s = server_side(before, after, [])
+    assert s.server_ttft_ms == pytest.approx(500.0) and s.queue_ms == pytest.approx(100.0)
+    assert s.prefill_ms == pytest.approx(300.0) and s.frontend_ms == pytest.approx(100.0)
+    assert s.engine_steps == 64 and s.tokens_per_step == pytest.approx(100.0)
+    assert s.decode_ms is None and s.server_itl_ms is None          # not exposed: None, never 0
+    assert s.ttft_split() == ("server TTFT 500 ms = queued 100 + prefill 300 + API server and hand-over 100; "
+                              "64 engine steps, 100 tokens per step")
+    assert s.to_dict()["frontend_ms"] == pytest.approx(100.0)
+
+
+def test_server_side_without_new_observations_says_nothing():
+    from vllm_ops.loadtest.bench import server_side
+
+    same = _scrape((1.0, 4), (0.2, 4), (0.4, 4), (10.0, 2))
+    s = server_side(same, same, [])
+    assert s.server_ttft_ms is None and s.frontend_ms is None and s.ttft_split() is None
+    assert server_side(None, same, []).queue_ms is None
+
+
+# ---- the load generator's own lag
+def test_loop_lag_sees_a_blocked_event_loop_and_the_report_says_so():
+    import asyncio
+    import time
+
+    from vllm_ops.loadtest.generator import loop_lag
+    from vllm_ops.loadtest.report import client_lag_warning
+    from vllm_ops.loadtest.stats import Distribution
+
+    async def go(block_s: float) -> list[float]:
+        stop = asyncio.Event()
+        task = asyncio.create_task(loop_lag(stop, tick=0.005))
+        for _ in range(5):
+            await asyncio.sleep(0.02)
+            time.sleep(block_s)                   # a busy client: nothing else runs meanwhile
+        stop.set()
+        return await task
+
+    busy, idle = asyncio.run(go(0.05)), asyncio.run(go(0.0))
+    assert max(busy) >= 0.045 and len(busy) >= 5
+    lv = _level(8, 1.0)
+    lv.client_lag_ms = Distribution.of(busy)
+    line = client_lag_warning(lv)
+    assert line and "event loop ran late" in line and "max" in line
+    lv.client_lag_ms = Distribution.of([0.0005] * 20)
+    assert client_lag_warning(lv) is None
+    lv.client_lag_ms = Distribution()                  # an old report without the figure
+    assert client_lag_warning(lv) is None
+    assert max(idle) < 0.045

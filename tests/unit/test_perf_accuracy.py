@@ -78,6 +78,41 @@ def test_pooled_held_out_figures_stay_within_bounds(bench, cases, data):
         assert got[k] <= bound, (k, got)
 
 
+@pytest.mark.parametrize("data", sorted(HELD_OUT_POOLED))
+def test_the_errors_a_plan_quotes_are_the_measured_held_out_ones(bench, cases, data):
+    """vllm_ops/data/perf/accuracy.json (what `plan` prints beside a prediction) is what the stored folds
+    give now: it cannot go stale after a refit (rewrite it with --write-accuracy)."""
+    pairs = []
+    for key, fold in perf_fit.HELD_OUT.items():
+        d, model = key.split(":", 1)
+        if d == data:
+            pairs += bench.predict_all([c for c in cases[data] if c.model == model], fold["efficiency"])
+    got = bench.score(pairs, sum(1 for c in cases[data] if not c.excluded))
+    quoted = perf_fit.accuracy_for(None)["sets"][data]
+    for k in ("tpot_median", "tpot_p90", "ttft_median", "ttft_p90", "rows"):
+        assert quoted[k] == pytest.approx(got[k], abs=0.05), (k, quoted, got)
+
+
+def test_a_plan_quotes_its_expected_error_and_the_models_own_held_out_figures(run_cli):
+    import json
+
+    args = ("plan", "--model", "Qwen/Qwen3-8B", "--gpus", "1xH200", "--input-len", "1024", "--output-len", "128",
+            "--concurrency", "32")
+    rc, out, err = run_cli(*args, "--json")
+    assert rc == 0, err
+    acc = json.loads(out)["performance"]["accuracy"]
+    assert set(acc["sets"]) == {"public", "gpu"} and "not fitted on" in acc["kind"]
+    assert acc["this_model"]["gpu"]["rows"] >= 4                    # our Qwen3-8B H200 levels, held out
+    rc, out, err = run_cli(*args)
+    assert rc == 0 and "expected error, median (p90), on models not fitted on:" in out
+    assert "this model held out (our H200 runs" in out
+    # a model never measured: the pooled figures only
+    rc, out, err = run_cli("plan", "--model", "Qwen/Qwen2.5-14B-Instruct", "--gpus", "1xH200", "--input-len", "512",
+                           "--output-len", "64", "--concurrency", "4", "--json")
+    assert rc == 0, err
+    assert "this_model" not in json.loads(out)["performance"]["accuracy"]
+
+
 def test_closed_loop_work_bound_flags_rows_that_need_more_than_the_peaks(bench, cases):
     """Fit-free: some published Llama-3.1-8B-FP8 rows leave less time per closed-loop cycle than their
     stated prompts (at the FP8 peak) and KV reads (at full bandwidth) need; none of our own runs does."""

@@ -67,6 +67,10 @@ def add_performance(plan, w, spec=None) -> None:
     from vllm_ops.planning.performance import predict
 
     perf = predict(plan, w, spec=spec).to_dict()
+    if perf.get("tpot_ms") is not None or perf.get("ttft_ms") is not None:
+        from vllm_ops.planning.perf_fit import accuracy_for
+
+        perf["accuracy"] = accuracy_for((plan.model or {}).get("id"))
     perf["workload"] = {"input_len": w.input_len, "output_len": w.output_len, "concurrency": w.concurrency,
                         "rate": w.rate, "prefix_cache_hit": w.prefix_cache_hit}
     try:

@@ -115,6 +115,11 @@ def _print_performance(con, perf: dict) -> None:
               f"running {f(perf.get('effective_concurrency'), '')}")
     if perf.get("reason"):
         con.print("  " + escape(perf["reason"]))
+    from vllm_ops.planning.perf_fit import accuracy_line
+
+    acc = accuracy_line(perf.get("accuracy"))
+    if acc:
+        con.print("  " + escape(acc))
     m = perf.get("measured")
     if m:
         con.print(escape(f"  measured before: TTFT {m.get('ttft_ms')} ms, TPOT {m.get('tpot_ms')} ms, "

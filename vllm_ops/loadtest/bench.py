@@ -20,11 +20,11 @@ import time
 from typing import Any, Callable, Sequence
 
 from vllm_ops.errors import BadInput
-from vllm_ops.loadtest.generator import run_concurrency, run_rate, sample_while
+from vllm_ops.loadtest.generator import loop_lag, run_concurrency, run_rate, sample_while
 from vllm_ops.loadtest.prompts import (VOCAB_TEXT, in_passes, load_dataset, pooled_prompts,
                                        random_token_prompts, vocabulary_from_tokens)
 from vllm_ops.loadtest.report import BenchReport, PlanLimits, analyse
-from vllm_ops.loadtest.stats import ServerSide, summarize
+from vllm_ops.loadtest.stats import Distribution, ServerSide, summarize
 
 Progress = Callable[[str, str], None]
 
@@ -40,6 +40,32 @@ def _delta(before: Any, after: Any, name: str) -> float | None:
         return None
     a, b = after.value(name), before.value(name)
     return None if a is None or b is None else a - b
+
+
+def _hist_mean(before: Any, after: Any, name: str, scale: float = 1.0) -> float | None:
+    """Mean of a histogram's observations made between two scrapes (``name``'s _sum and _count deltas)."""
+    total, n = _delta(before, after, name + "_sum"), _delta(before, after, name + "_count")
+    return None if total is None or not n else total / n * scale
+
+
+def server_side(before: Any, after: Any, samples: Sequence[Any]) -> ServerSide:
+    """What vLLM's /metrics say about the level between the two scrapes (None where not exposed)."""
+    return ServerSide(
+        preemptions=_delta(before, after, "vllm:num_preemptions_total"),
+        prompt_tokens=_delta(before, after, "vllm:prompt_tokens_total"),
+        generation_tokens=_delta(before, after, "vllm:generation_tokens_total"),
+        peak_kv_cache_usage=_gauge_max(samples, "vllm:kv_cache_usage_perc"),
+        max_waiting=_gauge_max(samples, "vllm:num_requests_waiting"),
+        max_running=_gauge_max(samples, "vllm:num_requests_running"),
+        prefix_cache_hit_rate=_prefix_hit_rate(before, after),
+        server_ttft_ms=_hist_mean(before, after, "vllm:time_to_first_token_seconds", 1e3),
+        queue_ms=_hist_mean(before, after, "vllm:request_queue_time_seconds", 1e3),
+        prefill_ms=_hist_mean(before, after, "vllm:request_prefill_time_seconds", 1e3),
+        decode_ms=_hist_mean(before, after, "vllm:request_decode_time_seconds", 1e3),
+        server_itl_ms=_hist_mean(before, after, "vllm:inter_token_latency_seconds", 1e3),
+        engine_steps=_delta(before, after, "vllm:iteration_tokens_total_count"),
+        tokens_per_step=_hist_mean(before, after, "vllm:iteration_tokens_total"),
+        samples=len(samples))
 
 
 # prefix-cache counters: the names since vLLM 0.12.0, then the older ones (planning/versions.py, PR #29330)
@@ -152,6 +178,7 @@ async def arun_bench(url: str, *, model: str | None = None,
             stop = asyncio.Event()
             sampler = asyncio.create_task(sample_while(llm.ametrics, sample_interval, stop)) \
                 if sample_interval > 0 else None
+            lagger = asyncio.create_task(loop_lag(stop))
             last = [0.0]
 
             def tick(done: int, total: int, label: str = label) -> None:
@@ -168,17 +195,11 @@ async def arun_bench(url: str, *, model: str | None = None,
             duration = time.perf_counter() - t0
             stop.set()
             samples = await sampler if sampler is not None else []
+            lags = await lagger
             after = await _metrics_or_none(llm)
             stats = summarize(results, concurrency=c, request_rate=r, duration_s=duration)
-            stats.server = ServerSide(
-                preemptions=_delta(before, after, "vllm:num_preemptions_total"),
-                prompt_tokens=_delta(before, after, "vllm:prompt_tokens_total"),
-                generation_tokens=_delta(before, after, "vllm:generation_tokens_total"),
-                peak_kv_cache_usage=_gauge_max(samples, "vllm:kv_cache_usage_perc"),
-                max_waiting=_gauge_max(samples, "vllm:num_requests_waiting"),
-                max_running=_gauge_max(samples, "vllm:num_requests_running"),
-                prefix_cache_hit_rate=_prefix_hit_rate(before, after),
-                samples=len(samples))
+            stats.server = server_side(before, after, samples)
+            stats.client_lag_ms = Distribution.of(lags)
             report.levels.append(stats)
             say("bench", f"{label}: {stats.request_throughput:.2f} req/s, "
                          f"{stats.output_throughput:.1f} tok/s, {stats.failed} failed")

@@ -114,6 +114,21 @@ async def sample_while(fetch: Callable[[], Awaitable[Any]], interval: float,
     return samples
 
 
+LAG_TICK_S = 0.01
+
+
+async def loop_lag(stop: asyncio.Event, tick: float = LAG_TICK_S) -> list[float]:
+    """How late this event loop wakes up (s), sampled every ``tick`` s until ``stop`` is set: a load
+    generator whose loop lags adds that lag to every TTFT and inter-token gap it measures."""
+    late: list[float] = []
+    loop = asyncio.get_running_loop()
+    while not stop.is_set():
+        t0 = loop.time()
+        await asyncio.sleep(tick)
+        late.append(max(loop.time() - t0 - tick, 0.0))
+    return late
+
+
 def _one_line(exc: BaseException) -> str:
     text = " ".join(str(exc).split()) or type(exc).__name__
     return f"{type(exc).__name__}: {text}"[:300]

@@ -194,6 +194,13 @@ class BenchReport:
                       "-" if s.preemptions is None else f"{s.preemptions:g}")
         con.print(t)
         for lv in self.levels:
+            split = lv.server.ttft_split()
+            if split:
+                con.print(f"{lv.label}: {split}")
+            late = client_lag_warning(lv)
+            if late:
+                con.print(f"[yellow]{lv.label}: {late}[/]")
+        for lv in self.levels:
             for e in lv.errors:
                 con.print(f"[red]{lv.label} error:[/] {e}")
         if self.saturation:
@@ -201,6 +208,18 @@ class BenchReport:
             where = f"saturated after {sat.saturated_at}" if sat.saturated_at else "still scaling at the last level"
             con.print(f"peak {sat.peak_request_throughput:.2f} req/s, {sat.peak_output_throughput:.1f} "
                       f"output tok/s; {where}; bound: [bold]{sat.bound}[/] — {sat.reason}")
+
+
+CLIENT_LAG_WARN_MS = 10.0        # p90 of the bench's own event-loop lag above which its latencies are suspect
+
+
+def client_lag_warning(lv: Any) -> str | None:
+    """A line when the bench's own event loop ran late during the level (its TTFT/ITL include that)."""
+    lag = lv.client_lag_ms
+    if not lag.count or lag.p90 is None or lag.p90 <= CLIENT_LAG_WARN_MS:
+        return None
+    return (f"the bench's own event loop ran late (p50 {lag.p50:.1f} ms, p90 {lag.p90:.1f} ms, max {lag.max:.0f} ms): "
+            f"its TTFT and ITL include that; fewer requests per bench process, or a faster client machine")
 
 
 def _pcts(d: Any, n: int) -> str:

@@ -106,10 +106,36 @@ class ServerSide:
     max_waiting: float | None = None            # max sampled vllm:num_requests_waiting
     max_running: float | None = None            # max sampled vllm:num_requests_running
     prefix_cache_hit_rate: float | None = None  # prompt tokens served from the prefix cache / prompt tokens
+    # where the time went, by vLLM's own request histograms (means over the level, ms): the server's TTFT
+    # (from the request's arrival in the API server) = queue (waiting in the engine) + prefill (scheduled to
+    # first token) + the rest (the API server and its hand-over to the engine: tokenising, queues, IPC)
+    server_ttft_ms: float | None = None         # vllm:time_to_first_token_seconds
+    queue_ms: float | None = None               # vllm:request_queue_time_seconds
+    prefill_ms: float | None = None             # vllm:request_prefill_time_seconds
+    decode_ms: float | None = None              # vllm:request_decode_time_seconds
+    server_itl_ms: float | None = None          # vllm:inter_token_latency_seconds
+    engine_steps: float | None = None           # count of vllm:iteration_tokens_total (engine steps run)
+    tokens_per_step: float | None = None        # its mean: tokens (prompt + decode) per engine step
     samples: int = 0
 
+    @property
+    def frontend_ms(self) -> float | None:
+        """The server's TTFT not spent queued or prefilling in the engine (None when a part is missing)."""
+        if None in (self.server_ttft_ms, self.queue_ms, self.prefill_ms):
+            return None
+        return self.server_ttft_ms - self.queue_ms - self.prefill_ms  # type: ignore[operator]
+
+    def ttft_split(self) -> str | None:
+        """One line: the server's TTFT and its parts, engine steps and tokens per step (None: not exposed)."""
+        if self.frontend_ms is None:
+            return None
+        steps = "" if self.engine_steps is None or self.tokens_per_step is None else \
+            f"; {self.engine_steps:.0f} engine steps, {self.tokens_per_step:.0f} tokens per step"
+        return (f"server TTFT {self.server_ttft_ms:.0f} ms = queued {self.queue_ms:.0f} + prefill "
+                f"{self.prefill_ms:.0f} + API server and hand-over {self.frontend_ms:.0f}{steps}")
+
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {**asdict(self), "frontend_ms": self.frontend_ms}
 
 
 @dataclass
@@ -133,6 +159,7 @@ class LevelStats:
     errors: list[str] = field(default_factory=list)          # first distinct messages
     max_in_flight: int = 0
     server: ServerSide = field(default_factory=ServerSide)
+    client_lag_ms: Distribution = field(default_factory=Distribution)   # the bench's own event-loop lag
 
     @property
     def label(self) -> str:

@@ -62,6 +62,50 @@ HELD_OUT = {k: {"efficiency": _eff(v.get("efficiency") or {}), "fitted_on": list
             for k, v in (_DOC.get("held_out") or {}).items()}
 
 
+def _load_accuracy() -> dict:
+    try:
+        from vllm_ops.resources import data_dir
+
+        return json.loads((data_dir() / "perf" / "accuracy.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+
+
+_ACCURACY = _load_accuracy()
+_FIGURES = ("tpot_median", "tpot_p90", "ttft_median", "ttft_p90", "rows")
+
+
+def accuracy_for(model_id: str | None) -> dict | None:
+    """The errors to expect of a prediction: absolute % errors of the performance model on measured runs
+    it was not fitted on (each model predicted with constants fitted without its family), pooled per
+    measurement set, plus this model's own held-out figures when it was measured
+    (vllm_ops/data/perf/accuracy.json, written by benchmarks/perf_model_accuracy.py). None without the file."""
+    sets = _ACCURACY.get("sets") or {}
+    if not sets:
+        return None
+    out: dict = {"kind": "held-out absolute % error (models the constants were not fitted on)",
+                 "sets": {k: {"what": v.get("what"), **{f: v.get(f) for f in _FIGURES}} for k, v in sets.items()},
+                 "source": "vllm_ops/data/perf/accuracy.json"}
+    own = (_ACCURACY.get("models") or {}).get(model_id or "")
+    if own:
+        out["this_model"] = {k: {f: v.get(f) for f in _FIGURES} for k, v in own.items()}
+    return out
+
+
+def accuracy_line(acc: dict | None) -> str | None:
+    """One line for the plan's table: the median (p90) errors to expect, per measurement set."""
+    if not acc:
+        return None
+    short = {"public": "NVIDIA's public rows", "gpu": "our H200 runs"}
+    parts = [f"{short.get(k, k)} TPOT {v['tpot_median']} % ({v['tpot_p90']} %), TTFT {v['ttft_median']} % "
+             f"({v['ttft_p90']} %)" for k, v in acc["sets"].items()]
+    line = "expected error, median (p90), on models not fitted on: " + "; ".join(parts)
+    for k, v in (acc.get("this_model") or {}).items():
+        line += (f"; this model held out ({short.get(k, k)}, {v['rows']} levels): TPOT {v['tpot_median']} %, "
+                 f"TTFT {v['ttft_median']} %")
+    return line
+
+
 def notes() -> list[str]:
     e = EFFICIENCY
     return [f"fitted efficiencies: {e.bw:.2f} of HBM bandwidth, {e.flops:.2f} of dense 16-bit FLOP/s, "
