@@ -536,8 +536,9 @@ def _docker_plan(model_dir: Path, port: int, marker: str):
 
 def _docker_opts(vllm_python: Path, state: Path, image: str, **kw):
     from tests.support.docker_image import image_mounts
-    from vllm_ops.launch.docker_backend import IMAGE_COMMAND, DockerBackend, DockerOptions
+    from vllm_ops.launch.docker_backend import DockerBackend, DockerOptions
     from vllm_ops.launch.launcher import LaunchOptions
+    from vllm_ops.launch.locate import IMAGE_COMMAND
     from vllm_ops.launch.state import StateStore
 
     backend = DockerBackend(DockerOptions(image=image, volumes=image_mounts(vllm_python), hf_cache=None,

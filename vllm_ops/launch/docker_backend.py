@@ -36,7 +36,6 @@ from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 from vllm_ops.errors import BadInput, RuntimeFailure
-from vllm_ops.launch.locate import VllmCommand
 from vllm_ops.launch.state import Deployment, redact_env
 from vllm_ops.planning.argv import drop, model_as_flag, value_of
 
@@ -50,9 +49,6 @@ PASS_ENV: tuple[str, ...] = ("VLLM_API_KEY", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN
                              "HF_HUB_OFFLINE")
 # variables that must not reach the container (device numbering restarts at 0 inside)
 _HOST_ONLY_ENV = ("CUDA_VISIBLE_DEVICES",)
-# what LaunchOptions.vllm is for this backend: the image's ENTRYPOINT is `vllm serve` (nothing
-# local is run; the spec's vLLM args become the container's command through container_args)
-IMAGE_COMMAND = VllmCommand(prefix=("vllm", "serve"), mode="serve", source="the container image")
 _PATH_FLAGS = ("--model", "--tokenizer", "--chat-template", "--download-dir")
 
 

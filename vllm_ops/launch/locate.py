@@ -42,6 +42,11 @@ class VllmCommand:
     distribution: str | None = field(default=None, compare=False)
 
 
+# a container backend's vLLM: the image's ENTRYPOINT is `vllm serve` (nothing local is run; the spec's
+# vLLM args become the container's command)
+IMAGE_COMMAND = VllmCommand(prefix=("vllm", "serve"), mode="serve", source="the container image")
+
+
 def _is_python(path: str) -> bool:
     return re.match(r"^(python|pypy)[0-9.]*$", os.path.basename(path)) is not None
 
@@ -131,8 +136,6 @@ def resolve_vllm(local: bool, setting: str | None, pinned: str | None) -> tuple[
     otherwise (a container backend) the image's ``vllm serve`` and the pinned version only: nothing
     local is looked for."""
     if not local:
-        from vllm_ops.launch.docker_backend import IMAGE_COMMAND   # lazy: docker_backend imports this module
-
         return IMAGE_COMMAND, pinned
     cmd = find_vllm(setting)
     return cmd, pinned or installed_version(cmd)
