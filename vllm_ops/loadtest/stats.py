@@ -171,6 +171,7 @@ class LevelStats:
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
+        d["server"] = self.server.to_dict()
         if d["request_rate"] is not None and math.isinf(d["request_rate"]):
             d["request_rate"] = "inf"
         return d
