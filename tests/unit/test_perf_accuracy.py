@@ -65,14 +65,19 @@ def test_folds_leave_one_model_out_of_both_sets():
         assert sorted(fold["fitted_on"]) == sorted(models - {model}), key
 
 
-@pytest.mark.parametrize("data", sorted(HELD_OUT_POOLED))
-def test_pooled_held_out_figures_stay_within_bounds(bench, cases, data):
+def _pooled(bench, cases, data: str) -> dict:
+    """Every row of a set predicted with its own model's stored fold, scored together."""
     pairs = []
     for key, fold in perf_fit.HELD_OUT.items():
         d, model = key.split(":", 1)
         if d == data:
             pairs += bench.predict_all([c for c in cases[data] if c.model == model], fold["efficiency"])
-    got = bench.score(pairs, sum(1 for c in cases[data] if not c.excluded))
+    return bench.score(pairs, sum(1 for c in cases[data] if not c.excluded))
+
+
+@pytest.mark.parametrize("data", sorted(HELD_OUT_POOLED))
+def test_pooled_held_out_figures_stay_within_bounds(bench, cases, data):
+    got = _pooled(bench, cases, data)
     assert got["answered_frac"] >= 0.9
     for k, bound in HELD_OUT_POOLED[data].items():
         assert got[k] <= bound, (k, got)
@@ -82,12 +87,7 @@ def test_pooled_held_out_figures_stay_within_bounds(bench, cases, data):
 def test_the_errors_a_plan_quotes_are_the_measured_held_out_ones(bench, cases, data):
     """vllm_ops/data/perf/accuracy.json (what `plan` prints beside a prediction) is what the stored folds
     give now: it cannot go stale after a refit (rewrite it with --write-accuracy)."""
-    pairs = []
-    for key, fold in perf_fit.HELD_OUT.items():
-        d, model = key.split(":", 1)
-        if d == data:
-            pairs += bench.predict_all([c for c in cases[data] if c.model == model], fold["efficiency"])
-    got = bench.score(pairs, sum(1 for c in cases[data] if not c.excluded))
+    got = _pooled(bench, cases, data)
     quoted = perf_fit.accuracy_for(None)["sets"][data]
     for k in ("tpot_median", "tpot_p90", "ttft_median", "ttft_p90", "rows"):
         assert quoted[k] == pytest.approx(got[k], abs=0.05), (k, quoted, got)

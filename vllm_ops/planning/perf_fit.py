@@ -43,11 +43,11 @@ def _eff(d: dict) -> Efficiency:
     return Efficiency(**base)
 
 
-def _load() -> dict:
+def _load(name: str = "fit.json") -> dict:
     try:
         from vllm_ops.resources import data_dir
 
-        return json.loads((data_dir() / "perf" / "fit.json").read_text(encoding="utf-8"))
+        return json.loads((data_dir() / "perf" / name).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return {}
 
@@ -62,16 +62,7 @@ HELD_OUT = {k: {"efficiency": _eff(v.get("efficiency") or {}), "fitted_on": list
             for k, v in (_DOC.get("held_out") or {}).items()}
 
 
-def _load_accuracy() -> dict:
-    try:
-        from vllm_ops.resources import data_dir
-
-        return json.loads((data_dir() / "perf" / "accuracy.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-
-
-_ACCURACY = _load_accuracy()
+_ACCURACY = _load("accuracy.json")
 _FIGURES = ("tpot_median", "tpot_p90", "ttft_median", "ttft_p90", "rows")
 
 
