@@ -33,7 +33,7 @@ rules k = 10 out for 3 rows (measured mean TTFT below the bound, up to 1.6x) and
 ships for bare-metal runs; k = 50 is evaluated beside it (--compare-protocols). No choice here looks at
 the held-out errors; choosing by them would be in-sample.
 
-Three more properties of the harnesses, not of vLLM (session 4; each said where it is used):
+Three more properties of the harnesses, not of vLLM (found 2026-12-03; each said where it is used):
 * prompt reuse: aiperf without --num-dataset-entries draws every request from 100 prompts and vLLM's
   prefix cache serves the repeats (PROMPT_POOL_BY_SOURCE: the Llama-3.1-8B-FP8 rows, identified from
   measurements: closed_loop_work_bound and our own runs with fresh prompts vs --prompt-pool 100; the hit
@@ -302,7 +302,7 @@ def predict_all(cases: list[Case], eff=None) -> list[tuple[Case, Any]]:
     from vllm_ops.planning.performance import predict
 
     eff = eff or perf_fit.EFFICIENCY
-    public = replace(eff, request_ms=eff.request_ms + eff.harness_ms)
+    public = eff.through_harness()
     return [(c, predict(c.plan, c.workload, spec=c.spec, efficiency=public if c.harness == "public" else eff))
             for c in cases if not c.excluded]
 

@@ -103,12 +103,9 @@ def search_group(key: tuple, efficiency: Any = None) -> Any:
     pins: dict[str, Any] = {"kv_cache_dtype": "auto"}
     if (q or quant == "fp8") and not spec.quantization:
         pins["quantization"] = q or "fp8"
-    from dataclasses import replace
-
     from vllm_ops.planning import perf_fit
 
-    eff = efficiency or perf_fit.EFFICIENCY     # the public rows' harness adds its per-request latency
-    eff = replace(eff, request_ms=eff.request_ms + eff.harness_ms)
+    eff = (efficiency or perf_fit.EFFICIENCY).through_harness()     # the public rows' harness latency
     return search(spec, parse_gpu_spec(f"{max_tp}x{GPUS[system]}"), SLO(tpot_ms=1e9),
                   Workload(isl, osl, concurrency=c), pins=pins, vllm_version=version, split=False,
                   efficiency=eff)

@@ -25,7 +25,7 @@ come from :mod:`vllm_ops.planning.perf_fit`, which names the measured rows they 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 
 @dataclass(frozen=True)
@@ -43,6 +43,11 @@ class Efficiency:
     flops_fp8: float = 0.0         # achieved fraction of dense FP8 FLOP/s (FP8/FP4 weights); 0: same as flops
     harness_ms: float = 0.0        # per request, the public rows' harness only (a Dynamo frontend + aiperf in
                                    # front of vLLM): fitted so that it does not leak into request_ms; plans ignore it
+
+    def through_harness(self) -> "Efficiency":
+        """These efficiencies as the public rows' harness sees them: its per-request latency
+        (``harness_ms``) added to ``request_ms``."""
+        return replace(self, request_ms=self.request_ms + self.harness_ms)
 
 
 @dataclass(frozen=True)

@@ -1,11 +1,11 @@
 """``run_validation``: every check against one server → :class:`ValidationReport`.
 
 First ``GET /health`` once: an unreachable or unhealthy server raises one client error naming the
-URL (the CLI: one line, exit 1) before any check; a healthy answer is the ``health`` check's pass. Order: health, version, model listed, tokenize
-round trip, chat, completion, stream, structured outputs (json, regex, choice, grammar;
-``repeats`` answers each), beam search, LoRA (each ``--lora`` alone, or one written for the
-served model; with two or more, all at once: ``lora.multi``, ``lora.multi_base``), concurrency,
-metrics (last, after traffic). Request count is modest: about 30 short requests plus
+URL (the CLI: one line, exit 1) before any check; a healthy answer is the ``health`` check's pass.
+Order: health, version, model listed, tokenize round trip, chat, completion, stream, structured
+outputs (json, regex, choice, grammar; ``repeats`` answers each), beam search, LoRA (each ``--lora``
+alone, or one written for the served model; with two or more, all at once: ``lora.multi``,
+``lora.multi_base``), concurrency, metrics (last, after traffic). Request count is modest: about 30 short requests plus
 ``concurrency``, plus 16 per adapter and 8 x (adapters + 1) for the multi-adapter checks.
 """
 from __future__ import annotations
