@@ -35,6 +35,12 @@ RULES: tuple[Rule, ...] = (
     Rule("dense_runner", "0.25.0", "v2",
          "dense models on Model Runner V2 (measured on 0.25.0: 'Using V2 Model Runner'; default in 0.33)"),
     Rule("moe_runner", "0.0.0", "v1", "MoE models on the V1 GPU model runner (measured on 0.25.0)"),
+    Rule("async_scheduling", "0.0.0", False,
+         "synchronous scheduling by default (SchedulerConfig.async_scheduling = False in 0.12.0 and 0.13.0)"),
+    Rule("async_scheduling", "0.14.0", True,
+         "async scheduling on by default from v0.14.0 (SchedulerConfig.async_scheduling = None: on unless "
+         "incompatible; PR #27614): lower TPOT, higher TTFT under load (measured on 1x H200, vLLM 0.25.0: "
+         "GPU-TESTING-GUIDE.md 4c')"),
     # -- defaults -------------------------------------------------------------------------
     Rule("gpu_memory_utilization", "0.0.0", 0.9, "default --gpu-memory-utilization 0.9"),
     Rule("gpu_memory_utilization", "0.21.0", 0.92,
@@ -221,6 +227,7 @@ DEFAULT_KEYS: dict[str, tuple[str, ...]] = {
     "moe_runner": (),
     "cudagraph_in_budget": (),
     "cudagraph_max_capture": (),
+    "async_scheduling": ("async_scheduling",),
 }
 
 
