@@ -66,13 +66,11 @@ def test_folds_leave_one_model_out_of_both_sets():
 
 
 def _pooled(bench, cases, data: str) -> dict:
-    """Every row of a set predicted with its own model's stored fold, scored together."""
-    pairs = []
-    for key, fold in perf_fit.HELD_OUT.items():
-        d, model = key.split(":", 1)
-        if d == data:
-            pairs += bench.predict_all([c for c in cases[data] if c.model == model], fold["efficiency"])
-    return bench.score(pairs, sum(1 for c in cases[data] if not c.excluded))
+    """Every row of a set predicted with its own model's STORED fold (fit.json), scored together by the
+    benchmark's own pooling (pooled_held_out)."""
+    folds = {key.split(":", 1)[1]: (fold["efficiency"],) for key, fold in perf_fit.HELD_OUT.items()
+             if key.split(":", 1)[0] == data}
+    return bench.pooled_held_out(cases[data], {"held_out": folds}, folds)
 
 
 @pytest.mark.parametrize("data", sorted(HELD_OUT_POOLED))
