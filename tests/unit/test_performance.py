@@ -300,3 +300,15 @@ def test_bench_plan_comparison_refuses_datasets(tmp_path):
     rep.dataset = "prompts.jsonl"
     rows = compare(p, rep, state_dir=tmp_path)
     assert rows[0]["predicted"] is None and "dataset" in rows[0]["reason"]
+
+
+def test_a_plan_names_async_scheduling_as_not_simulated():
+    from dataclasses import replace
+
+    p, spec = _plan("Qwen/Qwen2.5-7B-Instruct", "1xH100")
+    w = Workload(1024, 128, concurrency=16)
+    said = lambda plan: any("not simulated: async scheduling" in n for n in predict(plan, w, spec=spec).notes)  # noqa: E731
+    assert said(p)                                                      # 0.25.0: on by default
+    assert not said(replace(p, extra_args=["--no-async-scheduling"]))
+    assert not said(replace(p, vllm_version="0.12.0"))
+    assert said(replace(p, vllm_version="0.12.0", extra_args=["--async-scheduling"]))
