@@ -77,6 +77,8 @@ sys.path.insert(0, str(ROOT))
 
 PUBLIC_CSV = ROOT / "tests" / "data" / "perf" / "vllm-perf-public.csv"
 GPU_RUNS = ROOT / "tests" / "data" / "gpu-runs" / "h200x1" / "perf"
+# runs of models measured after the shipped fit, kept out of every fit: a held-out test of the constants as shipped
+UNSEEN_RUNS = ROOT / "tests" / "data" / "gpu-runs" / "h200x1" / "unseen"
 GPUS = {"h100_sxm": "H100", "h200_sxm": "H200"}
 # the published checkpoint → the catalog entry with the same architecture + the pin that loads it the same way
 MODELS = {"nvidia/Llama-3.1-8B-Instruct-FP8": ("meta-llama/Llama-3.1-8B-Instruct", "fp8")}
@@ -269,7 +271,9 @@ def gpu_cases(folder: Path = GPU_RUNS) -> list[Case]:
     for run in sorted(d for d in folder.iterdir() if (d / "plan.json").is_file()):
         p = Plan.from_dict(json.loads((run / "plan.json").read_text(encoding="utf-8")))
         try:
-            spec = load_model_spec(p.model["id"], offline=True)
+            # a model outside the catalog (a shortened architecture) carries its config.json in model/
+            local = run / "model"
+            spec = load_model_spec(str(local) if (local / "config.json").is_file() else p.model["id"], offline=True)
         except Exception:  # noqa: BLE001 — a model outside the catalog: predict() says why
             spec = None
         reuse = seed_reuse_hits(run, _run_levels(run))
@@ -418,7 +422,9 @@ def _low_precision(c: Case) -> bool:
 
 
 # one architecture published in two precisions: held out together with the catalog model of MODELS
-FAMILIES = {"Qwen/Qwen3-30B-A3B-FP8": "Qwen/Qwen3-30B-A3B"}
+FAMILIES = {"Qwen/Qwen3-30B-A3B-FP8": "Qwen/Qwen3-30B-A3B",
+            # the same architecture cut to 40 of its 94 layers to fit one H200 (tests/data/gpu-runs/h200x1/unseen/)
+            "Qwen/Qwen3-235B-A22B-FP8-L40": "Qwen/Qwen3-235B-A22B-FP8"}
 
 
 def same_family(a: str | None, b: str | None) -> bool:
@@ -698,6 +704,29 @@ def main(argv: list[str] | None = None) -> int:
         if "fit_all" in d:
             print("fitted on all rows:", json.dumps(d["fit_all"]))
     return 0
+
+
+def held_out_efficiency(model: str):
+    """The constants that never saw ``model``: its family's stored fold (fit.json ``held_out``) when the shipped
+    fit saw the family, else the shipped constants themselves (None: neither)."""
+    from vllm_ops.planning import perf_fit
+
+    for key, fold in perf_fit.HELD_OUT.items():
+        if same_family(key.split(":", 1)[1], model):
+            return fold["efficiency"]
+    if not any(same_family(model, f) for f in perf_fit.FITTED_MODELS):
+        return perf_fit.EFFICIENCY
+    return None
+
+
+def unseen_pairs(folder: Path = UNSEEN_RUNS) -> list[tuple[Case, Any]]:
+    """Each level of the runs under ``folder`` predicted with constants fitted without its model."""
+    pairs: list[tuple[Case, Any]] = []
+    for c in gpu_cases(folder):
+        eff = held_out_efficiency(c.model)
+        if eff is not None and not c.excluded:
+            pairs += predict_all([c], eff)
+    return pairs
 
 
 def pooled_held_out(cases: list[Case], d: dict[str, Any], fitted: dict) -> dict[str, Any]:
