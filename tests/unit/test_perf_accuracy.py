@@ -7,24 +7,11 @@ themselves are rerun by the benchmark, not here).
 """
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
 
 import pytest
 
 from vllm_ops.planning import perf_fit
 
-ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(scope="module")
-def bench():
-    spec = importlib.util.spec_from_file_location("perf_model_accuracy", ROOT / "benchmarks" / "perf_model_accuracy.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["perf_model_accuracy"] = mod
-    spec.loader.exec_module(mod)
-    return mod
 
 
 @pytest.fixture(scope="module")

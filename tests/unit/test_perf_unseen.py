@@ -10,24 +10,13 @@
 """
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 UNSEEN = ROOT / "tests" / "data" / "gpu-runs" / "h200x1" / "unseen"
-
-
-@pytest.fixture(scope="module")
-def bench():
-    spec = importlib.util.spec_from_file_location("perf_model_accuracy", ROOT / "benchmarks" / "perf_model_accuracy.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["perf_model_accuracy"] = mod
-    spec.loader.exec_module(mod)
-    return mod
 
 
 @pytest.fixture(scope="module")
