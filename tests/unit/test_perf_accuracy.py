@@ -7,11 +7,9 @@ themselves are rerun by the benchmark, not here).
 """
 from __future__ import annotations
 
-
 import pytest
 
 from vllm_ops.planning import perf_fit
-
 
 
 @pytest.fixture(scope="module")
