@@ -642,12 +642,8 @@ def main(argv: list[str] | None = None) -> int:
     models = sorted({c.model for c in pooled if not c.excluded})
     # one fit per held-out model over every other model's rows (all sets pooled), plus all rows; without
     # --fit, the fold constants stored in vllm_ops/data/perf/fit.json (what the unit test checks)
-    from vllm_ops.planning import perf_fit
-
-    stored = {k.split(":", 1)[1]: (v["efficiency"], 0.0) for k, v in perf_fit.HELD_OUT.items()}
-    # a model the shipped constants never saw (measured after the fit) is held out from them as they are
-    stored.update({m: (perf_fit.EFFICIENCY, 0.0) for m in models
-                   if m not in stored and not any(same_family(m, f) for f in perf_fit.FITTED_MODELS)})
+    # each model's stored fold; a model the shipped constants never saw is held out from them as they are
+    stored = {m: (eff, 0.0) for m in models if (eff := held_out_efficiency(m)) is not None}
     if a.fit or not all(m in stored for m in models):
         # one fit per family: the models of one family are held out together, so their folds are the same fit
         rep = {m: next(x for x in models if same_family(x, m)) for m in models}
@@ -711,9 +707,12 @@ def held_out_efficiency(model: str):
     fit saw the family, else the shipped constants themselves (None: neither)."""
     from vllm_ops.planning import perf_fit
 
-    for key, fold in perf_fit.HELD_OUT.items():
-        if same_family(key.split(":", 1)[1], model):
-            return fold["efficiency"]
+    folds = {key.split(":", 1)[1]: fold["efficiency"] for key, fold in perf_fit.HELD_OUT.items()}
+    if model in folds:
+        return folds[model]
+    for m, eff in folds.items():
+        if same_family(m, model):
+            return eff
     if not any(same_family(model, f) for f in perf_fit.FITTED_MODELS):
         return perf_fit.EFFICIENCY
     return None
