@@ -430,14 +430,18 @@ def test_killed_mid_request_and_mid_stream(tmp_path, tiny, vllm_python):
         doc = json.loads(p.stdout)
         url, model = doc["url"] + "/v1", doc["served_name"]
         long = dict(max_tokens=MAX_LEN - 64, ignore_eos=True, temperature=0)
-        results: dict[str, tuple[str, float, int]] = {}
+        results: dict[str, tuple[str, float, int, float]] = {}
         chunks = {"stream": 0, "astream": 0}
+        last_chunk = {"stream": 0.0, "astream": 0.0}     # monotonic time the consumer got its latest chunk
         killed_at: list[float] = []
 
         def outcome(kind: str, exc: BaseException | None, n: int = 0) -> None:
             end = time.monotonic()
             after = end - killed_at[0] if killed_at else -1.0
-            results[kind] = (type(exc).__name__ if exc else "completed", after, n)
+            # a stream hands over every chunk the server sent before it died, then the error: the
+            # silence that would be a hang is measured from the later of the kill and that last chunk
+            quiet = end - max(killed_at[0], last_chunk.get(kind, 0.0)) if killed_at else -1.0
+            results[kind] = (type(exc).__name__ if exc else "completed", after, n, quiet)
             if exc is not None:
                 results[kind + ":exc"] = exc  # type: ignore[assignment]
 
@@ -454,6 +458,7 @@ def test_killed_mid_request_and_mid_stream(tmp_path, tiny, vllm_python):
                 with VLLMProvider(url, api_key="", model=model, max_retries=0, timeout=300) as llm:
                     for _ in llm.stream("Tell me a long story", **long):
                         chunks["stream"] += 1
+                        last_chunk["stream"] = time.monotonic()
                 outcome("stream", None, chunks["stream"])
             except BaseException as exc:  # noqa: BLE001
                 outcome("stream", exc, chunks["stream"])
@@ -463,6 +468,7 @@ def test_killed_mid_request_and_mid_stream(tmp_path, tiny, vllm_python):
                 async with VLLMProvider(url, api_key="", model=model, max_retries=0, timeout=300) as llm:
                     async for _ in llm.astream("Tell me a long story", **long):
                         chunks["astream"] += 1
+                        last_chunk["astream"] = time.monotonic()
             try:
                 asyncio.run(go())
                 outcome("astream", None, chunks["astream"])
@@ -496,13 +502,18 @@ def test_killed_mid_request_and_mid_stream(tmp_path, tiny, vllm_python):
             t.join(60)
         assert not any(t.is_alive() for t in threads), f"a client hangs after the kill: {results}"
         for kind in ("generate", "stream", "astream"):
-            name_, after, n = results[kind]
-            _timing(f"kill mid-{kind} → client error ({name_}; {seen.get(kind, '-')} chunks at the kill)", after)
+            name_, after, n, quiet = results[kind]
+            _timing(f"kill mid-{kind} → client error ({name_}; {seen.get(kind, '-')} chunks at the kill, "
+                    f"{n if kind in chunks else '-'} at the error; {quiet:.1f} s after the last)", after)
             exc = results[kind + ":exc"]
             assert isinstance(exc, VLLMConnectionError), f"{kind}: {exc!r}"
             assert isinstance(exc, VLLMError)
-            assert after < 10, (f"{kind}: the error came {after:.1f} s after the kill; sockets on "
-                                f"port {port} 1 s after it:\n{sockets}")
+            # seen once in CI (2-core box): the astream's consumer fell ~1.3 MB behind the server, so
+            # it was still handing over chunks sent before the kill 17 s later; the error followed its
+            # last chunk at once. That is delivery, not a hang: the bound is on the silence.
+            assert quiet < 10, (f"{kind}: the error came {quiet:.1f} s after the kill or the last chunk "
+                                f"({after:.1f} s after the kill; {seen.get(kind, '-')} chunks at the kill, "
+                                f"{n} at the error); sockets on port {port} 1 s after it:\n{sockets}")
         print(f"[real-faults] processes before the kill: {len(before)}; "
               f"after: {len(processes_with_env(marker))}")
         row = _rows(_cli(env, "status", "--json", timeout=60))[name]
