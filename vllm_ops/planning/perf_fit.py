@@ -4,7 +4,8 @@ The constants live in ``vllm_ops/data/perf/fit.json``, written by
 ``python benchmarks/perf_model_accuracy.py --fit --write``:
 
 * ``efficiency``: fitted on every row of the measurement sets named in ``fitted_on`` (what
-  ``vllm-ops plan`` uses);
+  ``vllm-ops plan`` uses); ``not_fitted`` names the measured models no fit reads, and why (they are
+  still scored under ``held_out``);
 * ``held_out``: one entry per ``"<set>:<model>"``, the efficiencies fitted WITHOUT that model's rows,
   on every other model of BOTH sets (``fitted_on`` names them: leave-one-model-out over the union, so the
   MoE/FP8 constants of one MoE model's fold come from the other MoE model) and the errors they give on
