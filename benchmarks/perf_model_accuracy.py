@@ -56,6 +56,10 @@ the batch at about twice an all-experts read, where the same architecture on vLL
 (tests/data/gpu-runs/h200x1/unseen/t235l40). In the fits they pulled the MoE constants (the Qwen3-30B-A3B fold
 had 149 us per MoE layer); they are still predicted (with the fold that never saw them) and counted in every
 figure. Decided from that evidence before refitting; what it changed is in GPU-TESTING-GUIDE.md 4c'.
+Narrow experts (moe_f_half, session 8): the fused-MoE FLOP/s fraction falls as w / (w + moe_f_half), w an expert's
+intermediate width on one GPU; fitted on Mixtral (14336) and Qwen3-30B-A3B (768) only, the two MoE families in the
+fits (two widths behind one half point: close to a guess, said so); the 40-layer Qwen3-235B run (1536) is in no
+fit, but the form was chosen after a scan that had seen it (GPU-TESTING-GUIDE.md 4c').
 Folds: one per family (a model and its other checkpoints: MODELS, FAMILIES), so 8 fits + the all-rows one.
 When the training rows hold FP8 models, FP8 GEMMs get their own efficiency (flops_fp8).
 
@@ -372,15 +376,15 @@ def loss(pairs: list[tuple[Case, Any]]) -> float:
 # their own bandwidth and FLOP efficiencies and a per-MoE-layer cost (fitted only when the training rows
 # hold an MoE model)
 PARAMS = ("bw", "flops", "step_ms", "layer_us", "allreduce_us", "request_ms", "moe_bw", "moe_flops",
-          "moe_layer_us", "flops_fp8", "harness_ms")
-MOE_PARAMS = ("moe_bw", "moe_flops", "moe_layer_us")
+          "moe_layer_us", "moe_f_half", "flops_fp8", "harness_ms")
+MOE_PARAMS = ("moe_bw", "moe_flops", "moe_layer_us", "moe_f_half")
 # allreduce_us at most 30 us: one small-message all-reduce over NVLink (NCCL or vLLM's custom all-reduce) takes
 # about 10-30 us. Up to 100 us, the Qwen3-32B fold ran to that bound (the TP rows it trained on absorbed other
 # misses there); the bound was set after seeing that fold, so its held-out figure is not a clean one
 BOUNDS_ = {"bw": (0.3, 1.0), "flops": (0.2, 1.0), "step_ms": (0.05, 10.0), "layer_us": (0.0, 200.0),
            "allreduce_us": (1.0, 30.0), "request_ms": (0.0, 100.0), "moe_bw": (0.1, 1.0), "moe_flops": (0.05, 1.0),
            "moe_layer_us": (0.0, 400.0), "eager_layer_us": (0.0, 200.0), "flops_fp8": (0.2, 1.0),
-           "harness_ms": (0.0, 300.0)}
+           "harness_ms": (0.0, 300.0), "moe_f_half": (0.0, 8192.0)}
 
 
 def fit(cases: list[Case], start=None, iters: int = 60, params: tuple[str, ...] = PARAMS):
@@ -471,8 +475,10 @@ def _fold(args: tuple[str | None, int]) -> tuple[str | None, Any, float]:
     if not any(c.spec is not None and c.spec.moe is not None for c in train):
         start = replace(start, moe_bw=1.0, moe_flops=0.0, moe_layer_us=0.0)
         params = [p for p in params if p not in MOE_PARAMS]
-    elif not start.moe_flops:
-        start = replace(start, moe_flops=start.flops)
+    else:
+        # the search starts from the dense GEMM efficiency, and from a 512-wide half point of the narrow-expert fall
+        # (a start, not a prior: it moves in 25 % steps like every other constant)
+        start = replace(start, moe_flops=start.moe_flops or start.flops, moe_f_half=start.moe_f_half or 512.0)
     start = replace(start, flops_fp8=0.0 if "flops_fp8" not in params else start.flops)
     eff, lv = fit(train, start=start, iters=iters, params=tuple(params))
     return held, eff, lv

@@ -67,6 +67,28 @@ def test_moe_reads_only_the_routed_experts_at_small_batch():
     assert one.bound in ("weights-bandwidth", "communication")   # 94 layers x 2 all-reduces rival 8 experts
 
 
+def test_narrow_experts_lower_the_fused_moe_flops_only_when_the_fall_is_fitted():
+    """moe_f_half: the fused-MoE FLOP/s fraction falls as w / (w + moe_f_half), w an expert's intermediate width on
+    one GPU (TP shards it, expert parallelism keeps it whole); 0 leaves every figure as it was."""
+    from dataclasses import replace
+
+    from vllm_ops.planning import perf_fit
+    from vllm_ops.planning.performance import step_cost
+
+    p, spec = _plan(model="Qwen/Qwen3-30B-A3B", gpus="2xH100")
+    base = replace(perf_fit.EFFICIENCY, moe_flops=0.4, moe_f_half=0.0)
+    flat, _ = step_cost(p, spec, base)
+    fall, _ = step_cost(p, spec, replace(base, moe_f_half=384.0))
+    assert flat.expert_width == fall.expert_width == spec.moe.moe_intermediate_size // 2       # 768 over TP=2
+    assert fall._moe_flops_eff(0.5) == pytest.approx(0.4 * 384 / (384 + 384))
+    assert flat._moe_flops_eff(0.5) == pytest.approx(0.4)
+    assert fall.step_ms(0, 0.0, 8192, 8192 * 512.0) > flat.step_ms(0, 0.0, 8192, 8192 * 512.0)
+    assert fall.step_ms(1, 1024.0) == pytest.approx(flat.step_ms(1, 1024.0), rel=0.02)   # decode reads weights
+    ep = plan(spec, parse_gpu_spec("2xH100"), pins={"tensor_parallel_size": 2}, vllm_version="0.25.0",
+              extra_args=["--enable-expert-parallel"])
+    assert step_cost(ep, spec, base)[0].expert_width == spec.moe.moe_intermediate_size
+
+
 def test_concurrency_above_max_num_seqs_queues():
     p, spec = _plan(max_num_seqs=8)
     free = predict(p, Workload(1024, 128, concurrency=8), spec=spec)

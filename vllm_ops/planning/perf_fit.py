@@ -104,5 +104,6 @@ def notes() -> list[str]:
             f"{(e.flops_fp8 or e.flops):.2f} of FP8 FLOP/s, {e.step_ms:.2f} ms per step + {e.layer_us:.0f} us per "
             f"layer, {e.allreduce_us:.0f} us per all-reduce, {e.request_ms:.0f} ms per request "
             f"(fused MoE: x{e.moe_bw:.2f} bandwidth, "
-            f"{f'{e.moe_flops:.2f} of FLOP/s' if e.moe_flops else 'dense GEMM FLOP/s'}, +{e.moe_layer_us:.0f} us per MoE "
-            f"layer); fitted on {FITTED_ON} (vllm_ops/data/perf/fit.json)"]
+            f"{f'{e.moe_flops:.2f} of FLOP/s' if e.moe_flops else 'dense GEMM FLOP/s'}"
+            f"{f' x w/(w+{e.moe_f_half:.0f}) for experts w wide' if e.moe_f_half else ''}, +{e.moe_layer_us:.0f} us per "
+            f"MoE layer); fitted on {FITTED_ON} (vllm_ops/data/perf/fit.json)"]

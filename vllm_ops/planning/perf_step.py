@@ -41,6 +41,8 @@ class Efficiency:
     moe_layer_us: float = 0.0      # extra per MoE layer and step (routing, sort/align, gather kernels)
     eager_layer_us: float = 0.0    # extra per layer for steps not run as one CUDA graph
     flops_fp8: float = 0.0         # achieved fraction of dense FP8 FLOP/s (FP8/FP4 weights); 0: same as flops
+    moe_f_half: float = 0.0        # fused-MoE FLOP/s fall with narrow experts: x w/(w + moe_f_half), w = an expert's
+                                   # intermediate width on one GPU (0: no such fall)
     harness_ms: float = 0.0        # per request, the public rows' harness only (a Dynamo frontend + aiperf in
                                    # front of vLLM): fitted so that it does not leak into request_ms; plans ignore it
 
@@ -89,7 +91,17 @@ class StepCost:
     graph_max_tokens: int          # largest batch run as a full CUDA graph (0: eager)
     eff: Efficiency
     low_precision: bool = False    # FP8/FP4 GEMMs: eff.flops_fp8 applies
+    expert_width: int = 0          # an expert's intermediate width on one GPU (TP-sharded unless expert parallel)
     notes: list[str] = field(default_factory=list)
+
+    def _moe_flops_eff(self, gemm_eff: float) -> float:
+        """The fused-MoE kernels' fraction of the FLOP/s peak: ``moe_flops`` (or the dense one), lowered for
+        narrow experts by ``moe_f_half``."""
+        e = self.eff
+        base = e.moe_flops or gemm_eff
+        if e.moe_f_half and self.expert_width:
+            base *= self.expert_width / (self.expert_width + e.moe_f_half)
+        return base
 
     def _weights_read(self, n_tokens: int, moe_bw: float = 1.0) -> float:
         """Weight bytes read in a step of ``n_tokens``; expert bytes divided by ``moe_bw`` (the
@@ -107,7 +119,7 @@ class StepCost:
         dense_flops = (self.flops_per_token - self.expert_flops_per_token) * n
         gemm_eff = (e.flops_fp8 or e.flops) if self.low_precision else e.flops
         c_s = dense_flops / (self.flops_peak * gemm_eff) \
-            + self.expert_flops_per_token * n / (self.flops_peak * (e.moe_flops or gemm_eff)) \
+            + self.expert_flops_per_token * n / (self.flops_peak * self._moe_flops_eff(gemm_eff)) \
             + self.head_flops_per_token * (n_dec + (1 if n_pre else 0)) / (self.attn_flops_peak * e.flops)
         gemm_ms = max(w_s, c_s) * 1e3
         kv_s = self.kv_bytes_per_token * sum_ctx / (self.bw * e.bw)
@@ -173,7 +185,7 @@ class StepCost:
                 / self.link_bw * 1e3
         return (to_w, self.weight_bytes * to_w, self.expert_bytes / e.moe_bw * to_w, q, self.moe_tokens_factor,
                 (self.flops_per_token - self.expert_flops_per_token) * to_c,
-                self.expert_flops_per_token * 1e3 / (self.flops_peak * (e.moe_flops or gemm_eff)),
+                self.expert_flops_per_token * 1e3 / (self.flops_peak * self._moe_flops_eff(gemm_eff)),
                 self.head_flops_per_token * 1e3 / (self.attn_flops_peak * e.flops),
                 self.kv_bytes_per_token * to_w, self.attn_flops_per_pair * 1e3 / (self.attn_flops_peak * e.flops),
                 comm_c, comm_b, comm2_c, comm2_b,

@@ -207,7 +207,9 @@ def step_cost(plan: "Plan", spec: "ModelSpec", eff) -> "tuple[StepCost | None, s
         pair = 2.0 * hq * (2 * spec.mla.kv_lora_rank + spec.mla.qk_rope_head_dim) * L
     else:
         pair = 4.0 * hq * spec.head_dim * L
-    if spec.moe is not None and any(str(a).startswith("--enable-expert-parallel") for a in (plan.extra_args or [])):
+    ep = spec.moe is not None and any(str(a).startswith("--enable-expert-parallel") for a in (plan.extra_args or []))
+    width = (spec.moe.moe_intermediate_size if ep else spec.moe.moe_intermediate_size // (tp * dp)) if spec.moe else 0
+    if ep:
         notes.append("expert parallel: experts spread over the GPUs (same bytes per GPU as TP-sharded experts); "
                      "the token exchange costed like an all-reduce; expert load imbalance not modelled")
     if spec.num_sliding_layers:
@@ -222,7 +224,7 @@ def step_cost(plan: "Plan", spec: "ModelSpec", eff) -> "tuple[StepCost | None, s
         head_flops_per_token=2.0 * vpad * H / tp, kv_bytes_per_token=kvb, attn_flops_per_pair=pair,
         layers=L, moe_layers=n_moe, hidden=H, tp=tp, moe_group=tp * dp, bw=g.bandwidth_gbs * 1e9, flops_peak=peak * 1e12,
         attn_flops_peak=g.bf16_tflops * 1e12, link_bw=link, graph_max_tokens=0 if eager else GRAPH_MAX_TOKENS,
-        eff=eff, notes=notes, low_precision=peak != g.bf16_tflops)
+        eff=eff, notes=notes, low_precision=peak != g.bf16_tflops, expert_width=width)
     cost.notes.append(f"{g.key}: {g.bandwidth_gbs:g} GB/s HBM, {peak:g} TFLOP/s dense ({prec} weights), "
                       f"link {link / 1e9:g} GB/s one way ({g.perf_source})")
     return cost, None
