@@ -497,13 +497,14 @@ def run_folds(cases: list[Case], folds: list[str | None], iters: int, workers: i
         return {f: (eff, lv) for f, eff, lv in pool.map(_fold, jobs)}
 
 
-def leave_one_out(cases: list[Case], fitted: dict) -> dict[str, Any]:
+def leave_one_out(cases: list[Case], fitted: dict, pool: list[Case]) -> dict[str, Any]:
+    """Each model of ``cases`` scored with its fold; ``fitted_on``: the models of ``pool`` (every set) that fold read."""
     out = {}
     for m in sorted({c.model for c in cases}):
         eff = fitted[m][0]
         test = [c for c in cases if c.model == m]
         out[m] = {"held_out": score(predict_all(test, eff), len([c for c in test if not c.excluded])),
-                  "fitted_on": sorted({c.model for c in cases if not same_family(c.model, m) and not c.excluded
+                  "fitted_on": sorted({c.model for c in pool if not same_family(c.model, m) and not c.excluded
                                        and not c.not_fitted}),
                   "efficiency": {k: round(v, 4) for k, v in eff.__dict__.items()}}
     return out
@@ -685,10 +686,7 @@ def main(argv: list[str] | None = None) -> int:
         ins_eff = fitted[None][0] if a.fit else None      # the constants fitted on every row (in-sample)
         ins = {m: score(predict_all([c for c in kept if c.model == m], ins_eff), sum(1 for c in kept if c.model == m))
                for m in ms}
-        held = leave_one_out(cases, {m: fitted[m] for m in ms})
-        unfit = {c.model for c in pooled if c.not_fitted}
-        for m in ms:
-            held[m]["fitted_on"] = [x for x in models if not same_family(x, m) and x not in unfit]
+        held = leave_one_out(cases, {m: fitted[m] for m in ms}, pooled)
         doc[name] = {"excluded": [(c.name, c.excluded) for c in cases if c.excluded], "in_sample": ins,
                      "held_out": held}
         if a.fit:
