@@ -12,6 +12,7 @@
   and 32 requests it decoded faster than reading those experts once at the H200's full bandwidth allows. Those
   levels (and the one at 8 requests, 1.01x that floor) are excluded, with the reason
   (``perf_model_accuracy.ROUTING_FLOOR_MARGIN``); 1 and 128 requests are scored.
+* phi4m (Phi-4-mini-instruct, 3.8B dense, 2026-12-04): in no fit; predicted with the shipped constants.
 """
 from __future__ import annotations
 
@@ -31,8 +32,8 @@ def pairs(bench):
 
 def test_every_unseen_level_is_answered(pairs):
     names = {c.name.split("/")[0] for c, _p in pairs}
-    assert names == {"t235l40", "l1b", "q14", "dsv2l"}
-    assert len(pairs) == 14 and all(p.tpot_ms and p.ttft_ms for _c, p in pairs)
+    assert names == {"t235l40", "l1b", "q14", "dsv2l", "phi4m"}
+    assert len(pairs) == 19 and all(p.tpot_ms and p.ttft_ms for _c, p in pairs)
 
 
 def test_each_model_is_predicted_by_constants_that_never_saw_it(bench):
@@ -41,7 +42,7 @@ def test_each_model_is_predicted_by_constants_that_never_saw_it(bench):
     assert bench.held_out_efficiency("Qwen/Qwen3-235B-A22B-FP8-L40") == \
         perf_fit.HELD_OUT["public:Qwen/Qwen3-235B-A22B-FP8"]["efficiency"]
     for m in ("meta-llama/Llama-3.2-1B-Instruct", "Qwen/Qwen2.5-14B-Instruct",
-              "deepseek-ai/DeepSeek-Coder-V2-Lite-Instruct"):
+              "deepseek-ai/DeepSeek-Coder-V2-Lite-Instruct", "microsoft/Phi-4-mini-instruct"):
         assert not any(bench.same_family(m, f) for f in perf_fit.FITTED_MODELS)
         assert bench.held_out_efficiency(m) == perf_fit.EFFICIENCY
 
@@ -68,7 +69,7 @@ def test_the_235b_architecture_on_vllm_025_reads_only_routed_experts():
 
 def test_the_unseen_figures_are_the_ones_the_readme_states(bench, pairs):
     s = bench.score(pairs, len(pairs))
-    assert (s["tpot_median"], s["ttft_median"]) == (12.2, 15.8), s
+    assert (s["tpot_median"], s["ttft_median"]) == (12.2, 18.5), s
 
 
 def test_levels_below_the_uniform_routing_floor_are_excluded_with_the_reason(bench):
