@@ -58,8 +58,8 @@ def test_tune_two_candidates_on_the_cpu_server(env, tmp_path):
     for t in trials:
         m = t["measured"]
         assert m["completed"] == 8 and m["failed"] == 0
-        # TPOT may round to 0.0: on a loaded 2-core box vLLM's API server can hand a request's 8 tokens over in
-        # one chunk (it coalesces the outputs a client has not read yet), so its last token comes with its first
+        # TPOT may round to 0.0 (2 decimals): seen once on a loaded 2-core box, most likely vLLM's API server
+        # handing a request's 8 tokens over in one chunk (not verified), so its last token came with its first
         assert m["tpot_ms"] is not None and m["tpot_ms"] >= 0
         assert m["ttft_ms"] > 0 and m["output_tokens_per_s"] > 0
     best = doc["best"]
