@@ -402,8 +402,8 @@ def loss(pairs: list[tuple[Case, Any]]) -> float:
 # Llama-3.1-8B-FP8 while its rows' prompt reuse was not modelled: see PROMPT_POOL_BY_SOURCE); the fused-MoE kernels have
 # their own bandwidth and FLOP efficiencies and a per-MoE-layer cost (fitted only when the training rows
 # hold an MoE model)
-PARAMS = ("bw", "flops", "step_ms", "layer_us", "allreduce_us", "request_ms", "moe_bw", "moe_flops",
-          "moe_layer_us", "moe_f_half", "flops_fp8", "harness_ms")
+PARAMS = ("bw", "flops", "step_ms", "layer_us", "request_ms", "moe_bw", "moe_flops",
+          "moe_layer_us", "moe_f_half", "flops_fp8", "harness_ms", "cpu_step_ms", "cpu_seq_us")
 MOE_PARAMS = ("moe_bw", "moe_flops", "moe_layer_us", "moe_f_half")
 # allreduce_us at most 30 us: one small-message all-reduce over NVLink (NCCL or vLLM's custom all-reduce) takes
 # about 10-30 us. Up to 100 us, the Qwen3-32B fold ran to that bound (the TP rows it trained on absorbed other
@@ -411,7 +411,7 @@ MOE_PARAMS = ("moe_bw", "moe_flops", "moe_layer_us", "moe_f_half")
 BOUNDS_ = {"bw": (0.3, 1.0), "flops": (0.2, 1.0), "step_ms": (0.05, 10.0), "layer_us": (0.0, 200.0),
            "allreduce_us": (1.0, 30.0), "request_ms": (0.0, 100.0), "moe_bw": (0.1, 1.0), "moe_flops": (0.05, 1.0),
            "moe_layer_us": (0.0, 400.0), "eager_layer_us": (0.0, 200.0), "flops_fp8": (0.2, 1.0),
-           "harness_ms": (0.0, 300.0), "moe_f_half": (0.0, 8192.0)}
+           "harness_ms": (0.0, 300.0), "moe_f_half": (0.0, 8192.0), "cpu_step_ms": (0.0, 10.0), "cpu_seq_us": (0.0, 200.0)}
 
 
 def fit(cases: list[Case], start=None, iters: int = 60, params: tuple[str, ...] = PARAMS):

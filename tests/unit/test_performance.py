@@ -324,13 +324,73 @@ def test_bench_plan_comparison_refuses_datasets(tmp_path):
     assert rows[0]["predicted"] is None and "dataset" in rows[0]["reason"]
 
 
-def test_a_plan_names_async_scheduling_as_not_simulated():
+def test_a_plan_says_whether_host_work_overlaps_the_gpu():
     from dataclasses import replace
+
+    from vllm_ops.planning import perf_fit
 
     p, spec = _plan("Qwen/Qwen2.5-7B-Instruct", "1xH100")
     w = Workload(1024, 128, concurrency=16)
-    said = lambda plan: any("not simulated: async scheduling" in n for n in predict(plan, w, spec=spec).notes)  # noqa: E731
-    assert said(p)                                                      # 0.25.0: on by default
-    assert not said(replace(p, extra_args=["--no-async-scheduling"]))
-    assert not said(replace(p, vllm_version="0.12.0"))
-    assert said(replace(p, vllm_version="0.12.0", extra_args=["--async-scheduling"]))
+    eff = replace(perf_fit.EFFICIENCY, cpu_step_ms=1.5, cpu_seq_us=20.0)
+    said = lambda plan: [n for n in predict(plan, w, spec=spec, efficiency=eff).notes if "host work" in n]  # noqa: E731
+    assert "overlapped" in said(p)[0]                                  # 0.25.0: async scheduling by default
+    assert "added" in said(replace(p, extra_args=["--no-async-scheduling"]))[0]
+    assert "added" in said(replace(p, vllm_version="0.12.0"))[0]
+    assert "overlapped" in said(replace(p, vllm_version="0.12.0", extra_args=["--async-scheduling"]))[0]
+
+
+def test_host_work_adds_to_a_synchronous_step_and_overlaps_an_async_one():
+    """vLLM's host work per step (cpu_step_ms + cpu_seq_us per request): synchronous scheduling (vLLM's default
+    before 0.14, or --no-async-scheduling) waits for it, async scheduling prepares the next step meanwhile."""
+    from dataclasses import replace
+
+    from vllm_ops.planning import perf_fit
+    from vllm_ops.planning.performance import step_cost
+
+    spec = load_model_spec("meta-llama/Llama-3.1-8B-Instruct", offline=True)
+    eff = replace(perf_fit.EFFICIENCY, cpu_step_ms=2.0, cpu_seq_us=20.0, api_token_us=0.0)
+    on = plan(spec, parse_gpu_spec("1xH200"), vllm_version="0.25.0")
+    off = plan(spec, parse_gpu_spec("1xH200"), vllm_version="0.25.0", extra_args=["--no-async-scheduling"])
+    old = plan(spec, parse_gpu_spec("1xH200"), vllm_version="0.12.0")
+    a, s, o = (step_cost(x, spec, eff)[0] for x in (on, off, old))
+    assert a.async_sched and not s.async_sched and not o.async_sched
+    for n in (1, 64, 256):
+        pa, ps = a.parts(n, n * 1100.0), s.parts(n, n * 1100.0)
+        assert pa.host_ms == pytest.approx(2.0 + 0.02 * n) == ps.host_ms
+        assert ps.total_ms == pytest.approx(ps.gpu_ms + ps.host_ms)
+        assert pa.total_ms == pytest.approx(max(pa.gpu_ms, pa.host_ms))
+        assert a.step_ms(n, n * 1100.0) == pytest.approx(pa.total_ms)      # the fast path agrees with the parts
+        assert s.step_ms(n, n * 1100.0, 512, 512 * 256.0) == pytest.approx(s.parts(n, n * 1100.0, 512, 512 * 256.0).total_ms)
+    none = step_cost(on, spec, replace(eff, cpu_step_ms=0.0, cpu_seq_us=0.0))[0]
+    assert none.step_ms(8, 8000.0) == pytest.approx(none.parts(8, 8000.0).gpu_ms)
+
+
+def test_host_bound_when_async_host_work_outlasts_the_gpu():
+    from dataclasses import replace
+
+    from vllm_ops.planning import perf_fit
+
+    p, spec = _plan(model="meta-llama/Llama-3.2-1B-Instruct", gpus="1xH200")
+    slow_host = replace(perf_fit.EFFICIENCY, cpu_step_ms=3.0, cpu_seq_us=60.0, api_token_us=0.0)
+    perf = predict(p, Workload(128, 128, concurrency=256), spec=spec, efficiency=slow_host)
+    assert perf.bound == "host"
+    assert perf.tpot_ms >= 3.0 + 0.06 * 200
+
+
+def test_the_api_server_caps_the_streamed_tokens_but_not_the_public_harness():
+    """api_token_us: vLLM's API server hands out one token per 83 us at most (measured, unseen/l1b), a floor on a
+    step of many requests; the public rows stream through their own frontend (through_harness drops it)."""
+    from dataclasses import replace
+
+    from vllm_ops.planning import perf_fit
+    from vllm_ops.planning.performance import step_cost
+
+    p, spec = _plan(model="meta-llama/Llama-3.2-1B-Instruct", gpus="1xH200")
+    eff = replace(perf_fit.EFFICIENCY, cpu_step_ms=0.0, cpu_seq_us=0.0, api_token_us=83.0)
+    cost = step_cost(p, spec, eff)[0]
+    assert cost.step_ms(256, 256 * 1100.0) == pytest.approx(256 * 0.083)
+    assert cost.step_ms(1, 1100.0) == pytest.approx(cost.parts(1, 1100.0).gpu_ms)
+    assert perf_fit.DEFAULT.api_token_us == perf_fit.API_TOKEN_US and eff.through_harness().api_token_us == 0.0
+    perf = predict(p, Workload(1024, 128, concurrency=256), spec=spec, efficiency=eff)
+    assert perf.bound == "api-server"
+    assert perf.output_tokens_per_s < 1.1e6 / 83.0          # running requests dip below 256 between waves

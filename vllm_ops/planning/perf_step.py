@@ -14,10 +14,16 @@ the sum over those tokens of the context each attends to). Per GPU it does:
 * communication: two tensor-parallel all-reduces per layer (attention output and MLP/MoE output),
   ring cost ``2 (g-1)/g * tokens * hidden * 2 B`` over the GPU link plus a fixed latency per call;
   with attention data parallelism the MoE layer exchanges every DP rank's tokens.
-* a fixed per-step overhead (scheduler, input preparation, sampling, launch) plus a per-layer
+* a fixed per-step overhead on the GPU (launch, small kernels) plus a per-layer
   floor (every layer runs a dozen small kernels - norms, rotary, routing - whatever the batch), and
   an extra per-layer cost when the step runs outside a full CUDA graph (mixed prefill steps above
   the capture size, or ``--enforce-eager``).
+* vLLM's host work (scheduling, input preparation, sampling, handing the tokens out): a fixed part plus a
+  part per request in the step. Synchronous scheduling (vLLM's default before 0.14, or
+  ``--no-async-scheduling``) adds it to the GPU's step; async scheduling (the default from 0.14) prepares
+  the next step while the GPU runs this one, so the longer of the two sets the pace.
+* vLLM's API server, a process of its own, streams each token out: a step's tokens cannot be seen faster
+  than it hands them out (``api_token_us`` per token, a floor on the step).
 
 Efficiencies (achieved bandwidth fraction, achieved FLOP fraction, overheads, all-reduce latency)
 come from :mod:`vllm_ops.planning.perf_fit`, which names the measured rows they were fitted on.
@@ -45,11 +51,16 @@ class Efficiency:
                                    # intermediate width on one GPU (0: no such fall)
     harness_ms: float = 0.0        # per request, the public rows' harness only (a Dynamo frontend + aiperf in
                                    # front of vLLM): fitted so that it does not leak into request_ms; plans ignore it
+    cpu_step_ms: float = 0.0       # vLLM's host work per step (schedule, prepare inputs, sample, hand results out)
+    cpu_seq_us: float = 0.0        # ... plus this per request in the step; synchronous scheduling adds the host work
+                                   # to the GPU's step, async scheduling overlaps the two (the longer one sets the pace)
+    api_token_us: float = 0.0      # vLLM's API server (a process of its own) streams at most one token per this
+                                   # many us: a step of n decode requests is seen to take at least n x this
 
     def through_harness(self) -> "Efficiency":
         """These efficiencies as the public rows' harness sees them: its per-request latency
-        (``harness_ms``) added to ``request_ms``."""
-        return replace(self, request_ms=self.request_ms + self.harness_ms)
+        (``harness_ms``) added to ``request_ms``; its frontend (Dynamo), not vLLM's API server, streams the tokens."""
+        return replace(self, request_ms=self.request_ms + self.harness_ms, api_token_us=0.0)
 
 
 @dataclass(frozen=True)
@@ -60,10 +71,18 @@ class StepParts:
     overhead_ms: float
     gemm_bound: str                # "weights-bandwidth" | "compute"
     attn_bound: str                # "kv-bandwidth" | "compute"
+    host_ms: float = 0.0           # vLLM's host work for the step
+    overlapped: bool = False       # async scheduling: the host work runs while the GPU runs the previous step
+    api_ms: float = 0.0            # the API server's time to stream the step's tokens (a floor on the step)
+
+    @property
+    def gpu_ms(self) -> float:
+        return self.gemm_ms + self.attn_ms + self.comm_ms + self.overhead_ms
 
     @property
     def total_ms(self) -> float:
-        return self.gemm_ms + self.attn_ms + self.comm_ms + self.overhead_ms
+        t = max(self.gpu_ms, self.host_ms) if self.overlapped else self.gpu_ms + self.host_ms
+        return max(t, self.api_ms)
 
 
 @dataclass
@@ -92,7 +111,12 @@ class StepCost:
     eff: Efficiency
     low_precision: bool = False    # FP8/FP4 GEMMs: eff.flops_fp8 applies
     expert_width: int = 0          # an expert's intermediate width on one GPU (TP-sharded unless expert parallel)
+    async_sched: bool = False      # vLLM schedules the next step while the GPU runs this one (host work overlapped)
     notes: list[str] = field(default_factory=list)
+
+    def host_ms(self, n_dec: int, n_pre: int) -> float:
+        """vLLM's host work for a step of ``n_dec`` decode requests and a prefill chunk (counted as one request)."""
+        return self.eff.cpu_step_ms + self.eff.cpu_seq_us * (n_dec + (1 if n_pre else 0)) / 1e3
 
     def _moe_flops_eff(self, gemm_eff: float) -> float:
         """The fused-MoE kernels' fraction of the FLOP/s peak: ``moe_flops`` (or the dense one), lowered for
@@ -135,7 +159,8 @@ class StepCost:
             overhead += self.layers * e.eager_layer_us / 1e3
         return StepParts(gemm_ms, attn_ms, comm_ms, overhead,
                          "weights-bandwidth" if w_s >= c_s else "compute",
-                         "kv-bandwidth" if kv_s >= a_s else "compute")
+                         "kv-bandwidth" if kv_s >= a_s else "compute", self.host_ms(n_dec, n_pre), self.async_sched,
+                         n_dec * e.api_token_us / 1e3)
 
     def _allreduce_ms(self, n_tokens: int, group: int) -> float:
         msg = n_tokens * self.hidden * 2.0
@@ -147,7 +172,7 @@ class StepCost:
         if k is None:
             k = self._k = self._constants()
         bw, w_fixed, w_exp, q, moe_f, f_dense, f_moe, f_head, kv_c, a_c, comm_c, comm_b, comm2_c, comm2_b, ovh, \
-            eager, gmax = k
+            eager, gmax, h_c, h_s, overlap, api = k
         n = n_dec + n_pre
         if w_exp:
             routed = n * moe_f
@@ -165,6 +190,11 @@ class StepCost:
             t += comm2_c + comm2_b * n
         if n > gmax:
             t += eager
+        if h_c or h_s:
+            h = h_c + h_s * (n_dec + (1 if n_pre else 0))
+            t = (t if t >= h else h) if overlap else t + h
+        if api and n_dec * api > t:
+            t = n_dec * api
         return t
 
     def _constants(self) -> tuple:
@@ -190,7 +220,8 @@ class StepCost:
                 self.kv_bytes_per_token * to_w, self.attn_flops_per_pair * 1e3 / (self.attn_flops_peak * e.flops),
                 comm_c, comm_b, comm2_c, comm2_b,
                 e.step_ms + (self.layers * e.layer_us + self.moe_layers * e.moe_layer_us) / 1e3,
-                self.layers * e.eager_layer_us / 1e3, self.graph_max_tokens)
+                self.layers * e.eager_layer_us / 1e3, self.graph_max_tokens,
+                e.cpu_step_ms, e.cpu_seq_us / 1e3, self.async_sched, e.api_token_us / 1e3)
 
     def floor_ms(self, n_dec: int, sum_ctx: float) -> float:
         """Roofline floor of a pure decode step: every term at 100% of the peak, no overhead."""

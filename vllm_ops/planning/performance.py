@@ -34,7 +34,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from vllm_ops.planning.plan import Plan
 
 BOUNDS = ("weights-bandwidth", "kv-bandwidth", "compute", "communication", "max-num-seqs", "kv-capacity",
-          "queueing")
+          "queueing", "host", "api-server")
 GRAPH_MAX_TOKENS = 512            # vLLM's largest CUDA-graph capture size (full graphs for decode batches)
 _FP8_METHODS = ("fp8", "fbgemm_fp8", "modelopt", "fp8_per_tensor", "fp8_per_channel", "fp8_per_block",
                 "deepseek_v4_fp8", "modelopt_mxfp8", "mxfp8")
@@ -224,7 +224,8 @@ def step_cost(plan: "Plan", spec: "ModelSpec", eff) -> "tuple[StepCost | None, s
         head_flops_per_token=2.0 * vpad * H / tp, kv_bytes_per_token=kvb, attn_flops_per_pair=pair,
         layers=L, moe_layers=n_moe, hidden=H, tp=tp, moe_group=tp * dp, bw=g.bandwidth_gbs * 1e9, flops_peak=peak * 1e12,
         attn_flops_peak=g.bf16_tflops * 1e12, link_bw=link, graph_max_tokens=0 if eager else GRAPH_MAX_TOKENS,
-        eff=eff, notes=notes, low_precision=peak != g.bf16_tflops, expert_width=width)
+        eff=eff, notes=notes, low_precision=peak != g.bf16_tflops, expert_width=width,
+        async_sched=_schedules_async(plan))
     cost.notes.append(f"{g.key}: {g.bandwidth_gbs:g} GB/s HBM, {peak:g} TFLOP/s dense ({prec} weights), "
                       f"link {link / 1e9:g} GB/s one way ({g.perf_source})")
     return cost, None
@@ -241,10 +242,10 @@ def _run(plan: "Plan", w: Workload, cost: "StepCost", fit_notes: list[str]) -> P
         return refuse(f"one request of {isl}+{osl} tokens needs more KV cache than the "
                       f"{cap} tokens this replica has")
     notes = list(cost.notes) + fit_notes
-    if _schedules_async(plan):
-        notes.append("not simulated: async scheduling (vLLM's default from 0.14; the fitted constants absorb it): "
-                     "measured on 1x H200, it lowers TPOT by 3-8 ms per step and raises TTFT under closed-loop "
-                     "load by up to 1.5x against --no-async-scheduling (GPU-TESTING-GUIDE.md 4c')")
+    if cost.eff.cpu_step_ms or cost.eff.cpu_seq_us:
+        notes.append(f"vLLM's host work per step {cost.eff.cpu_step_ms:.2f} ms + {cost.eff.cpu_seq_us:.0f} us per "
+                     f"request, " + ("overlapped with the GPU's step (async scheduling)" if cost.async_sched else
+                                    "added to the GPU's step (synchronous scheduling)"))
     jitter = perf_fit.OSL_JITTER if w.output_spread is None else float(w.output_spread)
     if w.prefix_cache_hit:
         notes.append(f"prefix cache: {w.prefix_cache_hit:.0%} of every prompt assumed cached (whole KV blocks); "
@@ -333,4 +334,9 @@ def _bound(cost: "StepCost", running: float, avg_ctx: float, isl: int, osl: int,
     terms = {"communication": p.comm_ms}
     terms[p.gemm_bound] = terms.get(p.gemm_bound, 0.0) + p.gemm_ms
     terms[p.attn_bound] = terms.get(p.attn_bound, 0.0) + p.attn_ms
+    if p.api_ms > max(p.gpu_ms, p.host_ms):
+        return "api-server"                # vLLM's API server cannot stream the tokens faster
+    if p.overlapped and p.host_ms > p.gpu_ms:
+        return "host"                      # async scheduling, and vLLM's host work is the longer of the two
+    terms["host"] = 0.0 if p.overlapped else p.host_ms
     return max(terms.items(), key=lambda kv: kv[1])[0]
