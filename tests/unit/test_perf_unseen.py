@@ -13,6 +13,10 @@
   levels (and the one at 8 requests, 1.01x that floor) are excluded, with the reason
   (``perf_model_accuracy.ROUTING_FLOOR_MARGIN``); 1 and 128 requests are scored.
 * phi4m (Phi-4-mini-instruct, 3.8B dense, 2026-12-04): in no fit; predicted with the shipped constants.
+* mi7, q06, q25l, q15, g2 (Mistral-7B-Instruct-v0.3, Qwen3-0.6B, Qwen2.5-32B-Instruct, Qwen2.5-1.5B-Instruct,
+  gemma-2-9b-it; 2026-12-04, session 10): in no fit; measured after the host-work / API-server / published
+  all-reduce form of commit fc1157d was fixed; the API server's per-request admission (``api_request_ms``) was
+  added after seeing them (its constant is fitted on the other sets, not on these).
 """
 from __future__ import annotations
 
@@ -32,8 +36,8 @@ def pairs(bench):
 
 def test_every_unseen_level_is_answered(pairs):
     names = {c.name.split("/")[0] for c, _p in pairs}
-    assert names == {"t235l40", "l1b", "q14", "dsv2l", "phi4m"}
-    assert len(pairs) == 19 and all(p.tpot_ms and p.ttft_ms for _c, p in pairs)
+    assert names == {"t235l40", "l1b", "q14", "dsv2l", "phi4m", "mi7", "q06", "q25l", "q15", "g2"}
+    assert len(pairs) == 44 and all(p.tpot_ms and p.ttft_ms for _c, p in pairs)
 
 
 def test_each_model_is_predicted_by_constants_that_never_saw_it(bench):
@@ -42,7 +46,9 @@ def test_each_model_is_predicted_by_constants_that_never_saw_it(bench):
     assert bench.held_out_efficiency("Qwen/Qwen3-235B-A22B-FP8-L40") == \
         perf_fit.HELD_OUT["public:Qwen/Qwen3-235B-A22B-FP8"]["efficiency"]
     for m in ("meta-llama/Llama-3.2-1B-Instruct", "Qwen/Qwen2.5-14B-Instruct",
-              "deepseek-ai/DeepSeek-Coder-V2-Lite-Instruct", "microsoft/Phi-4-mini-instruct"):
+              "deepseek-ai/DeepSeek-Coder-V2-Lite-Instruct", "microsoft/Phi-4-mini-instruct",
+              "mistralai/Mistral-7B-Instruct-v0.3", "Qwen/Qwen3-0.6B", "Qwen/Qwen2.5-32B-Instruct",
+              "Qwen/Qwen2.5-1.5B-Instruct", "google/gemma-2-9b-it"):
         assert not any(bench.same_family(m, f) for f in perf_fit.FITTED_MODELS)
         assert bench.held_out_efficiency(m) == perf_fit.EFFICIENCY
 
@@ -69,7 +75,7 @@ def test_the_235b_architecture_on_vllm_025_reads_only_routed_experts():
 
 def test_the_unseen_figures_are_the_ones_the_readme_states(bench, pairs):
     s = bench.score(pairs, len(pairs))
-    assert (s["tpot_median"], s["ttft_median"]) == (12.4, 18.2), s
+    assert (s["tpot_median"], s["ttft_median"]) == (7.1, 26.5), s
 
 
 def test_levels_below_the_uniform_routing_floor_are_excluded_with_the_reason(bench):

@@ -394,3 +394,30 @@ def test_the_api_server_caps_the_streamed_tokens_but_not_the_public_harness():
     perf = predict(p, Workload(1024, 128, concurrency=256), spec=spec, efficiency=eff)
     assert perf.bound == "api-server"
     assert perf.output_tokens_per_s < 1.1e6 / 83.0          # running requests dip below 256 between waves
+
+
+def test_the_api_server_takes_a_wave_of_requests_one_at_a_time():
+    """admit_ms: vLLM's API server hands requests to the scheduler one at a time; the k-th of a wave waits k x
+    admit_ms, which its TTFT (from the client's send) includes; 0 changes nothing."""
+    step = lambda n_dec, sum_ctx, n_pre, pre_ctx: 1.0 + 0.001 * n_pre   # noqa: E731
+    kw = dict(input_len=1024, output_len=64, max_num_seqs=256, max_batched_tokens=8192, kv_capacity_tokens=10**7,
+              num_requests=128)
+    base = simulate(step, concurrency=64, **kw)
+    assert simulate(step, concurrency=64, admit_ms=0.0, **kw).ttft_ms == base.ttft_ms
+    slow = simulate(step, concurrency=64, admit_ms=4.0, **kw)
+    assert slow.ttft_ms > base.ttft_ms + 0.25 * 64 * 4.0           # a wave of 64 spread over 256 ms
+    one = simulate(step, concurrency=1, admit_ms=4.0, **{**kw, "num_requests": 4})
+    lone = simulate(step, concurrency=1, **{**kw, "num_requests": 4})
+    assert one.ttft_ms == pytest.approx(lone.ttft_ms + 4.0, abs=1.01)  # alone, a request waits only for itself
+    opened = simulate(step, rate=20.0, admit_ms=4.0, **kw)
+    assert opened.requests == 128 and opened.ttft_ms > 4.0
+
+
+def test_the_public_harness_has_no_vllm_api_server_costs():
+    from dataclasses import replace
+
+    from vllm_ops.planning import perf_fit
+
+    e = replace(perf_fit.EFFICIENCY, api_request_ms=4.0, api_token_us=83.0)
+    h = e.through_harness()
+    assert (h.api_request_ms, h.api_token_us) == (0.0, 0.0) and h.request_ms == e.request_ms + e.harness_ms

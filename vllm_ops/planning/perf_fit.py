@@ -116,8 +116,11 @@ def notes() -> list[str]:
     e = EFFICIENCY
     return [f"fitted efficiencies: {e.bw:.2f} of HBM bandwidth, {e.flops:.2f} of dense 16-bit FLOP/s, "
             f"{(e.flops_fp8 or e.flops):.2f} of FP8 FLOP/s, {e.step_ms:.2f} ms per step + {e.layer_us:.0f} us per "
-            f"layer, {e.allreduce_us:.0f} us per all-reduce, {e.request_ms:.0f} ms per request "
+            f"layer, {e.request_ms:.0f} ms per request "
             f"(fused MoE: x{e.moe_bw:.2f} bandwidth, "
             f"{f'{e.moe_flops:.2f} of FLOP/s' if e.moe_flops else 'dense GEMM FLOP/s'}"
             f"{f' x w/(w+{e.moe_f_half:.0f}) for experts w wide' if e.moe_f_half else ''}, +{e.moe_layer_us:.0f} us per "
-            f"MoE layer); fitted on {FITTED_ON} (vllm_ops/data/perf/fit.json)"]
+            f"MoE layer), vLLM's host work {e.cpu_step_ms:.2f} ms per step + {e.cpu_seq_us:.0f} us per request, "
+            f"its API server {e.api_request_ms:.2f} ms per request admitted; fitted on {FITTED_ON} "
+            f"(vllm_ops/data/perf/fit.json); not fitted: {e.allreduce_us:.0f} us per all-reduce (published), "
+            f"{e.api_token_us:.0f} us per streamed token (measured on one model)"]

@@ -70,6 +70,17 @@ class _Tally:
         if self.first_arrival is None or arrival < self.first_arrival:
             self.first_arrival = arrival
 
+    def result(self, t: float, steps: int, busy_weighted: float, max_running: int, limit: int, queued_max: int,
+               gaps: list[tuple[float, float]]) -> "SimResult":
+        c = self.counted
+        return SimResult(
+            ttft_ms=self.ttft_sum / c if c else None,
+            tpot_ms=self.tpot_sum / self.counted_tpot if self.counted_tpot else None,
+            e2e_ms=self.e2e_sum / c if c else None, requests=c,
+            duration_ms=max(self.last_finish - (self.first_arrival or 0.0), 1e-9),
+            mean_running=busy_weighted / t if t else 0.0, max_running=max_running, limit=limit,
+            queued_max=queued_max, mean_step_ms=t / steps if steps else 0.0, itl_median_ms=_weighted_median(gaps))
+
     def finished(self, n: int, t: float, arrival: float, first: float | None = None, ln: int = 0) -> None:
         if first is not None:
             self.tpot_sum += n * (t - first) / (ln - 1)
@@ -115,12 +126,13 @@ def _prefill(pre: deque[_Pre], budget: int, isl: int, cached: int = 0) -> tuple[
 
 
 def _decode_run(step: StepFn, n_dec: int, sum_ctx: float, steps_to_finish: int, t: float,
-                arrivals: deque[float]) -> tuple[float, int]:
-    """A run of pure decode steps up to the next finish (or the next arrival, open loop): (ms, steps)."""
+                next_in: float | None) -> tuple[float, int]:
+    """A run of pure decode steps up to the next finish (or the next request the scheduler will see,
+    at ``next_in`` ms): (ms, steps)."""
     k = max(steps_to_finish, 1)
     d0 = step(n_dec, sum_ctx, 0, 0.0)
-    if arrivals:
-        k = max(1, min(k, int((arrivals[0] - t) / d0) + 1))
+    if next_in is not None:
+        k = max(1, min(k, int((next_in - t) / d0) + 1))
     d1 = step(n_dec, sum_ctx + (k - 1) * n_dec, 0, 0.0) if k > 1 else d0
     return (d0 + d1) / 2.0 * k, k
 
@@ -146,6 +158,36 @@ def _output_lengths(new: int, osl: int, jitter: float, rng: random.Random) -> li
     return [osl]
 
 
+class _Frontend:
+    """vLLM's API server, one process in front of the scheduler: it takes requests one at a time, ``admit_ms``
+    each (parse, tokenise, hand over), so a wave of c requests reaches the scheduler spread over c x admit_ms;
+    the wait counts in their TTFT (measured from the client's send). 0: requests reach it at once."""
+
+    def __init__(self, admit_ms: float):
+        self.admit_ms = float(admit_ms)
+        self.free = 0.0
+        self.inbox: deque[list] = deque()             # [ready_ms, n, arrival_ms, counted]
+
+    def send(self, waiting: deque[list], n: int, t: float, counted: bool) -> None:
+        if not self.admit_ms > 0:
+            waiting.append([n, t, counted])
+            return
+        for _ in range(n):
+            self.free = max(self.free, t) + self.admit_ms
+            self.inbox.append([self.free, 1, t, counted])
+
+    def deliver(self, waiting: deque[list], t: float) -> None:
+        while self.inbox and self.inbox[0][0] <= t:
+            _r, n, a, cnt = self.inbox.popleft()
+            waiting.append([n, a, cnt])
+
+    def next_event(self, arrivals: deque[float]) -> float | None:
+        """When the scheduler will next see a new request: the next arrival or the next one handed over."""
+        times = [x for x in (arrivals[0] if arrivals else None, self.inbox[0][0] if self.inbox else None)
+                 if x is not None]
+        return min(times) if times else None
+
+
 def _prompt_split(isl: int, prompt_cached: int) -> tuple[int, int]:
     """(cached, prefilled) tokens of a prompt; rounding to whole blocks and keeping the last token
     computed is the caller's rule (performance.cached_prompt_tokens), checked here."""
@@ -158,13 +200,15 @@ def _prompt_split(isl: int, prompt_cached: int) -> tuple[int, int]:
 def simulate(step: StepFn, *, input_len: int, output_len: int, max_num_seqs: int, max_batched_tokens: int,
              kv_capacity_tokens: int, concurrency: int | None = None, rate: float | None = None,
              num_requests: int = 0, warmup: int = 0, seed: int = 0, stagger_ms: float = 0.0,
-             osl_jitter: float = 0.0, prompt_cached: int = 0, max_steps: int = 2_000_000) -> SimResult:
+             osl_jitter: float = 0.0, prompt_cached: int = 0, admit_ms: float = 0.0,
+             max_steps: int = 2_000_000) -> SimResult:
     """Run ``num_requests`` requests; the first ``warmup`` sent are left out of the means. Closed loop:
     the C clients start together (``stagger_ms`` 0: a benchmark's first wave) or one every
     ``stagger_ms`` (the steady state, where finishes and so arrivals are spread out).
     ``osl_jitter`` j > 0: each request's output length is drawn uniformly from
     ``output_len * [1-j, 1+j]`` (same mean; requests that started together drift apart, as they do
-    with real clients), 0: every request has exactly ``output_len``."""
+    with real clients), 0: every request has exactly ``output_len``. ``admit_ms``: the API server's
+    serial cost per request before the scheduler sees it (:class:`_Frontend`)."""
     isl, osl = int(input_len), int(output_len)
     cached, isl_c = _prompt_split(isl, prompt_cached)
     per_req = isl + osl
@@ -178,12 +222,13 @@ def simulate(step: StepFn, *, input_len: int, output_len: int, max_num_seqs: int
     dec: list[tuple] = []                            # heap of (finish_step, seq, n, first_ms, counted, arrival, osl)
     jrng = random.Random(seed + 1)
     seq = sent = n_wait = 0
+    front = _Frontend(admit_ms)
 
     def send(n: int, t_now: float) -> None:
         nonlocal sent, n_wait
         n = min(n, num_requests - sent)
         if n > 0:
-            waiting.append([n, t_now, sent >= warmup])
+            front.send(waiting, n, t_now, sent >= warmup)
             sent += n
             n_wait += n
 
@@ -196,23 +241,24 @@ def simulate(step: StepFn, *, input_len: int, output_len: int, max_num_seqs: int
     gaps: list[tuple[float, float]] = []           # (step ms, decode tokens in it) for the ITL median
     while done < num_requests and steps_run < max_steps:
         while arrivals and arrivals[0] <= t:
-            a = arrivals.popleft()
-            waiting.append([1, a, sent >= warmup])
+            front.send(waiting, 1, arrivals.popleft(), sent >= warmup)
             sent += 1
             n_wait += 1
+        front.deliver(waiting, t)
         took = _admit(pre, waiting, limit - n_dec - n_pre_req)
         n_pre_req += took
         n_wait -= took
         if waiting:
             queued_max = max(queued_max, n_wait)
+        nxt = front.next_event(arrivals)
         if not pre and not n_dec:
-            if arrivals:
-                t = max(t, arrivals[0])
+            if nxt is not None:
+                t = max(t, nxt)
                 continue
             break                                   # nothing left to run
         n_tok, pre_ctx = _prefill(pre, max(budget_cap - n_dec, 0), isl_c, cached)
         if n_tok == 0 and n_dec:
-            dt, k = _decode_run(step, n_dec, sum_ctx, dec[0][0] - stepno, t, arrivals)
+            dt, k = _decode_run(step, n_dec, sum_ctx, dec[0][0] - stepno, t, nxt)
             t += dt
             busy_weighted += n_dec * dt
             gaps.append((dt / k, n_dec * k))
@@ -266,14 +312,7 @@ def simulate(step: StepFn, *, input_len: int, output_len: int, max_num_seqs: int
                 tally.finished(n, t, arr, first, ln)
             if concurrency is not None:
                 send(n, t)
-    start = tally.first_arrival or 0.0
-    return SimResult(
-        ttft_ms=tally.ttft_sum / tally.counted if tally.counted else None,
-        tpot_ms=tally.tpot_sum / tally.counted_tpot if tally.counted_tpot else None,
-        e2e_ms=tally.e2e_sum / tally.counted if tally.counted else None,
-        requests=tally.counted, duration_ms=max(tally.last_finish - start, 1e-9),
-        mean_running=busy_weighted / t if t else 0.0, max_running=max_running, limit=limit,
-        queued_max=queued_max, mean_step_ms=t / stepno if stepno else 0.0, itl_median_ms=_weighted_median(gaps))
+    return tally.result(t, stepno, busy_weighted, max_running, limit, queued_max, gaps)
 
 
 def _weighted_median(pairs: list[tuple[float, float]]) -> float | None:

@@ -56,11 +56,13 @@ class Efficiency:
                                    # to the GPU's step, async scheduling overlaps the two (the longer one sets the pace)
     api_token_us: float = 0.0      # vLLM's API server (a process of its own) streams at most one token per this
                                    # many us: a step of n decode requests is seen to take at least n x this
+    api_request_ms: float = 0.0    # ... and takes the requests one at a time, this long each, before the scheduler
+                                   # sees them (a wave of c requests reaches it spread over c x this)
 
     def through_harness(self) -> "Efficiency":
         """These efficiencies as the public rows' harness sees them: its per-request latency
         (``harness_ms``) added to ``request_ms``; its frontend (Dynamo), not vLLM's API server, streams the tokens."""
-        return replace(self, request_ms=self.request_ms + self.harness_ms, api_token_us=0.0)
+        return replace(self, request_ms=self.request_ms + self.harness_ms, api_token_us=0.0, api_request_ms=0.0)
 
 
 @dataclass(frozen=True)
