@@ -246,6 +246,9 @@ def _run(plan: "Plan", w: Workload, cost: "StepCost", fit_notes: list[str]) -> P
         notes.append(f"vLLM's host work per step {cost.eff.cpu_step_ms:.2f} ms + {cost.eff.cpu_seq_us:.0f} us per "
                      f"request, " + ("overlapped with the GPU's step (async scheduling)" if cost.async_sched else
                                     "added to the GPU's step (synchronous scheduling)"))
+    if cost.async_sched:
+        notes.append("not simulated: async scheduling's one-step lag before a new request is scheduled "
+                     "(measured on 1x H200 it raises TTFT under closed-loop load; GPU-TESTING-GUIDE.md 4c')")
     jitter = perf_fit.OSL_JITTER if w.output_spread is None else float(w.output_spread)
     if w.prefix_cache_hit:
         notes.append(f"prefix cache: {w.prefix_cache_hit:.0%} of every prompt assumed cached (whole KV blocks); "
