@@ -51,6 +51,11 @@ Three more properties of the harnesses, not of vLLM (found 2026-12-03; each said
   and request_ms runs to its 100 ms bound, which plans for a bare server would carry; with it: 19.9 % /
   26.4 % (p90 78.7 %), 30.1 % / 25.8 %, 87 %, request_ms 46 ms. Kept with it, for what plans predict.
   (Those figures are from fits that still read the public Qwen3-235B-A22B-FP8 rows.)
+* vLLM's API server (our runs only; session 10): it streams at most one token per API_TOKEN_US (83 us, measured on
+  unseen/l1b) and admits requests one at a time (api_request_ms, fitted); the public rows' Dynamo frontend does
+  neither (Efficiency.through_harness). vLLM's host work per step is added to a synchronous step (the public rows'
+  vLLM 0.12) and overlapped with an async one (our vLLM 0.25 runs); the A/B runs in sched/ test that held out
+  (sched_pairs). The all-reduce latency is published, not fitted (perf_fit.ALLREDUCE_US).
 Rows no fit reads (NOT_FITTED, from session 8): the public Qwen3-235B-A22B-FP8 rows, whose decode is flat in
 the batch at about twice an all-experts read, where the same architecture on vLLM 0.25 decodes as modelled
 (tests/data/gpu-runs/h200x1/unseen/t235l40). In the fits they pulled the MoE constants (the Qwen3-30B-A3B fold
