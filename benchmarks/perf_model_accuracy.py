@@ -804,11 +804,7 @@ def unseen_pairs(folder: Path = UNSEEN_RUNS) -> list[tuple[Case, Any]]:
 def sched_pairs(folder: Path = SCHED_RUNS) -> list[tuple[Case, Any]]:
     """The async/sync A/B runs (in no fit), each level predicted with its model family's fold (constants fitted
     without that family): a held-out test of the host-work form (added when synchronous, overlapped when async)."""
-    pairs: list[tuple[Case, Any]] = []
-    for c in gpu_cases(folder):
-        if not c.excluded:
-            pairs += predict_all([c], held_out_efficiency(c.model))
-    return pairs
+    return unseen_pairs(folder)
 
 
 def pooled_held_out(cases: list[Case], d: dict[str, Any], fitted: dict) -> dict[str, Any]:

@@ -166,7 +166,7 @@ class _Frontend:
     def __init__(self, admit_ms: float):
         self.admit_ms = float(admit_ms)
         self.free = 0.0
-        self.inbox: deque[list] = deque()             # [ready_ms, n, arrival_ms, counted]
+        self.inbox: deque[tuple] = deque()            # (ready_ms, arrival_ms, counted), one request each
 
     def send(self, waiting: deque[list], n: int, t: float, counted: bool) -> None:
         if not self.admit_ms > 0:
@@ -174,12 +174,12 @@ class _Frontend:
             return
         for _ in range(n):
             self.free = max(self.free, t) + self.admit_ms
-            self.inbox.append([self.free, 1, t, counted])
+            self.inbox.append((self.free, t, counted))
 
     def deliver(self, waiting: deque[list], t: float) -> None:
         while self.inbox and self.inbox[0][0] <= t:
-            _r, n, a, cnt = self.inbox.popleft()
-            waiting.append([n, a, cnt])
+            _ready, arrival, counted = self.inbox.popleft()
+            waiting.append([1, arrival, counted])
 
     def next_event(self, arrivals: deque[float]) -> float | None:
         """When the scheduler will next see a new request: the next arrival or the next one handed over."""

@@ -334,12 +334,13 @@ def _bound(cost: "StepCost", running: float, avg_ctx: float, isl: int, osl: int,
         return "max-num-seqs" if limit == seqs else "kv-capacity"
     b = max(int(round(running)), 1)
     p = cost.parts(b, b * avg_ctx, int(round(b * isl / max(osl, 1))), b * isl / max(osl, 1) * isl / 2.0)
-    terms = {"communication": p.comm_ms}
-    terms[p.gemm_bound] = terms.get(p.gemm_bound, 0.0) + p.gemm_ms
-    terms[p.attn_bound] = terms.get(p.attn_bound, 0.0) + p.attn_ms
     if p.api_ms > max(p.gpu_ms, p.host_ms):
         return "api-server"                # vLLM's API server cannot stream the tokens faster
     if p.overlapped and p.host_ms > p.gpu_ms:
         return "host"                      # async scheduling, and vLLM's host work is the longer of the two
-    terms["host"] = 0.0 if p.overlapped else p.host_ms
+    terms = {"communication": p.comm_ms}
+    terms[p.gemm_bound] = terms.get(p.gemm_bound, 0.0) + p.gemm_ms
+    terms[p.attn_bound] = terms.get(p.attn_bound, 0.0) + p.attn_ms
+    if not p.overlapped:
+        terms["host"] = p.host_ms          # synchronous: the host work adds to the step like any other term
     return max(terms.items(), key=lambda kv: kv[1])[0]
