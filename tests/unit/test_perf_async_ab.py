@@ -1,11 +1,13 @@
 """Async scheduling on and off, measured (tests/data/gpu-runs/h200x1/sched/, 1x H200, vLLM 0.25.0): the same
 model and levels run with the release's default (async scheduling: q32async and q32split, Qwen3-32B bf16;
-l8split, Llama-3.1-8B-Instruct with FP8 weights) and with ``--no-async-scheduling`` (q32sync, l8sync).
-Async scheduling hides the host's per-step work (lower TPOT) and takes a request that arrives during a step
-into the step after next (higher TTFT under closed-loop load). The performance model (session 10) adds vLLM's host
-work to a synchronous step and overlaps it with an async one; no fit reads these runs, so they test that form held
-out (each level predicted with the fold fitted without its model's family: ``perf_model_accuracy.sched_pairs``).
-The one-step arrival lag of async scheduling is not simulated."""
+l8split, Llama-3.1-8B-Instruct with FP8 weights; mi7async, Mistral-7B-Instruct-v0.3) and with
+``--no-async-scheduling`` (q32sync, l8sync, mi7sync). Async scheduling hides the host's per-step work (lower TPOT)
+and plans step k+1 as step k starts, so a request that arrives during a step waits for the one after next
+(higher TTFT under closed-loop load). The performance model simulates both (session 10: host work added to a
+synchronous step, overlapped with an async one; session 11: the arrival lag, ``perf_sim.simulate(plan_ahead=)``).
+The q32 and l8 pairs are fitted since session 11 (their families are; each level is predicted with the fold
+fitted without its family: ``perf_model_accuracy.sched_pairs``); the Mistral-7B pair, measured in session 11 with
+vLLM's own ``vllm bench serve``, is in no fit."""
 from __future__ import annotations
 
 import json
@@ -14,7 +16,7 @@ from pathlib import Path
 import pytest
 
 SCHED = Path(__file__).resolve().parents[1] / "data" / "gpu-runs" / "h200x1" / "sched"
-PAIRS = (("q32async", "q32sync"), ("q32split", "q32sync"), ("l8split", "l8sync"))
+PAIRS = (("q32async", "q32sync"), ("q32split", "q32sync"), ("l8split", "l8sync"), ("mi7async", "mi7sync"))
 
 
 def _levels(run: str) -> dict[tuple[int, int, int], dict]:
@@ -47,9 +49,11 @@ def test_async_scheduling_lowers_tpot_and_raises_ttft_under_load(key, on, off):
     assert on["tpot_ms"]["mean"] < off["tpot_ms"]["mean"]
     if key[2] >= 16:        # a wave of 8 at an idle engine starts at once either way (662-688 / 628 ms)
         assert on["ttft_ms"]["mean"] > off["ttft_ms"]["mean"]
-    # vLLM's own split adds up to its TTFT (queue + prefill + API server and hand-over)
-    s = off["server"]
-    assert s["queue_ms"] + s["prefill_ms"] + s["frontend_ms"] == pytest.approx(s["server_ttft_ms"], rel=1e-6)
+    # vllm-ops bench's split of vLLM's own TTFT adds up (queue + prefill + API server and hand-over); the
+    # mi7 pair ran under vllm bench serve, which reads no server metrics
+    s = off.get("server") or {}
+    if "server_ttft_ms" in s:
+        assert s["queue_ms"] + s["prefill_ms"] + s["frontend_ms"] == pytest.approx(s["server_ttft_ms"], rel=1e-6)
 
 
 def _steps(run: str) -> list[tuple[int, ...]]:
@@ -86,9 +90,26 @@ def test_the_model_predicts_the_async_runs_faster_per_token_than_the_sync_ones(p
     assert checked >= 9
 
 
+def test_the_model_predicts_the_async_arrival_lag_under_load(predicted):
+    """For every level measured both ways at 16 or more clients, async scheduling's TTFT is predicted above the
+    synchronous one, as measured (the mi7 pair is in no fit)."""
+    checked = 0
+    for on, off in PAIRS:
+        for (isl, osl, c), lv_on, lv_off in _pairs_of(on, off):
+            if c < 16:
+                continue
+            stem = f"bench-{isl}-{osl}-c{c}"
+            p_on, p_off = predicted[f"{on}/{stem}"], predicted[f"{off}/{stem}"]
+            assert lv_on["ttft_ms"]["mean"] > lv_off["ttft_ms"]["mean"]
+            assert p_on.ttft_ms > p_off.ttft_ms, (on, stem, p_on.ttft_ms, p_off.ttft_ms)
+            checked += 1
+    assert checked >= 9
+
+
 def test_the_ab_runs_held_out_figures(bench):
-    """19 levels in no fit, session-10 constants: TPOT median 13.4 %, TTFT 21.9 % (shipped model before: 28.7, 28.0)."""
+    """25 levels in no fit (the 19 of session 10 and the Mistral-7B pair's 6), session-11 model and constants:
+    TPOT median 8.5 %, TTFT 21.7 % (session 10's model and constants on the same 25: 11.4 %, 13.6 %)."""
     pairs = bench.sched_pairs()
     s = bench.score(pairs, len(pairs))
-    assert s["rows"] == 19 and (s["tpot_median"], s["ttft_median"]) == (13.4, 21.9), s
+    assert s["rows"] == 25 and (s["tpot_median"], s["ttft_median"]) == (8.5, 21.7), s
 

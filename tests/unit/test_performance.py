@@ -413,6 +413,22 @@ def test_the_api_server_takes_a_wave_of_requests_one_at_a_time():
     assert opened.requests == 128 and opened.ttft_ms > 4.0
 
 
+def test_async_scheduling_takes_a_request_arriving_mid_step_into_the_step_after_next():
+    # two clients started 25 ms apart, 10 ms steps. The first request: prefill 0-10 (TTFT 10) either way. The
+    # second arrives inside the step 20-30: synchronous scheduling prefills it in 30-40 (TTFT 15); async
+    # (plan_ahead) planned the step 30-40 when 20-30 began, so it is prefilled in 40-50 (TTFT 25).
+    step = lambda n_dec, ctx, n_pre, pre_ctx: 10.0  # noqa: E731
+    kw = dict(input_len=100, output_len=50, max_num_seqs=8, max_batched_tokens=2048, kv_capacity_tokens=10**6,
+              concurrency=2, stagger_ms=25.0, num_requests=2)
+    sync, lag = simulate(step, **kw), simulate(step, plan_ahead=True, **kw)
+    assert sync.ttft_ms == pytest.approx((10 + 15) / 2)
+    assert lag.ttft_ms == pytest.approx((10 + 25) / 2)
+    assert lag.tpot_ms == pytest.approx(sync.tpot_ms)
+    # an idle engine takes a request at once: one client alone sees no lag
+    one = dict(kw, concurrency=1, stagger_ms=0.0)
+    assert simulate(step, plan_ahead=True, **one).ttft_ms == simulate(step, **one).ttft_ms == pytest.approx(10.0)
+
+
 def test_the_public_harness_has_no_vllm_api_server_costs():
     from dataclasses import replace
 

@@ -161,25 +161,27 @@ def _output_lengths(new: int, osl: int, jitter: float, rng: random.Random) -> li
 class _Frontend:
     """vLLM's API server, one process in front of the scheduler: it takes requests one at a time, ``admit_ms``
     each (parse, tokenise, hand over), so a wave of c requests reaches the scheduler spread over c x admit_ms;
-    the wait counts in their TTFT (measured from the client's send). 0: requests reach it at once."""
+    the wait counts in their TTFT (measured from the client's send). 0: requests reach it at once.
+    :meth:`deliver` hands the scheduler what reached it by a time (with async scheduling, the start of the step
+    that just ran: the next step was planned then)."""
 
     def __init__(self, admit_ms: float):
         self.admit_ms = float(admit_ms)
         self.free = 0.0
-        self.inbox: deque[tuple] = deque()            # (ready_ms, arrival_ms, counted), one request each
+        self.inbox: deque[tuple] = deque()            # (ready_ms, arrival_ms, counted, requests)
 
-    def send(self, waiting: deque[list], n: int, t: float, counted: bool) -> None:
+    def send(self, n: int, t: float, counted: bool) -> None:
         if not self.admit_ms > 0:
-            waiting.append([n, t, counted])
+            self.inbox.append((t, t, counted, n))
             return
         for _ in range(n):
             self.free = max(self.free, t) + self.admit_ms
-            self.inbox.append((self.free, t, counted))
+            self.inbox.append((self.free, t, counted, 1))
 
     def deliver(self, waiting: deque[list], t: float) -> None:
         while self.inbox and self.inbox[0][0] <= t:
-            _ready, arrival, counted = self.inbox.popleft()
-            waiting.append([1, arrival, counted])
+            _ready, arrival, counted, n = self.inbox.popleft()
+            waiting.append([n, arrival, counted])
 
     def next_event(self, arrivals: deque[float]) -> float | None:
         """When the scheduler will next see a new request: the next arrival or the next one handed over."""
@@ -200,7 +202,7 @@ def _prompt_split(isl: int, prompt_cached: int) -> tuple[int, int]:
 def simulate(step: StepFn, *, input_len: int, output_len: int, max_num_seqs: int, max_batched_tokens: int,
              kv_capacity_tokens: int, concurrency: int | None = None, rate: float | None = None,
              num_requests: int = 0, warmup: int = 0, seed: int = 0, stagger_ms: float = 0.0,
-             osl_jitter: float = 0.0, prompt_cached: int = 0, admit_ms: float = 0.0,
+             osl_jitter: float = 0.0, prompt_cached: int = 0, admit_ms: float = 0.0, plan_ahead: bool = False,
              max_steps: int = 2_000_000) -> SimResult:
     """Run ``num_requests`` requests; the first ``warmup`` sent are left out of the means. Closed loop:
     the C clients start together (``stagger_ms`` 0: a benchmark's first wave) or one every
@@ -208,7 +210,8 @@ def simulate(step: StepFn, *, input_len: int, output_len: int, max_num_seqs: int
     ``osl_jitter`` j > 0: each request's output length is drawn uniformly from
     ``output_len * [1-j, 1+j]`` (same mean; requests that started together drift apart, as they do
     with real clients), 0: every request has exactly ``output_len``. ``admit_ms``: the API server's
-    serial cost per request before the scheduler sees it (:class:`_Frontend`)."""
+    serial cost per request before the scheduler sees it (:class:`_Frontend`). ``plan_ahead``: async scheduling
+    plans step k+1 as step k starts; a request arriving during a step waits for the one after next."""
     isl, osl = int(input_len), int(output_len)
     cached, isl_c = _prompt_split(isl, prompt_cached)
     per_req = isl + osl
@@ -222,13 +225,14 @@ def simulate(step: StepFn, *, input_len: int, output_len: int, max_num_seqs: int
     dec: list[tuple] = []                            # heap of (finish_step, seq, n, first_ms, counted, arrival, osl)
     jrng = random.Random(seed + 1)
     seq = sent = n_wait = 0
+    last_dt = 0.0                                    # the step that just ran (plan_ahead's cut-off)
     front = _Frontend(admit_ms)
 
     def send(n: int, t_now: float) -> None:
         nonlocal sent, n_wait
         n = min(n, num_requests - sent)
         if n > 0:
-            front.send(waiting, n, t_now, sent >= warmup)
+            front.send(n, t_now, sent >= warmup)
             sent += n
             n_wait += n
 
@@ -241,10 +245,10 @@ def simulate(step: StepFn, *, input_len: int, output_len: int, max_num_seqs: int
     gaps: list[tuple[float, float]] = []           # (step ms, decode tokens in it) for the ITL median
     while done < num_requests and steps_run < max_steps:
         while arrivals and arrivals[0] <= t:
-            front.send(waiting, 1, arrivals.popleft(), sent >= warmup)
+            front.send(1, arrivals.popleft(), sent >= warmup)
             sent += 1
             n_wait += 1
-        front.deliver(waiting, t)
+        front.deliver(waiting, t - last_dt if plan_ahead else t)
         took = _admit(pre, waiting, limit - n_dec - n_pre_req)
         n_pre_req += took
         n_wait -= took
@@ -252,6 +256,7 @@ def simulate(step: StepFn, *, input_len: int, output_len: int, max_num_seqs: int
             queued_max = max(queued_max, n_wait)
         nxt = front.next_event(arrivals)
         if not pre and not n_dec:
+            last_dt = 0.0                           # idle: the next step is planned when work arrives
             if nxt is not None:
                 t = max(t, nxt)
                 continue
@@ -259,6 +264,7 @@ def simulate(step: StepFn, *, input_len: int, output_len: int, max_num_seqs: int
         n_tok, pre_ctx = _prefill(pre, max(budget_cap - n_dec, 0), isl_c, cached)
         if n_tok == 0 and n_dec:
             dt, k = _decode_run(step, n_dec, sum_ctx, dec[0][0] - stepno, t, nxt)
+            last_dt = dt / k
             t += dt
             busy_weighted += n_dec * dt
             gaps.append((dt / k, n_dec * k))
@@ -266,7 +272,7 @@ def simulate(step: StepFn, *, input_len: int, output_len: int, max_num_seqs: int
             steps_run += k
             sum_ctx += n_dec * k
         else:
-            dt = step(n_dec, sum_ctx, n_tok, pre_ctx)
+            dt = last_dt = step(n_dec, sum_ctx, n_tok, pre_ctx)
             t += dt
             busy_weighted += n_dec * dt
             if n_dec:

@@ -247,15 +247,15 @@ def _run(plan: "Plan", w: Workload, cost: "StepCost", fit_notes: list[str]) -> P
                      f"request, " + ("overlapped with the GPU's step (async scheduling)" if cost.async_sched else
                                     "added to the GPU's step (synchronous scheduling)"))
     if cost.async_sched:
-        notes.append("not simulated: async scheduling's one-step lag before a new request is scheduled "
-                     "(measured on 1x H200 it raises TTFT under closed-loop load; GPU-TESTING-GUIDE.md 4c')")
+        notes.append("async scheduling: each step is planned as the one before it starts, so a request that arrives "
+                     "while a step runs is scheduled in the step after next (simulated)")
     jitter = perf_fit.OSL_JITTER if w.output_spread is None else float(w.output_spread)
     if w.prefix_cache_hit:
         notes.append(f"prefix cache: {w.prefix_cache_hit:.0%} of every prompt assumed cached (whole KV blocks); "
                      f"only the rest is prefilled")
     cached = cached_prompt_tokens(isl, w.prefix_cache_hit, int(va.get("block_size") or GPU_BLOCK_SIZE))
     kw = dict(input_len=isl, output_len=osl, max_num_seqs=seqs, max_batched_tokens=mbt, kv_capacity_tokens=cap,
-              prompt_cached=cached, admit_ms=cost.eff.api_request_ms)
+              prompt_cached=cached, admit_ms=cost.eff.api_request_ms, plan_ahead=cost.async_sched)
     if w.concurrency is not None:
         c = int(w.concurrency)
         n = int(w.num_requests) if w.num_requests else c + max(2 * c, 32)
