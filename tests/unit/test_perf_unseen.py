@@ -17,6 +17,11 @@
   gemma-2-9b-it; 2026-12-04, session 10): in no fit; measured after the host-work / API-server / published
   all-reduce form of commit fc1157d was fixed; the API server's per-request admission (``api_request_ms``) was
   added after seeing them (its constant is fitted on the other sets, not on these).
+* l70f8 (nvidia/Llama-3.1-70B-Instruct-FP8: ModelOpt FP8 weights and KV cache, 80 layers; 2026-12-04, session 11):
+  in no fit; measured after the session-11 model (async arrival lag, request costs refitted) was fixed, so a clean
+  test of it. TPOT within 7 % at 1-32 requests and 4096x512, +52 % at 128; TTFT 50-71 % high at every level, c=1
+  included: its prefill ran at 0.63 or more of the FP8 peak where the constants, fitted on the 8B FP8 rows and an
+  FP8 MoE, say 0.40 (GEMM efficiency grows with the GEMM; the model has one FP8 fraction for every size).
 """
 from __future__ import annotations
 
@@ -36,8 +41,8 @@ def pairs(bench):
 
 def test_every_unseen_level_is_answered(pairs):
     names = {c.name.split("/")[0] for c, _p in pairs}
-    assert names == {"t235l40", "l1b", "q14", "dsv2l", "phi4m", "mi7", "q06", "q25l", "q15", "g2"}
-    assert len(pairs) == 44 and all(p.tpot_ms and p.ttft_ms for _c, p in pairs)
+    assert names == {"t235l40", "l1b", "q14", "dsv2l", "phi4m", "mi7", "q06", "q25l", "q15", "g2", "l70f8"}
+    assert len(pairs) == 49 and all(p.tpot_ms and p.ttft_ms for _c, p in pairs)
 
 
 def test_each_model_is_predicted_by_constants_that_never_saw_it(bench):
@@ -75,7 +80,7 @@ def test_the_235b_architecture_on_vllm_025_reads_only_routed_experts():
 
 def test_the_unseen_figures_are_the_ones_the_readme_states(bench, pairs):
     s = bench.score(pairs, len(pairs))
-    assert (s["tpot_median"], s["ttft_median"]) == (6.9, 22.0), s
+    assert (s["tpot_median"], s["ttft_median"]) == (6.8, 24.1), s
 
 
 def test_levels_below_the_uniform_routing_floor_are_excluded_with_the_reason(bench):
