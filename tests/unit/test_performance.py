@@ -429,6 +429,30 @@ def test_async_scheduling_takes_a_request_arriving_mid_step_into_the_step_after_
     assert simulate(step, plan_ahead=True, **one).ttft_ms == simulate(step, **one).ttft_ms == pytest.approx(10.0)
 
 
+def test_small_dense_gemms_reach_less_of_the_peak():
+    # gemm_w_half: x w / (w + half), w = hidden x intermediate size on one GPU in millions; TP shrinks w
+    from dataclasses import replace
+
+    from vllm_ops.planning import perf_fit
+    from vllm_ops.planning.performance import step_cost
+
+    spec = load_model_spec("Qwen/Qwen3-32B", offline=True)
+    eff = replace(perf_fit.EFFICIENCY, flops=0.6, gemm_w_half=14.0)
+    costs = {}
+    for tp in (1, 8):
+        p = plan(spec, parse_gpu_spec(f"{tp}xH100"), pins={"tensor_parallel_size": tp})
+        costs[tp], _ = step_cost(p, spec, eff)
+    w1 = spec.hidden_size * spec.intermediate_size / 1e6
+    assert costs[1].gemm_width == pytest.approx(w1) and costs[8].gemm_width == pytest.approx(w1 / 8)
+    assert costs[1]._gemm_eff() == pytest.approx(0.6 * w1 / (w1 + 14.0))
+    assert costs[8]._gemm_eff() < costs[1]._gemm_eff() < 0.6
+    flat, _ = step_cost(plan(spec, parse_gpu_spec("1xH100"), pins={"tensor_parallel_size": 1}), spec,
+                        replace(eff, gemm_w_half=0.0))
+    assert flat._gemm_eff() == 0.6
+    # a prefill step is compute-bound: the smaller efficiency makes it longer
+    assert costs[1].step_ms(0, 0.0, 8192, 8192 * 4096.0) > flat.step_ms(0, 0.0, 8192, 8192 * 4096.0)
+
+
 def test_the_public_harness_has_no_vllm_api_server_costs():
     from dataclasses import replace
 

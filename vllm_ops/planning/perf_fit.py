@@ -115,7 +115,9 @@ def accuracy_line(acc: dict | None) -> str | None:
 def notes() -> list[str]:
     e = EFFICIENCY
     return [f"fitted efficiencies: {e.bw:.2f} of HBM bandwidth, {e.flops:.2f} of dense 16-bit FLOP/s, "
-            f"{(e.flops_fp8 or e.flops):.2f} of FP8 FLOP/s, {e.step_ms:.2f} ms per step + {e.layer_us:.0f} us per "
+            f"{(e.flops_fp8 or e.flops):.2f} of FP8 FLOP/s"
+            f"{f' (large GEMMs; x w/(w+{e.gemm_w_half:.0f}) for w million weights per GPU in a layer MLP)' if e.gemm_w_half else ''}, "
+            f"{e.step_ms:.2f} ms per step + {e.layer_us:.0f} us per "
             f"layer, {e.request_ms:.0f} ms per request "
             f"(fused MoE: x{e.moe_bw:.2f} bandwidth, "
             f"{f'{e.moe_flops:.2f} of FLOP/s' if e.moe_flops else 'dense GEMM FLOP/s'}"

@@ -58,6 +58,8 @@ class Efficiency:
                                    # many us: a step of n decode requests is seen to take at least n x this
     api_request_ms: float = 0.0    # ... and takes the requests one at a time, this long each, before the scheduler
                                    # sees them (a wave of c requests reaches it spread over c x this)
+    gemm_w_half: float = 0.0       # dense GEMM FLOP/s fall with small GEMMs: x w/(w + gemm_w_half), w = hidden x
+                                   # intermediate size on one GPU, in millions of weights (0: no such fall)
 
     def through_harness(self) -> "Efficiency":
         """These efficiencies as the public rows' harness sees them: its per-request latency
@@ -113,12 +115,22 @@ class StepCost:
     eff: Efficiency
     low_precision: bool = False    # FP8/FP4 GEMMs: eff.flops_fp8 applies
     expert_width: int = 0          # an expert's intermediate width on one GPU (TP-sharded unless expert parallel)
+    gemm_width: float = 0.0        # hidden x intermediate size on one GPU, millions (the dense GEMMs' size)
     async_sched: bool = False      # vLLM schedules the next step while the GPU runs this one (host work overlapped)
     notes: list[str] = field(default_factory=list)
 
     def host_ms(self, n_dec: int, n_pre: int) -> float:
         """vLLM's host work for a step of ``n_dec`` decode requests and a prefill chunk (counted as one request)."""
         return self.eff.cpu_step_ms + self.eff.cpu_seq_us * (n_dec + (1 if n_pre else 0)) / 1e3
+
+    def _gemm_eff(self) -> float:
+        """Dense GEMMs' fraction of the FLOP/s peak (the FP8 one for FP8/FP4 weights), lower for small GEMMs
+        (``gemm_w_half``)."""
+        e = self.eff
+        base = (e.flops_fp8 or e.flops) if self.low_precision else e.flops
+        if e.gemm_w_half and self.gemm_width:
+            base *= self.gemm_width / (self.gemm_width + e.gemm_w_half)
+        return base
 
     def _moe_flops_eff(self, gemm_eff: float) -> float:
         """The fused-MoE kernels' fraction of the FLOP/s peak: ``moe_flops`` (or the dense one), lowered for
@@ -143,7 +155,7 @@ class StepCost:
         n = n_dec + n_pre
         w_s = self._weights_read(n, e.moe_bw) / (self.bw * e.bw)
         dense_flops = (self.flops_per_token - self.expert_flops_per_token) * n
-        gemm_eff = (e.flops_fp8 or e.flops) if self.low_precision else e.flops
+        gemm_eff = self._gemm_eff()
         c_s = dense_flops / (self.flops_peak * gemm_eff) \
             + self.expert_flops_per_token * n / (self.flops_peak * self._moe_flops_eff(gemm_eff)) \
             + self.head_flops_per_token * (n_dec + (1 if n_pre else 0)) / (self.attn_flops_peak * e.flops)
@@ -203,7 +215,7 @@ class StepCost:
         """Per-plan constants of :meth:`step_ms`, in ms per unit."""
         e = self.eff
         to_w = 1e3 / (self.bw * e.bw)
-        gemm_eff = (e.flops_fp8 or e.flops) if self.low_precision else e.flops
+        gemm_eff = self._gemm_eff()
         to_c = 1e3 / (self.flops_peak * gemm_eff)
         q = (1.0 - self.experts_per_token / self.num_experts) if self.num_experts else 0.0
         comm_c = comm_b = comm2_c = comm2_b = 0.0

@@ -225,6 +225,7 @@ def step_cost(plan: "Plan", spec: "ModelSpec", eff) -> "tuple[StepCost | None, s
         layers=L, moe_layers=n_moe, hidden=H, tp=tp, moe_group=tp * dp, bw=g.bandwidth_gbs * 1e9, flops_peak=peak * 1e12,
         attn_flops_peak=g.bf16_tflops * 1e12, link_bw=link, graph_max_tokens=0 if eager else GRAPH_MAX_TOKENS,
         eff=eff, notes=notes, low_precision=peak != g.bf16_tflops, expert_width=width,
+        gemm_width=H * spec.intermediate_size / tp / 1e6,
         async_sched=_schedules_async(plan))
     cost.notes.append(f"{g.key}: {g.bandwidth_gbs:g} GB/s HBM, {peak:g} TFLOP/s dense ({prec} weights), "
                       f"link {link / 1e9:g} GB/s one way ({g.perf_source})")
