@@ -524,22 +524,26 @@ def _fold(args: tuple[str | None, int]) -> tuple[str | None, Any, float]:
 
     held, iters = args
     train = fit_rows([c for c in _POOL_CASES if not same_family(c.model, held) and not c.excluded])
-    start, params = perf_fit.DEFAULT, list(PARAMS)
+    params = list(PARAMS)
     if not any(_low_precision(c) for c in train):
         params.remove("flops_fp8")
     if not any(c.harness == "public" for c in train):
         params.remove("harness_ms")
-    if not any(c.spec is not None and c.spec.moe is not None for c in train):
-        start = replace(start, moe_bw=1.0, moe_flops=0.0, moe_layer_us=0.0)
+    moe = any(c.spec is not None and c.spec.moe is not None for c in train)
+    if not moe:
         params = [p for p in params if p not in MOE_PARAMS]
-    else:
-        # the search starts from the dense GEMM efficiency, and from a 512-wide half point of the narrow-expert fall
-        # (a start, not a prior: it moves in 25 % steps like every other constant)
-        start = replace(start, moe_flops=start.moe_flops or start.flops, moe_f_half=start.moe_f_half or 512.0)
-    start = replace(start, flops_fp8=0.0 if "flops_fp8" not in params else start.flops)
     if REFIT_ONLY:        # warm start from the stored fold, only the named constants move
         start = (held_out_efficiency(held) if held is not None else None) or perf_fit.EFFICIENCY
         params = [p for p in params if p in REFIT_ONLY]
+    elif not moe:
+        start = replace(perf_fit.DEFAULT, moe_bw=1.0, moe_flops=0.0, moe_layer_us=0.0)
+    else:
+        # the search starts from the dense GEMM efficiency, and from a 512-wide half point of the narrow-expert fall
+        # (a start, not a prior: it moves in 25 % steps like every other constant)
+        d = perf_fit.DEFAULT
+        start = replace(d, moe_flops=d.moe_flops or d.flops, moe_f_half=d.moe_f_half or 512.0)
+    if not REFIT_ONLY:
+        start = replace(start, flops_fp8=0.0 if "flops_fp8" not in params else start.flops)
     if "gemm_w_half" in params and not start.gemm_w_half:
         # a start, not a prior (it moves in 25 % steps): from 0 the search would only ever try 25 (5 % of its range)
         start = replace(start, gemm_w_half=10.0)
@@ -672,19 +676,15 @@ def write_fit(doc: dict[str, Any], iters: int) -> None:
         if "fit_all" in d:
             out["efficiency"] = d["fit_all"]["efficiency"]
     out["fitted_on"] = fitted_on
-    if REFIT_ONLY:
-        out["refit_only"] = {"constants": list(REFIT_ONLY),
+    old = json.loads(FIT_JSON.read_text(encoding="utf-8")) if FIT_JSON.is_file() else {}
+    if REFIT_ONLY:        # a full refit moves every constant: no record; a partial one adds to the stored one's
+        prev = list((old.get("refit_only") or {}).get("constants") or [])
+        out["refit_only"] = {"constants": prev + [k for k in REFIT_ONLY if k not in prev],
                              "how": "warm-started from the folds stored before (each fitted without its family); "
                                     "only these constants moved, the others are as stored"}
-    elif FIT_JSON.is_file():      # a partial refit's record stays with the constants it left alone
-        old_only = json.loads(FIT_JSON.read_text(encoding="utf-8")).get("refit_only")
-        if old_only:
-            out["refit_only"] = old_only
     out["not_fitted"] = NOT_FITTED    # scored (held_out above), read by no fit
-    if FIT_JSON.is_file():        # the protocol comparison is recorded by hand from --protocol runs: kept
-        old = json.loads(FIT_JSON.read_text(encoding="utf-8")).get("protocols_evaluated")
-        if old:
-            out["protocols_evaluated"] = old
+    if old.get("protocols_evaluated"):   # the protocol comparison is recorded by hand from --protocol runs: kept
+        out["protocols_evaluated"] = old["protocols_evaluated"]
     FIT_JSON.parent.mkdir(parents=True, exist_ok=True)
     FIT_JSON.write_text(json.dumps(out, indent=1) + "\n", encoding="utf-8")
 

@@ -171,8 +171,11 @@ class _Frontend:
         self.inbox: deque[tuple] = deque()            # (ready_ms, arrival_ms, counted, requests)
 
     def send(self, n: int, t: float, counted: bool) -> None:
+        """Requests in order of sending: none is handed over before one sent earlier (the inbox stays sorted, so
+        :meth:`deliver` can stop at its first request not yet through)."""
         if not self.admit_ms > 0:
-            self.inbox.append((t, t, counted, n))
+            self.free = max(self.free, t)
+            self.inbox.append((self.free, t, counted, n))
             return
         for _ in range(n):
             self.free = max(self.free, t) + self.admit_ms
