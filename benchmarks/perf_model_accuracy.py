@@ -97,6 +97,7 @@ GPU_RUNS = ROOT / "tests" / "data" / "gpu-runs" / "h200x1" / "perf"
 # runs of models measured after the shipped fit, kept out of every fit: a held-out test of the constants as shipped
 UNSEEN_RUNS = ROOT / "tests" / "data" / "gpu-runs" / "h200x1" / "unseen"
 SCHED_RUNS = ROOT / "tests" / "data" / "gpu-runs" / "h200x1" / "sched"   # async/sync A/B runs: in no fit
+PREFILL_RUNS = ROOT / "tests" / "data" / "gpu-runs" / "h200x1" / "prefill"   # one request, prompts to 30k: no fit
 GPUS = {"h100_sxm": "H100", "h200_sxm": "H200"}
 # the published checkpoint → the catalog entry with the same architecture + the pin that loads it the same way
 MODELS = {"nvidia/Llama-3.1-8B-Instruct-FP8": ("meta-llama/Llama-3.1-8B-Instruct", "fp8")}
@@ -830,6 +831,13 @@ def sched_pairs(folder: Path = SCHED_RUNS) -> list[tuple[Case, Any]]:
     """The async/sync A/B runs (in no fit), each level predicted with its model family's fold (constants fitted
     without that family; the Mistral-7B pair's family is in no fit: the shipped constants): a held-out test of the
     host work (added when synchronous, overlapped when async) and of async scheduling's arrival lag."""
+    return unseen_pairs(folder)
+
+
+def prefill_pairs(folder: Path = PREFILL_RUNS) -> list[tuple[Case, Any]]:
+    """One request at a time, prompts of 128 to 30,000 tokens and 4 output tokens, prefix caching off (in no fit;
+    session 12): the TTFT of a lone prefill against the prompt's length, each level predicted with constants fitted
+    without its model's family. Their TPOT (three tokens after the first) is not a decode measurement."""
     return unseen_pairs(folder)
 
 
