@@ -692,7 +692,28 @@ def write_fit(doc: dict[str, Any], iters: int) -> None:
 
 ACCURACY_JSON = ROOT / "vllm_ops" / "data" / "perf" / "accuracy.json"
 SET_NAMES = {"public": "NVIDIA's public vLLM rows (aiconfigurator, H100/H200, vLLM 0.12)",
-             "gpu": "our vllm-ops bench runs (1x H200, vLLM 0.25)"}
+             "gpu": "our vllm-ops bench runs (1x H200, vLLM 0.25)",
+             "unseen": "models in no fit, measured after the constants (1x H200, vLLM 0.25)",
+             "ab": "async vs synchronous scheduling, the same levels (1x H200, vLLM 0.25; in no fit)",
+             "prefill": "one request, prompts of 128-30,000 tokens, TTFT only (1x H200, vLLM 0.25; in no fit)"}
+# the sets in no fit, scored from the stored constants (each level by the fold that never saw its family)
+NO_FIT_SETS = {"unseen": lambda: unseen_pairs(), "ab": lambda: sched_pairs(), "prefill": lambda: prefill_pairs()}
+
+
+def no_fit_accuracy() -> dict[str, tuple[dict, dict[str, dict]]]:
+    """Each set in no fit: its pooled figures and each model's. The prefill set's TPOT (three tokens after the
+    first) measures no decode and is left out."""
+    out = {}
+    for name, pairs_of in NO_FIT_SETS.items():
+        pairs = pairs_of()
+        per = {m: score([(c, p) for c, p in pairs if c.model == m], sum(1 for c, _p in pairs if c.model == m))
+               for m in sorted({c.model for c, _p in pairs})}
+        pooled = score(pairs, len(pairs))
+        if name == "prefill":
+            for d in (pooled, *per.values()):
+                d["tpot_median"] = d["tpot_p90"] = None
+        out[name] = (pooled, per)
+    return out
 
 
 def write_accuracy(doc: dict[str, Any], pooled: dict[str, dict]) -> None:
@@ -706,6 +727,10 @@ def write_accuracy(doc: dict[str, Any], pooled: dict[str, dict]) -> None:
                              "models": sorted(d["held_out"])}
         for m, fold in d["held_out"].items():
             out["models"].setdefault(m, {})[name] = fold["held_out"]
+    for name, (pooled_set, per) in no_fit_accuracy().items():
+        out["sets"][name] = {"what": SET_NAMES[name], **pooled_set, "models": sorted(per)}
+        for m, sc in per.items():
+            out["models"].setdefault(m, {})[name] = sc
     ACCURACY_JSON.write_text(json.dumps(out, indent=1) + "\n", encoding="utf-8")
 
 
@@ -772,8 +797,8 @@ def main(argv: list[str] | None = None) -> int:
         write_fit(doc, a.iters)
     pooled_scores = {name: pooled_held_out(loaded[name], d, fitted) for name, d in doc.items()}
     if a.write_accuracy:
-        if a.fit and not a.write:
-            raise SystemExit("--write-accuracy after --fit needs --write (the figures must match fit.json)")
+        if a.fit:
+            raise SystemExit("--write-accuracy reads the stored constants: run it after --fit --write, on its own")
         write_accuracy(doc, pooled_scores)
     if a.json:
         print(json.dumps(doc, indent=1))

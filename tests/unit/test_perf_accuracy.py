@@ -97,16 +97,31 @@ def test_a_plan_quotes_its_expected_error_and_the_models_own_held_out_figures(ru
     rc, out, err = run_cli(*args, "--json")
     assert rc == 0, err
     acc = json.loads(out)["performance"]["accuracy"]
-    assert set(acc["sets"]) == {"public", "gpu"} and "not fitted on" in acc["kind"]
+    assert set(acc["sets"]) == {"public", "gpu", "unseen", "ab", "prefill"} and "not fitted on" in acc["kind"]
     assert acc["this_model"]["gpu"]["rows"] >= 4                    # our Qwen3-8B H200 levels, held out
     rc, out, err = run_cli(*args)
-    assert rc == 0 and "expected error, median (p90), on models not fitted on:" in out
-    assert "this model held out (our H200 runs" in out
-    # a model never measured: the pooled figures only
+    flat = " ".join(out.split())                                     # the table wraps long lines
+    assert rc == 0 and "expected error, median (p90), on models not fitted on:" in flat
+    assert "this model held out (our H200 runs" in flat and "models in no fit TPOT" in flat
+    # a model measured only in no fit: its own figures from those runs
     rc, out, err = run_cli("plan", "--model", "Qwen/Qwen2.5-14B-Instruct", "--gpus", "1xH200", "--input-len", "512",
                            "--output-len", "64", "--concurrency", "4", "--json")
     assert rc == 0, err
+    assert set(json.loads(out)["performance"]["accuracy"]["this_model"]) == {"unseen"}
+    # a model never measured: the pooled figures only
+    rc, out, err = run_cli("plan", "--model", "Qwen/Qwen2.5-72B-Instruct", "--gpus", "2xH200", "--input-len", "512",
+                           "--output-len", "64", "--concurrency", "4", "--json")
+    assert rc == 0, err
     assert "this_model" not in json.loads(out)["performance"]["accuracy"]
+
+
+@pytest.mark.parametrize("name", ["unseen", "ab", "prefill"])
+def test_the_no_fit_sets_a_plan_quotes_are_what_the_stored_constants_give(bench, name):
+    pooled, per = bench.no_fit_accuracy()[name]
+    quoted = perf_fit.accuracy_for(None)["sets"][name]
+    for k in ("tpot_median", "tpot_p90", "ttft_median", "ttft_p90", "rows"):
+        assert quoted[k] == pooled[k], (k, quoted, pooled)
+    assert quoted["rows"] == sum(v["rows"] for v in per.values())
 
 
 def test_closed_loop_work_bound_flags_rows_that_need_more_than_the_peaks(bench, cases):

@@ -79,6 +79,7 @@ HELD_OUT = {k: {"efficiency": _eff(v.get("efficiency") or {}), "fitted_on": list
 
 _ACCURACY = _load("accuracy.json")
 _FIGURES = ("tpot_median", "tpot_p90", "ttft_median", "ttft_p90", "rows")
+LINE_SETS = ("public", "gpu", "unseen")    # the sets the plan's one line quotes (--json has every set)
 
 
 def accuracy_for(model_id: str | None) -> dict | None:
@@ -102,13 +103,14 @@ def accuracy_line(acc: dict | None) -> str | None:
     """One line for the plan's table: the median (p90) errors to expect, per measurement set."""
     if not acc:
         return None
-    short = {"public": "NVIDIA's public rows", "gpu": "our H200 runs"}
-    parts = [f"{short.get(k, k)} TPOT {v['tpot_median']} % ({v['tpot_p90']} %), TTFT {v['ttft_median']} % "
-             f"({v['ttft_p90']} %)" for k, v in acc["sets"].items()]
+    short = {"public": "NVIDIA's public rows", "gpu": "our H200 runs", "unseen": "models in no fit",
+             "ab": "async/sync A/B", "prefill": "one request, 128-30k-token prompts"}
+    parts = [f"{short[k]} TPOT {v['tpot_median']} % ({v['tpot_p90']} %), TTFT {v['ttft_median']} % "
+             f"({v['ttft_p90']} %)" for k, v in acc["sets"].items() if k in LINE_SETS]
     line = "expected error, median (p90), on models not fitted on: " + "; ".join(parts)
     for k, v in (acc.get("this_model") or {}).items():
-        line += (f"; this model held out ({short.get(k, k)}, {v['rows']} levels): TPOT {v['tpot_median']} %, "
-                 f"TTFT {v['ttft_median']} %")
+        tpot = f"TPOT {v['tpot_median']} %, " if v.get("tpot_median") is not None else ""
+        line += f"; this model held out ({short.get(k, k)}, {v['rows']} levels): {tpot}TTFT {v['ttft_median']} %"
     return line
 
 
