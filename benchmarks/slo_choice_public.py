@@ -111,12 +111,23 @@ def search_group(key: tuple, efficiency: Any = None) -> Any:
                   efficiency=eff)
 
 
+HEADROOM: float | None = None     # --headroom: None = what `plan --slo` uses by default (slo.default_headroom)
+
+
+def headroom() -> float:
+    """The TPOT headroom the choice is made with: `plan --slo`'s default (the model's held-out median TPOT error on
+    models in no fit, from accuracy.json - not from these rows) unless --headroom says otherwise."""
+    from vllm_ops.planning.slo import default_headroom
+
+    return default_headroom()["tpot_ms"] if HEADROOM is None else HEADROOM
+
+
 def choose(res: Any, tps: list[int], target: float) -> tuple[int | None, dict[int, Any]]:
     """The TP the search picks among ``tps`` under ``target`` (None when it predicts none), and
     each TP's candidate (its first default-flag one: the runs used vLLM's defaults)."""
     from vllm_ops.planning.slo import SLO, with_slo
 
-    res = with_slo(res, SLO(tpot_ms=target if math.isfinite(target) else 1e9))
+    res = with_slo(res, SLO(tpot_ms=target if math.isfinite(target) else 1e9, tpot_headroom=headroom()))
     by_tp: dict[int, Any] = {}
     for cand in res.candidates:
         if cand.tensor_parallel_size in tps and cand.pipeline_parallel_size == 1 and not cand.changed:
@@ -253,8 +264,13 @@ def main() -> int:
                     help="also the figure with the shipped efficiencies (fitted on these rows), beside")
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--verbose", action="store_true", help="one JSON line per case on stderr")
+    ap.add_argument("--headroom", default="auto", metavar="auto|PCT",
+                    help="the TPOT headroom of the choice (auto: plan --slo's default)")
     args = ap.parse_args()
+    if args.headroom != "auto":
+        globals()["HEADROOM"] = float(args.headroom) / 100
     out = evaluate(args.verbose, args.in_sample)
+    out["tpot_headroom"] = headroom()
     if args.json:
         print(json.dumps(out, indent=1))
     else:

@@ -57,7 +57,12 @@ def test_process_backend_marks_vllm_and_the_scan_finds_the_group(tmp_path, clean
     cleanup.append(dep)
     assert procs.read_marker(dep.pid) == ("a", os.path.abspath(store.root))
     assert "VLLM_OPS_DEPLOYMENT" not in dep.env            # not recorded as a variable the user added
-    (g,) = procs.marked_groups(store.root, "a")
+    deadline = time.monotonic() + 5.0                     # bash forks its two children after it starts
+    while True:
+        (g,) = procs.marked_groups(store.root, "a")
+        if len(g.members) >= 3 or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
     assert g.pgid == dep.pgid and g.leader_ticks == dep.pid_start_ticks
     assert len(g.members) >= 3 and dep.pid in g.pids      # the children inherit the marker
     assert g.argv[:2] == ["bash", "-c"]

@@ -240,7 +240,12 @@ def test_cli_json_has_chosen_plan_and_ranked_candidates(capsys):
     assert best["rank"] == 1 and best["meets"]
     assert doc["vllm_args"]["tensor_parallel_size"] == best["tensor_parallel_size"]
     assert len(doc["replicas"]) == best["replicas"]
-    assert doc["slo"]["feasible"] is True and doc["slo"]["slo"] == {"tpot_ms": 40.0, "ttft_ms": 3000.0}
+    slo = doc["slo"]["slo"]
+    assert doc["slo"]["feasible"] is True and (slo["tpot_ms"], slo["ttft_ms"]) == (40.0, 3000.0)
+    # by default a prediction must sit under the target less the model's held-out median error (accuracy.json)
+    h = slo["headroom"]
+    assert 0 < h["tpot_ms"] < h["ttft_ms"] < 0.5
+    assert slo["predicted_limits"]["tpot_ms"] == pytest.approx(40.0 / (1 + h["tpot_ms"]), abs=1e-3)
     assert "--slo" in doc["reasons"]["slo"]
 
 
@@ -293,3 +298,40 @@ def test_workload_flags_have_one_home_for_plan_slo_and_tune():
             workload_from_args(ns(input_len=8, output_len=8, concurrency=0), required_by=req)
     w = workload_from_args(ns(input_len=8, output_len=4, concurrency=2), required_by="--slo")
     assert (w.input_len, w.output_len, w.concurrency, w.rate) == (8, 4, 2, None)
+
+
+def test_headroom_a_prediction_just_under_the_target_does_not_count_as_meeting_it():
+    from vllm_ops.planning import perf_fit
+    from vllm_ops.planning.slo import _misses, parse_headroom, parse_slo
+    from vllm_ops.planning.performance import Workload
+
+    w = Workload(512, 128, concurrency=8)
+    perf = {"tpot_ms": 19.5, "ttft_ms": 900.0}
+    assert _misses(perf, parse_slo("tpot_ms=20,ttft_ms=1000"), w, 1) == []             # no headroom: meets
+    h = parse_headroom("auto")
+    assert h == {"tpot_ms": perf_fit.expected_error("tpot_ms"), "ttft_ms": perf_fit.expected_error("ttft_ms")}
+    slo = parse_slo("tpot_ms=20,ttft_ms=1000", h)
+    assert slo.limits()["tpot_ms"] == pytest.approx(20 / (1 + h["tpot_ms"]))
+    assert _misses(perf, slo, w, 1) == ["TPOT 19.5 ms > 18.7 ms (20 less 7% headroom)",
+                                        "TTFT 900 ms > 857 ms (1000 less 17% headroom)"]
+    assert _misses(perf, parse_slo("tpot_ms=20", parse_headroom("0")), w, 1) == []
+    assert parse_headroom("10") == {"tpot_ms": 0.1, "ttft_ms": 0.1}
+
+
+@pytest.mark.parametrize("bad", ["x", "-1", "100", "nan"])
+def test_headroom_bad_input(bad):
+    from vllm_ops.errors import BadInput
+    from vllm_ops.planning.slo import parse_headroom
+
+    with pytest.raises(BadInput):
+        parse_headroom(bad)
+
+
+def test_cli_headroom_zero_and_bad_value(capsys):
+    args = ("plan", "--profile", "l4x4", "--slo", "tpot_ms=40", "--input-len", "512", "--output-len", "256",
+            "--concurrency", "16", "--json")
+    rc, out, err = _cli(capsys, *args, "--slo-headroom", "0")
+    assert rc == 0, err
+    assert json.loads(out)["slo"]["slo"]["predicted_limits"]["tpot_ms"] == 40.0
+    rc, out, err = _cli(capsys, *args, "--slo-headroom", "lots")
+    assert rc == 2 and "--slo-headroom" in err

@@ -9,7 +9,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 # the issue's goal, asserted: held-out (Qwen3-32B predicted with efficiencies fitted on every other model's rows,
 # public and our H200 runs, leave-one-family-out, fit.json of 2026-12-04 session 11) the chosen TP is within 10% of
-# the best measured in 88% of the 180 cases (in-sample 89%), against 38% / 36% for the fixed rules
+# the best measured in 92% of the 180 cases with plan --slo's default headroom (7 %, session 12; 88% without it),
+# in-sample 92%, against 38% / 36% for the fixed rules
 HELD_OUT_FLOOR = 0.85
 
 
@@ -58,3 +59,16 @@ def test_a_model_without_a_fold_is_in_sample_and_left_out(monkeypatch):
     assert out["held_out"]["cases"] == 0 and not out["meets_goal"]
     assert out["in_sample_only"]["cases"] > 0 and out["in_sample"] is None
     assert any("IN-SAMPLE ONLY" in line for line in b.report(out))
+
+
+def test_the_default_headroom_is_the_models_error_on_models_in_no_fit_and_helps_here(monkeypatch):
+    """plan --slo's default headroom comes from accuracy.json's unseen set (other models, not these rows); on these
+    rows it lifts the held-out choice from 88 % (no headroom) to 92 %."""
+    from vllm_ops.planning import perf_fit
+
+    b = _bench()
+    assert b.headroom() == perf_fit.expected_error("tpot_ms") == 0.07
+    with_h = b.evaluate()["held_out"]["within_10pct_share"]["search"]
+    monkeypatch.setattr(b, "HEADROOM", 0.0)
+    without = b.evaluate()["held_out"]["within_10pct_share"]["search"]
+    assert (round(with_h, 3), round(without, 3)) == (0.917, 0.883)

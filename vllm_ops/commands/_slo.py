@@ -27,6 +27,10 @@ def add_slo_arguments(parser: argparse.ArgumentParser) -> None:
                    help="mean TPOT (and TTFT) targets: search TP x replicas, max-num-seqs, "
                         "max-num-batched-tokens and KV dtype for the most output tokens/s per GPU within them; "
                         "with --slo, --concurrency / --rate are the whole box's load (replicas split it)")
+    g.add_argument("--slo-headroom", default="auto", metavar="auto|PCT",
+                   help="a layout counts as meeting a target when predicted this much under it: auto (default) = "
+                        "the performance model's held-out median error on models it was not fitted on, per metric; "
+                        "0 = the predictions as they are")
     g.add_argument("--allow-fp8", action="store_true", default=False,
                    help="let --slo try fp8 weights (online quantization: changes the outputs)")
 
@@ -35,9 +39,9 @@ def search_from_args(args: argparse.Namespace, *, cmd: str = "plan", vllm_versio
                      num_requests: int | None = None) -> Any:
     """Parse --slo and the workload, plan every candidate → SearchResult. ``num_requests``: predict a
     benchmark of that many requests (first wave included) instead of the steady state."""
-    from vllm_ops.planning.slo import parse_slo, search
+    from vllm_ops.planning.slo import parse_headroom, parse_slo, search
 
-    slo = parse_slo(args.slo)
+    slo = parse_slo(args.slo, parse_headroom(getattr(args, "slo_headroom", "auto")))
     workload = workload_from_args(args, required_by="--slo")
     if num_requests is not None:
         from dataclasses import replace
@@ -109,6 +113,10 @@ def print_candidates(result: Any, console: Any = None) -> None:
     w, slo = result.workload, result.slo
     load = f"concurrency {w.concurrency}" if w.concurrency is not None else f"rate {w.rate:g}/s"
     targets = f"TPOT <= {slo.tpot_ms:g} ms" + (f", TTFT <= {slo.ttft_ms:g} ms" if slo.ttft_ms else "")
+    if slo.tpot_headroom or slo.ttft_headroom:
+        lim = slo.limits()
+        targets += (f" (predicted under {lim['tpot_ms']:.1f}" + (f" / {lim['ttft_ms']:.0f}" if slo.ttft_ms else "")
+                    + " ms: headroom for the model's error, --slo-headroom)")
     con.print(f"[bold]--slo[/] {targets}; workload in {w.input_len} / out {w.output_len} tokens, {load} "
               f"({'the box, split over replicas' if result.split else 'per replica'}); "
               f"{len(result.candidates)} candidates in {result.elapsed_s * 1000:.0f} ms")

@@ -32,7 +32,7 @@ from vllm_ops.launch.state import StateStore
 from vllm_ops.launch.tune import DEFAULT_MAX_STARTS, TuneOptions, tune, write_profile
 from vllm_ops.planning.argv import split_secret_args
 from vllm_ops.planning.plan import is_secret_name
-from vllm_ops.planning.slo import parse_slo
+from vllm_ops.planning.slo import parse_headroom, parse_slo
 
 DEFAULT_PROFILES_DIR = "~/.config/vllm-ops/profiles"
 
@@ -82,7 +82,8 @@ def run(args: argparse.Namespace) -> int:
     from vllm_ops.settings import load_settings
 
     _check(args)
-    parse_slo(args.slo), workload_from_args(args, required_by="--slo")   # bad input before anything is located
+    parse_slo(args.slo, parse_headroom(args.slo_headroom))          # bad input before anything is located
+    workload_from_args(args, required_by="--slo")
     settings = load_settings()
     store = StateStore(settings.state_dir)
     vllm, backend, version = _vllm_and_backend(args, settings)

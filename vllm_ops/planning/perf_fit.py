@@ -99,6 +99,13 @@ def accuracy_for(model_id: str | None) -> dict | None:
     return out
 
 
+def expected_error(metric: str, set_name: str = "unseen") -> float:
+    """The held-out median absolute error of ``metric`` ("tpot_ms" / "ttft_ms") on a measurement set of
+    accuracy.json, as a fraction (0.0 where the file has none): by default the models in no fit."""
+    v = ((_ACCURACY.get("sets") or {}).get(set_name) or {}).get(metric.replace("_ms", "_median"))
+    return float(v) / 100 if v else 0.0
+
+
 def accuracy_line(acc: dict | None) -> str | None:
     """One line for the plan's table: the median (p90) errors to expect, per measurement set."""
     if not acc:

@@ -45,13 +45,47 @@ BIG_CHUNK = 8192               # a larger prefill chunk tried when the default i
 class SLO:
     tpot_ms: float                      # mean time per output token after the first
     ttft_ms: float | None = None        # mean time to first token
+    # a prediction counts as meeting a target when it is under target / (1 + headroom): the performance model's
+    # error, so that a layout predicted just under a target (a coin flip) is not taken for one that meets it
+    tpot_headroom: float = 0.0
+    ttft_headroom: float = 0.0
+
+    def limits(self) -> dict[str, float | None]:
+        """The predicted values a layout must stay under."""
+        return {"tpot_ms": self.tpot_ms / (1 + self.tpot_headroom),
+                "ttft_ms": None if self.ttft_ms is None else self.ttft_ms / (1 + self.ttft_headroom)}
 
     def to_dict(self) -> dict[str, Any]:
-        return {"tpot_ms": self.tpot_ms, "ttft_ms": self.ttft_ms}
+        lim = self.limits()
+        return {"tpot_ms": self.tpot_ms, "ttft_ms": self.ttft_ms,
+                "headroom": {"tpot_ms": self.tpot_headroom, "ttft_ms": self.ttft_headroom},
+                "predicted_limits": {k: None if v is None else round(v, 3) for k, v in lim.items()}}
 
 
-def parse_slo(text: str) -> SLO:
-    """``"tpot_ms=50"`` / ``"tpot_ms=50,ttft_ms=2000"`` → SLO; BadInput otherwise."""
+def default_headroom() -> dict[str, float]:
+    """The performance model's held-out median error on models in no fit (vllm_ops/data/perf/accuracy.json, set
+    ``unseen``), per metric; 0 where the file has none."""
+    from vllm_ops.planning.perf_fit import expected_error
+
+    return {k: expected_error(k) for k in SLO_KEYS}
+
+
+def parse_headroom(text: str | None) -> dict[str, float]:
+    """``--slo-headroom``: ``auto`` (the model's held-out median errors, per metric) or a percentage for both."""
+    if text is None or str(text).strip().lower() == "auto":
+        return default_headroom()
+    try:
+        pct = float(str(text).strip().rstrip("%"))
+    except ValueError:
+        raise BadInput(f"--slo-headroom {text!r}: 'auto' or a percentage, e.g. 10") from None
+    if not math.isfinite(pct) or not 0 <= pct < 100:
+        raise BadInput(f"--slo-headroom {text}: a percentage from 0 to under 100")
+    return {k: pct / 100 for k in SLO_KEYS}
+
+
+def parse_slo(text: str, headroom: dict[str, float] | None = None) -> SLO:
+    """``"tpot_ms=50"`` / ``"tpot_ms=50,ttft_ms=2000"`` → SLO (``headroom``: per metric, none by default);
+    BadInput otherwise."""
     vals: dict[str, float] = {}
     for part in str(text or "").split(","):
         if not part.strip():
@@ -71,7 +105,9 @@ def parse_slo(text: str) -> SLO:
     if "tpot_ms" not in vals:
         raise BadInput(f"--slo {text!r}: needs tpot_ms=X (mean time per output token, ms)",
                        hint="e.g. --slo tpot_ms=50 or --slo tpot_ms=50,ttft_ms=2000")
-    return SLO(tpot_ms=vals["tpot_ms"], ttft_ms=vals.get("ttft_ms"))
+    h = headroom or {}
+    return SLO(tpot_ms=vals["tpot_ms"], ttft_ms=vals.get("ttft_ms"), tpot_headroom=float(h.get("tpot_ms", 0.0)),
+               ttft_headroom=float(h.get("ttft_ms", 0.0)))
 
 
 @dataclass
@@ -409,18 +445,25 @@ def _load_dict(w: Any) -> dict[str, Any]:
 def _misses(perf: dict, slo: SLO, workload: Any, r: int) -> list[str]:
     out = []
     tpot, ttft = perf.get("tpot_ms"), perf.get("ttft_ms")
-    if tpot is not None and tpot > slo.tpot_ms:
-        out.append(f"TPOT {tpot:.1f} ms > {slo.tpot_ms:g} ms")
+    lim = slo.limits()
+    if tpot is not None and tpot > lim["tpot_ms"]:
+        out.append(f"TPOT {tpot:.1f} ms > {_limit_text(slo.tpot_ms, lim['tpot_ms'], slo.tpot_headroom, '.1f')}")
     if slo.ttft_ms is not None:
         if ttft is None:
             out.append("TTFT not predicted")
-        elif ttft > slo.ttft_ms:
-            out.append(f"TTFT {ttft:.0f} ms > {slo.ttft_ms:g} ms")
+        elif ttft > lim["ttft_ms"]:
+            out.append(f"TTFT {ttft:.0f} ms > {_limit_text(slo.ttft_ms, lim['ttft_ms'], slo.ttft_headroom, '.0f')}")
     if workload.rate is not None:
         served = float(perf.get("requests_per_s") or 0.0) * r
         if served < workload.rate * 0.99:
             out.append(f"serves {served:.2f} req/s < {workload.rate:g} offered")
     return out
+
+
+def _limit_text(target: float, limit: float, headroom: float, fmt: str) -> str:
+    if not headroom:
+        return f"{target:g} ms"
+    return f"{limit:{fmt}} ms ({target:g} less {headroom:.0%} headroom)"
 
 
 def with_slo(result: SearchResult, slo: SLO) -> SearchResult:
@@ -438,10 +481,10 @@ def with_slo(result: SearchResult, slo: SLO) -> SearchResult:
 
 def _closeness(c: Candidate, slo: SLO) -> float:
     """How far a predicted candidate is from the targets (1.0 = on them; larger = further)."""
-    perf = c.performance or {}
-    ratios = [float(perf.get("tpot_ms") or math.inf) / slo.tpot_ms]
-    if slo.ttft_ms is not None:
-        ratios.append(float(perf.get("ttft_ms") or math.inf) / slo.ttft_ms)
+    perf, lim = c.performance or {}, slo.limits()
+    ratios = [float(perf.get("tpot_ms") or math.inf) / lim["tpot_ms"]]
+    if lim["ttft_ms"] is not None:
+        ratios.append(float(perf.get("ttft_ms") or math.inf) / lim["ttft_ms"])
     return max(ratios)
 
 
