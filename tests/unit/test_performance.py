@@ -461,3 +461,27 @@ def test_the_public_harness_has_no_vllm_api_server_costs():
     e = replace(perf_fit.EFFICIENCY, api_request_ms=4.0, api_token_us=83.0)
     h = e.through_harness()
     assert (h.api_request_ms, h.api_token_us) == (0.0, 0.0) and h.request_ms == e.request_ms + e.harness_ms
+
+
+def test_send_jitter_holds_each_closed_loop_send_back_by_up_to_the_jitter():
+    """send_jitter_ms: a client sends its next request up to this long after its last one ended (the public
+    harness's clients; plans use 0). TTFT is measured from the send, so a lone client's TTFT does not change; the
+    run gets longer by less than one jitter per request sent after the first."""
+    step = lambda n_dec, ctx, n_pre, pre_ctx: 10.0  # noqa: E731
+    kw = dict(input_len=100, output_len=5, max_num_seqs=8, max_batched_tokens=2048, kv_capacity_tokens=10**6,
+              concurrency=1, num_requests=6)
+    base, held = simulate(step, **kw), simulate(step, send_jitter_ms=20.0, **kw)
+    assert held.requests == base.requests == 6 and held.ttft_ms == base.ttft_ms == pytest.approx(10.0)
+    assert base.duration_ms < held.duration_ms < base.duration_ms + 5 * 20.0
+    # a wave in lockstep spreads out: 8 clients, fixed lengths, prompts one per step (budget 100 tokens)
+    wave = dict(kw, concurrency=8, num_requests=64, max_batched_tokens=108)
+    assert simulate(step, send_jitter_ms=200.0, **wave).ttft_ms < simulate(step, **wave).ttft_ms
+
+
+def test_only_the_public_harness_sends_with_jitter():
+    from dataclasses import replace
+
+    from vllm_ops.planning import perf_fit
+
+    eff = replace(perf_fit.EFFICIENCY, harness_jitter_ms=50.0)
+    assert eff.send_jitter_ms == 0.0 and eff.through_harness().send_jitter_ms == 50.0

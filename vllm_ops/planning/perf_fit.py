@@ -47,6 +47,8 @@ DEFAULT = Efficiency(bw=0.85, flops=0.6, flops_fp8=0.0, step_ms=1.0, layer_us=35
 #   together: vLLM 0.25's per-step log of our Qwen3-30B-A3B run (1x H200, 1024/128, c=128, 512 requests,
 #   tests/data/gpu-runs/h200x1/perf/q30bf/engine-steps-c128.txt) shows each wave of 128 prefilled in 16 full
 #   8192-token steps, decoded together for ~112 steps and re-formed within a step or two of the last finish.
+# The public harness's clients also wait up to Efficiency.harness_jitter_ms before each next request (fitted, session
+# 12; through_harness only: plans and our own runs send at once).
 OSL_JITTER = 0.1
 BENCH_OUTPUT_SPREAD = 0.0
 

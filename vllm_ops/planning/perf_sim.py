@@ -193,6 +193,44 @@ class _Frontend:
         return min(times) if times else None
 
 
+def _running_limit(per_req: int, max_num_seqs: int, kv_capacity_tokens: int) -> int:
+    """Requests that can run at once: max_num_seqs, and each reserves its whole length in the KV cache."""
+    limit = max(0, min(int(max_num_seqs), int(kv_capacity_tokens) // per_req if per_req else 0))
+    if limit < 1:
+        raise ValueError("not even one request fits")
+    return limit
+
+
+class _HeldSends:
+    """Closed-loop clients that send their next request up to ``jitter_ms`` after the last one ended (uniform, from
+    a fixed seed): a load generator's own delays, which spread a wave that fixed lengths would keep together."""
+
+    def __init__(self, jitter_ms: float, seed: int):
+        self.jitter_ms = float(jitter_ms)
+        self.rng = random.Random(seed + 2)
+        self.heap: list[tuple[float, bool]] = []      # (send time, counted)
+
+    def hold(self, n: int, t: float, first: int, warmup: int) -> bool:
+        """Hold back ``n`` sends made at ``t`` (request numbers from ``first``); False with no jitter."""
+        if not self.jitter_ms > 0:
+            return False
+        for i in range(n):
+            heapq.heappush(self.heap, (t + self.rng.random() * self.jitter_ms, first + i >= warmup))
+        return True
+
+    def release(self, t: float, front: "_Frontend") -> int:
+        """Send what is due by ``t``, in time order; how many."""
+        k = 0
+        while self.heap and self.heap[0][0] <= t:
+            ts, counted = heapq.heappop(self.heap)
+            front.send(1, ts, counted)
+            k += 1
+        return k
+
+    def next_event(self, other: float | None) -> float | None:
+        return other if not self.heap or (other is not None and other <= self.heap[0][0]) else self.heap[0][0]
+
+
 def _prompt_split(isl: int, prompt_cached: int) -> tuple[int, int]:
     """(cached, prefilled) tokens of a prompt; rounding to whole blocks and keeping the last token
     computed is the caller's rule (performance.cached_prompt_tokens), checked here."""
@@ -206,21 +244,16 @@ def simulate(step: StepFn, *, input_len: int, output_len: int, max_num_seqs: int
              kv_capacity_tokens: int, concurrency: int | None = None, rate: float | None = None,
              num_requests: int = 0, warmup: int = 0, seed: int = 0, stagger_ms: float = 0.0,
              osl_jitter: float = 0.0, prompt_cached: int = 0, admit_ms: float = 0.0, plan_ahead: bool = False,
-             max_steps: int = 2_000_000) -> SimResult:
-    """Run ``num_requests`` requests; the first ``warmup`` sent are left out of the means. Closed loop:
-    the C clients start together (``stagger_ms`` 0: a benchmark's first wave) or one every
-    ``stagger_ms`` (the steady state, where finishes and so arrivals are spread out).
-    ``osl_jitter`` j > 0: each request's output length is drawn uniformly from
-    ``output_len * [1-j, 1+j]`` (same mean; requests that started together drift apart, as they do
-    with real clients), 0: every request has exactly ``output_len``. ``admit_ms``: the API server's
-    serial cost per request before the scheduler sees it (:class:`_Frontend`). ``plan_ahead``: async scheduling
-    plans step k+1 as step k starts; a request arriving during a step waits for the one after next."""
+             send_jitter_ms: float = 0.0, max_steps: int = 2_000_000) -> SimResult:
+    """Run ``num_requests`` requests; the first ``warmup`` sent are left out of the means. Closed loop: the C clients
+    start together (``stagger_ms`` 0: a benchmark's first wave) or one every ``stagger_ms`` (the steady state).
+    ``osl_jitter`` j > 0: output lengths uniform over ``output_len * [1-j, 1+j]`` (same mean: requests that started
+    together drift apart), 0: exactly ``output_len``. ``send_jitter_ms``: a closed-loop client's next request up to
+    this late (:class:`_HeldSends`). ``admit_ms``: the API server's serial cost per request (:class:`_Frontend`).
+    ``plan_ahead``: async scheduling plans step k+1 as step k starts (a request arriving mid-step waits one more)."""
     isl, osl = int(input_len), int(output_len)
     cached, isl_c = _prompt_split(isl, prompt_cached)
-    per_req = isl + osl
-    limit = max(0, min(int(max_num_seqs), int(kv_capacity_tokens) // per_req if per_req else 0))
-    if limit < 1:
-        raise ValueError("not even one request fits")
+    limit = _running_limit(isl + osl, max_num_seqs, kv_capacity_tokens)
     budget_cap = int(max_batched_tokens)
     arrivals = _open_arrivals(rate, concurrency, stagger_ms, num_requests, seed)
     waiting: deque[list] = deque()                   # [n, arrival_ms, counted]
@@ -231,13 +264,15 @@ def simulate(step: StepFn, *, input_len: int, output_len: int, max_num_seqs: int
     last_dt = 0.0                                    # the step that just ran (plan_ahead's cut-off)
     front = _Frontend(admit_ms)
 
+    held = _HeldSends(send_jitter_ms, seed)
+
     def send(n: int, t_now: float) -> None:
         nonlocal sent, n_wait
         n = min(n, num_requests - sent)
-        if n > 0:
+        if n > 0 and not held.hold(n, t_now, sent, warmup):
             front.send(n, t_now, sent >= warmup)
-            sent += n
             n_wait += n
+        sent += max(n, 0)
 
     if concurrency is not None and not stagger_ms > 0:
         send(int(concurrency), 0.0)
@@ -251,13 +286,14 @@ def simulate(step: StepFn, *, input_len: int, output_len: int, max_num_seqs: int
             front.send(1, arrivals.popleft(), sent >= warmup)
             sent += 1
             n_wait += 1
+        n_wait += held.release(t, front)
         front.deliver(waiting, t - last_dt if plan_ahead else t)
         took = _admit(pre, waiting, limit - n_dec - n_pre_req)
         n_pre_req += took
         n_wait -= took
         if waiting:
             queued_max = max(queued_max, n_wait)
-        nxt = front.next_event(arrivals)
+        nxt = held.next_event(front.next_event(arrivals))
         if not pre and not n_dec:
             last_dt = 0.0                           # idle: the next step is planned when work arrives
             if nxt is not None:

@@ -60,11 +60,14 @@ class Efficiency:
                                    # sees them (a wave of c requests reaches it spread over c x this)
     gemm_w_half: float = 0.0       # dense GEMM FLOP/s fall with small GEMMs: x w/(w + gemm_w_half), w = hidden x
                                    # intermediate size on one GPU, in millions of weights (0: no such fall)
+    send_jitter_ms: float = 0.0    # a closed-loop client sends its next request up to this long after the last ends
+    harness_jitter_ms: float = 0.0  # the public rows' harness only: through_harness moves it into send_jitter_ms
 
     def through_harness(self) -> "Efficiency":
         """These efficiencies as the public rows' harness sees them: its per-request latency
         (``harness_ms``) added to ``request_ms``; its frontend (Dynamo), not vLLM's API server, streams the tokens."""
-        return replace(self, request_ms=self.request_ms + self.harness_ms, api_token_us=0.0, api_request_ms=0.0)
+        return replace(self, request_ms=self.request_ms + self.harness_ms, api_token_us=0.0, api_request_ms=0.0,
+                       send_jitter_ms=self.harness_jitter_ms)
 
 
 @dataclass(frozen=True)

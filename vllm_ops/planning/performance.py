@@ -263,7 +263,8 @@ def _run(plan: "Plan", w: Workload, cost: "StepCost", fit_notes: list[str]) -> P
                      f"only the rest is prefilled")
     cached = cached_prompt_tokens(isl, w.prefix_cache_hit, int(va.get("block_size") or GPU_BLOCK_SIZE))
     kw = dict(input_len=isl, output_len=osl, max_num_seqs=seqs, max_batched_tokens=mbt, kv_capacity_tokens=cap,
-              prompt_cached=cached, admit_ms=cost.eff.api_request_ms, plan_ahead=cost.async_sched)
+              prompt_cached=cached, admit_ms=cost.eff.api_request_ms, plan_ahead=cost.async_sched,
+              send_jitter_ms=cost.eff.send_jitter_ms)
     if w.concurrency is not None:
         c = int(w.concurrency)
         n = int(w.num_requests) if w.num_requests else c + max(2 * c, 32)
