@@ -105,7 +105,7 @@ def expected_error(metric: str, set_name: str = "unseen") -> float:
     """The held-out median absolute error of ``metric`` ("tpot_ms" / "ttft_ms") on a measurement set of
     accuracy.json, as a fraction (0.0 where the file has none): by default the models in no fit."""
     v = ((_ACCURACY.get("sets") or {}).get(set_name) or {}).get(metric.replace("_ms", "_median"))
-    return float(v) / 100 if v else 0.0
+    return round(float(v) / 100, 4) if v else 0.0
 
 
 def accuracy_line(acc: dict | None) -> str | None:
