@@ -8,30 +8,29 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 from pathlib import Path
 
+from vllm_ops.loadtest.stats import Distribution
 
-def _stats(xs: list[float]) -> dict:
-    s = sorted(xs)
-    pick = lambda q: s[min(len(s) - 1, int(q * (len(s) - 1) + 0.5))]  # noqa: E731
-    return {"count": len(s), "mean": statistics.fmean(s), "p50": statistics.median(s), "p90": pick(0.9),
-            "p99": pick(0.99), "max": s[-1]}
+
+def _stats(seconds: list[float]) -> dict | None:
+    """vllm-ops bench's summary of a latency (ms), None when there is nothing to summarise."""
+    return Distribution.of(seconds).to_dict() if seconds else None
 
 
 def convert(d: dict, name: str, hit: float | None = None, hit_source: str | None = None) -> dict:
-    ttft = [t * 1e3 for t in d["ttfts"]]
-    e2e = [(t + sum(g)) * 1e3 for t, g in zip(d["ttfts"], d["itls"])]
+    ttft_s = list(d["ttfts"])
+    e2e_s = [t + sum(g) for t, g in zip(ttft_s, d["itls"])]
     t0 = min(d["start_times"])
     outs = list(d["output_lens"])
-    tpot = [(e - t) / (n - 1) for e, t, n in zip(e2e, ttft, outs) if n > 1]
-    itl = [g * 1e3 for gs in d["itls"] for g in gs]
+    tpot_s = [(e - t) / (n - 1) for e, t, n in zip(e2e_s, ttft_s, outs) if n > 1]
+    ttft, e2e = [t * 1e3 for t in ttft_s], [e * 1e3 for e in e2e_s]
     level = {"concurrency": d["max_concurrency"], "request_rate": None, "num_requests": d["num_prompts"],
              "completed": d["completed"], "failed": d["failed"], "duration_s": d["duration"],
              "request_throughput": d["request_throughput"], "output_throughput": d["output_throughput"],
              "total_output_tokens": d["total_output_tokens"], "total_prompt_tokens": d["total_input_tokens"],
-             "ttft_ms": _stats(ttft), "itl_ms": _stats(itl) if itl else None, "tpot_ms": _stats(tpot) if tpot else None,
-             "e2e_ms": _stats(e2e), "errors": [e for e in d.get("errors", []) if e]}
+             "ttft_ms": _stats(ttft_s), "itl_ms": _stats([g for gs in d["itls"] for g in gs]),
+             "tpot_ms": _stats(tpot_s), "e2e_ms": _stats(e2e_s), "errors": [e for e in d.get("errors", []) if e]}
     if hit is not None:
         level["server"] = {"prefix_cache_hit_rate": hit, "source": hit_source or "stated"}
     return {"harness": "vllm bench serve (vLLM's own benchmark, random dataset, --ignore-eos, closed loop at "
