@@ -268,7 +268,9 @@ def main() -> int:
                     help="the TPOT headroom of the choice (auto: plan --slo's default)")
     args = ap.parse_args()
     if args.headroom != "auto":
-        globals()["HEADROOM"] = float(args.headroom) / 100
+        from vllm_ops.planning.slo import parse_headroom
+
+        globals()["HEADROOM"] = parse_headroom(args.headroom)["tpot_ms"]   # plan --slo-headroom's own parsing
     out = evaluate(args.verbose, args.in_sample)
     out["tpot_headroom"] = headroom()
     if args.json:
