@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -78,6 +79,12 @@ def _isolated_env(monkeypatch, tmp_path):
     monkeypatch.setenv("VLLM_OPS_STATE_DIR", str(tmp_path / "state"))
 
 
+def _stat_fields(entry: Path) -> list[str]:
+    """/proc/<pid>/stat after the command name: state, ppid, pgrp, session, ..."""
+    stat = (entry / "stat").read_text()
+    return stat[stat.rfind(")") + 2:].split()
+
+
 def processes_with(marker: str) -> list[tuple[int, str]]:
     """Live (non-zombie) processes whose command line holds ``marker``."""
     found = []
@@ -86,34 +93,44 @@ def processes_with(marker: str) -> list[tuple[int, str]]:
             continue
         try:
             cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode("utf-8", "replace")
-            stat = (entry / "stat").read_text()
-        except OSError:
+            state = _stat_fields(entry)[0]
+        except (OSError, IndexError):
             continue
-        if marker in cmd and stat[stat.rfind(")") + 2:][:1] not in ("Z", "X"):
+        if marker in cmd and state not in ("Z", "X"):
             found.append((int(entry.name), cmd))
     return found
 
 
+_SESSIONS: dict[str, set[int]] = {}    # marker -> sessions its marked processes were seen in
+
+
 def processes_with_env(marker: str) -> list[tuple[int, str]]:
-    """Live (non-zombie) processes whose ENVIRONMENT holds ``marker`` (bytes match in
-    /proc/<pid>/environ): finds every process of a launched vLLM, the engine core and workers
-    included (they inherit the environment, not the API server's command line), and processes
-    inside containers (same kernel)."""
-    found, needle = [], marker.encode()
+    """Live (non-zombie) processes of a launched vLLM: those whose ENVIRONMENT holds ``marker``
+    (bytes match in /proc/<pid>/environ; processes inside containers too, same kernel), and every
+    process in a session such a process was ever seen in. vLLM's engine core and workers rename
+    themselves (``VLLM::EngineCore``, setproctitle), which overwrites the environment /proc shows:
+    they are found by their session, which orphans keep after the API server dies, so call this
+    once while the API server lives."""
+    own = os.getsid(0)
+    sessions = _SESSIONS.setdefault(marker, set())
+    found, needle, rest = [], marker.encode(), []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit() or int(entry.name) == os.getpid():
             continue
         try:
-            env = (entry / "environ").read_bytes()
-            if needle not in env:
+            fields = _stat_fields(entry)
+            if fields[0] in ("Z", "X"):
                 continue
-            stat = (entry / "stat").read_text()
             cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode("utf-8", "replace")
-        except OSError:
+            if needle in (entry / "environ").read_bytes():
+                found.append((int(entry.name), cmd))
+                if int(fields[3]) not in (0, 1, own):
+                    sessions.add(int(fields[3]))
+            else:
+                rest.append((int(entry.name), cmd, int(fields[3])))
+        except (OSError, IndexError, ValueError):
             continue
-        if stat[stat.rfind(")") + 2:][:1] not in ("Z", "X"):
-            found.append((int(entry.name), cmd))
-    return found
+    return found + [(pid, cmd) for pid, cmd, sid in rest if sid in sessions]
 
 
 def wait_no_env_processes(marker: str, timeout: float = 15.0) -> list[tuple[int, str]]:
@@ -132,6 +149,49 @@ def kill_env_marker_processes(marker: str) -> None:
             os.kill(pid, signal.SIGKILL)
         except OSError:
             pass
+
+
+class Throttle:
+    """Runs processes ``on`` s out of every ``on + off`` s (SIGCONT / SIGSTOP), until ``hold()``
+    leaves them stopped or ``release()`` lets them run. For a launched vLLM's engine core on a
+    2-core box: unthrottled, its CPU threads generate the tiny model's 16k tokens in about a second
+    or starve this process (and the API server) for tens of seconds, depending on the load: seen in
+    CI both ways. Throttled, requests stay in flight for as long as a test needs and the CPU is
+    the clients'."""
+
+    def __init__(self, pids: list[int], on: float = 0.02, off: float = 0.18):
+        self.pids, self.on, self.off = list(pids), on, off
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _signal(self, sig: int) -> None:
+        for pid in self.pids:
+            try:
+                os.kill(pid, sig)
+            except OSError:
+                pass
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._signal(signal.SIGCONT)
+            self._stop.wait(self.on)
+            self._signal(signal.SIGSTOP)
+            self._stop.wait(self.off)
+
+    def start(self) -> "Throttle":
+        self._thread.start()
+        return self
+
+    def hold(self) -> None:
+        """Stop the cycle with every process stopped."""
+        self._stop.set()
+        self._thread.join(10)
+        self._signal(signal.SIGSTOP)
+
+    def release(self) -> None:
+        """Stop the cycle; every process runs again."""
+        self.hold()
+        self._signal(signal.SIGCONT)
 
 
 def wait_no_processes(marker: str, timeout: float = 15.0) -> list[tuple[int, str]]:
