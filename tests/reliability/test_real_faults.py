@@ -419,8 +419,9 @@ def _requests_in_server(url: str, model: str, *, want: int, within: float) -> fl
 
 def test_killed_mid_request_and_mid_stream(tmp_path, tiny, vllm_python):
     """SIGKILL to the API server while a long non-streaming generate, a sync stream and an async
-    stream are in flight: each raises the client's connection error within seconds (no hang); the
-    orphaned engine core is then stopped by `vllm-ops stop`; status says exited. The engine core
+    stream are in flight: each raises the client's connection error within seconds (no hang);
+    status says exited and names the orphaned engine core; with the state file then lost too,
+    `vllm-ops stop NAME` still finds it through the session and stops it. The engine core
     is throttled, then paused at the kill (conftest.Throttle): the bound is on the client, not on
     what a 2-core box's scheduler makes of vLLM's CPU threads."""
     from vllm_ops.client import VLLMConnectionError, VLLMError, VLLMProvider
@@ -528,11 +529,20 @@ def test_killed_mid_request_and_mid_stream(tmp_path, tiny, vllm_python):
         print(f"[real-faults] processes before the kill: {len(before)}; "
               f"after: {len(processes_with_env(marker))}")
         engine.release()
+        left = {pid for pid, _ in processes_with_env(marker)}
+        engine_core = [pid for pid, cmd in processes_with_env(marker) if "VLLM::EngineCore" in cmd]
+        assert engine_core, f"the engine core did not outlive its API server here: {left}"
         row = _rows(_cli(env, "status", "--json", timeout=60))[name]
         assert row["alive"] is False and row["healthy"] is False and row["status"] == "exited", row
+        assert set(engine_core) <= set(row.get("leftover_pids", ())), (row, engine_core)  # the GPU holder
+        # then the state file is lost too: only the marker (on vLLM's resource tracker) vouches for the
+        # session; the renamed engine core and worker must still be found and stopped
+        _state_file(state, name).unlink()
+        row = _rows(_cli(env, "status", "--json", timeout=60))[name]
+        assert row["status"] == "orphaned" and set(engine_core) <= set(row["pids"]), (row, left)
         t1 = time.monotonic()
         p = _cli(env, "stop", name, "--grace", "5", timeout=120)
-        _timing("stop after the API server was killed", time.monotonic() - t1)
+        _timing("stop after the API server was killed and its state file lost", time.monotonic() - t1)
         assert_one_line_error(p.returncode, p.stderr, (0,), what="stop after kill")
         assert wait_no_env_processes(marker) == [], "an engine core / worker outlived stop"
         assert _rows(_cli(env, "status", "--json", timeout=60)) == {}

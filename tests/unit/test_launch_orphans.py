@@ -127,6 +127,37 @@ def test_leaderless_group_members_are_stopped_one_by_one(tmp_path):
         procs.stop_group(dep.pgid, grace=1)
 
 
+LEADER_EXITS_ONE_RENAMED = textwrap.dedent("""
+    import os, subprocess, sys, time
+    subprocess.Popen(["sleep", "60"])
+    # vLLM's engine core renames itself (setproctitle), which hides its environment in /proc:
+    # a child started without the marker shows the same
+    subprocess.Popen(["sleep", "60"], env={k: v for k, v in os.environ.items() if not k.startswith("VLLM_OPS_")})
+    time.sleep(0.3)
+    os._exit(0)
+""")
+
+
+def test_leaderless_session_members_without_the_marker_are_stopped_too(tmp_path):
+    """The API server killed, its state file gone: the orphaned engine core shows no marker, yet
+    it is in the session the marked process vouches for; `stop NAME` must end it (its GPU memory)."""
+    store = StateStore(tmp_path / "state")
+    backend, dep = _start(store, "a", [sys.executable, "-c", LEADER_EXITS_ONE_RENAMED])
+    backend._reap(dep)
+    deadline = time.monotonic() + 5
+    while procs.alive(dep.pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    try:
+        (g,) = procs.marked_groups(store.root, "a")
+        assert g.leader_ticks is None and len(g.members) == 2, g
+        assert [procs.read_marker(p) is None for p in g.pids].count(True) == 1
+        assert procs.marked_groups(store.root, "b") == []
+        assert procs.stop_marked(g, grace=5) is False
+        assert procs.marked_groups(store.root) == [] and _gone(dep.pgid, None)
+    finally:
+        procs.stop_group(dep.pgid, grace=1)
+
+
 # ------------------------------------------------------------- the minimal stop view
 def _dict(**kw):
     d = {"name": "x", "pid": 4242, "pgid": 4242, "port": 8000, "host": "h", "served_name": "m",
@@ -198,6 +229,29 @@ def test_cli_state_dir_deleted_status_orphaned_and_stop(tmp_path, monkeypatch, r
     assert _gone(dep.pgid, dep.pid_start_ticks)
     rc, out, err = run_cli("status", "--json")
     assert json.loads(out)["deployments"] == []
+
+
+def test_cli_status_names_the_processes_left_when_the_api_server_exited(tmp_path, monkeypatch, run_cli):
+    """The API server gone, its group still running (an orphaned engine core keeps its GPU memory):
+    status says exited AND names what is left; `stop NAME` ends it; then nothing is left."""
+    state = tmp_path / "state"
+    monkeypatch.setenv("VLLM_OPS_STATE_DIR", str(state))
+    backend, dep = _start(StateStore(state), "a", [sys.executable, "-c", LEADER_EXITS])
+    backend._reap(dep)
+    deadline = time.monotonic() + 5
+    while procs.alive(dep.pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    try:
+        rc, out, err = run_cli("status", "--json")
+        (row,) = json.loads(out)["deployments"]
+        assert rc == 0 and row["status"] == "exited" and row["alive"] is False
+        assert len(row["leftover_pids"]) == 2 and "`vllm-ops stop a` ends them" in row["error"], row
+        rc, out, err = run_cli("status")
+        assert rc == 0 and "2 process(es) of its group still run" in err, err
+        rc, out, err = run_cli("stop", "a", "--grace", "5")
+        assert rc == 0 and _gone(dep.pgid, dep.pid_start_ticks), err
+    finally:
+        procs.stop_group(dep.pgid, grace=1)
 
 
 def test_cli_stop_all_stops_orphans_too(tmp_path, monkeypatch, run_cli, cleanup):

@@ -2,7 +2,9 @@
 
 For each: alive (its process group / container runs, asked through the deployment's recorded
 backend), healthy (``/health`` answers 200; not probed for worker ranks, which serve no API),
-backend, model, port, uptime; then the Ray nodes vllm-ops started.
+backend, model, port, uptime; then the Ray nodes vllm-ops started. A process deployment whose API
+server exited while processes of its group still run (an orphaned engine core holding its GPU
+memory) says so: ``leftover_pids`` and a line naming `vllm-ops stop NAME`.
 A corrupted state file is listed with what is wrong with it, never a traceback: "corrupted" when
 only fields `stop` does not need are wrong (alive is still asked through the valid pid/pgid/start
 ticks, and `stop` works), "unreadable" otherwise. Local vLLM process groups that carry a
@@ -20,7 +22,7 @@ from vllm_ops.launch import procs
 from vllm_ops.launch.backend import backend_for
 from vllm_ops.launch.launcher import _http_get
 from vllm_ops.launch.ray_backend import ClusterStore, nodes_status
-from vllm_ops.launch.state import StateStore, WORKER_BACKENDS, check_name
+from vllm_ops.launch.state import PROCESS_BACKENDS, StateStore, WORKER_BACKENDS, check_name
 from vllm_ops.output import info, print_json
 
 
@@ -57,12 +59,26 @@ def describe(dep, backend) -> dict[str, Any]:
     }
     if error:
         row["error"] = error
+    left = _leftover(dep) if alive is False else []
+    if left:
+        row["leftover_pids"] = left
+        row["error"] = (f"its API server exited; {len(left)} process(es) of its group still run (pids "
+                        f"{', '.join(map(str, left))}: an orphaned engine core / workers keep their memory); "
+                        f"`vllm-ops stop {dep.name}` ends them")
     if hasattr(backend, "describe") and alive is not None:     # containers
         try:
             row["containers"] = backend.describe(dep)
         except RuntimeFailure as exc:
             row["error"] = exc.one_line()
     return row
+
+
+def _leftover(dep) -> list[int]:
+    """The live processes of a process deployment's group whose API server is gone (started no
+    earlier than it: :func:`procs.group_members`); none for containers."""
+    if dep.backend not in PROCESS_BACKENDS or not procs.signalable_group(dep.pgid):
+        return []
+    return sorted(procs.group_members(dep.pgid, dep.pid_start_ticks))
 
 
 def _port_of(argv: list[str]) -> int | None:

@@ -40,6 +40,11 @@ def _stat_fields(pid: int) -> list[str] | None:
     return raw[raw.rfind(")") + 2:].split()
 
 
+def _session(pid: int) -> int | None:
+    f = _stat_fields(pid)
+    return int(f[3]) if f and len(f) > 3 else None
+
+
 def start_ticks(pid: int) -> int | None:
     """Start time of a process in clock ticks since boot (stat field 22)."""
     f = _stat_fields(pid)
@@ -133,8 +138,11 @@ def stop_group(pgid: int, grace: float = 20.0, poll: float = 0.1, min_ticks: int
 
 # ------------------------------------------------------------ deployments without a state file
 # ProcessBackend.start puts these two variables in vLLM's environment; every process of the
-# deployment (engine core, workers) inherits them, and /proc/<pid>/environ keeps them even when
-# the state file is gone: `status` lists such groups as orphaned, `stop NAME` stops them.
+# deployment inherits them, and /proc/<pid>/environ keeps them even when the state file is gone:
+# `status` lists such groups as orphaned, `stop NAME` stops them. vLLM's engine core and workers
+# rename themselves (``VLLM::EngineCore``: setproctitle overwrites the environment /proc shows),
+# so a group's or leaderless session's unmarked processes count as members when a marked process
+# vouches for it (Linux never reuses the id of a live group or session: they all descend from it).
 MARKER = "VLLM_OPS_DEPLOYMENT"
 MARKER_STATE_DIR = "VLLM_OPS_STATE_DIR"
 
@@ -184,7 +192,8 @@ class MarkedGroup:
     ``pgid``: the group (= its leader's pid = the session id: ProcessBackend starts vLLM in a
     new session). ``leader_ticks``: the leader's start time, None when the leader is gone and
     only members are left (then only the marked members themselves are ever signalled).
-    ``members``: (pid, start ticks) of every live marked process of it, leader included."""
+    ``members``: (pid, start ticks) of every live process of it, leader included: the marked ones
+    and the group's or session's others (renamed processes show no marker)."""
     name: str
     state_dir: str | None
     pgid: int
@@ -201,9 +210,10 @@ def marked_groups(state_dir: str | os.PathLike | None = None, name: str | None =
     """The process groups carrying the marker of a deployment (``name``, else any) started under
     ``state_dir`` (else any), found by a scan of the /proc entries we may read.
 
-    A group counts when its leader (pid == pgid) carries the marker; its members are the marked
-    processes of that group or session that started no earlier than the leader and carry the same
-    marker. Marked processes whose leader is gone form a leaderless group keyed by their session.
+    A group counts when its leader (pid == pgid) carries the marker; its members are the processes
+    of that group or session that started no earlier than the leader (:func:`group_members`), the
+    marked ones only when they carry the same marker. Marked processes whose leader is gone form a
+    leaderless group keyed by their session, with every live process of that session.
     Never a group :func:`signalable_group` refuses (ours, 0, 1), never vllm-ops itself."""
     recs: list[tuple[int, int, int, int, tuple[str, str | None]]] = []   # pid, pgid, sid, ticks, marker
     me = os.getpid()
@@ -237,7 +247,19 @@ def marked_groups(state_dir: str | os.PathLike | None = None, name: str | None =
         g = groups.setdefault(sid, MarkedGroup(m[0], m[1], sid, None, argv=_cmdline(pid)))
         if (g.name, g.state_dir) == m:
             g.members.append((pid, ticks))
+    for g in groups.values():
+        if g.members:
+            _add_unmarked(g)
     return sorted((g for g in groups.values() if g.members), key=lambda g: (g.name, g.pgid))
+
+
+def _add_unmarked(g: MarkedGroup) -> None:
+    """Add the group's (or leaderless session's) processes that show no marker (renamed ones)."""
+    have = {p for p, _ in g.members}
+    for pid in group_members(g.pgid, g.leader_ticks):
+        ticks = start_ticks(pid)
+        if pid not in have and ticks is not None and read_marker(pid) is None:
+            g.members.append((pid, ticks))
 
 
 def stop_marked(group: MarkedGroup, grace: float = 20.0, poll: float = 0.1) -> bool:
@@ -245,17 +267,19 @@ def stop_marked(group: MarkedGroup, grace: float = 20.0, poll: float = 0.1) -> b
 
     With a leader: only when the pid ``pgid`` still names the same process (start ticks) and
     still carries the same marker, then :func:`stop_group` (``min_ticks`` = the leader's start).
-    Without one: each marked member alone, each re-checked (start ticks and marker) before every
-    signal; nothing else in the group is touched."""
+    Without one: each member alone, each re-checked before every signal (same start ticks, and
+    still the marker or still the session); nothing else is touched."""
     marker = (group.name, group.state_dir)
     if group.leader_ticks is not None:
         if start_ticks(group.pgid) != group.leader_ticks or read_marker(group.pgid) != marker:
             return False
         return stop_group(group.pgid, grace, poll, min_ticks=group.leader_ticks)
 
+    def ours(p: int) -> bool:       # a renamed member shows no marker: still in the session then
+        return read_marker(p) == marker or (read_marker(p) is None and _session(p) == group.pgid)
+
     def left() -> list[int]:
-        return [p for p, t in group.members
-                if alive(p, t) and read_marker(p) == marker and signalable_group(p)]
+        return [p for p, t in group.members if alive(p, t) and signalable_group(p) and ours(p)]
 
     for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 10.0)):
         pids = left()
