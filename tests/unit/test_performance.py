@@ -271,6 +271,10 @@ def test_perf_records_are_found_for_the_same_plan_and_load(tmp_path):
     assert got["measured"] == {"ttft_ms": 110.0, "tpot_ms": 21.0}
     assert calibration.lookup_perf(p, Workload(1024, 128, concurrency=8), tmp_path) is None
     assert calibration.lookup(rec["model_id"], rec["gpu_key"], p.vllm_version, p.vllm_args, tmp_path) is None
+    # a TPOT of 0 measured nothing (a request's tokens handed over in one chunk): not recorded
+    zero = calibration.make_perf_record(p, {"input_len": 8, "output_len": 8, "concurrency": 4}, None,
+                                        {"ttft_ms": 50.0, "tpot_ms": 0.0, "output_tokens_per_s": 500.0})
+    assert zero["measured"] == {"ttft_ms": 50.0, "output_tokens_per_s": 500.0}
 
 
 def test_performance_refusal_shape():

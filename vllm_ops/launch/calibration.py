@@ -158,7 +158,9 @@ def _plan_keys(plan: Any) -> tuple[str, str, str | None, dict[str, Any]]:
 def make_perf_record(plan: Any, workload: Mapping[str, Any], predicted: Mapping[str, Any] | None,
                      measured: Mapping[str, Any], ts: float | None = None) -> dict[str, Any]:
     """One ``kind: "perf"`` record: the plan's model/hardware/version/flags, the load
-    (``input_len``, ``output_len``, ``concurrency`` or ``rate``, ``num_requests``), and the figures."""
+    (``input_len``, ``output_len``, ``concurrency`` or ``rate``, ``num_requests``), and the figures.
+    A measured figure of 0 is left out: it measured nothing (a TPOT of 0 is a server that handed each
+    request's tokens over in one chunk, seen on a loaded CPU box) and `plan` would quote it."""
     model_id, key, version, flags = _plan_keys(plan)
     return {
         "kind": "perf", "ts": ts if ts is not None else time.time(), "model_id": model_id, "gpu_key": key,
@@ -166,7 +168,7 @@ def make_perf_record(plan: Any, workload: Mapping[str, Any], predicted: Mapping[
         "workload": {k: workload.get(k) for k in ("input_len", "output_len", "concurrency", "rate", "num_requests")
                      if workload.get(k) is not None},
         "predicted": {k: (predicted or {}).get(k) for k in PERF_FIGURES if (predicted or {}).get(k) is not None},
-        "measured": {k: measured.get(k) for k in PERF_FIGURES if measured.get(k) is not None},
+        "measured": {k: measured.get(k) for k in PERF_FIGURES if measured.get(k)},
     }
 
 
