@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -151,18 +150,17 @@ def kill_env_marker_processes(marker: str) -> None:
             pass
 
 
-class Throttle:
-    """Runs processes ``on`` s out of every ``on + off`` s (SIGCONT / SIGSTOP), until ``hold()``
-    leaves them stopped or ``release()`` lets them run. For a launched vLLM's engine core on a
-    2-core box: unthrottled, its CPU threads generate the tiny model's 16k tokens in about a second
-    or starve this process (and the API server) for tens of seconds, depending on the load: seen in
-    CI both ways. Throttled, requests stay in flight for as long as a test needs and the CPU is
-    the clients'."""
+class Gate:
+    """Processes that run only when the test says so: ``close()`` stops them (SIGSTOP), ``pulse(s)``
+    lets them run ``s`` seconds, ``open()`` lets them run again. For a launched vLLM's engine core
+    on a 2-core box: left alone, its CPU threads generate the tiny model's 16k tokens in about a
+    second, or starve this process and the API server for tens of seconds, depending on the load
+    (seen in CI both ways; a free-running 10 % duty cycle still let a request end before a loaded
+    test had seen the others start). Pulsed from the test's own loop, the engine advances only as
+    fast as the test observes it, and a closed engine leaves the CPU to the clients."""
 
-    def __init__(self, pids: list[int], on: float = 0.02, off: float = 0.18):
-        self.pids, self.on, self.off = list(pids), on, off
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
+    def __init__(self, pids: list[int]):
+        self.pids = list(pids)
 
     def _signal(self, sig: int) -> None:
         for pid in self.pids:
@@ -171,26 +169,15 @@ class Throttle:
             except OSError:
                 pass
 
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self._signal(signal.SIGCONT)
-            self._stop.wait(self.on)
-            self._signal(signal.SIGSTOP)
-            self._stop.wait(self.off)
-
-    def start(self) -> "Throttle":
-        self._thread.start()
-        return self
-
-    def hold(self) -> None:
-        """Stop the cycle with every process stopped."""
-        self._stop.set()
-        self._thread.join(10)
+    def close(self) -> None:
         self._signal(signal.SIGSTOP)
 
-    def release(self) -> None:
-        """Stop the cycle; every process runs again."""
-        self.hold()
+    def pulse(self, seconds: float) -> None:
+        self._signal(signal.SIGCONT)
+        time.sleep(seconds)
+        self._signal(signal.SIGSTOP)
+
+    def open(self) -> None:
         self._signal(signal.SIGCONT)
 
 

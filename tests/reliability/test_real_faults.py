@@ -36,7 +36,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import REPO, require_real
-from tests.reliability.conftest import (Throttle, assert_one_line_error, count_fault, count_input,
+from tests.reliability.conftest import (Gate, assert_one_line_error, count_fault, count_input,
                                         kill_env_marker_processes, processes_with, processes_with_env,
                                         wait_no_env_processes)
 
@@ -73,7 +73,7 @@ def tiny(tmp_path_factory, vllm_python) -> Path:
     from tests.support.testbed import make_tiny_model
 
     # a long context, so that the mid-request kill below always finds requests in flight
-    return make_tiny_model(tmp_path_factory.mktemp("real-faults-model") / "tiny", max_position=MAX_LEN)
+    return make_tiny_model(tmp_path_factory.mktemp("real-faults-model") / "tiny", max_position=LONG_LEN)
 
 
 def _free_port() -> int:
@@ -98,13 +98,14 @@ def _cli(env: dict[str, str], *args: str, timeout: float = 900) -> subprocess.Co
 
 
 MAX_LEN = 16384
+LONG_LEN = 131072   # C's requests: more tokens than a starved test's one free-running engine pulse makes (~3.5k seen)
 
 
-def _launch_args(model: Path, port: int, name: str, marker: str, *more: str) -> list[str]:
+def _launch_args(model: Path, port: int, name: str, marker: str, *more: str, max_len: int = MAX_LEN) -> list[str]:
     return ["launch", "--profile", "cpu", "--model", str(model), "--port", str(port), "--name", name,
             "--detach", "--json", "--no-validate", "--ready-timeout", READY_TIMEOUT,
             "--env", "VLLM_CPU_KVCACHE_SPACE=1", "--env", f"RELMARK={marker}", *more,
-            "--", "--load-format", "dummy", "--max-model-len", str(MAX_LEN), "--enforce-eager",
+            "--", "--load-format", "dummy", "--max-model-len", str(max_len), "--enforce-eager",
             "--host", "127.0.0.1"]
 
 
@@ -401,41 +402,34 @@ def _sockets_on_port(port: int) -> str:
     return "\n".join(line for line in out.splitlines() if f":{port} " in line)
 
 
-def _requests_in_server(url: str, model: str, *, want: int, within: float) -> float:
-    """Requests vLLM counts as running or waiting (its /metrics), polled until ``want`` or ``within`` s."""
+def _requests_in_server(url: str, model: str) -> float:
+    """Requests vLLM counts as running or waiting (its /metrics)."""
     from vllm_ops.client import VLLMProvider
 
-    deadline, seen = time.monotonic() + within, 0.0
     with VLLMProvider(url, api_key="", model=model, max_retries=0, timeout=10) as llm:
-        while time.monotonic() < deadline:
-            m = llm.metrics()
-            seen = sum(m.value(n, 0.0) or 0.0 for n in ("vllm:num_requests_running",
-                                                         "vllm:num_requests_waiting"))
-            if seen >= want:
-                break
-            time.sleep(0.1)
-    return seen
+        m = llm.metrics()
+    return sum(m.value(n, 0.0) or 0.0 for n in ("vllm:num_requests_running", "vllm:num_requests_waiting"))
 
 
 def test_killed_mid_request_and_mid_stream(tmp_path, tiny, vllm_python):
     """SIGKILL to the API server while a long non-streaming generate, a sync stream and an async
     stream are in flight: each raises the client's connection error within seconds (no hang);
     status says exited and names the orphaned engine core; with the state file then lost too,
-    `vllm-ops stop NAME` still finds it through the session and stops it. The engine core
-    is throttled, then paused at the kill (conftest.Throttle): the bound is on the client, not on
-    what a 2-core box's scheduler makes of vLLM's CPU threads."""
+    `vllm-ops stop NAME` still finds it through the session and stops it. The engine core runs
+    in pulses until the kill and is paused across it (conftest.Gate): the bound is on the client,
+    not on what a 2-core box's scheduler makes of vLLM's CPU threads."""
     from vllm_ops.client import VLLMConnectionError, VLLMError, VLLMProvider
 
     marker, state, port, name = uuid.uuid4().hex, tmp_path / "state", _free_port(), "rel-midreq"
     env, engine = _env(state, vllm_python), None
     t0 = time.monotonic()
-    p = _cli(env, *_launch_args(tiny, port, name, marker))
+    p = _cli(env, *_launch_args(tiny, port, name, marker, max_len=LONG_LEN))
     _timing("C launch → ready", time.monotonic() - t0)
     try:
         assert p.returncode == 0, p.stderr[-3000:]
         doc = json.loads(p.stdout)
         url, model = doc["url"] + "/v1", doc["served_name"]
-        long = dict(max_tokens=MAX_LEN - 64, ignore_eos=True, temperature=0)
+        long = dict(max_tokens=LONG_LEN - 64, ignore_eos=True, temperature=0)
         results: dict[str, tuple[str, float, int, float]] = {}
         chunks = {"stream": 0, "astream": 0}
         last_chunk = {"stream": 0.0, "astream": 0.0}     # monotonic time the consumer got its latest chunk
@@ -481,27 +475,32 @@ def test_killed_mid_request_and_mid_stream(tmp_path, tiny, vllm_python):
             except BaseException as exc:  # noqa: BLE001
                 outcome("astream", exc, chunks["astream"])
 
-        # the engine core runs 10 % of the time until the kill, then not at all until the clients have
-        # answered (Throttle says why): the requests stay in flight and the bound below is the client's
-        engine = Throttle([pid for pid, _ in processes_with_env(marker) if pid != doc["pid"]]).start()
+        # the engine core runs only in 10 ms pulses from this loop until the kill, and not at all from
+        # then until the clients have answered (Gate says why): the bound below is the client's
+        engine = Gate([pid for pid, _ in processes_with_env(marker) if pid != doc["pid"]])
         assert engine.pids, "no engine core process found beside the API server"
+        engine.close()
         threads = [threading.Thread(target=t, daemon=True) for t in (do_generate, do_stream, do_astream)]
         for t in threads:
             t.start()
         # all three must be the server's (running or waiting) and both streams flowing before the
         # kill: vLLM binds its port before it forks the engine core, so the orphaned core keeps the
         # listening socket and a request still in the accept backlog hangs until that core exits
-        deadline, in_server = time.monotonic() + 120, 0.0
+        deadline, in_server, pulses, t_start = time.monotonic() + 300, 0.0, 0, time.monotonic()
+        trace: list[str] = []
         while not results and time.monotonic() < deadline:
+            engine.pulse(0.01)
+            pulses += 1
+            time.sleep(0.05)                     # the API server hands over what the pulse made
             if min(chunks.values()) > 0:
-                in_server = _requests_in_server(url, model, want=3, within=5)
+                in_server = _requests_in_server(url, model)
                 if in_server >= 3:
                     break
-            time.sleep(0.05)
-        engine.hold()
+            if pulses % 25 == 1:
+                trace.append(f"{time.monotonic() - t_start:.1f}s pulse {pulses}: {dict(chunks)} in server {in_server}")
         time.sleep(0.3)
-        assert not results, f"a request ended before the kill: {results}"
-        assert in_server >= 3, f"only {in_server} of the 3 requests reached the server ({chunks} chunks)"
+        assert not results, f"a request ended before the kill: {results}; " + "; ".join(trace[-12:])
+        assert in_server >= 3, f"only {in_server} of the 3 requests in the server: " + "; ".join(trace[-12:])
         seen = dict(chunks)
         count_fault("real-kill-mid-request")
         count_fault("real-kill-mid-stream", 2)
@@ -528,7 +527,7 @@ def test_killed_mid_request_and_mid_stream(tmp_path, tiny, vllm_python):
                                 f"{n} at the error); sockets on port {port} 1 s after it:\n{sockets}")
         print(f"[real-faults] processes before the kill: {len(before)}; "
               f"after: {len(processes_with_env(marker))}")
-        engine.release()
+        engine.open()
         left = {pid for pid, _ in processes_with_env(marker)}
         engine_core = [pid for pid, cmd in processes_with_env(marker) if "VLLM::EngineCore" in cmd]
         assert engine_core, f"the engine core did not outlive its API server here: {left}"
@@ -548,7 +547,7 @@ def test_killed_mid_request_and_mid_stream(tmp_path, tiny, vllm_python):
         assert _rows(_cli(env, "status", "--json", timeout=60)) == {}
     finally:
         if engine is not None:
-            engine.release()
+            engine.open()
         if _state_file(state, name).exists():
             _cli(env, "stop", name, "--grace", "5", timeout=120)
         kill_env_marker_processes(marker)

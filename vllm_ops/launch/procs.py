@@ -191,7 +191,7 @@ class MarkedGroup:
 
     ``pgid``: the group (= its leader's pid = the session id: ProcessBackend starts vLLM in a
     new session). ``leader_ticks``: the leader's start time, None when the leader is gone and
-    only members are left (then only the marked members themselves are ever signalled).
+    only members are left (then only those members themselves are ever signalled, one by one).
     ``members``: (pid, start ticks) of every live process of it, leader included: the marked ones
     and the group's or session's others (renamed processes show no marker)."""
     name: str
