@@ -44,8 +44,8 @@ Three more properties of the harnesses, not of vLLM (found 2026-12-03; each said
   (BENCH_OUTPUT_SPREAD 0: vLLM's own per-step log shows it). Since session 12 the public harness's clients also
   send each next request up to harness_jitter_ms after the last ended (uniform; aiperf's workers and the
   frontend between them and vLLM), fitted like harness_ms on the public rows of the other models in each fold
-  (28 ms in the fold without Qwen3-32B, 149 ms in the one without Llama, 81 ms on every row: weakly pinned,
-  a property of that harness; plans never use it).
+  (on the 162 scored rows: 28 ms in the fold without Qwen3-32B, 290 ms in the one without Llama, 86 ms on every
+  row - data/perf/fit.json: weakly pinned, a property of that harness; plans never use it).
 * per-request latency of the public harness (aiperf against the deployment aiconfigurator measures: a Dynamo
   frontend in front of vLLM, per the rows that name their image): harness_ms, fitted beside request_ms so
   that it does not leak into what plans predict for a bare vLLM server. A compromise, said: the fit puts

@@ -528,8 +528,9 @@ def test_killed_mid_request_and_mid_stream(tmp_path, tiny, vllm_python):
         print(f"[real-faults] processes before the kill: {len(before)}; "
               f"after: {len(processes_with_env(marker))}")
         engine.open()
-        left = {pid for pid, _ in processes_with_env(marker)}
-        engine_core = [pid for pid, cmd in processes_with_env(marker) if "VLLM::EngineCore" in cmd]
+        after_kill = processes_with_env(marker)
+        left = {pid for pid, _ in after_kill}
+        engine_core = [pid for pid, cmd in after_kill if "VLLM::EngineCore" in cmd]
         assert engine_core, f"the engine core did not outlive its API server here: {left}"
         row = _rows(_cli(env, "status", "--json", timeout=60))[name]
         assert row["alive"] is False and row["healthy"] is False and row["status"] == "exited", row
