@@ -81,3 +81,31 @@ def test_flag_words_one_rule():
     assert argv.flag_words("enable_prefix_caching", False) == ["--no-enable-prefix-caching"]
     assert argv.flag_words("enforce_eager", False) == []
     assert argv.flag_words("quantization", None) == []
+
+
+def test_pinnable_flags_after_the_separator_are_planned_not_just_appended():
+    """`plan -- --max-num-seqs 64 --enforce-eager` plans for 64 sequences without CUDA graphs and says each
+    flag once (vLLM takes the last of a repeated flag: the command used to carry --max-num-seqs 1024 and 64,
+    the memory and performance figures the first, and CUDA-graph memory that --enforce-eager never takes)."""
+    from vllm_ops.hardware import parse_gpu_spec
+    from vllm_ops.models import load_model_spec
+    from vllm_ops.planning import plan
+    from vllm_ops.planning.performance import Workload, predict
+
+    spec, gpus = load_model_spec("Qwen/Qwen3-8B", offline=True), parse_gpu_spec("1xH200")
+    p = plan(spec, gpus, vllm_version="0.25.0",
+             extra_args=["--max-num-seqs", "64", "--enforce-eager", "--load-format", "dummy"])
+    pinned = plan(spec, gpus, vllm_version="0.25.0", pins={"max_num_seqs": 64, "enforce_eager": True},
+                  extra_args=["--load-format", "dummy"])
+    words = shlex.split(p.command)
+    assert words.count("--max-num-seqs") == 1 and words[words.index("--max-num-seqs") + 1] == "64"
+    assert words.count("--enforce-eager") == 1 and "--load-format" in words
+    assert p.vllm_args["max_num_seqs"] == 64 and p.vllm_args["enforce_eager"] is True
+    assert p.memory.cuda_graph_gib == 0.0 and p.command == pinned.command
+    w = Workload(1024, 128, concurrency=16)
+    assert predict(p, w).tpot_ms == predict(pinned, w).tpot_ms
+    assert not [x for x in p.warnings if x.code == "flag-overridden"]
+    # the same flag pinned and passed through with another value: the pin wins, and the plan says so
+    both = plan(spec, gpus, vllm_version="0.25.0", pins={"max_num_seqs": 32}, extra_args=["--max-num-seqs", "64"])
+    assert both.vllm_args["max_num_seqs"] == 32 and shlex.split(both.command).count("--max-num-seqs") == 1
+    assert [x.code for x in both.warnings if x.code == "flag-overridden"] == ["flag-overridden"]

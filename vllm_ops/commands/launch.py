@@ -66,8 +66,7 @@ from vllm_ops.launch.locate import base_version, resolve_vllm
 from vllm_ops.launch.state import StateStore
 from vllm_ops.models import load_model_spec
 from vllm_ops.output import Progress, info, print_json, warn
-from vllm_ops.planning.argv import parse_flags, strip_flags
-from vllm_ops.planning.pins import PIN_KEYS, check_port
+from vllm_ops.planning.pins import check_port
 from vllm_ops.planning.plan import is_secret_name
 
 
@@ -303,14 +302,12 @@ def _make_plan(args: argparse.Namespace, version: str | None, extra: list[str],
     ``--nodes``: one node per address (multi-node plan)."""
     spec = load_model_spec(args.model, offline=args.offline)
     inventory, profile = choose_hardware(args, cmd="launch")
-    extra_pins = {k: v for k, v in parse_flags(extra).items() if k in PIN_KEYS}
-    pins = {**extra_pins, **pins_from_args(args)}
-    rest = strip_flags(extra, set(extra_pins))
+    pins = pins_from_args(args)      # flags after `--` that pin (--max-num-seqs ...): the planner lifts them
     if args.nodes:
         inventory = _nodes_inventory(inventory, args.nodes)
     multi = multinode_from_args(args)
     multi["backend"] = "ray" if args.backend == "ray" else "native"   # only used for several nodes
-    request = dict(pins=pins, vllm_version=base_version(version), profile=profile, extra_args=rest, env=env,
+    request = dict(pins=pins, vllm_version=base_version(version), profile=profile, extra_args=extra, env=env,
                    port=args.port or 8000, served_name=args.served_model_name, env_secrets=secret_names, **multi)
     plan = planning.plan(spec, inventory, **request)
     if not plan.fits:

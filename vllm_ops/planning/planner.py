@@ -18,7 +18,7 @@ from typing import Any, Iterable
 from vllm_ops.errors import BadInput, ImpossiblePin
 from vllm_ops.hardware.inventory import Inventory
 from vllm_ops.models.spec import ModelSpec
-from vllm_ops.planning.argv import SECRET_FLAGS, split_secret_args, value_of
+from vllm_ops.planning.argv import SECRET_FLAGS, parse_flags, split_secret_args, strip_flags, value_of
 from vllm_ops.planning.argv import command as command_of
 from vllm_ops.planning.argv import image_limit_from_args
 from vllm_ops.planning.coverage import coverage_warnings, refuse_unmodelled
@@ -255,6 +255,7 @@ def _request(model: ModelSpec, inventory: Inventory, *, pins, vllm_version, prof
                            hint="letters, digits and '_', not starting with a digit")
         env_in[k] = str(v)
     env_out, rest, secret_names, warnings = _split_secrets(env_in, extra_args, env_secrets)
+    pins, rest = _pins_in_passthrough(pins, rest, warnings)
     prof_defaults = {k.replace("-", "_"): v for k, v in (getattr(profile, "vllm_defaults", None) or {}).items()}
     # a profile that fixes a layout (one written by `vllm-ops tune`) acts as pins the user may override
     from_profile = [k for k in PROFILE_LAYOUT_KEYS if prof_defaults.get(k) is not None and k not in pins]
@@ -267,6 +268,22 @@ def _request(model: ModelSpec, inventory: Inventory, *, pins, vllm_version, prof
         env_given=dict(env or {}), env=env_out, extra_args=list(rest), secret_names=secret_names,
         warnings=warnings, reasons={}, cpu=cpu, n_nodes=n_nodes,
         per_node=len(inventory.gpus) if not cpu else 1, total_gpus=inventory.gpu_count if not cpu else n_nodes)
+
+
+def _pins_in_passthrough(pins: dict, rest: list[str], warnings: list) -> tuple[dict, list[str]]:
+    """Flags after ``--`` that the planner pins (``--max-num-seqs 64``, ``--enforce-eager``, ...) become pins,
+    so the plan's memory, performance and command are for what vLLM will run (vLLM takes the last of a
+    repeated flag: the command would otherwise carry both and the figures the first). A pin given both ways
+    with different values keeps the pinned flag's and says so (``flag-overridden``)."""
+    lifted = normalize_pins({k: v for k, v in parse_flags(rest).items() if k in PIN_KEYS})
+    if not lifted:
+        return pins, rest
+    for k, v in lifted.items():
+        if k in pins and pins[k] != v:
+            flag = "--" + k.replace("_", "-")
+            warnings.append(PlanWarning("flag-overridden", f"{flag} {v} after `--` differs from the pinned {flag} "
+                                                          f"{pins[k]}: planned and started with {pins[k]}"))
+    return {**lifted, **pins}, strip_flags(rest, set(lifted))
 
 
 def _check_pins(f: _Facts) -> None:
