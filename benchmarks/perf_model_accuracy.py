@@ -102,6 +102,7 @@ GPU_RUNS = ROOT / "tests" / "data" / "gpu-runs" / "h200x1" / "perf"
 UNSEEN_RUNS = ROOT / "tests" / "data" / "gpu-runs" / "h200x1" / "unseen"
 SCHED_RUNS = ROOT / "tests" / "data" / "gpu-runs" / "h200x1" / "sched"   # async/sync A/B runs: in no fit
 PREFILL_RUNS = ROOT / "tests" / "data" / "gpu-runs" / "h200x1" / "prefill"   # one request, prompts to 30k: no fit
+EAGER_RUNS = ROOT / "tests" / "data" / "gpu-runs" / "h200x1" / "eager"   # --enforce-eager: the eager floor's own data
 GPUS = {"h100_sxm": "H100", "h200_sxm": "H200"}
 # the published checkpoint → the catalog entry with the same architecture + the pin that loads it the same way
 MODELS = {"nvidia/Llama-3.1-8B-Instruct-FP8": ("meta-llama/Llama-3.1-8B-Instruct", "fp8")}
@@ -709,9 +710,12 @@ SET_NAMES = {"public": "NVIDIA's public vLLM rows (aiconfigurator, H100/H200, vL
              "gpu": "our vllm-ops bench runs (1x H200, vLLM 0.25)",
              "unseen": "models in no fit, measured after the constants (1x H200, vLLM 0.25)",
              "ab": "async vs synchronous scheduling, the same levels (1x H200, vLLM 0.25; in no fit)",
-             "prefill": "one request, prompts of 128-30,000 tokens, TTFT only (1x H200, vLLM 0.25; in no fit)"}
+             "prefill": "one request, prompts of 128-30,000 tokens, TTFT only (1x H200, vLLM 0.25; in no fit)",
+             "eager": "--enforce-eager, dense models (1x H200, vLLM 0.25): each model's eager floor fitted on the "
+                      "other two, the rest by its family's fold"}
 # the sets in no fit, scored from the stored constants (each level by the fold that never saw its family)
-NO_FIT_SETS = {"unseen": lambda: unseen_pairs(), "ab": lambda: sched_pairs(), "prefill": lambda: prefill_pairs()}
+NO_FIT_SETS = {"unseen": lambda: unseen_pairs(), "ab": lambda: sched_pairs(), "prefill": lambda: prefill_pairs(),
+               "eager": lambda: eager_pairs()}
 
 
 def no_fit_accuracy() -> dict[str, tuple[dict, dict[str, dict]]]:
@@ -878,6 +882,52 @@ def prefill_pairs(folder: Path = PREFILL_RUNS) -> list[tuple[Case, Any]]:
     session 12): the TTFT of a lone prefill against the prompt's length, each level predicted with constants fitted
     without its model's family. Their TPOT (three tokens after the first) is not a decode measurement."""
     return unseen_pairs(folder)
+
+
+EAGER_GRID = {"eager_launch_us": [200.0 + 25.0 * i for i in range(9)],      # 200 .. 400 us per layer
+              "eager_weights_x": [1.6 + 0.2 * i for i in range(9)]}         # 1.6 .. 3.2 x the weights' read time
+
+
+def _eager_cases(folder: Path = EAGER_RUNS) -> list[Case]:
+    return [c for c in gpu_cases(folder) if not c.excluded]
+
+
+def _with_eager(c: Case, **kw: float):
+    import dataclasses
+
+    eff = held_out_efficiency(c.model)
+    if eff is None:
+        from vllm_ops.planning import perf_fit
+        eff = perf_fit.EFFICIENCY
+    return dataclasses.replace(eff, **kw)
+
+
+def fit_eager(cases: list[Case]) -> tuple[float, float]:
+    """(eager_launch_us, eager_weights_x) minimising the squared log error of the mean TPOT over ``cases`` (a grid;
+    each case's other constants from its family's fold)."""
+    best = None
+    for u in EAGER_GRID["eager_launch_us"]:
+        for x in EAGER_GRID["eager_weights_x"]:
+            err = 0.0
+            for c in cases:
+                (_c, p), = predict_all([c], _with_eager(c, eager_launch_us=u, eager_weights_x=x))
+                err += math.log(p.tpot_ms / c.tpot_ms) ** 2
+            if best is None or err < best[0] - 1e-12:
+                best = (err, u, x)
+    return (best[1], best[2]) if best else (0.0, 0.0)
+
+
+def eager_pairs(folder: Path = EAGER_RUNS) -> list[tuple[Case, Any]]:
+    """The --enforce-eager runs of dense models, each model's levels predicted with the eager floor fitted on the
+    OTHER dense models (leave-one-model-out) and its family's fold for the rest. MoE runs are left out: the MoE
+    layer's extra (EAGER_MOE_LAUNCH_US) rests on one level of one model, so no MoE run is held out from it."""
+    dense = [c for c in _eager_cases(folder) if c.spec is not None and c.spec.moe is None]
+    pairs: list[tuple[Case, Any]] = []
+    for m in sorted({c.model for c in dense}):
+        u, x = fit_eager([c for c in dense if c.model != m])
+        for c in (c for c in dense if c.model == m):
+            pairs += predict_all([c], _with_eager(c, eager_launch_us=u, eager_weights_x=x))
+    return pairs
 
 
 def pooled_held_out(cases: list[Case], d: dict[str, Any], fitted: dict) -> dict[str, Any]:

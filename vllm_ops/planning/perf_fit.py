@@ -35,9 +35,24 @@ ALLREDUCE_US = 10.0
 # DeepSeek-Coder-V2-Lite at 128 requests (unseen/dsv2l). One model, two levels: close to a guess, said so. Those l1b
 # levels are no test of it. The public rows stream through a Dynamo frontend instead (through_harness: 0).
 API_TOKEN_US = 83.0
+# --enforce-eager (no CUDA graphs, no torch.compile), measured on 1x H200, vLLM 0.25.0 (tests/data/gpu-runs/h200x1/eager/,
+# 2026-12-05): a step takes about as long at 1 as at 32 requests (Qwen3-32B: 51 ms at 1, 8 and 32), so eager steps get a
+# floor of EAGER_LAUNCH_US per layer plus EAGER_WEIGHTS_X times the time the step's weights take to read. Fitted (a grid,
+# squared log error of the mean TPOT) on the 10 levels of the three dense models run that way: Qwen3-8B (36 layers: 1,
+# 16, 64, 128 requests), Mistral-7B-Instruct-v0.3 (32 layers: 1, 8, 32) and Qwen3-32B (64 layers: 1, 8, 32), 1024/128;
+# each of them predicted by the fit on the other two: TPOT -19..+14 %, median 9.4 % (benchmarks/perf_model_accuracy.py:
+# eager_pairs; without the floor the model was 27-69 % low on them). EAGER_MOE_LAUNCH_US, the extra per MoE layer: ONE level of ONE model (the per-GPU share of
+# Qwen3-235B-A22B-FP8 at TP2, 94 layers, 1 request: 134 ms per token) - a guess, said in the plan's notes.
+EAGER_LAUNCH_US = 325.0
+EAGER_WEIGHTS_X = 2.2
+EAGER_MOE_LAUNCH_US = 1050.0
 DEFAULT = Efficiency(bw=0.85, flops=0.6, flops_fp8=0.0, step_ms=1.0, layer_us=35.0, allreduce_us=ALLREDUCE_US,
                      request_ms=20.0, moe_bw=1.0, moe_flops=0.0, moe_layer_us=0.0, eager_layer_us=0.0,
-                     api_token_us=API_TOKEN_US)
+                     api_token_us=API_TOKEN_US, eager_launch_us=EAGER_LAUNCH_US, eager_weights_x=EAGER_WEIGHTS_X,
+                     eager_moe_launch_us=EAGER_MOE_LAUNCH_US)
+# measured apart from the fit (the fit's rows run CUDA graphs and cannot move them): these values win over any stored
+MEASURED = {"eager_launch_us": EAGER_LAUNCH_US, "eager_weights_x": EAGER_WEIGHTS_X,
+            "eager_moe_launch_us": EAGER_MOE_LAUNCH_US}
 # Requests that start together drift apart or not, depending on the load generator (a property of the
 # harness, not of vLLM), modelled as output lengths spread uniformly over +-spread around the mean:
 # * OSL_JITTER (0.1, an assumption, not fitted): clients that drift apart - real traffic, and NVIDIA's public rows
@@ -57,6 +72,7 @@ def _eff(d: dict) -> Efficiency:
     names = {f.name for f in fields(Efficiency)}
     base = {f.name: getattr(DEFAULT, f.name) for f in fields(Efficiency)}
     base.update({k: float(v) for k, v in (d or {}).items() if k in names})
+    base.update(MEASURED)
     return Efficiency(**base)
 
 
@@ -137,3 +153,13 @@ def notes() -> list[str]:
             f"its API server {e.api_request_ms:.2f} ms per request admitted; fitted on {FITTED_ON} "
             f"(vllm_ops/data/perf/fit.json); not fitted: {e.allreduce_us:.0f} us per all-reduce (published), "
             f"{e.api_token_us:.0f} us per streamed token (measured on one model)"]
+
+
+def eager_note(moe: bool) -> str:
+    """The plan's note for --enforce-eager: the step floor and what it was measured on."""
+    e = EFFICIENCY
+    return (f"--enforce-eager: no CUDA graphs, so each step takes at least {e.eager_launch_us:.0f} us per layer"
+            + (f" (+{e.eager_moe_launch_us:.0f} us per MoE layer)" if moe else "")
+            + f" + {e.eager_weights_x:.1f}x the time its weights take to read (measured on three dense models, "
+            f"1x H200, vLLM 0.25; each held out: TPOT -19..+14 %"
+            + ("; the MoE part from one level of one model: a guess)" if moe else ")"))

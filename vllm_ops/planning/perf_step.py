@@ -17,7 +17,13 @@ the sum over those tokens of the context each attends to). Per GPU it does:
 * a fixed per-step overhead on the GPU (launch, small kernels) plus a per-layer
   floor (every layer runs a dozen small kernels - norms, rotary, routing - whatever the batch), and
   an extra per-layer cost when the step runs outside a full CUDA graph (mixed prefill steps above
-  the capture size, or ``--enforce-eager``).
+  the capture size).
+* ``--enforce-eager`` (no CUDA graphs, no torch.compile): the host launches every kernel of every layer itself
+  while the GPU runs the ones already launched; measured on 1x H200 (tests/data/gpu-runs/h200x1/eager/) a step
+  then takes about the same time at 1 as at 32 requests, so the model gives it a floor: ``eager_launch_us`` per
+  layer (``eager_moe_launch_us`` more per MoE layer) plus ``eager_weights_x`` times the time the step's weights
+  take to read (the larger model's layers took longer: the form that fits the three dense models, not a
+  derivation).
 * vLLM's host work (scheduling, input preparation, sampling, handing the tokens out): a fixed part plus a
   part per request in the step. Synchronous scheduling (vLLM's default before 0.14, or
   ``--no-async-scheduling``) adds it to the GPU's step; async scheduling (the default from 0.14) prepares
@@ -46,6 +52,9 @@ class Efficiency:
     moe_flops: float = 0.0         # fused-MoE kernels: achieved fraction of the FLOP/s peak (0: as dense GEMMs)
     moe_layer_us: float = 0.0      # extra per MoE layer and step (routing, sort/align, gather kernels)
     eager_layer_us: float = 0.0    # extra per layer for steps not run as one CUDA graph
+    eager_launch_us: float = 0.0   # --enforce-eager: a floor on the step of this much per layer, this much more per
+    eager_moe_launch_us: float = 0.0  # MoE layer, plus eager_weights_x x the time to read the step's weights (below)
+    eager_weights_x: float = 0.0
     flops_fp8: float = 0.0         # achieved fraction of dense FP8 FLOP/s (FP8/FP4 weights); 0: same as flops
     moe_f_half: float = 0.0        # fused-MoE FLOP/s fall with narrow experts: x w/(w + moe_f_half), w = an expert's
                                    # intermediate width on one GPU (0: no such fall)
@@ -81,10 +90,11 @@ class StepParts:
     host_ms: float = 0.0           # vLLM's host work for the step
     overlapped: bool = False       # async scheduling: the host work runs while the GPU runs the previous step
     api_ms: float = 0.0            # the API server's time to stream the step's tokens (a floor on the step)
+    launch_ms: float = 0.0         # --enforce-eager: the host's time to launch the step's kernels (a floor on it)
 
     @property
     def gpu_ms(self) -> float:
-        return self.gemm_ms + self.attn_ms + self.comm_ms + self.overhead_ms
+        return max(self.gemm_ms + self.attn_ms + self.comm_ms + self.overhead_ms, self.launch_ms)
 
     @property
     def total_ms(self) -> float:
@@ -121,6 +131,14 @@ class StepCost:
     gemm_width: float = 0.0        # hidden x intermediate size on one GPU, millions (the dense GEMMs' size)
     async_sched: bool = False      # vLLM schedules the next step while the GPU runs this one (host work overlapped)
     notes: list[str] = field(default_factory=list)
+
+    def launch_ms(self, weights_ms: float = 0.0) -> float:
+        """``--enforce-eager`` (no graph at all): the floor on a step whose weights take ``weights_ms`` to read."""
+        if self.graph_max_tokens:
+            return 0.0
+        e = self.eff
+        return (self.layers * e.eager_launch_us + self.moe_layers * e.eager_moe_launch_us) / 1e3 \
+            + e.eager_weights_x * weights_ms
 
     def host_ms(self, n_dec: int, n_pre: int) -> float:
         """vLLM's host work for a step of ``n_dec`` decode requests and a prefill chunk (counted as one request)."""
@@ -177,7 +195,7 @@ class StepCost:
         return StepParts(gemm_ms, attn_ms, comm_ms, overhead,
                          "weights-bandwidth" if w_s >= c_s else "compute",
                          "kv-bandwidth" if kv_s >= a_s else "compute", self.host_ms(n_dec, n_pre), self.async_sched,
-                         n_dec * e.api_token_us / 1e3)
+                         n_dec * e.api_token_us / 1e3, self.launch_ms(w_s * 1e3))
 
     def _allreduce_ms(self, n_tokens: int, group: int) -> float:
         msg = n_tokens * self.hidden * 2.0
@@ -189,7 +207,7 @@ class StepCost:
         if k is None:
             k = self._k = self._constants()
         bw, w_fixed, w_exp, q, moe_f, f_dense, f_moe, f_head, kv_c, a_c, comm_c, comm_b, comm2_c, comm2_b, ovh, \
-            eager, gmax, h_c, h_s, overlap, api = k
+            eager, gmax, h_c, h_s, overlap, api, launch, eager_x = k
         n = n_dec + n_pre
         if w_exp:
             routed = n * moe_f
@@ -207,6 +225,10 @@ class StepCost:
             t += comm2_c + comm2_b * n
         if n > gmax:
             t += eager
+        if launch:
+            floor = launch + eager_x * w
+            if floor > t:
+                t = floor
         if h_c or h_s:
             h = h_c + h_s * (n_dec + (1 if n_pre else 0))
             t = (t if t >= h else h) if overlap else t + h
@@ -238,7 +260,8 @@ class StepCost:
                 comm_c, comm_b, comm2_c, comm2_b,
                 e.step_ms + (self.layers * e.layer_us + self.moe_layers * e.moe_layer_us) / 1e3,
                 self.layers * e.eager_layer_us / 1e3, self.graph_max_tokens,
-                e.cpu_step_ms, e.cpu_seq_us / 1e3, self.async_sched, e.api_token_us / 1e3)
+                e.cpu_step_ms, e.cpu_seq_us / 1e3, self.async_sched, e.api_token_us / 1e3, self.launch_ms(),
+                0.0 if self.graph_max_tokens else e.eager_weights_x)
 
     def floor_ms(self, n_dec: int, sum_ctx: float) -> float:
         """Roofline floor of a pure decode step: every term at 100% of the peak, no overhead."""

@@ -254,6 +254,8 @@ def _run(plan: "Plan", w: Workload, cost: "StepCost", fit_notes: list[str]) -> P
         notes.append(f"vLLM's host work per step {cost.eff.cpu_step_ms:.2f} ms + {cost.eff.cpu_seq_us:.0f} us per "
                      f"request, " + ("overlapped with the GPU's step (async scheduling)" if cost.async_sched else
                                     "added to the GPU's step (synchronous scheduling)"))
+    if not cost.graph_max_tokens:
+        notes.append(perf_fit.eager_note(bool(cost.moe_layers)))
     if cost.async_sched:
         notes.append("async scheduling: each step is planned as the one before it starts, so a request that arrives "
                      "while a step runs is scheduled in the step after next (simulated)")
@@ -347,6 +349,8 @@ def _bound(cost: "StepCost", running: float, avg_ctx: float, isl: int, osl: int,
         return "api-server"                # vLLM's API server cannot stream the tokens faster
     if p.overlapped and p.host_ms > p.gpu_ms:
         return "host"                      # async scheduling, and vLLM's host work is the longer of the two
+    if p.launch_ms and p.launch_ms >= p.gpu_ms:
+        return "host"                      # --enforce-eager: launching the step's kernels takes longer than running them
     terms = {"communication": p.comm_ms}
     terms[p.gemm_bound] = terms.get(p.gemm_bound, 0.0) + p.gemm_ms
     terms[p.attn_bound] = terms.get(p.attn_bound, 0.0) + p.attn_ms
