@@ -161,24 +161,19 @@ class Case:
 
 def _plan_for(model: str, quant: str | None, gpu: str, tp: int, dp: int, version: str, kv_dtype: str | None = None,
               extra: tuple[str, ...] = ()):
-    """A vllm-ops plan for the row's layout; attention-DP MoE (tp < GPUs) is planned as TP over all the
-    GPUs for memory, then re-labelled tp/dp (the planner does not lay out attention data parallelism)."""
+    """A vllm-ops plan for the row's layout: attention data parallelism (tp < GPUs) as --data-parallel-size
+    (each DP rank its own attention and KV cache, the experts split over TP x DP)."""
     from vllm_ops.hardware import parse_gpu_spec
     from vllm_ops.models import load_model_spec
     from vllm_ops.planning import plan
 
     spec = load_model_spec(model, offline=True)
-    pins: dict[str, Any] = {"tensor_parallel_size": tp * dp}
+    pins: dict[str, Any] = {"tensor_parallel_size": tp, **({"data_parallel_size": dp} if dp > 1 else {})}
     if quant and not spec.quantization:
         pins["quantization"] = quant
     if kv_dtype:
         pins["kv_cache_dtype"] = kv_dtype
     p = plan(spec, parse_gpu_spec(f"{tp * dp}x{gpu}"), pins=pins, vllm_version=version, extra_args=extra)
-    if dp > 1:
-        p.vllm_args["tensor_parallel_size"] = tp
-        p.vllm_args["data_parallel_size"] = dp
-        p.memory.kv_bytes_per_token = int(p.memory.kv_bytes_per_token * dp)
-        p.memory.kv_cache_tokens = int(p.memory.kv_cache_tokens / dp)
     return p, spec
 
 

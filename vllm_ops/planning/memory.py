@@ -79,6 +79,7 @@ class Flags:
     max_lora_rank: int = LORA_DEFAULT_MAX_RANK
     image_limit: int | None = None   # --limit-mm-per-prompt image count (None: vLLM's default)
     bf16_ok: bool = True             # the GPU has bfloat16 (compute capability >= 8.0)
+    dp: int = 1                      # --data-parallel-size: a MoE model's routed experts are split over TP x DP
 
 
 @dataclass
@@ -114,10 +115,23 @@ class Estimate:
 
 
 # -- pieces -----------------------------------------------------------------------------------
+def expert_fraction(model: ModelSpec) -> float:
+    """The routed experts' share of the decoder body's parameters (0 for a dense model)."""
+    m = model.moe
+    if m is None or not model.param_count:
+        return 0.0
+    n_moe = max((model.num_layers - m.num_dense_layers) // max(m.moe_layer_freq, 1), 0)
+    exp = float(n_moe * m.num_experts * 3 * model.hidden_size * m.moe_intermediate_size)
+    body = model.param_count - model.vocab_size * model.hidden_size * (1 if model.tie_word_embeddings else 2)
+    return min(exp / body, 1.0) if body > 0 else 0.0
+
+
 def weights_per_gpu_bytes(model: ModelSpec, tp: int, pp: int, quantization: str | None = None,
-                          dtype: str = "bfloat16") -> float:
+                          dtype: str = "bfloat16", dp: int = 1) -> float:
     """The checkpoint, at the served ``dtype`` (planning/dtypes.py), split over TP x PP; embedding and
-    lm_head are split by TP only (vocab padded to 64) and sit on the first/last pipeline stage."""
+    lm_head are split by TP only (vocab padded to 64) and sit on the first/last pipeline stage. With data
+    parallelism (``dp`` > 1) each rank holds its own attention and embeddings while a MoE model's routed experts
+    are split over all TP x DP ranks (vLLM: tensor parallel over them, or expert parallel: the same bytes)."""
     W = served_weight_bytes(model, dtype) if model.weight_bytes else 2.0 * model.param_count
     H, V = model.hidden_size, model.vocab_size
     vpad = math.ceil(V / VOCAB_PADDING) * VOCAB_PADDING
@@ -128,6 +142,9 @@ def weights_per_gpu_bytes(model: ModelSpec, tp: int, pp: int, quantization: str 
     q = (quantization or "").lower()
     if q in ("fp8", "fp8_per_tensor", "fp8_per_channel", "fp8_per_block") and model.quantization is None:
         body *= 0.5                                  # online fp8 of a 16-bit checkpoint's linear layers
+    if dp > 1 and model.moe is not None:
+        exp = body * expert_fraction(model)
+        body = body - exp + exp / dp
     emb_rank = vpad * H * emb_elem / tp
     head_rank = 0.0 if model.tie_word_embeddings else vpad * H * emb_elem / tp
     if pp > 1:
@@ -267,10 +284,12 @@ def weights_step(model: ModelSpec, flags: Flags) -> Weights:
     b = DTYPE_BYTES.get(dtype, 2)
     tails = allocator_tail_bytes(model, tp, pp, b) / GiB if not flags.quantization else 0.0
     lora = lora_buffer_bytes(model, tp, pp, flags.max_loras, flags.max_lora_rank, b) / GiB
-    w = weights_per_gpu_bytes(model, tp, pp, flags.quantization, dtype) / GiB + WEIGHTS_OVERHEAD_GIB + tails + lora
+    dp = flags.dp if model.moe is not None else 1
+    w = weights_per_gpu_bytes(model, tp, pp, flags.quantization, dtype, dp) / GiB + WEIGHTS_OVERHEAD_GIB + tails + lora
     ckpt = served_weight_bytes(model, dtype) / GiB
     line = (f"weights = {ckpt:.2f} GiB checkpoint at {dtype} ({why}) split over TP={tp} x PP={pp} "
-            f"(embedding/lm_head over TP only, vocab padded to 64) + {WEIGHTS_OVERHEAD_GIB}"
+            + (f"(routed experts over TP x DP={tp * dp}) " if dp > 1 else "")
+            + f"(embedding/lm_head over TP only, vocab padded to 64) + {WEIGHTS_OVERHEAD_GIB}"
             + (f" + allocator tails {tails:.2f}" if tails >= 0.005 else "")
             + (f" + LoRA buffers {lora:.2f} ({flags.max_loras} x rank {flags.max_lora_rank})" if lora else "")
             + f" = {w:.2f} GiB")

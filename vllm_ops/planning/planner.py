@@ -413,7 +413,7 @@ class _Search:
                    max_num_batched_tokens=t, kv_cache_dtype=f.kvd, dtype=f.dtype,
                    quantization=f.pin("quantization"), enforce_eager=f.eager, block_size=f.block,
                    max_loras=f.lora_slots, max_lora_rank=f.lora_rank, image_limit=f.image_limit,
-                   bf16_ok=f.bf16_ok)
+                   bf16_ok=f.bf16_ok, dp=f.pin("data_parallel_size") or 1)
         return fl, why
 
     def est(self, fl: Flags) -> Estimate:
@@ -445,9 +445,12 @@ class _Search:
     def choose(self) -> _Choice:
         f = self.f
         tp_pin, pp_pin = f.pin("tensor_parallel_size"), f.pin("pipeline_parallel_size")
+        dp = f.pin("data_parallel_size") or 1
         tps = [tp_pin] if tp_pin else (valid_tps(f.model, f.per_node) if not f.cpu else [1])
         if f.cpu and not tps:
             tps = [1]
+        if dp > 1 and not f.cpu:               # a server of DP ranks: TP x DP GPUs (_check_pins refused the rest)
+            tps = [t for t in tps if t * dp <= f.total_gpus] or tps[:1]
         for pp in ([pp_pin] if pp_pin else [1]):
             for tp in tps:
                 self.tried.append(self.run(tp, pp, f.max_len))
@@ -467,9 +470,10 @@ class _Search:
     def _pipeline(self, tps: list[int]) -> tuple[int, int, Estimate] | None:
         """One node cannot hold it: pipeline stages across nodes (or within the node when TP is capped)."""
         f = self.f
+        dp = f.pin("data_parallel_size") or 1
         for pp in range(2, max(f.total_gpus, 1) + 1):
             for tp in tps:
-                if tp * pp > f.total_gpus:
+                if tp * pp * dp > f.total_gpus:
                     continue
                 self.tried.append(self.run(tp, pp, f.max_len))
             chosen = _pick([t for t in self.tried if t[1] == pp])
