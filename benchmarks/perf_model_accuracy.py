@@ -233,14 +233,14 @@ def public_cases(path: Path = PUBLIC_CSV, num_requests_per_c: int | None = -1) -
             p, spec = _plan_for(cat_model, quant, GPUS[r["system"]], tp, dp, r["backend_version"] or "0.12.0",
                                 extra=("--enable-expert-parallel",) if ep else ())
             c = int(r["batch_size"])
-            c_rank = max(int(round(c / dp)), 1)
+            c_rank = max(int(round(c / dp)), 1)       # what one DP rank sees (performance._data_parallel)
             k = REQUESTS_PER_C if num_requests_per_c == -1 else num_requests_per_c
-            n = c_rank * k if k else None
+            n = c * k if k else None
             isl, osl = int(r["isl"]), int(r["osl"])
             pool = PROMPT_POOL_BY_SOURCE.get(_row_source(r))
-            hit = pool_hit_fraction(pool, c_rank, n or 20 * c_rank, isl, osl, int(p.memory.kv_cache_tokens)) \
+            hit = pool_hit_fraction(pool, c_rank, c_rank * (k or 20), isl, osl, int(p.memory.kv_cache_tokens)) \
                 if pool and p.fits else 0.0
-            w = Workload(isl, osl, concurrency=c_rank, num_requests=n, prefix_cache_hit=hit)
+            w = Workload(isl, osl, concurrency=c, num_requests=n, prefix_cache_hit=hit)
             cases.append(Case(name, model, p, w, ttft, tpot, spec=spec, harness="public",
                               not_fitted=NOT_FITTED.get(model)))
     return cases
@@ -628,10 +628,16 @@ def first_wave_bound(cases: list[Case], k: int, peak_frac: float = 1.0) -> list[
         if cost is None:
             continue
         prefill_ms = cost.flops_per_token * c.workload.input_len / (cost.flops_peak * peak_frac) * 1e3
-        bound = (c.workload.concurrency + 1) / (2.0 * k) * prefill_ms
+        bound = (_rank_concurrency(c) + 1) / (2.0 * k) * prefill_ms
         if c.ttft_ms < bound:
             out.append((c.name, bound / c.ttft_ms))
     return out
+
+
+def _rank_concurrency(c: Case) -> int:
+    """The requests one data-parallel rank of the row's server runs (its step cost is one rank's)."""
+    dp = int((c.plan.vllm_args or {}).get("data_parallel_size") or 1)
+    return max(int(round(c.workload.concurrency / dp)), 1) if dp > 1 else int(c.workload.concurrency)
 
 
 def closed_loop_work_bound(cases: list[Case], count_cached: bool = False) -> list[tuple[str, float]]:
@@ -655,7 +661,7 @@ def closed_loop_work_bound(cases: list[Case], count_cached: bool = False) -> lis
         if cost is None:
             continue
         w = c.workload
-        n = w.concurrency
+        n = _rank_concurrency(c)
         cycle = c.ttft_ms + (w.output_len - 1) * c.tpot_ms
         computed = w.input_len * (1.0 - w.prefix_cache_hit) if count_cached else w.input_len
         prefill = n * computed * cost.flops_per_token / cost.flops_peak * 1e3

@@ -46,3 +46,23 @@ def test_a_pinned_dp_never_spreads_over_more_gpus_than_there_are(model):
     assert va["tensor_parallel_size"] * va["pipeline_parallel_size"] * va["data_parallel_size"] <= 2
     if "70B" in model:
         assert not p.fits and p.failure_stage == "weights"   # 131 GiB of bf16 weights per DP rank
+
+
+def test_a_dp_server_splits_its_load_over_the_ranks():
+    """--concurrency is the server's: each of the DP ranks (own scheduler, own KV cache) runs its share; TTFT/TPOT
+    are one rank's, throughput the server's (before: one rank was simulated with the whole load)."""
+    import dataclasses
+
+    from vllm_ops.planning.performance import Workload, predict
+
+    p = _plan("Qwen/Qwen3-235B-A22B-FP8", "2xH200", data_parallel_size=2, tensor_parallel_size=1)
+    whole = predict(p, Workload(1000, 100, concurrency=16))
+    one = dataclasses.replace(p, vllm_args={**p.vllm_args, "data_parallel_size": 1})
+    # the same rank's cost (its MoE sees both ranks' tokens) at half the load, simulated directly
+    from vllm_ops.planning import perf_fit, performance
+    spec = load_model_spec("Qwen/Qwen3-235B-A22B-FP8", offline=True)
+    cost, _ = performance.step_cost(p, spec, perf_fit.EFFICIENCY)
+    half = performance._run(one, Workload(1000, 100, concurrency=8), cost, [])
+    assert whole.tpot_ms == pytest.approx(half.tpot_ms) and whole.ttft_ms == pytest.approx(half.ttft_ms)
+    assert whole.output_tokens_per_s == pytest.approx(2 * half.output_tokens_per_s)
+    assert any("--data-parallel-size 2" in n and "8 of the 16" in n for n in whole.notes)

@@ -9,7 +9,8 @@ scheduler (chunked prefill within ``max_num_batched_tokens``, ``max_num_seqs``, 
 rows they were fitted on are :mod:`.perf_fit`.
 
 Per replica: with several replicas the workload's concurrency (or rate) is what ONE replica sees;
-the caller splits a total load over replicas. Closed loop (``concurrency``): C clients, each sending
+the caller splits a total load over replicas. A data-parallel server (``--data-parallel-size``) is one
+replica: its load is split evenly over its ranks here, and its throughput is all ranks'. Closed loop (``concurrency``): C clients, each sending
 its next request when the previous one ends, ``num_requests`` requests in all as a benchmark sends
 them (first wave included), or, when ``num_requests`` is None, the steady state after the first
 wave. Open loop (``rate``): Poisson arrivals. Not modelled (a one-line ``reason`` instead of
@@ -126,7 +127,33 @@ def predict(plan: "Plan", workload: Workload, *, spec: "ModelSpec | None" = None
     cost, why = step_cost(plan, spec, eff)
     if cost is None:
         return refuse(why or "no performance figures for this GPU")
-    return _run(plan, workload, cost, perf_fit.notes() if efficiency is None else ["efficiencies given by the caller"])
+    notes = perf_fit.notes() if efficiency is None else ["efficiencies given by the caller"]
+    dp = int((plan.vllm_args or {}).get("data_parallel_size") or 1)
+    if dp < 2:
+        return _run(plan, workload, cost, notes)
+    return _data_parallel(plan, workload, cost, notes, dp)
+
+
+def _data_parallel(plan: "Plan", w: Workload, cost: "StepCost", notes: list[str], dp: int) -> Performance:
+    """A server of ``dp`` data-parallel ranks, each with its own scheduler and KV cache: the load split evenly over
+    them (one rank simulated; a MoE rank's experts see every rank's tokens, perf_step), throughput of all ranks."""
+    import dataclasses
+
+    c_rank = max(int(round(w.concurrency / dp)), 1) if w.concurrency is not None else None
+    n_rank = None
+    if w.num_requests is not None:
+        n_rank = max(int(round(w.num_requests * c_rank / w.concurrency)), 1) if c_rank else -(-w.num_requests // dp)
+    rank = dataclasses.replace(w, concurrency=c_rank, rate=w.rate / dp if w.rate is not None else None,
+                               num_requests=n_rank)
+    perf = _run(plan, rank, cost, notes)
+    if perf.output_tokens_per_s is not None:
+        perf.output_tokens_per_s *= dp
+    if perf.requests_per_s is not None:
+        perf.requests_per_s *= dp
+    perf.notes.append(f"--data-parallel-size {dp}: the load split evenly over the {dp} ranks (each "
+                      + (f"{c_rank} of the {w.concurrency} requests" if c_rank else f"{w.rate / dp:g} requests/s")
+                      + "); TTFT/TPOT of one rank, throughput of the server; load imbalance between ranks not modelled")
+    return perf
 
 
 def _unsupported(plan: "Plan", w: Workload) -> str | None:
