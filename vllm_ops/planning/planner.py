@@ -516,6 +516,8 @@ def _layout_reasons(f: _Facts, c: _Choice, tried: list[tuple[int, int, Estimate]
         if tp_others:
             r["tensor_parallel_size"] += f"; others: {tp_others}"
     r["pipeline_parallel_size"] = (f"{pp} (pinned)" if f.pin("pipeline_parallel_size") else
+                                   f"{pp}: no layout of these {f.total_gpus} GPU(s) holds the model (see the verdict)"
+                                   if not e.fits else
                                    "1: the model fits within one node's tensor parallel group" if pp == 1 else
                                    f"{pp}: one node's GPUs cannot hold the model")
     if f.pin("max_model_len"):
