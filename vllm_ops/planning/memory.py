@@ -115,13 +115,20 @@ class Estimate:
 
 
 # -- pieces -----------------------------------------------------------------------------------
+def expert_params(model: ModelSpec) -> tuple[int, float]:
+    """(layers with routed experts, the routed experts' parameters); (0, 0.0) for a dense model."""
+    m = model.moe
+    if m is None:
+        return 0, 0.0
+    n_moe = max((model.num_layers - m.num_dense_layers) // max(m.moe_layer_freq, 1), 0)
+    return n_moe, float(n_moe * m.num_experts * 3 * model.hidden_size * m.moe_intermediate_size)
+
+
 def expert_fraction(model: ModelSpec) -> float:
     """The routed experts' share of the decoder body's parameters (0 for a dense model)."""
-    m = model.moe
-    if m is None or not model.param_count:
+    if model.moe is None or not model.param_count:
         return 0.0
-    n_moe = max((model.num_layers - m.num_dense_layers) // max(m.moe_layer_freq, 1), 0)
-    exp = float(n_moe * m.num_experts * 3 * model.hidden_size * m.moe_intermediate_size)
+    exp = expert_params(model)[1]
     body = model.param_count - model.vocab_size * model.hidden_size * (1 if model.tie_word_embeddings else 2)
     return min(exp / body, 1.0) if body > 0 else 0.0
 

@@ -41,8 +41,9 @@ API_TOKEN_US = 83.0
 # squared log error of the mean TPOT) on the 10 levels of the three dense models run that way: Qwen3-8B (36 layers: 1,
 # 16, 64, 128 requests), Mistral-7B-Instruct-v0.3 (32 layers: 1, 8, 32) and Qwen3-32B (64 layers: 1, 8, 32), 1024/128;
 # each of them predicted by the fit on the other two: TPOT -19..+14 %, median 9.4 % (benchmarks/perf_model_accuracy.py:
-# eager_pairs; without the floor the model was 27-69 % low on them). EAGER_MOE_LAUNCH_US, the extra per MoE layer: ONE level of ONE model (the per-GPU share of
-# Qwen3-235B-A22B-FP8 at TP2, 94 layers, 1 request: 134 ms per token) - a guess, said in the plan's notes.
+# eager_pairs; without the floor the model was 27-69 % low on them). EAGER_MOE_LAUNCH_US, the extra per MoE layer:
+# ONE level of ONE model (the per-GPU share of Qwen3-235B-A22B-FP8 at TP2, 94 layers, 1 request: 134 ms per token) -
+# a guess, said in the plan's notes.
 EAGER_LAUNCH_US = 325.0
 EAGER_WEIGHTS_X = 2.2
 EAGER_MOE_LAUNCH_US = 1050.0

@@ -10,22 +10,22 @@ rows they were fitted on are :mod:`.perf_fit`.
 
 Per replica: with several replicas the workload's concurrency (or rate) is what ONE replica sees;
 the caller splits a total load over replicas. A data-parallel server (``--data-parallel-size``) is one
-replica: its load is split evenly over its ranks here, and its throughput is all ranks'. Closed loop (``concurrency``): C clients, each sending
-its next request when the previous one ends, ``num_requests`` requests in all as a benchmark sends
-them (first wave included), or, when ``num_requests`` is None, the steady state after the first
-wave. Open loop (``rate``): Poisson arrivals. Not modelled (a one-line ``reason`` instead of
+replica: its load is split evenly over its ranks here, and its throughput is all ranks'. Closed loop
+(``concurrency``): C clients, each sending its next request when the previous one ends,
+``num_requests`` requests in all as a benchmark sends them (first wave included), or, when
+``num_requests`` is None, the steady state after the first wave. Open loop (``rate``): Poisson arrivals. Not modelled (a one-line ``reason`` instead of
 figures): pipeline parallelism, CPU servers, GPUs without catalog performance figures, requests
 longer than ``max_model_len``. Import-light: nothing heavy at import time.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from vllm_ops.errors import BadInput
 from vllm_ops.hardware import catalog
 from vllm_ops.planning import perf_fit
-from vllm_ops.planning.memory import GPU_BLOCK_SIZE, VOCAB_PADDING
+from vllm_ops.planning.memory import GPU_BLOCK_SIZE, VOCAB_PADDING, expert_params
 from vllm_ops.planning.perf_sim import simulate
 from vllm_ops.planning.perf_step import StepCost
 
@@ -137,13 +137,11 @@ def predict(plan: "Plan", workload: Workload, *, spec: "ModelSpec | None" = None
 def _data_parallel(plan: "Plan", w: Workload, cost: "StepCost", notes: list[str], dp: int) -> Performance:
     """A server of ``dp`` data-parallel ranks, each with its own scheduler and KV cache: the load split evenly over
     them (one rank simulated; a MoE rank's experts see every rank's tokens, perf_step), throughput of all ranks."""
-    import dataclasses
-
     c_rank = max(int(round(w.concurrency / dp)), 1) if w.concurrency is not None else None
     n_rank = None
     if w.num_requests is not None:
         n_rank = max(int(round(w.num_requests * c_rank / w.concurrency)), 1) if c_rank else -(-w.num_requests // dp)
-    rank = dataclasses.replace(w, concurrency=c_rank, rate=w.rate / dp if w.rate is not None else None,
+    rank = replace(w, concurrency=c_rank, rate=w.rate / dp if w.rate is not None else None,
                                num_requests=n_rank)
     perf = _run(plan, rank, cost, notes)
     if perf.output_tokens_per_s is not None:
@@ -220,14 +218,8 @@ def step_cost(plan: "Plan", spec: "ModelSpec", eff) -> "tuple[StepCost | None, s
         body_b *= 0.5                                  # online fp8 of a 16-bit checkpoint
     emb_params = V * H * (1 if spec.tie_word_embeddings else 2)
     body_p = max(spec.param_count - emb_params, 1)
-    exp_p = 0.0
-    k_over_e = 0.0
-    n_moe = 0
-    if spec.moe is not None:
-        m = spec.moe
-        n_moe = max((L - m.num_dense_layers) // max(m.moe_layer_freq, 1), 0)
-        exp_p = float(n_moe * m.num_experts * 3 * H * m.moe_intermediate_size)
-        k_over_e = m.experts_per_token / m.num_experts
+    n_moe, exp_p = expert_params(spec)
+    k_over_e = spec.moe.experts_per_token / spec.moe.num_experts if spec.moe is not None else 0.0
     exp_b = body_b * exp_p / body_p
     ne_p = body_p - exp_p
     head_rank = vpad * H * 2.0 / tp                    # lm_head (or the tied embedding) read every step

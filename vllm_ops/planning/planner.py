@@ -598,8 +598,6 @@ def _version_warnings(f: _Facts) -> None:
 # layers, and one GPU's share at TP2, graphs and eager) 3.21 vs 1.81 (tests/data/gpu-runs/h200x1: q30-*.log,
 # unseen/t235l40, eager/t235e). Two architectures: named as a warning, not yet a term of the estimate.
 MOE_PEAK_SHORT_GIB = {2048: 0.94, 4096: 1.40}
-
-
 MOE_PEAK_TOKENS = 8192              # the profile's batch in those runs (max_num_batched_tokens)
 
 
