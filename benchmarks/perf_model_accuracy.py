@@ -209,7 +209,7 @@ def pool_hit_fraction(pool: int, c: int, measured: int, isl: int, osl: int, cap_
 
 
 def public_cases(path: Path = PUBLIC_CSV, num_requests_per_c: int | None = -1) -> list[Case]:
-    from vllm_ops.planning.performance import Workload
+    from vllm_ops.planning.performance import Workload, rank_concurrency
 
     cases = []
     with open(path, newline="", encoding="utf-8") as f:
@@ -233,7 +233,7 @@ def public_cases(path: Path = PUBLIC_CSV, num_requests_per_c: int | None = -1) -
             p, spec = _plan_for(cat_model, quant, GPUS[r["system"]], tp, dp, r["backend_version"] or "0.12.0",
                                 extra=("--enable-expert-parallel",) if ep else ())
             c = int(r["batch_size"])
-            c_rank = max(int(round(c / dp)), 1)       # what one DP rank sees (performance._data_parallel)
+            c_rank = rank_concurrency(c, dp)          # what one DP rank sees (performance._data_parallel)
             k = REQUESTS_PER_C if num_requests_per_c == -1 else num_requests_per_c
             n = c * k if k else None
             isl, osl = int(r["isl"]), int(r["osl"])
@@ -636,8 +636,10 @@ def first_wave_bound(cases: list[Case], k: int, peak_frac: float = 1.0) -> list[
 
 def _rank_concurrency(c: Case) -> int:
     """The requests one data-parallel rank of the row's server runs (its step cost is one rank's)."""
+    from vllm_ops.planning.performance import rank_concurrency
+
     dp = int((c.plan.vllm_args or {}).get("data_parallel_size") or 1)
-    return max(int(round(c.workload.concurrency / dp)), 1) if dp > 1 else int(c.workload.concurrency)
+    return rank_concurrency(int(c.workload.concurrency), dp)
 
 
 def closed_loop_work_bound(cases: list[Case], count_cached: bool = False) -> list[tuple[str, float]]:

@@ -134,10 +134,15 @@ def predict(plan: "Plan", workload: Workload, *, spec: "ModelSpec | None" = None
     return _data_parallel(plan, workload, cost, notes, dp)
 
 
+def rank_concurrency(concurrency: int, dp: int) -> int:
+    """The requests one of ``dp`` data-parallel ranks runs when the server runs ``concurrency``."""
+    return max(int(round(concurrency / dp)), 1)
+
+
 def _data_parallel(plan: "Plan", w: Workload, cost: "StepCost", notes: list[str], dp: int) -> Performance:
     """A server of ``dp`` data-parallel ranks, each with its own scheduler and KV cache: the load split evenly over
     them (one rank simulated; a MoE rank's experts see every rank's tokens, perf_step), throughput of all ranks."""
-    c_rank = max(int(round(w.concurrency / dp)), 1) if w.concurrency is not None else None
+    c_rank = rank_concurrency(w.concurrency, dp) if w.concurrency is not None else None
     n_rank = None
     if w.num_requests is not None:
         n_rank = max(int(round(w.num_requests * c_rank / w.concurrency)), 1) if c_rank else -(-w.num_requests // dp)
