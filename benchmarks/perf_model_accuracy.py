@@ -103,6 +103,8 @@ UNSEEN_RUNS = ROOT / "tests" / "data" / "gpu-runs" / "h200x1" / "unseen"
 SCHED_RUNS = ROOT / "tests" / "data" / "gpu-runs" / "h200x1" / "sched"   # async/sync A/B runs: in no fit
 PREFILL_RUNS = ROOT / "tests" / "data" / "gpu-runs" / "h200x1" / "prefill"   # one request, prompts to 30k: no fit
 EAGER_RUNS = ROOT / "tests" / "data" / "gpu-runs" / "h200x1" / "eager"   # --enforce-eager: the eager floor's own data
+# --moe-backend deep_gemm: DeepGEMM's padded MoE grouped GEMM (vLLM 0.12's default on Hopper), its two constants' own data
+DEEPGEMM_RUNS = ROOT / "tests" / "data" / "gpu-runs" / "h200x1" / "deepgemm"
 GPUS = {"h100_sxm": "H100", "h200_sxm": "H200"}
 # the published checkpoint → the catalog entry with the same architecture + the pin that loads it the same way
 MODELS = {"nvidia/Llama-3.1-8B-Instruct-FP8": ("meta-llama/Llama-3.1-8B-Instruct", "fp8")}
@@ -135,7 +137,10 @@ NOT_FITTED = {
     "Qwen/Qwen3-235B-A22B-FP8": "decode flat in the batch (52-58 ms per token on 2 GPUs, 34-46 on 4, from 1 to 48 "
     "requests), about twice the time of reading every expert once per step; the same architecture on vLLM 0.25.0 "
     "(tests/data/gpu-runs/h200x1/unseen/t235l40, 40 of its 94 layers) decodes as routed-experts-only reads, "
-    "within 11 % of the model: this deployment's behaviour (vLLM 0.12 behind a Dynamo frontend), not vLLM's"}
+    "within 11 % of the model: this deployment's behaviour (vLLM 0.12 behind a Dynamo frontend), not vLLM's. "
+    "Explained in session 15 (after these fits): vLLM 0.12 runs block-FP8 MoE on DeepGEMM's grouped GEMM padded "
+    "to 128 rows per local expert at every batch size (planning/perf_kernels.py), costed by two constants fitted "
+    "on our --moe-backend deep_gemm runs (deepgemm_pairs); the rows stay in no fit, a held-out test of them"}
 # three Qwen3-32B FP8 rows of another job (gtl_job_id 23364591, ids "..._c_tp8_0_...", moe_tp/ep 0) record no
 # concurrency: every other agg row's source names "silicon_concurrency=N" (= its batch_size, and its id "_cN_"); in
 # these batch_size (144/48/24) is the engine's limit, not the load, and at 48 "requests" on TP2 the measured TPOT is
@@ -715,10 +720,12 @@ SET_NAMES = {"public": "NVIDIA's public vLLM rows (aiconfigurator, H100/H200, vL
              "ab": "async vs synchronous scheduling, the same levels (1x H200, vLLM 0.25; in no fit)",
              "prefill": "one request, prompts of 128-30,000 tokens, TTFT only (1x H200, vLLM 0.25; in no fit)",
              "eager": "--enforce-eager, dense models (1x H200, vLLM 0.25): each model's eager floor fitted on the "
-                      "other two, the rest by its family's fold"}
+                      "other two, the rest by its family's fold",
+             "deepgemm": "--moe-backend deep_gemm, block-FP8 MoE (1x H200, vLLM 0.25): each model's two DeepGEMM "
+                         "constants fitted on the other, the rest by its family's fold"}
 # the sets in no fit, scored from the stored constants (each level by the fold that never saw its family)
 NO_FIT_SETS = {"unseen": lambda: unseen_pairs(), "ab": lambda: sched_pairs(), "prefill": lambda: prefill_pairs(),
-               "eager": lambda: eager_pairs()}
+               "eager": lambda: eager_pairs(), "deepgemm": lambda: deepgemm_pairs()}
 
 
 def no_fit_accuracy() -> dict[str, tuple[dict, dict[str, dict]]]:
@@ -895,7 +902,8 @@ def _eager_cases(folder: Path = EAGER_RUNS) -> list[Case]:
     return [c for c in gpu_cases(folder) if not c.excluded]
 
 
-def _with_eager(c: Case, **kw: float):
+def _fold_with(c: Case, **kw: float):
+    """The constants of the fold that never saw ``c``'s family (the shipped ones when none did), with ``kw`` set."""
     import dataclasses
 
     eff = held_out_efficiency(c.model)
@@ -905,19 +913,25 @@ def _with_eager(c: Case, **kw: float):
     return dataclasses.replace(eff, **kw)
 
 
-def fit_eager(cases: list[Case]) -> tuple[float, float]:
-    """(eager_launch_us, eager_weights_x) minimising the squared log error of the mean TPOT over ``cases`` (a grid;
-    each case's other constants from its family's fold)."""
+def _grid_fit(cases: list[Case], grid: dict[str, list[float]]) -> tuple[float, ...]:
+    """The point of ``grid`` (two constants) minimising the squared log error of the mean TPOT over ``cases``; each
+    case's other constants from its family's fold. Ties keep the first point."""
+    (k1, v1), (k2, v2) = grid.items()
     best = None
-    for u in EAGER_GRID["eager_launch_us"]:
-        for x in EAGER_GRID["eager_weights_x"]:
+    for a in v1:
+        for b in v2:
             err = 0.0
             for c in cases:
-                (_c, p), = predict_all([c], _with_eager(c, eager_launch_us=u, eager_weights_x=x))
+                (_c, p), = predict_all([c], _fold_with(c, **{k1: a, k2: b}))
                 err += math.log(p.tpot_ms / c.tpot_ms) ** 2
             if best is None or err < best[0] - 1e-12:
-                best = (err, u, x)
+                best = (err, a, b)
     return (best[1], best[2]) if best else (0.0, 0.0)
+
+
+def fit_eager(cases: list[Case]) -> tuple[float, ...]:
+    """(eager_launch_us, eager_weights_x) fitted on ``cases`` (a grid, :func:`_grid_fit`)."""
+    return _grid_fit(cases, EAGER_GRID)
 
 
 def eager_pairs(folder: Path = EAGER_RUNS) -> list[tuple[Case, Any]]:
@@ -929,7 +943,32 @@ def eager_pairs(folder: Path = EAGER_RUNS) -> list[tuple[Case, Any]]:
     for m in sorted({c.model for c in dense}):
         u, x = fit_eager([c for c in dense if c.model != m])
         for c in (c for c in dense if c.model == m):
-            pairs += predict_all([c], _with_eager(c, eager_launch_us=u, eager_weights_x=x))
+            pairs += predict_all([c], _fold_with(c, eager_launch_us=u, eager_weights_x=x))
+    return pairs
+
+
+DEEPGEMM_GRID = {"moe_pad_flops": [0.3 + 0.025 * i for i in range(13)],      # 0.3 .. 0.6 of the FP8 peak
+                 "moe_pad_layer_us": [5.0 * i for i in range(9)]}             # 0 .. 40 us per MoE layer
+
+
+def _deepgemm_cases(folder: Path = DEEPGEMM_RUNS) -> list[Case]:
+    return [c for c in gpu_cases(folder) if not c.excluded]
+
+
+def fit_deepgemm(cases: list[Case]) -> tuple[float, ...]:
+    """(moe_pad_flops, moe_pad_layer_us) fitted on ``cases`` (a grid, :func:`_grid_fit`)."""
+    return _grid_fit(cases, DEEPGEMM_GRID)
+
+
+def deepgemm_pairs(folder: Path = DEEPGEMM_RUNS) -> list[tuple[Case, Any]]:
+    """The --moe-backend deep_gemm runs, each model's levels predicted with the two DeepGEMM constants fitted on the
+    OTHER model (leave-one-model-out; two models, so each fold rests on one) and its family's fold for the rest."""
+    cases = _deepgemm_cases(folder)
+    pairs: list[tuple[Case, Any]] = []
+    for m in sorted({c.model for c in cases}):
+        x, u = fit_deepgemm([c for c in cases if c.model != m])
+        for c in (c for c in cases if c.model == m):
+            pairs += predict_all([c], _fold_with(c, moe_pad_flops=x, moe_pad_layer_us=u))
     return pairs
 
 

@@ -50,7 +50,7 @@ vo stop "$NAME" >> "$O/steps.txt" 2>&1
 for f in "$VLLM_OPS_STATE_DIR"/logs/"$NAME"*.log; do
   [ -f "$f" ] || continue
   cp "$f" "$O/vllm.log"
-  grep -a -E 'Model loading took|emory profiling|torch peak memory|non-torch|Available KV cache|KV cache size|Maximum concurrency|Graph capturing|CUDA graph|Estimated CUDA|Using .* Model Runner|attention backend|Free memory on device|encoder|Encoder|ValueError|Error|error:|estimated maximum model length|max_num_seqs|max_num_batched_tokens|Application startup complete|vLLM API server version|dtype' \
+  grep -a -E 'Model loading took|emory profiling|torch peak memory|non-torch|Available KV cache|KV cache size|Maximum concurrency|Graph capturing|CUDA graph|Estimated CUDA|Using .* Model Runner|attention backend|Free memory on device|encoder|Encoder|ValueError|Error|error:|estimated maximum model length|max_num_seqs|max_num_batched_tokens|Application startup complete|vLLM API server version|dtype|MoE backend' \
     "$f" | cut -c1-400 > "$O/vllm-trim.log"
 done
 cp "$VLLM_OPS_STATE_DIR"/calibration.jsonl "$O/" 2>/dev/null || true

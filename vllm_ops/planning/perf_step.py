@@ -39,6 +39,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field, replace
 
+from vllm_ops.planning.perf_kernels import padded_rows
+
 
 @dataclass(frozen=True)
 class Efficiency:
@@ -71,6 +73,9 @@ class Efficiency:
                                    # intermediate size on one GPU, in millions of weights (0: no such fall)
     send_jitter_ms: float = 0.0    # a closed-loop client sends its next request up to this long after the last ends
     harness_jitter_ms: float = 0.0  # the public rows' harness only: through_harness moves it into send_jitter_ms
+    moe_pad_flops: float = 0.0     # DeepGEMM's MoE grouped GEMM: its padding rows (perf_kernels) cost as rows at this
+                                   # fraction of the FLOP/s peak (0: as at the whole peak)
+    moe_pad_layer_us: float = 0.0  # ... and its extra kernels (permute, scale packing, unpermute) this much per MoE layer
 
     def through_harness(self) -> "Efficiency":
         """These efficiencies as the public rows' harness sees them: its per-request latency
@@ -130,6 +135,10 @@ class StepCost:
     expert_width: int = 0          # an expert's intermediate width on one GPU (TP-sharded unless expert parallel)
     gemm_width: float = 0.0        # hidden x intermediate size on one GPU, millions (the dense GEMMs' size)
     async_sched: bool = False      # vLLM schedules the next step while the GPU runs this one (host work overlapped)
+    moe_pad: str = ""              # MoE grouped GEMM padded to 128 rows per expert: "" no | "all" | "routed" (perf_kernels)
+    moe_local_experts: int = 0     # routed experts one GPU holds (the padding's count)
+    moe_rows_per_token: float = 0.0  # token-expert rows one GPU's MoE layer gets per token of the step (top-k x DP)
+    moe_row_flops: float = 0.0     # FLOPs of one such row through this GPU's MoE layers (all of them)
     notes: list[str] = field(default_factory=list)
 
     def launch_ms(self, weights_ms: float = 0.0) -> float:
@@ -162,6 +171,16 @@ class StepCost:
             base *= self.expert_width / (self.expert_width + e.moe_f_half)
         return base
 
+    def _moe_flops_s(self, n_tokens: int, gemm_eff: float) -> float:
+        """Seconds of the MoE layers' grouped GEMMs: the routed rows at the fused-MoE kernels' FLOP/s, plus with
+        DeepGEMM's padding (``moe_pad``) the padding rows it runs at ``moe_pad_flops`` of the peak."""
+        routed = self.expert_flops_per_token * n_tokens / (self.flops_peak * self._moe_flops_eff(gemm_eff))
+        if not self.moe_pad:
+            return routed
+        rows = n_tokens * self.moe_rows_per_token
+        pad = padded_rows(self.moe_pad, rows, self.moe_local_experts) - rows
+        return routed + self.moe_row_flops * pad / (self.flops_peak * (self.eff.moe_pad_flops or 1.0))
+
     def _weights_read(self, n_tokens: int, moe_bw: float = 1.0) -> float:
         """Weight bytes read in a step of ``n_tokens``; expert bytes divided by ``moe_bw`` (the
         fused-MoE kernels' bandwidth relative to dense GEMMs) when given."""
@@ -177,8 +196,7 @@ class StepCost:
         w_s = self._weights_read(n, e.moe_bw) / (self.bw * e.bw)
         dense_flops = (self.flops_per_token - self.expert_flops_per_token) * n
         gemm_eff = self._gemm_eff()
-        c_s = dense_flops / (self.flops_peak * gemm_eff) \
-            + self.expert_flops_per_token * n / (self.flops_peak * self._moe_flops_eff(gemm_eff)) \
+        c_s = dense_flops / (self.flops_peak * gemm_eff) + self._moe_flops_s(n, gemm_eff) \
             + self.head_flops_per_token * (n_dec + (1 if n_pre else 0)) / (self.attn_flops_peak * e.flops)
         gemm_ms = max(w_s, c_s) * 1e3
         kv_s = self.kv_bytes_per_token * sum_ctx / (self.bw * e.bw)
@@ -189,7 +207,7 @@ class StepCost:
             comm_ms += self.layers * self._allreduce_ms(n, self.tp)
         if self.moe_group > 1:
             comm_ms += self.layers * self._allreduce_ms(n * max(self.moe_tokens_factor, 1), self.moe_group)
-        overhead = e.step_ms + (self.layers * e.layer_us + self.moe_layers * e.moe_layer_us) / 1e3
+        overhead = self._overhead_ms()
         if n > self.graph_max_tokens:
             overhead += self.layers * e.eager_layer_us / 1e3
         return StepParts(gemm_ms, attn_ms, comm_ms, overhead,
@@ -207,7 +225,7 @@ class StepCost:
         if k is None:
             k = self._k = self._constants()
         bw, w_fixed, w_exp, q, moe_f, f_dense, f_moe, f_head, kv_c, a_c, comm_c, comm_b, comm2_c, comm2_b, ovh, \
-            eager, gmax, h_c, h_s, overlap, api, launch, eager_x = k
+            eager, gmax, h_c, h_s, overlap, api, launch, eager_x, pad = k
         n = n_dec + n_pre
         if w_exp:
             routed = n * moe_f
@@ -215,6 +233,9 @@ class StepCost:
         else:
             w = w_fixed
         c = (f_dense + f_moe) * n + f_head * (n_dec + (1 if n_pre else 0))
+        if pad:
+            mode, per_tok, local, row_c = pad
+            c += row_c * (padded_rows(mode, n * per_tok, local) - n * per_tok)
         gemm = w if w >= c else c
         kv = kv_c * sum_ctx
         at = a_c * (sum_ctx + pre_ctx)
@@ -258,10 +279,23 @@ class StepCost:
                 self.head_flops_per_token * 1e3 / (self.attn_flops_peak * e.flops),
                 self.kv_bytes_per_token * to_w, self.attn_flops_per_pair * 1e3 / (self.attn_flops_peak * e.flops),
                 comm_c, comm_b, comm2_c, comm2_b,
-                e.step_ms + (self.layers * e.layer_us + self.moe_layers * e.moe_layer_us) / 1e3,
+                self._overhead_ms(),
                 self.layers * e.eager_layer_us / 1e3, self.graph_max_tokens,
                 e.cpu_step_ms, e.cpu_seq_us / 1e3, self.async_sched, e.api_token_us / 1e3, self.launch_ms(),
-                0.0 if self.graph_max_tokens else e.eager_weights_x)
+                0.0 if self.graph_max_tokens else e.eager_weights_x, self._pad_constants())
+
+    def _overhead_ms(self) -> float:
+        """The step's fixed GPU overhead: per step, per layer, per MoE layer (more on DeepGEMM's padded path)."""
+        e = self.eff
+        moe_us = e.moe_layer_us + (e.moe_pad_layer_us if self.moe_pad else 0.0)
+        return e.step_ms + (self.layers * e.layer_us + self.moe_layers * moe_us) / 1e3
+
+    def _pad_constants(self) -> tuple | None:
+        """(mode, rows per token, local experts, ms per row) of DeepGEMM's padded MoE GEMM, or None."""
+        if not self.moe_pad:
+            return None
+        return (self.moe_pad, self.moe_rows_per_token, self.moe_local_experts,
+                self.moe_row_flops * 1e3 / (self.flops_peak * (self.eff.moe_pad_flops or 1.0)))
 
     def floor_ms(self, n_dec: int, sum_ctx: float) -> float:
         """Roofline floor of a pure decode step: every term at 100% of the peak, no overhead."""

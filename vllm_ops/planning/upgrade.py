@@ -288,6 +288,9 @@ def _applies(key: str, spec, cpu: bool, pins: dict) -> bool:
         return spec.moe is not None
     if key.startswith("cudagraph"):
         return not pins.get("enforce_eager")
+    if key == "fp8_block_moe_hopper":
+        from vllm_ops.planning.perf_kernels import block_fp8_moe
+        return block_fp8_moe(spec)
     return True
 
 

@@ -41,6 +41,22 @@ RULES: tuple[Rule, ...] = (
          "async scheduling on by default from v0.14.0 (SchedulerConfig.async_scheduling = None: on unless "
          "incompatible; PR #27614): lower TPOT, higher TTFT under load (measured on 1x H200, vLLM 0.25.0: "
          "GPU-TESTING-GUIDE.md 4c')"),
+    # -- kernels the performance model costs differently ---------------------------------------
+    # block-FP8 (128x128) MoE layers on Hopper (SM 9.0): which grouped GEMM vLLM runs them with
+    Rule("fp8_block_moe_hopper", "0.0.0", "triton",
+         "block-FP8 MoE on Hopper: Triton fused MoE (DeepGEMM opt-in)"),
+    Rule("fp8_block_moe_hopper", "0.12.0", "deep_gemm_padded",
+         "block-FP8 MoE on Hopper runs DeepGEMM's contiguous grouped GEMM at every batch size wherever DeepGEMM is "
+         "installed (vLLM's Docker image): VLLM_USE_DEEP_GEMM / VLLM_MOE_USE_DEEP_GEMM default 1 and E8M0 scales on "
+         "Hopper (PR #26197) leave no Triton fallback for small batches; TP 8 excepted (PR #29346); its rows padded "
+         "to 128 per local expert whatever the batch (compute_aligned_M = tokens x top-k + local experts x 127); "
+         "0.13 assumed the same, 0.11.1 likely (not checked)"),
+    Rule("fp8_block_moe_hopper", "0.14.0", "unchecked",
+         "block-FP8 MoE on Hopper: vLLM's MoE oracle picks the kernel (FlashInfer CUTLASS where installed in "
+         "0.15, vllm#34249; Triton first for TP by 0.25); which one in 0.14-0.24 is not checked: costed as Triton"),
+    Rule("fp8_block_moe_hopper", "0.25.0", "triton",
+         "block-FP8 MoE on Hopper: Triton for TP ('Using TRITON Fp8 MoE backend', measured on 0.25.0); "
+         "--moe-backend deep_gemm pads its rows to 128 per expert a token routes to (measured)"),
     # -- defaults -------------------------------------------------------------------------
     Rule("gpu_memory_utilization", "0.0.0", 0.9, "default --gpu-memory-utilization 0.9"),
     Rule("gpu_memory_utilization", "0.21.0", 0.92,
@@ -228,6 +244,7 @@ DEFAULT_KEYS: dict[str, tuple[str, ...]] = {
     "cudagraph_in_budget": (),
     "cudagraph_max_capture": (),
     "async_scheduling": ("async_scheduling",),
+    "fp8_block_moe_hopper": (),
 }
 
 
@@ -266,9 +283,12 @@ class VersionRules:
         return self.values[key]
 
     def assumptions(self) -> list[str]:
-        return [f"vLLM {self.version}: {why}" for why in self.used.values()]
+        """What the plan assumed of this release; kernel rules only the performance model reads are said in its
+        notes where they apply (PERF_ONLY_KEYS), not in every plan."""
+        return [f"vLLM {self.version}: {why}" for key, why in self.used.items() if key not in PERF_ONLY_KEYS]
 
 
+PERF_ONLY_KEYS = frozenset({"fp8_block_moe_hopper"})
 _CACHE: dict[str, VersionRules] = {}
 
 
