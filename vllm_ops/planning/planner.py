@@ -596,16 +596,25 @@ def _version_warnings(f: _Facts) -> None:
 # vLLM 0.25.0's profile peak of MoE models routing 8 of 128 experts, measured on 1x H200 against this estimate:
 # Qwen3-30B-A3B (hidden 2048) 2.68 GiB vs 1.74 (bf16 and FP8 runs), Qwen3-235B-A22B-FP8's layers (hidden 4096; 40 of its
 # layers, and one GPU's share at TP2, graphs and eager) 3.21 vs 1.81 (tests/data/gpu-runs/h200x1: q30-*.log,
-# unseen/t235l40, eager/t235e). Two architectures: named as a warning, not yet a term of the estimate.
+# unseen/t235l40, eager/t235e). Two architectures: named as a warning, not yet a term of the estimate. Those runs ran
+# Triton's fused MoE; on DeepGEMM's grouped GEMM (vLLM 0.12's default for block-FP8 MoE on Hopper, --moe-backend
+# deep_gemm: planning/perf_kernels.py) the same two peaked at 1.71 and 1.01 GiB, under the plan (deepgemm/t235dg,
+# q30dg: KV +1.9 % / +0.3 %), so the warning is not given there.
 MOE_PEAK_SHORT_GIB = {2048: 0.94, 4096: 1.40}
 MOE_PEAK_TOKENS = 8192              # the profile's batch in those runs (max_num_batched_tokens)
 
 
-def _moe_activation_warning(f: _Facts, e: Any, tokens: int) -> None:
+def _moe_activation_warning(f: _Facts, c: _Choice) -> None:
     """``moe-activation-under``: the shortfall measured at 8192 batched tokens, scaled to this plan's batch (as
-    the rest of the activation estimate scales: an assumption, measured at 8192 only)."""
-    m = f.model.moe
+    the rest of the activation estimate scales: an assumption, measured at 8192 only); Triton's fused MoE only."""
+    from vllm_ops.planning.perf_kernels import moe_padding
+
+    m, e, tokens = f.model.moe, c.est, c.flags.max_num_batched_tokens
     if f.cpu or m is None or m.num_experts < 128 or m.experts_per_token < 8 or not e.kv_cache_gib:
+        return
+    ep = any(str(a).startswith("--enable-expert-parallel") for a in f.extra_args)
+    if moe_padding(spec=f.model, version=f.version, compute_capability=f.cc, tp=c.tp, dp=c.flags.dp, ep=ep,
+                   extra_args=f.extra_args, env=f.env).mode:
         return
     short = MOE_PEAK_SHORT_GIB[4096 if f.model.hidden_size >= 4096 else 2048] * tokens / MOE_PEAK_TOKENS
     f.warnings.append(PlanWarning(
@@ -641,7 +650,7 @@ def _warnings(f: _Facts, c: _Choice) -> None:
             + (f" and the post-KV sampler warm-up ({e.warmup_unprofiled_gib:.2f} GiB)" if e.warmup_unprofiled_gib else "")
             + ": identical flags may start once and OOM the next time (another process using a few hundred MiB "
               "tips it); lower --gpu-memory-utilization or --max-num-seqs"))
-    _moe_activation_warning(f, e, c.flags.max_num_batched_tokens)
+    _moe_activation_warning(f, c)
     if f.free_bytes is not None and not f.cpu:
         want = math.ceil(f.total_bytes * f.util)
         if f.free_bytes < want:
