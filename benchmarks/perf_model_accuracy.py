@@ -67,6 +67,10 @@ the batch at about twice an all-experts read, where the same architecture on vLL
 (tests/data/gpu-runs/h200x1/unseen/t235l40). In the fits they pulled the MoE constants (the Qwen3-30B-A3B fold
 had 149 us per MoE layer); they are still predicted (with the fold that never saw them) and counted in every
 figure. Decided from that evidence before refitting; what it changed is in GPU-TESTING-GUIDE.md 4c'.
+Session 15 found what they measure: vLLM 0.12 runs block-FP8 MoE on Hopper with DeepGEMM's grouped GEMM padded to
+128 rows per local expert at every batch size (vllm_ops/planning/perf_kernels.py); its two constants are fitted on our
+--moe-backend deep_gemm runs (DEEPGEMM_RUNS, fit_deepgemm; each model held out from the other: deepgemm_pairs), never
+on these rows, which stay in no fit and are now a held-out test of the term (TPOT median 45.1 % -> 13.9 %).
 Narrow experts (moe_f_half, session 8): the fused-MoE FLOP/s fraction falls as w / (w + moe_f_half), w an expert's
 intermediate width on one GPU; fitted on Mixtral (14336) and Qwen3-30B-A3B (768) only, the two MoE families in the
 fits (two widths behind one half point: close to a guess, said so); the 40-layer Qwen3-235B run (1536) is in no
