@@ -124,7 +124,11 @@ def test_a_012_plan_decodes_slower_than_with_deepgemm_off_and_says_why():
     off = predict(plan(spec, gpus, vllm_version="0.12.0", env={"VLLM_MOE_USE_DEEP_GEMM": "0"}), w)
     assert on.tpot_ms > 1.5 * off.tpot_ms
     assert any("DeepGEMM's grouped GEMM" in n for n in on.notes)
-    assert any("VLLM_MOE_USE_DEEP_GEMM=0" in n for n in off.notes)
+    assert any("VLLM_MOE_USE_DEEP_GEMM=0" in n for n in off.notes) and off.hint is None
+    # the hint beside the padded plan: about the TPOT the same load gets with DeepGEMM's MoE turned off
+    assert on.hint and "VLLM_MOE_USE_DEEP_GEMM=0" in on.hint
+    about = float(on.hint.rsplit("TPOT about ", 1)[1].split(" ms")[0])
+    assert abs(about / off.tpot_ms - 1) < 0.15
     # vLLM 0.25 runs Triton: no padding, nothing said
     now = predict(plan(spec, gpus, vllm_version="0.25.0"), w)
     assert not any("DeepGEMM" in n for n in now.notes)

@@ -87,6 +87,7 @@ class Performance:
     reason: str | None = None      # set when figures are None: why it cannot predict
     notes: list[str] = field(default_factory=list)   # assumptions / fitted constants used (with data names)
     itl_median_ms: float | None = None  # median inter-token gap (decode steps without a prefill chunk dominate)
+    hint: str | None = None        # a setting that would serve this load faster, with its effect (the text shows it)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -131,9 +132,21 @@ def predict(plan: "Plan", workload: Workload, *, spec: "ModelSpec | None" = None
         return refuse(why or "no performance figures for this GPU")
     notes = perf_fit.notes() if efficiency is None else ["efficiencies given by the caller"]
     dp = int((plan.vllm_args or {}).get("data_parallel_size") or 1)
-    if dp < 2:
-        return _run(plan, workload, cost, notes)
-    return _data_parallel(plan, workload, cost, notes, dp)
+    perf = _run(plan, workload, cost, notes) if dp < 2 else _data_parallel(plan, workload, cost, notes, dp)
+    if cost.moe_pad == "all" and perf.tpot_ms is not None:
+        perf.hint = _without_deepgemm(plan, workload, spec, cost, perf)
+    return perf
+
+
+def _without_deepgemm(plan: "Plan", w: Workload, spec: "ModelSpec", cost: "StepCost", perf: Performance) -> str:
+    """The hint beside a plan on DeepGEMM's padded MoE path: how much shorter a decode step of the predicted batch
+    would be on Triton's fused MoE (a ratio of two step costs, not a second simulation: plans stay fast)."""
+    off, _why = step_cost(replace(plan, env={**(plan.env or {}), "VLLM_MOE_USE_DEEP_GEMM": "0"}), spec, cost.eff)
+    n = max(int(round(perf.effective_concurrency or 1)), 1)
+    ctx = n * (w.input_len + w.output_len / 2)
+    ratio = off.step_ms(n, ctx) / cost.step_ms(n, ctx) if off is not None else 1.0
+    return (f"with --env VLLM_MOE_USE_DEEP_GEMM=0 (Triton's fused MoE, no padding) a decode step of {n} requests "
+            f"would take {ratio:.2f}x as long: TPOT about {perf.tpot_ms * ratio:.1f} ms")
 
 
 def rank_concurrency(concurrency: int, dp: int) -> int:
