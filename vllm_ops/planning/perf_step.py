@@ -7,6 +7,9 @@ the sum over those tokens of the context each attends to). Per GPU it does:
 * GEMMs: reads the weights once (MoE: only the experts some token of the step routed to, expected
   ``E * (1 - (1 - k/E)**N)`` per layer) and does ``2 * active_params * tokens`` FLOPs;
   time = max(bytes / achieved bandwidth, FLOPs / achieved FLOP/s) — a kernel is bound by one or the other.
+* DeepGEMM's MoE grouped GEMM (vLLM 0.12's default for block-FP8 MoE on Hopper; ``--moe-backend deep_gemm``):
+  its rows padded to 128 per expert (:mod:`vllm_ops.planning.perf_kernels`); the padding rows cost as rows at
+  ``moe_pad_flops`` of the peak on top of the routed ones, and its extra kernels ``moe_pad_layer_us`` per MoE layer.
 * attention: reads the KV cache of every decode token's context (KV bytes per token per GPU from
   the memory plan: MLA's compressed latent, fp8 KV) and does ``4 * heads * head_dim`` FLOPs per
   (query, key) pair per layer; time = max(bytes / bandwidth, FLOPs / FLOP/s), separately from the
