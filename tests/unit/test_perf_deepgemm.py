@@ -156,3 +156,39 @@ def test_no_moe_activation_warning_on_deepgemm_where_the_peak_was_under_plan():
     dg = plan(spec, gpus, vllm_version="0.25.0", pins={"max_num_seqs": 64},
               extra_args=("--moe-backend", "deep_gemm"))
     assert "moe-activation-under" not in codes(dg)
+
+
+def _slo_search(version: str, model: str = "Qwen/Qwen3-30B-A3B-FP8", **kw):
+    from vllm_ops.planning.slo import parse_slo, search
+
+    spec = load_model_spec(model, offline=True)
+    return search(spec, parse_gpu_spec("2xH100"), parse_slo("tpot_ms=12"), Workload(1024, 128, concurrency=16),
+                  vllm_version=version, **kw)
+
+
+def test_slo_search_tries_deepgemm_off_where_vllm_pads_by_default():
+    from vllm_ops.planning.slo import chosen_plan
+
+    res = _slo_search("0.12.0")
+    envs = {tuple(sorted(c.env.items())) for c in res.candidates}
+    assert envs == {(), (("VLLM_MOE_USE_DEEP_GEMM", "0"),)}
+    assert any("MoE kernel tried both ways" in n for n in res.notes)
+    # at 16 requests Triton's fused MoE decodes faster than DeepGEMM's padded GEMM: the search keeps it, says why,
+    # and the plan carries the variable (rendered and launched with it)
+    assert res.chosen.env == {"VLLM_MOE_USE_DEEP_GEMM": "0"} and "VLLM_MOE_USE_DEEP_GEMM=0" in res.chosen.changed
+    p = chosen_plan(res)
+    assert p.env.get("VLLM_MOE_USE_DEEP_GEMM") == "0" and "VLLM_MOE_USE_DEEP_GEMM" in p.reasons
+    same = [c for c in res.candidates if c.layout_key == res.chosen.layout_key and c.fits
+            and c.max_num_seqs == res.chosen.max_num_seqs and c.kv_cache_dtype == res.chosen.kv_cache_dtype
+            and c.max_num_batched_tokens == res.chosen.max_num_batched_tokens and not c.env]
+    assert same and same[0].performance["tpot_ms"] > res.chosen.performance["tpot_ms"]
+
+
+@pytest.mark.parametrize("version,model,kw", [
+    ("0.25.0", "Qwen/Qwen3-30B-A3B-FP8", {}),                                   # Triton by default: nothing to try
+    ("0.12.0", "Qwen/Qwen3-30B-A3B", {}),                                       # bf16 experts: not DeepGEMM's
+    ("0.12.0", "Qwen/Qwen3-30B-A3B-FP8", {"plan_kwargs": {"env": {"VLLM_MOE_USE_DEEP_GEMM": "1"}}}),  # the caller's
+])
+def test_slo_search_leaves_the_kernel_alone_elsewhere(version, model, kw):
+    res = _slo_search(version, model, **kw)
+    assert all(not c.env for c in res.candidates)

@@ -64,7 +64,8 @@ class Trial:
 
     def to_dict(self) -> dict[str, Any]:
         c = self.candidate
-        return {"layout": c.layout, "flags": c.flags(), "predicted_rank": c.rank, "predicted": c.performance,
+        return {"layout": c.layout, "flags": c.flags(), "env": dict(c.env), "predicted_rank": c.rank,
+                "predicted": c.performance,
                 "predicted_output_tokens_per_s_per_gpu": c.output_tokens_per_s_per_gpu, "load": c.load,
                 "started": self.started, "ready_s": self.ready_s, "error": self.error,
                 "measured": self.measured, "box_output_tokens_per_s": self.box_output_tokens_per_s,
@@ -281,6 +282,8 @@ def write_profile(out: TuneResult, result: Any, directory: str | Path, name: str
     if va.get("gpu_memory_utilization") is not None and doc.get("kind") != "cpu":
         defaults["gpu_memory_utilization"] = va["gpu_memory_utilization"]
     doc["vllm_defaults"] = defaults
+    if c.env:                         # the search's environment (--slo: DeepGEMM's MoE turned off)
+        doc["env"] = {**(doc.get("env") or {}), **c.env}
     w, m = result.workload, t.measured
     load = f"concurrency {w.concurrency}" if w.concurrency is not None else f"rate {w.rate:g}/s"
     doc["description"] = (f"{doc.get('description') or name}; tuned by vllm-ops tune for {model_id}"

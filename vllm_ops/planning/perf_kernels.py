@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from vllm_ops.models.spec import ModelSpec
 
-PAD_ROWS = 128          # DeepGEMM's M alignment of the contiguous layout on Hopper (get_m_alignment_for_contiguous_layout)
+PAD_ROWS = 128          # DeepGEMM's M alignment on Hopper (get_m_alignment_for_contiguous_layout)
 _DEEP_GEMM_NAMES = {"deep_gemm", "deepgemm"}
 
 

@@ -78,7 +78,7 @@ class Efficiency:
     harness_jitter_ms: float = 0.0  # the public rows' harness only: through_harness moves it into send_jitter_ms
     moe_pad_flops: float = 0.0     # DeepGEMM's MoE grouped GEMM: its padding rows (perf_kernels) cost as rows at this
                                    # fraction of the FLOP/s peak (0: as at the whole peak)
-    moe_pad_layer_us: float = 0.0  # ... and its extra kernels (permute, scale packing, unpermute) this much per MoE layer
+    moe_pad_layer_us: float = 0.0  # ... and its extra kernels (permute, scale packing, unpermute) per MoE layer
 
     def through_harness(self) -> "Efficiency":
         """These efficiencies as the public rows' harness sees them: its per-request latency
@@ -138,7 +138,7 @@ class StepCost:
     expert_width: int = 0          # an expert's intermediate width on one GPU (TP-sharded unless expert parallel)
     gemm_width: float = 0.0        # hidden x intermediate size on one GPU, millions (the dense GEMMs' size)
     async_sched: bool = False      # vLLM schedules the next step while the GPU runs this one (host work overlapped)
-    moe_pad: str = ""              # MoE grouped GEMM padded to 128 rows per expert: "" no | "all" | "routed" (perf_kernels)
+    moe_pad: str = ""              # MoE GEMM padded to 128 rows per expert: "" no | "all" | "routed" (perf_kernels)
     moe_local_experts: int = 0     # routed experts one GPU holds (the padding's count)
     moe_rows_per_token: float = 0.0  # token-expert rows one GPU's MoE layer gets per token of the step (top-k x DP)
     moe_row_flops: float = 0.0     # FLOPs of one such row through this GPU's MoE layers (all of them)

@@ -4,8 +4,9 @@
 
 The space: tensor-parallel size × replicas (pipeline stages only where the planner needs them:
 a TP size that cannot hold the model gets the fewest stages that do), ``max_num_seqs``, ``max_num_batched_tokens``, the KV cache dtype (``auto``/``fp8`` where the
-GPU has fp8) and fp8 weights (only with ``allow_fp8``: online fp8 changes the outputs). A pinned
-flag is not searched. Each candidate is planned by the memory planner with its flags as pins
+GPU has fp8), fp8 weights (only with ``allow_fp8``: online fp8 changes the outputs) and, where vLLM
+runs block-FP8 MoE on DeepGEMM's padded grouped GEMM by default (0.12-0.13 on Hopper, planning/perf_kernels.py),
+``VLLM_MOE_USE_DEEP_GEMM=0`` (Triton's fused MoE; same outputs). A pinned flag or variable is not searched. Each candidate is planned by the memory planner with its flags as pins
 (:func:`vllm_ops.planning.plan`: the memory plan is a hard constraint, never re-derived
 here) and scored by the performance model (:func:`vllm_ops.planning.performance.predict`).
 
@@ -132,6 +133,7 @@ class Candidate:
     meets: bool = False
     misses: list[str] = field(default_factory=list)
     changed: list[str] = field(default_factory=list)           # flags the search set (not the planner's choice)
+    env: dict[str, str] = field(default_factory=dict)          # environment the search set (MOE_KERNEL_OFF)
     rank: int = 0
     plan: Any = field(default=None, repr=False)                 # the Plan (not in to_dict)
 
@@ -217,19 +219,24 @@ def search(model: Any, inventory: Any, slo: SLO, workload: Any, *, pins: dict | 
     kw = dict(plan_kwargs or {})
     kw.update(vllm_version=vllm_version or DEFAULT_VLLM_VERSION, profile=profile)
     axes = _axes(model, inventory, pins, allow_fp8, profile)
+    axes["env"] = _kernel_envs(model, axes, kw)
     cands: list[Candidate] = []
     seen: set[tuple] = set()
 
     def one(p_pins: dict) -> list[Candidate]:
-        p = front.plan(model, inventory, pins={**pins, **p_pins}, **kw)
+        p_pins = dict(p_pins)
+        env = p_pins.pop(_ENV, {})
+        p_kw = {**kw, "env": {**(kw.get("env") or {}), **env}} if env else kw
+        p = front.plan(model, inventory, pins={**pins, **p_pins}, **p_kw)
         key = _flags_key(p)
         if key in seen:
             return []
         seen.add(key)
         changed = sorted(k for k in p_pins if k not in ("tensor_parallel_size", "pipeline_parallel_size"))
+        changed += [f"{k}={v}" for k, v in sorted(env.items())]
         scored = _score(p, model, inventory, slo, workload, split, efficiency)
         for c in scored:
-            c.changed = changed
+            c.changed, c.env = changed, dict(env)
         cands.extend(scored)
         return scored
 
@@ -239,6 +246,9 @@ def search(model: Any, inventory: Any, slo: SLO, workload: Any, *, pins: dict | 
                 _layout_variants(one, tp, pp, axes, pins, workload)
     ranked = rank(cands, slo)
     notes = _notes(axes, pins, allow_fp8, split, workload)
+    if len(axes["env"]) > 1:
+        notes.append("MoE kernel tried both ways: DeepGEMM's padded grouped GEMM (this vLLM's default) and "
+                     f"{_MOE_OFF[0]}={_MOE_OFF[1]} (Triton's fused MoE)")
     return SearchResult(slo=slo, workload=workload, candidates=ranked, split=split,
                         elapsed_s=time.perf_counter() - t0, notes=notes, pins=dict(pins))
 
@@ -263,30 +273,53 @@ def _axes(model: Any, inventory: Any, pins: dict, allow_fp8: bool, profile: Any)
         quants = [None]
         if allow_fp8 and has_fp8 and getattr(model, "quantization", None) is None:
             quants.append("fp8")
-    return {"tp": tps, "pp": pps, "kv": kvs, "quant": quants, "gpus": gpus, "cpu": cpu, "has_fp8": has_fp8}
+    return {"tp": tps, "pp": pps, "kv": kvs, "quant": quants, "gpus": gpus, "cpu": cpu, "has_fp8": has_fp8, "cc": cc}
+
+
+_ENV = "_env"                                   # key of a variant's environment among its pins (one() takes it out)
+_MOE_OFF = ("VLLM_MOE_USE_DEEP_GEMM", "0")
+
+
+def _kernel_envs(model: Any, axes: dict, kw: dict) -> list[dict[str, str]]:
+    """The environments searched: none, and DeepGEMM's MoE turned off where this vLLM pads block-FP8 MoE on Hopper by
+    default (planning/perf_kernels.py) and the caller set neither the variable nor ``--moe-backend``."""
+    from vllm_ops.planning.argv import value_of
+    from vllm_ops.planning.perf_kernels import block_fp8_moe, moe_padding
+
+    env = dict(kw.get("env") or {})
+    extra = [str(a) for a in kw.get("extra_args") or ()]
+    set_by_caller = any(k in env for k in ("VLLM_MOE_USE_DEEP_GEMM", "VLLM_USE_DEEP_GEMM")) \
+        or value_of(extra, "--moe-backend")
+    if axes["cpu"] or not block_fp8_moe(model) or set_by_caller:
+        return [{}]
+    cc = axes.get("cc")
+    padded = any(moe_padding(spec=model, version=str(kw.get("vllm_version")), compute_capability=cc, tp=tp, dp=1,
+                             ep=False, extra_args=extra, env=env).mode for tp in axes["tp"])
+    return [{}, dict([_MOE_OFF])] if padded else [{}]
 
 
 def _layout_variants(one, tp: int, pp: int, axes: dict, pins: dict, workload: Any) -> None:
-    """Plan one (TP, PP) layout at each allowed KV dtype × weights, each at the planner's own
+    """Plan one (TP, PP) layout at each allowed KV dtype × weights × MoE kernel, each at the planner's own
     max_num_seqs and chunk size and with a larger chunk for long prompts; when none of them meets
     the SLO, the fastest of them (lowest TPOT; the first when none is predicted) again with lower
     max_num_seqs."""
     tried: list[tuple[dict, list[int], Candidate]] = []
-    for kv in axes["kv"]:
-        for q in axes["quant"]:
-            base: dict[str, Any] = {"tensor_parallel_size": tp}
-            if pp > 1:
-                base["pipeline_parallel_size"] = pp
-            if kv != "auto":
-                base["kv_cache_dtype"] = kv
-            if q is not None:
-                base["quantization"] = q
-            first = one(base)
-            if not first:
-                continue
-            toks = _token_variants(pins, workload, first[0].max_num_batched_tokens)
-            found = first + [c for t in toks for c in one({**base, "max_num_batched_tokens": t})]
-            tried.extend((base, toks, c) for c in found)
+    for kv, q, env in ((kv, q, env) for kv in axes["kv"] for q in axes["quant"] for env in axes.get("env", [{}])):
+        base: dict[str, Any] = {"tensor_parallel_size": tp}
+        if pp > 1:
+            base["pipeline_parallel_size"] = pp
+        if kv != "auto":
+            base["kv_cache_dtype"] = kv
+        if q is not None:
+            base["quantization"] = q
+        if env:
+            base[_ENV] = env
+        first = one(base)
+        if not first:
+            continue
+        toks = _token_variants(pins, workload, first[0].max_num_batched_tokens)
+        found = first + [c for t in toks for c in one({**base, "max_num_batched_tokens": t})]
+        tried.extend((base, toks, c) for c in found)
     if not tried or any(c.meets for _, _, c in tried):
         return
     fitting = [t for t in tried if t[2].fits]
@@ -330,7 +363,7 @@ def _flags_key(p: Any) -> tuple:
     a = p.vllm_args
     return (a.get("tensor_parallel_size"), a.get("pipeline_parallel_size"), len(p.replicas),
             a.get("max_num_seqs"), a.get("max_num_batched_tokens"), a.get("kv_cache_dtype"),
-            a.get("quantization"))
+            a.get("quantization"), (p.env or {}).get(_MOE_OFF[0]))
 
 
 def _notes(axes: dict, pins: dict, allow_fp8: bool, split: bool, workload: Any) -> list[str]:
@@ -544,4 +577,6 @@ def chosen_plan(result: SearchResult) -> Any:
         val = getattr(c, flag)
         if val is not None and flag not in result.pins:
             p.reasons[flag] = f"{val}: the best of the values the --slo search tried for {c.layout}"
+    for k, v in c.env.items():
+        p.reasons[k] = f"{v}: --slo: Triton's fused MoE serves this load better than DeepGEMM's padded one"
     return p
