@@ -902,7 +902,8 @@ EAGER_GRID = {"eager_launch_us": [200.0 + 25.0 * i for i in range(9)],      # 20
               "eager_weights_x": [1.6 + 0.2 * i for i in range(9)]}         # 1.6 .. 3.2 x the weights' read time
 
 
-def _eager_cases(folder: Path = EAGER_RUNS) -> list[Case]:
+def _kept_cases(folder: Path) -> list[Case]:
+    """The scored levels of the runs under ``folder`` (no exclusion reason)."""
     return [c for c in gpu_cases(folder) if not c.excluded]
 
 
@@ -938,25 +939,27 @@ def fit_eager(cases: list[Case]) -> tuple[float, ...]:
     return _grid_fit(cases, EAGER_GRID)
 
 
-def eager_pairs(folder: Path = EAGER_RUNS) -> list[tuple[Case, Any]]:
-    """The --enforce-eager runs of dense models, each model's levels predicted with the eager floor fitted on the
-    OTHER dense models (leave-one-model-out) and its family's fold for the rest. MoE runs are left out: the MoE
-    layer's extra (EAGER_MOE_LAUNCH_US) rests on one level of one model, so no MoE run is held out from it."""
-    dense = [c for c in _eager_cases(folder) if c.spec is not None and c.spec.moe is None]
+def _held_out_by_model(cases: list[Case], grid: dict[str, list[float]]) -> list[tuple[Case, Any]]:
+    """Each model's levels predicted with the grid's two constants fitted on the OTHER models' levels
+    (leave-one-model-out, :func:`_grid_fit`) and its family's fold for the rest."""
     pairs: list[tuple[Case, Any]] = []
-    for m in sorted({c.model for c in dense}):
-        u, x = fit_eager([c for c in dense if c.model != m])
-        for c in (c for c in dense if c.model == m):
-            pairs += predict_all([c], _fold_with(c, eager_launch_us=u, eager_weights_x=x))
+    for m in sorted({c.model for c in cases}):
+        fitted = dict(zip(grid, _grid_fit([c for c in cases if c.model != m], grid)))
+        for c in (c for c in cases if c.model == m):
+            pairs += predict_all([c], _fold_with(c, **fitted))
     return pairs
+
+
+def eager_pairs(folder: Path = EAGER_RUNS) -> list[tuple[Case, Any]]:
+    """The --enforce-eager runs of dense models, each model held out from the eager floor (:func:`_held_out_by_model`).
+    MoE runs are left out: the MoE layer's extra (EAGER_MOE_LAUNCH_US) rests on one level of one model, so no MoE run
+    is held out from it."""
+    return _held_out_by_model([c for c in _kept_cases(folder) if c.spec is not None and c.spec.moe is None],
+                              EAGER_GRID)
 
 
 DEEPGEMM_GRID = {"moe_pad_flops": [0.3 + 0.025 * i for i in range(13)],      # 0.3 .. 0.6 of the FP8 peak
                  "moe_pad_layer_us": [5.0 * i for i in range(9)]}             # 0 .. 40 us per MoE layer
-
-
-def _deepgemm_cases(folder: Path = DEEPGEMM_RUNS) -> list[Case]:
-    return [c for c in gpu_cases(folder) if not c.excluded]
 
 
 def fit_deepgemm(cases: list[Case]) -> tuple[float, ...]:
@@ -965,15 +968,9 @@ def fit_deepgemm(cases: list[Case]) -> tuple[float, ...]:
 
 
 def deepgemm_pairs(folder: Path = DEEPGEMM_RUNS) -> list[tuple[Case, Any]]:
-    """The --moe-backend deep_gemm runs, each model's levels predicted with the two DeepGEMM constants fitted on the
-    OTHER model (leave-one-model-out; two models, so each fold rests on one) and its family's fold for the rest."""
-    cases = _deepgemm_cases(folder)
-    pairs: list[tuple[Case, Any]] = []
-    for m in sorted({c.model for c in cases}):
-        x, u = fit_deepgemm([c for c in cases if c.model != m])
-        for c in (c for c in cases if c.model == m):
-            pairs += predict_all([c], _fold_with(c, moe_pad_flops=x, moe_pad_layer_us=u))
-    return pairs
+    """The --moe-backend deep_gemm runs, each model held out from the two DeepGEMM constants
+    (:func:`_held_out_by_model`; two models, so each fold rests on one)."""
+    return _held_out_by_model(_kept_cases(folder), DEEPGEMM_GRID)
 
 
 def pooled_held_out(cases: list[Case], d: dict[str, Any], fitted: dict) -> dict[str, Any]:

@@ -51,13 +51,13 @@ def test_each_dense_model_held_out_from_the_eager_floor():
 def test_the_shipped_floor_is_the_fit_on_all_three():
     from vllm_ops.planning import perf_fit
 
-    dense = [c for c in A._eager_cases() if c.spec is not None and c.spec.moe is None]
+    dense = [c for c in A._kept_cases(A.EAGER_RUNS) if c.spec is not None and c.spec.moe is None]
     assert A.fit_eager(dense) == (perf_fit.EAGER_LAUNCH_US, perf_fit.EAGER_WEIGHTS_X)
     assert perf_fit.EFFICIENCY.eager_launch_us == perf_fit.EAGER_LAUNCH_US
 
 
 def test_the_moe_eager_level_is_the_one_point_behind_its_constant():
-    (c,) = [c for c in A._eager_cases() if c.name.startswith("t235e/")]
+    (c,) = [c for c in A._kept_cases(A.EAGER_RUNS) if c.name.startswith("t235e/")]
     (_c, p), = A.predict_all([c], A._fold_with(c))
     assert abs(p.tpot_ms / c.tpot_ms - 1) < 0.05        # in-sample by construction: said so in perf_fit
 

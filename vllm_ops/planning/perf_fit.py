@@ -50,10 +50,11 @@ EAGER_MOE_LAUNCH_US = 1050.0
 # DeepGEMM's MoE grouped GEMM (perf_kernels: vLLM 0.12's default for block-FP8 MoE on Hopper, --moe-backend deep_gemm
 # on 0.25) pads its rows to 128 per expert: the padding rows cost as rows at MOE_PAD_FLOPS of the FP8 peak, and its
 # extra kernels MOE_PAD_LAYER_US per MoE layer. Fitted (a grid, squared log error of the mean TPOT) on the 8 levels of
-# two models run with --moe-backend deep_gemm on 1x H200, vLLM 0.25.0 (tests/data/gpu-runs/h200x1/deepgemm/, 2026-12-05):
-# one GPU's share of Qwen3-235B-A22B-FP8 at TP2 (1000x100 at 1, 4, 16; 4000x100 at 8) and Qwen3-30B-A3B-FP8 (1024x128 at
-# 1, 4, 16, 64); each model predicted by the fit on the other: TPOT -9..+16 %. NVIDIA's public Qwen3-235B-A22B-FP8 rows
-# (vLLM 0.12) are read by no fit: a held-out test (benchmarks/perf_model_accuracy.py deepgemm_pairs).
+# two models run with --moe-backend deep_gemm on 1x H200, vLLM 0.25.0 (tests/data/gpu-runs/h200x1/deepgemm/,
+# 2026-12-05): one GPU's share of Qwen3-235B-A22B-FP8 at TP2 (1000x100 at 1, 4, 16; 4000x100 at 8) and
+# Qwen3-30B-A3B-FP8 (1024x128 at 1, 4, 16, 64); each model predicted by the fit on the other: TPOT -9..+16 %. NVIDIA's
+# public Qwen3-235B-A22B-FP8 rows (vLLM 0.12) are read by no fit: a held-out test (benchmarks/perf_model_accuracy.py
+# deepgemm_pairs).
 MOE_PAD_FLOPS = 0.5
 MOE_PAD_LAYER_US = 25.0
 DEFAULT = Efficiency(bw=0.85, flops=0.6, flops_fp8=0.0, step_ms=1.0, layer_us=35.0, allreduce_us=ALLREDUCE_US,

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 
 PAD_ROWS = 128          # DeepGEMM's M alignment on Hopper (get_m_alignment_for_contiguous_layout)
 _DEEP_GEMM_NAMES = {"deep_gemm", "deepgemm"}
+DEEP_GEMM_MOE_OFF = ("VLLM_MOE_USE_DEEP_GEMM", "0")   # the variable that puts vLLM's MoE back on Triton's fused MoE
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,11 @@ def block_fp8_moe(spec: "ModelSpec") -> bool:
         and bool((q.raw or {}).get("weight_block_size"))
 
 
+def expert_parallel(extra_args) -> bool:
+    """``--enable-expert-parallel`` among the flags passed through to vLLM."""
+    return any(str(a).startswith("--enable-expert-parallel") for a in extra_args or ())
+
+
 def moe_padding(*, spec: "ModelSpec", version: str, compute_capability: Any, tp: int, dp: int, ep: bool,
                 extra_args: list[str], env: dict[str, str]) -> MoEPadding:
     """The MoE grouped GEMM's row padding for this deployment (see the module doc)."""
@@ -54,7 +60,7 @@ def moe_padding(*, spec: "ModelSpec", version: str, compute_capability: Any, tp:
     local = spec.moe.num_experts // (tp * dp) if ep else spec.moe.num_experts
     rule = rules_for(version)["fp8_block_moe_hopper"]
     backend = (value_of([str(a) for a in extra_args], "--moe-backend") or "").lower().replace("-", "_")
-    off = [k for k in ("VLLM_USE_DEEP_GEMM", "VLLM_MOE_USE_DEEP_GEMM") if str(env.get(k, "")).strip() == "0"]
+    off = [k for k in ("VLLM_USE_DEEP_GEMM", DEEP_GEMM_MOE_OFF[0]) if str(env.get(k, "")).strip() == "0"]
     if backend and backend not in _DEEP_GEMM_NAMES:
         return MoEPadding("", local, f"--moe-backend {backend}: costed as Triton's fused MoE")
     if off and not backend:

@@ -178,11 +178,11 @@ class StepCost:
         """Seconds of the MoE layers' grouped GEMMs: the routed rows at the fused-MoE kernels' FLOP/s, plus with
         DeepGEMM's padding (``moe_pad``) the padding rows it runs at ``moe_pad_flops`` of the peak."""
         routed = self.expert_flops_per_token * n_tokens / (self.flops_peak * self._moe_flops_eff(gemm_eff))
-        if not self.moe_pad:
+        pad = self._pad_constants()
+        if pad is None:
             return routed
-        rows = n_tokens * self.moe_rows_per_token
-        pad = padded_rows(self.moe_pad, rows, self.moe_local_experts) - rows
-        return routed + self.moe_row_flops * pad / (self.flops_peak * (self.eff.moe_pad_flops or 1.0))
+        mode, per_tok, local, row_ms = pad
+        return routed + row_ms * (padded_rows(mode, n_tokens * per_tok, local) - n_tokens * per_tok) / 1e3
 
     def _weights_read(self, n_tokens: int, moe_bw: float = 1.0) -> float:
         """Weight bytes read in a step of ``n_tokens``; expert bytes divided by ``moe_bw`` (the

@@ -26,7 +26,7 @@ from vllm_ops.errors import BadInput
 from vllm_ops.hardware import catalog
 from vllm_ops.planning import perf_fit
 from vllm_ops.planning.memory import GPU_BLOCK_SIZE, VOCAB_PADDING, expert_params
-from vllm_ops.planning.perf_kernels import moe_padding
+from vllm_ops.planning.perf_kernels import DEEP_GEMM_MOE_OFF, expert_parallel, moe_padding
 from vllm_ops.planning.perf_sim import simulate
 from vllm_ops.planning.perf_step import StepCost
 from vllm_ops.planning.versions import DEFAULT_VLLM_VERSION
@@ -141,11 +141,12 @@ def predict(plan: "Plan", workload: Workload, *, spec: "ModelSpec | None" = None
 def _without_deepgemm(plan: "Plan", w: Workload, spec: "ModelSpec", cost: "StepCost", perf: Performance) -> str:
     """The hint beside a plan on DeepGEMM's padded MoE path: how much shorter a decode step of the predicted batch
     would be on Triton's fused MoE (a ratio of two step costs, not a second simulation: plans stay fast)."""
-    off, _why = step_cost(replace(plan, env={**(plan.env or {}), "VLLM_MOE_USE_DEEP_GEMM": "0"}), spec, cost.eff)
+    var, val = DEEP_GEMM_MOE_OFF
+    off, _why = step_cost(replace(plan, env={**(plan.env or {}), var: val}), spec, cost.eff)
     n = max(int(round(perf.effective_concurrency or 1)), 1)
     ctx = n * (w.input_len + w.output_len / 2)
     ratio = off.step_ms(n, ctx) / cost.step_ms(n, ctx) if off is not None else 1.0
-    return (f"with --env VLLM_MOE_USE_DEEP_GEMM=0 (Triton's fused MoE, no padding) a decode step of {n} requests "
+    return (f"with --env {var}={val} (Triton's fused MoE, no padding) a decode step of {n} requests "
             f"would take {ratio:.2f}x as long: TPOT about {perf.tpot_ms * ratio:.1f} ms")
 
 
@@ -251,7 +252,7 @@ def step_cost(plan: "Plan", spec: "ModelSpec", eff) -> "tuple[StepCost | None, s
         pair = 2.0 * hq * (2 * spec.mla.kv_lora_rank + spec.mla.qk_rope_head_dim) * L
     else:
         pair = 4.0 * hq * spec.head_dim * L
-    ep = spec.moe is not None and any(str(a).startswith("--enable-expert-parallel") for a in (plan.extra_args or []))
+    ep = spec.moe is not None and expert_parallel(plan.extra_args)
     width = (spec.moe.moe_intermediate_size if ep else spec.moe.moe_intermediate_size // (tp * dp)) if spec.moe else 0
     if ep:
         notes.append("expert parallel: experts spread over the GPUs (same bytes per GPU as TP-sharded experts); "

@@ -607,14 +607,13 @@ MOE_PEAK_TOKENS = 8192              # the profile's batch in those runs (max_num
 def _moe_activation_warning(f: _Facts, c: _Choice) -> None:
     """``moe-activation-under``: the shortfall measured at 8192 batched tokens, scaled to this plan's batch (as
     the rest of the activation estimate scales: an assumption, measured at 8192 only); Triton's fused MoE only."""
-    from vllm_ops.planning.perf_kernels import moe_padding
+    from vllm_ops.planning.perf_kernels import expert_parallel, moe_padding
 
     m, e, tokens = f.model.moe, c.est, c.flags.max_num_batched_tokens
     if f.cpu or m is None or m.num_experts < 128 or m.experts_per_token < 8 or not e.kv_cache_gib:
         return
-    ep = any(str(a).startswith("--enable-expert-parallel") for a in f.extra_args)
-    if moe_padding(spec=f.model, version=f.version, compute_capability=f.cc, tp=c.tp, dp=c.flags.dp, ep=ep,
-                   extra_args=f.extra_args, env=f.env).mode:
+    if moe_padding(spec=f.model, version=f.version, compute_capability=f.cc, tp=c.tp, dp=c.flags.dp,
+                   ep=expert_parallel(f.extra_args), extra_args=f.extra_args, env=f.env).mode:
         return
     short = MOE_PEAK_SHORT_GIB[4096 if f.model.hidden_size >= 4096 else 2048] * tokens / MOE_PEAK_TOKENS
     f.warnings.append(PlanWarning(

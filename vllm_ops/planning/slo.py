@@ -6,7 +6,8 @@ The space: tensor-parallel size × replicas (pipeline stages only where the plan
 a TP size that cannot hold the model gets the fewest stages that do), ``max_num_seqs``, ``max_num_batched_tokens``, the KV cache dtype (``auto``/``fp8`` where the
 GPU has fp8), fp8 weights (only with ``allow_fp8``: online fp8 changes the outputs) and, where vLLM
 runs block-FP8 MoE on DeepGEMM's padded grouped GEMM by default (0.12-0.13 on Hopper, planning/perf_kernels.py),
-``VLLM_MOE_USE_DEEP_GEMM=0`` (Triton's fused MoE; same outputs). A pinned flag or variable is not searched. Each candidate is planned by the memory planner with its flags as pins
+``VLLM_MOE_USE_DEEP_GEMM=0`` (Triton's fused MoE; same outputs). A pinned flag or variable is not searched.
+Each candidate is planned by the memory planner with its flags as pins
 (:func:`vllm_ops.planning.plan`: the memory plan is a hard constraint, never re-derived
 here) and scored by the performance model (:func:`vllm_ops.planning.performance.predict`).
 
@@ -34,6 +35,7 @@ from typing import Any, Iterable
 
 from vllm_ops.errors import BadInput
 from vllm_ops.planning import front, performance, pins as pin_rules, planner
+from vllm_ops.planning.perf_kernels import DEEP_GEMM_MOE_OFF, moe_padding
 from vllm_ops.planning.plan import PlanWarning
 from vllm_ops.planning.versions import DEFAULT_VLLM_VERSION
 
@@ -133,7 +135,7 @@ class Candidate:
     meets: bool = False
     misses: list[str] = field(default_factory=list)
     changed: list[str] = field(default_factory=list)           # flags the search set (not the planner's choice)
-    env: dict[str, str] = field(default_factory=dict)          # environment the search set (MOE_KERNEL_OFF)
+    env: dict[str, str] = field(default_factory=dict)          # environment the search set (DEEP_GEMM_MOE_OFF)
     rank: int = 0
     plan: Any = field(default=None, repr=False)                 # the Plan (not in to_dict)
 
@@ -223,9 +225,7 @@ def search(model: Any, inventory: Any, slo: SLO, workload: Any, *, pins: dict | 
     cands: list[Candidate] = []
     seen: set[tuple] = set()
 
-    def one(p_pins: dict) -> list[Candidate]:
-        p_pins = dict(p_pins)
-        env = p_pins.pop(_ENV, {})
+    def one(p_pins: dict, env: dict[str, str]) -> list[Candidate]:
         p_kw = {**kw, "env": {**(kw.get("env") or {}), **env}} if env else kw
         p = front.plan(model, inventory, pins={**pins, **p_pins}, **p_kw)
         key = _flags_key(p)
@@ -248,7 +248,7 @@ def search(model: Any, inventory: Any, slo: SLO, workload: Any, *, pins: dict | 
     notes = _notes(axes, pins, allow_fp8, split, workload)
     if len(axes["env"]) > 1:
         notes.append("MoE kernel tried both ways: DeepGEMM's padded grouped GEMM (this vLLM's default) and "
-                     f"{_MOE_OFF[0]}={_MOE_OFF[1]} (Triton's fused MoE)")
+                     "{}={} (Triton's fused MoE)".format(*DEEP_GEMM_MOE_OFF))
     return SearchResult(slo=slo, workload=workload, candidates=ranked, split=split,
                         elapsed_s=time.perf_counter() - t0, notes=notes, pins=dict(pins))
 
@@ -276,26 +276,19 @@ def _axes(model: Any, inventory: Any, pins: dict, allow_fp8: bool, profile: Any)
     return {"tp": tps, "pp": pps, "kv": kvs, "quant": quants, "gpus": gpus, "cpu": cpu, "has_fp8": has_fp8, "cc": cc}
 
 
-_ENV = "_env"                                   # key of a variant's environment among its pins (one() takes it out)
-_MOE_OFF = ("VLLM_MOE_USE_DEEP_GEMM", "0")
-
-
 def _kernel_envs(model: Any, axes: dict, kw: dict) -> list[dict[str, str]]:
     """The environments searched: none, and DeepGEMM's MoE turned off where this vLLM pads block-FP8 MoE on Hopper by
-    default (planning/perf_kernels.py) and the caller set neither the variable nor ``--moe-backend``."""
+    default at one of the TP sizes searched (planning/perf_kernels.py) and the caller chose neither the variables
+    nor ``--moe-backend``."""
     from vllm_ops.planning.argv import value_of
-    from vllm_ops.planning.perf_kernels import block_fp8_moe, moe_padding
 
     env = dict(kw.get("env") or {})
     extra = [str(a) for a in kw.get("extra_args") or ()]
-    set_by_caller = any(k in env for k in ("VLLM_MOE_USE_DEEP_GEMM", "VLLM_USE_DEEP_GEMM")) \
-        or value_of(extra, "--moe-backend")
-    if axes["cpu"] or not block_fp8_moe(model) or set_by_caller:
+    if any(k in env for k in (DEEP_GEMM_MOE_OFF[0], "VLLM_USE_DEEP_GEMM")) or value_of(extra, "--moe-backend"):
         return [{}]
-    cc = axes.get("cc")
-    padded = any(moe_padding(spec=model, version=str(kw.get("vllm_version")), compute_capability=cc, tp=tp, dp=1,
-                             ep=False, extra_args=extra, env=env).mode for tp in axes["tp"])
-    return [{}, dict([_MOE_OFF])] if padded else [{}]
+    padded = any(moe_padding(spec=model, version=str(kw.get("vllm_version")), compute_capability=axes["cc"], tp=tp,
+                             dp=1, ep=False, extra_args=extra, env=env).mode for tp in axes["tp"])
+    return [{}, dict([DEEP_GEMM_MOE_OFF])] if padded else [{}]
 
 
 def _layout_variants(one, tp: int, pp: int, axes: dict, pins: dict, workload: Any) -> None:
@@ -304,7 +297,7 @@ def _layout_variants(one, tp: int, pp: int, axes: dict, pins: dict, workload: An
     the SLO, the fastest of them (lowest TPOT; the first when none is predicted) again with lower
     max_num_seqs."""
     tried: list[tuple[dict, list[int], Candidate]] = []
-    for kv, q, env in ((kv, q, env) for kv in axes["kv"] for q in axes["quant"] for env in axes.get("env", [{}])):
+    for kv, q, env in ((kv, q, env) for kv in axes["kv"] for q in axes["quant"] for env in axes["env"]):
         base: dict[str, Any] = {"tensor_parallel_size": tp}
         if pp > 1:
             base["pipeline_parallel_size"] = pp
@@ -312,13 +305,11 @@ def _layout_variants(one, tp: int, pp: int, axes: dict, pins: dict, workload: An
             base["kv_cache_dtype"] = kv
         if q is not None:
             base["quantization"] = q
-        if env:
-            base[_ENV] = env
-        first = one(base)
+        first = one(base, env)
         if not first:
             continue
         toks = _token_variants(pins, workload, first[0].max_num_batched_tokens)
-        found = first + [c for t in toks for c in one({**base, "max_num_batched_tokens": t})]
+        found = first + [c for t in toks for c in one({**base, "max_num_batched_tokens": t}, env)]
         tried.extend((base, toks, c) for c in found)
     if not tried or any(c.meets for _, _, c in tried):
         return
@@ -332,7 +323,7 @@ def _layout_variants(one, tp: int, pp: int, axes: dict, pins: dict, workload: An
         return
     for seqs in _seqs_variants(pins, workload, len(c0.plan.replicas) or 1, c0.max_num_seqs):
         for t in [None, *toks]:
-            one({**base, "max_num_seqs": seqs, **({"max_num_batched_tokens": t} if t else {})})
+            one({**base, "max_num_seqs": seqs, **({"max_num_batched_tokens": t} if t else {})}, c0.env)
 
 
 def _seqs_variants(pins: dict, workload: Any, replicas: int, planned: int) -> list[int]:
@@ -363,7 +354,7 @@ def _flags_key(p: Any) -> tuple:
     a = p.vllm_args
     return (a.get("tensor_parallel_size"), a.get("pipeline_parallel_size"), len(p.replicas),
             a.get("max_num_seqs"), a.get("max_num_batched_tokens"), a.get("kv_cache_dtype"),
-            a.get("quantization"), (p.env or {}).get(_MOE_OFF[0]))
+            a.get("quantization"), (p.env or {}).get(DEEP_GEMM_MOE_OFF[0]))
 
 
 def _notes(axes: dict, pins: dict, allow_fp8: bool, split: bool, workload: Any) -> list[str]:
