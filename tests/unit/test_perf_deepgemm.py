@@ -112,9 +112,10 @@ def test_the_public_235b_rows_held_out():
     dp = [int(c.plan.vllm_args.get("data_parallel_size") or 1) > 1 for c in cases]
     tp_only = [abs(e) for e, d in zip(signed, dp) if not d]
     assert statistics.median(tp_only) < 12.0 and max(tp_only) < 35.0, sorted(tp_only)
-    # attention data parallelism: every such row is slower than predicted (the DP ranks' per-step coordination in
-    # vLLM 0.12 is not modelled, said in the plan)
-    assert all(e < 0 for e, d in zip(signed, dp) if d)
+    # attention data parallelism: the ranks step together (perf_lockstep, tests/unit/test_perf_lockstep.py); the
+    # rows stay the model's worst (the ranks' per-step coordination is not modelled, said in the plan)
+    dp_only = [abs(e) for e, d in zip(signed, dp) if d]
+    assert len(dp_only) == 19 and statistics.median(dp_only) < 21.0 and max(dp_only) < 35.0, sorted(dp_only)
 
 
 def test_a_012_plan_decodes_slower_than_with_deepgemm_off_and_says_why():

@@ -54,6 +54,7 @@ def test_a_dp_server_splits_its_load_over_the_ranks():
     are one rank's, throughput the server's (before: one rank was simulated with the whole load)."""
     import dataclasses
 
+    from vllm_ops.planning.perf_lockstep import LockStep
     from vllm_ops.planning.performance import Workload, predict
 
     p = _plan("Qwen/Qwen3-235B-A22B-FP8", "2xH200", data_parallel_size=2, tensor_parallel_size=1)
@@ -63,7 +64,12 @@ def test_a_dp_server_splits_its_load_over_the_ranks():
     from vllm_ops.planning import perf_fit, performance
     spec = load_model_spec("Qwen/Qwen3-235B-A22B-FP8", offline=True)
     cost, _ = performance.step_cost(p, spec, perf_fit.EFFICIENCY)
-    half = performance._run(one, Workload(1000, 100, concurrency=8), cost, [])
-    assert whole.tpot_ms == pytest.approx(half.tpot_ms) and whole.ttft_ms == pytest.approx(half.ttft_ms)
-    assert whole.output_tokens_per_s == pytest.approx(2 * half.output_tokens_per_s)
+    trace: list = []
+    half = performance._run(one, Workload(1000, 100, concurrency=8), cost, [], trace=trace)
+    # the ranks step together (MoE layers span them): the rank's steps wait out the other rank's (perf_lockstep)
+    locked = performance._run(one, Workload(1000, 100, concurrency=8), cost, [],
+                              step=LockStep(trace, 1).wrap(cost.step_ms))
+    assert whole.tpot_ms == pytest.approx(locked.tpot_ms) and whole.ttft_ms == pytest.approx(locked.ttft_ms)
+    assert whole.tpot_ms > half.tpot_ms
+    assert whole.output_tokens_per_s == pytest.approx(2 * locked.output_tokens_per_s)
     assert any("--data-parallel-size 2" in n and "8 of the 16" in n for n in whole.notes)

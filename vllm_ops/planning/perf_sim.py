@@ -71,7 +71,7 @@ class _Tally:
             self.first_arrival = arrival
 
     def result(self, t: float, steps: int, busy_weighted: float, max_running: int, limit: int, queued_max: int,
-               gaps: list[tuple[float, float]]) -> "SimResult":
+               gaps: list[tuple[float, float, int]]) -> "SimResult":
         c = self.counted
         return SimResult(
             ttft_ms=self.ttft_sum / c if c else None,
@@ -244,13 +244,15 @@ def simulate(step: StepFn, *, input_len: int, output_len: int, max_num_seqs: int
              kv_capacity_tokens: int, concurrency: int | None = None, rate: float | None = None,
              num_requests: int = 0, warmup: int = 0, seed: int = 0, stagger_ms: float = 0.0,
              osl_jitter: float = 0.0, prompt_cached: int = 0, admit_ms: float = 0.0, plan_ahead: bool = False,
-             send_jitter_ms: float = 0.0, max_steps: int = 2_000_000) -> SimResult:
+             send_jitter_ms: float = 0.0, max_steps: int = 2_000_000,
+             trace: list[tuple[float, int]] | None = None) -> SimResult:
     """Run ``num_requests`` requests; the first ``warmup`` sent are left out of the means. Closed loop: the C clients
     start together (``stagger_ms`` 0: a benchmark's first wave) or one every ``stagger_ms`` (the steady state).
     ``osl_jitter`` j > 0: output lengths uniform over ``output_len * [1-j, 1+j]`` (same mean: requests that started
     together drift apart), 0: exactly ``output_len``. ``send_jitter_ms``: a closed-loop client's next request up to
     this late (:class:`_HeldSends`). ``admit_ms``: the API server's serial cost per request (:class:`_Frontend`).
-    ``plan_ahead``: async scheduling plans step k+1 as step k starts (a request arriving mid-step waits one more)."""
+    ``plan_ahead``: async scheduling plans step k+1 as step k starts (a request arriving mid-step waits one more).
+    ``trace``: a list that gets (ms per step, steps) for every step or run of decode steps."""
     isl, osl = int(input_len), int(output_len)
     cached, isl_c = _prompt_split(isl, prompt_cached)
     limit = _running_limit(isl + osl, max_num_seqs, kv_capacity_tokens)
@@ -262,9 +264,7 @@ def simulate(step: StepFn, *, input_len: int, output_len: int, max_num_seqs: int
     jrng = random.Random(seed + 1)
     seq = sent = n_wait = 0
     last_dt = 0.0                                    # the step that just ran (plan_ahead's cut-off)
-    front = _Frontend(admit_ms)
-
-    held = _HeldSends(send_jitter_ms, seed)
+    front, held = _Frontend(admit_ms), _HeldSends(send_jitter_ms, seed)
 
     def send(n: int, t_now: float) -> None:
         nonlocal sent, n_wait
@@ -280,7 +280,7 @@ def simulate(step: StepFn, *, input_len: int, output_len: int, max_num_seqs: int
     stepno = n_dec = n_pre_req = done = steps_run = max_running = queued_max = 0
     sum_ctx = busy_weighted = 0.0
     tally = _Tally()
-    gaps: list[tuple[float, float]] = []           # (step ms, decode tokens in it) for the ITL median
+    gaps: list[tuple[float, float, int]] = []      # (ms per step, decode tokens, steps): the ITL median, the trace
     while done < num_requests and steps_run < max_steps:
         while arrivals and arrivals[0] <= t:
             front.send(1, arrivals.popleft(), sent >= warmup)
@@ -306,7 +306,7 @@ def simulate(step: StepFn, *, input_len: int, output_len: int, max_num_seqs: int
             last_dt = dt / k
             t += dt
             busy_weighted += n_dec * dt
-            gaps.append((dt / k, n_dec * k))
+            gaps.append((dt / k, n_dec * k, k))
             stepno += k
             steps_run += k
             sum_ctx += n_dec * k
@@ -314,8 +314,7 @@ def simulate(step: StepFn, *, input_len: int, output_len: int, max_num_seqs: int
             dt = last_dt = step(n_dec, sum_ctx, n_tok, pre_ctx)
             t += dt
             busy_weighted += n_dec * dt
-            if n_dec:
-                gaps.append((dt, n_dec))
+            gaps.append((dt, n_dec, 1))
             stepno += 1
             steps_run += 1
             sum_ctx += n_dec
@@ -357,15 +356,17 @@ def simulate(step: StepFn, *, input_len: int, output_len: int, max_num_seqs: int
                 tally.finished(n, t, arr, first, ln)
             if concurrency is not None:
                 send(n, t)
+    if trace is not None:
+        trace.extend((ms, k) for ms, _tok, k in gaps)
     return tally.result(t, stepno, busy_weighted, max_running, limit, queued_max, gaps)
 
 
-def _weighted_median(pairs: list[tuple[float, float]]) -> float | None:
-    total = sum(w for _v, w in pairs)
+def _weighted_median(pairs: list[tuple[float, float, int]]) -> float | None:
+    total = sum(w for _v, w, _k in pairs)
     if not total:
         return None
     acc = 0.0
-    for v, w in sorted(pairs):
+    for v, w, _k in sorted(pairs):
         acc += w
         if acc >= total / 2:
             return v

@@ -27,7 +27,8 @@ from vllm_ops.hardware import catalog
 from vllm_ops.planning import perf_fit
 from vllm_ops.planning.memory import GPU_BLOCK_SIZE, VOCAB_PADDING, expert_params
 from vllm_ops.planning.perf_kernels import DEEP_GEMM_MOE_OFF, expert_parallel, moe_padding
-from vllm_ops.planning.perf_sim import simulate
+from vllm_ops.planning.perf_lockstep import LockStep, ranks_step_together
+from vllm_ops.planning.perf_sim import StepFn, simulate
 from vllm_ops.planning.perf_step import StepCost
 from vllm_ops.planning.versions import DEFAULT_VLLM_VERSION
 
@@ -157,24 +158,33 @@ def rank_concurrency(concurrency: int, dp: int) -> int:
 
 def _data_parallel(plan: "Plan", w: Workload, cost: "StepCost", notes: list[str], dp: int) -> Performance:
     """A server of ``dp`` data-parallel ranks, each with its own scheduler and KV cache: the load split evenly over
-    them (one rank simulated; a MoE rank's experts see every rank's tokens, perf_step), throughput of all ranks."""
+    them (one rank simulated; a MoE rank's experts see every rank's tokens, perf_step; MoE ranks step together,
+    perf_lockstep), throughput of all ranks."""
     c_rank = rank_concurrency(w.concurrency, dp) if w.concurrency is not None else None
     n_rank = None
     if w.num_requests is not None:
         n_rank = max(int(round(w.num_requests * c_rank / w.concurrency)), 1) if c_rank else -(-w.num_requests // dp)
     rank = replace(w, concurrency=c_rank, rate=w.rate / dp if w.rate is not None else None,
                                num_requests=n_rank)
-    perf = _run(plan, rank, cost, notes)
+    together = ranks_step_together(cost.moe_layers, dp)
+    trace: list[tuple[float, int]] = []
+    perf = _run(plan, rank, cost, notes, trace=trace if together else None)
+    if together and trace:
+        perf = _run(plan, rank, cost, notes, step=LockStep(trace, dp - 1).wrap(cost.step_ms))
     if perf.output_tokens_per_s is not None:
         perf.output_tokens_per_s *= dp
     if perf.requests_per_s is not None:
         perf.requests_per_s *= dp
-    perf.notes.append(f"--data-parallel-size {dp}: the load split evenly over the {dp} ranks (each "
-                      + (f"{c_rank} of the {w.concurrency} requests" if c_rank else f"{w.rate / dp:g} requests/s")
-                      + "); TTFT/TPOT of one rank, throughput of the server; load imbalance and the ranks' per-step "
-                        "coordination not modelled (NVIDIA's public Qwen3-235B-A22B-FP8 rows at DP 2-4, vLLM 0.12: "
-                        "every one slower than predicted, TPOT 12-41 %)")
+    share = f"{c_rank} of the {w.concurrency} requests" if c_rank else f"{w.rate / dp:g} requests/s"
+    perf.notes.append(f"--data-parallel-size {dp}: the load split evenly over the {dp} ranks (each {share}); TTFT/TPOT "
+                      f"of one rank, throughput of the server; " + (_LOCKSTEP_NOTE if together else
+                                                                    "load imbalance not modelled"))
     return perf
+
+
+_LOCKSTEP_NOTE = ("the ranks step together (MoE layers span them): a step lasts as long as the longest of the ranks' "
+                  "steps, simulated as the expected longest of this rank's step and the others' drawn from its own "
+                  "step times; load imbalance and the ranks' per-step coordination not modelled")
 
 
 def _unsupported(plan: "Plan", w: Workload) -> str | None:
@@ -285,7 +295,11 @@ def step_cost(plan: "Plan", spec: "ModelSpec", eff) -> "tuple[StepCost | None, s
     return cost, None
 
 
-def _run(plan: "Plan", w: Workload, cost: "StepCost", fit_notes: list[str]) -> Performance:
+def _run(plan: "Plan", w: Workload, cost: "StepCost", fit_notes: list[str], step: "StepFn | None" = None,
+         trace: list[tuple[float, int]] | None = None) -> Performance:
+    """One replica (or one data-parallel rank) at ``w``, simulated with ``step`` (``cost.step_ms`` unless given);
+    ``trace`` gets the simulated steps (perf_sim.simulate)."""
+    step = step or cost.step_ms
     va = plan.vllm_args or {}
     seqs = int(va.get("max_num_seqs") or 256)
     mbt = int(va.get("max_num_batched_tokens") or 2048)
@@ -324,9 +338,9 @@ def _run(plan: "Plan", w: Workload, cost: "StepCost", fit_notes: list[str]) -> P
         stagger = 0.0
         if not w.num_requests:     # steady state: clients spread over one request's lifetime
             b = min(c, limit)
-            stagger = osl * cost.step_ms(b, b * (isl + osl / 2.0), b * (isl - cached) // max(osl, 1), 0.0) / b
-        r = simulate(cost.step_ms, concurrency=c, num_requests=n, warmup=warm, stagger_ms=stagger,
-                     osl_jitter=jitter, **kw)
+            stagger = osl * step(b, b * (isl + osl / 2.0), b * (isl - cached) // max(osl, 1), 0.0) / b
+        r = simulate(step, concurrency=c, num_requests=n, warmup=warm, stagger_ms=stagger,
+                     osl_jitter=jitter, trace=trace, **kw)
         if r.ttft_ms is None:
             return refuse("too few requests to measure", notes)
         e2e = r.e2e_ms + cost.eff.request_ms
@@ -335,15 +349,18 @@ def _run(plan: "Plan", w: Workload, cost: "StepCost", fit_notes: list[str]) -> P
         overloaded = None
     else:
         rate = float(w.rate)
-        sat = simulate(cost.step_ms, concurrency=limit, num_requests=limit + max(limit // 2, 32), warmup=limit,
-                       osl_jitter=jitter, **kw)
+        sat_trace: list[tuple[float, int]] = []
+        sat = simulate(step, concurrency=limit, num_requests=limit + max(limit // 2, 32), warmup=limit,
+                       osl_jitter=jitter, trace=sat_trace, **kw)
         capacity = limit / (sat.e2e_ms + cost.eff.request_ms) * 1e3 if sat.e2e_ms else 0.0
         overloaded = capacity if rate > 0.97 * capacity else None
         if overloaded is not None:
             r = sat                        # at saturation: the server runs `limit` requests, the rest queue
+            if trace is not None:
+                trace.extend(sat_trace)
         else:
             n = int(w.num_requests) if w.num_requests else min(max(200, int(rate * 30)), 1000)
-            r = simulate(cost.step_ms, rate=rate, num_requests=n, warmup=n // 10, osl_jitter=jitter, **kw)
+            r = simulate(step, rate=rate, num_requests=n, warmup=n // 10, osl_jitter=jitter, trace=trace, **kw)
         rps = min(rate, capacity)
         running = r.mean_running
     ttft = (r.ttft_ms + cost.eff.request_ms) if r.ttft_ms is not None else None
