@@ -80,7 +80,9 @@ def test_narrow_experts_lower_the_fused_moe_flops_only_when_the_fall_is_fitted()
     flat, _ = step_cost(p, spec, base)
     fall, _ = step_cost(p, spec, replace(base, moe_f_half=384.0))
     assert flat.expert_width == fall.expert_width == spec.moe.moe_intermediate_size // 2       # 768 over TP=2
-    assert fall._moe_flops_eff(0.5) == pytest.approx(0.4 * 384 / (384 + 384))
+    # 384 wide is narrower than any fit saw: the fall is taken at 768 (perf_step.MOE_W_FLOOR), and the plan says so
+    assert fall._moe_flops_eff(0.5) == pytest.approx(0.4 * 768 / (768 + 384))
+    assert any("narrower than any measured (768)" in n for n in fall.notes)
     assert flat._moe_flops_eff(0.5) == pytest.approx(0.4)
     assert fall.step_ms(0, 0.0, 8192, 8192 * 512.0) > flat.step_ms(0, 0.0, 8192, 8192 * 512.0)
     assert fall.step_ms(1, 1024.0) == pytest.approx(flat.step_ms(1, 1024.0), rel=0.02)   # decode reads weights

@@ -45,6 +45,14 @@ from dataclasses import dataclass, field, replace
 from vllm_ops.planning.perf_kernels import padded_rows
 
 
+# The narrowest expert width on one GPU any fit has seen: Qwen3-30B-A3B at TP 1 (768; our q30bf, q30fp8 and q30dg
+# runs; the other MoE family in the fits, Mixtral, is 14336 wide). Below it the narrow-expert fall (moe_f_half, two
+# widths behind it) is not extrapolated: narrower experts get the MoE FLOP/s of 768-wide ones (and the plan says so).
+# A rule, not a fit; added in session 16 after NVIDIA's Qwen3-235B-A22B-FP8 rows at TP 4 (384 wide, in no fit) came
+# out high (TTFT +17..+106 %), so those rows do not test the decision, only the constants.
+MOE_W_FLOOR = 768
+
+
 @dataclass(frozen=True)
 class Efficiency:
     bw: float                      # achieved fraction of the HBM bandwidth
@@ -171,7 +179,8 @@ class StepCost:
         e = self.eff
         base = e.moe_flops or gemm_eff
         if e.moe_f_half and self.expert_width:
-            base *= self.expert_width / (self.expert_width + e.moe_f_half)
+            w = max(self.expert_width, MOE_W_FLOOR)
+            base *= w / (w + e.moe_f_half)
         return base
 
     def _moe_flops_s(self, n_tokens: int, gemm_eff: float) -> float:

@@ -29,12 +29,12 @@ from vllm_ops.planning.memory import GPU_BLOCK_SIZE, VOCAB_PADDING, expert_param
 from vllm_ops.planning.perf_kernels import DEEP_GEMM_MOE_OFF, expert_parallel, moe_padding
 from vllm_ops.planning.perf_lockstep import LockStep, ranks_step_together
 from vllm_ops.planning.perf_sim import StepFn, simulate
-from vllm_ops.planning.perf_step import StepCost
+from vllm_ops.planning.perf_step import MOE_W_FLOOR, StepCost
 from vllm_ops.planning.versions import DEFAULT_VLLM_VERSION
 
 if TYPE_CHECKING:  # pragma: no cover
     from vllm_ops.models.spec import ModelSpec
-    from vllm_ops.planning.perf_step import StepCost
+    from vllm_ops.planning.perf_step import MOE_W_FLOOR, StepCost
     from vllm_ops.planning.plan import Plan
 
 BOUNDS = ("weights-bandwidth", "kv-bandwidth", "compute", "communication", "max-num-seqs", "kv-capacity",
@@ -267,6 +267,9 @@ def step_cost(plan: "Plan", spec: "ModelSpec", eff) -> "tuple[StepCost | None, s
     if ep:
         notes.append("expert parallel: experts spread over the GPUs (same bytes per GPU as TP-sharded experts); "
                      "the token exchange costed like an all-reduce; expert load imbalance not modelled")
+    if 0 < width < MOE_W_FLOOR:
+        notes.append(f"experts {width} wide on one GPU, narrower than any measured ({MOE_W_FLOOR}): their MoE FLOP/s "
+                     f"taken as {MOE_W_FLOOR}-wide experts' (the narrow-expert fall is not extrapolated)")
     if spec.num_sliding_layers:
         notes.append("sliding-window layers counted as full attention (KV read and FLOPs are upper bounds)")
     link = (g.nvlink_gbs / 2 if g.interconnect == "nvlink" and g.nvlink_gbs else (g.pcie_gbs or 16)) * 1e9
