@@ -79,7 +79,8 @@ Folds: one per family (a model and its other checkpoints: MODELS, FAMILIES), so 
 When the training rows hold FP8 models, FP8 GEMMs get their own efficiency (flops_fp8).
 
 `disagg` rows are excluded with that reason; attention-data-parallel MoE rows (tp_size < GPUs) are
-planned as TP over the GPUs for memory and predicted as DP attention + TP-sharded experts.
+planned as TP over the GPUs for memory and predicted as DP attention + TP-sharded experts, the ranks stepping
+together (session 16, vllm_ops/planning/perf_lockstep.py: no constant; the 19 DP rows' TPOT 24.0 % -> 18.1 %).
 
     python benchmarks/perf_model_accuracy.py                   # held-out + in-sample figures
     python benchmarks/perf_model_accuracy.py --fit --write     # refit, write vllm_ops/data/perf/fit.json
