@@ -87,12 +87,20 @@ class Efficiency:
     moe_pad_flops: float = 0.0     # DeepGEMM's MoE grouped GEMM: its padding rows (perf_kernels) cost as rows at this
                                    # fraction of the FLOP/s peak (0: as at the whole peak)
     moe_pad_layer_us: float = 0.0  # ... and its extra kernels (permute, scale packing, unpermute) per MoE layer
+    harness_prompt_us: float = 0.0  # the public rows' harness only: its latency per prompt token (perf_fit.HARNESS_*)
+    request_prompt_us: float = 0.0  # per prompt token of a request's first token, outside vLLM (0: plans; the
+                                    # public harness: through_harness)
 
     def through_harness(self) -> "Efficiency":
-        """These efficiencies as the public rows' harness sees them: its per-request latency
-        (``harness_ms``) added to ``request_ms``; its frontend (Dynamo), not vLLM's API server, streams the tokens."""
+        """These efficiencies as the public rows' harness sees them: its per-request latency (``harness_ms``) added
+        to ``request_ms``, its per-prompt-token one (``harness_prompt_us``) as ``request_prompt_us``; its frontend
+        (Dynamo), not vLLM's API server, streams the tokens."""
         return replace(self, request_ms=self.request_ms + self.harness_ms, api_token_us=0.0, api_request_ms=0.0,
-                       send_jitter_ms=self.harness_jitter_ms)
+                       send_jitter_ms=self.harness_jitter_ms, request_prompt_us=self.harness_prompt_us)
+
+    def request_latency_ms(self, prompt_tokens: int) -> float:
+        """What a request's first token (and its end) carries outside the engine's steps."""
+        return self.request_ms + self.request_prompt_us * prompt_tokens / 1e3
 
 
 @dataclass(frozen=True)

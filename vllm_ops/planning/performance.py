@@ -331,6 +331,7 @@ def _run(plan: "Plan", w: Workload, cost: "StepCost", fit_notes: list[str], step
         notes.append(f"prefix cache: {w.prefix_cache_hit:.0%} of every prompt assumed cached (whole KV blocks); "
                      f"only the rest is prefilled")
     cached = cached_prompt_tokens(isl, w.prefix_cache_hit, int(va.get("block_size") or GPU_BLOCK_SIZE))
+    outside = cost.eff.request_latency_ms(isl)
     kw = dict(input_len=isl, output_len=osl, max_num_seqs=seqs, max_batched_tokens=mbt, kv_capacity_tokens=cap,
               prompt_cached=cached, admit_ms=cost.eff.api_request_ms, plan_ahead=cost.async_sched,
               send_jitter_ms=cost.eff.send_jitter_ms)
@@ -346,7 +347,7 @@ def _run(plan: "Plan", w: Workload, cost: "StepCost", fit_notes: list[str], step
                      osl_jitter=jitter, trace=trace, **kw)
         if r.ttft_ms is None:
             return refuse("too few requests to measure", notes)
-        e2e = r.e2e_ms + cost.eff.request_ms
+        e2e = r.e2e_ms + outside
         rps = min(c, n) / e2e * 1e3
         running = float(min(c, limit))
         overloaded = None
@@ -355,7 +356,7 @@ def _run(plan: "Plan", w: Workload, cost: "StepCost", fit_notes: list[str], step
         sat_trace: list[tuple[float, int]] = []
         sat = simulate(step, concurrency=limit, num_requests=limit + max(limit // 2, 32), warmup=limit,
                        osl_jitter=jitter, trace=sat_trace, **kw)
-        capacity = limit / (sat.e2e_ms + cost.eff.request_ms) * 1e3 if sat.e2e_ms else 0.0
+        capacity = limit / (sat.e2e_ms + outside) * 1e3 if sat.e2e_ms else 0.0
         overloaded = capacity if rate > 0.97 * capacity else None
         if overloaded is not None:
             r = sat                        # at saturation: the server runs `limit` requests, the rest queue
@@ -366,7 +367,7 @@ def _run(plan: "Plan", w: Workload, cost: "StepCost", fit_notes: list[str], step
             r = simulate(step, rate=rate, num_requests=n, warmup=n // 10, osl_jitter=jitter, trace=trace, **kw)
         rps = min(rate, capacity)
         running = r.mean_running
-    ttft = (r.ttft_ms + cost.eff.request_ms) if r.ttft_ms is not None else None
+    ttft = (r.ttft_ms + outside) if r.ttft_ms is not None else None
     tpot = r.tpot_ms if osl > 1 else None
     avg_ctx = isl + osl / 2.0
     floor = cost.floor_ms(max(int(round(running)), 1), max(running, 1.0) * avg_ctx) if osl > 1 else None
