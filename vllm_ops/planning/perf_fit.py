@@ -1,7 +1,9 @@
 """Fitted efficiencies of the performance model, with the data they were fitted on.
 
 The constants live in ``vllm_ops/data/perf/fit.json``, written by
-``python benchmarks/perf_model_accuracy.py --fit --write``:
+``python benchmarks/perf_model_accuracy.py --fit --write`` and then ``--fit-harness --write`` (the public rows'
+harness latency per request and per prompt token, ``harness_fit``: fitted only on the public rows whose prompts the
+prefix cache serves, in every fold that saw them; plans never use it):
 
 * ``efficiency``: fitted on every row of the measurement sets named in ``fitted_on`` (what
   ``vllm-ops plan`` uses); ``not_fitted`` names the measured models no fit reads, and why (they are
