@@ -102,7 +102,7 @@ import statistics
 import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -936,20 +936,30 @@ def _fold_with(c: Case, **kw: float):
     return dataclasses.replace(eff, **kw)
 
 
-def _grid_fit(cases: list[Case], grid: dict[str, list[float]]) -> tuple[float, ...]:
-    """The point of ``grid`` (two constants) minimising the squared log error of the mean TPOT over ``cases``; each
-    case's other constants from its family's fold. Ties keep the first point."""
-    (k1, v1), (k2, v2) = grid.items()
+def _argmin_grid(grid: dict[str, list[float]], err: Callable[[float, float], float]) -> tuple[float, float]:
+    """The point of ``grid`` (two constants, in its order) where ``err`` is least. Ties keep the first point."""
+    (_k1, v1), (_k2, v2) = grid.items()
     best = None
     for a in v1:
         for b in v2:
-            err = 0.0
-            for c in cases:
-                (_c, p), = predict_all([c], _fold_with(c, **{k1: a, k2: b}))
-                err += math.log(p.tpot_ms / c.tpot_ms) ** 2
-            if best is None or err < best[0] - 1e-12:
-                best = (err, a, b)
+            e = err(a, b)
+            if best is None or e < best[0] - 1e-12:
+                best = (e, a, b)
     return (best[1], best[2]) if best else (0.0, 0.0)
+
+
+def _grid_fit(cases: list[Case], grid: dict[str, list[float]]) -> tuple[float, ...]:
+    """The point of ``grid`` (two constants) minimising the squared log error of the mean TPOT over ``cases``; each
+    case's other constants from its family's fold. Ties keep the first point."""
+    k1, k2 = grid
+
+    def err(a: float, b: float) -> float:
+        total = 0.0
+        for c in cases:
+            (_c, p), = predict_all([c], _fold_with(c, **{k1: a, k2: b}))
+            total += math.log(p.tpot_ms / c.tpot_ms) ** 2
+        return total
+    return _argmin_grid(grid, err)
 
 
 def fit_eager(cases: list[Case]) -> tuple[float, ...]:
@@ -1005,14 +1015,8 @@ def fit_harness(rows: list[Case], eff) -> tuple[float, float]:
     add to a request's TTFT outside the engine's steps, so each row is simulated once, with both at 0."""
     base = replace(eff, harness_ms=0.0, harness_prompt_us=0.0)
     pts = [(c.workload.input_len, p.ttft_ms, c.ttft_ms) for c, p in predict_all(rows, base) if p.ttft_ms]
-    (k1, v1), (k2, v2) = HARNESS_GRID.items()
-    best = None
-    for a in v1:
-        for b in v2:
-            err = sum(abs(math.log((t + a + b * isl / 1e3) / m)) for isl, t, m in pts) / max(len(pts), 1)
-            if best is None or err < best[0] - 1e-12:
-                best = (err, a, b)
-    return (best[1], best[2]) if best else (0.0, 0.0)
+    return _argmin_grid(HARNESS_GRID, lambda a, b: sum(abs(math.log((t + a + b * isl / 1e3) / m))
+                                                       for isl, t, m in pts) / max(len(pts), 1))
 
 
 def refit_harness(write: bool) -> dict[str, Any]:

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 PAD_ROWS = 128          # DeepGEMM's M alignment on Hopper (get_m_alignment_for_contiguous_layout)
 _DEEP_GEMM_NAMES = {"deep_gemm", "deepgemm"}
 DEEP_GEMM_MOE_OFF = ("VLLM_MOE_USE_DEEP_GEMM", "0")   # the variable that puts vLLM's MoE back on Triton's fused MoE
+DEEP_GEMM_ENV = ("VLLM_USE_DEEP_GEMM", DEEP_GEMM_MOE_OFF[0])   # either, set to 0, turns DeepGEMM's MoE off
 
 
 @dataclass(frozen=True)
@@ -48,10 +49,21 @@ def expert_parallel(extra_args) -> bool:
     return any(str(a).startswith("--enable-expert-parallel") for a in extra_args or ())
 
 
+def _moe_backend(extra_args) -> str:
+    """``--moe-backend``'s value among the flags passed through to vLLM, normalised ("" when not given)."""
+    from vllm_ops.planning.argv import value_of
+
+    return (value_of([str(a) for a in extra_args or ()], "--moe-backend") or "").lower().replace("-", "_")
+
+
+def kernel_chosen(env: dict[str, str], extra_args) -> bool:
+    """Whether the deployment chose the MoE kernel itself: a DeepGEMM variable set (to anything) or ``--moe-backend``."""
+    return any(k in env for k in DEEP_GEMM_ENV) or bool(_moe_backend(extra_args))
+
+
 def moe_padding(*, spec: "ModelSpec", version: str, compute_capability: Any, tp: int, dp: int, ep: bool,
                 extra_args: list[str], env: dict[str, str]) -> MoEPadding:
     """The MoE grouped GEMM's row padding for this deployment (see the module doc)."""
-    from vllm_ops.planning.argv import value_of
     from vllm_ops.planning.versions import rules_for
 
     if not block_fp8_moe(spec) or tuple(compute_capability or ())[:2] != (9, 0):
@@ -59,8 +71,8 @@ def moe_padding(*, spec: "ModelSpec", version: str, compute_capability: Any, tp:
     assert spec.moe is not None
     local = spec.moe.num_experts // (tp * dp) if ep else spec.moe.num_experts
     rule = rules_for(version)["fp8_block_moe_hopper"]
-    backend = (value_of([str(a) for a in extra_args], "--moe-backend") or "").lower().replace("-", "_")
-    off = [k for k in ("VLLM_USE_DEEP_GEMM", DEEP_GEMM_MOE_OFF[0]) if str(env.get(k, "")).strip() == "0"]
+    backend = _moe_backend(extra_args)
+    off = [k for k in DEEP_GEMM_ENV if str(env.get(k, "")).strip() == "0"]
     if backend and backend not in _DEEP_GEMM_NAMES:
         return MoEPadding("", local, f"--moe-backend {backend}: costed as Triton's fused MoE")
     if off and not backend:

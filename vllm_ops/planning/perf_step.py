@@ -87,7 +87,7 @@ class Efficiency:
     moe_pad_flops: float = 0.0     # DeepGEMM's MoE grouped GEMM: its padding rows (perf_kernels) cost as rows at this
                                    # fraction of the FLOP/s peak (0: as at the whole peak)
     moe_pad_layer_us: float = 0.0  # ... and its extra kernels (permute, scale packing, unpermute) per MoE layer
-    harness_prompt_us: float = 0.0  # the public rows' harness only: its latency per prompt token (perf_fit.HARNESS_*)
+    harness_prompt_us: float = 0.0  # the public rows' harness only: its latency per prompt token (fit.json harness_fit)
     request_prompt_us: float = 0.0  # per prompt token of a request's first token, outside vLLM (0: plans; the
                                     # public harness: through_harness)
 

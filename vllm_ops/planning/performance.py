@@ -34,7 +34,6 @@ from vllm_ops.planning.versions import DEFAULT_VLLM_VERSION
 
 if TYPE_CHECKING:  # pragma: no cover
     from vllm_ops.models.spec import ModelSpec
-    from vllm_ops.planning.perf_step import MOE_W_FLOOR, StepCost
     from vllm_ops.planning.plan import Plan
 
 BOUNDS = ("weights-bandwidth", "kv-bandwidth", "compute", "communication", "max-num-seqs", "kv-capacity",
@@ -353,14 +352,14 @@ def _run(plan: "Plan", w: Workload, cost: "StepCost", fit_notes: list[str], step
         overloaded = None
     else:
         rate = float(w.rate)
-        sat_trace: list[tuple[float, int]] = []
+        sat_trace: list[tuple[float, int]] | None = [] if trace is not None else None
         sat = simulate(step, concurrency=limit, num_requests=limit + max(limit // 2, 32), warmup=limit,
                        osl_jitter=jitter, trace=sat_trace, **kw)
         capacity = limit / (sat.e2e_ms + outside) * 1e3 if sat.e2e_ms else 0.0
         overloaded = capacity if rate > 0.97 * capacity else None
         if overloaded is not None:
             r = sat                        # at saturation: the server runs `limit` requests, the rest queue
-            if trace is not None:
+            if trace is not None and sat_trace:
                 trace.extend(sat_trace)
         else:
             n = int(w.num_requests) if w.num_requests else min(max(200, int(rate * 30)), 1000)

@@ -35,7 +35,7 @@ from typing import Any, Iterable
 
 from vllm_ops.errors import BadInput
 from vllm_ops.planning import front, performance, pins as pin_rules, planner
-from vllm_ops.planning.perf_kernels import DEEP_GEMM_MOE_OFF, moe_padding
+from vllm_ops.planning.perf_kernels import DEEP_GEMM_MOE_OFF, kernel_chosen, moe_padding
 from vllm_ops.planning.plan import PlanWarning
 from vllm_ops.planning.versions import DEFAULT_VLLM_VERSION
 
@@ -280,11 +280,9 @@ def _kernel_envs(model: Any, axes: dict, kw: dict) -> list[dict[str, str]]:
     """The environments searched: none, and DeepGEMM's MoE turned off where this vLLM pads block-FP8 MoE on Hopper by
     default at one of the TP sizes searched (planning/perf_kernels.py) and the caller chose neither the variables
     nor ``--moe-backend``."""
-    from vllm_ops.planning.argv import value_of
-
     env = dict(kw.get("env") or {})
     extra = [str(a) for a in kw.get("extra_args") or ()]
-    if any(k in env for k in (DEEP_GEMM_MOE_OFF[0], "VLLM_USE_DEEP_GEMM")) or value_of(extra, "--moe-backend"):
+    if kernel_chosen(env, extra):
         return [{}]
     padded = any(moe_padding(spec=model, version=str(kw.get("vllm_version")), compute_capability=axes["cc"], tp=tp,
                              dp=1, ep=False, extra_args=extra, env=env).mode for tp in axes["tp"])
