@@ -5,8 +5,9 @@
 #
 #   bash scripts/gpu_bench_matrix.sh OUTDIR NAME MODEL PORT "GRID" [plan/launch pins...] [-- vLLM flags]
 #
-# GRID: space-separated ISL:OSL:CONCURRENCY:PROMPTS[:POOL] items, e.g. "1024:128:1:6 1024:128:32:64";
+# GRID: space-separated ISL:OSL:CONCURRENCY:PROMPTS[:POOL[:WARMUP]] items, e.g. "1024:128:1:6 1024:128:32:64";
 #       POOL: the level's requests go over POOL distinct prompts (bench --prompt-pool), file ...-poolPOOL.json;
+#       WARMUP: bench --warmup (default wave), file ...-wWARMUP.json when given ("1024:128:8:32::request");
 #       an empty GRID only launches (a memory run). A short warm-up level runs before the grid.
 # Needs vLLM installed where `vllm` (or VLLM_OPS_VLLM) finds it, and vllm-ops (pip install -e .,
 # or PYTHONPATH=this checkout). Used for the H200 runs kept under tests/data/gpu-runs/.
@@ -37,9 +38,10 @@ if [ $rc = 0 ] && [ -n "$GRID" ]; then
   vo bench --url "$URL" --concurrency 4 --num-prompts 8 --input-len 512 --output-len 32 --quiet --json \
     > "$O/bench-warmup.json" 2>> "$O/bench.err"
   for item in $GRID; do
-    IFS=: read -r isl osl c n pool <<< "$item"
-    log "bench isl=$isl osl=$osl c=$c n=$n pool=${pool:-none}"
+    IFS=: read -r isl osl c n pool warm <<< "$item"
+    log "bench isl=$isl osl=$osl c=$c n=$n pool=${pool:-none} warmup=${warm:-wave}"
     PA=(); SUF=""; [ -n "${pool:-}" ] && { PA=(--prompt-pool "$pool"); SUF="-pool$pool"; }
+    [ -n "${warm:-}" ] && { PA+=(--warmup "$warm"); SUF="$SUF-w$warm"; }
     vo bench --url "$URL" --concurrency "$c" --num-prompts "$n" --input-len "$isl" --output-len "$osl" "${PA[@]}" \
       --plan "$O/plan.json" --quiet --json > "$O/bench-$isl-$osl-c$c$SUF.json" 2>> "$O/bench.err"
     echo "bench $item exit $?" >> "$O/steps.txt"

@@ -19,6 +19,8 @@ def test_short_bench_figures_are_consistent(vllm_server, run_cli, tmp_path):
     assert rc == 0, err
     doc = json.loads(out)
     assert [lv["concurrency"] for lv in doc["levels"]] == [1, 4]
+    # each level was warmed by an untimed wave (1, then 4 requests) sent before its first /metrics scrape
+    assert doc["warmup"] == "wave" and "one wave of 4 requests, not timed" in err
     for lv in doc["levels"]:
         assert lv["failed"] == 0 and lv["errors"] == []
         assert lv["completed"] == 8
@@ -50,7 +52,7 @@ def test_errors_are_counted_through_a_failing_proxy(vllm_server):
     with FaultProxy(vllm_server.root_url, base_model=vllm_server.model) as proxy:
         proxy.set("fail_some", fail_every=3)
         report = run_bench(proxy.root_url, concurrency=[2], num_prompts=9, input_len=8, output_len=4,
-                           sample_interval=0)
+                           sample_interval=0, warmup="request")
     lv = report.levels[0]
     # the warm-up request is generation request 1: requests 3, 6, 9 of the proxy's count fail
     assert lv.failed == 3 and lv.completed == 6

@@ -15,7 +15,8 @@ import pytest
 
 from vllm_ops.client._prometheus import parse_prometheus
 from vllm_ops.errors import BadInput
-from vllm_ops.loadtest.bench import _PREFIX_COUNTERS, _prefix_hit_rate, arun_bench, level_seed
+from vllm_ops.loadtest.bench import (_PREFIX_COUNTERS, WAVE_OUTPUT, _prefix_hit_rate, arun_bench, level_seed,
+                                     wave_size)
 from vllm_ops.loadtest.prompts import pooled_prompts, random_token_prompts
 from vllm_ops.loadtest.report import BenchReport
 from vllm_ops.loadtest.stats import ServerSide, summarize
@@ -113,6 +114,7 @@ class _CachingServer:
 
     def __init__(self) -> None:
         self.sent: list[tuple[int, ...]] = []
+        self.max_tokens: list[int] = []
         self.hits = self.queries = 0
 
     async def __call__(self, request: httpx.Request) -> httpx.Response:
@@ -132,6 +134,7 @@ class _CachingServer:
         self.hits += len(prompt) if prompt in self.sent else 0
         self.queries += len(prompt)
         self.sent.append(prompt)
+        self.max_tokens.append(body["max_tokens"])
         await asyncio.sleep(0)
         n = body["max_tokens"]
         events = [{"choices": [{"index": 0, "text": "x"}]} for _ in range(n)]
@@ -145,9 +148,10 @@ async def _bench(server: _CachingServer, **kw) -> BenchReport:
     from vllm_ops.client import VLLMProvider
 
     llm = VLLMProvider(base_url="http://mock/v1", max_retries=0, transport=httpx.MockTransport(server))
+    kw.setdefault("warmup", "request")
+    kw.setdefault("output_len", 2)
     try:
-        return await arun_bench("http://mock", provider=llm, input_len=16, output_len=2,
-                                sample_interval=0, **kw)
+        return await arun_bench("http://mock", provider=llm, input_len=16, sample_interval=0, **kw)
     finally:
         await llm.aclose()
 
@@ -169,6 +173,37 @@ async def test_every_level_and_the_warm_up_get_fresh_prompts():
     again = _CachingServer()
     await _bench(again, concurrency=[1, 2, 4], num_prompts=6, seed=11)
     assert _groups(again.sent, 6, 3) == groups                   # a seed gives the same prompts
+
+
+async def test_a_wave_of_fresh_prompts_warms_each_level_untimed():
+    srv = _CachingServer()
+    rep = await _bench(srv, concurrency=[1, 3], num_prompts=5, seed=7, warmup="wave", output_len=6)
+    # the warm-up request, then per level: a wave as large as its concurrency, then its 5 requests
+    assert len(srv.sent) == 1 + (1 + 5) + (3 + 5)
+    waves, levels = [srv.sent[1:2], srv.sent[7:10]], [srv.sent[2:7], srv.sent[10:15]]
+    assert len(set(srv.sent)) == len(srv.sent)                  # nothing the prefix cache could serve
+    assert all(len(p) == 16 for w in waves for p in w)          # the level's prompt length
+    assert srv.max_tokens[1:2] + srv.max_tokens[7:10] == [WAVE_OUTPUT] * 4 == [4] * 4
+    assert [lv.completed for lv in rep.levels] == [5, 5]        # the wave is not timed
+    assert rep.levels[1].total_output_tokens == 5 * 6 and rep.to_dict()["warmup"] == "wave"
+    assert srv.max_tokens[2:7] + srv.max_tokens[10:15] == [6] * 10
+    assert all(len(p) == 16 for lv in levels for p in lv)
+    none = _CachingServer()
+    await _bench(none, concurrency=[2], num_prompts=3, warmup="none")
+    assert len(none.sent) == 3
+
+
+@pytest.mark.parametrize("c, rate, n, size", [(8, None, 100, 8), (8, None, 5, 5), (None, 2.5, 100, 3),
+                                              (None, float("inf"), 40, 40), (None, 0.2, 10, 1)])
+def test_wave_size_is_what_the_level_keeps_in_flight(c, rate, n, size):
+    assert wave_size(c, rate, n) == size
+
+
+async def test_an_unknown_warmup_is_refused_before_any_request():
+    srv = _CachingServer()
+    with pytest.raises(BadInput, match="--warmup"):
+        await _bench(srv, concurrency=[1], num_prompts=2, warmup="twice")
+    assert srv.sent == []
 
 
 async def test_prompt_pool_reuses_prompts_within_a_level_only():

@@ -7,7 +7,7 @@ from pathlib import Path
 from vllm_ops import output
 from vllm_ops.commands._server import add_server_flags, connect, report_console, server_from_args
 from vllm_ops.errors import BadInput
-from vllm_ops.loadtest.bench import plan_limits_for, run_bench
+from vllm_ops.loadtest.bench import WARMUPS, plan_limits_for, run_bench
 from vllm_ops.loadtest.report import PlanLimits, read_plan_file
 
 
@@ -52,6 +52,10 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--prompt-pool", type=int, default=None, metavar="N",
                    help="send each level's requests over N distinct prompts (passes in a new order; aiperf's "
                         "default is 100): measures prefix-cache reuse; the cache hit column says how much")
+    p.add_argument("--warmup", choices=WARMUPS, default="wave",
+                   help="before each level, one untimed wave of fresh prompts as large as the level keeps in "
+                        "flight (default 'wave': a server's first batch of a new shape pays one-time costs); "
+                        "'request': one request before the first level; 'none'")
     p.add_argument("--sample-interval", type=float, default=0.5, metavar="S",
                    help="seconds between /metrics samples during a level (0: before/after only)")
     p.add_argument("--plot", default=None, metavar="FILE.png",
@@ -76,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
                        num_prompts=args.num_prompts, input_len=args.input_len,
                        output_len=args.output_len, dataset=args.dataset, plan=plan,
                        api_key=server.api_key, timeout=server.timeout, seed=args.seed,
-                       prompt_pool=args.prompt_pool,
+                       prompt_pool=args.prompt_pool, warmup=args.warmup,
                        sample_interval=args.sample_interval,
                        progress=progress)
     if args.plot:

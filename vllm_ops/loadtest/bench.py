@@ -8,7 +8,13 @@ Every request is a streaming ``/v1/completions`` call through the bundled client
 new ones for every level and for the warm-up request (vLLM's prefix cache would otherwise serve a
 prompt sent before, and the level would time cache hits, not prefills); ``prompt_pool`` N sends
 each level's requests over N distinct prompts instead (prefix-cache reuse measured on purpose,
-with random prompts or a dataset). Between levels,
+with random prompts or a dataset). Before each level, ``warmup="wave"`` (the default) sends one untimed
+wave of fresh prompts of the level's length, as many at once as the level keeps in flight, 4 tokens out:
+the first time a server meets a batch shape it pays one-time costs (new HTTP connections, kernels built
+for a new token count: our H200 runs of MoE models without it show the first wave of a level 1-2 s
+slower, tests/data/gpu-runs/h200x1/perf/q30bf c=8: TTFT p50 190 ms, mean 612 ms), which a steady-state
+figure must not carry; ``"request"`` sends one request before the first level only, ``"none"`` nothing.
+Between levels,
 ``/metrics`` is read before and after (counter deltas) and sampled during the level (peak KV
 cache usage, longest queue, biggest batch).
 """
@@ -82,9 +88,25 @@ def _prefix_hit_rate(before: Any, after: Any) -> float | None:
     return None
 
 
+WARMUPS = ("wave", "request", "none")
+WAVE_OUTPUT = 4            # output tokens of a warm-up wave's requests (decode shapes are CUDA graphs built at start)
+_WAVE_SEEDS = 100_000      # a level's warm-up wave draws from level_seed(seed, _WAVE_SEEDS + level)
+
+
 def level_seed(seed: int, level: int) -> int:
     """The prompts' seed of level ``level`` (0: the warm-up request): distinct prompts everywhere."""
     return seed * 1_000_003 + level
+
+
+def wave_size(concurrency: int | None, rate: float | None, num_prompts: int) -> int:
+    """How many requests a level's warm-up wave sends at once: what the level keeps in flight (its
+    concurrency; under a request rate, its first second's arrivals, all of them at ``inf``), at most
+    the level's own request count."""
+    if concurrency is not None:
+        n = concurrency
+    else:
+        n = num_prompts if rate is None or math.isinf(rate) else math.ceil(rate)
+    return max(1, min(n, num_prompts))
 
 
 def level_prompts(level: int, *, n: int, pool: int | None, seed: int, input_len: int,
@@ -106,7 +128,7 @@ async def arun_bench(url: str, *, model: str | None = None,
                      request_rates: Sequence[float] | None = None, num_prompts: int = 100,
                      input_len: int = 128, output_len: int = 128, dataset: str | None = None,
                      plan: PlanLimits | None = None, api_key: str | None = None, seed: int | None = None,
-                     prompt_pool: int | None = None,
+                     prompt_pool: int | None = None, warmup: str = "wave",
                      sample_interval: float = 0.5, timeout: float = 600.0,
                      progress: Progress | None = None, provider: Any = None) -> BenchReport:
     from vllm_ops.client import VLLMError, VLLMProvider
@@ -125,6 +147,8 @@ async def arun_bench(url: str, *, model: str | None = None,
         raise BadInput("num-prompts, input-len and output-len must be at least 1")
     if prompt_pool is not None and prompt_pool < 1:
         raise BadInput("--prompt-pool must be at least 1")
+    if warmup not in WARMUPS:
+        raise BadInput(f"--warmup must be one of {', '.join(WARMUPS)}, not {warmup!r}")
     if seed is None:
         import random
 
@@ -158,21 +182,27 @@ async def arun_bench(url: str, *, model: str | None = None,
         events = llm.astream_events
         include_usage = {"include_usage": True}
 
-        def stream(prompt: Any):
-            return events(prompt, endpoint="completions", model=model, max_tokens=output_len,
+        def stream(prompt: Any, max_tokens: int = output_len):
+            return events(prompt, endpoint="completions", model=model, max_tokens=max_tokens,
                           temperature=0.0, ignore_eos=True, stream_options=include_usage)
 
-        # one warm-up request (not timed): connections, the server's first-request costs
-        say("warm-up", f"{model} at {url}")
-        async for _ in stream(warm_prompt):
-            pass
+        if warmup != "none":
+            # one warm-up request (not timed): connections, the server's first-request costs
+            say("warm-up", f"{model} at {url}")
+            async for _ in stream(warm_prompt):
+                pass
 
         report = BenchReport(url=url, model=model, input_len=input_len, output_len=output_len,
                              num_prompts=num_prompts, mode=mode, dataset=dataset, version=version, seed=seed,
-                             prompt_pool=prompt_pool)
+                             prompt_pool=prompt_pool, warmup=warmup)
         for i, (c, r) in enumerate(levels, start=1):
             prompts = level_prompts(i, n=num_prompts, pool=prompt_pool, **source)
             label = f"concurrency {c}" if c is not None else f"rate {r:g}/s"
+            if warmup == "wave":
+                n = wave_size(c, r, num_prompts)
+                say("warm-up", f"{label}: one wave of {n} requests, not timed")
+                wave = level_prompts(_WAVE_SEEDS + i, n=n, pool=None, **source)
+                await run_concurrency(lambda p: stream(p, min(output_len, WAVE_OUTPUT)), wave, n)
             say("bench", f"{label}: {num_prompts} requests")
             before = await _metrics_or_none(llm)
             stop = asyncio.Event()

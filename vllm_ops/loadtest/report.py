@@ -160,6 +160,7 @@ class BenchReport:
     version: str | None = None
     seed: int | None = None                     # the prompts' seed (each level draws its own from it)
     prompt_pool: int | None = None              # distinct prompts per level (None: every request its own)
+    warmup: str | None = None                   # "wave" | "request" | "none" (None: a report from before the choice)
 
     @property
     def ok(self) -> bool:
@@ -169,7 +170,7 @@ class BenchReport:
         return {"url": self.url, "model": self.model, "version": self.version, "mode": self.mode,
                 "input_len": self.input_len, "output_len": self.output_len,
                 "num_prompts": self.num_prompts, "dataset": self.dataset, "seed": self.seed,
-                "prompt_pool": self.prompt_pool, "ok": self.ok,
+                "prompt_pool": self.prompt_pool, "warmup": self.warmup, "ok": self.ok,
                 "levels": [lv.to_dict() for lv in self.levels],
                 "saturation": self.saturation.to_dict() if self.saturation else None}
 
