@@ -279,3 +279,14 @@ def test_table_shows_the_cache_hit_column(hit, shown):
     cells_h = [c.strip() for c in header.replace("┃", "│").split("│")]
     cells_r = [c.strip() for c in row.split("│")]
     assert cells_r[cells_h.index("cache hit")] == shown
+
+
+@pytest.mark.parametrize("warmup, shown", [("wave", "warm-up: wave)"), (None, "prompts per level)")])
+def test_table_title_says_which_warm_up_ran(warmup, shown):
+    from rich.console import Console
+
+    con = Console(record=True, width=250, force_terminal=False)
+    rep = _report(0.0)
+    rep.warmup = warmup
+    rep.print_table(con)
+    assert shown in con.export_text()

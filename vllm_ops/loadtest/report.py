@@ -179,7 +179,8 @@ class BenchReport:
 
         con = console or make_console()
         t = Table(title=f"vllm-ops bench {self.url} ({self.model}, in {self.input_len} / out "
-                        f"{self.output_len} tokens, {self.num_prompts} prompts per level)",
+                        f"{self.output_len} tokens, {self.num_prompts} prompts per level"
+                        + (f", warm-up: {self.warmup}" if self.warmup else "") + ")",
                   title_justify="left")
         for col in ("level", "ok", "err", "req/s", "out tok/s", "TTFT p50/p90/p99 ms",
                     "ITL p50/p99 ms", "E2E p50/p90/p99 ms", "KV peak", "cache hit", "max wait", "preempt"):
