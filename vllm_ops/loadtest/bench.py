@@ -10,10 +10,10 @@ prompt sent before, and the level would time cache hits, not prefills); ``prompt
 each level's requests over N distinct prompts instead (prefix-cache reuse measured on purpose,
 with random prompts or a dataset). Before each level, ``warmup="wave"`` (the default) sends one untimed
 wave of fresh prompts of the level's length, as many at once as the level keeps in flight, 4 tokens out:
-the first time a server meets a batch shape it pays one-time costs (new HTTP connections, kernels built
-for a new token count: our H200 runs of MoE models without it show the first wave of a level 1-2 s
-slower, tests/data/gpu-runs/h200x1/perf/q30bf c=8: TTFT p50 190 ms, mean 612 ms), which a steady-state
-figure must not carry; ``"request"`` sends one request before the first level only, ``"none"`` nothing.
+a level's first wave can pay one-time costs (new HTTP connections; on the GPU, our H200 runs of MoE
+models made without it show a level's first wave 1-2 s slower than the rest, in vLLM's own prefill
+histogram too: tests/unit/test_bench_first_wave.py; which work is done once is not measured), and a
+steady-state figure must not carry them; ``"request"`` sends one request before the first level only, ``"none"`` nothing.
 Between levels,
 ``/metrics`` is read before and after (counter deltas) and sampled during the level (peak KV
 cache usage, longest queue, biggest batch).
