@@ -13,8 +13,8 @@ wave of fresh prompts of the level's length, as many at once as the level keeps 
 a level's first wave can pay one-time costs (new HTTP connections; on the GPU, our H200 runs of MoE
 models made without it show a level's first wave 1-2 s slower than the rest, in vLLM's own prefill
 histogram too: tests/unit/test_bench_first_wave.py; which work is done once is not measured), and a
-steady-state figure must not carry them; ``"request"`` sends one request before the first level only, ``"none"`` nothing.
-Between levels,
+steady-state figure must not carry them. Both ``"wave"`` and ``"request"`` send the one warm-up request
+before the first level (``"request"`` nothing more); ``"none"`` sends nothing. Between levels,
 ``/metrics`` is read before and after (counter deltas) and sampled during the level (peak KV
 cache usage, longest queue, biggest batch).
 """
