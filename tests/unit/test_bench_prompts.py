@@ -178,15 +178,16 @@ async def test_every_level_and_the_warm_up_get_fresh_prompts():
 async def test_a_wave_of_fresh_prompts_warms_each_level_untimed():
     srv = _CachingServer()
     rep = await _bench(srv, concurrency=[1, 3], num_prompts=5, seed=7, warmup="wave", output_len=6)
-    # the warm-up request, then per level: a wave as large as its concurrency, then its 5 requests
-    assert len(srv.sent) == 1 + (1 + 5) + (3 + 5)
-    waves, levels = [srv.sent[1:2], srv.sent[7:10]], [srv.sent[2:7], srv.sent[10:15]]
+    # per level: a wave as large as its concurrency, then its 5 requests (no separate warm-up request:
+    # the first level's wave does its work)
+    assert len(srv.sent) == (1 + 5) + (3 + 5)
+    waves, levels = [srv.sent[0:1], srv.sent[6:9]], [srv.sent[1:6], srv.sent[9:14]]
     assert len(set(srv.sent)) == len(srv.sent)                  # nothing the prefix cache could serve
     assert all(len(p) == 16 for w in waves for p in w)          # the level's prompt length
-    assert srv.max_tokens[1:2] + srv.max_tokens[7:10] == [WAVE_OUTPUT] * 4 == [4] * 4
+    assert srv.max_tokens[0:1] + srv.max_tokens[6:9] == [WAVE_OUTPUT] * 4 == [4] * 4
     assert [lv.completed for lv in rep.levels] == [5, 5]        # the wave is not timed
     assert rep.levels[1].total_output_tokens == 5 * 6 and rep.to_dict()["warmup"] == "wave"
-    assert srv.max_tokens[2:7] + srv.max_tokens[10:15] == [6] * 10
+    assert srv.max_tokens[1:6] + srv.max_tokens[9:14] == [6] * 10
     assert all(len(p) == 16 for lv in levels for p in lv)
     none = _CachingServer()
     await _bench(none, concurrency=[2], num_prompts=3, warmup="none")

@@ -13,8 +13,9 @@ wave of fresh prompts of the level's length, as many at once as the level keeps 
 a level's first wave can pay one-time costs (new HTTP connections; on the GPU, our H200 runs of MoE
 models made without it show a level's first wave 1-2 s slower than the rest, in vLLM's own prefill
 histogram too: tests/unit/test_bench_first_wave.py; which work is done once is not measured), and a
-steady-state figure must not carry them. Both ``"wave"`` and ``"request"`` send the one warm-up request
-before the first level (``"request"`` nothing more); ``"none"`` sends nothing. Between levels,
+steady-state figure must not carry them; the first level's wave also does what a single warm-up request
+would (connections, the server's first-request costs), so none is sent. ``"request"`` sends one warm-up
+request before the first level and nothing more; ``"none"`` sends nothing. Between levels,
 ``/metrics`` is read before and after (counter deltas) and sampled during the level (peak KV
 cache usage, longest queue, biggest batch).
 """
@@ -186,8 +187,9 @@ async def arun_bench(url: str, *, model: str | None = None,
             return events(prompt, endpoint="completions", model=model, max_tokens=max_tokens,
                           temperature=0.0, ignore_eos=True, stream_options=include_usage)
 
-        if warmup != "none":
-            # one warm-up request (not timed): connections, the server's first-request costs
+        if warmup == "request":
+            # one warm-up request (not timed): connections, the server's first-request costs (a wave,
+            # sent before every level, does this work too)
             say("warm-up", f"{model} at {url}")
             async for _ in stream(warm_prompt):
                 pass
