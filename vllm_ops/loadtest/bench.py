@@ -124,16 +124,9 @@ def level_prompts(level: int, *, n: int, pool: int | None, seed: int, input_len:
     return pooled_prompts(vocab, n, input_len, pool, s) if pool else random_token_prompts(vocab, n, input_len, s)
 
 
-async def arun_bench(url: str, *, model: str | None = None,
-                     concurrency: Sequence[int] | None = (1, 4, 16, 64),
-                     request_rates: Sequence[float] | None = None, num_prompts: int = 100,
-                     input_len: int = 128, output_len: int = 128, dataset: str | None = None,
-                     plan: PlanLimits | None = None, api_key: str | None = None, seed: int | None = None,
-                     prompt_pool: int | None = None, warmup: str = "wave",
-                     sample_interval: float = 0.5, timeout: float = 600.0,
-                     progress: Progress | None = None, provider: Any = None) -> BenchReport:
-    from vllm_ops.client import VLLMError, VLLMProvider
-
+def _levels(concurrency: Sequence[int] | None, request_rates: Sequence[float] | None
+            ) -> tuple[str, list[tuple[int | None, float | None]]]:
+    """The run's mode and its levels, each (concurrency, None) or (None, request rate)."""
     if request_rates:
         levels: list[tuple[int | None, float | None]] = [(None, float(r)) for r in request_rates]
         mode = "request_rate"
@@ -144,6 +137,73 @@ async def arun_bench(url: str, *, model: str | None = None,
         raise BadInput("give --concurrency or --request-rate levels")
     if any(c is not None and c < 1 for c, _ in levels) or any(r is not None and r <= 0 for _, r in levels):
         raise BadInput("concurrency levels must be ≥ 1 and request rates > 0")
+    return mode, levels
+
+
+async def _run_level(llm: Any, stream: Callable[..., Any], prompts: list[Any], c: int | None, r: float | None, *,
+                     label: str, seed: int, prompt_lens: list[int] | None, sample_interval: float,
+                     say: Progress) -> Any:
+    """One level's timed requests between two /metrics scrapes (sampled during it): its LevelStats."""
+    say("bench", f"{label}: {len(prompts)} requests")
+    before = await _metrics_or_none(llm)
+    stop = asyncio.Event()
+    sampler = asyncio.create_task(sample_while(llm.ametrics, sample_interval, stop)) \
+        if sample_interval > 0 else None
+    lagger = asyncio.create_task(loop_lag(stop))
+    last = [0.0]
+
+    def tick(done: int, total: int) -> None:
+        now = time.monotonic()
+        if done == total or now - last[0] >= 2.0:
+            last[0] = now
+            say("bench", f"{label}: {done}/{total} done")
+
+    t0 = time.perf_counter()
+    if c is not None:
+        results = await run_concurrency(stream, prompts, c, prompt_lens=prompt_lens, progress=tick)
+    else:
+        results = await run_rate(stream, prompts, r, seed=seed, prompt_lens=prompt_lens, progress=tick)
+    duration = time.perf_counter() - t0
+    stop.set()
+    samples = await sampler if sampler is not None else []
+    lags = await lagger
+    after = await _metrics_or_none(llm)
+    stats = summarize(results, concurrency=c, request_rate=r, duration_s=duration)
+    stats.server = server_side(before, after, samples)
+    stats.client_lag_ms = Distribution.of(lags)
+    say("bench", f"{label}: {stats.request_throughput:.2f} req/s, "
+                 f"{stats.output_throughput:.1f} tok/s, {stats.failed} failed")
+    return stats
+
+
+async def _resolve_model(llm: Any, url: str, model: str | None) -> tuple[str, str | None]:
+    """The model to bench (the first base model the server lists when none is given) and the server's version."""
+    from vllm_ops.client import VLLMError
+
+    try:
+        version = await llm.aversion()
+    except VLLMError:
+        version = None
+    if model is None:
+        models = await llm.alist_models()
+        base = [m for m in models if m.parent is None] or models
+        if not base:
+            raise BadInput(f"{url} lists no models")
+        model = base[0].id
+    return model, version
+
+
+async def arun_bench(url: str, *, model: str | None = None,
+                     concurrency: Sequence[int] | None = (1, 4, 16, 64),
+                     request_rates: Sequence[float] | None = None, num_prompts: int = 100,
+                     input_len: int = 128, output_len: int = 128, dataset: str | None = None,
+                     plan: PlanLimits | None = None, api_key: str | None = None, seed: int | None = None,
+                     prompt_pool: int | None = None, warmup: str = "wave",
+                     sample_interval: float = 0.5, timeout: float = 600.0,
+                     progress: Progress | None = None, provider: Any = None) -> BenchReport:
+    from vllm_ops.client import VLLMProvider
+
+    mode, levels = _levels(concurrency, request_rates)
     if num_prompts < 1 or output_len < 1 or (dataset is None and input_len < 1):
         raise BadInput("num-prompts, input-len and output-len must be at least 1")
     if prompt_pool is not None and prompt_pool < 1:
@@ -160,16 +220,7 @@ async def arun_bench(url: str, *, model: str | None = None,
     llm = provider or VLLMProvider.from_root_url(url, api_key=api_key, model=model, max_retries=0,
                                                  max_connections=top + 8, timeout=timeout)
     try:
-        try:
-            version = await llm.aversion()
-        except VLLMError:
-            version = None
-        if model is None:
-            models = await llm.alist_models()
-            base = [m for m in models if m.parent is None] or models
-            if not base:
-                raise BadInput(f"{url} lists no models")
-            model = base[0].id
+        model, version = await _resolve_model(llm, url, model)
         llm.model = model
 
         vocab = None
@@ -178,63 +229,33 @@ async def arun_bench(url: str, *, model: str | None = None,
             vocab = vocabulary_from_tokens([tok.tokens])
         source = dict(seed=seed, input_len=input_len, vocab=vocab, dataset=dataset)
         prompt_lens = None if dataset else [input_len] * num_prompts
-        warm_prompt = level_prompts(0, n=1, pool=None, **source)[0]
-
-        events = llm.astream_events
         include_usage = {"include_usage": True}
 
         def stream(prompt: Any, max_tokens: int = output_len):
-            return events(prompt, endpoint="completions", model=model, max_tokens=max_tokens,
-                          temperature=0.0, ignore_eos=True, stream_options=include_usage)
+            return llm.astream_events(prompt, endpoint="completions", model=model, max_tokens=max_tokens,
+                                      temperature=0.0, ignore_eos=True, stream_options=include_usage)
 
         if warmup == "request":
             # one warm-up request (not timed): connections, the server's first-request costs (a wave,
             # sent before every level, does this work too)
             say("warm-up", f"{model} at {url}")
-            async for _ in stream(warm_prompt):
+            async for _ in stream(level_prompts(0, n=1, pool=None, **source)[0]):
                 pass
 
         report = BenchReport(url=url, model=model, input_len=input_len, output_len=output_len,
                              num_prompts=num_prompts, mode=mode, dataset=dataset, version=version, seed=seed,
                              prompt_pool=prompt_pool, warmup=warmup)
         for i, (c, r) in enumerate(levels, start=1):
-            prompts = level_prompts(i, n=num_prompts, pool=prompt_pool, **source)
             label = f"concurrency {c}" if c is not None else f"rate {r:g}/s"
             if warmup == "wave":
                 n = wave_size(c, r, num_prompts)
                 say("warm-up", f"{label}: one wave of {n} requests, not timed")
                 wave = level_prompts(_WAVE_SEEDS + i, n=n, pool=None, **source)
                 await run_concurrency(lambda p: stream(p, min(output_len, WAVE_OUTPUT)), wave, n)
-            say("bench", f"{label}: {num_prompts} requests")
-            before = await _metrics_or_none(llm)
-            stop = asyncio.Event()
-            sampler = asyncio.create_task(sample_while(llm.ametrics, sample_interval, stop)) \
-                if sample_interval > 0 else None
-            lagger = asyncio.create_task(loop_lag(stop))
-            last = [0.0]
-
-            def tick(done: int, total: int, label: str = label) -> None:
-                now = time.monotonic()
-                if done == total or now - last[0] >= 2.0:
-                    last[0] = now
-                    say("bench", f"{label}: {done}/{total} done")
-
-            t0 = time.perf_counter()
-            if c is not None:
-                results = await run_concurrency(stream, prompts, c, prompt_lens=prompt_lens, progress=tick)
-            else:
-                results = await run_rate(stream, prompts, r, seed=seed, prompt_lens=prompt_lens, progress=tick)
-            duration = time.perf_counter() - t0
-            stop.set()
-            samples = await sampler if sampler is not None else []
-            lags = await lagger
-            after = await _metrics_or_none(llm)
-            stats = summarize(results, concurrency=c, request_rate=r, duration_s=duration)
-            stats.server = server_side(before, after, samples)
-            stats.client_lag_ms = Distribution.of(lags)
-            report.levels.append(stats)
-            say("bench", f"{label}: {stats.request_throughput:.2f} req/s, "
-                         f"{stats.output_throughput:.1f} tok/s, {stats.failed} failed")
+            prompts = level_prompts(i, n=num_prompts, pool=prompt_pool, **source)
+            report.levels.append(await _run_level(llm, stream, prompts, c, r, label=label, seed=seed,
+                                                  prompt_lens=prompt_lens, sample_interval=sample_interval,
+                                                  say=say))
         report.saturation = analyse(report.levels, input_len=input_len, output_len=output_len, plan=plan)
         return report
     finally:
