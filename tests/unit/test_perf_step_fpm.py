@@ -40,3 +40,27 @@ def test_the_model_predicts_b300_steps_it_never_saw_far_better_than_a_roofline()
     assert held["model"]["all"]["median"] <= 15.0 and held["model"]["all"]["p90"] <= 30.0
     better = sum(abs(r["error_pct"]) < abs(r["roofline_error_pct"]) for r in held["rows"])
     assert better >= 0.9 * len(held["rows"])
+
+
+def test_a_plan_outside_the_fitted_gpus_says_it_extrapolates_and_what_was_checked():
+    from vllm_ops.planning import perf_fit
+
+    assert perf_fit.gpu_note("H200", [9, 0]) is None and perf_fit.gpu_note("H100-SXM", [9, 0]) is None
+    b200 = perf_fit.gpu_note("B200", [10, 0])
+    assert "extrapolates" in b200 and "B300" in b200 and "9.7 %" in b200 and "not measured" in b200
+    l4 = perf_fit.gpu_note("L4", [8, 9])
+    assert "extrapolates" in l4 and "no measurement on this GPU" in l4 and "B300" not in l4
+
+
+def test_the_note_reaches_the_plans_performance_notes():
+    from vllm_ops.hardware import parse_gpu_spec
+    from vllm_ops.models import load_model_spec
+    from vllm_ops.planning import plan
+    from vllm_ops.planning.performance import Workload, predict
+
+    spec = load_model_spec("Qwen/Qwen3-8B", offline=True)
+    w = Workload(input_len=512, output_len=64, concurrency=4)
+    for gpus, expect in (("1xB200", True), ("1xH200", False)):
+        perf = predict(plan(spec, parse_gpu_spec(gpus)), w, spec=spec)
+        assert perf.tpot_ms is not None
+        assert any("extrapolates" in n for n in perf.notes) is expect, gpus

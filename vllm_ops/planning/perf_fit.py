@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import fields
+from typing import Any
 
 from vllm_ops.planning.perf_step import Efficiency
 
@@ -152,6 +153,26 @@ def accuracy_line(acc: dict | None) -> str | None:
         tpot = f"TPOT {v['tpot_median']} %, " if v.get("tpot_median") is not None else ""
         line += f"; this model held out ({short.get(k, k)}, {v['rows']} levels): {tpot}TTFT {v['ttft_median']} %"
     return line
+
+
+# The GPUs of the measured runs the efficiencies were fitted on: NVIDIA's public rows (H100 SXM, H200) and our own runs
+# (H200). A plan on another GPU extrapolates them, and says so (gpu_note).
+FITTED_GPUS = ("H100-SXM", "H200")
+# The one check on a GPU outside them: NVIDIA's per-step table of vLLM 0.20.1 serving Qwen3-32B on B300 at TP 1-8
+# (benchmarks/perf_step_fpm.py, tests/data/perf/fpm-b300-qwen3-32b.csv; read by no fit), step model only.
+BLACKWELL_STEP_CHECK = ("on Blackwell the step model was checked on NVIDIA's B300 per-step table (Qwen3-32B, TP 1-8, "
+                        "vLLM 0.20.1; in no fit): 9.7 % median (p90 20.4 %) per step, a plain roofline 55.7 %; "
+                        "TTFT and TPOT of a serving run on this GPU generation are not measured")
+
+
+def gpu_note(key: str, compute_capability: Any) -> str | None:
+    """What a plan on GPU ``key`` should know of the efficiencies' reach (None on the GPUs they were fitted on)."""
+    if key in FITTED_GPUS:
+        return None
+    line = (f"efficiencies fitted on {' and '.join(FITTED_GPUS)} runs only: on {key} the prediction extrapolates "
+            f"them")
+    major = int((compute_capability or [0])[0])
+    return f"{line}; {BLACKWELL_STEP_CHECK}" if major == 10 else f"{line} (no measurement on this GPU)"
 
 
 def notes() -> list[str]:

@@ -294,6 +294,9 @@ def step_cost(plan: "Plan", spec: "ModelSpec", eff) -> "tuple[StepCost | None, s
         moe_row_flops=2.0 * exp_p / n_exp / (1 if ep else tp * dp))
     cost.notes.append(f"{g.key}: {g.bandwidth_gbs:g} GB/s HBM, {peak:g} TFLOP/s dense ({prec} weights), "
                       f"link {link / 1e9:g} GB/s one way ({g.perf_source})")
+    gpu_line = perf_fit.gpu_note(g.key, g.compute_capability)
+    if gpu_line:
+        cost.notes.append(gpu_line)
     return cost, None
 
 
