@@ -352,7 +352,31 @@ def validate_profile(raw: dict[str, Any], *, path: str = "<profile>", stem: str 
     """Normalise and validate one profile mapping; raise MalformedFile naming file and field."""
     chk = _Checker(path)
     chk.keys(raw, _TOP_KEYS)
+    name = _check_name(raw, chk, stem)
+    kind = raw.get("kind", "gpu")
+    if kind not in ("gpu", "cpu"):
+        raise chk.fail("kind", f"must be 'gpu' or 'cpu', got {kind!r}")
+    description = chk.string(raw.get("description", ""), "description")
+    cpu_kv = cpu_threads = cpu_ram = None
+    if kind == "gpu":
+        gpu, count, interconnect = _check_gpu_box(raw, chk)
+    else:
+        gpu, count, interconnect = None, 0, _check_cpu_box_kind(raw, chk)
+        cpu_kv, cpu_threads, cpu_ram = _check_cpu(raw, chk)
+    defaults, limits = _check_defaults_and_limits(raw, chk)
+    env = _check_env(raw, chk)
+    if kind == "cpu":
+        env.setdefault("VLLM_TARGET_DEVICE", "cpu")
+        env["VLLM_CPU_KVCACHE_SPACE"] = _fmt_num(cpu_kv)
+        env.setdefault("VLLM_CPU_OMP_THREADS_BIND",
+                       "auto" if cpu_threads is None else f"0-{cpu_threads - 1}")
+    return Profile(name=name, kind=kind, gpu=gpu, count=count, interconnect=interconnect,
+                   vllm_defaults=defaults, limits=limits, env=env, notes=_check_notes(raw, chk),
+                   description=description, cpu_kv_cache_space_gib=cpu_kv,
+                   cpu_threads=cpu_threads, cpu_ram_gib=cpu_ram, path=path, origin=origin)
 
+
+def _check_name(raw: dict[str, Any], chk: "_Checker", stem: str | None) -> str:
     name = raw.get("name", stem)
     if name is None:
         raise chk.fail("name", "missing")
@@ -361,59 +385,68 @@ def validate_profile(raw: dict[str, Any], *, path: str = "<profile>", stem: str 
         raise chk.fail("name", f"must be lower-case letters, digits, '.', '_' or '-', got {name!r}")
     if stem is not None and name != stem:
         raise chk.fail("name", f"{name!r} does not match the file name {stem!r}")
+    return name
 
-    kind = raw.get("kind", "gpu")
-    if kind not in ("gpu", "cpu"):
-        raise chk.fail("kind", f"must be 'gpu' or 'cpu', got {kind!r}")
-    description = chk.string(raw.get("description", ""), "description")
 
-    cpu_kv = cpu_threads = cpu_ram = None
-    if kind == "gpu":
-        if "cpu" in raw:
-            raise chk.fail("cpu", "only allowed with kind: cpu")
-        if "gpu" not in raw:
-            raise chk.fail("gpu", "missing (a GPU catalog key such as 'L4' or 'H100-SXM')")
-        gpu = _check_gpu_key(chk.string(raw["gpu"], "gpu"), chk)
-        if "count" not in raw:
-            raise chk.fail("count", "missing (how many GPUs the box has)")
-        count = chk.integer(raw["count"], "count", 1)
-        from vllm_ops.hardware.spec import MAX_GPUS_PER_NODE
+def _check_gpu_box(raw: dict[str, Any], chk: "_Checker") -> tuple[str, int, str]:
+    """A GPU profile's (catalog key, GPU count, interconnect)."""
+    if "cpu" in raw:
+        raise chk.fail("cpu", "only allowed with kind: cpu")
+    if "gpu" not in raw:
+        raise chk.fail("gpu", "missing (a GPU catalog key such as 'L4' or 'H100-SXM')")
+    gpu = _check_gpu_key(chk.string(raw["gpu"], "gpu"), chk)
+    if "count" not in raw:
+        raise chk.fail("count", "missing (how many GPUs the box has)")
+    count = chk.integer(raw["count"], "count", 1)
+    from vllm_ops.hardware.spec import MAX_GPUS_PER_NODE
 
-        if count > MAX_GPUS_PER_NODE:
-            raise chk.fail("count", f"must be <= {MAX_GPUS_PER_NODE} (GPUs in one box), got {count}")
-        interconnect = raw.get("interconnect", "none" if count == 1 else None)
-        if interconnect is None:
-            raise chk.fail("interconnect", "missing (nvlink, pcie or none)")
-        if interconnect not in ("nvlink", "pcie", "none"):
-            raise chk.fail("interconnect", f"must be nvlink, pcie or none, got {interconnect!r}")
-        if count > 1 and interconnect == "none":
-            raise chk.fail("interconnect", f"'none' with {count} GPUs; say nvlink or pcie")
-    else:
-        for k in ("gpu", "count"):
-            if raw.get(k) not in (None, 0):
-                raise chk.fail(k, "not allowed with kind: cpu")
-        gpu, count = None, 0
-        interconnect = raw.get("interconnect", "none")
-        if interconnect != "none":
-            raise chk.fail("interconnect", "must be 'none' for kind: cpu")
-        cpu = chk.mapping(raw.get("cpu"), "cpu")
-        chk.keys(cpu, _CPU_KEYS, "cpu.")
-        if "kv_cache_space_gib" not in cpu:
-            raise chk.fail("cpu.kv_cache_space_gib", "missing (GiB of RAM for the KV cache, VLLM_CPU_KVCACHE_SPACE)")
-        cpu_kv = chk.number(cpu["kv_cache_space_gib"], "cpu.kv_cache_space_gib")
-        if cpu.get("threads") is not None:
-            cpu_threads = chk.integer(cpu["threads"], "cpu.threads", 1)
-            if cpu_threads > MAX_CPU_THREADS:
-                raise chk.fail("cpu.threads", f"must be <= {MAX_CPU_THREADS}, got {cpu_threads}")
-        if cpu.get("ram_gib") is not None:
-            cpu_ram = chk.number(cpu["ram_gib"], "cpu.ram_gib")
-            if cpu_kv >= cpu_ram:
-                raise chk.fail("cpu.kv_cache_space_gib", f"{cpu_kv} GiB is not less than cpu.ram_gib {cpu_ram}")
+    if count > MAX_GPUS_PER_NODE:
+        raise chk.fail("count", f"must be <= {MAX_GPUS_PER_NODE} (GPUs in one box), got {count}")
+    interconnect = raw.get("interconnect", "none" if count == 1 else None)
+    if interconnect is None:
+        raise chk.fail("interconnect", "missing (nvlink, pcie or none)")
+    if interconnect not in ("nvlink", "pcie", "none"):
+        raise chk.fail("interconnect", f"must be nvlink, pcie or none, got {interconnect!r}")
+    if count > 1 and interconnect == "none":
+        raise chk.fail("interconnect", f"'none' with {count} GPUs; say nvlink or pcie")
+    return gpu, count, interconnect
 
+
+def _check_cpu_box_kind(raw: dict[str, Any], chk: "_Checker") -> str:
+    """A CPU profile names no GPUs and no interconnect; its interconnect is 'none'."""
+    for k in ("gpu", "count"):
+        if raw.get(k) not in (None, 0):
+            raise chk.fail(k, "not allowed with kind: cpu")
+    interconnect = raw.get("interconnect", "none")
+    if interconnect != "none":
+        raise chk.fail("interconnect", "must be 'none' for kind: cpu")
+    return interconnect
+
+
+def _check_cpu(raw: dict[str, Any], chk: "_Checker") -> tuple[float, int | None, float | None]:
+    """A CPU profile's (KV cache GiB, threads, RAM GiB)."""
+    cpu = chk.mapping(raw.get("cpu"), "cpu")
+    chk.keys(cpu, _CPU_KEYS, "cpu.")
+    if "kv_cache_space_gib" not in cpu:
+        raise chk.fail("cpu.kv_cache_space_gib", "missing (GiB of RAM for the KV cache, VLLM_CPU_KVCACHE_SPACE)")
+    cpu_kv = chk.number(cpu["kv_cache_space_gib"], "cpu.kv_cache_space_gib")
+    cpu_threads = cpu_ram = None
+    if cpu.get("threads") is not None:
+        cpu_threads = chk.integer(cpu["threads"], "cpu.threads", 1)
+        if cpu_threads > MAX_CPU_THREADS:
+            raise chk.fail("cpu.threads", f"must be <= {MAX_CPU_THREADS}, got {cpu_threads}")
+    if cpu.get("ram_gib") is not None:
+        cpu_ram = chk.number(cpu["ram_gib"], "cpu.ram_gib")
+        if cpu_kv >= cpu_ram:
+            raise chk.fail("cpu.kv_cache_space_gib", f"{cpu_kv} GiB is not less than cpu.ram_gib {cpu_ram}")
+    return cpu_kv, cpu_threads, cpu_ram
+
+
+def _check_defaults_and_limits(raw: dict[str, Any], chk: "_Checker"
+                               ) -> tuple[dict[str, Any], dict[str, float | int]]:
     defaults: dict[str, Any] = {}
     for k, v in chk.mapping(raw.get("vllm_defaults"), "vllm_defaults").items():
         defaults[chk.flag_name(k, "vllm_defaults")] = chk.flag_value(k, v, "vllm_defaults")
-
     limits: dict[str, float | int] = {}
     for k, v in chk.mapping(raw.get("limits"), "limits").items():
         chk.flag_name(k, "limits")
@@ -426,7 +459,10 @@ def validate_profile(raw: dict[str, Any], *, path: str = "<profile>", stem: str 
         lim = limits.get(k)
         if lim is not None and isinstance(v, (int, float)) and not isinstance(v, bool) and v > lim:
             raise chk.fail(f"vllm_defaults.{k}", f"{v} is above its limit {lim} (limits.{k})")
+    return defaults, limits
 
+
+def _check_env(raw: dict[str, Any], chk: "_Checker") -> dict[str, str]:
     env: dict[str, str] = {}
     for k, v in chk.mapping(raw.get("env"), "env").items():
         if not isinstance(k, str) or not _ENV_NAME_RE.match(k):
@@ -439,23 +475,16 @@ def validate_profile(raw: dict[str, Any], *, path: str = "<profile>", stem: str 
         if isinstance(v, (dict, list)) or v is None:
             raise chk.fail(f"env.{k}", f"must be a string or number, got {_tname(v)}")
         env[k] = chk.string(str(v), f"env.{k}")   # YAML reads 123 as int: env values are strings
-    if kind == "cpu":
-        env.setdefault("VLLM_TARGET_DEVICE", "cpu")
-        env["VLLM_CPU_KVCACHE_SPACE"] = _fmt_num(cpu_kv)
-        env.setdefault("VLLM_CPU_OMP_THREADS_BIND",
-                       "auto" if cpu_threads is None else f"0-{cpu_threads - 1}")
+    return env
 
+
+def _check_notes(raw: dict[str, Any], chk: "_Checker") -> tuple[str, ...]:
     notes_raw = raw.get("notes", ())
     if isinstance(notes_raw, str):
         notes_raw = [notes_raw]
     if not isinstance(notes_raw, (list, tuple)):
         raise chk.fail("notes", f"must be a string or a list of strings, got {_tname(notes_raw)}")
-    notes = tuple(chk.string(n, f"notes[{i}]") for i, n in enumerate(notes_raw))
-
-    return Profile(name=name, kind=kind, gpu=gpu, count=count, interconnect=interconnect,
-                   vllm_defaults=defaults, limits=limits, env=env, notes=notes,
-                   description=description, cpu_kv_cache_space_gib=cpu_kv,
-                   cpu_threads=cpu_threads, cpu_ram_gib=cpu_ram, path=path, origin=origin)
+    return tuple(chk.string(n, f"notes[{i}]") for i, n in enumerate(notes_raw))
 
 
 def _fmt_num(v: float | int) -> str:
