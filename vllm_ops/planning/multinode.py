@@ -179,30 +179,67 @@ def _lay_out(base: Plan, inventory: Inventory, *, tp: int, pp: int, span: int, c
              master_port: int, port: int, why_layout: str, pins: dict, network_gbs: float | None,
              extra_args: list[str]) -> Plan:
     n_nodes = len(inventory.nodes)
-    per_node = 1 if cpu else len(inventory.nodes[0].gpus)
-    world = tp * pp
-    ranks_per_node = world if span == 1 else world // span
+    ranks_per_node = tp * pp if span == 1 else tp * pp // span
     reasons = dict(base.reasons)
     warnings = [w for w in base.warnings if w.code != "tp-over-pcie" or span == 1]
-    vargs = {k: v for k, v in base.vllm_args.items() if k not in _MULTINODE_KEYS}
-    env = dict(base.env)
-    nodes: list[PlanNode] = []
-    replicas: list[Replica] = []
-
     if span == 1:
-        # replicas within nodes: the single-node planner already spread them; just name the nodes
-        replicas = list(base.replicas)
-        for i, nd in enumerate(inventory.nodes):
-            ids = [g for r in replicas if r.node in (None, node_name(nd, i)) for g in r.gpu_ids] \
-                if n_nodes > 1 else [g.index for g in nd.gpus]
-            nodes.append(PlanNode(name=node_name(nd, i), address=nd.address, rank=0, replica=None,
-                                  head=True, gpu_ids=sorted(set(ids))))
-        reasons["nodes_per_replica"] = why_layout
-        return replace(base, nodes=nodes, reasons=reasons, warnings=warnings)
-
+        return _within_nodes(base, inventory, reasons, warnings, why_layout)
     groups = n_nodes // span
     if groups < 1:
         raise ImpossiblePin(f"one replica needs {span} nodes; the inventory has {n_nodes}")
+    nodes, replicas, master_addr = _node_groups(inventory, groups=groups, span=span, cpu=cpu,
+                                                ranks_per_node=ranks_per_node, port=port)
+    env = dict(base.env)
+    if cpu:
+        for nd in nodes:
+            # one pipeline rank per node: all of that node's cores (the test bed overrides per node)
+            nd.env["VLLM_CPU_OMP_THREADS_BIND"] = "auto"
+        env.pop("VLLM_CPU_OMP_THREADS_BIND", None)
+        reasons.pop("VLLM_CPU_OMP_THREADS_BIND", None)
+    vargs = {k: v for k, v in base.vllm_args.items() if k not in _MULTINODE_KEYS}
+    vargs["tensor_parallel_size"] = tp
+    vargs["pipeline_parallel_size"] = pp
+    reasons["distributed_executor_backend"] = _executor_args(vargs, backend, span=span, master_addr=master_addr,
+                                                             master_port=master_port)
+    reasons["tensor_parallel_size"] = (f"{tp} (pinned)" if "tensor_parallel_size" in pins else
+                                       f"{tp}: the GPUs of one node (tensor parallelism stays inside a node)"
+                                       if not cpu else "1 (CPU nodes)")
+    reasons["pipeline_parallel_size"] = (f"{pp} (pinned)" if "pipeline_parallel_size" in pins else
+                                         f"{pp}: one pipeline stage per node ({span} nodes per replica)")
+    reasons["nodes_per_replica"] = why_layout
+    unused = n_nodes - groups * span
+    reasons["replicas"] = (f"{groups}: {n_nodes} node(s) / {span} per replica"
+                           + (f"; {unused} node(s) left unused" if unused else "")
+                           + (" = separate servers behind a load balancer" if groups > 1 else ""))
+    warnings.append(_network_warning(inventory, tp=tp, span=span, cpu=cpu, ranks_per_node=ranks_per_node,
+                                     network_gbs=network_gbs))
+    out = replace(base, nodes=nodes, replicas=replicas, vllm_args=vargs, env=env, reasons=reasons,
+                  warnings=warnings)
+    out.command = command_of(out)          # rank 0's: the same argv render and launch use
+    return out
+
+
+def _within_nodes(base: Plan, inventory: Inventory, reasons: dict, warnings: list, why_layout: str) -> Plan:
+    """Replicas within nodes: the single-node planner already spread them; the nodes are only named."""
+    n_nodes = len(inventory.nodes)
+    replicas = list(base.replicas)
+    nodes: list[PlanNode] = []
+    for i, nd in enumerate(inventory.nodes):
+        ids = [g for r in replicas if r.node in (None, node_name(nd, i)) for g in r.gpu_ids] \
+            if n_nodes > 1 else [g.index for g in nd.gpus]
+        nodes.append(PlanNode(name=node_name(nd, i), address=nd.address, rank=0, replica=None,
+                              head=True, gpu_ids=sorted(set(ids))))
+    reasons["nodes_per_replica"] = why_layout
+    return replace(base, nodes=nodes, reasons=reasons, warnings=warnings)
+
+
+def _node_groups(inventory: Inventory, *, groups: int, span: int, cpu: bool, ranks_per_node: int,
+                 port: int) -> tuple[list[PlanNode], list[Replica], str]:
+    """The nodes of each replica (``span`` consecutive ones, rank 0 first), the replicas, and rank 0's address of
+    the first replica (the master address)."""
+    nodes: list[PlanNode] = []
+    replicas: list[Replica] = []
+    master_addr = ""
     for g in range(groups):
         members = inventory.nodes[g * span:(g + 1) * span]
         head = members[0]
@@ -219,43 +256,29 @@ def _lay_out(base: Plan, inventory: Inventory, *, tp: int, pp: int, span: int, c
                                 port=port + g, node=node_name(head, g * span)))
         if g == 0:
             master_addr = head_addr
-    unused = n_nodes - groups * span
-    if cpu:
-        for nd in nodes:
-            # one pipeline rank per node: all of that node's cores (the test bed overrides per node)
-            nd.env["VLLM_CPU_OMP_THREADS_BIND"] = "auto"
-        env.pop("VLLM_CPU_OMP_THREADS_BIND", None)
-        reasons.pop("VLLM_CPU_OMP_THREADS_BIND", None)
+    return nodes, replicas, master_addr
 
-    vargs["tensor_parallel_size"] = tp
-    vargs["pipeline_parallel_size"] = pp
+
+def _executor_args(vargs: dict[str, Any], backend: str, *, span: int, master_addr: str, master_port: int) -> str:
+    """Set the distributed executor's flags in ``vargs``; the reason for the choice."""
     if backend == "ray":
         vargs["distributed_executor_backend"] = "ray"
-        reasons["distributed_executor_backend"] = ("ray: vLLM's Ray executor places the ranks on the Ray "
-                                                   "cluster (`ray start --head` on rank 0, `ray start "
-                                                   "--address` on the others)")
-    else:
-        vargs["distributed_executor_backend"] = "mp"
-        vargs["nnodes"] = span
-        vargs["node_rank"] = 0
-        vargs["master_addr"] = master_addr
-        vargs["master_port"] = master_port
-        reasons["distributed_executor_backend"] = (
-            f"mp with vLLM's native multi-node mode: the same command on every node with --nnodes {span} "
+        return ("ray: vLLM's Ray executor places the ranks on the Ray cluster (`ray start --head` on rank 0, "
+                "`ray start --address` on the others)")
+    vargs["distributed_executor_backend"] = "mp"
+    vargs["nnodes"] = span
+    vargs["node_rank"] = 0
+    vargs["master_addr"] = master_addr
+    vargs["master_port"] = master_port
+    return (f"mp with vLLM's native multi-node mode: the same command on every node with --nnodes {span} "
             f"--node-rank R --master-addr {master_addr} --master-port {master_port}; ranks > 0 add --headless")
-    reasons["tensor_parallel_size"] = (f"{tp} (pinned)" if "tensor_parallel_size" in pins else
-                                       f"{tp}: the GPUs of one node (tensor parallelism stays inside a node)"
-                                       if not cpu else "1 (CPU nodes)")
-    reasons["pipeline_parallel_size"] = (f"{pp} (pinned)" if "pipeline_parallel_size" in pins else
-                                         f"{pp}: one pipeline stage per node ({span} nodes per replica)")
-    reasons["nodes_per_replica"] = why_layout
-    reasons["replicas"] = (f"{groups}: {n_nodes} node(s) / {span} per replica"
-                           + (f"; {unused} node(s) left unused" if unused else "")
-                           + (" = separate servers behind a load balancer" if groups > 1 else ""))
 
-    # -- inter-node bandwidth ---------------------------------------------------------------
+
+def _network_warning(inventory: Inventory, *, tp: int, span: int, cpu: bool, ranks_per_node: int,
+                     network_gbs: float | None) -> PlanWarning:
+    """What crossing the network costs the replica: every all-reduce (TP across nodes) or the pipeline hand-offs."""
     net = network_gbs or TYPICAL_NETWORK_GBS
-    tp_crosses = ranks_per_node < tp
+    per_node = 1 if cpu else len(inventory.nodes[0].gpus)
     gtype_bw = None
     if not cpu:
         try:
@@ -267,23 +290,17 @@ def _lay_out(base: Plan, inventory: Inventory, *, tp: int, pp: int, span: int, c
         except Exception:  # noqa: BLE001 - raw-size GPUs have no catalog entry
             gtype_bw = None
     inside = f" (NVLink inside a node: ~{gtype_bw:.0f} GB/s per GPU)" if gtype_bw else ""
-    if tp_crosses:
-        warnings.append(PlanWarning(
+    if ranks_per_node < tp:
+        return PlanWarning(
             "inter-node-bandwidth",
             f"tensor parallel size {tp} spans {math.ceil(tp / ranks_per_node)} nodes: every layer's all-reduce "
             f"crosses the network (~{net:.0f} GB/s per node{inside}); expect decoding several times slower — "
-            f"keep TP within a node ({per_node} GPUs) and use pipeline parallelism across nodes"))
-    else:
-        warnings.append(PlanWarning(
-            "inter-node-bandwidth",
-            f"each replica spans {span} nodes: the {span - 1} pipeline hand-off(s) per step cross the network "
-            f"(~{net:.0f} GB/s per node{inside}); use RDMA (InfiniBand/RoCE) with NCCL and keep the nodes on "
-            f"one switch; replicas that fit on fewer nodes are faster when you have the memory"))
-
-    out = replace(base, nodes=nodes, replicas=replicas, vllm_args=vargs, env=env, reasons=reasons,
-                  warnings=warnings)
-    out.command = command_of(out)          # rank 0's: the same argv render and launch use
-    return out
+            f"keep TP within a node ({per_node} GPUs) and use pipeline parallelism across nodes")
+    return PlanWarning(
+        "inter-node-bandwidth",
+        f"each replica spans {span} nodes: the {span - 1} pipeline hand-off(s) per step cross the network "
+        f"(~{net:.0f} GB/s per node{inside}); use RDMA (InfiniBand/RoCE) with NCCL and keep the nodes on "
+        f"one switch; replicas that fit on fewer nodes are faster when you have the memory")
 
 
 def node_args(plan: Plan, node: PlanNode) -> dict[str, Any]:
