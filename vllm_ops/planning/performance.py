@@ -338,37 +338,12 @@ def _run(plan: "Plan", w: Workload, cost: "StepCost", fit_notes: list[str], step
               prompt_cached=cached, admit_ms=cost.eff.api_request_ms, plan_ahead=cost.async_sched,
               send_jitter_ms=cost.eff.send_jitter_ms)
     if w.concurrency is not None:
-        c = int(w.concurrency)
-        n = int(w.num_requests) if w.num_requests else c + max(2 * c, 32)
-        warm = 0 if w.num_requests else c
-        stagger = 0.0
-        if not w.num_requests:     # steady state: clients spread over one request's lifetime
-            b = min(c, limit)
-            stagger = osl * step(b, b * (isl + osl / 2.0), b * (isl - cached) // max(osl, 1), 0.0) / b
-        r = simulate(step, concurrency=c, num_requests=n, warmup=warm, stagger_ms=stagger,
-                     osl_jitter=jitter, trace=trace, **kw)
-        if r.ttft_ms is None:
+        r, rps, running = _closed_loop(step, w, limit, cached, jitter, outside, trace, kw)
+        if r is None:
             return refuse("too few requests to measure", notes)
-        e2e = r.e2e_ms + outside
-        rps = min(c, n) / e2e * 1e3
-        running = float(min(c, limit))
         overloaded = None
     else:
-        rate = float(w.rate)
-        sat_trace: list[tuple[float, int]] | None = [] if trace is not None else None
-        sat = simulate(step, concurrency=limit, num_requests=limit + max(limit // 2, 32), warmup=limit,
-                       osl_jitter=jitter, trace=sat_trace, **kw)
-        capacity = limit / (sat.e2e_ms + outside) * 1e3 if sat.e2e_ms else 0.0
-        overloaded = capacity if rate > 0.97 * capacity else None
-        if overloaded is not None:
-            r = sat                        # at saturation: the server runs `limit` requests, the rest queue
-            if trace is not None and sat_trace:
-                trace.extend(sat_trace)
-        else:
-            n = int(w.num_requests) if w.num_requests else min(max(200, int(rate * 30)), 1000)
-            r = simulate(step, rate=rate, num_requests=n, warmup=n // 10, osl_jitter=jitter, trace=trace, **kw)
-        rps = min(rate, capacity)
-        running = r.mean_running
+        r, rps, running, overloaded = _open_loop(step, w, limit, jitter, outside, trace, kw)
     ttft = (r.ttft_ms + outside) if r.ttft_ms is not None else None
     tpot = r.tpot_ms if osl > 1 else None
     avg_ctx = isl + osl / 2.0
@@ -386,6 +361,45 @@ def _run(plan: "Plan", w: Workload, cost: "StepCost", fit_notes: list[str], step
                           f"(limit {limit} running: max_num_seqs {seqs}, KV cache {cap} tokens / {isl + osl} "
                           f"per request)")
     return perf
+
+
+def _closed_loop(step: "StepFn", w: Workload, limit: int, cached: int, jitter: float, outside: float,
+                 trace: list | None, kw: dict) -> tuple[Any, float, float]:
+    """``w.concurrency`` clients, each sending its next request when the last one ends: the simulation (None when
+    too few requests finished), requests per second and requests running."""
+    isl, osl = int(w.input_len), int(w.output_len)
+    c = int(w.concurrency)
+    n = int(w.num_requests) if w.num_requests else c + max(2 * c, 32)
+    warm = 0 if w.num_requests else c
+    stagger = 0.0
+    if not w.num_requests:     # steady state: clients spread over one request's lifetime
+        b = min(c, limit)
+        stagger = osl * step(b, b * (isl + osl / 2.0), b * (isl - cached) // max(osl, 1), 0.0) / b
+    r = simulate(step, concurrency=c, num_requests=n, warmup=warm, stagger_ms=stagger,
+                 osl_jitter=jitter, trace=trace, **kw)
+    if r.ttft_ms is None:
+        return None, 0.0, 0.0
+    return r, min(c, n) / (r.e2e_ms + outside) * 1e3, float(min(c, limit))
+
+
+def _open_loop(step: "StepFn", w: Workload, limit: int, jitter: float, outside: float, trace: list | None,
+               kw: dict) -> tuple[Any, float, float, float | None]:
+    """Requests arriving at ``w.rate`` per second: the simulation, requests per second, requests running, and the
+    server's capacity when the rate is above it (None when it serves the rate)."""
+    rate = float(w.rate)
+    sat_trace: list[tuple[float, int]] | None = [] if trace is not None else None
+    sat = simulate(step, concurrency=limit, num_requests=limit + max(limit // 2, 32), warmup=limit,
+                   osl_jitter=jitter, trace=sat_trace, **kw)
+    capacity = limit / (sat.e2e_ms + outside) * 1e3 if sat.e2e_ms else 0.0
+    overloaded = capacity if rate > 0.97 * capacity else None
+    if overloaded is not None:
+        r = sat                        # at saturation: the server runs `limit` requests, the rest queue
+        if trace is not None and sat_trace:
+            trace.extend(sat_trace)
+    else:
+        n = int(w.num_requests) if w.num_requests else min(max(200, int(rate * 30)), 1000)
+        r = simulate(step, rate=rate, num_requests=n, warmup=n // 10, osl_jitter=jitter, trace=trace, **kw)
+    return r, min(rate, capacity), r.mean_running, overloaded
 
 
 def _schedules_async(plan: "Plan") -> bool:
