@@ -256,6 +256,36 @@ def _native_vars(plan, spanning: list[PlanNode], nnodes: int, cpu: bool):
     return tuple(out), leader, worker
 
 
+def _ray_node_vars(plan, spanning: list) -> tuple[NodeVars, NodeVars]:
+    """The Ray head's and a Ray worker's variables (network interfaces; the head's own address when known)."""
+    hn = spanning[0] if spanning else None
+    hnet = _net_defaults(plan, hn, address=True) if hn else _net_defaults(plan, None, address=False)
+    wnet = _net_defaults(plan, None, address=False)
+    base = dict(file="", replica=0, master_addr="", port=0, argv=(), env=(), lws=False, headless=False)
+    head = NodeVars(name="the Ray head", rank=0, host_ip=hnet["VLLM_HOST_IP"],
+                    gloo_ifname=hnet["GLOO_SOCKET_IFNAME"], nccl_ifname=hnet["NCCL_SOCKET_IFNAME"], **base)
+    worker = NodeVars(name="a Ray worker", rank=None, host_ip="", gloo_ifname=wnet["GLOO_SOCKET_IFNAME"],
+                      nccl_ifname=wnet["NCCL_SOCKET_IFNAME"], **base)
+    return head, worker
+
+
+def _replica_vars(plan, *, check_gpus: bool, world: int) -> list[ReplicaVars]:
+    """Each replica's variables; with ``check_gpus``, a replica whose GPU list is not TP × PP long is refused."""
+    single = len(plan.replicas) == 1
+    out = []
+    for i, r in enumerate(plan.replicas):
+        ids = tuple(_int(g, "GPU id") for g in (r.gpu_ids or ()))
+        if check_gpus and ids and len(ids) != world:
+            raise BadInput(f"plan: replica {i} has {len(ids)} GPUs but TP × PP = {world}")
+        out.append(ReplicaVars(
+            index=i, name="vllm" if single else f"vllm-{i}", gpu_ids=ids,
+            cuda_visible_devices=",".join(map(str, ids)), device_ids=tuple(map(str, ids)),
+            port=_int(r.port, "replica port"), node=(check_text(r.node, "node") if r.node else None),
+            argv=tuple(serve_args(plan, r)), module_argv=tuple(serve_args(plan, r, model_flag=True)),
+        ))
+    return out
+
+
 def build_vars(plan) -> RenderVars:
     if not plan.replicas:
         raise BadInput("plan: no replicas to render")
@@ -283,31 +313,12 @@ def build_vars(plan) -> RenderVars:
     master_port = _int(va.get("master_port") or DEFAULT_MASTER_PORT, "master_port")
     native_nodes, lws_leader, lws_worker = (_native_vars(plan, spanning, nnodes, cpu)
                                             if backend == "native" else ((), None, None))
-    ray_head = ray_worker = None
-    if multinode:
-        hn = spanning[0] if spanning else None
-        hnet = _net_defaults(plan, hn, address=True) if hn else _net_defaults(plan, None, address=False)
-        wnet = _net_defaults(plan, None, address=False)
-        base = dict(file="", replica=0, master_addr="", port=0, argv=(), env=(), lws=False, headless=False)
-        ray_head = NodeVars(name="the Ray head", rank=0, host_ip=hnet["VLLM_HOST_IP"],
-                            gloo_ifname=hnet["GLOO_SOCKET_IFNAME"], nccl_ifname=hnet["NCCL_SOCKET_IFNAME"], **base)
-        ray_worker = NodeVars(name="a Ray worker", rank=None, host_ip="", gloo_ifname=wnet["GLOO_SOCKET_IFNAME"],
-                              nccl_ifname=wnet["NCCL_SOCKET_IFNAME"], **base)
+    ray_head, ray_worker = _ray_node_vars(plan, spanning) if multinode else (None, None)
     plan_env_names = {k for k in (plan.env or {})}
     k8s_net_env = tuple((k, POD_IFNAME) for k in NET_ENV[1:] if k not in plan_env_names
                         and not (cpu and k == "NCCL_SOCKET_IFNAME")) if multinode else ()
     single = len(plan.replicas) == 1
-    replicas = []
-    for i, r in enumerate(plan.replicas):
-        ids = tuple(_int(g, "GPU id") for g in (r.gpu_ids or ()))
-        if not cpu and not multinode and ids and len(ids) != world:
-            raise BadInput(f"plan: replica {i} has {len(ids)} GPUs but TP × PP = {world}")
-        replicas.append(ReplicaVars(
-            index=i, name="vllm" if single else f"vllm-{i}", gpu_ids=ids,
-            cuda_visible_devices=",".join(map(str, ids)), device_ids=tuple(map(str, ids)),
-            port=_int(r.port, "replica port"), node=(check_text(r.node, "node") if r.node else None),
-            argv=tuple(serve_args(plan, r)), module_argv=tuple(serve_args(plan, r, model_flag=True)),
-        ))
+    replicas = _replica_vars(plan, check_gpus=not cpu and not multinode, world=world)
     ports = [r.port for r in replicas]
     if len(set(ports)) != len(ports) and not multinode and not spread:
         raise BadInput(f"plan: replicas share a port ({ports})")
