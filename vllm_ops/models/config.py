@@ -356,22 +356,8 @@ def _sizes(counted, vision, index_total_size: int | None, dtype: str, multimodal
             "source": "safetensors-index" if index_total_size is not None else "computed"}
 
 
-def spec_from_config(config: dict, *, model_id: str, source: str = "config",
-                     index_total_size: int | None = None, config_path: str | None = None,
-                     local_dir: str | None = None, catalog_source: str | None = None,
-                     hf_quant_config: dict | None = None) -> ModelSpec:
-    """Build a :class:`ModelSpec` from a parsed config.json (and the ``hf_quant_config.json``
-    beside it, when there is one). Raises ``MalformedFile`` (one line)."""
-    from vllm_ops.models.quant import from_hf_quant_config
-    from vllm_ops.models.vision import vision_of
-
-    if not isinstance(config, dict):
-        raise MalformedFile(f"{_where(model_id)}: expected a JSON object, got {type(config).__name__}")
-    cfg, multimodal = text_config_of(config, model_id)
-    archs = config.get("architectures") or cfg.get("architectures") or []
-    architecture = archs[0] if isinstance(archs, list) and archs and isinstance(archs[0], str) else "unknown"
-    model_type = str(cfg.get("model_type") or config.get("model_type") or "unknown")
-
+def _attention_shape(cfg: dict, model_id: str) -> tuple[int, int, int, int, int, Any]:
+    """(layers, hidden size, attention heads, KV heads, head dim, MLA facts or None) of a text config."""
     n_layers = _int(cfg, "num_hidden_layers", model_id, aliases=_ALIAS_OF["num_hidden_layers"])
     hidden = _int(cfg, "hidden_size", model_id, aliases=_ALIAS_OF["hidden_size"])
     heads = _int(cfg, "num_attention_heads", model_id, aliases=_ALIAS_OF["num_attention_heads"])
@@ -389,6 +375,38 @@ def spec_from_config(config: dict, *, model_id: str, source: str = "config",
             raise MalformedFile(f"{_where(model_id)}: hidden_size ({hidden}) is not divisible by "
                                 f"num_attention_heads ({heads}) and there is no head_dim")
         head_dim = hidden // heads
+    return n_layers, hidden, heads, kv_heads, head_dim, mla
+
+
+def _quantization_of(cfg: dict, model_id: str, hf_quant_config: dict | None) -> Any:
+    """The checkpoint's quantization: config.json's quantization_config, else its compression_config, else the
+    hf_quant_config.json beside it (None: not quantized)."""
+    from vllm_ops.models.quant import from_hf_quant_config
+
+    quant = parse_quantization(cfg.get("quantization_config"), model_id)
+    if quant is None and isinstance(cfg.get("compression_config"), dict):
+        quant = parse_quantization(cfg["compression_config"], model_id)
+    if quant is None and hf_quant_config is not None:
+        quant = parse_quantization(from_hf_quant_config(hf_quant_config), model_id, "hf_quant_config.json")
+    return quant
+
+
+def spec_from_config(config: dict, *, model_id: str, source: str = "config",
+                     index_total_size: int | None = None, config_path: str | None = None,
+                     local_dir: str | None = None, catalog_source: str | None = None,
+                     hf_quant_config: dict | None = None) -> ModelSpec:
+    """Build a :class:`ModelSpec` from a parsed config.json (and the ``hf_quant_config.json``
+    beside it, when there is one). Raises ``MalformedFile`` (one line)."""
+    from vllm_ops.models.vision import vision_of
+
+    if not isinstance(config, dict):
+        raise MalformedFile(f"{_where(model_id)}: expected a JSON object, got {type(config).__name__}")
+    cfg, multimodal = text_config_of(config, model_id)
+    archs = config.get("architectures") or cfg.get("architectures") or []
+    architecture = archs[0] if isinstance(archs, list) and archs and isinstance(archs[0], str) else "unknown"
+    model_type = str(cfg.get("model_type") or config.get("model_type") or "unknown")
+
+    n_layers, hidden, heads, kv_heads, head_dim, mla = _attention_shape(cfg, model_id)
     inter = _int(cfg, "intermediate_size", model_id, required=False, default=None,
                  aliases=_ALIAS_OF["intermediate_size"])
     if inter is None:
@@ -403,11 +421,7 @@ def spec_from_config(config: dict, *, model_id: str, source: str = "config",
 
     moe = _moe(cfg, model_type, n_layers, inter, model_id)
     sliding, layer_types = _layer_types(cfg, model_type, n_layers, model_id)
-    quant = parse_quantization(cfg.get("quantization_config"), model_id)
-    if quant is None and isinstance(cfg.get("compression_config"), dict):
-        quant = parse_quantization(cfg["compression_config"], model_id)
-    if quant is None and hf_quant_config is not None:
-        quant = parse_quantization(from_hf_quant_config(hf_quant_config), model_id, "hf_quant_config.json")
+    quant = _quantization_of(cfg, model_id, hf_quant_config)
     tie = cfg.get("tie_word_embeddings")
     if tie is None:
         tie = config.get("tie_word_embeddings", False)
