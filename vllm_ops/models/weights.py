@@ -187,6 +187,41 @@ def is_moe_layer(cfg: dict, model_type: str, i: int) -> bool:
     return True
 
 
+def _mla_attention(t: "_Tally", a: str, hidden: int, heads: int, mla) -> None:
+    """Multi-head latent attention's projections (DeepSeek-V2/V3): low-rank query and joint key-value."""
+    qk_head = mla.qk_nope_head_dim + mla.qk_rope_head_dim
+    if mla.q_lora_rank:
+        t.linear(f"{a}.q_a_proj", hidden, mla.q_lora_rank)
+        t.plain(mla.q_lora_rank)
+        t.linear(f"{a}.q_b_proj", mla.q_lora_rank, heads * qk_head)
+    else:
+        t.linear(f"{a}.q_proj", hidden, heads * qk_head)
+    t.linear(f"{a}.kv_a_proj_with_mqa", hidden, mla.kv_lora_rank + mla.qk_rope_head_dim)
+    t.plain(mla.kv_lora_rank)
+    t.linear(f"{a}.kv_b_proj", mla.kv_lora_rank, heads * (mla.qk_nope_head_dim + mla.v_head_dim))
+    t.linear(f"{a}.o_proj", heads * mla.v_head_dim, hidden)
+
+
+def _moe_mlp(t: "_Tally", m: str, cfg: dict, model_type: str, hidden: int, moe) -> None:
+    """A MoE layer's router, routed experts and shared experts."""
+    gpt_oss = model_type == "gpt_oss"
+    e, mi = moe.num_experts, moe.moe_intermediate_size
+    router = f"{m}.router" if gpt_oss else f"{m}.gate"
+    t.linear(router, hidden, e, bias=gpt_oss, quantizable=False)
+    if cfg.get("topk_method") == "noaux_tc":
+        t.plain(e, nbytes=4)  # e_score_correction_bias, fp32
+    t.linear(f"{m}.experts.gate_up_proj", hidden, 2 * mi, bias=gpt_oss, count=e, expert=True)
+    t.linear(f"{m}.experts.down_proj", mi, hidden, bias=gpt_oss, count=e, expert=True)
+    if moe.num_shared_experts and moe.shared_expert_intermediate_size:
+        si = moe.shared_expert_intermediate_size
+        s = f"{m}.shared_experts" if model_type.startswith("deepseek") else f"{m}.shared_expert"
+        t.linear(f"{s}.gate_proj", hidden, si)
+        t.linear(f"{s}.up_proj", hidden, si)
+        t.linear(f"{s}.down_proj", si, hidden)
+        if cfg.get("shared_expert_intermediate_size"):
+            t.linear(f"{m}.shared_expert_gate", hidden, 1, quantizable=False)
+
+
 def count_weights(cfg: dict, *, model_type: str, n_layers: int, hidden: int, inter: int,
                   heads: int, kv_heads: int, head_dim: int, vocab: int, tie: bool, dtype: str,
                   moe, mla, quant) -> Counted:
@@ -216,18 +251,7 @@ def count_weights(cfg: dict, *, model_type: str, n_layers: int, hidden: int, int
         t.plain(hidden * (4 if gemma_like else 2))
         # attention
         if mla is not None:
-            qk_head = mla.qk_nope_head_dim + mla.qk_rope_head_dim
-            if mla.q_lora_rank:
-                t.linear(f"{p}.self_attn.q_a_proj", hidden, mla.q_lora_rank)
-                t.plain(mla.q_lora_rank)
-                t.linear(f"{p}.self_attn.q_b_proj", mla.q_lora_rank, heads * qk_head)
-            else:
-                t.linear(f"{p}.self_attn.q_proj", hidden, heads * qk_head)
-            t.linear(f"{p}.self_attn.kv_a_proj_with_mqa", hidden, mla.kv_lora_rank + mla.qk_rope_head_dim)
-            t.plain(mla.kv_lora_rank)
-            t.linear(f"{p}.self_attn.kv_b_proj", mla.kv_lora_rank,
-                     heads * (mla.qk_nope_head_dim + mla.v_head_dim))
-            t.linear(f"{p}.self_attn.o_proj", heads * mla.v_head_dim, hidden)
+            _mla_attention(t, f"{p}.self_attn", hidden, heads, mla)
         else:
             a = f"{p}.cross_attn" if i in cross_layers else f"{p}.self_attn"
             t.linear(f"{a}.q_proj", hidden, heads * head_dim, bias=qkv_bias)
@@ -243,21 +267,7 @@ def count_weights(cfg: dict, *, model_type: str, n_layers: int, hidden: int, int
         # MLP
         m = f"{p}.mlp"
         if moe is not None and is_moe_layer(cfg, model_type, i):
-            e, mi = moe.num_experts, moe.moe_intermediate_size
-            router = f"{m}.router" if gpt_oss else f"{m}.gate"
-            t.linear(router, hidden, e, bias=gpt_oss, quantizable=False)
-            if cfg.get("topk_method") == "noaux_tc":
-                t.plain(e, nbytes=4)  # e_score_correction_bias, fp32
-            t.linear(f"{m}.experts.gate_up_proj", hidden, 2 * mi, bias=gpt_oss, count=e, expert=True)
-            t.linear(f"{m}.experts.down_proj", mi, hidden, bias=gpt_oss, count=e, expert=True)
-            if moe.num_shared_experts and moe.shared_expert_intermediate_size:
-                si = moe.shared_expert_intermediate_size
-                s = f"{m}.shared_experts" if model_type.startswith("deepseek") else f"{m}.shared_expert"
-                t.linear(f"{s}.gate_proj", hidden, si)
-                t.linear(f"{s}.up_proj", hidden, si)
-                t.linear(f"{s}.down_proj", si, hidden)
-                if cfg.get("shared_expert_intermediate_size"):
-                    t.linear(f"{m}.shared_expert_gate", hidden, 1, quantizable=False)
+            _moe_mlp(t, m, cfg, model_type, hidden, moe)
         else:
             t.linear(f"{m}.gate_proj", hidden, inter, bias=mlp_bias)
             t.linear(f"{m}.up_proj", hidden, inter, bias=mlp_bias)
