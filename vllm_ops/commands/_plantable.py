@@ -17,11 +17,8 @@ def _bar(parts: list[tuple[str, float, str]], total: float, width: int = 48) -> 
 
 def print_plan_table(p, *, explain: bool) -> None:
     from rich.markup import escape
-    from rich.table import Table
 
     con = output.console(pipe_width=132)
-    m = p.memory
-    cpu = p.cpu
     hw = p.hardware
     gpus = hw.get("gpu_count", 0)
     label = hw.get("spec") or f"{gpus} GPU(s)"
@@ -30,17 +27,45 @@ def print_plan_table(p, *, explain: bool) -> None:
               f"with vLLM {p.vllm_version} ({p.image})")
     status = "[green]fits[/]" if p.fits else f"[red]does not fit: {p.failure_stage}[/]"
     con.print(f"{status}; margin {p.margin_gib:.2f} GiB per GPU")
-    if not cpu:
-        free = max(m.total_gib - m.budget_gib, 0)
-        graphs_out = 0.0 if any("CUDA-graph estimate" in a for a in p.assumptions) else m.cuda_graph_gib
-        parts = [("weights", m.weights_gib, "blue"), ("activations", m.activation_peak_gib + m.non_torch_gib, "magenta"),
-                 ("graphs", m.cuda_graph_gib, "yellow"), ("KV", max(m.kv_cache_gib, 0), "green"),
-                 ("free", max(free - graphs_out, 0), "white")]
-        con.print(f"per GPU {m.total_gib:.2f} GiB  " + _bar(parts, m.total_gib))
-        con.print("  [blue]█[/] weights {:.2f}  [magenta]█[/] activations+non-torch {:.2f}  [yellow]█[/] CUDA graphs "
-                  "{:.2f}  [green]█[/] KV {:.2f}  [white]█[/] free {:.2f}  (budget {:.2f})".format(
-                      m.weights_gib, m.activation_peak_gib + m.non_torch_gib, m.cuda_graph_gib, m.kv_cache_gib,
-                      max(free - graphs_out, 0), m.budget_gib))
+    if not p.cpu:
+        _print_memory_bar(con, p)
+    con.print(_memory_table(p))
+    if p.alternatives:
+        con.print(_alternatives_table(p.alternatives))
+    _print_choices_and_layout(con, p)
+    if p.performance:
+        _print_performance(con, p.performance)
+    con.print(f"[bold]command:[/] {escape(p.command)}")
+    if explain:
+        con.print("[bold]arithmetic:[/]")
+        for line in p.explain:
+            con.print("  " + escape(line))
+        con.print("[bold]assumptions:[/]")
+        for line in p.assumptions:
+            con.print("  - " + escape(line))
+    sys.stdout.flush()
+
+
+def _print_memory_bar(con, p) -> None:
+    """One GPU's memory as a coloured bar and its legend."""
+    m = p.memory
+    free = max(m.total_gib - m.budget_gib, 0)
+    graphs_out = 0.0 if any("CUDA-graph estimate" in a for a in p.assumptions) else m.cuda_graph_gib
+    parts = [("weights", m.weights_gib, "blue"), ("activations", m.activation_peak_gib + m.non_torch_gib, "magenta"),
+             ("graphs", m.cuda_graph_gib, "yellow"), ("KV", max(m.kv_cache_gib, 0), "green"),
+             ("free", max(free - graphs_out, 0), "white")]
+    con.print(f"per GPU {m.total_gib:.2f} GiB  " + _bar(parts, m.total_gib))
+    con.print("  [blue]█[/] weights {:.2f}  [magenta]█[/] activations+non-torch {:.2f}  [yellow]█[/] CUDA graphs "
+              "{:.2f}  [green]█[/] KV {:.2f}  [white]█[/] free {:.2f}  (budget {:.2f})".format(
+                  m.weights_gib, m.activation_peak_gib + m.non_torch_gib, m.cuda_graph_gib, m.kv_cache_gib,
+                  max(free - graphs_out, 0), m.budget_gib))
+
+
+def _memory_table(p):
+    """The memory table; with a calibration record, the measured row above the predicted one."""
+    from rich.table import Table
+
+    m = p.memory
     t = Table(title="memory per GPU (GiB)", show_header=True)
     for c in ("total", "budget", "weights", "activation", "non-torch", "graphs", "sampler", "KV", "KV tokens",
               "concurrency"):
@@ -55,17 +80,28 @@ def print_plan_table(p, *, explain: bool) -> None:
                   f"{m.sampler_warmup_gib:.2f}", f"{pr['kv_cache_gib']:.2f}", f"{int(pr['kv_cache_tokens']):,}",
                   f"{pr['max_concurrency']:.2f}x")
         t.title = "memory per GPU (GiB): MEASURED by an earlier launch (calibration record), predicted below"
-    con.print(t)
-    if p.alternatives:
-        a = Table(title="same layout at other --max-num-seqs", show_header=True)
-        for c in ("max-num-seqs", "activation", "graphs", "KV GiB", "KV tokens", "concurrency", "margin", "verdict"):
-            a.add_column(c, justify="right")
-        for alt in p.alternatives:
-            verdict = ("fits" if alt["fits"] else f"fails: {alt['failure_stage']}") + (" (thin)" if alt["thin_margin"] else "")
-            a.add_row(str(alt["max_num_seqs"]), f"{alt['activation_peak_gib']:.2f}", f"{alt['cuda_graph_gib']:.2f}",
-                      f"{alt['kv_cache_gib']:.2f}", f"{alt['kv_cache_tokens']:,}", f"{alt['max_concurrency']:.2f}x",
-                      f"{alt['margin_gib']:.2f}", verdict)
-        con.print(a)
+    return t
+
+
+def _alternatives_table(alternatives: list[dict]):
+    from rich.table import Table
+
+    a = Table(title="same layout at other --max-num-seqs", show_header=True)
+    for c in ("max-num-seqs", "activation", "graphs", "KV GiB", "KV tokens", "concurrency", "margin", "verdict"):
+        a.add_column(c, justify="right")
+    for alt in alternatives:
+        verdict = ("fits" if alt["fits"] else f"fails: {alt['failure_stage']}") + (" (thin)" if alt["thin_margin"] else "")
+        a.add_row(str(alt["max_num_seqs"]), f"{alt['activation_peak_gib']:.2f}", f"{alt['cuda_graph_gib']:.2f}",
+                  f"{alt['kv_cache_gib']:.2f}", f"{alt['kv_cache_tokens']:,}", f"{alt['max_concurrency']:.2f}x",
+                  f"{alt['margin_gib']:.2f}", verdict)
+    return a
+
+
+def _print_choices_and_layout(con, p) -> None:
+    """Why each flag, where the replicas and nodes go, the warnings and the environment."""
+    from rich.markup import escape
+    from rich.table import Table
+
     r = Table(title="choices", show_header=True)
     r.add_column("flag")
     r.add_column("why")
@@ -86,17 +122,6 @@ def print_plan_table(p, *, explain: bool) -> None:
         con.print(f"[yellow]warning[/] {escape('[' + w.code + ']')} {escape(w.message)}")
     if p.env:
         con.print("env: " + " ".join(f"{k}={v}" for k, v in p.env.items()))
-    if p.performance:
-        _print_performance(con, p.performance)
-    con.print(f"[bold]command:[/] {escape(p.command)}")
-    if explain:
-        con.print("[bold]arithmetic:[/]")
-        for line in p.explain:
-            con.print("  " + escape(line))
-        con.print("[bold]assumptions:[/]")
-        for line in p.assumptions:
-            con.print("  - " + escape(line))
-    sys.stdout.flush()
 
 
 def _print_performance(con, perf: dict) -> None:
