@@ -123,49 +123,11 @@ def run(args: argparse.Namespace) -> int:
     if args.name:
         check_name(args.name)
         ray = [r for r in ray if r["name"] == args.name]
-        try:
-            entries = [(args.name, store.load(args.name), None)]
-        except KeyError:
-            if not ray and not procs.marked_groups(store.root, args.name):
-                raise RuntimeFailure(f"no deployment named {args.name}",
-                                     hint="`vllm-ops status` lists them") from None
-            entries = []
-        except MalformedFile as exc:  # reported as a row, not a traceback
-            entries = [(args.name, None, exc.one_line())]
-    else:
-        entries = store.all()
+    entries = _entries(store, args.name, ray)
     marked: dict[str, list] = {}
     for g in procs.marked_groups(store.root, args.name):
         marked.setdefault(g.name, []).append(g)
-    rows = []
-    for name, dep, error in entries:
-        if dep is None:
-            try:
-                dep, broken = store.load_for_stop(name)     # wrong only where stop does not look?
-            except (KeyError, MalformedFile):
-                row = {"name": name, "alive": None, "healthy": None, "status": "unreadable", "error": error}
-                if name in marked:
-                    row.update(alive=True, pgids=[g.pgid for g in marked[name]],
-                               error=f"{error}; its processes still run (pgid "
-                                     f"{', '.join(str(g.pgid) for g in marked[name])}): "
-                                     f"`vllm-ops stop {name}` stops them")
-                rows.append(row)
-                continue
-        else:
-            broken = []
-        try:
-            backend = backend_for(dep.backend)
-        except Exception as exc:  # noqa: BLE001 — an unknown backend name in a state file
-            rows.append({"name": name, "alive": None, "healthy": None, "status": "unreadable",
-                         "error": f"unknown backend {str(dep.backend)[:40]!r}"})
-            continue
-        row = describe(dep, backend)
-        if broken:
-            row.update(status="corrupted", broken_fields=broken,
-                       error=f"{error}; `vllm-ops stop {name}` still works (pid/pgid/start ticks are valid)")
-            if row.get("uptime_s") is not None and "started_at" in broken:
-                row["uptime_s"] = None
-        rows.append(row)
+    rows = [_row(store, name, dep, error, marked) for name, dep, error in entries]
     have = set(store.names())
     for name in sorted(marked):
         if name not in have:
@@ -176,6 +138,53 @@ def run(args: argparse.Namespace) -> int:
     if not rows and not ray:
         info(f"no deployments (state dir {store.root})")
         return 0
+    _print_rows(rows, ray)
+    return 0
+
+
+def _entries(store: StateStore, name: str | None, ray: list) -> list:
+    """(name, deployment or None, error or None) of the deployment asked for, or of every one."""
+    if not name:
+        return store.all()
+    try:
+        return [(name, store.load(name), None)]
+    except KeyError:
+        if not ray and not procs.marked_groups(store.root, name):
+            raise RuntimeFailure(f"no deployment named {name}", hint="`vllm-ops status` lists them") from None
+        return []
+    except MalformedFile as exc:  # reported as a row, not a traceback
+        return [(name, None, exc.one_line())]
+
+
+def _row(store: StateStore, name: str, dep, error: str | None, marked: dict[str, list]) -> dict:
+    """One deployment's status row; a state file that cannot be read is a row that says so."""
+    broken: list = []
+    if dep is None:
+        try:
+            dep, broken = store.load_for_stop(name)     # wrong only where stop does not look?
+        except (KeyError, MalformedFile):
+            row = {"name": name, "alive": None, "healthy": None, "status": "unreadable", "error": error}
+            if name in marked:
+                row.update(alive=True, pgids=[g.pgid for g in marked[name]],
+                           error=f"{error}; its processes still run (pgid "
+                                 f"{', '.join(str(g.pgid) for g in marked[name])}): "
+                                 f"`vllm-ops stop {name}` stops them")
+            return row
+    try:
+        backend = backend_for(dep.backend)
+    except Exception:  # noqa: BLE001 — an unknown backend name in a state file
+        return {"name": name, "alive": None, "healthy": None, "status": "unreadable",
+                "error": f"unknown backend {str(dep.backend)[:40]!r}"}
+    row = describe(dep, backend)
+    if broken:
+        row.update(status="corrupted", broken_fields=broken,
+                   error=f"{error}; `vllm-ops stop {name}` still works (pid/pgid/start ticks are valid)")
+        if row.get("uptime_s") is not None and "started_at" in broken:
+            row["uptime_s"] = None
+    return row
+
+
+def _print_rows(rows: list[dict], ray: list) -> None:
     if rows:
         info(f"{'NAME':<28}{'STATUS':<12}{'BACKEND':<15}{'ALIVE':<7}{'HEALTHY':<9}{'PORT':<7}{'UPTIME':<10}MODEL")
     for r in rows:
@@ -194,7 +203,6 @@ def run(args: argparse.Namespace) -> int:
         info(f"ray cluster {c['name']}: " + ", ".join(
             f"{n['role']} {n['address'] if n['role'] == 'head' else (n['node_ip'] or '?')} "
             f"({'alive' if n['alive'] else 'gone'}, pgid {n['pgid']})" for n in c["nodes"]))
-    return 0
 
 
 def _yn(v: bool | None) -> str:
