@@ -129,8 +129,6 @@ def _sigterm(signum: int, frame: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from vllm_ops.settings import load_settings
-
     if bool(args.model) == bool(args.plan):
         raise BadInput("give --model M (to plan now) or --plan PLAN.json, not both")
     if args.port is not None:
@@ -138,36 +136,10 @@ def run(args: argparse.Namespace) -> int:
     _check_backend_args(args)
     previous = signal.signal(signal.SIGTERM, _sigterm)   # SIGTERM stops vLLM like Ctrl-C
     try:
-        settings = load_settings()
-        store = StateStore(settings.state_dir)
-        # a container backend runs the image's `vllm serve`: nothing local is looked for
-        vllm, version = resolve_vllm(args.backend in ("process", "ray"), settings.vllm,
-                                     args.vllm_version or settings.vllm_version)
-        env = _parse_env(args.env)
-        extra, secret_env = split_secret_args(list(args.passthrough or []))
-        secrets = {k: v for k, v in env.items() if is_secret_name(k)}
-        plain_env = {k: v for k, v in env.items() if k not in secrets}
-        replan = None
-        if args.plan:
-            from vllm_ops.planning.plan import Plan
-
-            plan = Plan.load(args.plan)
-            version = version or plan.vllm_version
-            passthrough = extra
-        else:
-            plan, replan = _make_plan(args, version, extra, plain_env, sorted({*secrets, *secret_env}))
-            passthrough = []   # the planner put them into plan.extra_args
-        progress = Progress(quiet=args.quiet or False)
-        topo = _topology(args, plan)
-        mode = topo.mode
-        opts = LaunchOptions(vllm=vllm, vllm_version=version, name=args.name, port=args.port,
-                             env={**plain_env, **secrets, **secret_env}, extra_args=passthrough,
-                             ready_timeout=args.ready_timeout, validate=args.validate,
-                             auto_retry=args.auto_retry, store=store, replica=args.replica,
-                             backend=_backend(args), replan=replan)
+        plan, opts, progress, topo = _prepare(args)
         where = f"{plan.model.get('id')} on port {args.port or (plan.replicas[0].port if plan.replicas else 8000)}"
-        info(f"vllm-ops: starting vLLM {version or '(version unknown)'} via {vllm.source} "
-             f"({_describe_mode(mode, args)}): {where}")
+        info(f"vllm-ops: starting vLLM {opts.vllm_version or '(version unknown)'} via {opts.vllm.source} "
+             f"({_describe_mode(topo.mode, args)}): {where}")
         try:
             result = lifecycle.start(plan, opts, topo, _stage_printer(progress))
         except LaunchFailed as exc:
@@ -178,36 +150,79 @@ def run(args: argparse.Namespace) -> int:
                             "name": exc.deployment.name if exc.deployment else None})
             return 1
         if isinstance(result, lifecycle.Started):   # a node without vLLM's API server (worker rank, Ray worker)
-            info(f"vllm-ops: {result.what}; stop it with `vllm-ops stop {result.name}`")
-            if args.json:
-                print_json({"ready": True, "name": result.name, "role": result.role, "url": None,
-                            "workers": result.workers})
-            if args.detach or result.deployment is None:
-                return 0
-            from dataclasses import replace
-
-            return _foreground(result.deployment, store,
-                               replace(opts, backend=_process_kind(result.deployment.backend)))
-        dep = result.deployment
-        _print_figures(result)
-        info(f"vllm-ops: {dep.name} ready in {result.ready_s:.1f} s at {dep.url} "
-             f"(model {dep.served_name}, {_where(dep)}); log {dep.log_path}")
-        if args.json:
-            print_json({"ready": True, "name": dep.name, "url": dep.url, "pid": dep.pid,
-                        "port": dep.port, "served_name": dep.served_name, "backend": dep.backend,
-                        "ready_s": round(result.ready_s, 2),
-                        "health_s": round(result.health_s, 2) if result.health_s else None,
-                        "stages": {k: round(v, 2) for k, v in result.stage_times.items()},
-                        "predicted": result.predicted, "actual": result.actual,
-                        "replanned": result.replanned, "plan_stale": result.plan_stale,
-                        "retried": result.retried.to_dict() if result.retried else None,
-                        "calibration": result.calibration_path, "log": dep.log_path})
-        if args.detach:
-            info(f"vllm-ops: detached; stop it with `vllm-ops stop {dep.name}`")
-            return 0
-        return _foreground(dep, store, opts)
+            return _started_without_api(result, args, opts)
+        return _ready(result, args, opts)
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def _prepare(args: argparse.Namespace):
+    """The plan to launch (loaded or made now), the launch options, the progress printer and the topology."""
+    from vllm_ops.settings import load_settings
+
+    settings = load_settings()
+    store = StateStore(settings.state_dir)
+    # a container backend runs the image's `vllm serve`: nothing local is looked for
+    vllm, version = resolve_vllm(args.backend in ("process", "ray"), settings.vllm,
+                                 args.vllm_version or settings.vllm_version)
+    env = _parse_env(args.env)
+    extra, secret_env = split_secret_args(list(args.passthrough or []))
+    secrets = {k: v for k, v in env.items() if is_secret_name(k)}
+    plain_env = {k: v for k, v in env.items() if k not in secrets}
+    replan = None
+    if args.plan:
+        from vllm_ops.planning.plan import Plan
+
+        plan = Plan.load(args.plan)
+        version = version or plan.vllm_version
+        passthrough = extra
+    else:
+        plan, replan = _make_plan(args, version, extra, plain_env, sorted({*secrets, *secret_env}))
+        passthrough = []   # the planner put them into plan.extra_args
+    progress = Progress(quiet=args.quiet or False)
+    topo = _topology(args, plan)
+    opts = LaunchOptions(vllm=vllm, vllm_version=version, name=args.name, port=args.port,
+                         env={**plain_env, **secrets, **secret_env}, extra_args=passthrough,
+                         ready_timeout=args.ready_timeout, validate=args.validate,
+                         auto_retry=args.auto_retry, store=store, replica=args.replica,
+                         backend=_backend(args), replan=replan)
+    return plan, opts, progress, topo
+
+
+def _started_without_api(result, args: argparse.Namespace, opts: LaunchOptions) -> int:
+    """A node that runs no API server (a worker rank, a Ray worker): said, then detached or watched."""
+    info(f"vllm-ops: {result.what}; stop it with `vllm-ops stop {result.name}`")
+    if args.json:
+        print_json({"ready": True, "name": result.name, "role": result.role, "url": None,
+                    "workers": result.workers})
+    if args.detach or result.deployment is None:
+        return 0
+    from dataclasses import replace
+
+    return _foreground(result.deployment, opts.store,
+                       replace(opts, backend=_process_kind(result.deployment.backend)))
+
+
+def _ready(result, args: argparse.Namespace, opts: LaunchOptions) -> int:
+    """A server that answers: its figures and where it is, then detached or watched in the foreground."""
+    dep = result.deployment
+    _print_figures(result)
+    info(f"vllm-ops: {dep.name} ready in {result.ready_s:.1f} s at {dep.url} "
+         f"(model {dep.served_name}, {_where(dep)}); log {dep.log_path}")
+    if args.json:
+        print_json({"ready": True, "name": dep.name, "url": dep.url, "pid": dep.pid,
+                    "port": dep.port, "served_name": dep.served_name, "backend": dep.backend,
+                    "ready_s": round(result.ready_s, 2),
+                    "health_s": round(result.health_s, 2) if result.health_s else None,
+                    "stages": {k: round(v, 2) for k, v in result.stage_times.items()},
+                    "predicted": result.predicted, "actual": result.actual,
+                    "replanned": result.replanned, "plan_stale": result.plan_stale,
+                    "retried": result.retried.to_dict() if result.retried else None,
+                    "calibration": result.calibration_path, "log": dep.log_path})
+    if args.detach:
+        info(f"vllm-ops: detached; stop it with `vllm-ops stop {dep.name}`")
+        return 0
+    return _foreground(dep, opts.store, opts)
 
 
 # ------------------------------------------------------------------------------ dispatch
