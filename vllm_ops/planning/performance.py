@@ -227,6 +227,41 @@ def _weight_precision(plan: "Plan", spec: "ModelSpec") -> str:
     return "bf16"
 
 
+def _body_weights(spec: "ModelSpec", prec: str) -> tuple[float, int]:
+    """Bytes and parameters of the checkpoint without its embedding table and lm_head (an online fp8 of a 16-bit
+    checkpoint: half the bytes)."""
+    emb_b = spec.vocab_size * spec.hidden_size * 2.0
+    head_b = 0.0 if spec.tie_word_embeddings else emb_b
+    body_b = max(float(spec.weight_bytes or 2 * spec.param_count) - emb_b - head_b, 1.0)
+    if prec == "fp8" and spec.quantization is None:
+        body_b *= 0.5                                  # online fp8 of a 16-bit checkpoint
+    emb_params = spec.vocab_size * spec.hidden_size * (1 if spec.tie_word_embeddings else 2)
+    return body_b, max(spec.param_count - emb_params, 1)
+
+
+def _attention_pair_flops(spec: "ModelSpec", tp: int) -> float:
+    """Attention FLOPs per (query token, cached token) pair on one GPU, every layer (MLA: over its latent)."""
+    hq = spec.num_attention_heads / tp
+    if spec.mla is not None:
+        return 2.0 * hq * (2 * spec.mla.kv_lora_rank + spec.mla.qk_rope_head_dim) * spec.num_layers
+    return 4.0 * hq * spec.head_dim * spec.num_layers
+
+
+def _expert_width(spec: "ModelSpec", shards: int, ep: bool, notes: list[str]) -> int:
+    """An expert's intermediate width on one GPU (whole with expert parallelism, else split over ``shards``); what
+    the model does not describe of it goes to ``notes``."""
+    if spec.moe is None:
+        return 0
+    width = spec.moe.moe_intermediate_size if ep else spec.moe.moe_intermediate_size // shards
+    if ep:
+        notes.append("expert parallel: experts spread over the GPUs (same bytes per GPU as TP-sharded experts); "
+                     "the token exchange costed like an all-reduce; expert load imbalance not modelled")
+    if 0 < width < MOE_W_FLOOR:
+        notes.append(f"experts {width} wide on one GPU, narrower than any measured ({MOE_W_FLOOR}): their MoE FLOP/s "
+                     f"taken as {MOE_W_FLOOR}-wide experts' (the narrow-expert fall is not extrapolated)")
+    return width
+
+
 def step_cost(plan: "Plan", spec: "ModelSpec", eff) -> "tuple[StepCost | None, str | None]":
     """The per-GPU step cost of ``plan``'s replica, or (None, why)."""
     g = _gpu_type(plan)
@@ -243,32 +278,16 @@ def step_cost(plan: "Plan", spec: "ModelSpec", eff) -> "tuple[StepCost | None, s
         notes.append(f"{g.key} has no {prec} tensor cores: weights dequantised, 16-bit FLOP/s used")
     H, V, L = spec.hidden_size, spec.vocab_size, spec.num_layers
     vpad = -(-V // VOCAB_PADDING) * VOCAB_PADDING
-    emb_b = V * H * 2.0
-    head_b = 0.0 if spec.tie_word_embeddings else emb_b
-    body_b = max(float(spec.weight_bytes or 2 * spec.param_count) - emb_b - head_b, 1.0)
-    if prec == "fp8" and spec.quantization is None:
-        body_b *= 0.5                                  # online fp8 of a 16-bit checkpoint
-    emb_params = V * H * (1 if spec.tie_word_embeddings else 2)
-    body_p = max(spec.param_count - emb_params, 1)
+    body_b, body_p = _body_weights(spec, prec)
     n_moe, exp_p = expert_params(spec)
     k_over_e = spec.moe.experts_per_token / spec.moe.num_experts if spec.moe is not None else 0.0
     exp_b = body_b * exp_p / body_p
     ne_p = body_p - exp_p
     head_rank = vpad * H * 2.0 / tp                    # lm_head (or the tied embedding) read every step
     kvb = float(plan.memory.kv_bytes_per_token or 0) or spec.kv_bytes_per_token() / tp
-    hq = spec.num_attention_heads / tp
-    if spec.mla is not None:
-        pair = 2.0 * hq * (2 * spec.mla.kv_lora_rank + spec.mla.qk_rope_head_dim) * L
-    else:
-        pair = 4.0 * hq * spec.head_dim * L
+    pair = _attention_pair_flops(spec, tp)
     ep = spec.moe is not None and expert_parallel(plan.extra_args)
-    width = (spec.moe.moe_intermediate_size if ep else spec.moe.moe_intermediate_size // (tp * dp)) if spec.moe else 0
-    if ep:
-        notes.append("expert parallel: experts spread over the GPUs (same bytes per GPU as TP-sharded experts); "
-                     "the token exchange costed like an all-reduce; expert load imbalance not modelled")
-    if 0 < width < MOE_W_FLOOR:
-        notes.append(f"experts {width} wide on one GPU, narrower than any measured ({MOE_W_FLOOR}): their MoE FLOP/s "
-                     f"taken as {MOE_W_FLOOR}-wide experts' (the narrow-expert fall is not extrapolated)")
+    width = _expert_width(spec, tp * dp, ep, notes)
     if spec.num_sliding_layers:
         notes.append("sliding-window layers counted as full attention (KV read and FLOPs are upper bounds)")
     link = (g.nvlink_gbs / 2 if g.interconnect == "nvlink" and g.nvlink_gbs else (g.pcie_gbs or 16)) * 1e9
