@@ -30,6 +30,9 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from perf_model_accuracy import _q, held_out_efficiency  # noqa: E402  (the accuracy benchmark's quantile and folds)
 
 DATA = ROOT / "tests" / "data" / "perf" / "fpm-b300-qwen3-32b.csv"
 MODEL = "Qwen/Qwen3-32B"
@@ -77,22 +80,14 @@ def predictions(rows: list[dict[str, Any]], costs: dict[int, Any]) -> list[dict[
     out = []
     for r in rows:
         cost = costs[r["tp"]]
-        n_pre = sum(t for t, _p in r["chunks"])
-        pred = cost.step_ms(r["n_dec"], r["sum_ctx"], n_pre, prefill_context(r["chunks"]))
-        floor = _floor_ms(cost, r["n_dec"], r["sum_ctx"], n_pre, prefill_context(r["chunks"]))
+        n_pre, pre_ctx = sum(t for t, _p in r["chunks"]), prefill_context(r["chunks"])
+        pred = cost.step_ms(r["n_dec"], r["sum_ctx"], n_pre, pre_ctx)
+        floor = cost.floor_ms(r["n_dec"], r["sum_ctx"], n_pre, pre_ctx)
         meas = statistics.median(r["samples"])
         out.append({"tp": r["tp"], "shape": r["shape"], "measured_ms": round(meas, 3), "repeats": len(r["samples"]),
                     "predicted_ms": round(pred, 3), "error_pct": round(100 * (pred - meas) / meas, 1),
                     "roofline_ms": round(floor, 3), "roofline_error_pct": round(100 * (floor - meas) / meas, 1)})
     return out
-
-
-def _floor_ms(cost, n_dec: int, sum_ctx: float, n_pre: int, pre_ctx: float) -> float:
-    """Every term of the step at 100 % of the peaks, no overhead (weights, KV and FLOPs, whichever is longer)."""
-    n = n_dec + n_pre
-    mem = (cost.weight_bytes + cost.kv_bytes_per_token * sum_ctx) / cost.bw
-    comp = (cost.flops_per_token * n + cost.attn_flops_per_pair * (sum_ctx + pre_ctx)) / cost.flops_peak
-    return max(mem, comp) * 1e3
 
 
 def summary(rows: list[dict[str, Any]], key: str = "error_pct") -> dict[str, Any]:
@@ -101,11 +96,8 @@ def summary(rows: list[dict[str, Any]], key: str = "error_pct") -> dict[str, Any
         return "prefill" if shape.startswith("ctx") else "decode" if shape.startswith("dec") else "mixed"
 
     def stats(xs: list[float]) -> dict[str, float]:
-        xs = sorted(abs(x) for x in xs)
-        k = (len(xs) - 1) * 0.9
-        lo = int(k)
-        p90 = xs[lo] + (xs[min(lo + 1, len(xs) - 1)] - xs[lo]) * (k - lo)
-        return {"rows": len(xs), "median": round(statistics.median(xs), 1), "p90": round(p90, 1)}
+        xs = [abs(x) for x in xs]
+        return {"rows": len(xs), "median": round(_q(xs, 0.5), 1), "p90": round(_q(xs, 0.9), 1)}
 
     out = {"all": stats([r[key] for r in rows])}
     for k in ("prefill", "decode", "mixed"):
@@ -115,8 +107,6 @@ def summary(rows: list[dict[str, Any]], key: str = "error_pct") -> dict[str, Any
 
 def run() -> dict[str, Any]:
     """The held-out comparison: per row and summed up, for the shipped constants and the fold without Qwen3-32B."""
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    from perf_model_accuracy import held_out_efficiency
     from vllm_ops.planning import perf_fit
 
     rows = load_rows()

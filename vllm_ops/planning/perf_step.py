@@ -317,11 +317,11 @@ class StepCost:
         return (self.moe_pad, self.moe_rows_per_token, self.moe_local_experts,
                 self.moe_row_flops * 1e3 / (self.flops_peak * (self.eff.moe_pad_flops or 1.0)))
 
-    def floor_ms(self, n_dec: int, sum_ctx: float) -> float:
-        """Roofline floor of a pure decode step: every term at 100% of the peak, no overhead."""
-        n = max(n_dec, 1)
+    def floor_ms(self, n_dec: int, sum_ctx: float, n_pre: int = 0, pre_ctx: float = 0.0) -> float:
+        """Roofline floor of a step (by default a pure decode step): every term at 100% of the peak, no overhead."""
+        n = max(n_dec + n_pre, 1)
         mem = (self._weights_read(n) + self.kv_bytes_per_token * sum_ctx) / self.bw
-        comp = (self.flops_per_token * n + self.attn_flops_per_pair * sum_ctx) / self.flops_peak
+        comp = (self.flops_per_token * n + self.attn_flops_per_pair * (sum_ctx + pre_ctx)) / self.flops_peak
         return max(mem, comp) * 1e3
 
 
