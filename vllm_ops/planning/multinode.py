@@ -179,11 +179,11 @@ def _lay_out(base: Plan, inventory: Inventory, *, tp: int, pp: int, span: int, c
              master_port: int, port: int, why_layout: str, pins: dict, network_gbs: float | None,
              extra_args: list[str]) -> Plan:
     n_nodes = len(inventory.nodes)
-    ranks_per_node = tp * pp if span == 1 else tp * pp // span
     reasons = dict(base.reasons)
     warnings = [w for w in base.warnings if w.code != "tp-over-pcie" or span == 1]
     if span == 1:
         return _within_nodes(base, inventory, reasons, warnings, why_layout)
+    ranks_per_node = tp * pp // span
     groups = n_nodes // span
     if groups < 1:
         raise ImpossiblePin(f"one replica needs {span} nodes; the inventory has {n_nodes}")
