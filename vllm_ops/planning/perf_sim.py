@@ -240,6 +240,125 @@ def _prompt_split(isl: int, prompt_cached: int) -> tuple[int, int]:
     return cached, isl - cached
 
 
+class _Run:
+    """The state of one :func:`simulate` run and its moves: requests reaching the scheduler, a run of pure decode
+    steps, a step with prompt tokens, the first tokens it gives and the requests that end."""
+
+    def __init__(self, step: StepFn, isl: int, osl: int, cached: int, isl_c: int, limit: int, concurrency: int | None,
+                 num_requests: int, warmup: int, osl_jitter: float, seed: int, plan_ahead: bool,
+                 front: _Frontend, held: _HeldSends, arrivals: deque[float]):
+        self.step, self.isl, self.osl, self.cached, self.isl_c, self.limit = step, isl, osl, cached, isl_c, limit
+        self.concurrency, self.num_requests, self.warmup = concurrency, num_requests, warmup
+        self.osl_jitter, self.plan_ahead, self.front, self.held, self.arrivals = osl_jitter, plan_ahead, front, held, arrivals
+        self.jrng = random.Random(seed + 1)
+        self.waiting: deque[list] = deque()          # [n, arrival_ms, counted]
+        self.pre: deque[_Pre] = deque()
+        self.dec: list[tuple] = []                   # heap of (finish_step, seq, n, first_ms, counted, arrival, osl)
+        self.seq = self.sent = self.n_wait = 0
+        self.last_dt = 0.0                           # the step that just ran (plan_ahead's cut-off)
+        self.t = 0.0
+        self.stepno = self.n_dec = self.n_pre_req = self.done = self.steps_run = self.max_running = 0
+        self.queued_max = 0
+        self.sum_ctx = self.busy_weighted = 0.0
+        self.tally = _Tally()
+        self.gaps: list[tuple[float, float, int]] = []   # (ms per step, decode tokens, steps): ITL median, trace
+
+    def send(self, n: int, t_now: float) -> None:
+        """Closed-loop clients send ``n`` requests at ``t_now`` (held back by their jitter, if any)."""
+        n = min(n, self.num_requests - self.sent)
+        if n > 0 and not self.held.hold(n, t_now, self.sent, self.warmup):
+            self.front.send(n, t_now, self.sent >= self.warmup)
+            self.n_wait += n
+        self.sent += max(n, 0)
+
+    def intake(self) -> float | None:
+        """Open-loop arrivals and held sends due by now reach the API server, what it has handed over joins the
+        queue, and the queue moves into prefill while slots are free; when the scheduler will next see a request."""
+        t, front, arrivals = self.t, self.front, self.arrivals
+        while arrivals and arrivals[0] <= t:
+            front.send(1, arrivals.popleft(), self.sent >= self.warmup)
+            self.sent += 1
+            self.n_wait += 1
+        self.n_wait += self.held.release(t, front)
+        front.deliver(self.waiting, t - self.last_dt if self.plan_ahead else t)
+        took = _admit(self.pre, self.waiting, self.limit - self.n_dec - self.n_pre_req)
+        self.n_pre_req += took
+        self.n_wait -= took
+        if self.waiting:
+            self.queued_max = max(self.queued_max, self.n_wait)
+        return self.held.next_event(front.next_event(arrivals))
+
+    def decode_run(self, nxt: float | None) -> None:
+        """Pure decode steps up to the next finish or the next request the scheduler sees."""
+        n_dec = self.n_dec
+        dt, k = _decode_run(self.step, n_dec, self.sum_ctx, self.dec[0][0] - self.stepno, self.t, nxt)
+        self.last_dt = dt / k
+        self.t += dt
+        self.busy_weighted += n_dec * dt
+        self.gaps.append((dt / k, n_dec * k, k))
+        self.stepno += k
+        self.steps_run += k
+        self.sum_ctx += n_dec * k
+
+    def prefill_step(self, n_tok: int, pre_ctx: float) -> None:
+        """One step with ``n_tok`` prompt tokens beside the running decodes."""
+        n_dec = self.n_dec
+        dt = self.last_dt = self.step(n_dec, self.sum_ctx, n_tok, pre_ctx)
+        self.t += dt
+        self.busy_weighted += n_dec * dt
+        self.gaps.append((dt, n_dec, 1))
+        self.stepno += 1
+        self.steps_run += 1
+        self.sum_ctx += n_dec
+
+    def first_tokens(self) -> None:
+        """Prompts finished in the step that just ran: their first token now, then decode (or done, one token)."""
+        pre, isl_c, t = self.pre, self.isl_c, self.t
+        while pre:
+            c = pre[0]
+            fin = min(c.done // isl_c, c.n) if isl_c else c.n
+            new = fin - c.finished
+            if new > 0:
+                c.finished = fin
+                self.n_pre_req -= new
+                if c.counted:
+                    self.tally.first_token(new, t, c.arrival)
+                if self.osl <= 1:
+                    self.done += new
+                    if c.counted:
+                        self.tally.finished(new, t, c.arrival)
+                    if self.concurrency is not None:
+                        self.send(new, t)
+                else:
+                    self._start_decode(c, new)
+            if c.finished >= c.n:
+                pre.popleft()
+            else:
+                break
+
+    def _start_decode(self, c: _Pre, new: int) -> None:
+        lens = _output_lengths(new, self.osl, self.osl_jitter, self.jrng)
+        for ln in lens:
+            m = new if len(lens) == 1 else 1
+            self.seq += 1
+            heapq.heappush(self.dec, (self.stepno + ln - 1, self.seq, m, self.t, c.counted, c.arrival, ln))
+        self.n_dec += new
+        self.sum_ctx += new * (self.isl + 1)
+
+    def finish_due(self) -> None:
+        """Requests whose last token came in this step end; closed-loop clients send their next."""
+        dec, t = self.dec, self.t
+        while dec and dec[0][0] <= self.stepno:
+            _, _, n, first, cnt, arr, ln = heapq.heappop(dec)
+            self.n_dec -= n
+            self.sum_ctx -= n * (self.isl + ln)
+            self.done += n
+            if cnt:
+                self.tally.finished(n, t, arr, first, ln)
+            if self.concurrency is not None:
+                self.send(n, t)
+
+
 def simulate(step: StepFn, *, input_len: int, output_len: int, max_num_seqs: int, max_batched_tokens: int,
              kv_capacity_tokens: int, concurrency: int | None = None, rate: float | None = None,
              num_requests: int = 0, warmup: int = 0, seed: int = 0, stagger_ms: float = 0.0,
@@ -257,108 +376,30 @@ def simulate(step: StepFn, *, input_len: int, output_len: int, max_num_seqs: int
     cached, isl_c = _prompt_split(isl, prompt_cached)
     limit = _running_limit(isl + osl, max_num_seqs, kv_capacity_tokens)
     budget_cap = int(max_batched_tokens)
-    arrivals = _open_arrivals(rate, concurrency, stagger_ms, num_requests, seed)
-    waiting: deque[list] = deque()                   # [n, arrival_ms, counted]
-    pre: deque[_Pre] = deque()
-    dec: list[tuple] = []                            # heap of (finish_step, seq, n, first_ms, counted, arrival, osl)
-    jrng = random.Random(seed + 1)
-    seq = sent = n_wait = 0
-    last_dt = 0.0                                    # the step that just ran (plan_ahead's cut-off)
-    front, held = _Frontend(admit_ms), _HeldSends(send_jitter_ms, seed)
-
-    def send(n: int, t_now: float) -> None:
-        nonlocal sent, n_wait
-        n = min(n, num_requests - sent)
-        if n > 0 and not held.hold(n, t_now, sent, warmup):
-            front.send(n, t_now, sent >= warmup)
-            n_wait += n
-        sent += max(n, 0)
-
+    r = _Run(step, isl, osl, cached, isl_c, limit, concurrency, num_requests, warmup, osl_jitter, seed, plan_ahead,
+             _Frontend(admit_ms), _HeldSends(send_jitter_ms, seed),
+             _open_arrivals(rate, concurrency, stagger_ms, num_requests, seed))
     if concurrency is not None and not stagger_ms > 0:
-        send(int(concurrency), 0.0)
-    t = 0.0
-    stepno = n_dec = n_pre_req = done = steps_run = max_running = queued_max = 0
-    sum_ctx = busy_weighted = 0.0
-    tally = _Tally()
-    gaps: list[tuple[float, float, int]] = []      # (ms per step, decode tokens, steps): the ITL median, the trace
-    while done < num_requests and steps_run < max_steps:
-        while arrivals and arrivals[0] <= t:
-            front.send(1, arrivals.popleft(), sent >= warmup)
-            sent += 1
-            n_wait += 1
-        n_wait += held.release(t, front)
-        front.deliver(waiting, t - last_dt if plan_ahead else t)
-        took = _admit(pre, waiting, limit - n_dec - n_pre_req)
-        n_pre_req += took
-        n_wait -= took
-        if waiting:
-            queued_max = max(queued_max, n_wait)
-        nxt = held.next_event(front.next_event(arrivals))
-        if not pre and not n_dec:
-            last_dt = 0.0                           # idle: the next step is planned when work arrives
+        r.send(int(concurrency), 0.0)
+    while r.done < num_requests and r.steps_run < max_steps:
+        nxt = r.intake()
+        if not r.pre and not r.n_dec:
+            r.last_dt = 0.0                         # idle: the next step is planned when work arrives
             if nxt is not None:
-                t = max(t, nxt)
+                r.t = max(r.t, nxt)
                 continue
             break                                   # nothing left to run
-        n_tok, pre_ctx = _prefill(pre, max(budget_cap - n_dec, 0), isl_c, cached)
-        if n_tok == 0 and n_dec:
-            dt, k = _decode_run(step, n_dec, sum_ctx, dec[0][0] - stepno, t, nxt)
-            last_dt = dt / k
-            t += dt
-            busy_weighted += n_dec * dt
-            gaps.append((dt / k, n_dec * k, k))
-            stepno += k
-            steps_run += k
-            sum_ctx += n_dec * k
+        n_tok, pre_ctx = _prefill(r.pre, max(budget_cap - r.n_dec, 0), isl_c, cached)
+        if n_tok == 0 and r.n_dec:
+            r.decode_run(nxt)
         else:
-            dt = last_dt = step(n_dec, sum_ctx, n_tok, pre_ctx)
-            t += dt
-            busy_weighted += n_dec * dt
-            gaps.append((dt, n_dec, 1))
-            stepno += 1
-            steps_run += 1
-            sum_ctx += n_dec
-            # prompts finished in this step: first token now, then decode
-            while pre:
-                c = pre[0]
-                fin = min(c.done // isl_c, c.n) if isl_c else c.n
-                new = fin - c.finished
-                if new > 0:
-                    c.finished = fin
-                    n_pre_req -= new
-                    if c.counted:
-                        tally.first_token(new, t, c.arrival)
-                    if osl <= 1:
-                        done += new
-                        if c.counted:
-                            tally.finished(new, t, c.arrival)
-                        if concurrency is not None:
-                            send(new, t)
-                    else:
-                        lens = _output_lengths(new, osl, osl_jitter, jrng)
-                        for ln in lens:
-                            m = new if len(lens) == 1 else 1
-                            seq += 1
-                            heapq.heappush(dec, (stepno + ln - 1, seq, m, t, c.counted, c.arrival, ln))
-                        n_dec += new
-                        sum_ctx += new * (isl + 1)
-                if c.finished >= c.n:
-                    pre.popleft()
-                else:
-                    break
-        max_running = max(max_running, n_dec + n_pre_req)
-        while dec and dec[0][0] <= stepno:
-            _, _, n, first, cnt, arr, ln = heapq.heappop(dec)
-            n_dec -= n
-            sum_ctx -= n * (isl + ln)
-            done += n
-            if cnt:
-                tally.finished(n, t, arr, first, ln)
-            if concurrency is not None:
-                send(n, t)
+            r.prefill_step(n_tok, pre_ctx)
+            r.first_tokens()
+        r.max_running = max(r.max_running, r.n_dec + r.n_pre_req)
+        r.finish_due()
     if trace is not None:
-        trace.extend((ms, k) for ms, _tok, k in gaps)
-    return tally.result(t, stepno, busy_weighted, max_running, limit, queued_max, gaps)
+        trace.extend((ms, k) for ms, _tok, k in r.gaps)
+    return r.tally.result(r.t, r.stepno, r.busy_weighted, r.max_running, limit, r.queued_max, r.gaps)
 
 
 def _weighted_median(pairs: list[tuple[float, float, int]]) -> float | None:
