@@ -166,6 +166,55 @@ def _json_schema(value: Any) -> Any:
     return value
 
 
+def _candidates_part(a: Mapping[str, Any], version: tuple[int, ...] | None, stream: bool, body: dict) -> None:
+    """``n``, ``best_of`` and beam search into ``body``: beam search sends its width as ``n`` (never
+    ``best_of``) and does not stream; ``best_of`` alone is refused where the server would ignore it."""
+    n, best_of = a.get("n"), a.get("best_of")
+    if a.get("use_beam_search"):
+        if stream:
+            raise InvalidRequestError("vLLM does not stream beam search")
+        body["use_beam_search"] = True
+        body["n"] = best_of or n or 1  # the beam width; best_of itself is never sent
+        return
+    if best_of is not None:
+        if version is None or version >= BEST_OF_REMOVED_IN:
+            raise InvalidRequestError(
+                "best_of was removed in vLLM 0.12 (the server would silently ignore it): "
+                "use n=..., or use_beam_search=True with best_of as the beam width")
+        body["best_of"] = best_of
+    if n is not None:
+        body["n"] = n
+
+
+def _constraint_part(a: Mapping[str, Any], version: tuple[int, ...] | None, extra: dict, body: dict) -> None:
+    """At most one structured-output constraint into ``body``: the legacy top-level ``guided_*`` field for
+    servers older than STRUCTURED_OUTPUTS_SINCE, else ``structured_outputs`` (merged with one given in
+    ``extra``, which this takes out of ``extra``)."""
+    constraints = [(legacy, key, a.get(legacy)) for legacy, key in _GUIDED if a.get(legacy) is not None]
+    rm = a.get("response_model")
+    if rm is not None:
+        constraints.append(("guided_json", "json", rm))
+    if len(constraints) > 1:
+        raise InvalidRequestError("give at most one of guided_json, guided_regex, guided_choice, "
+                                  "guided_grammar, response_model")
+    if not constraints:
+        return
+    legacy, key, value = constraints[0]
+    if key == "json":
+        value = _json_schema(value)
+    elif key == "choice":
+        value = [str(c) for c in value]
+    if version is not None and version < STRUCTURED_OUTPUTS_SINCE:
+        body[legacy] = value
+        so = extra.pop("structured_outputs", None)
+        if so and so.get("whitespace_pattern") is not None:
+            body["guided_whitespace_pattern"] = so["whitespace_pattern"]
+    else:
+        so = dict(extra.pop("structured_outputs", None) or {})
+        so[key] = value
+        body["structured_outputs"] = so
+
+
 class BaseProvider:
     """Config and every pure step; subclasses only send (see ``provider.py``)."""
 
@@ -373,27 +422,8 @@ class BaseProvider:
         """
         extra = dict(a.get("extra") or ())
         endpoint = a.get("endpoint") or "chat"
-        prompt, messages = a.get("prompt"), a.get("messages")
         body: dict[str, Any] = {"model": model}
-        if endpoint == "chat":
-            if messages is None and prompt is None:
-                raise InvalidRequestError("give a prompt or messages")
-            msgs = list(messages) if messages is not None else []
-            if a.get("system_prompt") and not any(m.get("role") == "system" for m in msgs):
-                msgs.insert(0, {"role": "system", "content": a["system_prompt"]})
-            if prompt is not None:
-                msgs.append({"role": "user", "content": prompt})
-            body["messages"] = msgs
-            url = self._chat_url
-        elif endpoint == "completions":
-            if messages is not None:
-                raise InvalidRequestError("messages need the chat endpoint (endpoint='chat')")
-            if prompt is None:
-                raise InvalidRequestError("give a prompt")
-            body["prompt"] = prompt if a.get("system_prompt") is None else f"{a['system_prompt']}\n\n{prompt}"
-            url = self._completions_url
-        else:
-            raise InvalidRequestError(f"unknown endpoint {endpoint!r} (chat or completions)")
+        url = self._prompt_part(a, endpoint, body)
         max_tokens = a.get("max_tokens")
         if max_tokens is None:
             max_tokens = self.max_tokens
@@ -403,47 +433,35 @@ class BaseProvider:
             v = a.get(k)
             if v is not None:
                 body[k] = v
-        n, best_of = a.get("n"), a.get("best_of")
-        if a.get("use_beam_search"):
-            if stream:
-                raise InvalidRequestError("vLLM does not stream beam search")
-            body["use_beam_search"] = True
-            body["n"] = best_of or n or 1  # the beam width; best_of itself is never sent
-        else:
-            if best_of is not None:
-                if version is None or version >= BEST_OF_REMOVED_IN:
-                    raise InvalidRequestError(
-                        "best_of was removed in vLLM 0.12 (the server would silently ignore it): "
-                        "use n=..., or use_beam_search=True with best_of as the beam width")
-                body["best_of"] = best_of
-            if n is not None:
-                body["n"] = n
-        constraints = [(legacy, key, a.get(legacy)) for legacy, key in _GUIDED if a.get(legacy) is not None]
-        rm = a.get("response_model")
-        if rm is not None:
-            constraints.append(("guided_json", "json", rm))
-        if len(constraints) > 1:
-            raise InvalidRequestError("give at most one of guided_json, guided_regex, guided_choice, "
-                                      "guided_grammar, response_model")
-        if constraints:
-            legacy, key, value = constraints[0]
-            if key == "json":
-                value = _json_schema(value)
-            elif key == "choice":
-                value = [str(c) for c in value]
-            if version is not None and version < STRUCTURED_OUTPUTS_SINCE:
-                body[legacy] = value
-                so = extra.pop("structured_outputs", None)
-                if so and so.get("whitespace_pattern") is not None:
-                    body["guided_whitespace_pattern"] = so["whitespace_pattern"]
-            else:
-                so = dict(extra.pop("structured_outputs", None) or {})
-                so[key] = value
-                body["structured_outputs"] = so
+        _candidates_part(a, version, stream, body)
+        _constraint_part(a, version, extra, body)
         body.update(extra)
         if stream:
             body["stream"] = True
         return url, body, endpoint
+
+    def _prompt_part(self, a: Mapping[str, Any], endpoint: str, body: dict) -> str:
+        """The prompt into ``body`` (chat messages with the system prompt first, or a completions prompt);
+        the endpoint's URL."""
+        prompt, messages = a.get("prompt"), a.get("messages")
+        if endpoint == "chat":
+            if messages is None and prompt is None:
+                raise InvalidRequestError("give a prompt or messages")
+            msgs = list(messages) if messages is not None else []
+            if a.get("system_prompt") and not any(m.get("role") == "system" for m in msgs):
+                msgs.insert(0, {"role": "system", "content": a["system_prompt"]})
+            if prompt is not None:
+                msgs.append({"role": "user", "content": prompt})
+            body["messages"] = msgs
+            return self._chat_url
+        if endpoint == "completions":
+            if messages is not None:
+                raise InvalidRequestError("messages need the chat endpoint (endpoint='chat')")
+            if prompt is None:
+                raise InvalidRequestError("give a prompt")
+            body["prompt"] = prompt if a.get("system_prompt") is None else f"{a['system_prompt']}\n\n{prompt}"
+            return self._completions_url
+        raise InvalidRequestError(f"unknown endpoint {endpoint!r} (chat or completions)")
 
     def parse_generate(self, resp: httpx.Response, endpoint: str, response_model: Any = None) -> GenerateResponse:
         raw = self._json(resp)
@@ -512,4 +530,3 @@ def gen_args(loc: dict) -> dict:
     """generate()'s locals() → the argument dict flows take."""
     loc.pop("self", None)
     return loc
-
