@@ -92,3 +92,35 @@ def test_the_public_dp_rows_held_out():
         apart = _abs_tpot_errors(cases)
     assert statistics.median(locked) < 21.0 < 23.0 < statistics.median(apart)
     assert sorted(locked)[16] < sorted(apart)[16] - 5.0          # the p90 row
+
+
+def test_the_dp_ttft_note_states_the_public_rows():
+    """The note a MoE plan at data parallelism carries (perf_fit.DP_MOE_TTFT_CHECK) is what the public DP rows say
+    of the shipped constants: held at 100-token outputs, several times slower to the first token at most longer ones."""
+    from vllm_ops.planning import perf_fit
+
+    assert A.held_out_efficiency("Qwen/Qwen3-235B-A22B-FP8") == perf_fit.EFFICIENCY      # in no fit: shipped = held out
+    short, long_, tpot = [], [], []
+    for c, p in A.predict_all(_dp_rows()):
+        (short if c.workload.output_len < 500 else long_).append(c.ttft_ms / p.ttft_ms)
+        tpot.append(100 * (p.tpot_ms / c.tpot_ms - 1))
+    slow = [x for x in long_ if x > 2.0]
+    near = [x for x in long_ if x <= 2.0]
+    d = perf_fit.DP_MOE_TTFT_CHECK
+    assert (len(short), len(long_), len(slow)) == (d["short_rows"], d["long_rows"], d["long_slow"])
+    assert (round(min(short), 2), round(max(short), 2)) == d["short_x"]
+    assert (round(min(slow), 1), round(max(slow), 1)) == d["long_slow_x"]
+    assert (round(min(near), 2), round(max(near), 2)) == d["long_near_x"]
+    assert (round(min(tpot), 1), round(max(tpot), 1)) == d["tpot_pct"]
+    assert max(near) < 1.25 < 2.0 < min(slow)                    # two groups, not a spread the threshold cuts
+
+
+def test_a_moe_dp_plan_says_its_ttft_is_a_lower_bound_for_long_outputs():
+    spec = load_model_spec("Qwen/Qwen3-30B-A3B-FP8", offline=True)
+    p = plan(spec, parse_gpu_spec("2xH100"), vllm_version="0.25.0", pins={"data_parallel_size": 2,
+                                                                           "tensor_parallel_size": 1})
+    caveat = predict(p, Workload(1000, 1000, concurrency=8)).caveat
+    assert "lower bound" in caveat and "2.1-7.4x" in caveat
+    dense = plan(load_model_spec("Qwen/Qwen3-8B", offline=True), parse_gpu_spec("2xH200"), vllm_version="0.25.0",
+                 pins={"data_parallel_size": 2})
+    assert predict(dense, Workload(1000, 1000, concurrency=8)).caveat is None

@@ -140,8 +140,9 @@ def _print_performance(con, perf: dict) -> None:
               f"running {f(perf.get('effective_concurrency'), '')}")
     if perf.get("reason"):
         con.print("  " + escape(perf["reason"]))
-    if perf.get("hint"):
-        con.print("  hint: " + escape(perf["hint"]))
+    for key in ("hint", "caveat"):
+        if perf.get(key):
+            con.print(f"  {key}: " + escape(perf[key]))
     from vllm_ops.planning.perf_fit import accuracy_line
 
     acc = accuracy_line(perf.get("accuracy"))

@@ -88,6 +88,7 @@ class Performance:
     notes: list[str] = field(default_factory=list)   # assumptions / fitted constants used (with data names)
     itl_median_ms: float | None = None  # median inter-token gap (decode steps without a prefill chunk dominate)
     hint: str | None = None        # a setting that would serve this load faster, with its effect (the text shows it)
+    caveat: str | None = None      # where measured runs of this kind of layout strayed from the model (the text shows it)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -178,6 +179,8 @@ def _data_parallel(plan: "Plan", w: Workload, cost: "StepCost", notes: list[str]
     perf.notes.append(f"--data-parallel-size {dp}: the load split evenly over the {dp} ranks (each {share}); TTFT/TPOT "
                       f"of one rank, throughput of the server; " + (_LOCKSTEP_NOTE if together else
                                                                     "load imbalance not modelled"))
+    if together:
+        perf.caveat = perf_fit.dp_moe_note()
     return perf
 
 
