@@ -160,3 +160,29 @@ def test_kv_cache_too_small_is_diagnosed(env, tmp_path):
     assert any(d["status"] == "failed" and d["diagnosis"]["code"] == "kv-cache-too-small"
                for d in failed)
     assert all(_group_alive(d["pgid"]) == [] for d in failed)
+
+
+def test_kv_cache_memory_bytes_and_chunked_prefill_off_as_planned(env, tmp_path):
+    """``--kv-cache-memory-bytes`` sizes vLLM's KV cache (the plan's figure, and the plan sets no
+    VLLM_CPU_KVCACHE_SPACE, which vLLM would let override the flag); ``--no-enable-chunked-prefill`` needs
+    max_num_batched_tokens >= max_model_len, else vLLM refuses to start (the CPU default here is 2048)."""
+    from tests.support.testbed import make_tiny_model
+
+    model = make_tiny_model(tmp_path / "tiny8k", max_position=8192)
+    bare = {k: v for k, v in env.items() if k != "VLLM_CPU_KVCACHE_SPACE"}
+    args = ("--", "--load-format", "dummy", "--max-model-len", "4096", "--enforce-eager",
+            "--no-enable-chunked-prefill", "--kv-cache-memory-bytes", "1536M")
+    rc, out, err, _ = cli(bare, "plan", "--profile", "cpu", "--model", str(model), "--json", *args)
+    plan = json.loads(out)
+    assert rc == 0 and "VLLM_CPU_KVCACHE_SPACE" not in plan["env"], err
+    assert plan["memory"]["kv_cache_gib"] == 1.5 and plan["vllm_args"]["max_num_batched_tokens"] == 4096
+    rc, out, err, _ = cli(bare, "launch", "--profile", "cpu", "--model", str(model), "--port", str(_free_port()),
+                          "--detach", "--json", *args)
+    doc = json.loads(out) if out.strip() else {}
+    try:
+        assert rc == 0 and doc.get("ready"), err[-3000:]
+        assert doc["actual"]["kv_cache_gib"] == 1.5                       # vLLM: "Explicitly set (1.5/...) GiB"
+        assert doc["actual"]["kv_cache_tokens"] == doc["predicted"]["kv_cache_tokens"] == 1_572_864
+    finally:
+        if doc.get("name"):
+            cli(bare, "stop", doc["name"], "--grace", "10")

@@ -119,8 +119,8 @@ def test_a_moe_dp_plan_says_its_ttft_is_a_lower_bound_for_long_outputs():
     spec = load_model_spec("Qwen/Qwen3-30B-A3B-FP8", offline=True)
     p = plan(spec, parse_gpu_spec("2xH100"), vllm_version="0.25.0", pins={"data_parallel_size": 2,
                                                                            "tensor_parallel_size": 1})
-    caveat = predict(p, Workload(1000, 1000, concurrency=8)).caveat
-    assert "lower bound" in caveat and "2.1-7.4x" in caveat
+    caveats = predict(p, Workload(1000, 1000, concurrency=8)).caveats
+    assert len(caveats) == 1 and "lower bound" in caveats[0] and "2.1-7.4x" in caveats[0]
     dense = plan(load_model_spec("Qwen/Qwen3-8B", offline=True), parse_gpu_spec("2xH200"), vllm_version="0.25.0",
                  pins={"data_parallel_size": 2})
-    assert predict(dense, Workload(1000, 1000, concurrency=8)).caveat is None
+    assert predict(dense, Workload(1000, 1000, concurrency=8)).caveats == []

@@ -140,9 +140,10 @@ def _print_performance(con, perf: dict) -> None:
               f"running {f(perf.get('effective_concurrency'), '')}")
     if perf.get("reason"):
         con.print("  " + escape(perf["reason"]))
-    for key in ("hint", "caveat"):
-        if perf.get(key):
-            con.print(f"  {key}: " + escape(perf[key]))
+    if perf.get("hint"):
+        con.print("  hint: " + escape(perf["hint"]))
+    for caveat in perf.get("caveats") or ():
+        con.print("  caveat: " + escape(caveat))
     from vllm_ops.planning.perf_fit import accuracy_line
 
     acc = accuracy_line(perf.get("accuracy"))

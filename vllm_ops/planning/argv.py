@@ -138,6 +138,53 @@ def value_of(args: Sequence[str], flag: str) -> str | None:
     return val
 
 
+_HUMAN_INT = re.compile(r"(\d+(?:\.\d+)?)([kKmMgGtT])")
+
+
+def human_int(value: str, flag: str) -> int:
+    """vLLM's human-readable integers (``vllm/utils/argparse_utils.py``): ``8g`` = 8e9, ``8G`` = 8 x 2^30,
+    ``25.6k`` = 25,600; decimals only with the decimal (lower-case) suffixes. BadInput as vLLM refuses."""
+    v = str(value).strip()
+    m = _HUMAN_INT.fullmatch(v)
+    try:
+        if not m:
+            return int(v)
+        number, suffix = m.groups()
+        if suffix.islower():
+            return int(float(number) * 10 ** {"k": 3, "m": 6, "g": 9, "t": 12}[suffix])
+        return int(number) * 2 ** {"K": 10, "M": 20, "G": 30, "T": 40}[suffix]
+    except ValueError:
+        raise BadInput(f"{flag} {v[:40]!r}: not an integer vLLM reads (e.g. 8589934592, 8G = 8 x 2^30, 8g = 8e9; "
+                       f"no decimals with K/M/G/T)") from None
+
+
+def kv_cache_bytes_from_args(args: Sequence[str]) -> int | None:
+    """``--kv-cache-memory-bytes`` among vLLM's arguments (per GPU; vLLM then ignores --gpu-memory-utilization
+    for the KV cache), or None."""
+    val = value_of([str(a) for a in args], "--kv-cache-memory-bytes")
+    if val is None:
+        return None
+    n = human_int(val, "--kv-cache-memory-bytes")
+    if n <= 0:
+        raise BadInput(f"--kv-cache-memory-bytes {val!r}: must be above 0")
+    return n
+
+
+def chunked_prefill_off(args: Sequence[str]) -> bool:
+    """Whether vLLM's arguments turn chunked prefill off (``--no-enable-chunked-prefill`` or
+    ``--enable-chunked-prefill false``; the last one wins)."""
+    off = False
+    args = [str(a) for a in args]
+    for i, tok in enumerate(args):
+        name, eq, val = tok.partition("=")
+        if name == "--no-enable-chunked-prefill":
+            off = True
+        elif name == "--enable-chunked-prefill":
+            v = val if eq else (args[i + 1] if i + 1 < len(args) and not args[i + 1].startswith("-") else "true")
+            off = v.strip().lower() in ("false", "0", "no", "off")
+    return off
+
+
 def image_limit_from_args(args: list[str]) -> int | None:
     """Images per prompt from ``--limit-mm-per-prompt`` among vLLM's arguments (JSON
     ``{"image": 0}`` or the older ``image=0,video=1``); None when it is not given or has no image

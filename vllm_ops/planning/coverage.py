@@ -16,8 +16,16 @@ mllama cross-attention KV              warning ``cross-attention-kv-not-modelled
 sliding window + full attention        modelled (planning/kvlayout.py, hybrid KV cache manager)
 Mamba/SSM state, linear attention      refusal ``hybrid-state-not-modelled``
 =====================================  =======================================================
+
+The same per vLLM flag after ``--`` (:data:`FLAG_GAPS`): a flag that changes what vLLM allocates or how fast
+it serves, and that the plan does not model, gives the plan a coded warning (the memory it leaves out) and the
+performance prediction a caveat, or a refusal where the figures would be far off (speculative decoding,
+weights offloaded to CPU RAM). ``--kv-cache-memory-bytes`` is modelled (memory.py: the KV cache is that size).
 """
 from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable
 
 from vllm_ops.errors import BadInput
 from vllm_ops.models.quant import loads_unquantized
@@ -63,3 +71,100 @@ def coverage_warnings(model: ModelSpec) -> list[tuple[str, str]]:
                     "Llama-3.2-Vision's cross-attention layers cache the image tokens' K/V (encoder cache), "
                     "which is not sized: they are charged as self-attention KV layers"))
     return out
+
+
+@dataclass(frozen=True)
+class FlagGap:
+    """A vLLM flag the plan does not model: what its memory figures leave out (``memory``, a warning) and what
+    the performance model leaves out (``performance``: a caveat, or the reason figures are refused)."""
+    flags: tuple[str, ...]        # vLLM's spellings
+    code: str
+    memory: str | None
+    performance: str | None
+    refuse: bool = False          # the prediction would be far off: null + reason instead of figures
+
+
+FLAG_GAPS: tuple[FlagGap, ...] = (
+    FlagGap(("--speculative-config", "-sc"), "speculative-decoding-not-modelled",
+            "the draft's weights and KV cache (a draft model, EAGLE or MTP heads) are not in the plan: expect fewer "
+            "KV cache tokens than planned",
+            "speculative decoding (draft steps, verification, acceptance rate) is not modelled", refuse=True),
+    FlagGap(("--cpu-offload-gb",), "cpu-offload-not-modelled",
+            "weights offloaded to CPU RAM are still counted on the GPU: the plan's weights are high and its KV "
+            "cache low by up to that many GiB per GPU",
+            "weights offloaded to CPU RAM cross PCIe in every step: not modelled", refuse=True),
+    FlagGap(("--kv-transfer-config",), "kv-connector-not-modelled",
+            "a KV connector's own GPU buffers (NIXL, LMCache) are not in the plan",
+            "the KV connector's loads and saves (disaggregated prefill, external KV cache) are not modelled"),
+    FlagGap(("--kv-offloading-size", "--kv-offloading-backend"), "kv-offload-not-modelled", None,
+            "KV blocks offloaded to CPU RAM and loaded back on a prefix hit are not modelled (the GPU's KV cache "
+            "only)"),
+    FlagGap(("--num-gpu-blocks-override",), "kv-blocks-override-not-modelled",
+            "vLLM uses that many KV blocks, not what memory allows: the plan's KV figures are what memory allows",
+            "KV capacity taken from the memory plan, not from the override"),
+    FlagGap(("--hf-overrides",), "hf-overrides-not-modelled",
+            "the plan reads the checkpoint's config.json: overrides of its shape (layers, heads, context) are not "
+            "applied", "the model's shape from config.json, not the overrides"),
+    FlagGap(("--compilation-config", "-cc", "--max-cudagraph-capture-size", "--cuda-graph-sizes", "-O",
+             "--optimization-level"),
+            "compilation-config-not-modelled",
+            "CUDA-graph memory is planned for vLLM's default capture sizes and mode",
+            "CUDA-graph mode and capture sizes other than the defaults are not modelled"),
+    FlagGap(("--enable-eplb", "--eplb-config"), "eplb-not-modelled",
+            "redundant experts of expert-parallel load balancing add expert weights that are not in the plan",
+            "expert load balancing (redundant experts, rebalancing steps) is not modelled"),
+    FlagGap(("--disable-custom-all-reduce",), "custom-all-reduce-off-not-modelled", None,
+            "all-reduces through NCCL instead of vLLM's custom kernel (slower for small messages) are not modelled"),
+    FlagGap(("--no-enable-chunked-prefill", "--enable-chunked-prefill"), "chunked-prefill-off-not-modelled", None,
+            "without chunked prefill a prompt runs whole in one step: the scheduler simulation chunks it"),
+    FlagGap(("--max-num-partial-prefills", "--max-long-partial-prefills", "--long-prefill-token-threshold",
+             "--max-num-active-seqs"), "scheduler-limits-not-modelled", None,
+            "the scheduler's partial-prefill and active-sequence limits are not modelled"),
+    FlagGap(("--enable-lora",), "lora-compute-not-modelled", None,
+            "LoRA's extra GEMMs per step (adapters' punica kernels) are not modelled: the base model's speed"),
+)
+_OFF = {"0", "0.0", "false", "none", "null", ""}
+
+
+def _active(flag: str, value: object) -> bool:
+    """Whether a flag as given turns its feature on: ``--enable-chunked-prefill`` only when false (off is the
+    gap), a size only when above 0, ``--enable-lora=false`` not at all, an optimization level always."""
+    v = None if value is None or value is True else str(value).strip().lower()
+    if flag in ("-O", "--optimization-level"):
+        return True                                        # any level, -O0 (no compilation, no graphs) above all
+    if flag == "--enable-chunked-prefill":
+        return v in ("false", "0")
+    return v is None or v not in _OFF
+
+
+def flag_gaps(extra_args: Iterable[str]) -> list[tuple[FlagGap, str]]:
+    """(gap, the flag as given) for every flag after ``--`` the plan does not model, once per gap."""
+    args = [str(a) for a in extra_args]
+    out: list[tuple[FlagGap, str]] = []
+    for gap in FLAG_GAPS:
+        for i, tok in enumerate(args):
+            name, eq, val = tok.partition("=")
+            if tok.startswith("-O") and len(tok) > 2 and not tok.startswith("-O="):
+                name, eq, val = "-O", "=", tok[2:]          # vLLM's -O3 (an optimization level)
+            if name not in gap.flags:
+                continue
+            value: object = val if eq else (args[i + 1] if i + 1 < len(args) and not args[i + 1].startswith("-")
+                                            else None)
+            if _active(name, value):
+                out.append((gap, name))
+                break
+    return out
+
+
+def flag_warnings(extra_args: Iterable[str]) -> list[tuple[str, str]]:
+    """(code, message) for the plan: each unmodelled flag with what the memory figures leave out."""
+    return [(g.code, f"{flag}: {g.memory or 'the memory plan is unaffected or covers it'}; performance: "
+                     f"{g.performance}")
+            for g, flag in flag_gaps(extra_args)]
+
+
+def performance_gaps(extra_args: Iterable[str]) -> tuple[str | None, list[str]]:
+    """(the reason the performance model refuses, or None; caveats) for the flags after ``--``."""
+    gaps = flag_gaps(extra_args)
+    refusal = next((f"{flag}: {g.performance}" for g, flag in gaps if g.refuse), None)
+    return refusal, [f"{flag}: {g.performance}" for g, flag in gaps if not g.refuse]

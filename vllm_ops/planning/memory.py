@@ -27,7 +27,7 @@ What an estimate does not model is returned as coded ``warnings`` (see planning/
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from vllm_ops.models.spec import ModelSpec
 from vllm_ops.planning.dtypes import DTYPE_BYTES, checkpoint_kv_fp8, served_dtype, served_weight_bytes
@@ -80,6 +80,7 @@ class Flags:
     image_limit: int | None = None   # --limit-mm-per-prompt image count (None: vLLM's default)
     bf16_ok: bool = True             # the GPU has bfloat16 (compute capability >= 8.0)
     dp: int = 1                      # --data-parallel-size: a MoE model's routed experts are split over TP x DP
+    kv_cache_bytes: int | None = None   # --kv-cache-memory-bytes: the KV cache per GPU (the budget no longer sizes it)
 
 
 @dataclass
@@ -410,6 +411,24 @@ def _failure_stage(s: StageFigures, cpu: bool) -> str | None:
     return "sampler_warmup" if s.margin < 0 else None
 
 
+def _explicit_kv_stage(s: StageFigures, room: float) -> str | None:
+    """Which startup stage runs out first when ``--kv-cache-memory-bytes`` sizes the KV cache: vLLM still checks the
+    budget against free memory at start, then everything must fit the ``room`` the GPU has (free - CUDA context)."""
+    if s.outside < 0:
+        return "startup"
+    if s.weights > room:
+        return "weights"
+    if s.weights + s.activation + s.non_torch > room:
+        return "activation"
+    if s.need_one > s.kv:
+        return "kv_cache"
+    if s.weights + s.non_torch + s.kv > room:
+        return "kv_cache_allocation"
+    if s.weights + s.non_torch + s.kv + s.graphs > room:
+        return "cuda_graph"
+    return "sampler_warmup" if s.margin < 0 else None
+
+
 def estimate(model: ModelSpec, total_bytes: int, flags: Flags, rules: VersionRules, *,
              free_bytes: int | None = None, cpu_kv_space_gib: float | None = None) -> Estimate:
     """One replica's per-GPU memory at these flags, and whether vLLM would start."""
@@ -423,13 +442,19 @@ def estimate(model: ModelSpec, total_bytes: int, flags: Flags, rules: VersionRul
     ex = [w.line, *a.lines,
           f"non-torch = {nt:.2f} GiB (TP1 base {rules['non_torch_tp1_gib']}, +{rules['non_torch_first_tp_doubling_gib']} "
           f"at TP2, +{rules['non_torch_per_tp_doubling_gib']} per further doubling of TP x PP)", g.line]
+    explicit = bool(flags.kv_cache_bytes) and not cpu
     if cpu:
         budget, kv = total, cpu_kv_space_gib
     else:
         budget = math.ceil(total_bytes * flags.gpu_memory_utilization) / GiB
         kv = budget - w.gib - a.gib - nt - (g.gib if g.in_budget else 0.0)
     ex.append(f"budget = {total:.2f} x {flags.gpu_memory_utilization} = {budget:.2f} GiB")
-    ex.append(f"KV = budget - weights - activation - non-torch{' - graphs' if g.in_budget else ''} = {kv:.2f} GiB")
+    if explicit:
+        kv = flags.kv_cache_bytes / GiB
+        ex.append(f"KV = --kv-cache-memory-bytes {flags.kv_cache_bytes} = {kv:.2f} GiB (vLLM sizes it so and no longer "
+                  f"fits it in the budget: everything must fit the free memory instead)")
+    else:
+        ex.append(f"KV = budget - weights - activation - non-torch{' - graphs' if g.in_budget else ''} = {kv:.2f} GiB")
     elem = kv_elem_bytes(model, flags, rules, w.act_bytes)
     lay = kv_layout(model, kv_gib=kv, layer_bytes=kv_layer_bytes(model, flags.tp, elem.bytes), pp=flags.pp,
                     max_model_len=flags.max_model_len, block_size=flags.block_size,
@@ -446,10 +471,15 @@ def estimate(model: ModelSpec, total_bytes: int, flags: Flags, rules: VersionRul
     if not cpu:
         ex.append(f"outside the budget: free {free:.2f} - CUDA context {ctx:.2f} - budget {budget:.2f} "
                   f"- graphs {graphs_out:.2f} - unprofiled sampler warm-up {unprof:.2f} = margin {margin:.2f} GiB")
-    stage = _failure_stage(StageFigures(total=total, budget=budget, weights=w.gib, activation=a.gib, non_torch=nt,
-                                        kv=kv, graphs=g.gib, graphs_in_budget=g.in_budget,
-                                        need_one=lay.need_one_gib, outside=outside, graphs_out=graphs_out,
-                                        margin=margin), cpu)
+    figures = StageFigures(total=total, budget=budget, weights=w.gib, activation=a.gib, non_torch=nt, kv=kv,
+                           graphs=g.gib, graphs_in_budget=g.in_budget, need_one=lay.need_one_gib, outside=outside,
+                           graphs_out=graphs_out, margin=margin)
+    if explicit:
+        margin = free - ctx - (w.gib + nt + kv + g.gib + a.gib + unprof)
+        figures = replace(figures, margin=margin)
+        ex.append(f"free {free:.2f} - CUDA context {ctx:.2f} - weights - non-torch - KV - graphs {g.gib:.2f} - "
+                  f"activation (the warm-up after the KV cache) - unprofiled warm-up = margin {margin:.2f} GiB")
+    stage = _explicit_kv_stage(figures, free - ctx) if explicit else _failure_stage(figures, cpu)
     if stage == "kv_cache" and kv > 0:
         margin = min(margin, kv - lay.need_one_gib)
     if stage in ("weights", "activation") or (stage == "kv_cache" and kv <= 0):

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 from vllm_ops.errors import BadInput
 from vllm_ops.hardware import catalog
 from vllm_ops.planning import perf_fit
+from vllm_ops.planning.coverage import performance_gaps
 from vllm_ops.planning.memory import GPU_BLOCK_SIZE, VOCAB_PADDING, expert_params
 from vllm_ops.planning.perf_kernels import DEEP_GEMM_MOE_OFF, expert_parallel, moe_padding
 from vllm_ops.planning.perf_lockstep import LockStep, ranks_step_together
@@ -88,7 +89,8 @@ class Performance:
     notes: list[str] = field(default_factory=list)   # assumptions / fitted constants used (with data names)
     itl_median_ms: float | None = None  # median inter-token gap (decode steps without a prefill chunk dominate)
     hint: str | None = None        # a setting that would serve this load faster, with its effect (the text shows it)
-    caveat: str | None = None      # where measured runs of this kind of layout strayed from the model (the text shows it)
+    caveats: list[str] = field(default_factory=list)   # what the model leaves out here, or where measured runs of
+                                                        # such a layout strayed from it (the text shows them)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -136,6 +138,7 @@ def predict(plan: "Plan", workload: Workload, *, spec: "ModelSpec | None" = None
     perf = _run(plan, workload, cost, notes) if dp < 2 else _data_parallel(plan, workload, cost, notes, dp)
     if cost.moe_pad == "all" and perf.tpot_ms is not None:
         perf.hint = _without_deepgemm(plan, workload, spec, cost, perf)
+    perf.caveats[:0] = performance_gaps(plan.extra_args or ())[1]
     return perf
 
 
@@ -180,7 +183,7 @@ def _data_parallel(plan: "Plan", w: Workload, cost: "StepCost", notes: list[str]
                       f"of one rank, throughput of the server; " + (_LOCKSTEP_NOTE if together else
                                                                     "load imbalance not modelled"))
     if together:
-        perf.caveat = perf_fit.dp_moe_note()
+        perf.caveats.append(perf_fit.dp_moe_note())
     return perf
 
 
@@ -197,6 +200,9 @@ def _unsupported(plan: "Plan", w: Workload) -> str | None:
         return "CPU servers are not modelled (GPU roofline only)"
     if int(va.get("pipeline_parallel_size") or 1) > 1:
         return "pipeline parallelism is not modelled"
+    refusal, _caveats = performance_gaps(plan.extra_args or ())
+    if refusal:
+        return refusal
     if len(plan.nodes or []) > 1 and any(n.replica is not None for n in plan.nodes):
         return "replicas spanning several nodes are not modelled"
     mml = int(va.get("max_model_len") or 0)

@@ -86,7 +86,7 @@ class Plan:
     vllm_args: dict[str, Any]                   # every vLLM flag chosen (per replica), underscore names
     memory: Memory
     fits: bool
-    failure_stage: str | None = None            # None | "weights" | "activation" | "kv_cache" | "sampler_warmup" | "cuda_graph" | "startup" (free < budget)
+    failure_stage: str | None = None            # None | "weights" | "activation" | "kv_cache" | "sampler_warmup" | "cuda_graph" | "startup" (free < budget) | "kv_cache_allocation" (--kv-cache-memory-bytes beyond free memory)
     margin_gib: float = 0.0
     warnings: list[PlanWarning] = field(default_factory=list)
     command: str = ""                           # the `vllm serve ...` of replica 0

@@ -20,8 +20,8 @@ from vllm_ops.hardware.inventory import Inventory
 from vllm_ops.models.spec import ModelSpec
 from vllm_ops.planning.argv import SECRET_FLAGS, parse_flags, split_secret_args, strip_flags, value_of
 from vllm_ops.planning.argv import command as command_of
-from vllm_ops.planning.argv import image_limit_from_args
-from vllm_ops.planning.coverage import coverage_warnings, refuse_unmodelled
+from vllm_ops.planning.argv import chunked_prefill_off, image_limit_from_args, kv_cache_bytes_from_args
+from vllm_ops.planning.coverage import coverage_warnings, flag_warnings, refuse_unmodelled
 from vllm_ops.planning.memory import (
     CPU_BLOCK_SIZE, GPU_BLOCK_SIZE, LORA_DEFAULT_MAX_LORAS, LORA_DEFAULT_MAX_RANK, Estimate, Flags, GiB, estimate,
 )
@@ -184,6 +184,8 @@ class _Facts:
     block: int = GPU_BLOCK_SIZE
     eager: bool = False
     cpu_kv: float | None = None
+    kv_bytes: int | None = None              # --kv-cache-memory-bytes (GPU: the KV cache per GPU)
+    chunked_off: bool = False                # --no-enable-chunked-prefill: max_num_batched_tokens >= max_model_len
     lora_slots: int = 0
     lora_rank: int = 0
     image_limit: Any = None                  # --limit-mm-per-prompt images (models.vision)
@@ -345,16 +347,37 @@ def _fixed_flags(f: _Facts) -> None:
     f.eager = bool(f.pin("enforce_eager")) or truthy(f.prof_defaults.get("enforce_eager", False))
     if f.eager:
         f.reasons["enforce_eager"] = "on (pinned)" if f.pin("enforce_eager") else "on (profile default)"
+    f.kv_bytes = kv_cache_bytes_from_args(f.extra_args)
+    f.chunked_off = chunked_prefill_off(f.extra_args)
     if f.cpu:
-        f.cpu_kv = float(f.env.get("VLLM_CPU_KVCACHE_SPACE") or DEFAULT_CPU_KV_GIB)
-        f.env["VLLM_CPU_KVCACHE_SPACE"] = f"{f.cpu_kv:g}"
-        f.reasons["VLLM_CPU_KVCACHE_SPACE"] = f"{f.cpu_kv:g} GiB of RAM for the KV cache (CPU backend)"
+        _cpu_kv_space(f)
+    elif f.kv_bytes:
+        f.reasons["kv_cache_memory_bytes"] = (f"{f.kv_bytes} ({f.kv_bytes / GiB:.2f} GiB per GPU, given): vLLM sizes "
+                                              f"the KV cache so, not by --gpu-memory-utilization")
     f.lora_slots, f.lora_rank = lora_from_args(f.extra_args)
     f.image_limit = image_limit_from_args([str(a) for a in f.extra_args])
     f.bf16_ok = not (f.cc is not None and tuple(f.cc) < (8, 0))
     if f.lora_slots and not f.cpu:
         f.reasons["lora"] = (f"--enable-lora: {f.lora_slots} adapter slot(s) of rank {f.lora_rank} "
                              f"(buffers counted with the weights)")
+
+
+def _cpu_kv_space(f: _Facts) -> None:
+    """The CPU backend's KV cache: VLLM_CPU_KVCACHE_SPACE GiB, which vLLM lets override --kv-cache-memory-bytes
+    (its "legacy setting", vllm/platforms/cpu.py). The flag beats a profile's default (the plan then sets no
+    variable); a variable the user gives (--env) beats the flag, as in vLLM."""
+    if f.kv_bytes and "VLLM_CPU_KVCACHE_SPACE" not in f.env_given:
+        f.env.pop("VLLM_CPU_KVCACHE_SPACE", None)
+        f.cpu_kv = f.kv_bytes / GiB
+        f.reasons["kv_cache_memory_bytes"] = f"{f.kv_bytes} ({f.cpu_kv:.2f} GiB of RAM for the KV cache, CPU backend)"
+        return
+    if f.kv_bytes:
+        f.warnings.append(PlanWarning("flag-overridden", f"VLLM_CPU_KVCACHE_SPACE={f.env['VLLM_CPU_KVCACHE_SPACE']} "
+                                                         f"overrides --kv-cache-memory-bytes on the CPU backend: "
+                                                         f"planned and started with the variable"))
+    f.cpu_kv = float(f.env.get("VLLM_CPU_KVCACHE_SPACE") or DEFAULT_CPU_KV_GIB)
+    f.env["VLLM_CPU_KVCACHE_SPACE"] = f"{f.cpu_kv:g}"
+    f.reasons["VLLM_CPU_KVCACHE_SPACE"] = f"{f.cpu_kv:g} GiB of RAM for the KV cache (CPU backend)"
 
 
 def _dtype(f: _Facts) -> None:
@@ -406,14 +429,19 @@ class _Search:
         s = seqs or f.pin("max_num_seqs") or int(f.prof_defaults.get("max_num_seqs", 0) or 0) or d_seqs
         t = f.pin("max_num_batched_tokens") or int(f.prof_defaults.get("max_num_batched_tokens", 0) or 0) or d_tok
         if "max_num_batched_tokens" not in f.pins:
-            t = min(t, s * mlen)
+            t = max(t, mlen) if f.chunked_off else min(t, s * mlen)   # vLLM's own rule without chunked prefill
+        elif f.chunked_off and t < mlen:
+            raise ImpossiblePin(f"--max-num-batched-tokens {t} is below --max-model-len {mlen} with chunked prefill "
+                                f"off: vLLM refuses to start (a prompt must fit one step)",
+                                hint=f"raise --max-num-batched-tokens to {mlen}, lower --max-model-len, or leave "
+                                     f"chunked prefill on")
         if "max_num_seqs" not in f.pins and not seqs:
             s = min(s, t)
         fl = Flags(tp=tp, pp=pp, gpu_memory_utilization=f.util, max_model_len=mlen, max_num_seqs=s,
                    max_num_batched_tokens=t, kv_cache_dtype=f.kvd, dtype=f.dtype,
                    quantization=f.pin("quantization"), enforce_eager=f.eager, block_size=f.block,
                    max_loras=f.lora_slots, max_lora_rank=f.lora_rank, image_limit=f.image_limit,
-                   bf16_ok=f.bf16_ok, dp=f.pin("data_parallel_size") or 1)
+                   bf16_ok=f.bf16_ok, dp=f.pin("data_parallel_size") or 1, kv_cache_bytes=f.kv_bytes)
         return fl, why
 
     def est(self, fl: Flags) -> Estimate:
@@ -535,6 +563,9 @@ def _layout_reasons(f: _Facts, c: _Choice, tried: list[tuple[int, int, Estimate]
     elif int(f.prof_defaults.get("max_num_batched_tokens", 0) or 0):
         r["max_num_batched_tokens"] = (f"{c.flags.max_num_batched_tokens}: {_profile_label(f.profile)} default "
                                        f"(vLLM {f.version} would use {c.tok_default})")
+    elif f.chunked_off:
+        r["max_num_batched_tokens"] = (f"{c.flags.max_num_batched_tokens}: at least --max-model-len, chunked prefill "
+                                       f"off (vLLM {f.version}'s own rule)")
     else:
         r["max_num_batched_tokens"] = f"{c.flags.max_num_batched_tokens}: vLLM {f.version} default"
     r["kv_cache_dtype"] = f"{f.kvd}" + (" (pinned)" if "kv_cache_dtype" in f.pins else " (model dtype)")
@@ -641,7 +672,13 @@ def _warnings(f: _Facts, c: _Choice) -> None:
     if not f.cpu and not f.has_fp8:
         _fp8_warnings(f)
     _version_warnings(f)
-    if e.thin:
+    if e.thin and f.kv_bytes:
+        w.append(PlanWarning(
+            "thin-margin",
+            f"only {e.margin_gib:.2f} GiB stays free on each GPU after the weights, the {e.kv_cache_gib:.2f} GiB KV "
+            f"cache --kv-cache-memory-bytes asks for, CUDA graphs and the warm-up: identical flags may start once and "
+            f"OOM the next time; lower --kv-cache-memory-bytes"))
+    elif e.thin:
         w.append(PlanWarning(
             "thin-margin",
             f"only {e.margin_gib:.2f} GiB stays free on each GPU after the budget, CUDA context"
@@ -671,7 +708,7 @@ def _honesty_notes(f: _Facts, c: _Choice) -> None:
     """What the memory model does not cover (coverage warnings, the estimate's own warnings), and
     the dtype / KV dtype the estimate really used."""
     e, model = c.est, f.model
-    for code, msg in coverage_warnings(model) + list(e.warnings):
+    for code, msg in coverage_warnings(model) + flag_warnings(f.extra_args) + list(e.warnings):
         f.warnings.append(PlanWarning(code, msg))
     if e.dtype != (model.torch_dtype or "bfloat16") or "dtype" in f.pins:
         f.reasons["dtype"] += f"; weights, activations and an auto KV cache in {e.dtype}"
