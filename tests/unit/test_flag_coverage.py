@@ -76,6 +76,8 @@ def test_flag_readers():
     (["--no-enable-chunked-prefill"], "chunked-prefill-off-not-modelled"),
     (["--max-num-partial-prefills", "2"], "scheduler-limits-not-modelled"),
     (["--enable-lora", "--max-loras", "2"], "lora-compute-not-modelled"),
+    (["-dcp", "2"], "context-parallel-not-modelled"),
+    (["--prefill-context-parallel-size=2"], "context-parallel-not-modelled"),
 ])
 def test_each_gap_is_named_in_the_plan(args, code):
     assert [g.code for g, _f in flag_gaps(args)] == [code]
@@ -83,7 +85,7 @@ def test_each_gap_is_named_in_the_plan(args, code):
 
 
 @pytest.mark.parametrize("args", [[], ["--cpu-offload-gb", "0"], ["--enable-chunked-prefill"], ["--load-format", "dummy"],
-                                  ["--enable-prefix-caching"], ["--kv-cache-memory-bytes", "20G"]])
+                                  ["--enable-prefix-caching"], ["--kv-cache-memory-bytes", "20G"], ["-dcp", "1"]])
 def test_no_gap_where_nothing_is_left_out(args):
     assert flag_gaps(args) == []
     p = _plan(args)
@@ -186,3 +188,27 @@ def test_plan_json_names_them():
     doc = json.loads(p.stdout)
     assert p.returncode == 0 and doc["memory"]["kv_cache_gib"] == 30.0
     assert [w["code"] for w in doc["warnings"] if w["code"].endswith("-not-modelled")] == ["cpu-offload-not-modelled"]
+
+
+# -- vLLM's other spellings and human-readable values: planned for, not passed through beside the plan's ----------
+@pytest.mark.parametrize("extra,key,value", [
+    (["-tp", "2"], "tensor_parallel_size", 2), (["-tp=2"], "tensor_parallel_size", 2),
+    (["--device-memory-utilization", "0.5"], "gpu_memory_utilization", 0.5),
+    (["--max-model-len", "32k"], "max_model_len", 32_000), (["--max-model-len", "32K"], "max_model_len", 32_768),
+    (["--max-num-batched-tokens", "16K"], "max_num_batched_tokens", 16_384),
+])
+def test_other_spellings_are_planned_for(extra, key, value):
+    p = _plan(extra, gpus="2xH100-SXM")
+    assert p.vllm_args[key] == value
+    flags = p.command.split()
+    long = "--" + key.replace("_", "-")
+    assert flags.count(long) == 1 and not set(flags) & {"-tp", "--device-memory-utilization", "-tp=2"}
+
+
+def test_max_model_len_auto_is_the_planners_longest_that_fits():
+    auto, plain = _plan(["--max-model-len", "auto"]), _plan()
+    assert auto.vllm_args["max_model_len"] == plain.vllm_args["max_model_len"] == 40960
+    assert "--max-model-len auto" not in auto.command and auto.command.count("--max-model-len") == 1
+    assert _plan(["--max-model-len=-1"]).command.count("--max-model-len") == 1
+    with pytest.raises(BadInput, match="32K = 32,768"):
+        _plan(["--max-model-len", "1.5K"])

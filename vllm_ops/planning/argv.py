@@ -23,6 +23,11 @@ SECRET_FLAGS = {"--api-key": "VLLM_API_KEY", "--hf-token": "HF_TOKEN"}   # vLLM 
 SERVE = ("vllm", "serve")                          # the entry point ``plan.command`` is written with
 SHORT_FLAGS = {"-tp": "--tensor-parallel-size", "-pp": "--pipeline-parallel-size", "-dp": "--data-parallel-size",
                "-q": "--quantization"}                 # vLLM's short spellings of planner flags
+# every other spelling vLLM's parser takes for a flag the plan reads (vllm/engine/arg_utils.py, the 0.32 parser):
+# the planner rewrites them to the long form first, so a pin given as -tp 2 is planned for, not passed through
+ALIASES = {**SHORT_FLAGS, "-ep": "--enable-expert-parallel", "-dcp": "--decode-context-parallel-size",
+           "-pcp": "--prefill-context-parallel-size", "-sc": "--speculative-config", "-cc": "--compilation-config",
+           "-n": "--nnodes", "-r": "--node-rank", "--device-memory-utilization": "--gpu-memory-utilization"}
 OPEN_HOSTS = ("", "0.0.0.0", "::", "[::]")         # --host values that listen on every interface
 # flags whose vLLM default is on (or "auto"): False must be said as --no-<flag>
 DEFAULT_ON = {"enable_prefix_caching", "enable_chunked_prefill", "async_scheduling"}
@@ -87,6 +92,16 @@ def parse_flags(args: Sequence[str]) -> dict[str, Any]:
         else:
             out[name] = True
             i += 1
+    return out
+
+
+def canonical_args(args: Iterable[str]) -> list[str]:
+    """``args`` with vLLM's short and alias spellings (:data:`ALIASES`) in their long form (``-tp 2`` →
+    ``--tensor-parallel-size 2``, ``-tp=2`` too); values and everything else unchanged."""
+    out: list[str] = []
+    for tok in args:
+        name, eq, val = str(tok).partition("=")
+        out.append(ALIASES[name] + eq + val if name in ALIASES else str(tok))
     return out
 
 
@@ -368,7 +383,7 @@ def command(plan: Any) -> str:
     return shlex.join([*SERVE, *serve_args(plan, replica)])
 
 
-__all__ = ["DEFAULT_ON", "NATIVE_KEYS", "OPEN_HOSTS", "SECRET_FLAGS", "SERVE", "SHORT_FLAGS", "after_entry",
-           "arg_lines", "bind_host", "check_text",
+__all__ = ["ALIASES", "DEFAULT_ON", "NATIVE_KEYS", "OPEN_HOSTS", "SECRET_FLAGS", "SERVE", "SHORT_FLAGS", "after_entry",
+           "canonical_args", "arg_lines", "bind_host", "check_text",
            "command", "drop", "flag_name", "flag_words", "model_as_flag", "model_target", "parse_flags",
            "serve_args", "served_name", "split_secret_args", "strip_flags", "value_of"]

@@ -30,6 +30,7 @@ from typing import Iterable
 from vllm_ops.errors import BadInput
 from vllm_ops.models.quant import loads_unquantized
 from vllm_ops.models.spec import ModelSpec
+from vllm_ops.planning.argv import canonical_args
 
 
 class NotModelled(BadInput):
@@ -77,15 +78,16 @@ def coverage_warnings(model: ModelSpec) -> list[tuple[str, str]]:
 class FlagGap:
     """A vLLM flag the plan does not model: what its memory figures leave out (``memory``, a warning) and what
     the performance model leaves out (``performance``: a caveat, or the reason figures are refused)."""
-    flags: tuple[str, ...]        # vLLM's spellings
+    flags: tuple[str, ...]        # vLLM's long spellings (the planner rewrites short ones first: argv.ALIASES)
     code: str
     memory: str | None
     performance: str | None
     refuse: bool = False          # the prediction would be far off: null + reason instead of figures
+    off: tuple[str, ...] = ("0", "0.0", "false", "none", "null", "")   # values that leave the feature off
 
 
 FLAG_GAPS: tuple[FlagGap, ...] = (
-    FlagGap(("--speculative-config", "-sc"), "speculative-decoding-not-modelled",
+    FlagGap(("--speculative-config",), "speculative-decoding-not-modelled",
             "the draft's weights and KV cache (a draft model, EAGLE or MTP heads) are not in the plan: expect fewer "
             "KV cache tokens than planned",
             "speculative decoding (draft steps, verification, acceptance rate) is not modelled", refuse=True),
@@ -105,11 +107,15 @@ FLAG_GAPS: tuple[FlagGap, ...] = (
     FlagGap(("--hf-overrides",), "hf-overrides-not-modelled",
             "the plan reads the checkpoint's config.json: overrides of its shape (layers, heads, context) are not "
             "applied", "the model's shape from config.json, not the overrides"),
-    FlagGap(("--compilation-config", "-cc", "--max-cudagraph-capture-size", "--cuda-graph-sizes", "-O",
+    FlagGap(("--compilation-config", "--max-cudagraph-capture-size", "--cuda-graph-sizes", "-O",
              "--optimization-level"),
             "compilation-config-not-modelled",
             "CUDA-graph memory is planned for vLLM's default capture sizes and mode",
             "CUDA-graph mode and capture sizes other than the defaults are not modelled"),
+    FlagGap(("--decode-context-parallel-size", "--prefill-context-parallel-size"), "context-parallel-not-modelled",
+            "context parallelism shards each request's KV cache over the ranks: the plan's KV capacity does not "
+            "count it", "context-parallel attention and its communication are not modelled", refuse=True,
+            off=("0", "1")),
     FlagGap(("--enable-eplb", "--eplb-config"), "eplb-not-modelled",
             "redundant experts of expert-parallel load balancing add expert weights that are not in the plan",
             "expert load balancing (redundant experts, rebalancing steps) is not modelled"),
@@ -123,10 +129,7 @@ FLAG_GAPS: tuple[FlagGap, ...] = (
     FlagGap(("--enable-lora",), "lora-compute-not-modelled", None,
             "LoRA's extra GEMMs per step (adapters' punica kernels) are not modelled: the base model's speed"),
 )
-_OFF = {"0", "0.0", "false", "none", "null", ""}
-
-
-def _active(flag: str, value: object) -> bool:
+def _active(gap: FlagGap, flag: str, value: object) -> bool:
     """Whether a flag as given turns its feature on: ``--enable-chunked-prefill`` only when false (off is the
     gap), a size only when above 0, ``--enable-lora=false`` not at all, an optimization level always."""
     v = None if value is None or value is True else str(value).strip().lower()
@@ -134,12 +137,12 @@ def _active(flag: str, value: object) -> bool:
         return True                                        # any level, -O0 (no compilation, no graphs) above all
     if flag == "--enable-chunked-prefill":
         return v in ("false", "0")
-    return v is None or v not in _OFF
+    return v is None or v not in gap.off
 
 
 def flag_gaps(extra_args: Iterable[str]) -> list[tuple[FlagGap, str]]:
-    """(gap, the flag as given) for every flag after ``--`` the plan does not model, once per gap."""
-    args = [str(a) for a in extra_args]
+    """(gap, the flag as given, long form) for every flag after ``--`` the plan does not model, once per gap."""
+    args = canonical_args(extra_args)
     out: list[tuple[FlagGap, str]] = []
     for gap in FLAG_GAPS:
         for i, tok in enumerate(args):
@@ -150,7 +153,7 @@ def flag_gaps(extra_args: Iterable[str]) -> list[tuple[FlagGap, str]]:
                 continue
             value: object = val if eq else (args[i + 1] if i + 1 < len(args) and not args[i + 1].startswith("-")
                                             else None)
-            if _active(name, value):
+            if _active(gap, name, value):
                 out.append((gap, name))
                 break
     return out

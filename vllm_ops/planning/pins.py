@@ -15,6 +15,7 @@ from typing import Any
 
 from vllm_ops.errors import BadInput, ImpossiblePin
 from vllm_ops.models.spec import ModelSpec
+from vllm_ops.planning.argv import human_int
 from vllm_ops.planning.memory import VOCAB_PADDING
 
 HEALTHY_CONCURRENCY = 4          # full-length sequences the KV cache should hold before we stop adding TP
@@ -27,6 +28,7 @@ PIN_KEYS = (
 PROFILE_LAYOUT_KEYS = ("tensor_parallel_size", "pipeline_parallel_size", "kv_cache_dtype", "quantization")
 INT_PINS = ("tensor_parallel_size", "pipeline_parallel_size", "data_parallel_size", "max_model_len",
             "max_num_seqs", "max_num_batched_tokens")
+HUMAN_INT_PINS = ("max_model_len", "max_num_batched_tokens")   # vLLM reads 32k / 32K for these (argparse_utils)
 FP8_KV = ("fp8", "fp8_e4m3", "fp8_e5m2", "fp8_inc")
 # vLLM 0.33's choices (`vllm serve --help`; vllm/config/cache.py, vllm/config/model.py): vLLM refuses anything else at
 # start, so the planner refuses it first (ImpossiblePin, exit 2)
@@ -50,11 +52,15 @@ def truthy(v: Any) -> bool:
 
 def _norm_one(key: str, v: Any) -> Any:
     flag = "--" + key.replace("_", "-")
+    if key == "max_model_len" and str(v).strip().lower() in ("auto", "-1"):
+        return None                        # vLLM's "the longest that fits": the planner's own default
     if key in INT_PINS:
         try:
-            v = int(v)
-        except (TypeError, ValueError):
-            raise BadInput(f"{flag} must be an integer, not {v!r}") from None
+            v = human_int(v, flag) if key in HUMAN_INT_PINS and isinstance(v, str) else int(v)
+        except (TypeError, ValueError, BadInput):
+            raise BadInput(f"{flag} must be an integer, not {v!r}"
+                           + (" (vLLM also reads 32k = 32,000 and 32K = 32,768)" if key in HUMAN_INT_PINS else "")
+                           ) from None
         if v < 1:
             raise ImpossiblePin(f"{flag} must be >= 1, not {v}")
         return v
@@ -83,7 +89,7 @@ def normalize_pins(pins: dict | None) -> dict[str, Any]:
         if key not in PIN_KEYS:
             raise BadInput(f"unknown pinned flag {k!r}", hint="pins are " + ", ".join(PIN_KEYS))
         v = _norm_one(key, v)
-        if key == "enforce_eager" and not v:
+        if v is None or key == "enforce_eager" and not v:
             continue
         out[key] = v
     return out

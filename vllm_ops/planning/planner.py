@@ -18,7 +18,8 @@ from typing import Any, Iterable
 from vllm_ops.errors import BadInput, ImpossiblePin
 from vllm_ops.hardware.inventory import Inventory
 from vllm_ops.models.spec import ModelSpec
-from vllm_ops.planning.argv import SECRET_FLAGS, parse_flags, split_secret_args, strip_flags, value_of
+from vllm_ops.planning.argv import (SECRET_FLAGS, canonical_args, parse_flags, split_secret_args, strip_flags,
+                                   value_of)
 from vllm_ops.planning.argv import command as command_of
 from vllm_ops.planning.argv import chunked_prefill_off, image_limit_from_args, kv_cache_bytes_from_args
 from vllm_ops.planning.coverage import coverage_warnings, flag_warnings, refuse_unmodelled
@@ -256,7 +257,7 @@ def _request(model: ModelSpec, inventory: Inventory, *, pins, vllm_version, prof
             raise BadInput(f"--env {str(k)[:80]!r}: not an environment variable name",
                            hint="letters, digits and '_', not starting with a digit")
         env_in[k] = str(v)
-    env_out, rest, secret_names, warnings = _split_secrets(env_in, extra_args, env_secrets)
+    env_out, rest, secret_names, warnings = _split_secrets(env_in, canonical_args(extra_args), env_secrets)
     pins, rest = _pins_in_passthrough(pins, rest, warnings)
     prof_defaults = {k.replace("-", "_"): v for k, v in (getattr(profile, "vllm_defaults", None) or {}).items()}
     # a profile that fixes a layout (one written by `vllm-ops tune`) acts as pins the user may override
@@ -277,15 +278,16 @@ def _pins_in_passthrough(pins: dict, rest: list[str], warnings: list) -> tuple[d
     so the plan's memory, performance and command are for what vLLM will run (vLLM takes the last of a
     repeated flag: the command would otherwise carry both and the figures the first). A pin given both ways
     with different values keeps the pinned flag's and says so (``flag-overridden``)."""
-    lifted = normalize_pins({k: v for k, v in parse_flags(rest).items() if k in PIN_KEYS})
-    if not lifted:
+    given = {k: v for k, v in parse_flags(rest).items() if k in PIN_KEYS}
+    lifted = normalize_pins(given)             # --max-model-len auto: no pin, the planner's own longest that fits
+    if not given:
         return pins, rest
     for k, v in lifted.items():
         if k in pins and pins[k] != v:
             flag = "--" + k.replace("_", "-")
             warnings.append(PlanWarning("flag-overridden", f"{flag} {v} after `--` differs from the pinned {flag} "
                                                           f"{pins[k]}: planned and started with {pins[k]}"))
-    return {**lifted, **pins}, strip_flags(rest, set(lifted))
+    return {**lifted, **pins}, strip_flags(rest, set(given))
 
 
 def _check_pins(f: _Facts) -> None:
