@@ -212,3 +212,12 @@ def test_max_model_len_auto_is_the_planners_longest_that_fits():
     assert _plan(["--max-model-len=-1"]).command.count("--max-model-len") == 1
     with pytest.raises(BadInput, match="32K = 32,768"):
         _plan(["--max-model-len", "1.5K"])
+
+
+def test_no_prefix_caching_serves_no_prompt_from_the_cache():
+    w = Workload(4000, 200, concurrency=16, prefix_cache_hit=0.9)
+    on, off = predict(_plan(), w), predict(_plan(["--no-enable-prefix-caching"]), w)
+    cold = predict(_plan(), Workload(4000, 200, concurrency=16))
+    assert off.ttft_ms == cold.ttft_ms and off.tpot_ms == cold.tpot_ms and on.ttft_ms < 0.5 * off.ttft_ms
+    assert any("off (--no-enable-prefix-caching)" in n for n in off.notes)
+    assert predict(_plan(["--enable-prefix-caching"]), w).ttft_ms == on.ttft_ms

@@ -185,19 +185,29 @@ def kv_cache_bytes_from_args(args: Sequence[str]) -> int | None:
     return n
 
 
-def chunked_prefill_off(args: Sequence[str]) -> bool:
-    """Whether vLLM's arguments turn chunked prefill off (``--no-enable-chunked-prefill`` or
-    ``--enable-chunked-prefill false``; the last one wins)."""
+def switched_off(args: Sequence[str], flag: str) -> bool:
+    """Whether vLLM's arguments turn a default-on feature off: ``--no-<flag>`` or ``--<flag>=false`` (the last
+    one wins); ``flag`` without dashes, e.g. ``enable-chunked-prefill``."""
     off = False
     args = [str(a) for a in args]
     for i, tok in enumerate(args):
         name, eq, val = tok.partition("=")
-        if name == "--no-enable-chunked-prefill":
+        if name == f"--no-{flag}":
             off = True
-        elif name == "--enable-chunked-prefill":
+        elif name == f"--{flag}":
             v = val if eq else (args[i + 1] if i + 1 < len(args) and not args[i + 1].startswith("-") else "true")
             off = v.strip().lower() in ("false", "0", "no", "off")
     return off
+
+
+def chunked_prefill_off(args: Sequence[str]) -> bool:
+    """``--no-enable-chunked-prefill``: vLLM then needs max_num_batched_tokens >= max_model_len."""
+    return switched_off(args, "enable-chunked-prefill")
+
+
+def prefix_caching_off(args: Sequence[str]) -> bool:
+    """``--no-enable-prefix-caching``: no prompt is served from the cache."""
+    return switched_off(args, "enable-prefix-caching")
 
 
 def image_limit_from_args(args: list[str]) -> int | None:

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 from vllm_ops.errors import BadInput
 from vllm_ops.hardware import catalog
 from vllm_ops.planning import perf_fit
+from vllm_ops.planning.argv import prefix_caching_off
 from vllm_ops.planning.coverage import performance_gaps
 from vllm_ops.planning.memory import GPU_BLOCK_SIZE, VOCAB_PADDING, expert_params
 from vllm_ops.planning.perf_kernels import DEEP_GEMM_MOE_OFF, expert_parallel, moe_padding
@@ -357,10 +358,15 @@ def _run(plan: "Plan", w: Workload, cost: "StepCost", fit_notes: list[str], step
         notes.append("async scheduling: each step is planned as the one before it starts, so a request that arrives "
                      "while a step runs is scheduled in the step after next (simulated)")
     jitter = perf_fit.OSL_JITTER if w.output_spread is None else float(w.output_spread)
-    if w.prefix_cache_hit:
-        notes.append(f"prefix cache: {w.prefix_cache_hit:.0%} of every prompt assumed cached (whole KV blocks); "
-                     f"only the rest is prefilled")
-    cached = cached_prompt_tokens(isl, w.prefix_cache_hit, int(va.get("block_size") or GPU_BLOCK_SIZE))
+    hit = w.prefix_cache_hit
+    if hit and prefix_caching_off(plan.extra_args or ()):
+        notes.append(f"prefix cache: off (--no-enable-prefix-caching), so none of the {hit:.0%} of every prompt the "
+                     f"workload could share is served from it: every prompt prefilled whole")
+        hit = 0.0
+    elif hit:
+        notes.append(f"prefix cache: {hit:.0%} of every prompt assumed cached (whole KV blocks); only the rest is "
+                     f"prefilled")
+    cached = cached_prompt_tokens(isl, hit, int(va.get("block_size") or GPU_BLOCK_SIZE))
     outside = cost.eff.request_latency_ms(isl)
     kw = dict(input_len=isl, output_len=osl, max_num_seqs=seqs, max_batched_tokens=mbt, kv_capacity_tokens=cap,
               prompt_cached=cached, admit_ms=cost.eff.api_request_ms, plan_ahead=cost.async_sched,
