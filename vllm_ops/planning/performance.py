@@ -439,13 +439,13 @@ def _open_loop(step: "StepFn", w: Workload, limit: int, jitter: float, outside: 
 def _schedules_async(plan: "Plan") -> bool:
     """Whether the plan's vLLM runs async scheduling: the release's default (planning/versions.py)
     unless the deployment passes ``--no-async-scheduling`` (or ``--async-scheduling`` on an older one)."""
-    from vllm_ops.planning.argv import parse_flags
+    from vllm_ops.planning.argv import parse_flags, switched_off
     from vllm_ops.planning.versions import DEFAULT_VLLM_VERSION, rules_for
 
-    flags = parse_flags([str(a) for a in plan.extra_args or ()])
-    if flags.get("no_async_scheduling"):
+    args = [str(a) for a in plan.extra_args or ()]
+    if switched_off(args, "async-scheduling"):
         return False
-    return bool(flags.get("async_scheduling")) or \
+    return bool(parse_flags(args).get("async_scheduling")) or \
         bool(rules_for(str(plan.vllm_version or DEFAULT_VLLM_VERSION))["async_scheduling"])
 
 
