@@ -221,3 +221,11 @@ def test_no_prefix_caching_serves_no_prompt_from_the_cache():
     assert off.ttft_ms == cold.ttft_ms and off.tpot_ms == cold.tpot_ms and on.ttft_ms < 0.5 * off.ttft_ms
     assert any("off (--no-enable-prefix-caching)" in n for n in off.notes)
     assert predict(_plan(["--enable-prefix-caching"]), w).ttft_ms == on.ttft_ms
+
+
+def test_a_given_block_size_is_planned_with_and_written_once():
+    p = _plan(["--block-size", "32"])
+    assert p.vllm_args["block_size"] == 32 and p.command.split().count("--block-size") == 1
+    assert p.memory.kv_cache_tokens % 32 == 0 and p.reasons["block_size"] == "32 (given)"
+    with pytest.raises(BadInput):
+        _plan(["--block-size", "big"])

@@ -44,6 +44,16 @@ _ADA_OR_OLDER_MOE_NOTE = (
 
 
 # -- helpers ---------------------------------------------------------------------------------
+def _positive_int(value: str, flag: str) -> int:
+    try:
+        n = int(value)
+    except ValueError:
+        raise BadInput(f"{flag} must be an integer, not {value[:40]!r}") from None
+    if n < 1:
+        raise ImpossiblePin(f"{flag} must be >= 1, not {n}")
+    return n
+
+
 def lora_from_args(extra_args: Iterable[str]) -> tuple[int, int]:
     """(max_loras, max_lora_rank) when ``--enable-lora`` is among the vLLM arguments, (0, 0) otherwise;
     vLLM's defaults (1 slot, rank 16) where the flags are not given."""
@@ -61,13 +71,7 @@ def lora_from_args(extra_args: Iterable[str]) -> tuple[int, int]:
 
     def num(flag: str, default: int) -> int:
         v = value_of(args, flag)
-        try:
-            n = int(v) if v is not None else default
-        except ValueError:
-            raise BadInput(f"{flag} must be an integer, not {v[:40]!r}") from None
-        if n < 1:
-            raise ImpossiblePin(f"{flag} must be >= 1, not {n}")
-        return n
+        return _positive_int(v, flag) if v is not None else default
 
     return num("--max-loras", LORA_DEFAULT_MAX_LORAS), num("--max-lora-rank", LORA_DEFAULT_MAX_RANK)
 
@@ -346,6 +350,11 @@ def _fixed_flags(f: _Facts) -> None:
     f.block = CPU_BLOCK_SIZE if f.cpu else GPU_BLOCK_SIZE
     if f.cpu and f.model.mla is not None:
         f.block = 16
+    given_block = value_of(f.extra_args, "--block-size")
+    if given_block is not None:                # planned with it, and written once (vLLM takes the last of two)
+        f.block = _positive_int(given_block, "--block-size")
+        f.extra_args = strip_flags(f.extra_args, {"block_size"})
+        f.reasons["block_size"] = f"{f.block} (given)"
     f.eager = bool(f.pin("enforce_eager")) or truthy(f.prof_defaults.get("enforce_eager", False))
     if f.eager:
         f.reasons["enforce_eager"] = "on (pinned)" if f.pin("enforce_eager") else "on (profile default)"
