@@ -229,3 +229,12 @@ def test_a_given_block_size_is_planned_with_and_written_once():
     assert p.memory.kv_cache_tokens % 32 == 0 and p.reasons["block_size"] == "32 (given)"
     with pytest.raises(BadInput):
         _plan(["--block-size", "big"])
+
+
+def test_a_port_after_the_separator_is_the_plans_port():
+    p = _plan(["--port", "9000"], gpus="2xH100-SXM")
+    assert [r.port for r in p.replicas] == [9000, 9001] and p.command.split().count("--port") == 1
+    kept = _plan(["--port=9000"], gpus="2xH100-SXM", port=7000)
+    assert [r.port for r in kept.replicas] == [7000, 7001] and "flag-overridden" in _codes(kept)
+    with pytest.raises(BadInput):
+        _plan(["--port", "99999"])

@@ -263,6 +263,7 @@ def _request(model: ModelSpec, inventory: Inventory, *, pins, vllm_version, prof
         env_in[k] = str(v)
     env_out, rest, secret_names, warnings = _split_secrets(env_in, canonical_args(extra_args), env_secrets)
     pins, rest = _pins_in_passthrough(pins, rest, warnings)
+    port, rest = _port_in_passthrough(port, rest, warnings)
     prof_defaults = {k.replace("-", "_"): v for k, v in (getattr(profile, "vllm_defaults", None) or {}).items()}
     # a profile that fixes a layout (one written by `vllm-ops tune`) acts as pins the user may override
     from_profile = [k for k in PROFILE_LAYOUT_KEYS if prof_defaults.get(k) is not None and k not in pins]
@@ -292,6 +293,21 @@ def _pins_in_passthrough(pins: dict, rest: list[str], warnings: list) -> tuple[d
             warnings.append(PlanWarning("flag-overridden", f"{flag} {v} after `--` differs from the pinned {flag} "
                                                           f"{pins[k]}: planned and started with {pins[k]}"))
     return {**lifted, **pins}, strip_flags(rest, set(given))
+
+
+def _port_in_passthrough(port: int, rest: list[str], warnings: list) -> tuple[int, list[str]]:
+    """``--port P`` after ``--`` is the plan's port (vLLM would listen there while launch and the rendered files
+    looked at the plan's); a different port given to vllm-ops itself (not its default 8000) wins, said so."""
+    given = value_of(rest, "--port")
+    if given is None:
+        return port, rest
+    p = check_port(_positive_int(given, "--port"))
+    rest = strip_flags(rest, {"port"})
+    if port not in (8000, p):
+        warnings.append(PlanWarning("flag-overridden", f"--port {p} after `--` differs from --port {port}: planned "
+                                                       f"and started on {port}"))
+        return port, rest
+    return p, rest
 
 
 def _check_pins(f: _Facts) -> None:
