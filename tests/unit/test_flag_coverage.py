@@ -238,3 +238,12 @@ def test_a_port_after_the_separator_is_the_plans_port():
     assert [r.port for r in kept.replicas] == [7000, 7001] and "flag-overridden" in _codes(kept)
     with pytest.raises(BadInput):
         _plan(["--port", "99999"])
+
+
+def test_served_names_after_the_separator_are_the_plans():
+    p = _plan(["--served-model-name", "coder", "alias"])
+    assert p.served_name == "coder" and p.model["served_name"] == "coder"
+    assert p.command.split().count("--served-model-name") == 1 and p.command.endswith("--served-model-name coder alias "
+                                                                                       "--port 8000")
+    kept = _plan(["--served-model-name=other"], served_name="mine")
+    assert kept.served_name == "mine" and "flag-overridden" in _codes(kept) and "other" not in kept.command

@@ -10,6 +10,8 @@ rule used goes to ``plan.assumptions``.
 """
 from __future__ import annotations
 
+import itertools
+
 import json
 import math
 from dataclasses import dataclass, replace
@@ -163,6 +165,7 @@ class _Facts:
     rules: VersionRules
     port: int
     served_name: str | None
+    served_aliases: list[str]                # further --served-model-name names (vLLM answers to all)
     env_given: dict[str, Any]                # the caller's --env (not the profile's)
     env: dict[str, str]                      # the plan's non-secret environment
     extra_args: list[str]
@@ -264,6 +267,7 @@ def _request(model: ModelSpec, inventory: Inventory, *, pins, vllm_version, prof
     env_out, rest, secret_names, warnings = _split_secrets(env_in, canonical_args(extra_args), env_secrets)
     pins, rest = _pins_in_passthrough(pins, rest, warnings)
     port, rest = _port_in_passthrough(port, rest, warnings)
+    names, rest = _served_in_passthrough(served_name, rest, warnings)
     prof_defaults = {k.replace("-", "_"): v for k, v in (getattr(profile, "vllm_defaults", None) or {}).items()}
     # a profile that fixes a layout (one written by `vllm-ops tune`) acts as pins the user may override
     from_profile = [k for k in PROFILE_LAYOUT_KEYS if prof_defaults.get(k) is not None and k not in pins]
@@ -272,7 +276,8 @@ def _request(model: ModelSpec, inventory: Inventory, *, pins, vllm_version, prof
     n_nodes = max(len(inventory.nodes), 1)
     return _Facts(
         model=model, inventory=inventory, profile=profile, pins=pins, from_profile=from_profile,
-        prof_defaults=prof_defaults, version=version, rules=rules, port=port, served_name=served_name,
+        prof_defaults=prof_defaults, version=version, rules=rules, port=port, served_name=names[0] if names else None,
+        served_aliases=names[1:],
         env_given=dict(env or {}), env=env_out, extra_args=list(rest), secret_names=secret_names,
         warnings=warnings, reasons={}, cpu=cpu, n_nodes=n_nodes,
         per_node=len(inventory.gpus) if not cpu else 1, total_gpus=inventory.gpu_count if not cpu else n_nodes)
@@ -308,6 +313,25 @@ def _port_in_passthrough(port: int, rest: list[str], warnings: list) -> tuple[in
                                                        f"and started on {port}"))
         return port, rest
     return p, rest
+
+
+def _served_in_passthrough(served_name: str | None, rest: list[str], warnings: list) -> tuple[list[str], list[str]]:
+    """``--served-model-name A [B ...]`` after ``--``: the plan's served names (clients, launch's readiness check and
+    validate ask for the first); a different name given to vllm-ops itself wins, said so."""
+    i = next((k for k, tok in enumerate(rest) if str(tok).split("=", 1)[0] == "--served-model-name"), None)
+    if i is None:
+        return ([served_name] if served_name else []), rest
+    tok = str(rest[i])
+    names = [tok.split("=", 1)[1]] if "=" in tok else \
+        [str(t) for t in itertools.takewhile(lambda t: not str(t).startswith("-"), rest[i + 1:])]
+    rest = strip_flags(rest, {"served_model_name"})
+    if not names:
+        raise BadInput("--served-model-name after `--` has no name")
+    if served_name and served_name != names[0]:
+        warnings.append(PlanWarning("flag-overridden", f"--served-model-name {names[0]} after `--` differs from "
+                                                       f"--served-model-name {served_name}: served as {served_name}"))
+        return [served_name], rest
+    return names, rest
 
 
 def _check_pins(f: _Facts) -> None:
@@ -781,7 +805,7 @@ def _assemble(f: _Facts, search: _Search, c: _Choice, replicas: list[Replica]) -
         "quantization": f.pin("quantization"), "enforce_eager": f.eager, "block_size": f.block, "port": f.port,
     }
     if f.served_name:
-        vargs["served_model_name"] = f.served_name
+        vargs["served_model_name"] = [f.served_name, *f.served_aliases] if f.served_aliases else f.served_name
     if f.cpu and c.pp > 1:
         vargs["distributed_executor_backend"] = "mp"
     mem = Memory(
