@@ -131,3 +131,12 @@ def test_generic_oom_depends_on_stage():
 def test_every_rule_has_a_code_and_cause():
     for rule in RULES:
         assert rule.code and rule.cause and callable(rule.fix)
+
+
+def test_an_oom_under_kv_cache_memory_bytes_lowers_that_flag():
+    """--kv-cache-memory-bytes sizes the KV cache whatever --gpu-memory-utilization says: the retry lowers it."""
+    text = "torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 1.74 GiB."
+    d = diagnose(text, Context(flags={"gpu_memory_utilization": 0.92, "kv_cache_memory_bytes": "20G"},
+                               stage="KV cache sized"))
+    assert d.change.set_flags == {"kv_cache_memory_bytes": int(20 * 2**30 * 0.9)}
+    assert "--gpu-memory-utilization does not size it" in d.fix

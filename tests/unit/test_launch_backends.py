@@ -268,6 +268,19 @@ def test_auto_retry_on_a_saved_plan_marks_it_stale(tmp_path, fake, monkeypatch, 
         stop(result.deployment, store, opts.backend, grace=5)
 
 
+def test_a_changed_kv_cache_memory_bytes_makes_the_prediction_stale():
+    """--kv-cache-memory-bytes is read from the command line, not a pin: a retry that lowers it cannot re-plan
+    through the pins, so the first prediction is stale (never recorded), not silently kept."""
+    from vllm_ops.launch.diagnosis import Change
+    from vllm_ops.launch.launcher import _replan
+
+    said = []
+    opts = LaunchOptions(vllm=None, replan=lambda pins: pytest.fail("re-planned through the pins"))
+    plan, stale = _replan(_plan(), opts, Change(set_flags={"kv_cache_memory_bytes": 1 << 30}),
+                          lambda stage, msg: said.append((stage, msg)))
+    assert stale and said[0][0] == "plan stale" and "--kv-cache-memory-bytes" in said[0][1]
+
+
 # ------------------------------------------------------------------- one diagnosis table
 def test_ray_and_multinode_rules_are_in_the_one_table():
     codes = [r.code for r in RULES]

@@ -16,6 +16,7 @@ import re
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
 
+from vllm_ops.planning.argv import human_int
 from vllm_ops.planning.versions import REMOVED_FLAGS as _VERSION_REMOVED_FLAGS
 
 # Flags vLLM removed: flag → (release and PR that removed it, number of values it took, advice).
@@ -217,6 +218,12 @@ def _fix_numa(m: re.Match[str], ctx: Context) -> tuple[str, Change | None]:
 def _fix_generic_oom(m: re.Match[str], ctx: Context) -> tuple[str, Change | None]:
     if ctx.stage in (None, "process started", "weights loading"):
         return _fix_load_oom(m, ctx)
+    kv_bytes = ctx.get("kv_cache_memory_bytes")
+    if kv_bytes is not None:                 # the flag sizes the KV cache: --gpu-memory-utilization would not help
+        new = int(human_int(str(kv_bytes), "--kv-cache-memory-bytes") * 0.9)
+        return (f"--kv-cache-memory-bytes {new} (the KV cache it asks for left too little for activations or CUDA "
+                f"graphs; --gpu-memory-utilization does not size it)"), \
+            Change(set_flags={"kv_cache_memory_bytes": new})
     seqs = ctx.get("max_num_seqs")
     util = float(ctx.get("gpu_memory_utilization", 0.9))
     new = round(max(0.5, util - 0.05), 2)

@@ -209,6 +209,11 @@ def _replan(plan: Any, opts: LaunchOptions, change: Change, progress: Progress) 
     re-plans through ``opts.replan`` (a ``pins → Plan`` callable from the planning front door,
     :func:`vllm_ops.planning.replanner`); without one (a saved --plan) the prediction is stale."""
     changed = {k: v for k, v in change.set_flags.items() if k in PIN_KEYS}
+    unpinned = sorted(k for k in change.set_flags if k in calibration.MEMORY_FLAGS and k not in PIN_KEYS)
+    if unpinned:                               # a memory flag the planner takes from the command line only
+        progress("plan stale", f"the prediction was made for another --{unpinned[0].replace('_', '-')} "
+                               f"({change.describe()}); its figures no longer apply")
+        return plan, True
     if not changed:
         return plan, False
     # every pinnable flag the first start had, with the change: the plan for what really starts
