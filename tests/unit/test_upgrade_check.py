@@ -182,3 +182,7 @@ def test_command_line_short_flags_and_entry_points():
         assert dep.model == MODEL
         assert dep.pins == {"tensor_parallel_size": 2, "max_model_len": 8192}
         assert dep.extra_args == ["--swap-space", "4"]
+    dep = deployment_from_argv(["vllm", "serve", MODEL, "-tp=2", "--device-memory-utilization", "0.8", "-O3",
+                                "--served-model-name", "a", "b"], version="0.17.1", inventory=inv, source="command")
+    assert dep.pins == {"tensor_parallel_size": 2, "gpu_memory_utilization": 0.8}
+    assert dep.extra_args == ["-O3", "--served-model-name", "a", "b"] and dep.served_name is None

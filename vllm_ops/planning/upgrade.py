@@ -27,7 +27,7 @@ from vllm_ops.errors import BadInput
 from vllm_ops.hardware.inventory import Inventory
 from vllm_ops.models import load_model_spec
 from vllm_ops.planning import plan
-from vllm_ops.planning.argv import SHORT_FLAGS, after_entry, arg_lines, parse_flags, strip_flags
+from vllm_ops.planning.argv import after_entry, arg_lines, canonical_args, parse_flags, strip_flags
 from vllm_ops.planning.pins import PIN_KEYS
 from vllm_ops.planning.versions import (
     DEFAULT_KEYS, FlagRemoval, KNOWN_RELEASES, REMOVED_FLAGS, REQUEST_CHANGES, check_release, parse_version,
@@ -146,18 +146,21 @@ def deployment_from_argv(argv: list[str], *, version: str, inventory, source: st
     pins: dict[str, Any] = {}
     extra: list[str] = []
     served, port = None, 8000
-    short = SHORT_FLAGS                                       # -tp → --tensor-parallel-size
     for group in arg_lines(words):
-        flag, eq, val = group[0].partition("=")
-        group = (short.get(flag, flag) + eq + val, *group[1:])
+        group = (*canonical_args(group[:1]), *group[1:])       # -tp → --tensor-parallel-size (argv.ALIASES)
+        if group[0].startswith("-O") and not group[0].startswith("--"):
+            extra += list(group)                              # vLLM's -O3: an optimization level
+            continue
         if not group[0].startswith("--"):
             raise BadInput(f"{source}: {group[0]!r} is not a flag (one positional model only)")
         name = group[0][2:].split("=", 1)[0].replace("-", "_")
         value = parse_flags(list(group)).get(name)
         if name in ("model", "model_tag") and not model:
             model = str(value)
+        elif name == "served_model_name" and len(group) > 2:
+            extra += list(group)                              # several names: the planner keeps them all
         elif name == "served_model_name":
-            served = " ".join(group[1:]) or str(value)
+            served = str(value)
         elif name == "port":
             port = int(value)
         elif name in PIN_KEYS and value is not None:
