@@ -186,3 +186,24 @@ def test_kv_cache_memory_bytes_and_chunked_prefill_off_as_planned(env, tmp_path)
     finally:
         if doc.get("name"):
             cli(bare, "stop", doc["name"], "--grace", "10")
+
+
+def test_port_and_served_name_after_the_separator_are_the_deployments(env, tiny):
+    """``-- --port P --served-model-name N`` (vLLM's own spelling) is where launch waits and what it asks for: they
+    were passed through beside the plan's --port 8000 and the model id, and readiness looked in the wrong place."""
+    port = _free_port()
+    rc, out, err, _ = cli(env, "launch", "--profile", "cpu", "--model", str(tiny), "--detach", "--json",
+                          "--env", "VLLM_CPU_KVCACHE_SPACE=1", "--", "--load-format", "dummy", "--max-model-len",
+                          "1024", "--enforce-eager", "--port", str(port), "--served-model-name", "coder", "tiny-alias")
+    doc = json.loads(out) if out.strip() else {}
+    try:
+        assert rc == 0 and doc.get("ready"), err[-3000:]
+        assert doc["port"] == port and doc["served_name"] == "coder"
+        from vllm_ops.client import VLLMProvider
+
+        for name in ("coder", "tiny-alias"):
+            with VLLMProvider(f"http://127.0.0.1:{port}/v1", api_key="", model=name) as llm:
+                assert llm.generate("Say hi", max_tokens=2, temperature=0).content is not None
+    finally:
+        if doc.get("name"):
+            cli(env, "stop", doc["name"], "--grace", "10")
