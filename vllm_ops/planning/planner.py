@@ -10,8 +10,6 @@ rule used goes to ``plan.assumptions``.
 """
 from __future__ import annotations
 
-import itertools
-
 import json
 import math
 from dataclasses import dataclass, replace
@@ -20,8 +18,7 @@ from typing import Any, Iterable
 from vllm_ops.errors import BadInput, ImpossiblePin
 from vllm_ops.hardware.inventory import Inventory
 from vllm_ops.models.spec import ModelSpec
-from vllm_ops.planning.argv import (SECRET_FLAGS, canonical_args, parse_flags, split_secret_args, strip_flags,
-                                   value_of)
+from vllm_ops.planning.argv import SECRET_FLAGS, canonical_args, split_secret_args, strip_flags, value_of
 from vllm_ops.planning.argv import command as command_of
 from vllm_ops.planning.argv import chunked_prefill_off, image_limit_from_args, kv_cache_bytes_from_args
 from vllm_ops.planning.coverage import coverage_warnings, flag_warnings, refuse_unmodelled
@@ -32,6 +29,7 @@ from vllm_ops.planning.pins import (  # noqa: F401  (PIN_KEYS & co. re-exported 
     DTYPES, FP8_KV, HEALTHY_CONCURRENCY, KV_CACHE_DTYPE_FAMILIES, KV_CACHE_DTYPES, MAX_PORT, PIN_KEYS,
     PROFILE_LAYOUT_KEYS, QUANTIZATIONS, check_port, kv_dtype_ok, normalize_pins, tp_problem, truthy, valid_tps,
 )
+from vllm_ops.planning.passthrough import lift, positive_int
 from vllm_ops.planning.plan import ENV_NAME, Memory, Plan, PlanWarning, Replica, default_image, is_secret_name
 from vllm_ops.planning.versions import (
     DEFAULT_VLLM_VERSION, KNOWN_RELEASES, VersionRules, batch_defaults, is_known_release, parse_version, removed_flag,
@@ -46,16 +44,6 @@ _ADA_OR_OLDER_MOE_NOTE = (
 
 
 # -- helpers ---------------------------------------------------------------------------------
-def _positive_int(value: str, flag: str) -> int:
-    try:
-        n = int(value)
-    except ValueError:
-        raise BadInput(f"{flag} must be an integer, not {value[:40]!r}") from None
-    if n < 1:
-        raise ImpossiblePin(f"{flag} must be >= 1, not {n}")
-    return n
-
-
 def lora_from_args(extra_args: Iterable[str]) -> tuple[int, int]:
     """(max_loras, max_lora_rank) when ``--enable-lora`` is among the vLLM arguments, (0, 0) otherwise;
     vLLM's defaults (1 slot, rank 16) where the flags are not given."""
@@ -73,7 +61,7 @@ def lora_from_args(extra_args: Iterable[str]) -> tuple[int, int]:
 
     def num(flag: str, default: int) -> int:
         v = value_of(args, flag)
-        return _positive_int(v, flag) if v is not None else default
+        return positive_int(v, flag) if v is not None else default
 
     return num("--max-loras", LORA_DEFAULT_MAX_LORAS), num("--max-lora-rank", LORA_DEFAULT_MAX_RANK)
 
@@ -265,9 +253,7 @@ def _request(model: ModelSpec, inventory: Inventory, *, pins, vllm_version, prof
                            hint="letters, digits and '_', not starting with a digit")
         env_in[k] = str(v)
     env_out, rest, secret_names, warnings = _split_secrets(env_in, canonical_args(extra_args), env_secrets)
-    pins, rest = _pins_in_passthrough(pins, rest, warnings)
-    port, rest = _port_in_passthrough(port, rest, warnings)
-    names, rest = _served_in_passthrough(served_name, rest, warnings)
+    pins, port, names, rest = lift(pins, port, served_name, rest, warnings)
     prof_defaults = {k.replace("-", "_"): v for k, v in (getattr(profile, "vllm_defaults", None) or {}).items()}
     # a profile that fixes a layout (one written by `vllm-ops tune`) acts as pins the user may override
     from_profile = [k for k in PROFILE_LAYOUT_KEYS if prof_defaults.get(k) is not None and k not in pins]
@@ -281,57 +267,6 @@ def _request(model: ModelSpec, inventory: Inventory, *, pins, vllm_version, prof
         env_given=dict(env or {}), env=env_out, extra_args=list(rest), secret_names=secret_names,
         warnings=warnings, reasons={}, cpu=cpu, n_nodes=n_nodes,
         per_node=len(inventory.gpus) if not cpu else 1, total_gpus=inventory.gpu_count if not cpu else n_nodes)
-
-
-def _pins_in_passthrough(pins: dict, rest: list[str], warnings: list) -> tuple[dict, list[str]]:
-    """Flags after ``--`` that the planner pins (``--max-num-seqs 64``, ``--enforce-eager``, ...) become pins,
-    so the plan's memory, performance and command are for what vLLM will run (vLLM takes the last of a
-    repeated flag: the command would otherwise carry both and the figures the first). A pin given both ways
-    with different values keeps the pinned flag's and says so (``flag-overridden``)."""
-    given = {k: v for k, v in parse_flags(rest).items() if k in PIN_KEYS}
-    lifted = normalize_pins(given)             # --max-model-len auto: no pin, the planner's own longest that fits
-    if not given:
-        return pins, rest
-    for k, v in lifted.items():
-        if k in pins and pins[k] != v:
-            flag = "--" + k.replace("_", "-")
-            warnings.append(PlanWarning("flag-overridden", f"{flag} {v} after `--` differs from the pinned {flag} "
-                                                          f"{pins[k]}: planned and started with {pins[k]}"))
-    return {**lifted, **pins}, strip_flags(rest, set(given))
-
-
-def _port_in_passthrough(port: int, rest: list[str], warnings: list) -> tuple[int, list[str]]:
-    """``--port P`` after ``--`` is the plan's port (vLLM would listen there while launch and the rendered files
-    looked at the plan's); a different port given to vllm-ops itself (not its default 8000) wins, said so."""
-    given = value_of(rest, "--port")
-    if given is None:
-        return port, rest
-    p = check_port(_positive_int(given, "--port"))
-    rest = strip_flags(rest, {"port"})
-    if port not in (8000, p):
-        warnings.append(PlanWarning("flag-overridden", f"--port {p} after `--` differs from --port {port}: planned "
-                                                       f"and started on {port}"))
-        return port, rest
-    return p, rest
-
-
-def _served_in_passthrough(served_name: str | None, rest: list[str], warnings: list) -> tuple[list[str], list[str]]:
-    """``--served-model-name A [B ...]`` after ``--``: the plan's served names (clients, launch's readiness check and
-    validate ask for the first); a different name given to vllm-ops itself wins, said so."""
-    i = next((k for k, tok in enumerate(rest) if str(tok).split("=", 1)[0] == "--served-model-name"), None)
-    if i is None:
-        return ([served_name] if served_name else []), rest
-    tok = str(rest[i])
-    names = [tok.split("=", 1)[1]] if "=" in tok else \
-        [str(t) for t in itertools.takewhile(lambda t: not str(t).startswith("-"), rest[i + 1:])]
-    rest = strip_flags(rest, {"served_model_name"})
-    if not names:
-        raise BadInput("--served-model-name after `--` has no name")
-    if served_name and served_name != names[0]:
-        warnings.append(PlanWarning("flag-overridden", f"--served-model-name {names[0]} after `--` differs from "
-                                                       f"--served-model-name {served_name}: served as {served_name}"))
-        return [served_name], rest
-    return names, rest
 
 
 def _check_pins(f: _Facts) -> None:
@@ -392,7 +327,7 @@ def _fixed_flags(f: _Facts) -> None:
         f.block = 16
     given_block = value_of(f.extra_args, "--block-size")
     if given_block is not None:                # planned with it, and written once (vLLM takes the last of two)
-        f.block = _positive_int(given_block, "--block-size")
+        f.block = positive_int(given_block, "--block-size")
         f.extra_args = strip_flags(f.extra_args, {"block_size"})
         f.reasons["block_size"] = f"{f.block} (given)"
     f.eager = bool(f.pin("enforce_eager")) or truthy(f.prof_defaults.get("enforce_eager", False))
