@@ -31,6 +31,7 @@ from vllm_ops.planning.pins import (  # noqa: F401  (PIN_KEYS & co. re-exported 
 )
 from vllm_ops.planning.passthrough import lift, positive_int
 from vllm_ops.planning.plan import ENV_NAME, Memory, Plan, PlanWarning, Replica, default_image, is_secret_name
+from vllm_ops.planning.vllm_flags import spelled_out, unknown_flag_warnings
 from vllm_ops.planning.versions import (
     DEFAULT_VLLM_VERSION, KNOWN_RELEASES, VersionRules, batch_defaults, is_known_release, parse_version, removed_flag,
     rules_for,
@@ -252,7 +253,7 @@ def _request(model: ModelSpec, inventory: Inventory, *, pins, vllm_version, prof
             raise BadInput(f"--env {str(k)[:80]!r}: not an environment variable name",
                            hint="letters, digits and '_', not starting with a digit")
         env_in[k] = str(v)
-    env_out, rest, secret_names, warnings = _split_secrets(env_in, canonical_args(extra_args), env_secrets)
+    env_out, rest, secret_names, warnings = _split_secrets(env_in, spelled_out(canonical_args(extra_args)), env_secrets)
     pins, port, names, rest = lift(pins, port, served_name, rest, warnings)
     prof_defaults = {k.replace("-", "_"): v for k, v in (getattr(profile, "vllm_defaults", None) or {}).items()}
     # a profile that fixes a layout (one written by `vllm-ops tune`) acts as pins the user may override
@@ -602,6 +603,8 @@ def _version_warnings(f: _Facts) -> None:
             f"vLLM {f.version} is not in the version table (it knows {KNOWN_RELEASES[0]} .. {KNOWN_RELEASES[-1]}): "
             f"the rules of the nearest known release were applied, and defaults or memory accounting that changed "
             f"since are not modelled"))
+    for code, msg in unknown_flag_warnings(f.extra_args, f.version):
+        f.warnings.append(PlanWarning(code, msg))
     for tok in f.extra_args:
         r = removed_flag(str(tok).split("=", 1)[0])
         if r is not None and parse_version(f.version) >= parse_version(r.removed_in):
