@@ -15,7 +15,8 @@ pytestmark = [pytest.mark.real]
 
 REPO = Path(__file__).resolve().parents[2]
 CASES = [["--max-num-seq", "64"], ["--kv-cache-memory", "1G"], ["--max-num", "64"], ["--enable-prefix-cache"],
-         ["--foo-bar", "3"], ["--max-num-seqs", "8"], ["--enable-prefix-caching"], ["--block-siz", "32"]]
+         ["--foo-bar", "3"], ["--max-num-seqs", "8"], ["--enable-prefix-caching"], ["--block-siz", "32"],
+         ["--enable-chunked-prefill=false"], ["--no-enable-chunked-prefill"], ["--enforce-eager=true"]]
 PROBE = """
 import json, sys
 from vllm.entrypoints.launchers.cli_args import make_arg_parser

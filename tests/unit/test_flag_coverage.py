@@ -57,6 +57,7 @@ def test_flag_readers():
     assert chunked_prefill_off(["--enable-chunked-prefill=false"])
     assert not chunked_prefill_off(["--enable-chunked-prefill"])
     assert not chunked_prefill_off(["--no-enable-chunked-prefill", "--enable-chunked-prefill"])   # the last wins
+    assert not chunked_prefill_off(["--enable-chunked-prefill", "false"])   # vLLM 0.32: on, "false" a stray word
 
 
 # -- which flags are gaps ---------------------------------------------------------------------------

@@ -47,3 +47,9 @@ def test_an_abbreviated_pin_is_planned_for_and_a_typo_is_named():
     assert p.vllm_args["max_num_seqs"] == 64 and p.command.split().count("--max-num-seqs") == 1
     assert p.memory.kv_cache_gib == 20.0
     assert [w.code for w in p.warnings if w.code == "flag-unknown"] == ["flag-unknown"]
+
+
+def test_a_value_on_an_on_off_flag_is_named():
+    (code, msg), = unknown_flag_warnings(["--enable-chunked-prefill=false"], CHECKED_RELEASE)
+    assert code == "flag-unknown" and "--no-enable-chunked-prefill" in msg and "ignored explicit argument" in msg
+    assert unknown_flag_warnings(["--no-enable-chunked-prefill", "--enable-chunked-prefill"], CHECKED_RELEASE) == []

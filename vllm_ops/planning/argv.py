@@ -186,17 +186,16 @@ def kv_cache_bytes_from_args(args: Sequence[str]) -> int | None:
 
 
 def switched_off(args: Sequence[str], flag: str) -> bool:
-    """Whether vLLM's arguments turn a default-on feature off: ``--no-<flag>`` or ``--<flag>=false`` (the last
-    one wins); ``flag`` without dashes, e.g. ``enable-chunked-prefill``."""
+    """Whether vLLM's arguments turn a default-on feature off: ``--no-<flag>``, or ``--<flag>=false`` (the last
+    one wins); ``flag`` without dashes, e.g. ``enable-chunked-prefill``. ``--<flag> false`` is ON: vLLM's parser
+    (BooleanOptionalAction, checked on 0.32) takes the bare flag and leaves ``false`` as a stray word."""
     off = False
-    args = [str(a) for a in args]
-    for i, tok in enumerate(args):
+    for tok in (str(a) for a in args):
         name, eq, val = tok.partition("=")
         if name == f"--no-{flag}":
             off = True
         elif name == f"--{flag}":
-            v = val if eq else (args[i + 1] if i + 1 < len(args) and not args[i + 1].startswith("-") else "true")
-            off = v.strip().lower() in ("false", "0", "no", "off")
+            off = bool(eq) and val.strip().lower() in ("false", "0", "no", "off")
     return off
 
 

@@ -121,7 +121,7 @@ FLAG_GAPS: tuple[FlagGap, ...] = (
             "expert load balancing (redundant experts, rebalancing steps) is not modelled"),
     FlagGap(("--disable-custom-all-reduce",), "custom-all-reduce-off-not-modelled", None,
             "all-reduces through NCCL instead of vLLM's custom kernel (slower for small messages) are not modelled"),
-    FlagGap(("--no-enable-chunked-prefill", "--enable-chunked-prefill"), "chunked-prefill-off-not-modelled", None,
+    FlagGap(("--no-enable-chunked-prefill",), "chunked-prefill-off-not-modelled", None,
             "without chunked prefill a prompt runs whole in one step: the scheduler simulation chunks it"),
     FlagGap(("--max-num-partial-prefills", "--max-long-partial-prefills", "--long-prefill-token-threshold",
              "--max-num-active-seqs"), "scheduler-limits-not-modelled", None,
@@ -130,13 +130,11 @@ FLAG_GAPS: tuple[FlagGap, ...] = (
             "LoRA's extra GEMMs per step (adapters' punica kernels) are not modelled: the base model's speed"),
 )
 def _active(gap: FlagGap, flag: str, value: object) -> bool:
-    """Whether a flag as given turns its feature on: ``--enable-chunked-prefill`` only when false (off is the
-    gap), a size only when above 0, ``--enable-lora=false`` not at all, an optimization level always."""
+    """Whether a flag as given turns its feature on: a size only when above 0, ``--enable-lora=false`` not at all,
+    an optimization level always."""
     v = None if value is None or value is True else str(value).strip().lower()
     if flag in ("-O", "--optimization-level"):
         return True                                        # any level, -O0 (no compilation, no graphs) above all
-    if flag == "--enable-chunked-prefill":
-        return v in ("false", "0")
     return v is None or v not in gap.off
 
 

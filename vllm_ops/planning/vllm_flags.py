@@ -31,6 +31,13 @@ def _prefixed(name: str) -> list[str]:
     return sorted(k for k in known_flags() if k.startswith(name))
 
 
+def _switch(name: str) -> str | None:
+    """The other half of an on/off flag pair (``--enable-x`` <-> ``--no-enable-x``), or None."""
+    known = known_flags()
+    other = "--" + name[5:] if name.startswith("--no-") else "--no-" + name[2:]
+    return other if name in known and other in known else None
+
+
 def spelled_out(args: Iterable[str]) -> list[str]:
     """``args`` with each abbreviated ``--flag`` written in full, as vLLM's parser reads it (argparse's
     ``allow_abbrev``: a prefix of exactly one known flag is that flag; ``--max-num-seq 64`` sets max_num_seqs, and
@@ -56,7 +63,11 @@ def unknown_flag_warnings(args: Iterable[str], version: str) -> list[tuple[str, 
         return []
     known, out, seen = known_flags(), [], set()
     for tok in spelled_out(canonical_args(args)):
-        name = tok.split("=", 1)[0]
+        name, eq, _val = tok.partition("=")
+        if eq and _switch(name) and name not in seen:
+            seen.add(name)
+            out.append(("flag-unknown", f"{tok}: vLLM {CHECKED_RELEASE} takes {name} without a value and refuses to "
+                                        f"start (\"ignored explicit argument\"); write {name} or {_switch(name)}"))
         if not name.startswith("--") or name == "--" or name in known or name in seen or removed_flag(name):
             continue
         seen.add(name)
