@@ -122,7 +122,8 @@ def predict(plan: "Plan", workload: Workload, *, spec: "ModelSpec | None" = None
     ``efficiency``: a :class:`~vllm_ops.planning.perf_step.Efficiency` to use instead of the fitted one
     (the evaluation fits and checks them)."""
     workload.check()
-    why = _unsupported(plan, workload)
+    refusal, caveats = performance_gaps(plan.extra_args or ())
+    why = _unsupported(plan, workload, refusal)
     if why:
         return refuse(why)
     if spec is None:
@@ -139,7 +140,7 @@ def predict(plan: "Plan", workload: Workload, *, spec: "ModelSpec | None" = None
     perf = _run(plan, workload, cost, notes) if dp < 2 else _data_parallel(plan, workload, cost, notes, dp)
     if cost.moe_pad == "all" and perf.tpot_ms is not None:
         perf.hint = _without_deepgemm(plan, workload, spec, cost, perf)
-    perf.caveats[:0] = performance_gaps(plan.extra_args or ())[1]
+    perf.caveats[:0] = caveats
     return perf
 
 
@@ -193,7 +194,9 @@ _LOCKSTEP_NOTE = ("the ranks step together (MoE layers span them): a step lasts 
                   "step times; load imbalance and the ranks' per-step coordination not modelled")
 
 
-def _unsupported(plan: "Plan", w: Workload) -> str | None:
+def _unsupported(plan: "Plan", w: Workload, flag_refusal: str | None) -> str | None:
+    """Why the model cannot predict this plan (``flag_refusal``: a flag after ``--`` it refuses, coverage.py), or
+    None."""
     va = plan.vllm_args or {}
     if not plan.fits:
         return f"the plan does not fit ({plan.failure_stage}): nothing to serve"
@@ -201,9 +204,8 @@ def _unsupported(plan: "Plan", w: Workload) -> str | None:
         return "CPU servers are not modelled (GPU roofline only)"
     if int(va.get("pipeline_parallel_size") or 1) > 1:
         return "pipeline parallelism is not modelled"
-    refusal, _caveats = performance_gaps(plan.extra_args or ())
-    if refusal:
-        return refusal
+    if flag_refusal:
+        return flag_refusal
     if len(plan.nodes or []) > 1 and any(n.replica is not None for n in plan.nodes):
         return "replicas spanning several nodes are not modelled"
     mml = int(va.get("max_model_len") or 0)
