@@ -2,14 +2,15 @@
 every file and process built from it carry one value, the one vLLM will use (vLLM takes the last of a repeated
 flag, so the command would otherwise carry both and the figures the first).
 
-    lift(pins, port, served_name, rest, warnings) -> (pins, port, served names, rest)
+    lift(pins, port, served_name, rest, warnings) -> Lifted
 
-Pins (``--max-num-seqs 64``, ``--enforce-eager``, ``-tp 2`` once argv.canonical_args has spelled it long), the port
-and the served names. A value given both ways keeps the one given to vllm-ops and says so (``flag-overridden``).
+Pins (``--max-num-seqs 64``, ``--enforce-eager``, ``-tp 2`` once argv.canonical_args has spelled it long), the port,
+the served names and the block size. A value given both ways keeps the one given to vllm-ops and says so (``flag-overridden``).
 """
 from __future__ import annotations
 
 import itertools
+from dataclasses import dataclass
 
 from vllm_ops.errors import BadInput, ImpossiblePin
 from vllm_ops.planning.argv import parse_flags, strip_flags, value_of
@@ -30,13 +31,24 @@ def positive_int(value: str, flag: str) -> int:
     return n
 
 
-def lift(pins: dict, port: int, served_name: str | None, rest: list[str],
-         warnings: list) -> tuple[dict, int, list[str], list[str]]:
-    """(pins, port, served names, the rest of the flags) with the planner's own flags taken out of ``rest``."""
+@dataclass
+class Lifted:
+    pins: dict
+    port: int
+    names: list[str]               # served names, the first the one clients ask for ([]: the model's id)
+    block: int | None              # --block-size given (None: the planner's default)
+    rest: list[str]                # the flags that pass through
+
+
+def lift(pins: dict, port: int, served_name: str | None, rest: list[str], warnings: list) -> Lifted:
+    """The planner's own flags taken out of ``rest``, merged with what vllm-ops was given."""
     pins, rest = _pins(pins, rest, warnings)
     port, rest = _port(port, rest, warnings)
     names, rest = _served(served_name, rest, warnings)
-    return pins, port, names, rest
+    block = value_of(rest, "--block-size")
+    if block is not None:
+        rest = strip_flags(rest, {"block_size"})
+    return Lifted(pins, port, names, positive_int(block, "--block-size") if block is not None else None, rest)
 
 
 def _pins(pins: dict, rest: list[str], warnings: list) -> tuple[dict, list[str]]:

@@ -18,7 +18,7 @@ from typing import Any, Iterable
 from vllm_ops.errors import BadInput, ImpossiblePin
 from vllm_ops.hardware.inventory import Inventory
 from vllm_ops.models.spec import ModelSpec
-from vllm_ops.planning.argv import SECRET_FLAGS, canonical_args, split_secret_args, strip_flags, value_of
+from vllm_ops.planning.argv import SECRET_FLAGS, canonical_args, split_secret_args, value_of
 from vllm_ops.planning.argv import command as command_of
 from vllm_ops.planning.argv import chunked_prefill_off, image_limit_from_args, kv_cache_bytes_from_args
 from vllm_ops.planning.coverage import coverage_warnings, flag_warnings, refuse_unmodelled
@@ -155,6 +155,7 @@ class _Facts:
     port: int
     served_name: str | None
     served_aliases: list[str]                # further --served-model-name names (vLLM answers to all)
+    block_given: int | None                  # --block-size after `--`
     env_given: dict[str, Any]                # the caller's --env (not the profile's)
     env: dict[str, str]                      # the plan's non-secret environment
     extra_args: list[str]
@@ -254,7 +255,8 @@ def _request(model: ModelSpec, inventory: Inventory, *, pins, vllm_version, prof
                            hint="letters, digits and '_', not starting with a digit")
         env_in[k] = str(v)
     env_out, rest, secret_names, warnings = _split_secrets(env_in, spelled_out(canonical_args(extra_args)), env_secrets)
-    pins, port, names, rest = lift(pins, port, served_name, rest, warnings)
+    given = lift(pins, port, served_name, rest, warnings)
+    pins, port, names, rest = given.pins, given.port, given.names, given.rest
     prof_defaults = {k.replace("-", "_"): v for k, v in (getattr(profile, "vllm_defaults", None) or {}).items()}
     # a profile that fixes a layout (one written by `vllm-ops tune`) acts as pins the user may override
     from_profile = [k for k in PROFILE_LAYOUT_KEYS if prof_defaults.get(k) is not None and k not in pins]
@@ -264,7 +266,7 @@ def _request(model: ModelSpec, inventory: Inventory, *, pins, vllm_version, prof
     return _Facts(
         model=model, inventory=inventory, profile=profile, pins=pins, from_profile=from_profile,
         prof_defaults=prof_defaults, version=version, rules=rules, port=port, served_name=names[0] if names else None,
-        served_aliases=names[1:],
+        served_aliases=names[1:], block_given=given.block,
         env_given=dict(env or {}), env=env_out, extra_args=list(rest), secret_names=secret_names,
         warnings=warnings, reasons={}, cpu=cpu, n_nodes=n_nodes,
         per_node=len(inventory.gpus) if not cpu else 1, total_gpus=inventory.gpu_count if not cpu else n_nodes)
@@ -326,10 +328,8 @@ def _fixed_flags(f: _Facts) -> None:
     f.block = CPU_BLOCK_SIZE if f.cpu else GPU_BLOCK_SIZE
     if f.cpu and f.model.mla is not None:
         f.block = 16
-    given_block = value_of(f.extra_args, "--block-size")
-    if given_block is not None:                # planned with it, and written once (vLLM takes the last of two)
-        f.block = positive_int(given_block, "--block-size")
-        f.extra_args = strip_flags(f.extra_args, {"block_size"})
+    if f.block_given:                          # after `--`: planned with it, written once (passthrough.lift)
+        f.block = f.block_given
         f.reasons["block_size"] = f"{f.block} (given)"
     f.eager = bool(f.pin("enforce_eager")) or truthy(f.prof_defaults.get("enforce_eager", False))
     if f.eager:
