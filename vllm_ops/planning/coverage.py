@@ -129,6 +129,8 @@ FLAG_GAPS: tuple[FlagGap, ...] = (
     FlagGap(("--enable-lora",), "lora-compute-not-modelled", None,
             "LoRA's extra GEMMs per step (adapters' punica kernels) are not modelled: the base model's speed"),
 )
+
+
 def _active(gap: FlagGap, flag: str, value: object) -> bool:
     """Whether a flag as given turns its feature on: a size only when above 0, ``--enable-lora=false`` not at all,
     an optimization level always."""

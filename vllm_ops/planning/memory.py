@@ -468,7 +468,7 @@ def estimate(model: ModelSpec, total_bytes: int, flags: Flags, rules: VersionRul
     graphs_out = 0.0 if g.in_budget else g.gib
     unprof = rules["warmup_unprofiled_copies"] * a.sampler_row_gib if not cpu else 0.0
     margin = outside - graphs_out - unprof
-    if not cpu:
+    if not cpu and not explicit:
         ex.append(f"outside the budget: free {free:.2f} - CUDA context {ctx:.2f} - budget {budget:.2f} "
                   f"- graphs {graphs_out:.2f} - unprofiled sampler warm-up {unprof:.2f} = margin {margin:.2f} GiB")
     figures = StageFigures(total=total, budget=budget, weights=w.gib, activation=a.gib, non_torch=nt, kv=kv,

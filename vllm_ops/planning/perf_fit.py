@@ -169,9 +169,9 @@ BLACKWELL_STEP_CHECK = ("on Blackwell the step model was checked on NVIDIA's B30
 # --data-parallel-size 2-4 (vLLM 0.12, 2-4x H200; tests/data/perf/vllm-perf-public.csv, in no fit: NOT_FITTED), measured
 # over predicted by the shipped constants (tests/unit/test_perf_lockstep.py recomputes every figure). At 100-token
 # outputs the model holds; at 500-2000 most rows took several times as long to their first token, for a reason not
-# found (the KV capacity and the lock-step were ruled out). Said in such a plan's notes, not corrected.
-DP_MOE_TTFT_CHECK = {"short_rows": 8, "short_x": (0.95, 1.34), "long_rows": 11, "long_slow": 8, "long_slow_x": (2.1, 7.4),
-                     "long_near_x": (1.02, 1.2), "tpot_pct": (-31.0, 5.5)}
+# found (the KV capacity and the lock-step were ruled out). Said in such a plan's caveats, not corrected.
+DP_MOE_TTFT_CHECK = {"short_rows": 8, "short_x": (0.95, 1.34), "long_rows": 11, "long_slow": 8,
+                     "long_slow_x": (2.1, 7.4), "long_near_x": (1.02, 1.2), "tpot_pct": (-31.0, 5.5)}
 
 
 def dp_moe_note() -> str:
@@ -182,7 +182,8 @@ def dp_moe_note() -> str:
             f"({d['short_rows']} rows), with 500-2000-token outputs {d['long_slow_x'][0]:g}-{d['long_slow_x'][1]:g}x in "
             f"{d['long_slow']} of {d['long_rows']} rows (the other {d['long_rows'] - d['long_slow']}: "
             f"{d['long_near_x'][0]:g}-{d['long_near_x'][1]:g}x), cause not modelled: read a DP plan's TTFT for long "
-            f"outputs as a lower bound (TPOT of all {d['short_rows'] + d['long_rows']} rows predicted {d['tpot_pct'][0]:+.1f}..{d['tpot_pct'][1]:+.1f} %)")
+            f"outputs as a lower bound (TPOT of all {d['short_rows'] + d['long_rows']} rows predicted "
+            f"{d['tpot_pct'][0]:+.1f}..{d['tpot_pct'][1]:+.1f} %)")
 
 
 def gpu_note(key: str, compute_capability: Any) -> str | None:
