@@ -109,3 +109,12 @@ def test_pinnable_flags_after_the_separator_are_planned_not_just_appended():
     both = plan(spec, gpus, vllm_version="0.25.0", pins={"max_num_seqs": 32}, extra_args=["--max-num-seqs", "64"])
     assert both.vllm_args["max_num_seqs"] == 32 and shlex.split(both.command).count("--max-num-seqs") == 1
     assert [x.code for x in both.warnings if x.code == "flag-overridden"] == ["flag-overridden"]
+
+
+def test_optimization_level_reads_vllms_attached_spellings():
+    """vLLM's parser reads -O3, -O=3 and -Odecode as --optimization-level (argparse_utils, the 0.32 parser); -O alone
+    takes the next word, and no other word is an optimization level."""
+    from vllm_ops.planning.argv import optimization_level
+
+    assert [optimization_level(t) for t in ("-O3", "-O=3", "-Odecode", "-O0")] == ["3", "3", "decode", "0"]
+    assert [optimization_level(t) for t in ("-O", "--optimization-level", "-tp", "3", "--O3")] == [None] * 5

@@ -105,6 +105,15 @@ def canonical_args(args: Iterable[str]) -> list[str]:
     return out
 
 
+def optimization_level(tok: str) -> str | None:
+    """The level in vLLM's attached ``-O`` spellings (``-O3``, ``-O=3``, ``-Odecode``: its parser reads them as
+    ``--optimization-level``), None for any other word (``-O`` alone takes the next word as its level)."""
+    tok = str(tok)
+    if not tok.startswith("-O") or tok == "-O":
+        return None
+    return tok[3:] if tok[2] == "=" else tok[2:]
+
+
 def strip_flags(args: Sequence[str], names: set[str] | Iterable[str]) -> list[str]:
     """``args`` without the flags in ``names`` (underscore form, ``--no-X`` too) and their values."""
     names = set(names)
@@ -393,6 +402,6 @@ def command(plan: Any) -> str:
 
 
 __all__ = ["ALIASES", "DEFAULT_ON", "NATIVE_KEYS", "OPEN_HOSTS", "SECRET_FLAGS", "SERVE", "SHORT_FLAGS", "after_entry",
-           "canonical_args", "arg_lines", "bind_host", "check_text",
+           "canonical_args", "optimization_level", "arg_lines", "bind_host", "check_text",
            "command", "drop", "flag_name", "flag_words", "model_as_flag", "model_target", "parse_flags",
            "serve_args", "served_name", "split_secret_args", "strip_flags", "value_of"]

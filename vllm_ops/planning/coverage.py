@@ -30,7 +30,7 @@ from typing import Iterable
 from vllm_ops.errors import BadInput
 from vllm_ops.models.quant import loads_unquantized
 from vllm_ops.models.spec import ModelSpec
-from vllm_ops.planning.argv import canonical_args
+from vllm_ops.planning.argv import canonical_args, optimization_level
 
 
 class NotModelled(BadInput):
@@ -147,8 +147,8 @@ def flag_gaps(extra_args: Iterable[str]) -> list[tuple[FlagGap, str]]:
     for gap in FLAG_GAPS:
         for i, tok in enumerate(args):
             name, eq, val = tok.partition("=")
-            if tok.startswith("-O") and len(tok) > 2 and not tok.startswith("-O="):
-                name, eq, val = "-O", "=", tok[2:]          # vLLM's -O3 (an optimization level)
+            if (level := optimization_level(tok)) is not None:
+                name, eq, val = "-O", "=", level             # vLLM's -O3 (an optimization level)
             if name not in gap.flags:
                 continue
             value: object = val if eq else (args[i + 1] if i + 1 < len(args) and not args[i + 1].startswith("-")
