@@ -35,8 +35,21 @@ def _dest(names: tuple[str, ...]) -> str:
     return names[0][2:].replace("-", "_")
 
 
+class _OneModel(argparse.Action):
+    """The model, given as the positional word (``vllm-ops plan Qwen/Qwen3-8B``, as ``vllm serve MODEL``) or as
+    ``--model``: either, or both when they agree; two different models are bad input."""
+
+    def __call__(self, parser, namespace, value, option_string=None) -> None:
+        given = getattr(namespace, "model", None)
+        if given is not None and given != value:
+            parser.error(f"two models given: {given} and {value}")
+        namespace.model = value
+
+
 def add_plan_arguments(parser: argparse.ArgumentParser, *, model_default_help: bool = True) -> None:
-    parser.add_argument("--model", "-m", default=None,
+    parser.add_argument("model_word", nargs="?", metavar="MODEL", default=argparse.SUPPRESS, action=_OneModel,
+                        help="the model, as --model")
+    parser.add_argument("--model", "-m", default=None, action=_OneModel,
                         help=f"HF id, catalog name or model directory" +
                              (f" (default {DEFAULT_MODEL})" if model_default_help else ""))
     parser.add_argument("--gpus", default=None, help="simulated GPUs, e.g. 4xL4, 2xH100, 1x79.18GiB")
