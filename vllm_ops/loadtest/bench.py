@@ -12,8 +12,11 @@ with random prompts or a dataset). Before each level, ``warmup="wave"`` (the def
 wave of fresh prompts of the level's length, as many at once as the level keeps in flight, 4 tokens out:
 a level's first wave can pay one-time costs (new HTTP connections; on the GPU, our H200 runs of MoE
 models made without it show a level's first wave 1-2 s slower than the rest, in vLLM's own prefill
-histogram too: tests/unit/test_bench_first_wave.py; which work is done once is not measured), and a
-steady-state figure must not carry them; the first level's wave also does what a single warm-up request
+histogram too: tests/unit/test_bench_first_wave.py; the work done once is Triton compiling the fused-MoE
+kernel for a step shape the server has not run, which vLLM 0.25 logs as "Triton kernel JIT compilation
+during inference": tests/unit/test_gpu_warmup_runs.py), and a steady-state figure must not carry them
+(the wave absorbs a compile when it reaches that shape, not always: a level that still pays one shows a
+mean TTFT far above its median); the first level's wave also does what a single warm-up request
 would (connections, the server's first-request costs), so none is sent. ``"request"`` sends one warm-up
 request before the first level and nothing more; ``"none"`` sends nothing. Between levels,
 ``/metrics`` is read before and after (counter deltas) and sampled during the level (peak KV

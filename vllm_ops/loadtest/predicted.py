@@ -12,9 +12,10 @@ from pathlib import Path
 from typing import Any
 
 from vllm_ops.errors import VllmOpsError
-from vllm_ops.loadtest.report import read_plan_file
+from vllm_ops.loadtest.report import one_time_cost_warning, read_plan_file
 from vllm_ops.planning.perf_fit import BENCH_OUTPUT_SPREAD
-from vllm_ops.planning.performance import Workload, model_spec_of, predict
+from vllm_ops.planning import performance
+from vllm_ops.planning.performance import Workload, model_spec_of
 from vllm_ops.planning.plan import Plan
 
 
@@ -59,17 +60,21 @@ def compare(plan: Any, report: Any, *, record: bool = True, state_dir: Any = Non
                          rate=None if lv.concurrency is not None else rate, num_requests=lv.num_requests or None,
                          prefix_cache_hit=min(max(float(hit or 0.0), 0.0), 1.0),
                          output_spread=BENCH_OUTPUT_SPREAD)
-            perf = predict(plan, w, spec=spec)
+            perf = performance.predict(plan, w, spec=spec)      # looked up per call (tests stand it in)
             row["predicted"] = {k: getattr(perf, k) for k in ("ttft_ms", "tpot_ms", "output_tokens_per_s",
                                                               "requests_per_s", "bound")}
             row["reason"] = perf.reason
+            one_time = one_time_cost_warning(lv)
+            if one_time:
+                row["note"] = "measured TTFT not recorded for calibration: a few requests paid a one-time cost " \
+                              "(the level's warning says more)"
             if record and lv.completed and perf.tpot_ms is not None:
                 from vllm_ops.launch import calibration
 
                 wl = {"input_len": w.input_len, "output_len": w.output_len, "concurrency": w.concurrency,
                       "rate": w.rate, "num_requests": w.num_requests, "prefix_cache_hit": w.prefix_cache_hit}
-                calibration.append(calibration.make_perf_record(plan, wl, row["predicted"], row["measured"]),
-                                   state_dir)
+                measured = {k: v for k, v in row["measured"].items() if not (one_time and k == "ttft_ms")}
+                calibration.append(calibration.make_perf_record(plan, wl, row["predicted"], measured), state_dir)
         rows.append(row)
     return rows
 
@@ -91,3 +96,6 @@ def print_comparison(rows: list[dict[str, Any]], console: Any) -> None:
         t.add_row(r["level"], pair(p.get("ttft_ms"), m["ttft_ms"]), pair(p.get("tpot_ms"), m["tpot_ms"]),
                   pair(p.get("output_tokens_per_s"), m["output_tokens_per_s"]), str(p.get("bound") or r["reason"]))
     console.print(t)
+    for r in rows:
+        if r.get("note"):
+            console.print(f"[yellow]{r['level']}: {r['note']}[/]")

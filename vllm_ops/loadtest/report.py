@@ -171,7 +171,8 @@ class BenchReport:
                 "input_len": self.input_len, "output_len": self.output_len,
                 "num_prompts": self.num_prompts, "dataset": self.dataset, "seed": self.seed,
                 "prompt_pool": self.prompt_pool, "warmup": self.warmup, "ok": self.ok,
-                "levels": [lv.to_dict() for lv in self.levels],
+                "levels": [{**lv.to_dict(), **({"warnings": w} if (w := level_warnings(lv)) else {})}
+                           for lv in self.levels],
                 "saturation": self.saturation.to_dict() if self.saturation else None}
 
     def print_table(self, console: Any = None) -> None:
@@ -199,9 +200,8 @@ class BenchReport:
             split = lv.server.ttft_split()
             if split:
                 con.print(f"{lv.label}: {split}")
-            late = client_lag_warning(lv)
-            if late:
-                con.print(f"[yellow]{lv.label}: {late}[/]")
+            for w in level_warnings(lv):
+                con.print(f"[yellow]{lv.label}: {w}[/]")
         for lv in self.levels:
             for e in lv.errors:
                 con.print(f"[red]{lv.label} error:[/] {e}")
@@ -222,6 +222,30 @@ def client_lag_warning(lv: Any) -> str | None:
         return None
     return (f"the bench's own event loop ran late (p50 {lag.p50:.1f} ms, p90 {lag.p90:.1f} ms, max {lag.max:.0f} ms): "
             f"its TTFT and ITL include that; fewer requests per bench process, or a faster client machine")
+
+
+# A level whose mean TTFT is ONE_TIME_X times its median, with a slowest first token 3x the median and nothing queued
+# in vLLM, paid a one-time cost in a few requests: of the 170 levels stored under tests/data/gpu-runs, exactly the
+# three MoE levels whose first wave paid a Triton compile (tests/unit/test_gpu_warmup_runs.py,
+# test_bench_first_wave.py), and no other.
+ONE_TIME_X = 2.0
+
+
+def one_time_cost_warning(lv: Any) -> str | None:
+    """A line when a few of the level's requests paid a one-time cost its median did not (a kernel compiled for a
+    batch shape the server had not run): the mean TTFT is then no steady-state figure."""
+    t, waited = lv.ttft_ms, lv.server.max_waiting
+    if t.count < 4 or not t.p50 or t.mean < ONE_TIME_X * t.p50 or t.max < 3 * t.p50 or waited:
+        return None
+    return (f"mean TTFT {t.mean:.0f} ms is {t.mean / t.p50:.1f}x the median ({t.p50:.0f} ms; slowest {t.max:.0f}) "
+            f"with nothing queued in vLLM: a few requests paid a one-time cost (on a GPU, usually a kernel compiled "
+            f"for a batch shape the server had not run; vLLM's log says \"JIT compilation during inference\"); the "
+            f"median is the steady state, or run the level again")
+
+
+def level_warnings(lv: Any) -> list[str]:
+    """What makes a level's latencies suspect (the bench's own lag, a one-time cost), one line each."""
+    return [w for w in (client_lag_warning(lv), one_time_cost_warning(lv)) if w]
 
 
 def _pcts(d: Any, n: int) -> str:
