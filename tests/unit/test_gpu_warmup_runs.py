@@ -97,3 +97,14 @@ def test_h200_memory_plan_against_vllm():
     launch = json.loads((H200 / "launch.json").read_text(encoding="utf-8"))
     planned, actual = launch["predicted"]["kv_cache_tokens"], launch["actual"]["kv_cache_tokens"]
     assert (planned, actual) == (415488, 412528) and abs(planned - actual) / actual < 0.01
+
+
+def test_h100_memory_plan_against_vllm():
+    """The 20-layer cut's start on the H100 (t235l20v; no level ran): KV cache 588,192 tokens planned, 579,280 in
+    vLLM's log (+1.5 %)."""
+    run = H100.parent / "t235l20v"
+    planned = json.loads((run / "plan.json").read_text(encoding="utf-8"))["memory"]["kv_cache_tokens"]
+    m = re.search(r"GPU KV cache size: ([\d,]+) tokens", (run / "launch.err").read_text(encoding="utf-8"))
+    actual = int(m.group(1).replace(",", ""))
+    assert (planned, actual) == (588192, 579280) and abs(planned - actual) / actual < 0.02
+    assert "NVIDIA H100 80GB HBM3" in (run / "gpu.txt").read_text(encoding="utf-8")
