@@ -18,7 +18,7 @@ from typing import Any, Iterable
 from vllm_ops.errors import BadInput, ImpossiblePin
 from vllm_ops.hardware.inventory import Inventory
 from vllm_ops.models.spec import ModelSpec
-from vllm_ops.planning.argv import SECRET_FLAGS, canonical_args, split_secret_args, value_of
+from vllm_ops.planning.argv import SECRET_FLAGS, split_secret_args, value_of
 from vllm_ops.planning.argv import command as command_of
 from vllm_ops.planning.argv import chunked_prefill_off, image_limit_from_args, kv_cache_bytes_from_args
 from vllm_ops.planning.coverage import coverage_warnings, flag_warnings, refuse_unmodelled
@@ -254,7 +254,7 @@ def _request(model: ModelSpec, inventory: Inventory, *, pins, vllm_version, prof
             raise BadInput(f"--env {str(k)[:80]!r}: not an environment variable name",
                            hint="letters, digits and '_', not starting with a digit")
         env_in[k] = str(v)
-    env_out, rest, secret_names, warnings = _split_secrets(env_in, spelled_out(canonical_args(extra_args)), env_secrets)
+    env_out, rest, secret_names, warnings = _split_secrets(env_in, spelled_out(extra_args), env_secrets)
     given = lift(pins, port, served_name, rest, warnings)
     pins, port, names, rest = given.pins, given.port, given.names, given.rest
     prof_defaults = {k.replace("-", "_"): v for k, v in (getattr(profile, "vllm_defaults", None) or {}).items()}

@@ -27,8 +27,7 @@ from vllm_ops.errors import BadInput
 from vllm_ops.hardware.inventory import Inventory
 from vllm_ops.models import load_model_spec
 from vllm_ops.planning import plan
-from vllm_ops.planning.argv import (after_entry, arg_lines, canonical_args, optimization_level, parse_flags,
-                                    strip_flags)
+from vllm_ops.planning.argv import after_entry, arg_lines, optimization_level, parse_flags, strip_flags
 from vllm_ops.planning.vllm_flags import spelled_out
 from vllm_ops.planning.pins import PIN_KEYS
 from vllm_ops.planning.versions import (
@@ -149,7 +148,7 @@ def deployment_from_argv(argv: list[str], *, version: str, inventory, source: st
     extra: list[str] = []
     served, port = None, 8000
     for group in arg_lines(words):
-        group = (*spelled_out(canonical_args(group[:1])), *group[1:])   # -tp, --max-num-seq: vLLM's long names
+        group = (*spelled_out(group[:1]), *group[1:])   # -tp, --max-num-seq: vLLM's long names
         if group[0] == "-O" or optimization_level(group[0]) is not None:
             extra += list(group)                              # vLLM's -O3: an optimization level
             continue

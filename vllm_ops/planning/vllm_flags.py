@@ -39,11 +39,12 @@ def _switch(name: str) -> str | None:
 
 
 def spelled_out(args: Iterable[str]) -> list[str]:
-    """``args`` with each abbreviated ``--flag`` written in full, as vLLM's parser reads it (argparse's
-    ``allow_abbrev``: a prefix of exactly one known flag is that flag; ``--max-num-seq 64`` sets max_num_seqs, and
-    would otherwise slip past the planner beside its own ``--max-num-seqs``)."""
+    """``args`` as vLLM's parser reads them: short and alias spellings in their long form (argv.canonical_args,
+    ``-tp 2``) and each abbreviated ``--flag`` written in full (argparse's ``allow_abbrev``: a prefix of exactly one
+    known flag is that flag; ``--max-num-seq 64`` sets max_num_seqs, and would otherwise slip past the planner beside
+    its own ``--max-num-seqs``)."""
     known, out = known_flags(), []
-    for tok in (str(a) for a in args):
+    for tok in canonical_args(args):
         name, eq, val = tok.partition("=")
         if name.startswith("--") and name != "--" and name not in known:
             match = _prefixed(name)
@@ -62,7 +63,7 @@ def unknown_flag_warnings(args: Iterable[str], version: str) -> list[tuple[str, 
     if v < checked:
         return []
     known, out, seen = known_flags(), [], set()
-    for tok in spelled_out(canonical_args(args)):
+    for tok in spelled_out(args):
         name, eq, _val = tok.partition("=")
         if eq and _switch(name) and name not in seen:
             seen.add(name)
