@@ -156,12 +156,17 @@ def _plan_keys(plan: Any) -> tuple[str, str, str | None, dict[str, Any]]:
 
 
 def make_perf_record(plan: Any, workload: Mapping[str, Any], predicted: Mapping[str, Any] | None,
-                     measured: Mapping[str, Any], ts: float | None = None) -> dict[str, Any]:
+                     measured: Mapping[str, Any], ts: float | None = None, *,
+                     ttft_paid_once: bool = False) -> dict[str, Any]:
     """One ``kind: "perf"`` record: the plan's model/hardware/version/flags, the load
     (``input_len``, ``output_len``, ``concurrency`` or ``rate``, ``num_requests``), and the figures.
     A measured figure of 0 is left out: it measured nothing (a TPOT of 0 is a server that handed each
-    request's tokens over in one chunk, seen on a loaded CPU box) and `plan` would quote it."""
+    request's tokens over in one chunk, seen on a loaded CPU box) and `plan` would quote it. So is the
+    measured TTFT of a level where a few requests paid a one-time cost (``ttft_paid_once``,
+    loadtest/report.one_time_cost_warning): its mean is no steady-state figure."""
     model_id, key, version, flags = _plan_keys(plan)
+    if ttft_paid_once:
+        measured = {k: v for k, v in measured.items() if k != "ttft_ms"}
     return {
         "kind": "perf", "ts": ts if ts is not None else time.time(), "model_id": model_id, "gpu_key": key,
         "vllm_version": version, "flags": flags,

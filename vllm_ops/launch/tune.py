@@ -243,8 +243,8 @@ def perf_record(trial: Trial, result: Any) -> dict[str, Any]:
     load = trial.measured.get("load") or {}
     workload = {"input_len": w.input_len, "output_len": w.output_len, **load,
                 "num_requests": trial.measured.get("completed")}
-    measured = {k: v for k, v in trial.measured.items() if not (k == "ttft_ms" and trial.measured.get("ttft_note"))}
-    return calibration.make_perf_record(trial.candidate.plan, workload, trial.candidate.performance, measured)
+    return calibration.make_perf_record(trial.candidate.plan, workload, trial.candidate.performance, trial.measured,
+                                        ttft_paid_once=bool(trial.measured.get("ttft_note")))
 
 
 def _record(trial: Trial, result: Any, opts: TuneOptions) -> str | None:

@@ -73,8 +73,8 @@ def compare(plan: Any, report: Any, *, record: bool = True, state_dir: Any = Non
 
                 wl = {"input_len": w.input_len, "output_len": w.output_len, "concurrency": w.concurrency,
                       "rate": w.rate, "num_requests": w.num_requests, "prefix_cache_hit": w.prefix_cache_hit}
-                measured = {k: v for k, v in row["measured"].items() if not (one_time and k == "ttft_ms")}
-                calibration.append(calibration.make_perf_record(plan, wl, row["predicted"], measured), state_dir)
+                calibration.append(calibration.make_perf_record(plan, wl, row["predicted"], row["measured"],
+                                                                ttft_paid_once=bool(one_time)), state_dir)
         rows.append(row)
     return rows
 
