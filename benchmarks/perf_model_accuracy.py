@@ -116,6 +116,7 @@ PREFILL_RUNS = ROOT / "tests" / "data" / "gpu-runs" / "h200x1" / "prefill"   # o
 EAGER_RUNS = ROOT / "tests" / "data" / "gpu-runs" / "h200x1" / "eager"   # --enforce-eager: the eager floor's own data
 # --moe-backend deep_gemm: DeepGEMM's padded MoE grouped GEMM (vLLM 0.12's default on Hopper), its two constants' own data
 DEEPGEMM_RUNS = ROOT / "tests" / "data" / "gpu-runs" / "h200x1" / "deepgemm"
+DEEPGEMM_H100_RUNS = ROOT / "tests" / "data" / "gpu-runs" / "h100x1" / "deepgemm"   # session 21, in no fit
 GPUS = {"h100_sxm": "H100", "h200_sxm": "H200"}
 # the published checkpoint → the catalog entry with the same architecture + the pin that loads it the same way
 MODELS = {"nvidia/Llama-3.1-8B-Instruct-FP8": ("meta-llama/Llama-3.1-8B-Instruct", "fp8")}
@@ -735,10 +736,13 @@ SET_NAMES = {"public": "NVIDIA's public vLLM rows (aiconfigurator, H100/H200, vL
              "eager": "--enforce-eager, dense models (1x H200, vLLM 0.25): each model's eager floor fitted on the "
                       "other two, the rest by its family's fold",
              "deepgemm": "--moe-backend deep_gemm, block-FP8 MoE (1x H200, vLLM 0.25): each model's two DeepGEMM "
-                         "constants fitted on the other, the rest by its family's fold"}
+                         "constants fitted on the other, the rest by its family's fold",
+             "deepgemm_h100": "--moe-backend deep_gemm on 1x H100 (vLLM 0.25; in no fit): the DeepGEMM constants "
+                              "fitted on the H200 runs, the rest by its family's fold"}
 # the sets in no fit, scored from the stored constants (each level by the fold that never saw its family)
 NO_FIT_SETS = {"unseen": lambda: unseen_pairs(), "ab": lambda: sched_pairs(), "prefill": lambda: prefill_pairs(),
-               "eager": lambda: eager_pairs(), "deepgemm": lambda: deepgemm_pairs()}
+               "eager": lambda: eager_pairs(), "deepgemm": lambda: deepgemm_pairs(),
+               "deepgemm_h100": lambda: unseen_pairs(DEEPGEMM_H100_RUNS)}
 
 
 def no_fit_accuracy() -> dict[str, tuple[dict, dict[str, dict]]]:

@@ -105,7 +105,8 @@ def test_a_plan_quotes_its_expected_error_and_the_models_own_held_out_figures(ru
     rc, out, err = run_cli(*args, "--json")
     assert rc == 0, err
     acc = json.loads(out)["performance"]["accuracy"]
-    assert set(acc["sets"]) == {"public", "gpu", "unseen", "ab", "prefill", "eager", "deepgemm"} and "not fitted on" in acc["kind"]
+    assert set(acc["sets"]) == {"public", "gpu", "unseen", "ab", "prefill", "eager", "deepgemm",
+                                "deepgemm_h100"} and "not fitted on" in acc["kind"]
     assert acc["this_model"]["gpu"]["rows"] >= 4                    # our Qwen3-8B H200 levels, held out
     rc, out, err = run_cli(*args)
     flat = " ".join(out.split())                                     # the table wraps long lines
