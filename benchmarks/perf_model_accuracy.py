@@ -990,7 +990,7 @@ def eager_pairs(folder: Path = EAGER_RUNS) -> list[tuple[Case, Any]]:
                               EAGER_GRID)
 
 
-DEEPGEMM_GRID = {"moe_pad_flops": [0.3 + 0.025 * i for i in range(13)],      # 0.3 .. 0.6 of the FP8 peak
+DEEPGEMM_GRID = {"moe_pad_flops": [round(0.3 + 0.05 * i, 2) for i in range(15)],  # 0.3 .. 1.0 of the FP8 peak
                  "moe_pad_layer_us": [5.0 * i for i in range(9)]}             # 0 .. 40 us per MoE layer
 
 

@@ -51,24 +51,34 @@ EAGER_LAUNCH_US = 325.0
 EAGER_WEIGHTS_X = 2.2
 EAGER_MOE_LAUNCH_US = 1050.0
 # DeepGEMM's MoE grouped GEMM (perf_kernels: vLLM 0.12's default for block-FP8 MoE on Hopper, --moe-backend deep_gemm
-# on 0.25) pads its rows to 128 per expert: the padding rows cost as rows at MOE_PAD_FLOPS of the FP8 peak, and its
-# extra kernels MOE_PAD_LAYER_US per MoE layer. Fitted (a grid, squared log error of the mean TPOT) on the 8 levels of
-# two models run with --moe-backend deep_gemm on 1x H200, vLLM 0.25.0 (tests/data/gpu-runs/h200x1/deepgemm/,
-# 2026-12-05): one GPU's share of Qwen3-235B-A22B-FP8 at TP2 (1000x100 at 1, 4, 16; 4000x100 at 8) and
-# Qwen3-30B-A3B-FP8 (1024x128 at 1, 4, 16, 64); each model predicted by the fit on the other: TPOT -9..+16 %. NVIDIA's
-# public Qwen3-235B-A22B-FP8 rows (vLLM 0.12) are read by no fit: a held-out test (benchmarks/perf_model_accuracy.py
-# deepgemm_pairs).
-MOE_PAD_FLOPS = 0.5
-MOE_PAD_LAYER_US = 25.0
+# on 0.25) pads its rows to 128 per expert. vLLM 0.25's padding ("routed"): the padding rows cost as rows at
+# MOE_PAD_FLOPS of the FP8 peak, added to the GEMMs' time, and its extra kernels MOE_PAD_LAYER_US per MoE layer.
+# Fitted (a grid over 0.3-1.0 of the peak and 0-40 us, squared log error of the mean TPOT) on the 8 levels of two
+# models run with --moe-backend deep_gemm on 1x H200, vLLM 0.25.0 (tests/data/gpu-runs/h200x1/deepgemm/, 2026-12-05):
+# one GPU's share of Qwen3-235B-A22B-FP8 at TP2 (1000x100 at 1, 4, 16; 4000x100 at 8) and Qwen3-30B-A3B-FP8 (1024x128
+# at 1, 4, 16, 64). The fit sits at the grid's cap, the FP8 peak (the data would take 1.05: the padding rows counted
+# are probably a few too many). Held out: the two runs on 1x H100 (tests/data/gpu-runs/h100x1/deepgemm/, session 21,
+# both forms' predictions committed before the runs): TPOT within 11 %, median 4 %. Until session 21 the padding rows
+# sat inside the compute term, overlapping the weights' read (0.5 of the peak, 25 us, fitted on the same 8 levels): on
+# the H100, whose read is 1.4x slower at the same FP8 peak, that hid most of the padding (held-out TPOT 7-25 % low).
+# vLLM 0.12's padding ("all", every local expert at every step) keeps that earlier form and its constants
+# (MOE_PAD_ALL_*): NVIDIA's public Qwen3-235B-A22B-FP8 rows (vLLM 0.12, read by no fit) are its test, and the added
+# form puts them further off (TPOT median 10.9 -> 14.8 %, p90 21.2 -> 31.5 %); why 0.12 overlaps is not known.
+MOE_PAD_FLOPS = 1.0
+MOE_PAD_LAYER_US = 15.0
+MOE_PAD_ALL_FLOPS = 0.5
+MOE_PAD_ALL_LAYER_US = 25.0
 DEFAULT = Efficiency(bw=0.85, flops=0.6, flops_fp8=0.0, step_ms=1.0, layer_us=35.0, allreduce_us=ALLREDUCE_US,
                      request_ms=20.0, moe_bw=1.0, moe_flops=0.0, moe_layer_us=0.0, eager_layer_us=0.0,
                      api_token_us=API_TOKEN_US, eager_launch_us=EAGER_LAUNCH_US, eager_weights_x=EAGER_WEIGHTS_X,
                      eager_moe_launch_us=EAGER_MOE_LAUNCH_US, moe_pad_flops=MOE_PAD_FLOPS,
-                     moe_pad_layer_us=MOE_PAD_LAYER_US)
+                     moe_pad_layer_us=MOE_PAD_LAYER_US, moe_pad_all_flops=MOE_PAD_ALL_FLOPS,
+                     moe_pad_all_layer_us=MOE_PAD_ALL_LAYER_US)
 # measured apart from the fit (the fit's rows run CUDA graphs and cannot move them): these values win over any stored
 MEASURED = {"eager_launch_us": EAGER_LAUNCH_US, "eager_weights_x": EAGER_WEIGHTS_X,
             "eager_moe_launch_us": EAGER_MOE_LAUNCH_US, "moe_pad_flops": MOE_PAD_FLOPS,
-            "moe_pad_layer_us": MOE_PAD_LAYER_US}
+            "moe_pad_layer_us": MOE_PAD_LAYER_US, "moe_pad_all_flops": MOE_PAD_ALL_FLOPS,
+            "moe_pad_all_layer_us": MOE_PAD_ALL_LAYER_US}
 # Requests that start together drift apart or not, depending on the load generator (a property of the
 # harness, not of vLLM), modelled as output lengths spread uniformly over +-spread around the mean:
 # * OSL_JITTER (0.1, an assumption, not fitted): clients that drift apart - real traffic, and NVIDIA's public rows

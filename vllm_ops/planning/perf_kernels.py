@@ -95,11 +95,16 @@ def moe_padding(*, spec: "ModelSpec", version: str, compute_capability: Any, tp:
 def _note(mode: str, local: int, why: str) -> str:
     from vllm_ops.planning import perf_fit
 
-    rows = (f"{local} local experts x {PAD_ROWS - 1} padding rows per MoE layer at every batch size"
-            if mode == "all" else f"{PAD_ROWS - 1} padding rows per expert a token routes to")
-    return (f"MoE layers on DeepGEMM's grouped GEMM ({why}): {rows}, each costed as a row at "
-            f"{perf_fit.MOE_PAD_FLOPS:.2f} of the FP8 peak, + {perf_fit.MOE_PAD_LAYER_US:g} us per MoE layer (fitted "
-            "on 8 levels of 2 models run with --moe-backend deep_gemm on 1x H200, vLLM 0.25.0)")
+    if mode == "all":
+        rows = f"{local} local experts x {PAD_ROWS - 1} padding rows per MoE layer at every batch size"
+        cost = (f"each costed as a row at {perf_fit.MOE_PAD_ALL_FLOPS:.2f} of the FP8 peak within the GEMMs' compute, + "
+                f"{perf_fit.MOE_PAD_ALL_LAYER_US:g} us per MoE layer (fitted on 8 levels of 2 models run with "
+                "--moe-backend deep_gemm on 1x H200, vLLM 0.25.0; vLLM 0.12's public rows are their test)")
+    else:
+        rows = f"{PAD_ROWS - 1} padding rows per expert a token routes to"
+        cost = (f"their time added at {perf_fit.MOE_PAD_FLOPS:.2f} of the FP8 peak, + {perf_fit.MOE_PAD_LAYER_US:g} us "
+                "per MoE layer (fitted on 8 levels of 2 models on 1x H200, vLLM 0.25.0; held out on 2 runs on 1x H100)")
+    return f"MoE layers on DeepGEMM's grouped GEMM ({why}): {rows}, {cost}"
 
 
 def padded_rows(mode: str, routed: float, local: int) -> float:

@@ -8,8 +8,11 @@ the sum over those tokens of the context each attends to). Per GPU it does:
   ``E * (1 - (1 - k/E)**N)`` per layer) and does ``2 * active_params * tokens`` FLOPs;
   time = max(bytes / achieved bandwidth, FLOPs / achieved FLOP/s) — a kernel is bound by one or the other.
 * DeepGEMM's MoE grouped GEMM (vLLM 0.12's default for block-FP8 MoE on Hopper; ``--moe-backend deep_gemm``):
-  its rows padded to 128 per expert (:mod:`vllm_ops.planning.perf_kernels`); the padding rows cost as rows at
-  ``moe_pad_flops`` of the peak on top of the routed ones, and its extra kernels ``moe_pad_layer_us`` per MoE layer.
+  its rows padded to 128 per expert (:mod:`vllm_ops.planning.perf_kernels`). vLLM 0.25's padding (``routed``): the
+  padding rows cost as rows at ``moe_pad_flops`` of the peak ADDED to the GEMMs' time (measured on H200 and H100:
+  the same cost on both cards, not hidden by the weights' read), plus ``moe_pad_layer_us`` per MoE layer; vLLM
+  0.12's (``all``, every local expert at every step): at ``moe_pad_all_flops`` inside the GEMMs' compute term
+  (overlapping the read), plus ``moe_pad_all_layer_us``.
 * attention: reads the KV cache of every decode token's context (KV bytes per token per GPU from
   the memory plan: MLA's compressed latent, fp8 KV) and does ``4 * heads * head_dim`` FLOPs per
   (query, key) pair per layer; time = max(bytes / bandwidth, FLOPs / FLOP/s), separately from the
@@ -87,6 +90,8 @@ class Efficiency:
     moe_pad_flops: float = 0.0     # DeepGEMM's MoE grouped GEMM: its padding rows (perf_kernels) cost as rows at this
                                    # fraction of the FLOP/s peak (0: as at the whole peak)
     moe_pad_layer_us: float = 0.0  # ... and its extra kernels (permute, scale packing, unpermute) per MoE layer
+    moe_pad_all_flops: float = 0.0      # the same two for vLLM 0.12's padding of every local expert (perf_kernels
+    moe_pad_all_layer_us: float = 0.0   # "all"), whose padding rows overlap the weights' read (0: as moe_pad_*)
     harness_prompt_us: float = 0.0  # the public rows' harness only: its latency per prompt token (fit.json harness_fit)
     request_prompt_us: float = 0.0  # per prompt token of a request's first token, outside vLLM (0: plans; the
                                     # public harness: through_harness)
@@ -196,10 +201,9 @@ class StepCost:
         DeepGEMM's padding (``moe_pad``) the padding rows it runs at ``moe_pad_flops`` of the peak."""
         routed = self.expert_flops_per_token * n_tokens / (self.flops_peak * self._moe_flops_eff(gemm_eff))
         pad = self._pad_constants()
-        if pad is None:
+        if pad is None or pad[4]:
             return routed
-        mode, per_tok, local, row_ms = pad
-        return routed + row_ms * (padded_rows(mode, n_tokens * per_tok, local) - n_tokens * per_tok) / 1e3
+        return routed + _pad_ms(pad, n_tokens) / 1e3
 
     def _weights_read(self, n_tokens: int, moe_bw: float = 1.0) -> float:
         """Weight bytes read in a step of ``n_tokens``; expert bytes divided by ``moe_bw`` (the
@@ -218,7 +222,8 @@ class StepCost:
         gemm_eff = self._gemm_eff()
         c_s = dense_flops / (self.flops_peak * gemm_eff) + self._moe_flops_s(n, gemm_eff) \
             + self.head_flops_per_token * (n_dec + (1 if n_pre else 0)) / (self.attn_flops_peak * e.flops)
-        gemm_ms = max(w_s, c_s) * 1e3
+        pad = self._pad_constants()
+        gemm_ms = max(w_s, c_s) * 1e3 + (_pad_ms(pad, n) if pad and pad[4] else 0.0)
         kv_s = self.kv_bytes_per_token * sum_ctx / (self.bw * e.bw)
         a_s = self.attn_flops_per_pair * (sum_ctx + pre_ctx) / (self.attn_flops_peak * e.flops)
         attn_ms = max(kv_s, a_s) * 1e3
@@ -253,10 +258,13 @@ class StepCost:
         else:
             w = w_fixed
         c = (f_dense + f_moe) * n + f_head * (n_dec + (1 if n_pre else 0))
+        added = 0.0
         if pad:
-            mode, per_tok, local, row_c = pad
-            c += row_c * (padded_rows(mode, n * per_tok, local) - n * per_tok)
-        gemm = w if w >= c else c
+            if pad[4]:
+                added = _pad_ms(pad, n)
+            else:
+                c += _pad_ms(pad, n)
+        gemm = (w if w >= c else c) + added
         kv = kv_c * sum_ctx
         at = a_c * (sum_ctx + pre_ctx)
         t = gemm + (kv if kv >= at else at) + ovh
@@ -307,15 +315,24 @@ class StepCost:
     def _overhead_ms(self) -> float:
         """The step's fixed GPU overhead: per step, per layer, per MoE layer (more on DeepGEMM's padded path)."""
         e = self.eff
-        moe_us = e.moe_layer_us + (e.moe_pad_layer_us if self.moe_pad else 0.0)
+        moe_us = e.moe_layer_us + (self._pad_efficiency()[1] if self.moe_pad else 0.0)
         return e.step_ms + (self.layers * e.layer_us + self.moe_layers * moe_us) / 1e3
 
+    def _pad_efficiency(self) -> tuple[float, float]:
+        """(fraction of the FP8 peak, us per MoE layer) of this deployment's DeepGEMM padding."""
+        e = self.eff
+        if self.moe_pad == "all" and e.moe_pad_all_flops:
+            return e.moe_pad_all_flops, e.moe_pad_all_layer_us
+        return e.moe_pad_flops, e.moe_pad_layer_us
+
     def _pad_constants(self) -> tuple | None:
-        """(mode, rows per token, local experts, ms per row) of DeepGEMM's padded MoE GEMM, or None."""
+        """(mode, rows per token, local experts, ms per row, added) of DeepGEMM's padded MoE GEMM, or None;
+        ``added``: the padding's time adds to the GEMMs' (vLLM 0.25's padding) rather than overlapping the read."""
         if not self.moe_pad:
             return None
+        flops = self._pad_efficiency()[0]
         return (self.moe_pad, self.moe_rows_per_token, self.moe_local_experts,
-                self.moe_row_flops * 1e3 / (self.flops_peak * (self.eff.moe_pad_flops or 1.0)))
+                self.moe_row_flops * 1e3 / (self.flops_peak * (flops or 1.0)), self.moe_pad == "routed")
 
     def floor_ms(self, n_dec: int, sum_ctx: float, n_pre: int = 0, pre_ctx: float = 0.0) -> float:
         """Roofline floor of a step (by default a pure decode step): every term at 100% of the peak, no overhead."""
@@ -323,6 +340,12 @@ class StepCost:
         mem = (self._weights_read(n) + self.kv_bytes_per_token * sum_ctx) / self.bw
         comp = (self.flops_per_token * n + self.attn_flops_per_pair * (sum_ctx + pre_ctx)) / self.flops_peak
         return max(mem, comp) * 1e3
+
+
+def _pad_ms(pad: tuple, n_tokens: int) -> float:
+    """Milliseconds the padding rows of one step of ``n_tokens`` cost (``pad``: :meth:`StepCost._pad_constants`)."""
+    mode, per_tok, local, row_ms, _added = pad
+    return row_ms * (padded_rows(mode, n_tokens * per_tok, local) - n_tokens * per_tok)
 
 
 def unique_expert_fraction(tokens: int, experts: int, per_token: int) -> float:
