@@ -191,3 +191,34 @@ def test_deepgemm_h100_memory_plan_against_vllm():
     assert 0.02 < (pred["kv_cache_tokens"] - act["kv_cache_tokens"]) / act["kv_cache_tokens"] < 0.03
     q30 = json.loads((DG_H100.parent / "q30dgh" / "launch.json").read_text(encoding="utf-8"))   # +0.8 %
     assert (q30["predicted"]["kv_cache_tokens"], q30["actual"]["kv_cache_tokens"]) == (466480, 462816)
+
+
+def test_deepgemm_ttft_caveat_is_what_the_runs_measured():
+    """perf_fit.DEEPGEMM_TTFT_CHECK, recomputed: every level of the four --moe-backend deep_gemm runs (two on the
+    H200, two on the H100), measured TTFT over the shipped constants' prediction; a plan on that path says it."""
+    import sys
+
+    sys.path.insert(0, str(RUNS.parents[2] / "benchmarks"))
+    import perf_model_accuracy as A
+
+    from vllm_ops.planning import perf_fit
+
+    low, high = [], []
+    for folder in (A.DEEPGEMM_RUNS, A.DEEPGEMM_H100_RUNS):
+        for c in A._kept_cases(folder):
+            (_c, p), = A.predict_all([c], perf_fit.EFFICIENCY)
+            (low if c.workload.concurrency <= 4 else high).append(round(c.ttft_ms / p.ttft_ms, 2))
+    d = perf_fit.DEEPGEMM_TTFT_CHECK
+    assert (len(low), sum(x >= 1.3 for x in low), (min(low), max(low))) == (d["low_levels"], d["low_slow"], d["low_x"])
+    assert (len(high), (min(high), max(high))) == (d["high_levels"], d["high_x"])
+
+
+def test_a_plan_on_the_deepgemm_path_carries_the_ttft_caveat(run_cli):
+    rc, out, err = run_cli("plan", "Qwen/Qwen3-30B-A3B-FP8", "--gpus", "1xH100", "--input-len", "1024",
+                           "--output-len", "128", "--concurrency", "4", "--json", "--", "--moe-backend", "deep_gemm")
+    assert rc == 0, err
+    assert any("TTFT on DeepGEMM's MoE path" in c for c in json.loads(out)["performance"]["caveats"])
+    rc, out, err = run_cli("plan", "Qwen/Qwen3-30B-A3B-FP8", "--gpus", "1xH100", "--input-len", "1024",
+                           "--output-len", "128", "--concurrency", "4", "--json")          # Triton: no such caveat
+    assert rc == 0, err
+    assert not any("DeepGEMM" in c for c in json.loads(out)["performance"]["caveats"])

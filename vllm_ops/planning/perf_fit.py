@@ -196,6 +196,24 @@ def dp_moe_note() -> str:
             f"{d['tpot_pct'][0]:+.1f}..{d['tpot_pct'][1]:+.1f} %)")
 
 
+# What a plan on vLLM 0.25's DeepGEMM MoE path (--moe-backend deep_gemm) should expect of its TTFT: our four such runs
+# (tests/data/gpu-runs/h200x1/deepgemm/ and h100x1/deepgemm/; 19 levels, 1000-1024-token prompts, one 4000), measured
+# over predicted by the shipped constants (tests/unit/test_gpu_warmup_runs.py recomputes every figure). At 1-4
+# requests the first token came up to 3x later than predicted (the path's prefill kernels beyond the padded GEMM are
+# not modelled); at 8-64 requests within 0.64-1.35x. Said in such a plan's caveats, not corrected (four runs).
+DEEPGEMM_TTFT_CHECK = {"low_levels": 9, "low_slow": 6, "low_x": (0.85, 3.08), "high_levels": 10, "high_x": (0.64, 1.35)}
+
+
+def deepgemm_ttft_note() -> str:
+    """The caveat of a plan whose MoE runs vLLM 0.25's padded DeepGEMM path (DEEPGEMM_TTFT_CHECK)."""
+    d = DEEPGEMM_TTFT_CHECK
+    return (f"TTFT on DeepGEMM's MoE path, checked on our runs with --moe-backend deep_gemm (vLLM 0.25, 1x H200 and 1x "
+            f"H100; not fitted to TTFT): at 1-4 requests measured {d['low_x'][0]:g}-{d['low_x'][1]:g}x this model's "
+            f"({d['low_slow']} of {d['low_levels']} levels 1.3x or more: the path's prefill kernels beyond the padded "
+            f"GEMM are not modelled), at 8-64 requests {d['high_x'][0]:g}-{d['high_x'][1]:g}x "
+            f"({d['high_levels']} levels): read a low-load TTFT as a lower bound")
+
+
 def gpu_note(key: str, compute_capability: Any) -> str | None:
     """What a plan on GPU ``key`` should know of the efficiencies' reach (None on the GPUs they were fitted on)."""
     if key in FITTED_GPUS:

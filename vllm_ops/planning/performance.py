@@ -140,6 +140,8 @@ def predict(plan: "Plan", workload: Workload, *, spec: "ModelSpec | None" = None
     perf = _run(plan, workload, cost, notes) if dp < 2 else _data_parallel(plan, workload, cost, notes, dp)
     if cost.moe_pad == "all" and perf.tpot_ms is not None:
         perf.hint = _without_deepgemm(plan, workload, spec, cost, perf)
+    if cost.moe_pad == "routed" and perf.ttft_ms is not None:
+        perf.caveats.append(perf_fit.deepgemm_ttft_note())
     perf.caveats[:0] = caveats
     return perf
 
