@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, replace
+from typing import NamedTuple
 
 from vllm_ops.planning.perf_kernels import padded_rows
 
@@ -198,10 +199,11 @@ class StepCost:
 
     def _moe_flops_s(self, n_tokens: int, gemm_eff: float) -> float:
         """Seconds of the MoE layers' grouped GEMMs: the routed rows at the fused-MoE kernels' FLOP/s, plus with
-        DeepGEMM's padding (``moe_pad``) the padding rows it runs at ``moe_pad_flops`` of the peak."""
+        vLLM 0.12's DeepGEMM padding (``moe_pad`` "all", which overlaps the weights' read) the padding rows it runs
+        at ``moe_pad_all_flops`` of the peak (vLLM 0.25's padding is added to the GEMMs' time instead: :meth:`parts`)."""
         routed = self.expert_flops_per_token * n_tokens / (self.flops_peak * self._moe_flops_eff(gemm_eff))
         pad = self._pad_constants()
-        if pad is None or pad[4]:
+        if pad is None or pad.added:
             return routed
         return routed + _pad_ms(pad, n_tokens) / 1e3
 
@@ -223,7 +225,7 @@ class StepCost:
         c_s = dense_flops / (self.flops_peak * gemm_eff) + self._moe_flops_s(n, gemm_eff) \
             + self.head_flops_per_token * (n_dec + (1 if n_pre else 0)) / (self.attn_flops_peak * e.flops)
         pad = self._pad_constants()
-        gemm_ms = max(w_s, c_s) * 1e3 + (_pad_ms(pad, n) if pad and pad[4] else 0.0)
+        gemm_ms = max(w_s, c_s) * 1e3 + (_pad_ms(pad, n) if pad and pad.added else 0.0)
         kv_s = self.kv_bytes_per_token * sum_ctx / (self.bw * e.bw)
         a_s = self.attn_flops_per_pair * (sum_ctx + pre_ctx) / (self.attn_flops_peak * e.flops)
         attn_ms = max(kv_s, a_s) * 1e3
@@ -260,7 +262,7 @@ class StepCost:
         c = (f_dense + f_moe) * n + f_head * (n_dec + (1 if n_pre else 0))
         added = 0.0
         if pad:
-            if pad[4]:
+            if pad.added:
                 added = _pad_ms(pad, n)
             else:
                 c += _pad_ms(pad, n)
@@ -325,14 +327,13 @@ class StepCost:
             return e.moe_pad_all_flops, e.moe_pad_all_layer_us
         return e.moe_pad_flops, e.moe_pad_layer_us
 
-    def _pad_constants(self) -> tuple | None:
-        """(mode, rows per token, local experts, ms per row, added) of DeepGEMM's padded MoE GEMM, or None;
-        ``added``: the padding's time adds to the GEMMs' (vLLM 0.25's padding) rather than overlapping the read."""
+    def _pad_constants(self) -> "PadCost | None":
+        """DeepGEMM's padded MoE GEMM for this deployment, or None."""
         if not self.moe_pad:
             return None
         flops = self._pad_efficiency()[0]
-        return (self.moe_pad, self.moe_rows_per_token, self.moe_local_experts,
-                self.moe_row_flops * 1e3 / (self.flops_peak * (flops or 1.0)), self.moe_pad == "routed")
+        return PadCost(self.moe_pad, self.moe_rows_per_token, self.moe_local_experts,
+                       self.moe_row_flops * 1e3 / (self.flops_peak * (flops or 1.0)), self.moe_pad == "routed")
 
     def floor_ms(self, n_dec: int, sum_ctx: float, n_pre: int = 0, pre_ctx: float = 0.0) -> float:
         """Roofline floor of a step (by default a pure decode step): every term at 100% of the peak, no overhead."""
@@ -342,10 +343,18 @@ class StepCost:
         return max(mem, comp) * 1e3
 
 
-def _pad_ms(pad: tuple, n_tokens: int) -> float:
-    """Milliseconds the padding rows of one step of ``n_tokens`` cost (``pad``: :meth:`StepCost._pad_constants`)."""
-    mode, per_tok, local, row_ms, _added = pad
-    return row_ms * (padded_rows(mode, n_tokens * per_tok, local) - n_tokens * per_tok)
+class PadCost(NamedTuple):
+    """DeepGEMM's padded MoE GEMM as a step costs it (:meth:`StepCost._pad_constants`)."""
+    mode: str           # "all" (vLLM 0.12: every local expert) | "routed" (0.25: experts a token routes to)
+    per_token: float    # routed rows per token
+    local: int          # routed experts one GPU holds
+    row_ms: float       # one padding row at the padding's fraction of the FP8 peak
+    added: bool         # its time adds to the GEMMs' (0.25) rather than overlapping the weights' read (0.12)
+
+
+def _pad_ms(pad: PadCost, n_tokens: int) -> float:
+    """Milliseconds the padding rows of one step of ``n_tokens`` cost."""
+    return pad.row_ms * (padded_rows(pad.mode, n_tokens * pad.per_token, pad.local) - n_tokens * pad.per_token)
 
 
 def unique_expert_fraction(tokens: int, experts: int, per_token: int) -> float:
