@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 from vllm_ops.errors import BadInput
 from vllm_ops.hardware import catalog
 from vllm_ops.planning import perf_fit
-from vllm_ops.planning.argv import prefix_caching_off
+from vllm_ops.planning.argv import drop, prefix_caching_off
 from vllm_ops.planning.coverage import performance_gaps
 from vllm_ops.planning.memory import GPU_BLOCK_SIZE, VOCAB_PADDING, expert_params
 from vllm_ops.planning.perf_kernels import DEEP_GEMM_MOE_OFF, expert_parallel, moe_padding
@@ -138,7 +138,7 @@ def predict(plan: "Plan", workload: Workload, *, spec: "ModelSpec | None" = None
     notes = perf_fit.notes() if efficiency is None else ["efficiencies given by the caller"]
     dp = int((plan.vllm_args or {}).get("data_parallel_size") or 1)
     perf = _run(plan, workload, cost, notes) if dp < 2 else _data_parallel(plan, workload, cost, notes, dp)
-    if cost.moe_pad == "all" and perf.tpot_ms is not None:
+    if cost.moe_pad and perf.tpot_ms is not None:
         perf.hint = _without_deepgemm(plan, workload, spec, cost, perf)
     if cost.moe_pad == "routed" and perf.ttft_ms is not None:
         perf.caveats.append(perf_fit.deepgemm_ttft_note())
@@ -146,16 +146,25 @@ def predict(plan: "Plan", workload: Workload, *, spec: "ModelSpec | None" = None
     return perf
 
 
-def _without_deepgemm(plan: "Plan", w: Workload, spec: "ModelSpec", cost: "StepCost", perf: Performance) -> str:
+def _without_deepgemm(plan: "Plan", w: Workload, spec: "ModelSpec", cost: "StepCost", perf: Performance) -> str | None:
     """The hint beside a plan on DeepGEMM's padded MoE path: how much shorter a decode step of the predicted batch
-    would be on Triton's fused MoE (a ratio of two step costs, not a second simulation: plans stay fast)."""
-    var, val = DEEP_GEMM_MOE_OFF
-    off, _why = step_cost(replace(plan, env={**(plan.env or {}), var: val}), spec, cost.eff)
+    would be on Triton's fused MoE (a ratio of two step costs, not a second simulation: plans stay fast). vLLM
+    0.12-0.13 pad by default (the variable turns it off); on 0.25 the padding comes from ``--moe-backend deep_gemm``
+    (leaving the flag out gives Triton). None where Triton would not be faster."""
+    if cost.moe_pad == "all":
+        var, val = DEEP_GEMM_MOE_OFF
+        how, off_plan = f"with --env {var}={val}", replace(plan, env={**(plan.env or {}), var: val})
+    else:
+        how = "without --moe-backend deep_gemm"
+        off_plan = replace(plan, extra_args=drop(list(plan.extra_args or ()), ["--moe-backend"]))
+    off, _why = step_cost(off_plan, spec, cost.eff)
     n = max(int(round(perf.effective_concurrency or 1)), 1)
     ctx = n * (w.input_len + w.output_len / 2)
     ratio = off.step_ms(n, ctx) / cost.step_ms(n, ctx) if off is not None else 1.0
-    return (f"with --env {var}={val} (Triton's fused MoE, no padding) a decode step of {n} requests "
-            f"would take {ratio:.2f}x as long: TPOT about {perf.tpot_ms * ratio:.1f} ms")
+    if cost.moe_pad != "all" and ratio >= 0.98:
+        return None
+    return (f"{how} (Triton's fused MoE, no padding) a decode step of {n} request{'s' if n != 1 else ''} would take "
+            f"{ratio:.2f}x as long: TPOT about {perf.tpot_ms * ratio:.1f} ms")
 
 
 def rank_concurrency(concurrency: int, dp: int) -> int:
