@@ -248,3 +248,40 @@ def test_the_hint_to_leave_deepgemm_out_matches_the_triton_start_of_the_same_cut
         assert perf.hint and perf.hint.startswith("without --moe-backend deep_gemm"), perf.hint
         hinted = float(perf.hint.rsplit("TPOT about ", 1)[1].split(" ms")[0])
         assert abs(hinted / triton[c] - 1) < 0.10, (c, hinted, triton[c])
+
+
+def test_moe_prefill_caveat_is_what_the_runs_measured(run_cli):
+    """perf_fit.MOE_PREFILL_CHECK, recomputed: every single-request level of our runs (perf, unseen, sched, deepgemm
+    on both cards), measured minus held-out predicted TTFT per layer; fine-grained MoE models (64 experts or more)
+    all came out slow, dense ones within a fraction of a ms per layer. A Triton plan of such a model says so; a dense
+    plan and Mixtral's (8 experts) do not."""
+    import sys
+
+    sys.path.insert(0, str(RUNS.parents[2] / "benchmarks"))
+    import perf_model_accuracy as A
+
+    from vllm_ops.planning import perf_fit
+
+    d = perf_fit.MOE_PREFILL_CHECK
+    fine, dense, models = [], [], set()
+    for folder in (A.GPU_RUNS, A.UNSEEN_RUNS, A.SCHED_RUNS, A.DEEPGEMM_RUNS, A.DEEPGEMM_H100_RUNS):
+        for c in A._kept_cases(folder):
+            if c.workload.concurrency != 1 or c.spec is None:
+                continue
+            (_c, p), = A.predict_all([c], A.held_out_efficiency(c.model) or perf_fit.EFFICIENCY)
+            per_layer = round((c.ttft_ms - p.ttft_ms) / c.spec.num_layers, 2)
+            if c.spec.moe is None:
+                dense.append(per_layer)
+            elif c.spec.moe.num_experts >= d["min_experts"]:
+                fine.append(per_layer)
+                models.add(c.model.removesuffix("-L20").rsplit("/", 1)[-1].split("__")[-1].removesuffix("-tp2shard"))
+    assert (len(fine), (min(fine), max(fine))) == (d["levels"], d["ms_per_layer"])
+    assert len(models) == d["models"], models
+    assert (len(dense), (min(dense), max(dense))) == (d["dense_levels"], d["dense_ms_per_layer"])
+    base = ("plan", "--gpus", "1xH200", "--input-len", "1024", "--output-len", "128", "--concurrency", "1", "--json")
+    for model, expect in (("Qwen/Qwen3-30B-A3B-FP8", True), ("Qwen/Qwen3-8B", False),
+                          ("mistralai/Mixtral-8x7B-Instruct-v0.1", False)):
+        rc, out, err = run_cli(base[0], model, *base[1:])
+        assert rc == 0, err
+        caveats = json.loads(out)["performance"]["caveats"]
+        assert any("fine-grained MoE" in c for c in caveats) == expect, (model, caveats)

@@ -120,7 +120,9 @@ def test_a_moe_dp_plan_says_its_ttft_is_a_lower_bound_for_long_outputs():
     p = plan(spec, parse_gpu_spec("2xH100"), vllm_version="0.25.0", pins={"data_parallel_size": 2,
                                                                            "tensor_parallel_size": 1})
     caveats = predict(p, Workload(1000, 1000, concurrency=8)).caveats
-    assert len(caveats) == 1 and "lower bound" in caveats[0] and "2.1-7.4x" in caveats[0]
+    dp_notes = [c for c in caveats if "data parallelism" in c]
+    assert len(dp_notes) == 1 and "lower bound" in dp_notes[0] and "2.1-7.4x" in dp_notes[0]
+    assert len(caveats) == 2 and "fine-grained MoE" in caveats[1]     # and its low-load prefill (perf_fit)
     dense = plan(load_model_spec("Qwen/Qwen3-8B", offline=True), parse_gpu_spec("2xH200"), vllm_version="0.25.0",
                  pins={"data_parallel_size": 2})
     assert predict(dense, Workload(1000, 1000, concurrency=8)).caveats == []

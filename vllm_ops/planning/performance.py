@@ -142,6 +142,8 @@ def predict(plan: "Plan", workload: Workload, *, spec: "ModelSpec | None" = None
         perf.hint = _without_deepgemm(plan, workload, spec, cost, perf)
     if cost.moe_pad == "routed" and perf.ttft_ms is not None:
         perf.caveats.append(perf_fit.deepgemm_ttft_note())
+    elif spec.moe and spec.moe.num_experts >= perf_fit.MOE_PREFILL_CHECK["min_experts"] and perf.ttft_ms is not None:
+        perf.caveats.append(perf_fit.moe_prefill_note(cost.moe_layers))
     perf.caveats[:0] = caveats
     return perf
 
