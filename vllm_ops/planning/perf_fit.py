@@ -63,7 +63,7 @@ EAGER_MOE_LAUNCH_US = 1050.0
 # the H100, whose read is 1.4x slower at the same FP8 peak, that hid most of the padding (held-out TPOT 7-25 % low).
 # vLLM 0.12's padding ("all", every local expert at every step) keeps that earlier form and its constants
 # (MOE_PAD_ALL_*): NVIDIA's public Qwen3-235B-A22B-FP8 rows (vLLM 0.12, read by no fit) are its test, and the added
-# form puts them further off (TPOT median 10.9 -> 14.8 %, p90 21.2 -> 31.5 %); why 0.12 overlaps is not known.
+# form puts them further off (TPOT median 10.9 -> 13.4 %, p90 21.2 -> 31.5 %); why 0.12 overlaps is not known.
 MOE_PAD_FLOPS = 1.0
 MOE_PAD_LAYER_US = 15.0
 MOE_PAD_ALL_FLOPS = 0.5
