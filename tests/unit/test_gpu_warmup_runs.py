@@ -17,11 +17,20 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from pathlib import Path
 
 import pytest
 
 RUNS = Path(__file__).resolve().parents[1] / "data" / "gpu-runs"
+sys.path.insert(0, str(RUNS.parents[2] / "benchmarks"))
+
+import perf_model_accuracy as A  # noqa: E402
+
+from vllm_ops.models import load_model_spec  # noqa: E402
+from vllm_ops.planning import perf_fit  # noqa: E402
+from vllm_ops.planning.performance import Workload, predict  # noqa: E402
+from vllm_ops.planning.plan import Plan  # noqa: E402
 H200 = RUNS / "h200x1" / "warmup" / "t235w2"
 H100 = RUNS / "h100x1" / "warmup" / "t235l20w"
 DG_H100 = RUNS / "h100x1" / "deepgemm" / "dgL20"
@@ -137,13 +146,12 @@ def test_deepgemm_h100_ran_deepgemm_and_no_level_paid_a_one_time_cost():
         assert lv["ttft_ms"]["mean"] < 1.2 * lv["ttft_ms"]["p50"], stem
 
 
-def _pairs(folder: Path):
-    import sys
-
-    sys.path.insert(0, str(RUNS.parents[2] / "benchmarks"))
-    import perf_model_accuracy as A
-
-    return A.unseen_pairs(folder)
+def _predict(run: Path, isl: int, osl: int, concurrency: int, prompts: int):
+    """The run's own plan (and model config) predicting one bench level as the model stands now."""
+    plan = Plan.from_dict(json.loads((run / "plan.json").read_text(encoding="utf-8")))
+    return predict(plan, Workload(isl, osl, concurrency=concurrency, num_requests=prompts,
+                                  output_spread=perf_fit.BENCH_OUTPUT_SPREAD),
+                   spec=load_model_spec(str(run / "model"), offline=True))
 
 
 # Qwen3-30B-A3B-FP8 on the H100 (q30dgh), 1024/128: requests -> (TPOT ms, TTFT ms) committed before the run for the
@@ -157,11 +165,6 @@ def test_deepgemm_h100_the_padding_form_chosen_before_the_runs_decides():
     (the padding overlapping the weights' read) is what bench printed beside each level: TPOT 2-25 % low from 4
     requests on. The added form, whose predictions for Qwen3-30B-A3B-FP8 were committed before that run, is what
     the model gives now: every level within 10 %, median under 5 %."""
-    from vllm_ops.models import load_model_spec
-    from vllm_ops.planning.perf_fit import BENCH_OUTPUT_SPREAD
-    from vllm_ops.planning.performance import Workload, predict
-    from vllm_ops.planning.plan import Plan
-
     q30 = DG_H100.parent / "q30dgh"
     for run in (DG_H100, q30):
         for stem, (_doc, lv, printed) in _levels(run).items():
@@ -170,12 +173,9 @@ def test_deepgemm_h100_the_padding_form_chosen_before_the_runs_decides():
     for stem, (doc, lv, printed) in _levels(q30).items():
         c = lv["concurrency"]
         assert (round(printed["tpot_ms"], 2), round(printed["ttft_ms"])) == OVERLAP_Q30[c], stem
-        plan = Plan.from_dict(json.loads((q30 / "plan.json").read_text(encoding="utf-8")))
-        now = predict(plan, Workload(1024, 128, concurrency=c, num_requests=doc["num_prompts"],
-                                     output_spread=BENCH_OUTPUT_SPREAD),
-                      spec=load_model_spec(str(q30 / "model"), offline=True))
+        now = _predict(q30, 1024, 128, c, doc["num_prompts"])
         assert (round(now.tpot_ms, 2), round(now.ttft_ms)) == ADDED_Q30[c], stem
-    pairs = _pairs(DG_H100.parent)
+    pairs = A.unseen_pairs(DG_H100.parent)
     assert len(pairs) == 11
     errs = sorted(abs(_err(p.tpot_ms, c.tpot_ms)) for c, p in pairs)
     assert errs[-1] < 10.0 and errs[len(errs) // 2] < 5.0, errs
@@ -201,13 +201,6 @@ def test_deepgemm_h100_memory_plan_against_vllm():
 def test_deepgemm_ttft_caveat_is_what_the_runs_measured():
     """perf_fit.DEEPGEMM_TTFT_CHECK, recomputed: every level of the four --moe-backend deep_gemm runs (two on the
     H200, two on the H100), measured TTFT over the shipped constants' prediction; a plan on that path says it."""
-    import sys
-
-    sys.path.insert(0, str(RUNS.parents[2] / "benchmarks"))
-    import perf_model_accuracy as A
-
-    from vllm_ops.planning import perf_fit
-
     low, high = [], []
     for folder in (A.DEEPGEMM_RUNS, A.DEEPGEMM_H100_RUNS):
         for c in A._kept_cases(folder):
@@ -233,18 +226,10 @@ def test_the_hint_to_leave_deepgemm_out_matches_the_triton_start_of_the_same_cut
     """A vLLM 0.25 plan with --moe-backend deep_gemm says what leaving it out (Triton's fused MoE) gives; on the
     H100 the same cut ran both ways (t235l20w: Triton; dgL20: DeepGEMM): the hint's TPOT at 4, 8 and 16 requests is
     within 10 % of Triton's measured (6.0 / 8.6 / 12.6 ms hinted, 6.60 / 9.46 / 13.45 measured)."""
-    from vllm_ops.models import load_model_spec
-    from vllm_ops.planning.perf_fit import BENCH_OUTPUT_SPREAD
-    from vllm_ops.planning.performance import Workload, predict
-    from vllm_ops.planning.plan import Plan
-
-    plan = Plan.from_dict(json.loads((DG_H100 / "plan.json").read_text(encoding="utf-8")))
-    spec = load_model_spec(str(DG_H100 / "model"), offline=True)
     triton = {lv["concurrency"]: lv["tpot_ms"]["mean"] for _d, lv, _p in _levels(H100).values()
               if _d["warmup"] == "request" or lv["concurrency"] == 16}
     for c, n in ((4, 16), (8, 16), (16, 48)):
-        perf = predict(plan, Workload(1000, 100, concurrency=c, num_requests=n, output_spread=BENCH_OUTPUT_SPREAD),
-                       spec=spec)
+        perf = _predict(DG_H100, 1000, 100, c, n)
         assert perf.hint and perf.hint.startswith("without --moe-backend deep_gemm"), perf.hint
         hinted = float(perf.hint.rsplit("TPOT about ", 1)[1].split(" ms")[0])
         assert abs(hinted / triton[c] - 1) < 0.10, (c, hinted, triton[c])
@@ -255,13 +240,6 @@ def test_moe_prefill_caveat_is_what_the_runs_measured(run_cli):
     on both cards), measured minus held-out predicted TTFT per layer; fine-grained MoE models (64 experts or more)
     all came out slow, dense ones within a fraction of a ms per layer. A Triton plan of such a model says so; a dense
     plan and Mixtral's (8 experts) do not."""
-    import sys
-
-    sys.path.insert(0, str(RUNS.parents[2] / "benchmarks"))
-    import perf_model_accuracy as A
-
-    from vllm_ops.planning import perf_fit
-
     d = perf_fit.MOE_PREFILL_CHECK
     fine, dense, models = [], [], set()
     for folder in (A.GPU_RUNS, A.UNSEEN_RUNS, A.SCHED_RUNS, A.DEEPGEMM_RUNS, A.DEEPGEMM_H100_RUNS):
