@@ -117,6 +117,7 @@ EAGER_RUNS = ROOT / "tests" / "data" / "gpu-runs" / "h200x1" / "eager"   # --enf
 # --moe-backend deep_gemm: DeepGEMM's padded MoE grouped GEMM (vLLM 0.12's default on Hopper), its two constants' own data
 DEEPGEMM_RUNS = ROOT / "tests" / "data" / "gpu-runs" / "h200x1" / "deepgemm"
 DEEPGEMM_H100_RUNS = ROOT / "tests" / "data" / "gpu-runs" / "h100x1" / "deepgemm"   # session 21, in no fit
+H100_RUNS = ROOT / "tests" / "data" / "gpu-runs" / "h100x1" / "perf"   # session 22, in no fit (predictions committed first)
 GPUS = {"h100_sxm": "H100", "h200_sxm": "H200"}
 # the published checkpoint → the catalog entry with the same architecture + the pin that loads it the same way
 MODELS = {"nvidia/Llama-3.1-8B-Instruct-FP8": ("meta-llama/Llama-3.1-8B-Instruct", "fp8")}
@@ -738,11 +739,13 @@ SET_NAMES = {"public": "NVIDIA's public vLLM rows (aiconfigurator, H100/H200, vL
              "deepgemm": "--moe-backend deep_gemm, block-FP8 MoE (1x H200, vLLM 0.25): each model's two DeepGEMM "
                          "constants fitted on the other, the rest by its family's fold",
              "deepgemm_h100": "--moe-backend deep_gemm on 1x H100 (vLLM 0.25; in no fit): the DeepGEMM constants "
-                              "fitted on the H200 runs, the rest by its family's fold"}
+                              "fitted on the H200 runs, the rest by its family's fold",
+             "h100": "our vllm-ops bench runs on 1x H100 (vLLM 0.25; in no fit, predictions committed before each "
+                     "run): a dense bf16 model and a Triton MoE, each by its family's fold"}
 # the sets in no fit, scored from the stored constants (each level by the fold that never saw its family)
 NO_FIT_SETS = {"unseen": lambda: unseen_pairs(), "ab": lambda: sched_pairs(), "prefill": lambda: prefill_pairs(),
                "eager": lambda: eager_pairs(), "deepgemm": lambda: deepgemm_pairs(),
-               "deepgemm_h100": lambda: unseen_pairs(DEEPGEMM_H100_RUNS)}
+               "deepgemm_h100": lambda: unseen_pairs(DEEPGEMM_H100_RUNS), "h100": lambda: unseen_pairs(H100_RUNS)}
 
 
 def no_fit_accuracy() -> dict[str, tuple[dict, dict[str, dict]]]:

@@ -106,7 +106,7 @@ def test_a_plan_quotes_its_expected_error_and_the_models_own_held_out_figures(ru
     assert rc == 0, err
     acc = json.loads(out)["performance"]["accuracy"]
     assert set(acc["sets"]) == {"public", "gpu", "unseen", "ab", "prefill", "eager", "deepgemm",
-                                "deepgemm_h100"} and "not fitted on" in acc["kind"]
+                                "deepgemm_h100", "h100"} and "not fitted on" in acc["kind"]
     assert acc["this_model"]["gpu"]["rows"] >= 4                    # our Qwen3-8B H200 levels, held out
     rc, out, err = run_cli(*args)
     flat = " ".join(out.split())                                     # the table wraps long lines
@@ -124,7 +124,7 @@ def test_a_plan_quotes_its_expected_error_and_the_models_own_held_out_figures(ru
     assert "this_model" not in json.loads(out)["performance"]["accuracy"]
 
 
-@pytest.mark.parametrize("name", ["unseen", "ab", "prefill", "eager"])
+@pytest.mark.parametrize("name", ["unseen", "ab", "prefill", "eager", "h100"])
 def test_the_no_fit_sets_a_plan_quotes_are_what_the_stored_constants_give(bench, name):
     pooled, per = bench.no_fit_accuracy()[name]
     quoted = perf_fit.accuracy_for(None)["sets"][name]
