@@ -741,7 +741,7 @@ SET_NAMES = {"public": "NVIDIA's public vLLM rows (aiconfigurator, H100/H200, vL
              "deepgemm_h100": "--moe-backend deep_gemm on 1x H100 (vLLM 0.25; in no fit): the DeepGEMM constants "
                               "fitted on the H200 runs, the rest by its family's fold",
              "h100": "our vllm-ops bench runs on 1x H100 (vLLM 0.25; in no fit, predictions committed before each "
-                     "run): a dense bf16 model and a Triton MoE, each by its family's fold"}
+                     "run): three dense bf16 models (1.5B-32B) and a Triton MoE, each by its family's fold"}
 # the sets in no fit, scored from the stored constants (each level by the fold that never saw its family)
 NO_FIT_SETS = {"unseen": lambda: unseen_pairs(), "ab": lambda: sched_pairs(), "prefill": lambda: prefill_pairs(),
                "eager": lambda: eager_pairs(), "deepgemm": lambda: deepgemm_pairs(),

@@ -27,7 +27,7 @@ from vllm_ops.hardware import catalog
 from vllm_ops.planning import perf_fit
 from vllm_ops.planning.argv import drop, prefix_caching_off
 from vllm_ops.planning.coverage import performance_gaps
-from vllm_ops.planning.memory import GPU_BLOCK_SIZE, VOCAB_PADDING, expert_params
+from vllm_ops.planning.memory import GPU_BLOCK_SIZE, VOCAB_PADDING, GiB, expert_params
 from vllm_ops.planning.perf_kernels import DEEP_GEMM_MOE_OFF, expert_parallel, moe_padding
 from vllm_ops.planning.perf_lockstep import LockStep, ranks_step_together
 from vllm_ops.planning.perf_sim import StepFn, simulate
@@ -144,8 +144,17 @@ def predict(plan: "Plan", workload: Workload, *, spec: "ModelSpec | None" = None
         perf.caveats.append(perf_fit.deepgemm_ttft_note())
     elif spec.moe and spec.moe.num_experts >= perf_fit.MOE_PREFILL_CHECK["min_experts"] and perf.ttft_ms is not None:
         perf.caveats.append(perf_fit.moe_prefill_note(cost.moe_layers))
+    if small_dense_at_high_load(spec, cost, perf):
+        perf.caveats.append(perf_fit.high_load_note())
     perf.caveats[:0] = caveats
     return perf
+
+
+def small_dense_at_high_load(spec: "ModelSpec", cost: "StepCost", perf: Performance) -> bool:
+    """A dense model of at most HIGH_LOAD_CHECK's weights per GPU with that many requests running (perf_fit)."""
+    d = perf_fit.HIGH_LOAD_CHECK
+    return (spec.moe is None and perf.tpot_ms is not None and (perf.effective_concurrency or 0) >= d["min_running"]
+            and cost.weight_bytes / GiB <= d["max_weight_gib"])
 
 
 def _without_deepgemm(plan: "Plan", w: Workload, spec: "ModelSpec", cost: "StepCost", perf: Performance) -> str | None:
