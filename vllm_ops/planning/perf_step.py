@@ -197,12 +197,11 @@ class StepCost:
             base *= w / (w + e.moe_f_half)
         return base
 
-    def _moe_flops_s(self, n_tokens: int, gemm_eff: float) -> float:
+    def _moe_flops_s(self, n_tokens: int, gemm_eff: float, pad: "PadCost | None") -> float:
         """Seconds of the MoE layers' grouped GEMMs: the routed rows at the fused-MoE kernels' FLOP/s, plus with
         vLLM 0.12's DeepGEMM padding (``moe_pad`` "all", which overlaps the weights' read) the padding rows it runs
         at ``moe_pad_all_flops`` of the peak (vLLM 0.25's padding is added to the GEMMs' time instead: :meth:`parts`)."""
         routed = self.expert_flops_per_token * n_tokens / (self.flops_peak * self._moe_flops_eff(gemm_eff))
-        pad = self._pad_constants()
         if pad is None or pad.added:
             return routed
         return routed + _pad_ms(pad, n_tokens) / 1e3
@@ -222,9 +221,9 @@ class StepCost:
         w_s = self._weights_read(n, e.moe_bw) / (self.bw * e.bw)
         dense_flops = (self.flops_per_token - self.expert_flops_per_token) * n
         gemm_eff = self._gemm_eff()
-        c_s = dense_flops / (self.flops_peak * gemm_eff) + self._moe_flops_s(n, gemm_eff) \
-            + self.head_flops_per_token * (n_dec + (1 if n_pre else 0)) / (self.attn_flops_peak * e.flops)
         pad = self._pad_constants()
+        c_s = dense_flops / (self.flops_peak * gemm_eff) + self._moe_flops_s(n, gemm_eff, pad) \
+            + self.head_flops_per_token * (n_dec + (1 if n_pre else 0)) / (self.attn_flops_peak * e.flops)
         gemm_ms = max(w_s, c_s) * 1e3 + (_pad_ms(pad, n) if pad and pad.added else 0.0)
         kv_s = self.kv_bytes_per_token * sum_ctx / (self.bw * e.bw)
         a_s = self.attn_flops_per_pair * (sum_ctx + pre_ctx) / (self.attn_flops_peak * e.flops)
