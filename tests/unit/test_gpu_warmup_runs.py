@@ -243,10 +243,9 @@ def test_moe_prefill_caveat_is_what_the_runs_measured(run_cli):
     d = perf_fit.MOE_PREFILL_CHECK
     fine, dense, models = [], [], set()
     for folder in (A.GPU_RUNS, A.UNSEEN_RUNS, A.SCHED_RUNS, A.DEEPGEMM_RUNS, A.DEEPGEMM_H100_RUNS, A.H100_RUNS):
-        for c in A._kept_cases(folder):
+        for c, p in A.unseen_pairs(folder):          # each level by the fold that never saw its family
             if c.workload.concurrency != 1 or c.spec is None or c.workload.input_len > 1024:
                 continue
-            (_c, p), = A.predict_all([c], A.held_out_efficiency(c.model) or perf_fit.EFFICIENCY)
             per_layer = round((c.ttft_ms - p.ttft_ms) / c.spec.num_layers, 2)
             if c.spec.moe is None:
                 dense.append(per_layer)
