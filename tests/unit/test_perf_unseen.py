@@ -7,6 +7,8 @@
   step; the model predicts them 40-60 % low. On vLLM 0.25 the same architecture decodes as the model says
   (routed experts only), with the 235B's held-out fold (constants fitted without any 235B row).
 * l1b (Llama-3.2-1B-Instruct) and q14 (Qwen2.5-14B-Instruct): in no fit; predicted with the shipped constants.
+  l1b's 64 and 256 request levels set the API server's streaming floor until session 23 (83 us per token); since
+  it is re-measured on other runs (tests/data/gpu-runs/h100x1/api, 33 us) they test it: TPOT 0.82x and 0.72x.
 * dsv2l (DeepSeek-Coder-V2-Lite-Instruct: MLA, 64 routed experts of width 1408, 6 per token, 2 shared; 2026-12-04):
   in no fit. Its dummy weights' router sends a batch's tokens to fewer experts than uniform routing would: at 16
   and 32 requests it decoded faster than reading those experts once at the H200's full bandwidth allows. Those
@@ -80,7 +82,7 @@ def test_the_235b_architecture_on_vllm_025_reads_only_routed_experts():
 
 def test_the_unseen_figures_are_the_ones_the_readme_states(bench, pairs):
     s = bench.score(pairs, len(pairs))
-    assert (s["tpot_median"], s["ttft_median"]) == (7.0, 16.7), s
+    assert (s["tpot_median"], s["ttft_median"]) == (6.9, 16.7), s     # 7.0 with the 83 us API floor (session 22)
 
 
 def test_levels_below_the_uniform_routing_floor_are_excluded_with_the_reason(bench):

@@ -67,7 +67,7 @@ def test_the_default_headroom_is_the_models_error_on_models_in_no_fit_and_helps_
     from vllm_ops.planning import perf_fit
 
     b = _bench()
-    assert b.headroom() == perf_fit.expected_error("tpot_ms") == 0.07
+    assert b.headroom() == perf_fit.expected_error("tpot_ms") == 0.069       # 0.07 until session 23
     with_h = b.evaluate()["held_out"]["within_10pct_share"]["search"]
     monkeypatch.setattr(b, "HEADROOM", 0.0)
     without = b.evaluate()["held_out"]["within_10pct_share"]["search"]
