@@ -6,6 +6,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from vllm_ops.models import load_model_spec
+from vllm_ops.planning.performance import _body_weights
+
 RUNS = Path(__file__).resolve().parents[1] / "data" / "gpu-runs" / "h100x1" / "prefill"
 # committed before the run (README): the step model's prefill time, ms, 8192-token chunks, shipped constants
 PREDICTED = {"q15": {1024: 10.4, 2048: 19.4, 4096: 38.3, 8192: 79.6, 16384: 177.4},
@@ -33,15 +36,15 @@ def test_the_small_models_long_prefills_are_costed_half_again_too_long():
     assert all(1.45 <= r[n] <= 1.65 for n in (2048, 4096, 8192, 16384)), r
 
 
-def _gemm_fraction(run: str, body_params: int, isl: int) -> float:
-    """2 x the body's weights x prompt tokens over vLLM's prefill time, against the H100 SXM's 989 dense TFLOP/s
-    (attention left out)."""
+def _gemm_fraction(run: str, model: str, isl: int) -> float:
+    """2 x the body's weights (the planner's count: no embedding table, no lm_head) x prompt tokens over vLLM's
+    prefill time, against the H100 SXM's 989 dense TFLOP/s (attention left out)."""
+    body_params = _body_weights(load_model_spec(model, offline=True), "bf16")[1]
     return 2 * body_params * isl / (_prefill_ms(run, isl) / 1e3) / 989e12
 
 
 def test_measured_gemm_rates_sit_above_the_models_and_the_small_models_1024_step_is_mostly_fixed_cost():
-    q8 = 36 * (4096 * (32 * 128 + 2 * 8 * 128) + 32 * 128 * 4096 + 3 * 4096 * 12288)      # Qwen3-8B body
-    q15 = 28 * (1536 * (12 * 128 + 2 * 2 * 128) + 12 * 128 * 1536 + 3 * 1536 * 8960)     # Qwen2.5-1.5B body
+    q8, q15 = "Qwen/Qwen3-8B", "Qwen/Qwen2.5-1.5B-Instruct"
     assert all(0.52 <= _gemm_fraction("q8", q8, n) <= 0.60 for n in (1024, 2048, 4096, 8192))     # model: 0.50
     assert all(0.40 <= _gemm_fraction("q15", q15, n) <= 0.46 for n in (2048, 4096, 8192))        # model: 0.32
     assert _gemm_fraction("q15", q15, 1024) < 0.25

@@ -254,9 +254,9 @@ def moe_prefill_note(moe_layers: int) -> str:
 # Session 23 (33 us, re-measured): 0.72-1.71x, median 1.12x, 16 at 1.1x or more: still high up to 1.7x where 8192-token
 # prefill steps share the decode (the small-GEMM fall, gemm_w_half, fitted on 1024-token prefills, is applied to
 # them; measured lone on 1x H100, tests/data/gpu-runs/h100x1/prefill: such prefills costed 1.5-1.6x high on
-# Qwen2.5-1.5B from 4096 tokens on, 1.2-1.3x on Qwen3-8B at every length), now low on Llama-3.2-1B's H200 host (0.72-0.82x at 64 and 256 requests: that host's API server streamed at
-# about 83 us per token, the H100 host's at 33), so how fast vLLM's API server streams depends on the host. Said in
-# such a plan's caveats, not corrected.
+# Qwen2.5-1.5B from 4096 tokens on, 1.2-1.3x on Qwen3-8B at every length), now low on Llama-3.2-1B's H200 host
+# (0.72-0.82x at 64 and 256 requests: that host's API server streamed at about 83 us per token, the H100 host's at
+# 33), so how fast vLLM's API server streams depends on the host. Said in such a plan's caveats, not corrected.
 HIGH_LOAD_CHECK = {"levels": 27, "models": 9, "x": (0.72, 1.71), "median_x": 1.12, "high": 16, "max_weight_gib": 20.0,
                    "min_running": 64}
 
