@@ -61,13 +61,13 @@ Three more properties of the harnesses, not of vLLM (found 2026-12-03; each said
   did and keep their harness_ms, no per-token term). Held out: Qwen3-32B TTFT 21.1 -> 14.5 %, the 235B 12.7 -> 14.5 %,
   public rows 21.8 -> 16.0 % (p90 63.0 -> 51.1 %). Refit after any --fit --write.
   (Those figures are from fits that still read the public Qwen3-235B-A22B-FP8 rows.)
-* vLLM's API server (our runs only; session 10): it streams at most one token per API_TOKEN_US (33 us since session 23,
-  measured on tests/data/gpu-runs/h100x1/api; 83 us from unseen/l1b before) and admits requests one at a time
-  (api_request_ms, fitted); the public rows' Dynamo frontend does neither (Efficiency.through_harness). vLLM's
-  host work per step is added to a synchronous step (the public rows' vLLM 0.12) and overlapped with an async one
-  (our vLLM 0.25 runs). Async scheduling plans step k+1 as step k starts, so a request arriving during a step waits for the one after next (session 11: perf_sim plan_ahead; vLLM's
-  EngineCore.step_with_batch_queue fills its two-batch queue before it waits for a result); the A/B runs in sched/
-  measure both, in no fit (sched_pairs). The all-reduce latency is published, not fitted (perf_fit.ALLREDUCE_US).
+* vLLM's API server (our runs only; session 10): it streams at most one token per API_TOKEN_US (33 us since session
+  23, measured on tests/data/gpu-runs/h100x1/api; 83 us from unseen/l1b before) and admits requests one at a time
+  (api_request_ms, fitted); the public rows' Dynamo frontend does neither (Efficiency.through_harness). vLLM's host
+  work per step is added to a synchronous step (the public rows' vLLM 0.12) and overlapped with an async one (our vLLM
+  0.25 runs). Async scheduling plans step k+1 as step k starts, so a request arriving during a step waits for the one
+  after next (session 11: perf_sim plan_ahead; vLLM's EngineCore.step_with_batch_queue fills its two-batch queue
+  before it waits for a result); the A/B runs in sched/ measure both, in no fit (sched_pairs). The all-reduce latency is published, not fitted (perf_fit.ALLREDUCE_US).
 Rows no fit reads (NOT_FITTED, from session 8): the public Qwen3-235B-A22B-FP8 rows, whose decode is flat in
 the batch at about twice an all-experts read, where the same architecture on vLLM 0.25 decodes as modelled
 (tests/data/gpu-runs/h200x1/unseen/t235l40). In the fits they pulled the MoE constants (the Qwen3-30B-A3B fold
