@@ -67,7 +67,8 @@ Three more properties of the harnesses, not of vLLM (found 2026-12-03; each said
   work per step is added to a synchronous step (the public rows' vLLM 0.12) and overlapped with an async one (our vLLM
   0.25 runs). Async scheduling plans step k+1 as step k starts, so a request arriving during a step waits for the one
   after next (session 11: perf_sim plan_ahead; vLLM's EngineCore.step_with_batch_queue fills its two-batch queue
-  before it waits for a result); the A/B runs in sched/ measure both, in no fit (sched_pairs). The all-reduce latency is published, not fitted (perf_fit.ALLREDUCE_US).
+  before it waits for a result); the A/B runs in sched/ measure both, in no fit (sched_pairs). The all-reduce latency
+  is published, not fitted (perf_fit.ALLREDUCE_US).
 Rows no fit reads (NOT_FITTED, from session 8): the public Qwen3-235B-A22B-FP8 rows, whose decode is flat in
 the batch at about twice an all-experts read, where the same architecture on vLLM 0.25 decodes as modelled
 (tests/data/gpu-runs/h200x1/unseen/t235l40). In the fits they pulled the MoE constants (the Qwen3-30B-A3B fold
