@@ -1,6 +1,6 @@
 """The planner is never silently wrong about vLLM's own flags either (planning/coverage.py FLAG_GAPS): a flag after
 ``--`` that changes what vLLM allocates or how fast it serves is modelled (``--kv-cache-memory-bytes``,
-``--no-enable-chunked-prefill``'s batch) or named: a coded plan warning, a performance caveat, or a refused
+``--num-gpu-blocks-override``, ``--no-enable-chunked-prefill``'s batch) or named: a coded plan warning, a performance caveat, or a refused
 prediction where the figures would be far off. The CPU server checks the modelled two for real
 (tests/real/test_launch.py)."""
 from __future__ import annotations
@@ -67,7 +67,6 @@ def test_flag_readers():
     (["--cpu-offload-gb=10"], "cpu-offload-not-modelled"),
     (["--kv-transfer-config", '{"kv_connector": "NixlConnector", "kv_role": "kv_both"}'], "kv-connector-not-modelled"),
     (["--kv-offloading-size", "64"], "kv-offload-not-modelled"),
-    (["--num-gpu-blocks-override", "1000"], "kv-blocks-override-not-modelled"),
     (["--hf-overrides", '{"num_hidden_layers": 8}'], "hf-overrides-not-modelled"),
     (["-O0"], "compilation-config-not-modelled"),
     (["-O", "3"], "compilation-config-not-modelled"),
@@ -86,7 +85,8 @@ def test_each_gap_is_named_in_the_plan(args, code):
 
 
 @pytest.mark.parametrize("args", [[], ["--cpu-offload-gb", "0"], ["--enable-chunked-prefill"], ["--load-format", "dummy"],
-                                  ["--enable-prefix-caching"], ["--kv-cache-memory-bytes", "20G"], ["-dcp", "1"]])
+                                  ["--enable-prefix-caching"], ["--kv-cache-memory-bytes", "20G"], ["-dcp", "1"],
+                                  ["--num-gpu-blocks-override", "1000"]])
 def test_no_gap_where_nothing_is_left_out(args):
     assert flag_gaps(args) == []
     p = _plan(args)
@@ -150,6 +150,24 @@ def test_kv_cache_memory_bytes_beyond_the_gpu_does_not_fit_and_max_len_stays():
 def test_kv_cache_memory_bytes_too_small_for_one_request_lowers_the_length():
     p = _plan(["--kv-cache-memory-bytes", "1G"])                  # 1 GiB holds ~7,000 tokens of Qwen3-8B
     assert p.fits and p.vllm_args["max_model_len"] < 8192 and "max-model-len-lowered" in _codes(p)
+
+
+# -- --num-gpu-blocks-override: modelled -------------------------------------------------------------
+def test_gpu_blocks_override_sets_the_kv_cache():
+    base, given = _plan(), _plan(["--num-gpu-blocks-override", "4000"])
+    assert given.memory.kv_cache_tokens == 4000 * 16                                    # blocks of 16 tokens
+    assert abs(given.memory.kv_cache_gib - 4000 * 16 * base.memory.kv_bytes_per_token / GiB) < 0.01
+    assert given.fits and "num_gpu_blocks_override" in given.reasons
+    assert given.memory.weights_gib == base.memory.weights_gib
+    heavy = Workload(8000, 2000, concurrency=64)
+    assert predict(given, heavy).effective_concurrency == 64000 // 10000 < predict(base, heavy).effective_concurrency
+    with pytest.raises(BadInput, match="num-gpu-blocks-override"):
+        _plan(["--num-gpu-blocks-override", "many"])
+
+
+def test_gpu_blocks_override_beyond_the_gpu_does_not_fit():
+    p = _plan(["--num-gpu-blocks-override", "600000"])           # ~82 GiB of Qwen3-8B's KV cache
+    assert not p.fits and p.failure_stage == "kv_cache_allocation" and p.margin_gib < -15
 
 
 def _cli_plan(*args):

@@ -194,6 +194,20 @@ def kv_cache_bytes_from_args(args: Sequence[str]) -> int | None:
     return n
 
 
+def gpu_blocks_override_from_args(args: Sequence[str]) -> int | None:
+    """``--num-gpu-blocks-override`` among vLLM's arguments (KV blocks per GPU, whatever memory allows), or None."""
+    val = value_of([str(a) for a in args], "--num-gpu-blocks-override")
+    if val is None:
+        return None
+    try:
+        n = int(val)
+    except ValueError:
+        raise BadInput(f"--num-gpu-blocks-override {val[:40]!r}: not a whole number of KV blocks") from None
+    if n <= 0:
+        raise BadInput(f"--num-gpu-blocks-override {val!r}: must be above 0")
+    return n
+
+
 def switched_off(args: Sequence[str], flag: str) -> bool:
     """Whether vLLM's arguments turn a default-on feature off: ``--no-<flag>``, or ``--<flag>=false`` (the last
     one wins); ``flag`` without dashes, e.g. ``enable-chunked-prefill``. ``--<flag> false`` is ON: vLLM's parser

@@ -20,7 +20,8 @@ Mamba/SSM state, linear attention      refusal ``hybrid-state-not-modelled``
 The same per vLLM flag after ``--`` (:data:`FLAG_GAPS`): a flag that changes what vLLM allocates or how fast
 it serves, and that the plan does not model, gives the plan a coded warning (the memory it leaves out) and the
 performance prediction a caveat, or a refusal where the figures would be far off (speculative decoding,
-weights offloaded to CPU RAM). ``--kv-cache-memory-bytes`` is modelled (memory.py: the KV cache is that size).
+weights offloaded to CPU RAM). ``--kv-cache-memory-bytes`` and ``--num-gpu-blocks-override`` are modelled
+(memory.py: the KV cache is that size).
 """
 from __future__ import annotations
 
@@ -101,9 +102,6 @@ FLAG_GAPS: tuple[FlagGap, ...] = (
     FlagGap(("--kv-offloading-size", "--kv-offloading-backend"), "kv-offload-not-modelled", None,
             "KV blocks offloaded to CPU RAM and loaded back on a prefix hit are not modelled (the GPU's KV cache "
             "only)"),
-    FlagGap(("--num-gpu-blocks-override",), "kv-blocks-override-not-modelled",
-            "vLLM uses that many KV blocks, not what memory allows: the plan's KV figures are what memory allows",
-            "KV capacity taken from the memory plan, not from the override"),
     FlagGap(("--hf-overrides",), "hf-overrides-not-modelled",
             "the plan reads the checkpoint's config.json: overrides of its shape (layers, heads, context) are not "
             "applied", "the model's shape from config.json, not the overrides"),

@@ -33,6 +33,7 @@ class KVLayout:
     concurrency: float
     need_one_gib: float            # one request at max_model_len
     max_len: int                   # the longest request the cache holds
+    block_bytes: float = 0.0       # one block of every layer it spans (the pool's unit)
 
 
 def cdiv(a: int, b: int) -> int:
@@ -62,7 +63,8 @@ def kv_groups(model: ModelSpec, pp: int, max_model_len: int) -> tuple[int, int]:
 
 
 def kv_layout(model: ModelSpec, *, kv_gib: float, layer_bytes: float, pp: int, max_model_len: int,
-              block_size: int, max_num_batched_tokens: int, tokens_report: str = "blocks_per_group") -> KVLayout:
+              block_size: int, max_num_batched_tokens: int, tokens_report: str = "blocks_per_group",
+              blocks_override: int | None = None) -> KVLayout:
     full_l, slide_l = kv_groups(model, pp, max_model_len)
     bs = block_size
     L_kv = full_l + slide_l
@@ -76,6 +78,8 @@ def kv_layout(model: ModelSpec, *, kv_gib: float, layer_bytes: float, pp: int, m
         group_size = L_kv
         n_full, n_slide = (1 if full_l else 0), (1 if slide_l else 0)
     blocks = max(int(kv_gib * GiB // (page * group_size)), 0) if kv_gib > 0 and page > 0 else 0
+    if blocks_override:                    # --num-gpu-blocks-override: vLLM takes it whatever memory allows
+        blocks, kv_gib = int(blocks_override), blocks_override * page * group_size / GiB
     full_blocks = cdiv(max_model_len, bs)
     sw = model.sliding_window or 0
     slide_blocks = cdiv(min(sw - 1 + max_num_batched_tokens, max_model_len), bs) + 1 if slide_l else 0
@@ -93,4 +97,4 @@ def kv_layout(model: ModelSpec, *, kv_gib: float, layer_bytes: float, pp: int, m
         max_len = max((blocks - n_slide * slide_blocks) // max(n_full, 1), 0) * bs
     return KVLayout(layer_bytes=layer_bytes, full_layers=full_l, sliding_layers=slide_l,
                     per_token=int(layer_bytes * L_kv), blocks=blocks, tokens=tokens, pool_tokens=pool_tokens, concurrency=conc,
-                    need_one_gib=need_one, max_len=max_len)
+                    need_one_gib=need_one, max_len=max_len, block_bytes=page * group_size)

@@ -81,6 +81,7 @@ class Flags:
     bf16_ok: bool = True             # the GPU has bfloat16 (compute capability >= 8.0)
     dp: int = 1                      # --data-parallel-size: a MoE model's routed experts are split over TP x DP
     kv_cache_bytes: int | None = None   # --kv-cache-memory-bytes: the KV cache per GPU (the budget no longer sizes it)
+    gpu_blocks: int | None = None       # --num-gpu-blocks-override: KV blocks per GPU, whatever memory allows
 
 
 @dataclass
@@ -458,7 +459,13 @@ def estimate(model: ModelSpec, total_bytes: int, flags: Flags, rules: VersionRul
     elem = kv_elem_bytes(model, flags, rules, w.act_bytes)
     lay = kv_layout(model, kv_gib=kv, layer_bytes=kv_layer_bytes(model, flags.tp, elem.bytes), pp=flags.pp,
                     max_model_len=flags.max_model_len, block_size=flags.block_size,
-                    max_num_batched_tokens=flags.max_num_batched_tokens, tokens_report=rules["kv_tokens_report"])
+                    max_num_batched_tokens=flags.max_num_batched_tokens, tokens_report=rules["kv_tokens_report"],
+                    blocks_override=flags.gpu_blocks)
+    if flags.gpu_blocks:
+        ex.append(f"KV = --num-gpu-blocks-override {flags.gpu_blocks} x {lay.block_bytes / 2**20:.2f} MiB per block = "
+                  f"{lay.blocks * lay.block_bytes / GiB:.2f} GiB (vLLM takes that many blocks where memory gives "
+                  f"{max(kv, 0.0):.2f} GiB: everything must fit the free memory instead)")
+        kv, explicit = lay.blocks * lay.block_bytes / GiB, not cpu
     ex.append(f"KV bytes/token/GPU = {lay.full_layers + lay.sliding_layers} layers x {lay.layer_bytes:.0f} B "
               f"({elem.why}) = {lay.per_token} B; block {flags.block_size}; {lay.blocks} blocks -> "
               f"{lay.tokens} tokens, {lay.concurrency:.2f}x at {flags.max_model_len}")

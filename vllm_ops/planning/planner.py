@@ -20,7 +20,8 @@ from vllm_ops.hardware.inventory import Inventory
 from vllm_ops.models.spec import ModelSpec
 from vllm_ops.planning.argv import SECRET_FLAGS, split_secret_args, value_of
 from vllm_ops.planning.argv import command as command_of
-from vllm_ops.planning.argv import chunked_prefill_off, image_limit_from_args, kv_cache_bytes_from_args
+from vllm_ops.planning.argv import (chunked_prefill_off, gpu_blocks_override_from_args, image_limit_from_args,
+                                   kv_cache_bytes_from_args)
 from vllm_ops.planning.coverage import coverage_warnings, flag_warnings, refuse_unmodelled
 from vllm_ops.planning.memory import (
     CPU_BLOCK_SIZE, GPU_BLOCK_SIZE, LORA_DEFAULT_MAX_LORAS, LORA_DEFAULT_MAX_RANK, Estimate, Flags, GiB, estimate,
@@ -183,6 +184,7 @@ class _Facts:
     eager: bool = False
     cpu_kv: float | None = None
     kv_bytes: int | None = None              # --kv-cache-memory-bytes (GPU: the KV cache per GPU)
+    kv_blocks: int | None = None             # --num-gpu-blocks-override (KV blocks per GPU)
     chunked_off: bool = False                # --no-enable-chunked-prefill: max_num_batched_tokens >= max_model_len
     lora_slots: int = 0
     lora_rank: int = 0
@@ -335,6 +337,10 @@ def _fixed_flags(f: _Facts) -> None:
     if f.eager:
         f.reasons["enforce_eager"] = "on (pinned)" if f.pin("enforce_eager") else "on (profile default)"
     f.kv_bytes = kv_cache_bytes_from_args(f.extra_args)
+    f.kv_blocks = gpu_blocks_override_from_args(f.extra_args)
+    if f.kv_blocks:
+        f.reasons["num_gpu_blocks_override"] = (f"{f.kv_blocks} (given): vLLM takes that many KV blocks per GPU "
+                                                f"whatever memory allows")
     f.chunked_off = chunked_prefill_off(f.extra_args)
     if f.cpu:
         _cpu_kv_space(f)
@@ -428,7 +434,8 @@ class _Search:
                    max_num_batched_tokens=t, kv_cache_dtype=f.kvd, dtype=f.dtype,
                    quantization=f.pin("quantization"), enforce_eager=f.eager, block_size=f.block,
                    max_loras=f.lora_slots, max_lora_rank=f.lora_rank, image_limit=f.image_limit,
-                   bf16_ok=f.bf16_ok, dp=f.pin("data_parallel_size") or 1, kv_cache_bytes=f.kv_bytes)
+                   bf16_ok=f.bf16_ok, dp=f.pin("data_parallel_size") or 1, kv_cache_bytes=f.kv_bytes,
+                   gpu_blocks=f.kv_blocks)
         return fl, why
 
     def est(self, fl: Flags) -> Estimate:
@@ -661,12 +668,13 @@ def _warnings(f: _Facts, c: _Choice) -> None:
     if not f.cpu and not f.has_fp8:
         _fp8_warnings(f)
     _version_warnings(f)
-    if e.thin and f.kv_bytes:
+    if e.thin and (f.kv_bytes or f.kv_blocks):
+        flag = "--num-gpu-blocks-override" if f.kv_blocks else "--kv-cache-memory-bytes"
         w.append(PlanWarning(
             "thin-margin",
             f"only {e.margin_gib:.2f} GiB stays free on each GPU after the weights, the {e.kv_cache_gib:.2f} GiB KV "
-            f"cache --kv-cache-memory-bytes asks for, CUDA graphs and the warm-up: identical flags may start once and "
-            f"OOM the next time; lower --kv-cache-memory-bytes"))
+            f"cache {flag} asks for, CUDA graphs and the warm-up: identical flags may start once and "
+            f"OOM the next time; lower {flag}"))
     elif e.thin:
         w.append(PlanWarning(
             "thin-margin",
