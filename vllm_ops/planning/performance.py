@@ -146,8 +146,24 @@ def predict(plan: "Plan", workload: Workload, *, spec: "ModelSpec | None" = None
         perf.caveats.append(perf_fit.moe_prefill_note(cost.moe_layers))
     if small_dense_at_high_load(spec, cost, perf):
         perf.caveats.append(perf_fit.high_load_note())
+    fill = kv_edge_fill(plan, workload, dp)
+    if fill is not None and perf.ttft_ms is not None:
+        perf.caveats.append(perf_fit.kv_edge_note(fill))
     perf.caveats[:0] = caveats
     return perf
+
+
+def kv_edge_fill(plan: "Plan", w: Workload, dp: int) -> float | None:
+    """The KV cache's fill with every request in flight at its whole length, where that exceeds the cache and the
+    same requests at their mean length (input + output/2) fit it (perf_fit.KV_EDGE_CHECK); else None. Closed loop
+    only (an open loop's number in flight comes from the simulation)."""
+    cap = int(plan.memory.kv_pool_tokens or plan.memory.kv_cache_tokens or 0)
+    if not cap or w.concurrency is None:
+        return None
+    c = rank_concurrency(w.concurrency, dp) if dp > 1 else int(w.concurrency)
+    c = min(c, int((plan.vllm_args or {}).get("max_num_seqs") or c))
+    whole, mean = c * (w.input_len + w.output_len), c * (w.input_len + w.output_len / 2)
+    return whole / cap if mean <= cap < whole else None
 
 
 def small_dense_at_high_load(spec: "ModelSpec", cost: "StepCost", perf: Performance) -> bool:
