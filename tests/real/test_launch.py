@@ -188,6 +188,26 @@ def test_kv_cache_memory_bytes_and_chunked_prefill_off_as_planned(env, tmp_path)
             cli(bare, "stop", doc["name"], "--grace", "10")
 
 
+def test_gpu_blocks_override_as_planned(env, tiny):
+    """``--num-gpu-blocks-override`` sets vLLM's KV cache to that many blocks whatever memory allows (CPU here: its
+    4 GiB space would hold far more): the plan's tokens are vLLM's."""
+    args = ("--", "--load-format", "dummy", "--max-model-len", "2048", "--enforce-eager",
+            "--num-gpu-blocks-override", "40")
+    rc, out, err, _ = cli(env, "plan", "--profile", "cpu", "--model", str(tiny), "--json", *args)
+    plan = json.loads(out)
+    assert rc == 0 and "num_gpu_blocks_override" in plan["reasons"], err
+    rc, out, err, _ = cli(env, "launch", "--profile", "cpu", "--model", str(tiny), "--port", str(_free_port()),
+                          "--detach", "--json", *args)
+    doc = json.loads(out) if out.strip() else {}
+    try:
+        assert rc == 0 and doc.get("ready"), err[-3000:]
+        assert doc["actual"]["kv_cache_tokens"] == doc["predicted"]["kv_cache_tokens"] \
+            == plan["memory"]["kv_cache_tokens"] == 40 * plan["vllm_args"]["block_size"]
+    finally:
+        if doc.get("name"):
+            cli(env, "stop", doc["name"], "--grace", "10")
+
+
 def test_port_and_served_name_after_the_separator_are_the_deployments(env, tiny):
     """``-- --port P --served-model-name N`` (vLLM's own spelling) is where launch waits and what it asks for: they
     were passed through beside the plan's --port 8000 and the model id, and readiness looked in the wrong place."""

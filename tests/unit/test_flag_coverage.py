@@ -1,7 +1,7 @@
 """The planner is never silently wrong about vLLM's own flags either (planning/coverage.py FLAG_GAPS): a flag after
 ``--`` that changes what vLLM allocates or how fast it serves is modelled (``--kv-cache-memory-bytes``,
-``--num-gpu-blocks-override``, ``--no-enable-chunked-prefill``'s batch) or named: a coded plan warning, a performance caveat, or a refused
-prediction where the figures would be far off. The CPU server checks the modelled two for real
+``--num-gpu-blocks-override``, ``--no-enable-chunked-prefill``'s batch) or named: a coded plan warning, a performance
+caveat, or a refused prediction where the figures would be far off. The CPU server checks the modelled three for real
 (tests/real/test_launch.py)."""
 from __future__ import annotations
 
