@@ -462,10 +462,11 @@ def estimate(model: ModelSpec, total_bytes: int, flags: Flags, rules: VersionRul
                     max_num_batched_tokens=flags.max_num_batched_tokens, tokens_report=rules["kv_tokens_report"],
                     blocks_override=flags.gpu_blocks)
     if flags.gpu_blocks:
+        given = lay.blocks * lay.block_bytes / GiB
         ex.append(f"KV = --num-gpu-blocks-override {flags.gpu_blocks} x {lay.block_bytes / 2**20:.2f} MiB per block = "
-                  f"{lay.blocks * lay.block_bytes / GiB:.2f} GiB (vLLM takes that many blocks where memory gives "
-                  f"{max(kv, 0.0):.2f} GiB: everything must fit the free memory instead)")
-        kv, explicit = lay.blocks * lay.block_bytes / GiB, not cpu
+                  f"{given:.2f} GiB (vLLM takes that many blocks where memory gives {max(kv, 0.0):.2f} GiB: "
+                  f"everything must fit the free memory instead)")
+        kv, explicit = given, not cpu
     ex.append(f"KV bytes/token/GPU = {lay.full_layers + lay.sliding_layers} layers x {lay.layer_bytes:.0f} B "
               f"({elem.why}) = {lay.per_token} B; block {flags.block_size}; {lay.blocks} blocks -> "
               f"{lay.tokens} tokens, {lay.concurrency:.2f}x at {flags.max_model_len}")

@@ -160,7 +160,7 @@ def kv_edge_fill(plan: "Plan", w: Workload, dp: int) -> float | None:
     cap = int(plan.memory.kv_pool_tokens or plan.memory.kv_cache_tokens or 0)
     if not cap or w.concurrency is None:
         return None
-    c = rank_concurrency(w.concurrency, dp) if dp > 1 else int(w.concurrency)
+    c = rank_concurrency(w.concurrency, dp)
     c = min(c, int((plan.vllm_args or {}).get("max_num_seqs") or c))
     whole, mean = c * (w.input_len + w.output_len), c * (w.input_len + w.output_len / 2)
     return whole / cap if mean <= cap < whole else None
