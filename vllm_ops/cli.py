@@ -67,6 +67,25 @@ def _split_passthrough(argv: list[str]) -> tuple[list[str], list[str]]:
     return argv, []
 
 
+def _subparser(parser: argparse.ArgumentParser, name: str) -> argparse.ArgumentParser | None:
+    actions = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    return actions[0].choices.get(name) if actions else None
+
+
+def _misplaced_own_flags(sub: argparse.ArgumentParser | None, passthrough: list[str]) -> str | None:
+    """The first ``--flag`` after ``--`` that is this command's own and not one of vLLM's (``plan ... -- --json``
+    renders a command vLLM refuses and prints no JSON), or None."""
+    if sub is None:
+        return None
+    own = {o for a in sub._actions for o in a.option_strings if o.startswith("--")}
+    candidates = [t.partition("=")[0] for t in passthrough if t.startswith("--") and t != "--"]
+    if not any(name in own for name in candidates):
+        return None
+    from vllm_ops.planning.vllm_flags import known_flags
+
+    return next((name for name in candidates if name in own and name not in known_flags()), None)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     argv, passthrough = _split_passthrough(argv)
@@ -75,6 +94,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser(only if only in COMMANDS else None)
     args = parser.parse_args(argv)
     args.passthrough = passthrough
+    if passthrough and getattr(args, "command", None):
+        sub = _subparser(parser, args.command)
+        misplaced = _misplaced_own_flags(sub, passthrough)
+        if misplaced:
+            sub.error(f"{misplaced} comes after '--', so it would go to vLLM, whose parser has no such flag; "
+                         f"vllm-ops's own flags go before '--'")
     if not getattr(args, "_run", None):
         parser.print_help(sys.stderr)
         return 2
