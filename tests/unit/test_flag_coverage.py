@@ -19,7 +19,8 @@ from vllm_ops.planning import plan
 from vllm_ops.planning.argv import chunked_prefill_off, human_int, kv_cache_bytes_from_args
 from vllm_ops.planning.coverage import FLAG_GAPS, flag_gaps, performance_gaps
 from vllm_ops.planning.memory import GiB
-from vllm_ops.planning.performance import Workload, predict
+from vllm_ops.planning.perf_sim import reserved_tokens
+from vllm_ops.planning.performance import Workload, kv_reserve, predict
 
 REPO = Path(__file__).resolve().parents[2]
 W = Workload(1000, 200, concurrency=8)
@@ -160,7 +161,8 @@ def test_gpu_blocks_override_sets_the_kv_cache():
     assert given.fits and "num_gpu_blocks_override" in given.reasons
     assert given.memory.weights_gib == base.memory.weights_gib
     heavy = Workload(8000, 2000, concurrency=64)
-    assert predict(given, heavy).effective_concurrency == 64000 // 10000 < predict(base, heavy).effective_concurrency
+    held = reserved_tokens(8000, 2000, kv_reserve(given))                             # per running request
+    assert predict(given, heavy).effective_concurrency == 64000 // held < predict(base, heavy).effective_concurrency
     with pytest.raises(BadInput, match="num-gpu-blocks-override"):
         _plan(["--num-gpu-blocks-override", "many"])
 

@@ -14,10 +14,10 @@ from vllm_ops.planning.perf_sim import simulate
 from vllm_ops.planning.performance import BOUNDS, Performance, Workload, predict
 
 
-def _plan(model="Qwen/Qwen3-32B", gpus="2xH100", **pins):
+def _plan(model="Qwen/Qwen3-32B", gpus="2xH100", vllm_version="0.25.0", **pins):
     spec = load_model_spec(model, offline=True)
     pins.setdefault("tensor_parallel_size", int(gpus.split("x")[0]))
-    return plan(spec, parse_gpu_spec(gpus), pins=pins, vllm_version="0.25.0"), spec
+    return plan(spec, parse_gpu_spec(gpus), pins=pins, vllm_version=vllm_version), spec
 
 
 def test_prediction_has_every_figure_and_respects_the_roofline():
@@ -102,12 +102,14 @@ def test_concurrency_above_max_num_seqs_queues():
 
 
 def test_kv_capacity_caps_running_requests():
-    p, spec = _plan(model="Qwen/Qwen3-32B", gpus="2xH100")
-    per_req = 8192 + 1024
-    cap = p.memory.kv_cache_tokens // per_req
-    perf = predict(p, Workload(8192, 1024, concurrency=cap + 20), spec=spec)
-    assert perf.bound == "kv-capacity"
-    assert perf.effective_concurrency == cap
+    """Each running request is counted at what the release lets it hold (versions.py kv_reserve): its whole length
+    on vLLM 0.12, its mean length (prompt + half the output) from 0.25 on."""
+    for version, per_req in (("0.12.0", 8192 + 1024), ("0.25.0", 8192 + 512)):
+        p, spec = _plan(model="Qwen/Qwen3-32B", gpus="2xH100", vllm_version=version)
+        cap = p.memory.kv_cache_tokens // per_req
+        perf = predict(p, Workload(8192, 1024, concurrency=cap + 20), spec=spec)
+        assert perf.bound == "kv-capacity"
+        assert perf.effective_concurrency == cap
 
 
 def test_open_loop_overload_refuses_ttft_with_reason():

@@ -4,9 +4,11 @@ A small event simulation of vLLM's V1 scheduler for fixed input/output lengths (
 serve`` and ``vllm-ops bench`` send): every step gives each running decode request one token, then
 fills the rest of the ``max_num_batched_tokens`` budget with prompt tokens first-come first-served
 (chunked prefill, mixed into the decode step). A waiting request is admitted when a slot is free
-under ``max_num_seqs`` and the KV cache can hold it: each admitted request reserves
-``input_len + output_len`` tokens (vLLM allocates blocks as it goes and preempts when they run out,
-which settles at about the same number of running requests; preemption itself is not modelled).
+under ``max_num_seqs`` and the KV cache can hold it: each admitted request is counted to hold
+``input_len + output_len`` tokens (``kv_reserve`` "whole") or its mean length over its life,
+``input_len + output_len / 2`` ("mean"): vLLM allocates blocks as requests grow and preempts when they
+run out, which settles near one of the two by release (planning/versions.py ``kv_reserve``; preemption's
+recompute itself is not modelled).
 Requests that move together (admitted or finished in the same step) are kept as one cohort, and
 runs of pure decode steps are summed in one go, so a plan's prediction costs milliseconds.
 
@@ -193,12 +195,24 @@ class _Frontend:
         return min(times) if times else None
 
 
-def _running_limit(per_req: int, max_num_seqs: int, kv_capacity_tokens: int) -> int:
-    """Requests that can run at once: max_num_seqs, and each reserves its whole length in the KV cache."""
-    limit = max(0, min(int(max_num_seqs), int(kv_capacity_tokens) // per_req if per_req else 0))
-    if limit < 1:
-        raise ValueError("not even one request fits")
-    return limit
+KV_RESERVE = ("whole", "mean")
+
+
+def reserved_tokens(input_len: int, output_len: int, kv_reserve: str = "whole") -> int:
+    """The KV cache tokens one running request is counted to hold: its whole length, or its mean length over its
+    life (``kv_reserve`` "mean": the prompt and half the output)."""
+    if kv_reserve not in KV_RESERVE:
+        raise ValueError(f"kv_reserve {kv_reserve!r}: one of {KV_RESERVE}")
+    return int(input_len) + (int(output_len) if kv_reserve == "whole" else (int(output_len) + 1) // 2)
+
+
+def running_limit(input_len: int, output_len: int, max_num_seqs: int, kv_capacity_tokens: int,
+                  kv_reserve: str = "whole") -> int:
+    """Requests that can run at once: max_num_seqs, and as many as the KV cache holds at
+    :func:`reserved_tokens` each (0 when not one request's whole length fits)."""
+    if int(kv_capacity_tokens) < int(input_len) + int(output_len):
+        return 0
+    return min(int(max_num_seqs), int(kv_capacity_tokens) // reserved_tokens(input_len, output_len, kv_reserve))
 
 
 class _HeldSends:
@@ -363,7 +377,7 @@ def simulate(step: StepFn, *, input_len: int, output_len: int, max_num_seqs: int
              kv_capacity_tokens: int, concurrency: int | None = None, rate: float | None = None,
              num_requests: int = 0, warmup: int = 0, seed: int = 0, stagger_ms: float = 0.0,
              osl_jitter: float = 0.0, prompt_cached: int = 0, admit_ms: float = 0.0, plan_ahead: bool = False,
-             send_jitter_ms: float = 0.0, max_steps: int = 2_000_000,
+             send_jitter_ms: float = 0.0, kv_reserve: str = "whole", max_steps: int = 2_000_000,
              trace: list[tuple[float, int]] | None = None) -> SimResult:
     """Run ``num_requests`` requests; the first ``warmup`` sent are left out of the means. Closed loop: the C clients
     start together (``stagger_ms`` 0: a benchmark's first wave) or one every ``stagger_ms`` (the steady state).
@@ -371,10 +385,13 @@ def simulate(step: StepFn, *, input_len: int, output_len: int, max_num_seqs: int
     together drift apart), 0: exactly ``output_len``. ``send_jitter_ms``: a closed-loop client's next request up to
     this late (:class:`_HeldSends`). ``admit_ms``: the API server's serial cost per request (:class:`_Frontend`).
     ``plan_ahead``: async scheduling plans step k+1 as step k starts (a request arriving mid-step waits one more).
+    ``kv_reserve``: what a running request is counted to hold in the KV cache (:func:`reserved_tokens`).
     ``trace``: a list that gets (ms per step, steps) for every step or run of decode steps."""
     isl, osl = int(input_len), int(output_len)
     cached, isl_c = _prompt_split(isl, prompt_cached)
-    limit = _running_limit(isl + osl, max_num_seqs, kv_capacity_tokens)
+    limit = running_limit(isl, osl, max_num_seqs, kv_capacity_tokens, kv_reserve)
+    if limit < 1:
+        raise ValueError("not even one request fits")
     budget_cap = int(max_batched_tokens)
     r = _Run(step, isl, osl, cached, isl_c, limit, concurrency, num_requests, warmup, osl_jitter, seed, plan_ahead,
              _Frontend(admit_ms), _HeldSends(send_jitter_ms, seed),

@@ -30,7 +30,7 @@ from vllm_ops.planning.coverage import performance_gaps
 from vllm_ops.planning.memory import GPU_BLOCK_SIZE, VOCAB_PADDING, GiB, expert_params
 from vllm_ops.planning.perf_kernels import DEEP_GEMM_MOE_OFF, expert_parallel, moe_padding
 from vllm_ops.planning.perf_lockstep import LockStep, ranks_step_together
-from vllm_ops.planning.perf_sim import StepFn, simulate
+from vllm_ops.planning.perf_sim import StepFn, reserved_tokens, running_limit, simulate
 from vllm_ops.planning.perf_step import MOE_W_FLOOR, StepCost
 from vllm_ops.planning.versions import DEFAULT_VLLM_VERSION
 
@@ -148,21 +148,24 @@ def predict(plan: "Plan", workload: Workload, *, spec: "ModelSpec | None" = None
         perf.caveats.append(perf_fit.high_load_note())
     fill = kv_edge_fill(plan, workload, dp)
     if fill is not None and perf.ttft_ms is not None:
-        perf.caveats.append(perf_fit.kv_edge_note(fill))
+        perf.caveats.append(perf_fit.kv_edge_note(fill, kv_reserve(plan)))
     perf.caveats[:0] = caveats
     return perf
 
 
 def kv_edge_fill(plan: "Plan", w: Workload, dp: int) -> float | None:
-    """The KV cache's fill with every request in flight at its whole length, where that exceeds the cache and the
-    same requests at their mean length (input + output/2) fit it (perf_fit.KV_EDGE_CHECK); else None. Closed loop
-    only (an open loop's number in flight comes from the simulation)."""
+    """The KV cache's fill with every request in flight at its whole length, where that exceeds the cache and (on
+    a release whose requests are counted at their whole length, versions.py ``kv_reserve``) the same requests at
+    their mean length (input + output/2) fit it (perf_fit.KV_EDGE_CHECK); else None. Closed loop only (an open
+    loop's number in flight comes from the simulation)."""
     cap = int(plan.memory.kv_pool_tokens or plan.memory.kv_cache_tokens or 0)
     if not cap or w.concurrency is None:
         return None
     c = rank_concurrency(w.concurrency, dp)
     c = min(c, int((plan.vllm_args or {}).get("max_num_seqs") or c))
     whole, mean = c * (w.input_len + w.output_len), c * (w.input_len + w.output_len / 2)
+    if kv_reserve(plan) == "mean":
+        return whole / cap if cap < whole else None
     return whole / cap if mean <= cap < whole else None
 
 
@@ -379,7 +382,8 @@ def _run(plan: "Plan", w: Workload, cost: "StepCost", fit_notes: list[str], step
     mbt = int(va.get("max_num_batched_tokens") or 2048)
     cap = int(plan.memory.kv_pool_tokens or plan.memory.kv_cache_tokens or 0)
     isl, osl = int(w.input_len), int(w.output_len)
-    limit = min(seqs, cap // (isl + osl)) if cap else seqs
+    reserve = kv_reserve(plan)
+    limit = running_limit(isl, osl, seqs, cap, reserve) if cap else seqs
     if limit < 1:
         return refuse(f"one request of {isl}+{osl} tokens needs more KV cache than the "
                       f"{cap} tokens this replica has")
@@ -410,7 +414,7 @@ def _run(plan: "Plan", w: Workload, cost: "StepCost", fit_notes: list[str], step
     outside = cost.eff.request_latency_ms(isl)
     kw = dict(input_len=isl, output_len=osl, max_num_seqs=seqs, max_batched_tokens=mbt, kv_capacity_tokens=cap,
               prompt_cached=cached, admit_ms=cost.eff.api_request_ms, plan_ahead=cost.async_sched,
-              send_jitter_ms=cost.eff.send_jitter_ms)
+              send_jitter_ms=cost.eff.send_jitter_ms, kv_reserve=reserve)
     if w.concurrency is not None:
         r, rps, running = _closed_loop(step, w, limit, cached, jitter, outside, trace, kw)
         if r is None:
@@ -432,8 +436,9 @@ def _run(plan: "Plan", w: Workload, cost: "StepCost", fit_notes: list[str], step
                        f"the queue, and TTFT, grow without bound")
     if w.concurrency is not None and int(w.concurrency) > limit:
         perf.notes.append(f"{int(w.concurrency) - limit} of {int(w.concurrency)} requests wait in the queue "
-                          f"(limit {limit} running: max_num_seqs {seqs}, KV cache {cap} tokens / {isl + osl} "
-                          f"per request)")
+                          f"(limit {limit} running: max_num_seqs {seqs}, KV cache {cap} tokens / "
+                          f"{reserved_tokens(isl, osl, reserve)} per request, "
+                          f"{'its mean length' if reserve == 'mean' else 'its whole length'})")
     return perf
 
 
@@ -474,6 +479,14 @@ def _open_loop(step: "StepFn", w: Workload, limit: int, jitter: float, outside: 
         n = int(w.num_requests) if w.num_requests else min(max(200, int(rate * 30)), 1000)
         r = simulate(step, rate=rate, num_requests=n, warmup=n // 10, osl_jitter=jitter, trace=trace, **kw)
     return r, min(rate, capacity), r.mean_running, overloaded
+
+
+def kv_reserve(plan: "Plan") -> str:
+    """What the plan's vLLM lets a running request hold in the KV cache before it preempts, by release
+    (planning/versions.py ``kv_reserve``; perf_sim.reserved_tokens)."""
+    from vllm_ops.planning.versions import DEFAULT_VLLM_VERSION, rules_for
+
+    return str(rules_for(str(plan.vllm_version or DEFAULT_VLLM_VERSION))["kv_reserve"])
 
 
 def _schedules_async(plan: "Plan") -> bool:

@@ -139,6 +139,15 @@ RULES: tuple[Rule, ...] = (
     Rule("kv_tokens_report", "0.25.0", "concurrency_x_len",
          "'GPU KV cache size' = int(max concurrency x max_model_len) (vllm PRs #38364/#40694; measured on 0.25.0: "
          "gemma-3-27b-it 693,059 tokens = 5.29x x 131,072; first release between 0.20 and 0.25 not known, 0.25.0 assumed)"),
+    # how many requests the scheduler runs once they no longer fit the KV cache at their whole length (perf_sim)
+    Rule("kv_reserve", "0.0.0", "whole",
+         "a request runs when the KV cache holds its whole length (input + output): NVIDIA's public vLLM 0.12 rows "
+         "past that edge (Qwen3-32B TP 2 on H100) ran as slow or slower (perf_fit.KV_EDGE_CHECK)"),
+    Rule("kv_reserve", "0.25.0", "mean",
+         "vLLM allocates blocks as requests grow and preempts when they run out: measured on 0.25.0 past the "
+         "whole-length edge (104/125/187 % of the cache), requests ran as if each held its mean length "
+         "(input + output/2) (tests/data/gpu-runs/h100x1/capacity; first release between 0.13 and 0.25 not known, "
+         "0.25.0 assumed)"),
     Rule("warmup_unprofiled_copies", "0.0.0", 0.0,
          "the sampler peak is fully profiled before the KV cache is sized"),
     Rule("warmup_unprofiled_copies", "0.12.0", 6.7,
