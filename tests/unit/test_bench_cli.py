@@ -28,6 +28,9 @@ def test_plan_file_and_state_file(tmp_path):
     lim = PlanLimits.load(p)
     assert (lim.max_num_seqs, lim.kv_cache_tokens, lim.max_model_len) == (16, 1000, 256)
     assert lim.expected_concurrency(32, 16) == 16  # min(16, 1000 // 48 = 20)
+    newer = PlanLimits.from_plan_dict({**plan, "vllm_version": "0.25.0", "vllm_args": {"max_num_seqs": 64}})
+    old = PlanLimits.from_plan_dict({**plan, "vllm_version": "0.12.0", "vllm_args": {"max_num_seqs": 64}})
+    assert (newer.expected_concurrency(32, 16), old.expected_concurrency(32, 16)) == (25, 20)  # 1000 // 40, // 48
     s = tmp_path / "state.json"
     s.write_text(json.dumps({"name": "d", "port": 8000, "plan": plan}))
     assert PlanLimits.load(s).max_num_seqs == 16

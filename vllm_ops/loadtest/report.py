@@ -12,7 +12,8 @@ read from the server's own metrics sampled during the levels:
 
 The plan (``plan.memory.kv_cache_tokens``, ``plan.memory.max_concurrency``,
 ``plan.vllm_args.max_num_seqs``) gives the expected ceiling for this request length:
-``min(max_num_seqs, kv_cache_tokens // (input_len + output_len))``.
+``min(max_num_seqs, kv_cache_tokens // tokens per running request)``, each request counted as the plan's vLLM
+release lets it hold the cache (its whole length, or from 0.25 its mean length: ``perf_sim.running_limit``).
 """
 from __future__ import annotations
 
@@ -35,14 +36,18 @@ class PlanLimits:
     max_concurrency: float | None = None        # the plan's, at max_model_len
     max_model_len: int | None = None
     source: str = ""
+    kv_reserve: str = "whole"                   # what a running request holds (planning/versions.py kv_reserve)
 
     def expected_concurrency(self, input_len: int, output_len: int) -> float | None:
         """The most requests of this length the server should run at once."""
+        from vllm_ops.planning.perf_sim import running_limit
+
         bounds = []
         if self.max_num_seqs:
             bounds.append(float(self.max_num_seqs))
         if self.kv_cache_tokens and input_len + output_len > 0:
-            bounds.append(float(self.kv_cache_tokens // (input_len + output_len)))
+            bounds.append(float(running_limit(input_len, output_len, 1 << 30, self.kv_cache_tokens,
+                                              self.kv_reserve)))
         return min(bounds) if bounds else None
 
     @classmethod
@@ -58,11 +63,23 @@ class PlanLimits:
         return cls(max_num_seqs=int(mns) if mns else None,
                    kv_cache_tokens=int(num(mem.get("kv_cache_tokens")) or 0) or None,
                    max_concurrency=num(mem.get("max_concurrency")),
-                   max_model_len=int(mml) if mml else None, source=source)
+                   max_model_len=int(mml) if mml else None, source=source,
+                   kv_reserve=_kv_reserve(plan.get("vllm_version")))
 
     @classmethod
     def load(cls, path: str | Path) -> "PlanLimits":
         return cls.from_plan_dict(read_plan_file(path), source=str(Path(path)))
+
+
+def _kv_reserve(version: Any) -> str:
+    """What the plan's vLLM release lets a running request hold in the KV cache ("whole" for a plan of no or an
+    unknown release)."""
+    from vllm_ops.planning.versions import rules_for
+
+    try:
+        return str(rules_for(str(version))["kv_reserve"]) if version else "whole"
+    except (ValueError, KeyError):
+        return "whole"
 
 
 def read_plan_file(path: str | Path) -> dict:
@@ -138,7 +155,8 @@ def analyse(levels: Sequence[LevelStats], *, input_len: int, output_len: int,
         if mns:
             reason += f" (max_num_seqs {mns}"
             if plan and plan.kv_cache_tokens:
-                reason += f", KV cache {plan.kv_cache_tokens} tokens"
+                held = "mean" if plan.kv_reserve == "mean" else "whole"
+                reason += f", KV cache {plan.kv_cache_tokens} tokens, each request at its {held} length"
             reason += ")"
     return Saturation(saturated_at=saturated_at, peak_request_throughput=best.request_throughput,
                       peak_output_throughput=max(lv.output_throughput for lv in levels),
