@@ -78,12 +78,12 @@ def _misplaced_own_flags(sub: argparse.ArgumentParser | None, passthrough: list[
     if sub is None:
         return None
     own = {o for a in sub._actions for o in a.option_strings if o.startswith("--")}
-    candidates = [t.partition("=")[0] for t in passthrough if t.startswith("--") and t != "--"]
-    if not any(name in own for name in candidates):
+    mine = [name for name in (t.partition("=")[0] for t in passthrough) if name in own]
+    if not mine:
         return None
-    from vllm_ops.planning.vllm_flags import known_flags
+    from vllm_ops.planning.vllm_flags import known_flags       # read only when one of ours is there
 
-    return next((name for name in candidates if name in own and name not in known_flags()), None)
+    return next((name for name in mine if name not in known_flags()), None)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -42,13 +42,10 @@ class PlanLimits:
         """The most requests of this length the server should run at once."""
         from vllm_ops.planning.perf_sim import running_limit
 
-        bounds = []
-        if self.max_num_seqs:
-            bounds.append(float(self.max_num_seqs))
         if self.kv_cache_tokens and input_len + output_len > 0:
-            bounds.append(float(running_limit(input_len, output_len, 1 << 30, self.kv_cache_tokens,
-                                              self.kv_reserve)))
-        return min(bounds) if bounds else None
+            return float(running_limit(input_len, output_len, self.max_num_seqs or self.kv_cache_tokens,
+                                       self.kv_cache_tokens, self.kv_reserve))
+        return float(self.max_num_seqs) if self.max_num_seqs else None
 
     @classmethod
     def from_plan_dict(cls, plan: dict, source: str = "") -> "PlanLimits":
@@ -74,10 +71,10 @@ class PlanLimits:
 def _kv_reserve(version: Any) -> str:
     """What the plan's vLLM release lets a running request hold in the KV cache ("whole" for a plan of no or an
     unknown release)."""
-    from vllm_ops.planning.versions import rules_for
+    from vllm_ops.planning.versions import kv_reserve
 
     try:
-        return str(rules_for(str(version))["kv_reserve"]) if version else "whole"
+        return kv_reserve(version) if version else "whole"
     except (ValueError, KeyError):
         return "whole"
 

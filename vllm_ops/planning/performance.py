@@ -484,9 +484,9 @@ def _open_loop(step: "StepFn", w: Workload, limit: int, jitter: float, outside: 
 def kv_reserve(plan: "Plan") -> str:
     """What the plan's vLLM lets a running request hold in the KV cache before it preempts, by release
     (planning/versions.py ``kv_reserve``; perf_sim.reserved_tokens)."""
-    from vllm_ops.planning.versions import DEFAULT_VLLM_VERSION, rules_for
+    from vllm_ops.planning import versions
 
-    return str(rules_for(str(plan.vllm_version or DEFAULT_VLLM_VERSION))["kv_reserve"])
+    return versions.kv_reserve(plan.vllm_version or DEFAULT_VLLM_VERSION)
 
 
 def _schedules_async(plan: "Plan") -> bool:

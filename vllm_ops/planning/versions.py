@@ -297,7 +297,7 @@ class VersionRules:
         return [f"vLLM {self.version}: {why}" for key, why in self.used.items() if key not in PERF_ONLY_KEYS]
 
 
-PERF_ONLY_KEYS = frozenset({"fp8_block_moe_hopper"})
+PERF_ONLY_KEYS = frozenset({"fp8_block_moe_hopper", "kv_reserve"})
 _CACHE: dict[str, VersionRules] = {}
 
 
@@ -330,6 +330,12 @@ def batch_defaults(rules: VersionRules, *, gpu_total_gib: float | None, gpu_name
     if total >= 70 and "A100" not in name and "GB10" not in name:
         return 1024, 8192, f"{total:.0f} GiB GPU (H100/H200 class): 1024 seqs / 8192 tokens"
     return 256, 2048, f"{total:.0f} GiB GPU: 256 seqs / 2048 tokens"
+
+
+def kv_reserve(version: str) -> str:
+    """What vLLM ``version`` lets a running request hold in the KV cache before it preempts: "whole" or "mean"
+    (the ``kv_reserve`` rule; perf_sim.reserved_tokens)."""
+    return str(rules_for(str(version))["kv_reserve"])
 
 
 def is_known_release(version: str) -> bool:
