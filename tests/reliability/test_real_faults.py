@@ -527,7 +527,8 @@ def test_killed_mid_request_and_mid_stream(tmp_path, tiny, vllm_python):
                                 f"{n} at the error); sockets on port {port} 1 s after it:\n{sockets}")
         print(f"[real-faults] processes before the kill: {len(before)}; "
               f"after: {len(processes_with_env(marker))}")
-        engine.open()
+        # the engine core stays paused while status looks (it finds a stopped process as well): run free,
+        # the orphaned core's CPU threads went on generating and starved `status` past its 60 s once in CI
         after_kill = processes_with_env(marker)
         left = {pid for pid, _ in after_kill}
         engine_core = [pid for pid, cmd in after_kill if "VLLM::EngineCore" in cmd]
@@ -540,6 +541,7 @@ def test_killed_mid_request_and_mid_stream(tmp_path, tiny, vllm_python):
         _state_file(state, name).unlink()
         row = _rows(_cli(env, "status", "--json", timeout=60))[name]
         assert row["status"] == "orphaned" and set(engine_core) <= set(row["pids"]), (row, left)
+        engine.open()                                        # stop's SIGTERM reaches a running core
         t1 = time.monotonic()
         p = _cli(env, "stop", name, "--grace", "5", timeout=120)
         _timing("stop after the API server was killed and its state file lost", time.monotonic() - t1)
