@@ -46,6 +46,19 @@ def test_flags_exactly_the_stored_first_wave_levels():
     assert len(levels) >= 170 and flagged == FIRST_WAVE
 
 
+def test_a_partly_cached_level_is_not_a_one_time_cost():
+    """--prompt-pool levels (hitpath/cpu: the pool's first pass computed, the rest served by the prefix cache) spread
+    their TTFTs for that reason; with the same latencies and nothing cached the detector would speak."""
+    pooled = [(name, lv) for name, _doc, lv in _stored_levels() if "hitpath/cpu/" in name]
+    assert len(pooled) == 4
+    spread = [(name, lv) for name, lv in pooled if lv.ttft_ms.mean >= 2 * lv.ttft_ms.p50]
+    assert len(spread) == 3 and all(lv.server.prefix_cache_hit_rate >= 0.75 for _n, lv in spread)
+    for _name, lv in spread:
+        assert one_time_cost_warning(lv) is None
+        fresh = dataclasses.replace(lv, server=dataclasses.replace(lv.server, prefix_cache_hit_rate=0.0))
+        assert "one-time cost" in one_time_cost_warning(fresh)
+
+
 def test_the_warning_is_in_the_text_and_the_json(capsys):
     name = "h100x1/warmup/t235l20w/bench-1000-100-c4.json"
     doc = json.loads((RUNS / name).read_text(encoding="utf-8"))
