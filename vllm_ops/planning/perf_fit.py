@@ -294,6 +294,10 @@ KV_EDGE_CHECK = {"ttft_x": (0.57, 1.49), "tpot_x": (1.08, 1.25), "fill": 1.04,
                                "held": {"fills": (1.25, 1.25), "ttft_x": (0.97, 1.13), "tpot_x": (1.07, 1.07)}}}
 
 
+def _x_range(lo: float, hi: float) -> str:
+    return f"{lo:g}x" if lo == hi else f"{lo:g}-{hi:g}x"
+
+
 def kv_edge_note(fill: float, kv_reserve: str = "whole") -> str:
     """The caveat of a plan whose requests do not fit the KV cache at their whole length (KV_EDGE_CHECK)."""
     d = KV_EDGE_CHECK
@@ -303,10 +307,10 @@ def kv_edge_note(fill: float, kv_reserve: str = "whole") -> str:
         fills = "/".join(f"{f:.0%}" for f in m["fills"])
         return (f"past the KV cache's edge ({fill:.0%} of it at full length): vLLM runs more requests than fit whole "
                 f"and preempts, and the model counts each at its mean length (input + output/2); measured on vLLM "
-                f"0.25 at {fills} of the cache, TTFT came out {m['ttft_x'][0]:g}-{m['ttft_x'][1]:g}x and TPOT "
-                f"{m['tpot_x'][0]:g}-{m['tpot_x'][1]:g}x this rule's prediction (the runs the rule was chosen on), "
-                f"and held out at {h['fills'][0]:.0%} TTFT {h['ttft_x'][0]:g}-{h['ttft_x'][1]:g}x, TPOT "
-                f"{h['tpot_x'][0]:g}-{h['tpot_x'][1]:g}x; preemption's recompute is not modelled")
+                f"0.25 at {fills} of the cache, TTFT came out {_x_range(*m['ttft_x'])} and TPOT "
+                f"{_x_range(*m['tpot_x'])} this rule's prediction (the runs the rule was chosen on), and held out "
+                f"at {h['fills'][0]:.0%} TTFT {_x_range(*h['ttft_x'])}, TPOT {_x_range(*h['tpot_x'])}; "
+                f"preemption's recompute is not modelled")
     return (f"at the KV cache's edge ({fill:.0%} of it at full length): the model runs only the requests whose whole "
             f"length fits, vLLM runs more and preempts; measured at {d['fill']:.0%} (vLLM 0.25, our run; vLLM 0.12, "
             f"NVIDIA's row) TTFT came out {d['ttft_x'][0]:g}-{d['ttft_x'][1]:g}x and TPOT {d['tpot_x'][0]:g}-"
