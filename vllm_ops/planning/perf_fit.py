@@ -313,8 +313,8 @@ def kv_edge_note(fill: float, kv_reserve: str = "whole") -> str:
                 f"preemption's recompute is not modelled")
     return (f"at the KV cache's edge ({fill:.0%} of it at full length): the model runs only the requests whose whole "
             f"length fits, vLLM runs more and preempts; measured at {d['fill']:.0%} (vLLM 0.25, our run; vLLM 0.12, "
-            f"NVIDIA's row) TTFT came out {d['ttft_x'][0]:g}-{d['ttft_x'][1]:g}x and TPOT {d['tpot_x'][0]:g}-"
-            f"{d['tpot_x'][1]:g}x this prediction: read them as within that range")
+            f"NVIDIA's row) TTFT came out {_x_range(*d['ttft_x'])} and TPOT {_x_range(*d['tpot_x'])} this "
+            f"prediction: read them as within that range")
 
 
 def gpu_note(key: str, compute_capability: Any) -> str | None:
