@@ -34,8 +34,8 @@ def test_held_out_figures_stay_within_the_recorded_ones(bench, cases, key):
 # pooled held-out figures of each measurement set (every model predicted with its own leave-one-model-out fold,
 # fitted on the public rows AND our H200 runs of the other models), as benchmarks/perf_model_accuracy.py
 # printed them, plus a small margin: a regression guard (issue #22's targets: TPOT 10 / 25, TTFT 20 / 50)
-HELD_OUT_POOLED = {"public": {"tpot_median": 9.0, "tpot_p90": 26.0, "ttft_median": 17.5,    # measured 8.0/24.3/16.0/51.1
-                              "ttft_p90": 55.0},
+HELD_OUT_POOLED = {"public": {"tpot_median": 9.0, "tpot_p90": 26.0, "ttft_median": 17.5,    # measured 8.0/24.3/16.0/46.9
+                              "ttft_p90": 50.0},                                            # (51.1 until session 27)
                    "gpu": {"tpot_median": 11.0, "tpot_p90": 34.0, "ttft_median": 23.0,       # measured 9.6/30.4/20.5/63.8
                            "ttft_p90": 68.0}}
 

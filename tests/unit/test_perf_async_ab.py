@@ -109,8 +109,9 @@ def test_the_model_predicts_the_async_arrival_lag_under_load(predicted):
 
 def test_the_ab_runs_held_out_figures(bench):
     """25 levels in no fit (the 19 of session 10 and the Mistral-7B pair's 6), session-11 model and constants:
-    TPOT median 7.8 %, TTFT 12.9 % (session 10's model and constants on the same 25: 11.4 %, 13.6 %)."""
+    TPOT median 7.8 %, TTFT 12.9 % (session 10's model and constants on the same 25: 11.4 %, 13.6 %); 13.0 % since
+    session 27's latency per cached prompt token (the levels whose fixed seed reused prompts)."""
     pairs = bench.sched_pairs()
     s = bench.score(pairs, len(pairs))
-    assert s["rows"] == 25 and (s["tpot_median"], s["ttft_median"]) == (7.8, 12.9), s
+    assert s["rows"] == 25 and (s["tpot_median"], s["ttft_median"]) == (7.8, 13.0), s
 

@@ -44,6 +44,16 @@ ALLREDUCE_US = 10.0
 # other constants were fitted with the 83 us floor in place and are not refitted. The public rows stream through a
 # Dynamo frontend instead (through_harness: 0).
 API_TOKEN_US = 33.0
+# CACHED_PROMPT_US: vLLM's serving path takes this long per prompt token its prefix cache serves, measured, not fitted
+# (session 27): Qwen3-8B on one H100, vLLM 0.25.0, one request at a time over 4 prompts (tests/data/gpu-runs/h100x1/
+# hitpath/gpu): the median request, a cache hit (992 / 7,984 / 15,984 of its 1,000 / 8,000 / 16,000 prompt tokens
+# cached), reached its first token in 20.7 / 33.0 / 45.2 ms where the model said 14.7 / 15.2 / 17.0 ms; least squares
+# over the three gaps: 1.48 us per prompt token (and 5 ms at none, left to the fitted request_ms). vLLM's own TTFT
+# histogram leaves most of it before the engine's queue (the request's token ids parsed, checked and handed over).
+# The fitted prefill constants carry such a latency for the tokens a step computes (they were fitted on prefills); a
+# cached token has no compute to carry it. The vLLM CPU build gave 1.4 us (0.32, 2 cores, hitpath/cpu). One model,
+# three levels, one host: close to a guess, said so.
+CACHED_PROMPT_US = 1.5
 # --enforce-eager (no CUDA graphs, no torch.compile), measured on 1x H200, vLLM 0.25.0 (tests/data/gpu-runs/h200x1/eager/,
 # 2026-12-05): a step takes about as long at 1 as at 32 requests (Qwen3-32B: 51 ms at 1, 8 and 32), so eager steps get a
 # floor of EAGER_LAUNCH_US per layer plus EAGER_WEIGHTS_X times the time the step's weights take to read. Fitted (a grid,
@@ -76,12 +86,12 @@ MOE_PAD_ALL_FLOPS = 0.5
 MOE_PAD_ALL_LAYER_US = 25.0
 DEFAULT = Efficiency(bw=0.85, flops=0.6, flops_fp8=0.0, step_ms=1.0, layer_us=35.0, allreduce_us=ALLREDUCE_US,
                      request_ms=20.0, moe_bw=1.0, moe_flops=0.0, moe_layer_us=0.0, eager_layer_us=0.0,
-                     api_token_us=API_TOKEN_US, eager_launch_us=EAGER_LAUNCH_US, eager_weights_x=EAGER_WEIGHTS_X,
+                     api_token_us=API_TOKEN_US, cached_prompt_us=CACHED_PROMPT_US, eager_launch_us=EAGER_LAUNCH_US, eager_weights_x=EAGER_WEIGHTS_X,
                      eager_moe_launch_us=EAGER_MOE_LAUNCH_US, moe_pad_flops=MOE_PAD_FLOPS,
                      moe_pad_layer_us=MOE_PAD_LAYER_US, moe_pad_all_flops=MOE_PAD_ALL_FLOPS,
                      moe_pad_all_layer_us=MOE_PAD_ALL_LAYER_US)
 # measured apart from the fit (the fit's rows run CUDA graphs and cannot move them): these values win over any stored
-MEASURED = {"api_token_us": API_TOKEN_US, "eager_launch_us": EAGER_LAUNCH_US, "eager_weights_x": EAGER_WEIGHTS_X,
+MEASURED = {"cached_prompt_us": CACHED_PROMPT_US, "api_token_us": API_TOKEN_US, "eager_launch_us": EAGER_LAUNCH_US, "eager_weights_x": EAGER_WEIGHTS_X,
             "eager_moe_launch_us": EAGER_MOE_LAUNCH_US, "moe_pad_flops": MOE_PAD_FLOPS,
             "moe_pad_layer_us": MOE_PAD_LAYER_US, "moe_pad_all_flops": MOE_PAD_ALL_FLOPS,
             "moe_pad_all_layer_us": MOE_PAD_ALL_LAYER_US}

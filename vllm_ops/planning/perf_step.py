@@ -96,17 +96,23 @@ class Efficiency:
     harness_prompt_us: float = 0.0  # the public rows' harness only: its latency per prompt token (fit.json harness_fit)
     request_prompt_us: float = 0.0  # per prompt token of a request's first token, outside vLLM (0: plans; the
                                     # public harness: through_harness)
+    cached_prompt_us: float = 0.0   # per prompt token the prefix cache serves: the serving path's own latency
+                                    # (perf_fit.CACHED_PROMPT_US), which the fitted prefill constants carry for the
+                                    # tokens they compute
 
     def through_harness(self) -> "Efficiency":
         """These efficiencies as the public rows' harness sees them: its per-request latency (``harness_ms``) added
         to ``request_ms``, its per-prompt-token one (``harness_prompt_us``) as ``request_prompt_us``; its frontend
-        (Dynamo), not vLLM's API server, streams the tokens."""
+        (Dynamo), not vLLM's API server, streams the tokens. Where that per-token latency was fitted it holds the
+        cached tokens' too; where no rows identified it, the cached tokens keep vLLM's own (a floor)."""
         return replace(self, request_ms=self.request_ms + self.harness_ms, api_token_us=0.0, api_request_ms=0.0,
-                       send_jitter_ms=self.harness_jitter_ms, request_prompt_us=self.harness_prompt_us)
+                       send_jitter_ms=self.harness_jitter_ms, request_prompt_us=self.harness_prompt_us,
+                       cached_prompt_us=0.0 if self.harness_prompt_us else self.cached_prompt_us)
 
-    def request_latency_ms(self, prompt_tokens: int) -> float:
+    def request_latency_ms(self, prompt_tokens: int, cached_tokens: int = 0) -> float:
         """What a request's first token (and its end) carries outside the engine's steps."""
-        return self.request_ms + self.request_prompt_us * prompt_tokens / 1e3
+        return (self.request_ms + self.request_prompt_us * prompt_tokens / 1e3
+                + self.cached_prompt_us * cached_tokens / 1e3)
 
 
 @dataclass(frozen=True)

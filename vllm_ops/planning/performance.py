@@ -411,7 +411,11 @@ def _run(plan: "Plan", w: Workload, cost: "StepCost", fit_notes: list[str], step
         notes.append(f"prefix cache: {hit:.0%} of every prompt assumed cached (whole KV blocks); only the rest is "
                      f"prefilled")
     cached = cached_prompt_tokens(isl, hit, int(va.get("block_size") or GPU_BLOCK_SIZE))
-    outside = cost.eff.request_latency_ms(isl)
+    if cached and cost.eff.cached_prompt_us:
+        notes.append(f"prefix cache: each cached prompt token still costs the serving path "
+                     f"{cost.eff.cached_prompt_us:g} us before the first token (measured on one model and host: "
+                     f"perf_fit.CACHED_PROMPT_US)")
+    outside = cost.eff.request_latency_ms(isl, cached)
     kw = dict(input_len=isl, output_len=osl, max_num_seqs=seqs, max_batched_tokens=mbt, kv_capacity_tokens=cap,
               prompt_cached=cached, admit_ms=cost.eff.api_request_ms, plan_ahead=cost.async_sched,
               send_jitter_ms=cost.eff.send_jitter_ms, kv_reserve=reserve)
