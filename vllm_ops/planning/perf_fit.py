@@ -52,7 +52,9 @@ API_TOKEN_US = 33.0
 # histogram leaves most of it before the engine's queue (the request's token ids parsed, checked and handed over).
 # The fitted prefill constants carry such a latency for the tokens a step computes (they were fitted on prefills); a
 # cached token has no compute to carry it. The vLLM CPU build gave 1.4 us (0.32, 2 cores, hitpath/cpu). One model,
-# three levels, one host: close to a guess, said so.
+# three levels, one host. Held out (hitpath/held, committed before it ran): Llama-3.1-8B-Instruct on one H200, hits at
+# 1000-16000 tokens within 20 % (without the term 8-51 % low); that host's slope was 1.1 us, so 16000 tokens came out
+# 20 % high.
 CACHED_PROMPT_US = 1.5
 # --enforce-eager (no CUDA graphs, no torch.compile), measured on 1x H200, vLLM 0.25.0 (tests/data/gpu-runs/h200x1/eager/,
 # 2026-12-05): a step takes about as long at 1 as at 32 requests (Qwen3-32B: 51 ms at 1, 8 and 32), so eager steps get a
