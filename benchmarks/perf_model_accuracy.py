@@ -122,6 +122,7 @@ EAGER_RUNS = ROOT / "tests" / "data" / "gpu-runs" / "h200x1" / "eager"   # --enf
 # --moe-backend deep_gemm: DeepGEMM's padded MoE grouped GEMM (vLLM 0.12's default on Hopper), its two constants' own data
 DEEPGEMM_RUNS = ROOT / "tests" / "data" / "gpu-runs" / "h200x1" / "deepgemm"
 DEEPGEMM_H100_RUNS = ROOT / "tests" / "data" / "gpu-runs" / "h100x1" / "deepgemm"   # session 21, in no fit
+DEEPGEMM_HELD_RUNS = ROOT / "tests" / "data" / "gpu-runs" / "h200x1" / "dgheld"   # session 27, in no fit (committed first)
 H100_RUNS = ROOT / "tests" / "data" / "gpu-runs" / "h100x1" / "perf"   # session 22, in no fit (predictions committed first)
 GPUS = {"h100_sxm": "H100", "h200_sxm": "H200"}
 # the published checkpoint → the catalog entry with the same architecture + the pin that loads it the same way
