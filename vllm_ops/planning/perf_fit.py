@@ -54,7 +54,7 @@ API_TOKEN_US = 33.0
 # cached token has no compute to carry it. The vLLM CPU build gave 1.4 us (0.32, 2 cores, hitpath/cpu). One model,
 # three levels, one host. Held out (hitpath/held, committed before it ran): Llama-3.1-8B-Instruct on one H200, hits at
 # 1000-16000 tokens within 20 % (without the term 8-51 % low); that host's slope was 1.1 us, so 16000 tokens came out
-# 20 % high.
+# 20 % high. The fitted constants were not refitted with it (our runs with cached prompts moved by 0-1 point).
 CACHED_PROMPT_US = 1.5
 # --enforce-eager (no CUDA graphs, no torch.compile), measured on 1x H200, vLLM 0.25.0 (tests/data/gpu-runs/h200x1/eager/,
 # 2026-12-05): a step takes about as long at 1 as at 32 requests (Qwen3-32B: 51 ms at 1, 8 and 32), so eager steps get a
