@@ -23,19 +23,17 @@ SPEC = load_model_spec("Qwen/Qwen3-8B", offline=True)
 HIT = 0.99          # the median request of a pooled level: every whole block of its prompt cached
 
 
-def _level(name: str) -> dict:
-    doc = json.loads((RUN / f"bench-{name}.json").read_text(encoding="utf-8"))
+def _level(name: str, run: Path = RUN) -> dict:
+    doc = json.loads((run / f"bench-{name}.json").read_text(encoding="utf-8"))
     (lv,) = doc["levels"]
     return lv
 
 
-def _plan() -> Plan:
-    return Plan.from_dict(json.loads((RUN / "plan.json").read_text(encoding="utf-8")))
-
-
-def _ttft(isl: int, c: int, eff=None, hit: float = HIT) -> float:
+def _ttft(isl: int, c: int, eff=None, hit: float = HIT, run: Path = RUN, spec=SPEC) -> float:
+    """The run's own plan predicting a level's TTFT (a hit's, at ``hit``)."""
+    plan_ = Plan.from_dict(json.loads((run / "plan.json").read_text(encoding="utf-8")))
     w = Workload(isl, 100, concurrency=c, prefix_cache_hit=hit)
-    return predict(_plan(), w, spec=SPEC, efficiency=eff or perf_fit.EFFICIENCY).ttft_ms
+    return predict(plan_, w, spec=spec, efficiency=eff or perf_fit.EFFICIENCY).ttft_ms
 
 
 WITHOUT = dataclasses.replace(perf_fit.EFFICIENCY, cached_prompt_us=0.0)
@@ -114,27 +112,17 @@ LLAMA = load_model_spec("meta-llama/Llama-3.1-8B-Instruct", offline=True)
 HELD_C1 = {1000: "1000-100-c1-pool4", 4000: "4000-100-c1-pool4", 8000: "8000-100-c1-pool4", 16000: "16000-100-c1-pool4"}
 
 
-def _held(name: str) -> dict:
-    (lv,) = json.loads((HELD / f"bench-{name}.json").read_text(encoding="utf-8"))["levels"]
-    return lv
-
-
-def _held_ttft(isl: int, eff=None) -> float:
-    p = Plan.from_dict(json.loads((HELD / "plan.json").read_text(encoding="utf-8")))
-    w = Workload(isl, 100, concurrency=1, prefix_cache_hit=HIT)
-    return predict(p, w, spec=LLAMA, efficiency=eff or perf_fit.EFFICIENCY).ttft_ms
-
-
 def test_held_out_on_another_model_and_card():
     """Committed before the run: every c=1 median within 25 % with the term, and closer than without it at 4000, 8000
     and 16000 tokens. Measured 14.3 / 18.5 / 26.5 / 33.5 ms; with the term 14.6 / 19.2 / 25.5 / 40.2 (+20 % at
     16000: the slope on that host is 1.1 us, not 1.5), without 13.1 / 13.3 / 13.6 / 16.5."""
     assert "H200" in (HELD / "gpu.txt").read_text(encoding="utf-8")
     for isl, name in HELD_C1.items():
-        lv = _held(name)
+        lv = _level(name, HELD)
         assert lv["completed"] == 40 and lv["server"]["prefix_cache_hit_rate"] > 0.85, name
         m = lv["ttft_ms"]["p50"]
-        with_term, without = _held_ttft(isl), _held_ttft(isl, WITHOUT)
+        with_term = _ttft(isl, 1, run=HELD, spec=LLAMA)
+        without = _ttft(isl, 1, WITHOUT, run=HELD, spec=LLAMA)
         assert abs(with_term / m - 1) < 0.25, (isl, with_term, m)
         if isl >= 4000:
             assert abs(with_term - m) < abs(without - m), (isl, with_term, without, m)

@@ -86,17 +86,13 @@ MOE_PAD_FLOPS = 1.0
 MOE_PAD_LAYER_US = 15.0
 MOE_PAD_ALL_FLOPS = 0.5
 MOE_PAD_ALL_LAYER_US = 25.0
-DEFAULT = Efficiency(bw=0.85, flops=0.6, flops_fp8=0.0, step_ms=1.0, layer_us=35.0, allreduce_us=ALLREDUCE_US,
-                     request_ms=20.0, moe_bw=1.0, moe_flops=0.0, moe_layer_us=0.0, eager_layer_us=0.0,
-                     api_token_us=API_TOKEN_US, cached_prompt_us=CACHED_PROMPT_US, eager_launch_us=EAGER_LAUNCH_US, eager_weights_x=EAGER_WEIGHTS_X,
-                     eager_moe_launch_us=EAGER_MOE_LAUNCH_US, moe_pad_flops=MOE_PAD_FLOPS,
-                     moe_pad_layer_us=MOE_PAD_LAYER_US, moe_pad_all_flops=MOE_PAD_ALL_FLOPS,
-                     moe_pad_all_layer_us=MOE_PAD_ALL_LAYER_US)
 # measured apart from the fit (the fit's rows run CUDA graphs and cannot move them): these values win over any stored
-MEASURED = {"cached_prompt_us": CACHED_PROMPT_US, "api_token_us": API_TOKEN_US, "eager_launch_us": EAGER_LAUNCH_US, "eager_weights_x": EAGER_WEIGHTS_X,
-            "eager_moe_launch_us": EAGER_MOE_LAUNCH_US, "moe_pad_flops": MOE_PAD_FLOPS,
-            "moe_pad_layer_us": MOE_PAD_LAYER_US, "moe_pad_all_flops": MOE_PAD_ALL_FLOPS,
-            "moe_pad_all_layer_us": MOE_PAD_ALL_LAYER_US}
+MEASURED = {"cached_prompt_us": CACHED_PROMPT_US, "api_token_us": API_TOKEN_US, "eager_launch_us": EAGER_LAUNCH_US,
+            "eager_weights_x": EAGER_WEIGHTS_X, "eager_moe_launch_us": EAGER_MOE_LAUNCH_US,
+            "moe_pad_flops": MOE_PAD_FLOPS, "moe_pad_layer_us": MOE_PAD_LAYER_US,
+            "moe_pad_all_flops": MOE_PAD_ALL_FLOPS, "moe_pad_all_layer_us": MOE_PAD_ALL_LAYER_US}
+DEFAULT = Efficiency(bw=0.85, flops=0.6, flops_fp8=0.0, step_ms=1.0, layer_us=35.0, allreduce_us=ALLREDUCE_US,
+                     request_ms=20.0, moe_bw=1.0, moe_flops=0.0, moe_layer_us=0.0, eager_layer_us=0.0, **MEASURED)
 # Requests that start together drift apart or not, depending on the load generator (a property of the
 # harness, not of vLLM), modelled as output lengths spread uniformly over +-spread around the mean:
 # * OSL_JITTER (0.1, an assumption, not fitted): clients that drift apart - real traffic, and NVIDIA's public rows
